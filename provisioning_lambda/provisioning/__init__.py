@@ -1,0 +1,1 @@
+"""Provisioning API: issues a device certificate from AWS Private CA and registers it with IoT."""

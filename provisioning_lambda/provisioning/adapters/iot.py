@@ -1,0 +1,109 @@
+"""AWS IoT Core: things, certificates, the shared policy and the data endpoint."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from ..models import RegisteredCertificate
+from .aws import aws_step, error_code
+
+
+class IotRegistry:
+    def __init__(self, client: Any, policy_name: str, thing_group: str, ca_mode: str) -> None:
+        self.client = client
+        self._policy_name = policy_name
+        self._thing_group = thing_group
+        self._ca_mode = ca_mode
+
+    def ensure_thing(self, thing_name: str) -> None:
+        """Create the thing (if new) and put it in the fleet's thing group; safe to repeat."""
+        with aws_step("CREATE_THING"):
+            try:
+                self.client.create_thing(thingName=thing_name)
+            except ClientError as error:
+                # AWS answers an identical CreateThing with success; moto raises. Either way
+                # the thing exists, which is all this step needs.
+                if error_code(error) != "ResourceAlreadyExistsException":
+                    raise
+            self.client.add_thing_to_thing_group(
+                thingGroupName=self._thing_group, thingName=thing_name
+            )
+
+    def register(self, certificate_pem: str, ca_pem: str) -> RegisteredCertificate:
+        """Register ACTIVE; an already registered certificate (a retry) counts as success."""
+        with aws_step("REGISTER_CERTIFICATE"):
+            try:
+                if self._ca_mode == "SNI_ONLY":
+                    response = self.client.register_certificate_without_ca(
+                        certificatePem=certificate_pem, status="ACTIVE"
+                    )
+                else:
+                    response = self.client.register_certificate(
+                        certificatePem=certificate_pem,
+                        caCertificatePem=ca_pem,
+                        status="ACTIVE",
+                    )
+            except ClientError as error:
+                if error_code(error) != "ResourceAlreadyExistsException":
+                    raise
+                response = error.response
+        return RegisteredCertificate(
+            certificate_id=str(
+                response["certificateId" if "certificateId" in response else "resourceId"]
+            ),
+            certificate_arn=str(
+                response["certificateArn" if "certificateArn" in response else "resourceArn"]
+            ),
+        )
+
+    def attach_policy(self, certificate_arn: str) -> None:
+        with aws_step("ATTACH_POLICY"):
+            self.client.attach_policy(policyName=self._policy_name, target=certificate_arn)
+
+    def attach_thing(self, thing_name: str, certificate_arn: str) -> None:
+        with aws_step("ATTACH_THING_PRINCIPAL"):
+            self.client.attach_thing_principal(thingName=thing_name, principal=certificate_arn)
+
+    def set_status(self, certificate_id: str, status: str) -> None:
+        step = "DEACTIVATE_CERTIFICATE" if status != "ACTIVE" else "ACTIVATE_CERTIFICATE"
+        with aws_step(step):
+            try:
+                self.client.update_certificate(certificateId=certificate_id, newStatus=status)
+            except ClientError as error:
+                # REVOKED is terminal: revoking twice, or a certificate already deleted,
+                # leaves it exactly as wanted.
+                already = error_code(error) in (
+                    "CertificateStateException",
+                    "ResourceNotFoundException",
+                )
+                if not (status == "REVOKED" and already):
+                    raise
+
+    def detach(self, thing_name: str, certificate_arn: str) -> None:
+        """Detach thing and policy; a principal that is already gone counts as detached."""
+        with aws_step("DETACH_CERTIFICATE"):
+            for fn, kwargs in (
+                (
+                    self.client.detach_thing_principal,
+                    {"thingName": thing_name, "principal": certificate_arn},
+                ),
+                (
+                    self.client.detach_policy,
+                    {"policyName": self._policy_name, "target": certificate_arn},
+                ),
+            ):
+                try:
+                    fn(**kwargs)
+                except ClientError as error:
+                    if error_code(error) != "ResourceNotFoundException":
+                        raise
+
+    @cached_property
+    def data_endpoint(self) -> str:
+        """The ATS data endpoint does not change: look it up once per container."""
+        with aws_step("DESCRIBE_ENDPOINT"):
+            response = self.client.describe_endpoint(endpointType="iot:Data-ATS")
+        return str(response["endpointAddress"])

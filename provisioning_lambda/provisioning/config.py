@@ -1,0 +1,88 @@
+"""Settings from the environment, parsed and checked once per container."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+KEY_ALGORITHMS = ("EC_prime256v1", "RSA_2048")
+SIGNING_ALGORITHMS = ("SHA256WITHECDSA", "SHA256WITHRSA")
+CA_MODES = ("DEFAULT", "SNI_ONLY")
+THING_NAME_MAX = 128
+
+
+class ConfigError(RuntimeError):
+    """The function's environment is incomplete or invalid (a deployment mistake)."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    devices_table: str
+    audit_table: str
+    ca_arn: str
+    ca_signing_algorithm: str
+    ca_certificate_mode: str
+    thing_prefix: str
+    thing_group: str
+    iot_policy_name: str
+    cert_validity_days: int
+    device_key_algorithm: str
+    subject_o: str = ""
+    subject_ou: str = ""
+    subject_c: str = ""
+
+    @property
+    def partition(self) -> str:
+        return self.ca_arn.split(":")[1]
+
+    @property
+    def max_dsn_length(self) -> int:
+        return THING_NAME_MAX - len(self.thing_prefix) - 1
+
+    def thing_name(self, dsn: str) -> str:
+        return f"{self.thing_prefix}_{dsn}"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+
+        def need(name: str) -> str:
+            value = env.get(name, "").strip()
+            if not value:
+                raise ConfigError(f"environment variable {name} is not set")
+            return value
+
+        def one_of(name: str, allowed: tuple[str, ...]) -> str:
+            value = need(name)
+            if value not in allowed:
+                raise ConfigError(f"{name}={value!r} is not one of {', '.join(allowed)}")
+            return value
+
+        validity = need("DEVICE_CERT_VALIDITY_DAYS")
+        if not validity.isdigit() or not 1 <= int(validity) <= 3650:
+            raise ConfigError("DEVICE_CERT_VALIDITY_DAYS must be a whole number of days, 1-3650")
+        prefix = need("THING_PREFIX")
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", prefix):
+            raise ConfigError("THING_PREFIX must be 1-64 of A-Z a-z 0-9 _ -")
+        ca_arn = need("CA_ARN")
+        if not re.fullmatch(
+            r"arn:[\w-]+:acm-pca:[\w-]+:\d{12}:certificate-authority/[\w-]+", ca_arn
+        ):
+            raise ConfigError("CA_ARN is not an ACM PCA certificate authority ARN")
+        return cls(
+            devices_table=need("DEVICES_TABLE"),
+            audit_table=need("AUDIT_TABLE"),
+            ca_arn=ca_arn,
+            ca_signing_algorithm=one_of("CA_SIGNING_ALGORITHM", SIGNING_ALGORITHMS),
+            ca_certificate_mode=one_of("CA_CERTIFICATE_MODE", CA_MODES),
+            thing_prefix=prefix,
+            thing_group=need("THING_GROUP"),
+            iot_policy_name=need("IOT_POLICY_NAME"),
+            cert_validity_days=int(validity),
+            device_key_algorithm=one_of("DEVICE_KEY_ALGORITHM", KEY_ALGORITHMS),
+            subject_o=env.get("SUBJECT_O", ""),
+            subject_ou=env.get("SUBJECT_OU", ""),
+            subject_c=env.get("SUBJECT_C", ""),
+        )

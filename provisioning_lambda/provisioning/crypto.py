@@ -1,0 +1,99 @@
+"""Device keys, the CSR, and the encryption of the private key to the device's X25519 key.
+
+The private key exists only in this process's memory: it is serialised once, encrypted to the
+device, and never logged, stored or returned in the clear.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from datetime import datetime
+
+from cryptography import x509
+from cryptography.fernet import Fernet
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa, x25519
+from cryptography.x509.oid import NameOID
+
+from .errors import BadRequest
+
+DeviceKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+
+
+@dataclass(frozen=True)
+class KeyExchange:
+    """The server's ephemeral X25519 half, already agreed with the device's public key."""
+
+    server_public_key: bytes
+    shared_secret: bytes
+
+
+def agree_with_device(device_public_key: bytes) -> KeyExchange:
+    """Run X25519 now, so a low-order device key is refused before anything is created."""
+    try:
+        device_key = x25519.X25519PublicKey.from_public_bytes(device_public_key)
+        server_key = x25519.X25519PrivateKey.generate()
+        shared = server_key.exchange(device_key)
+    except ValueError:
+        # OpenSSL refuses an all-zero shared secret, i.e. a low-order point.
+        raise BadRequest(
+            "publicKey is not a usable X25519 key (low-order point).", "PUBLIC_KEY_LOW_ORDER"
+        ) from None
+    return KeyExchange(
+        server_public_key=server_key.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        ),
+        shared_secret=shared,
+    )
+
+
+def generate_device_key(algorithm: str) -> DeviceKey:
+    if algorithm == "RSA_2048":
+        return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def build_csr(key: DeviceKey, common_name: str, o: str = "", ou: str = "", c: str = "") -> bytes:
+    attributes = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
+    for oid, value in ((NameOID.ORGANIZATION_NAME, o), (NameOID.ORGANIZATIONAL_UNIT_NAME, ou)):
+        if value:
+            attributes.append(x509.NameAttribute(oid, value))
+    if c:
+        attributes.append(x509.NameAttribute(NameOID.COUNTRY_NAME, c))
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name(attributes))
+        .sign(key, hashes.SHA256())
+    )
+    return csr.public_bytes(serialization.Encoding.PEM)
+
+
+def encrypt_private_key_fernet(key: DeviceKey, exchange: KeyExchange) -> str:
+    """fernet-x25519, the original sample's scheme: Fernet(base64url(X25519 secret))."""
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    token = Fernet(base64.urlsafe_b64encode(exchange.shared_secret)).encrypt(pem)
+    return token.decode("ascii")
+
+
+@dataclass(frozen=True)
+class CertificateFacts:
+    serial_hex: str
+    not_before: datetime
+    not_after: datetime
+
+
+def certificate_facts(certificate_pem: str) -> CertificateFacts:
+    cert = x509.load_pem_x509_certificate(certificate_pem.encode("ascii"))
+    serial = f"{cert.serial_number:x}"
+    serial = serial.rjust(len(serial) + len(serial) % 2, "0")
+    return CertificateFacts(
+        # ACM PCA names serials as colon-separated hex octets.
+        serial_hex=":".join(serial[i : i + 2] for i in range(0, len(serial), 2)),
+        not_before=cert.not_valid_before_utc,
+        not_after=cert.not_valid_after_utc,
+    )

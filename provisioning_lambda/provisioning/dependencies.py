@@ -1,0 +1,41 @@
+"""Build the adapters once per container and hand them to the domain.
+
+Tests call `get_services.cache_clear()` after changing the environment, or build `Services`
+themselves with moto-backed or failing adapters.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
+
+import boto3
+
+from .adapters.aws import make_client
+from .adapters.iot import IotRegistry
+from .adapters.pca import PrivateCa
+from .adapters.store import DeviceStore
+from .config import Settings
+from .service import Services
+
+
+@lru_cache(maxsize=1)
+def get_services() -> Services:
+    settings = Settings.from_env()
+    session = boto3.session.Session()
+    return Services(
+        settings=settings,
+        pca=PrivateCa(
+            make_client("acm-pca", session), settings.ca_arn, settings.ca_signing_algorithm
+        ),
+        iot=IotRegistry(
+            make_client("iot", session),
+            policy_name=settings.iot_policy_name,
+            thing_group=settings.thing_group,
+            ca_mode=settings.ca_certificate_mode,
+        ),
+        store=DeviceStore(
+            make_client("dynamodb", session), settings.devices_table, settings.audit_table
+        ),
+        executor=ThreadPoolExecutor(max_workers=8, thread_name_prefix="aws"),
+    )

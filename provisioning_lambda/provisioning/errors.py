@@ -1,0 +1,69 @@
+"""Domain errors. Each carries the HTTP status and the stable code the API answers with.
+
+Messages are human sentences written here: they never echo key material, tokens, ARNs or
+the text of an AWS error, so nothing sensitive can leak through an error body.
+"""
+
+
+class ProvisioningError(Exception):
+    status = 500
+    code = "INTERNAL_ERROR"
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+
+class BadRequest(ProvisioningError):
+    status = 400
+    code = "BAD_REQUEST"
+
+
+class Forbidden(ProvisioningError):
+    status = 403
+    code = "FORBIDDEN"
+
+
+class Conflict(ProvisioningError):
+    status = 409
+    code = "CONFLICT"
+
+
+class DependencyFailed(ProvisioningError):
+    """An AWS call failed after its retries; `step` names it in the stable code."""
+
+    status = 502
+
+    def __init__(self, step: str, message: str | None = None) -> None:
+        super().__init__(
+            message or f"The {step.replace('_', ' ').lower()} step failed; retry later.",
+            code=f"{step}_FAILED",
+        )
+        self.step = step
+
+
+class Throttled(ProvisioningError):
+    """An AWS quota throttled us past the retry budget: the client should slow down."""
+
+    status = 429
+    code = "THROTTLED"
+    retry_after_seconds = 2
+
+    def __init__(self, step: str) -> None:
+        super().__init__(f"Too many requests reached AWS during the {step.lower()} step.")
+        self.step = step
+
+
+class OutOfTime(ProvisioningError):
+    """The remaining Lambda time cannot cover the next step and a clean rollback."""
+
+    status = 502
+
+    def __init__(self, step: str) -> None:
+        super().__init__(
+            f"The request ran out of time before the {step.lower()} step; retry later.",
+            code=f"{step}_TIMEOUT",
+        )
+        self.step = step

@@ -1,0 +1,77 @@
+"""POST /certificate: parse, authorise, call the domain, map errors. Nothing else lives here."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from .dependencies import get_services
+from .errors import ProvisioningError, Throttled
+from .models import Caller, parse_provision_request
+from .observability import logger, metrics, tracer
+from .service import Budget, provision_device
+
+app = APIGatewayRestResolver()
+
+
+@app.post("/certificate")
+@tracer.capture_method(capture_response=False)  # the response carries the encrypted key
+def post_certificate() -> dict[str, str]:
+    event = app.current_event
+    services = get_services()
+    request = parse_provision_request(event.body, services.settings.max_dsn_length)
+    caller = Caller.from_claims(event.request_context.authorizer.claims)
+    logger.append_keys(dsn=request.dsn, caller=caller.sub)
+    result = provision_device(
+        request,
+        caller,
+        services,
+        Budget(app.lambda_context.get_remaining_time_in_millis),
+        request_id=event.request_context.request_id or app.lambda_context.aws_request_id,
+    )
+    metrics.add_metric(name="DeviceProvisioned", unit=MetricUnit.Count, value=1)
+    return result.to_response()
+
+
+@app.exception_handler(ProvisioningError)  # type: ignore[untyped-decorator]
+def domain_error(error: ProvisioningError) -> Response[str]:
+    logger.warning("request refused", extra={"code": error.code, "status": error.status})
+    if error.status >= 500 or error.status == 429:
+        metrics.add_metric(name="ProvisioningFailed", unit=MetricUnit.Count, value=1)
+    headers = (
+        {"Retry-After": str(error.retry_after_seconds)} if isinstance(error, Throttled) else {}
+    )
+    return _error(error.status, error.message, error.code, headers)
+
+
+@app.exception_handler(Exception)  # type: ignore[untyped-decorator]
+def unexpected_error(error: Exception) -> Response[str]:
+    # The type only: an exception's text may quote request data.
+    logger.error("unexpected error", extra={"error": type(error).__name__})
+    metrics.add_metric(name="ProvisioningFailed", unit=MetricUnit.Count, value=1)
+    return _error(500, "Something went wrong on our side; retry later.", "INTERNAL_ERROR")
+
+
+def _error(
+    status: int, message: str, code: str, headers: dict[str, str] | None = None
+) -> Response[str]:
+    return Response(
+        status_code=status,
+        content_type="application/json",
+        body=json.dumps({"msg": message, "code": code}),
+        headers=headers or {},
+    )
+
+
+@logger.inject_lambda_context(
+    correlation_id_path=correlation_paths.API_GATEWAY_REST, log_event=False
+)
+@tracer.capture_lambda_handler(capture_response=False)
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return app.resolve(event, context)

@@ -1,0 +1,202 @@
+"""Typed request, caller and result models, with the API's full input validation."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import BadRequest
+
+MAX_BODY_BYTES = 4096
+DSN_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,115}", re.ASCII)
+ENCRYPTION_SCHEMES = ("fernet-x25519",)
+ALLOWED_FIELDS = frozenset({"DSN", "publicKey", "encryption"})
+
+ADMINISTRATORS = "Administrators"
+MEMBERS = "Members"
+
+
+@dataclass(frozen=True)
+class ProvisionRequest:
+    dsn: str
+    device_public_key: bytes
+    encryption: str = "fernet-x25519"
+
+
+def parse_provision_request(body: str | None, max_dsn_length: int) -> ProvisionRequest:
+    """Validate the whole body; raise BadRequest with a stable code on the first problem."""
+    if body is None or not body.strip():
+        raise BadRequest("The request body is missing.", "BODY_MISSING")
+    if len(body.encode("utf-8", "surrogatepass")) > MAX_BODY_BYTES:
+        raise BadRequest("The request body is too large.", "BODY_TOO_LARGE")
+    try:
+        data: Any = json.loads(body)
+    except ValueError:
+        raise BadRequest("The request body is not valid JSON.", "BODY_NOT_JSON") from None
+    if not isinstance(data, dict):
+        raise BadRequest("The request body must be a JSON object.", "BODY_NOT_OBJECT")
+    unknown = sorted(set(data) - ALLOWED_FIELDS)
+    if unknown:
+        raise BadRequest(f"Unknown field: {unknown[0][:40]!r}.", "UNKNOWN_FIELD")
+
+    dsn = _required_string(data, "DSN")
+    if not DSN_PATTERN.fullmatch(dsn):
+        raise BadRequest(
+            "DSN must be 1-115 characters of A-Z, a-z, 0-9, '_' or '-'.", "DSN_INVALID"
+        )
+    if len(dsn) > max_dsn_length:
+        raise BadRequest(
+            f"DSN is too long: the thing name allows at most {max_dsn_length} characters here.",
+            "DSN_TOO_LONG",
+        )
+
+    encoded = _required_string(data, "publicKey")
+    try:
+        public_key = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        raise BadRequest("publicKey is not valid base64.", "PUBLIC_KEY_INVALID") from None
+    if len(public_key) != 32:
+        raise BadRequest(
+            "publicKey must be the base64 of a 32-byte X25519 public key.", "PUBLIC_KEY_INVALID"
+        )
+
+    encryption = data.get("encryption", ENCRYPTION_SCHEMES[0])
+    if encryption not in ENCRYPTION_SCHEMES:
+        raise BadRequest(
+            f"encryption must be one of: {', '.join(ENCRYPTION_SCHEMES)}.", "ENCRYPTION_INVALID"
+        )
+    return ProvisionRequest(dsn=dsn, device_public_key=public_key, encryption=encryption)
+
+
+def _required_string(data: Mapping[str, Any], field: str) -> str:
+    if field not in data or data[field] is None:
+        raise BadRequest(f"{field} is required.", "FIELD_MISSING")
+    value = data[field]
+    if not isinstance(value, str):
+        raise BadRequest(f"{field} must be a string.", "FIELD_TYPE")
+    return value
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling, from the claims the Cognito authorizer verified."""
+
+    sub: str
+    groups: frozenset[str]
+
+    @property
+    def is_admin(self) -> bool:
+        return ADMINISTRATORS in self.groups
+
+    @property
+    def may_provision(self) -> bool:
+        return self.is_admin or MEMBERS in self.groups
+
+    @classmethod
+    def from_claims(cls, claims: Mapping[str, Any] | None) -> Caller:
+        claims = claims or {}
+        sub = claims.get("sub")
+        if not isinstance(sub, str) or not sub:
+            # Only reachable if the route is deployed without the authorizer.
+            from .errors import Forbidden
+
+            raise Forbidden("The caller has no verified identity.", "NO_IDENTITY")
+        return cls(sub=sub, groups=_parse_groups(claims.get("cognito:groups")))
+
+
+def _parse_groups(raw: Any) -> frozenset[str]:
+    """API Gateway flattens the groups claim to a string: "A,B" or "[A B]"; accept a list too."""
+    if raw is None:
+        return frozenset()
+    if isinstance(raw, list | tuple):
+        return frozenset(str(group) for group in raw)
+    text = str(raw).strip().removeprefix("[").removesuffix("]")
+    return frozenset(part for part in re.split(r"[,\s]+", text) if part)
+
+
+@dataclass(frozen=True)
+class ProvisionResult:
+    certificate_pem: str
+    encrypted_private_key: str
+    server_public_key: str
+    thing_name: str
+    certificate_id: str
+    not_after: str
+    iot_endpoint: str
+    encryption: str
+
+    def to_response(self) -> dict[str, str]:
+        return {
+            "certificatePem": self.certificate_pem,
+            "encryptedPrivateKey": self.encrypted_private_key,
+            "publicKey": self.server_public_key,
+            "thingName": self.thing_name,
+            "certificateId": self.certificate_id,
+            "notAfter": self.not_after,
+            "iotEndpoint": self.iot_endpoint,
+            "encryption": self.encryption,
+        }
+
+
+@dataclass(frozen=True)
+class CertificateRef:
+    """Enough to find a certificate again in IoT and in ACM PCA."""
+
+    certificate_id: str
+    certificate_arn: str
+    serial: str
+
+
+@dataclass(frozen=True)
+class DeviceRecord:
+    """A row of the devices table. `certificate_id` is set only once provisioning succeeded."""
+
+    dsn: str
+    owner_sub: str
+    thing_name: str = ""
+    certificate_id: str = ""
+    certificate_arn: str = ""
+    pca_certificate_arn: str = ""
+    serial: str = ""
+    not_before: str = ""
+    not_after: str = ""
+    key_algorithm: str = ""
+    status: str = ""
+    created_at: str = ""
+    updated_at: str = ""
+    orphans: tuple[CertificateRef, ...] = ()
+
+    @property
+    def certificate(self) -> CertificateRef | None:
+        if not self.certificate_id:
+            return None
+        return CertificateRef(self.certificate_id, self.certificate_arn, self.serial)
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    """One use of the CA: who did what, when, to which certificate."""
+
+    subject: str
+    event: str
+    actor: str
+    at: str
+    request_id: str
+    details: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class IssuedCertificate:
+    certificate_pem: str
+    chain_pem: str
+
+
+@dataclass(frozen=True)
+class RegisteredCertificate:
+    certificate_id: str
+    certificate_arn: str

@@ -1,0 +1,140 @@
+"""Every malformed request is refused with 400 and a stable code, before anything is created."""
+
+import base64
+import json
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import x25519
+
+from provisioning.errors import BadRequest
+from provisioning.models import Caller, parse_provision_request
+
+MAX_DSN = 128 - len("device") - 1
+
+
+def device_key() -> str:
+    raw = (
+        x25519.X25519PrivateKey.generate()
+        .public_key()
+        .public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    )
+    return base64.b64encode(raw).decode()
+
+
+def body(**fields: object) -> str:
+    return json.dumps(fields)
+
+
+def test_a_well_formed_request_is_parsed() -> None:
+    key = device_key()
+    request = parse_provision_request(body(DSN="SN-0001_a", publicKey=key), MAX_DSN)
+    assert request.dsn == "SN-0001_a"
+    assert base64.b64encode(request.device_public_key).decode() == key
+    assert request.encryption == "fernet-x25519"
+
+
+@pytest.mark.parametrize(
+    ("raw", "code"),
+    [
+        (None, "BODY_MISSING"),
+        ("", "BODY_MISSING"),
+        ("   ", "BODY_MISSING"),
+        ("{not json", "BODY_NOT_JSON"),
+        ("null", "BODY_NOT_OBJECT"),
+        ("[]", "BODY_NOT_OBJECT"),
+        ('"DSN"', "BODY_NOT_OBJECT"),
+        ("{}", "FIELD_MISSING"),
+        (body(publicKey="x"), "FIELD_MISSING"),
+        (body(DSN=None, publicKey="x"), "FIELD_MISSING"),
+        (body(DSN="A1"), "FIELD_MISSING"),
+        (body(DSN=123, publicKey="x"), "FIELD_TYPE"),
+        (body(DSN=["A"], publicKey="x"), "FIELD_TYPE"),
+        (body(DSN="A1", publicKey=32), "FIELD_TYPE"),
+        (body(DSN="A1", publicKey="x", extra=1), "UNKNOWN_FIELD"),
+        ("x" * 5000, "BODY_TOO_LARGE"),
+    ],
+)
+def test_malformed_bodies_are_refused(raw: str | None, code: str) -> None:
+    with pytest.raises(BadRequest) as refused:
+        parse_provision_request(raw, MAX_DSN)
+    assert refused.value.code == code
+    assert refused.value.status == 400
+
+
+@pytest.mark.parametrize(
+    "dsn",
+    [
+        "",
+        "A" * 116,
+        "has space",
+        "../etc/passwd",
+        "A1\n",
+        "line\nbreak",
+        "Ünïcode",
+        "٣٣٣",  # Arabic-Indic digits match \d outside ASCII mode
+        "A$B",
+        "Abc;rm",
+        # The original sample only checked the first character:
+        "A/../../x",
+        "a.b",
+    ],
+)
+def test_every_character_of_the_dsn_is_checked(dsn: str) -> None:
+    with pytest.raises(BadRequest) as refused:
+        parse_provision_request(body(DSN=dsn, publicKey=device_key()), MAX_DSN)
+    assert refused.value.code == "DSN_INVALID"
+
+
+def test_a_dsn_whose_thing_name_passes_128_characters_is_refused() -> None:
+    long_prefix_limit = 128 - len("a-much-longer-prefix") - 1
+    dsn = "A" * (long_prefix_limit + 1)
+    with pytest.raises(BadRequest) as refused:
+        parse_provision_request(body(DSN=dsn, publicKey=device_key()), long_prefix_limit)
+    assert refused.value.code == "DSN_TOO_LONG"
+    parse_provision_request(
+        body(DSN="A" * long_prefix_limit, publicKey=device_key()), long_prefix_limit
+    )
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "not base64!",
+        base64.b64encode(b"\x01" * 31).decode(),
+        base64.b64encode(b"\x01" * 33).decode(),
+        base64.b64encode(b"\x01" * 32).decode()[:-1],
+        base64.b64encode(b"\x01" * 32).decode() + "\n",
+        "",
+    ],
+)
+def test_a_public_key_that_is_not_32_bytes_of_base64_is_refused(key: str) -> None:
+    with pytest.raises(BadRequest) as refused:
+        parse_provision_request(body(DSN="A1", publicKey=key), MAX_DSN)
+    assert refused.value.code == "PUBLIC_KEY_INVALID"
+
+
+def test_an_unknown_encryption_scheme_is_refused() -> None:
+    with pytest.raises(BadRequest) as refused:
+        parse_provision_request(body(DSN="A1", publicKey=device_key(), encryption="rot13"), MAX_DSN)
+    assert refused.value.code == "ENCRYPTION_INVALID"
+
+
+@pytest.mark.parametrize(
+    ("claim", "admin", "may_provision"),
+    [
+        ("Administrators", True, True),
+        ("Members", False, True),
+        ("Members,Administrators", True, True),
+        ("[Members Administrators]", True, True),
+        (["Members"], False, True),
+        ("Visitors", False, False),
+        (None, False, False),
+        ("NotAdministrators", False, False),
+    ],
+)
+def test_groups_from_the_authorizer_claims(claim: object, admin: bool, may_provision: bool) -> None:
+    claims = {"sub": "user-1"} if claim is None else {"sub": "user-1", "cognito:groups": claim}
+    caller = Caller.from_claims(claims)
+    assert caller.is_admin is admin
+    assert caller.may_provision is may_provision

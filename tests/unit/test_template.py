@@ -1,0 +1,597 @@
+"""What template.yaml promises: the contract's names, least privilege, limits AWS enforces.
+
+The template is read with cfn-lint's decoder (it understands the short-form intrinsic tags),
+so these tests see exactly what `cfn-lint` and `sam deploy` see.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import os
+import re
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cfnlint.api import lint_file
+from cfnlint.decode import decode
+
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE_PATH = ROOT / "template.yaml"
+CONFIG_PATH = ROOT / "provisioning_lambda" / "config.json"
+
+API_GATEWAY_INTEGRATION_TIMEOUT_S = 29
+IOT_POLICY_DOCUMENT_MAX_CHARS = 2048
+THING_NAME_VARIABLE = "${iot:Connection.Thing.ThingName}"
+
+CONTRACT_PARAMETERS = {
+    "AdminEmail",
+    "AdminUsername",
+    "StageName",
+    "ThingPrefix",
+    "ThingGroupName",
+    "DeviceCertValidityDays",
+    "DeviceKeyAlgorithm",
+    "CaKeyAlgorithm",
+    "CaValidityYears",
+    "CaCommonName",
+    "CaOrganization",
+    "CaOrganizationalUnit",
+    "CaLocality",
+    "CaState",
+    "CaCountry",
+    "CaCertificateMode",
+    "LogRetentionDays",
+    "ApiThrottleRateLimit",
+    "ApiThrottleBurstLimit",
+}
+CONTRACT_RESOURCES = {
+    "UserPool": "AWS::Cognito::UserPool",
+    "UserPoolClient": "AWS::Cognito::UserPoolClient",
+    "AdministratorsGroup": "AWS::Cognito::UserPoolGroup",
+    "MembersGroup": "AWS::Cognito::UserPoolGroup",
+    "AdminUser": "AWS::Cognito::UserPoolUser",
+    "AdminUserInAdministrators": "AWS::Cognito::UserPoolUserToGroupAttachment",
+    "DevicesTable": "AWS::DynamoDB::Table",
+    "AuditTable": "AWS::DynamoDB::Table",
+    "CertificateAuthority": "AWS::ACMPCA::CertificateAuthority",
+    "CACertificate": "AWS::ACMPCA::Certificate",
+    "CAActivation": "AWS::ACMPCA::CertificateAuthorityActivation",
+    "DevicePolicy": "AWS::IoT::Policy",
+    "DeviceThingGroup": "AWS::IoT::ThingGroup",
+    "ProvisioningApi": "AWS::Serverless::Api",
+    "ProvisioningFunction": "AWS::Serverless::Function",
+    "DeploymentFunction": "AWS::Serverless::Function",
+    "CaRegistration": "Custom::IoTCaRegistration",
+}
+CONTRACT_OUTPUTS = {
+    "ApiUrl",
+    "UserPoolId",
+    "UserPoolClientId",
+    "DevicesTableName",
+    "AuditTableName",
+    "CertificateAuthorityArn",
+    "DevicePolicyName",
+    "ThingGroupName",
+    "ThingPrefix",
+    "IotCaCertificateId",
+    "IotCaCertificateArn",
+    "ProvisioningFunctionName",
+    "DeploymentFunctionName",
+}
+CONTRACT_PROVISIONING_ENV = {
+    "DEVICES_TABLE",
+    "AUDIT_TABLE",
+    "CA_ARN",
+    "CA_SIGNING_ALGORITHM",
+    "CA_CERTIFICATE_MODE",
+    "THING_PREFIX",
+    "THING_GROUP",
+    "IOT_POLICY_NAME",
+    "DEVICE_CERT_VALIDITY_DAYS",
+    "DEVICE_KEY_ALGORITHM",
+    "SUBJECT_O",
+    "SUBJECT_OU",
+    "SUBJECT_C",
+}
+POWERTOOLS_ENV = {"POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE", "POWERTOOLS_LOG_LEVEL"}
+
+# The longest values the pseudo parameters take, so a length check holds in every region.
+WORST_CASE_PSEUDO = {
+    "AWS::Partition": "aws-iso-b",
+    "AWS::Region": "ap-southeast-5",
+    "AWS::AccountId": "123456789012",
+}
+
+
+@cache
+def _template() -> dict[str, Any]:
+    template, matches = decode(str(TEMPLATE_PATH))
+    assert not matches, [str(m) for m in matches]
+    assert template is not None
+    return template
+
+
+def _resources() -> dict[str, Any]:
+    resources: dict[str, Any] = _template()["Resources"]
+    return resources
+
+
+def _statements(function_id: str) -> list[dict[str, Any]]:
+    policies = _resources()[function_id]["Properties"]["Policies"]
+    return [statement for policy in policies for statement in policy["Statement"]]
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def _resolve_sub(value: Any, extra: dict[str, str] | None = None) -> str:
+    """Evaluate a plain string or a one-argument Fn::Sub with worst-case pseudo parameters."""
+    if isinstance(value, str):
+        return value
+    text = value["Fn::Sub"]
+    assert isinstance(text, str), "only the one-argument Fn::Sub form is expected here"
+    names = {**WORST_CASE_PSEUDO, **(extra or {})}
+
+    def replace(match: re.Match[str]) -> str:
+        inner = match.group(1)
+        if inner.startswith("!"):
+            return "${" + inner[1:] + "}"  # escaped: a literal ${...} for IoT to evaluate
+        return names[inner]
+
+    return re.sub(r"\$\{([^}]+)\}", replace, text)
+
+
+def _model_schema() -> dict[str, Any]:
+    api = _resources()["ProvisioningApi"]["Properties"]
+    schema: dict[str, Any] = api["Models"]["CertificateRequest"]
+    return schema
+
+
+# ---------------------------------------------------------------- lint and translation
+
+
+def test_cfn_lint_reports_nothing() -> None:
+    matches = lint_file(TEMPLATE_PATH)
+
+    assert [str(m) for m in matches] == []
+
+
+def test_sam_translator_turns_the_template_into_cloudformation(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The offline deployer feeds this file to the SAM translator; it must accept it.
+    from samtranslator.translator.transform import transform
+
+    class NoManagedPolicies:
+        def load(self) -> dict[str, str]:
+            return {}
+
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    monkeypatch.delenv("AWS_REGION", raising=False)
+    sam = copy.deepcopy(json.loads(json.dumps(_template())))
+    for resource in sam["Resources"].values():
+        if resource["Type"] == "AWS::Serverless::Function":
+            # `sam package` replaces the local CodeUri with an S3 location before the transform.
+            resource["Properties"]["CodeUri"] = "s3://artifacts/code.zip"
+
+    cfn = transform(sam, {"AdminEmail": "admin@example.com"}, NoManagedPolicies())
+
+    types = [r["Type"] for r in cfn["Resources"].values()]
+    assert not [t for t in types if t.startswith("AWS::Serverless::")]
+    assert types.count("AWS::ApiGateway::Stage") == 1
+    assert cfn["Resources"]["ProvisioningFunction"]["Type"] == "AWS::Lambda::Function"
+    deployments = [
+        r for r in cfn["Resources"].values() if r["Type"] == "AWS::ApiGateway::Deployment"
+    ]
+    # No stray stage called "Stage" created by the deployment itself.
+    assert all("StageName" not in d["Properties"] for d in deployments)
+    # Swagger 2 layout: the offline gateway reads the model and the authorizer from here.
+    (api,) = [r for r in cfn["Resources"].values() if r["Type"] == "AWS::ApiGateway::RestApi"]
+    body = api["Properties"]["Body"]
+    assert body["swagger"] == "2.0"
+    assert "certificaterequest" in body["definitions"]
+    assert body["securityDefinitions"]["CognitoAuthorizer"]["x-amazon-apigateway-authtype"] == (
+        "cognito_user_pools"
+    )
+
+
+# ---------------------------------------------------------------- the contract's names
+
+
+def test_anatomy_follows_sam_order() -> None:
+    keys = [k for k in _template() if k != "AWSTemplateFormatVersion"]
+
+    assert keys == [
+        "Transform",
+        "Description",
+        "Globals",
+        "Parameters",
+        "Conditions",
+        "Resources",
+        "Outputs",
+    ]
+
+
+def test_parameters_are_the_contract_and_admin_email_has_no_default() -> None:
+    parameters = _template()["Parameters"]
+
+    assert set(parameters) == CONTRACT_PARAMETERS
+    assert "Default" not in parameters["AdminEmail"]
+    assert all(p.get("Description") for p in parameters.values())
+
+
+def test_contract_resources_exist_with_their_types() -> None:
+    types = {name: r["Type"] for name, r in _resources().items()}
+
+    assert {name: types.get(name) for name in CONTRACT_RESOURCES} == CONTRACT_RESOURCES
+
+
+def test_every_contract_output_exists_and_is_described() -> None:
+    outputs = _template()["Outputs"]
+
+    assert set(outputs) == CONTRACT_OUTPUTS
+    assert all(o.get("Description") for o in outputs.values())
+    assert outputs["IotCaCertificateId"]["Value"] == {
+        "Fn::GetAtt": ["CaRegistration", "CertificateId"]
+    }
+    assert outputs["IotCaCertificateArn"]["Value"] == {
+        "Fn::GetAtt": ["CaRegistration", "CertificateArn"]
+    }
+    api_url = _resolve_sub(
+        outputs["ApiUrl"]["Value"],
+        {"ProvisioningApi": "abc123", "AWS::URLSuffix": "amazonaws.com", "StageName": "Beta"},
+    )
+    assert api_url == "https://abc123.execute-api.ap-southeast-5.amazonaws.com/Beta"
+
+
+def test_provisioning_function_gets_exactly_the_contract_environment() -> None:
+    function = _resources()["ProvisioningFunction"]["Properties"]
+    env = function["Environment"]["Variables"]
+    global_env = _template()["Globals"]["Function"]["Environment"]["Variables"]
+
+    assert set(env) == CONTRACT_PROVISIONING_ENV
+    assert set(global_env) >= POWERTOOLS_ENV
+    assert env["CA_ARN"] == {"Ref": "CertificateAuthority"}
+    assert env["IOT_POLICY_NAME"] == {"Ref": "DevicePolicy"}
+    assert env["THING_GROUP"] == {"Ref": "DeviceThingGroup"}
+    assert function["Handler"] == "provisioning.handler.lambda_handler"
+    assert function["CodeUri"] == "provisioning_lambda/"
+
+
+def test_post_certificate_route_is_validated_against_the_model() -> None:
+    event = _resources()["ProvisioningFunction"]["Properties"]["Events"]["PostCertificate"]
+
+    assert event["Type"] == "Api"
+    assert event["Properties"]["Path"] == "/certificate"
+    assert event["Properties"]["Method"].lower() == "post"
+    assert event["Properties"]["RequestModel"] == {
+        "Model": "CertificateRequest",
+        "Required": True,
+        "ValidateBody": True,
+    }
+    auth = _resources()["ProvisioningApi"]["Properties"]["Auth"]
+    assert auth["DefaultAuthorizer"] == "CognitoAuthorizer"
+    assert auth["Authorizers"]["CognitoAuthorizer"]["UserPoolArn"] == {
+        "Fn::GetAtt": ["UserPool", "Arn"]
+    }
+
+
+def test_ca_signing_algorithm_follows_the_ca_key_algorithm() -> None:
+    expected = {"Fn::If": ["IsEcCa", "SHA256WITHECDSA", "SHA256WITHRSA"]}
+    env = _resources()["ProvisioningFunction"]["Properties"]["Environment"]["Variables"]
+
+    assert _template()["Conditions"]["IsEcCa"] == {
+        "Fn::Equals": [{"Ref": "CaKeyAlgorithm"}, "EC_prime256v1"]
+    }
+    assert _resources()["CertificateAuthority"]["Properties"]["SigningAlgorithm"] == expected
+    assert _resources()["CACertificate"]["Properties"]["SigningAlgorithm"] == expected
+    assert env["CA_SIGNING_ALGORITHM"] == expected
+
+
+# ---------------------------------------------------------------- deploy-time ordering
+
+
+def test_ca_registration_runs_only_after_the_ca_is_active() -> None:
+    registration = _resources()["CaRegistration"]
+
+    assert "CAActivation" in _as_list(registration["DependsOn"])
+    assert registration["Properties"] == {
+        "ServiceToken": {"Fn::GetAtt": ["DeploymentFunction", "Arn"]},
+        "CertificateAuthorityArn": {"Ref": "CertificateAuthority"},
+        "CertificateMode": {"Ref": "CaCertificateMode"},
+        "ForceDelete": "false",
+    }
+    activation = _resources()["CAActivation"]["Properties"]
+    assert activation["Status"] == "ACTIVE"
+    assert activation["Certificate"] == {"Fn::GetAtt": ["CACertificate", "Certificate"]}
+
+
+def test_root_ca_answers_ocsp() -> None:
+    ca = _resources()["CertificateAuthority"]["Properties"]
+
+    assert ca["Type"] == "ROOT"
+    assert ca["RevocationConfiguration"]["OcspConfiguration"]["Enabled"] is True
+
+
+# ---------------------------------------------------------------- limits AWS enforces
+
+
+def test_provisioning_function_answers_before_api_gateway_gives_up() -> None:
+    globals_timeout = _template()["Globals"]["Function"]["Timeout"]
+    function = _resources()["ProvisioningFunction"]["Properties"]
+
+    assert function.get("Timeout", globals_timeout) < API_GATEWAY_INTEGRATION_TIMEOUT_S
+
+
+def test_every_log_group_has_retention_and_every_function_a_log_group() -> None:
+    groups = {n: r for n, r in _resources().items() if r["Type"] == "AWS::Logs::LogGroup"}
+    functions = [n for n, r in _resources().items() if r["Type"] == "AWS::Serverless::Function"]
+    named = {
+        json.dumps(g["Properties"].get("LogGroupName"), sort_keys=True) for g in groups.values()
+    }
+
+    assert groups
+    assert all(
+        g["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"} for g in groups.values()
+    )
+    for function in functions:
+        assert json.dumps({"Fn::Sub": f"/aws/lambda/${{{function}}}"}) in named, function
+    access_log = _resources()["ProvisioningApi"]["Properties"]["AccessLogSetting"]
+    assert access_log["DestinationArn"]["Fn::GetAtt"][0] in groups
+
+
+def test_access_log_is_json_with_the_caller_and_without_the_token() -> None:
+    access_log = _resources()["ProvisioningApi"]["Properties"]["AccessLogSetting"]["Format"]
+    placeholder = re.sub(r"\$context\.[A-Za-z.]+", "x", access_log)
+
+    fields = json.loads(placeholder)
+    assert {"requestId", "ip", "caller", "status"} <= set(fields)
+    assert "$context.authorizer.claims.sub" in access_log
+    assert "authorization" not in access_log.lower()
+
+
+# ---------------------------------------------------------------- Cognito
+
+
+def test_app_client_is_public_with_the_allowed_flows_only() -> None:
+    client = _resources()["UserPoolClient"]["Properties"]
+
+    assert client["GenerateSecret"] is False
+    assert set(client["ExplicitAuthFlows"]) == {
+        "ALLOW_USER_SRP_AUTH",
+        "ALLOW_USER_PASSWORD_AUTH",
+        "ALLOW_REFRESH_TOKEN_AUTH",
+    }
+    assert client["PreventUserExistenceErrors"] == "ENABLED"
+
+
+def test_only_administrators_create_users_and_passwords_are_strong() -> None:
+    pool = _resources()["UserPool"]["Properties"]
+    password = pool["Policies"]["PasswordPolicy"]
+
+    assert pool["AdminCreateUserConfig"]["AllowAdminCreateUserOnly"] is True
+    assert password["MinimumLength"] >= 12
+    assert all(
+        password[k]
+        for k in ("RequireLowercase", "RequireUppercase", "RequireNumbers", "RequireSymbols")
+    )
+
+
+def test_group_names_are_the_ones_the_api_authorizes_on_and_admin_is_in_administrators() -> None:
+    resources = _resources()
+    attachment = resources["AdminUserInAdministrators"]["Properties"]
+
+    assert resources["AdministratorsGroup"]["Properties"]["GroupName"] == "Administrators"
+    assert resources["MembersGroup"]["Properties"]["GroupName"] == "Members"
+    assert attachment["GroupName"] == {"Ref": "AdministratorsGroup"}
+    assert attachment["Username"] == {"Ref": "AdminUser"}
+
+
+# ---------------------------------------------------------------- DynamoDB
+
+
+@pytest.mark.parametrize(
+    ("table", "keys"),
+    [("DevicesTable", {"dsn": "HASH"}), ("AuditTable", {"pk": "HASH", "sk": "RANGE"})],
+)
+def test_tables_keep_their_data(table: str, keys: dict[str, str]) -> None:
+    resource = _resources()[table]
+    properties = resource["Properties"]
+
+    assert {k["AttributeName"]: k["KeyType"] for k in properties["KeySchema"]} == keys
+    assert resource["DeletionPolicy"] == "Retain"
+    assert resource["UpdateReplacePolicy"] == "Retain"
+    assert properties["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
+    assert properties["SSESpecification"]["SSEEnabled"] is True
+    assert "TableName" not in properties
+
+
+# ---------------------------------------------------------------- IoT device policy
+
+
+def _device_policy() -> dict[str, Any]:
+    document: dict[str, Any] = _resources()["DevicePolicy"]["Properties"]["PolicyDocument"]
+    return document
+
+
+def test_device_policy_confines_each_device_to_its_own_thing_name() -> None:
+    statements = _device_policy()["Statement"]
+    resources = [_resolve_sub(r) for s in statements for r in _as_list(s["Resource"])]
+
+    assert resources
+    assert all(THING_NAME_VARIABLE in r for r in resources)
+    assert "*" not in resources
+    assert "PolicyName" not in _resources()["DevicePolicy"]["Properties"]
+
+
+def test_device_policy_connects_only_while_the_certificate_is_attached_to_the_thing() -> None:
+    connect = [s for s in _device_policy()["Statement"] if "iot:Connect" in _as_list(s["Action"])]
+
+    assert len(connect) == 1
+    assert _resolve_sub(connect[0]["Resource"]).endswith(f":client/{THING_NAME_VARIABLE}")
+    assert connect[0]["Condition"] == {"Bool": {"iot:Connection.Thing.IsAttached": "true"}}
+
+
+def test_device_policy_fits_the_iot_size_limit_in_every_region() -> None:
+    document = copy.deepcopy(json.loads(json.dumps(_device_policy())))
+    for statement in document["Statement"]:
+        resources = [_resolve_sub(r) for r in _as_list(statement["Resource"])]
+        statement["Resource"] = resources
+
+    size = len(json.dumps(document, separators=(",", ":")))
+
+    assert size < IOT_POLICY_DOCUMENT_MAX_CHARS
+
+
+# ---------------------------------------------------------------- Lambda IAM
+
+
+def _iam_resource_types() -> dict[str, list[str]]:
+    """IAM resource types per action, from the service data cfn-lint ships."""
+    import cfnlint
+
+    data_file = Path(cfnlint.__file__).parent / "data" / "AdditionalSpecs" / "Policies.json"
+    data = json.loads(data_file.read_text())
+    types: dict[str, list[str]] = {}
+    for service in ("iot", "acm-pca", "dynamodb"):
+        for action, spec in data[service]["Actions"].items():
+            types[f"{service}:{action}"] = spec.get("Resources", [])
+    return types
+
+
+@pytest.mark.parametrize("function_id", ["ProvisioningFunction", "DeploymentFunction"])
+def test_wildcard_resources_only_where_iam_cannot_scope_the_action(function_id: str) -> None:
+    resource_types = _iam_resource_types()
+
+    for statement in _statements(function_id):
+        actions = _as_list(statement["Action"])
+        assert not [a for a in actions if "*" in a], statement
+        if "*" in _as_list(statement["Resource"]):
+            scopable = [a for a in actions if resource_types[a.lower()]]
+            assert scopable == [], f"{function_id}: {scopable} could be scoped to ARNs"
+
+
+@pytest.mark.parametrize("function_id", ["ProvisioningFunction", "DeploymentFunction"])
+def test_every_action_is_a_real_iam_action(function_id: str) -> None:
+    resource_types = _iam_resource_types()
+    actions = [a for s in _statements(function_id) for a in _as_list(s["Action"])]
+
+    assert [a for a in actions if a.lower() not in resource_types] == []
+
+
+def test_provisioning_function_issues_only_client_auth_certificates_from_its_ca() -> None:
+    issue = [
+        s
+        for s in _statements("ProvisioningFunction")
+        if "acm-pca:IssueCertificate" in _as_list(s["Action"])
+    ]
+
+    assert len(issue) == 1
+    assert issue[0]["Resource"] == {"Ref": "CertificateAuthority"}
+    template_arn = issue[0]["Condition"]["StringEquals"]["acm-pca:TemplateArn"]
+    assert _resolve_sub(template_arn).endswith(
+        ":acm-pca:::template/EndEntityClientAuthCertificate/V1"
+    )
+
+
+def test_provisioning_function_creates_only_prefixed_things() -> None:
+    create = [
+        s for s in _statements("ProvisioningFunction") if "iot:CreateThing" in _as_list(s["Action"])
+    ]
+
+    assert len(create) == 1
+    things = [_resolve_sub(r, {"ThingPrefix": "device"}) for r in _as_list(create[0]["Resource"])]
+    assert things == ["arn:aws-iso-b:iot:ap-southeast-5:123456789012:thing/device_*"]
+
+
+# ---------------------------------------------------------------- request model
+
+
+def _ecma_262(pattern: str) -> re.Pattern[str]:
+    """Compile a JSON Schema pattern with ECMA-262 semantics, which JSON Schema prescribes.
+
+    The only difference that matters here: without the multiline flag ECMA's `$` matches only
+    at the very end, while Python's also matches before a final newline. A pattern is applied
+    as a search (unanchored) in both.
+    """
+    assert pattern.endswith("$") and not pattern.endswith("\\$")
+    return re.compile(pattern[:-1] + r"\Z")
+
+
+DSN_PATTERN = _ecma_262(_model_schema()["properties"]["DSN"]["pattern"])
+PUBLIC_KEY_PATTERN = _ecma_262(_model_schema()["properties"]["publicKey"]["pattern"])
+
+
+def test_model_requires_both_fields_and_tolerates_future_ones() -> None:
+    schema = _model_schema()
+
+    assert schema["$schema"] == "http://json-schema.org/draft-04/schema#"
+    assert set(schema["required"]) == {"DSN", "publicKey"}
+    assert schema["additionalProperties"] is True
+
+
+@pytest.mark.parametrize("dsn", ["ABC_123-x", "a", "Z" * 115])
+def test_dsn_pattern_accepts_serial_numbers(dsn: str) -> None:
+    assert DSN_PATTERN.search(dsn)
+
+
+@pytest.mark.parametrize("dsn", ["a b", "../x", "Z" * 116, "", "abc\n", "déjà", "a:b"])
+def test_dsn_pattern_rejects_anything_else(dsn: str) -> None:
+    # A schema pattern is searched for, not matched: the anchors must hold the whole string.
+    assert not DSN_PATTERN.search(dsn)
+
+
+def test_dsn_pattern_leaves_room_for_the_prefix_in_a_thing_name() -> None:
+    prefix_pattern = _template()["Parameters"]["ThingPrefix"]["AllowedPattern"]
+    longest = re.fullmatch(r"\^\[[^]]+\]\{1,(\d+)\}\$", prefix_pattern)
+    assert longest, prefix_pattern
+    prefix_len = int(longest.group(1))
+
+    assert prefix_len + 1 + _model_schema()["properties"]["DSN"]["maxLength"] <= 128
+
+
+def test_public_key_pattern_accepts_a_base64_x25519_key() -> None:
+    key = base64.b64encode(os.urandom(32)).decode()
+
+    assert PUBLIC_KEY_PATTERN.search(key)
+
+
+@pytest.mark.parametrize("size", [31, 33, 0, 64])
+def test_public_key_pattern_rejects_other_sizes(size: int) -> None:
+    assert not PUBLIC_KEY_PATTERN.search(base64.b64encode(os.urandom(size)).decode())
+
+
+def test_public_key_pattern_rejects_url_safe_base64() -> None:
+    key = base64.urlsafe_b64encode(b"\xfb\xff" * 16).decode()
+
+    assert not PUBLIC_KEY_PATTERN.search(key)
+
+
+# ---------------------------------------------------------------- config.json
+
+
+def test_config_json_maps_onto_the_parameter_defaults() -> None:
+    # config.json becomes parameter overrides at deploy time; out of the box it changes nothing.
+    config = json.loads(CONFIG_PATH.read_text())
+    parameters = _template()["Parameters"]
+    subject = config["certificate"]["subject"]
+    overrides = {
+        "CaCommonName": subject["CN"],
+        "CaOrganization": subject["O"],
+        "CaOrganizationalUnit": subject["OU"],
+        "CaLocality": subject["L"],
+        "CaState": subject["ST"],
+        "CaCountry": subject["C"],
+        "CaValidityYears": config["certificate"]["Validity"],
+        "DeviceCertValidityDays": config["iot"]["certValidity"] * 365,
+        "ThingPrefix": config["iot"]["thingPrefix"],
+        "ThingGroupName": config["iot"]["thingGroup"],
+    }
+
+    assert overrides == {name: parameters[name]["Default"] for name in overrides}
+    assert config["iot"]["certValidity"] < config["certificate"]["Validity"]

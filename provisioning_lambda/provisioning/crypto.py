@@ -7,6 +7,7 @@ device, and never logged, stored or returned in the clear.
 from __future__ import annotations
 
 import base64
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -54,8 +55,19 @@ def generate_device_key(algorithm: str) -> DeviceKey:
     return ec.generate_private_key(ec.SECP256R1())
 
 
-def build_csr(key: DeviceKey, common_name: str, o: str = "", ou: str = "", c: str = "") -> bytes:
-    attributes = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
+COMMON_NAME_MAX = 64  # RFC 5280 ub-common-name
+
+
+def common_name_for(thing_name: str) -> str:
+    """The thing name, or for names past X.509's 64 characters a unique shortened form."""
+    if len(thing_name) <= COMMON_NAME_MAX:
+        return thing_name
+    digest = hashlib.sha256(thing_name.encode()).hexdigest()[:16]
+    return f"{thing_name[: COMMON_NAME_MAX - 17]}~{digest}"
+
+
+def build_csr(key: DeviceKey, thing_name: str, o: str = "", ou: str = "", c: str = "") -> bytes:
+    attributes = [x509.NameAttribute(NameOID.COMMON_NAME, common_name_for(thing_name))]
     for oid, value in ((NameOID.ORGANIZATION_NAME, o), (NameOID.ORGANIZATIONAL_UNIT_NAME, ou)):
         if value:
             attributes.append(x509.NameAttribute(oid, value))

@@ -26,6 +26,13 @@ class Forbidden(ProvisioningError):
     code = "FORBIDDEN"
 
 
+class NotFound(ProvisioningError):
+    """Also what a caller gets for another user's device: its existence is not disclosed."""
+
+    status = 404
+    code = "DEVICE_NOT_FOUND"
+
+
 class Conflict(ProvisioningError):
     status = 409
     code = "CONFLICT"

@@ -1,4 +1,4 @@
-"""POST /certificate: parse, authorise, call the domain, map errors. Nothing else lives here."""
+"""The API routes: parse, authorise, call the domain, map errors. Nothing else lives here."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from .dependencies import get_services
 from .errors import ProvisioningError, Throttled
-from .models import Caller, parse_provision_request
+from .models import Caller, parse_dsn, parse_provision_request
 from .observability import logger, metrics, tracer
-from .service import Budget, provision_device
+from .service import Budget, describe_device, provision_device, revoke_device
 
 app = APIGatewayRestResolver()
 
@@ -36,6 +36,33 @@ def post_certificate() -> dict[str, str]:
     )
     metrics.add_metric(name="DeviceProvisioned", unit=MetricUnit.Count, value=1)
     return result.to_response()
+
+
+@app.get("/devices/<dsn>")
+@tracer.capture_method(capture_response=False)
+def get_device(dsn: str) -> dict[str, str | bool]:
+    caller = Caller.from_claims(app.current_event.request_context.authorizer.claims)
+    dsn = parse_dsn(dsn)
+    logger.append_keys(dsn=dsn, caller=caller.sub)
+    return describe_device(dsn, caller, get_services())
+
+
+@app.delete("/devices/<dsn>/certificate")
+@tracer.capture_method(capture_response=False)
+def delete_device_certificate(dsn: str) -> dict[str, str | bool]:
+    event = app.current_event
+    caller = Caller.from_claims(event.request_context.authorizer.claims)
+    dsn = parse_dsn(dsn)
+    logger.append_keys(dsn=dsn, caller=caller.sub)
+    result = revoke_device(
+        dsn,
+        caller,
+        get_services(),
+        Budget(app.lambda_context.get_remaining_time_in_millis),
+        request_id=event.request_context.request_id or app.lambda_context.aws_request_id,
+    )
+    metrics.add_metric(name="DeviceRevoked", unit=MetricUnit.Count, value=1)
+    return result
 
 
 @app.exception_handler(ProvisioningError)  # type: ignore[untyped-decorator]
@@ -69,7 +96,7 @@ def _error(
 
 
 @logger.inject_lambda_context(
-    correlation_id_path=correlation_paths.API_GATEWAY_REST, log_event=False
+    clear_state=True, correlation_id_path=correlation_paths.API_GATEWAY_REST, log_event=False
 )
 @tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics

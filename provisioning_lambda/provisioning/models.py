@@ -73,6 +73,15 @@ def parse_provision_request(body: str | None, max_dsn_length: int) -> ProvisionR
     return ProvisionRequest(dsn=dsn, device_public_key=public_key, encryption=encryption)
 
 
+def parse_dsn(raw: str | None) -> str:
+    """A DSN from a path parameter, held to the same rule as the request body's."""
+    if raw is None or not DSN_PATTERN.fullmatch(raw):
+        raise BadRequest(
+            "DSN must be 1-115 characters of A-Z, a-z, 0-9, '_' or '-'.", "DSN_INVALID"
+        )
+    return raw
+
+
 def _required_string(data: Mapping[str, Any], field: str) -> str:
     if field not in data or data[field] is None:
         raise BadRequest(f"{field} is required.", "FIELD_MISSING")
@@ -176,6 +185,25 @@ class DeviceRecord:
         if not self.certificate_id:
             return None
         return CertificateRef(self.certificate_id, self.certificate_arn, self.serial)
+
+    def visible_to(self, caller: Caller) -> bool:
+        return caller.is_admin or self.owner_sub == caller.sub
+
+    def to_response(self, caller: Caller) -> dict[str, str | bool]:
+        """What the owner or an administrator may read; never key material."""
+        return {
+            "DSN": self.dsn,
+            "thingName": self.thing_name,
+            "status": self.status or "PENDING",
+            "certificateId": self.certificate_id,
+            "serial": self.serial,
+            "notBefore": self.not_before,
+            "notAfter": self.not_after,
+            "keyAlgorithm": self.key_algorithm,
+            "createdAt": self.created_at,
+            "updatedAt": self.updated_at,
+            "ownedByCaller": self.owner_sub == caller.sub,
+        }
 
 
 @dataclass(frozen=True)

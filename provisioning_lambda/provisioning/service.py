@@ -5,8 +5,8 @@ Order of work for one request (independent calls run concurrently):
 1. validate the device key (X25519 agreement) and authorise the caller;
 2. take the device's lease in DynamoDB (ownership check and in-flight guard in one write);
 3. issue the certificate from ACM PCA  ||  create the thing in its group  ||  endpoint lookup;
-4. register the certificate ACTIVE in IoT, then attach the shared policy || attach the thing;
-5. on rotation, set the previous certificate INACTIVE (reversible);
+4. on rotation, set the previous certificate INACTIVE (reversible);
+5. register the certificate ACTIVE in IoT, then attach the shared policy || attach the thing;
 6. commit the device row naming the new certificate, with its audit entry, in one transaction;
 7. retire the previous certificate (REVOKED in IoT, detached, revoked in ACM PCA).
 
@@ -34,7 +34,7 @@ from .crypto import (
     encrypt_private_key_fernet,
     generate_device_key,
 )
-from .errors import Forbidden, OutOfTime
+from .errors import Forbidden, NotFound, OutOfTime
 from .models import (
     AuditEvent,
     Caller,
@@ -72,8 +72,17 @@ class IotPort(Protocol):
 
 class StorePort(Protocol):
     def claim(
-        self, dsn: str, caller_sub: str, is_admin: bool, request_id: str, now: int, lease_until: int
+        self,
+        dsn: str,
+        caller_sub: str,
+        is_admin: bool,
+        request_id: str,
+        now: int,
+        lease_until: int,
+        must_exist: bool = False,
     ) -> DeviceRecord | None: ...
+    def get(self, dsn: str) -> DeviceRecord | None: ...
+    def commit_revocation(self, dsn: str, request_id: str, at: str, audit: AuditEvent) -> None: ...
     def commit(self, record: DeviceRecord, request_id: str, audit: AuditEvent) -> None: ...
     def release(
         self, dsn: str, request_id: str, keep_row: bool, orphans: tuple[CertificateRef, ...]
@@ -123,11 +132,7 @@ def provision_device(
     budget: Budget,
     request_id: str,
 ) -> ProvisionResult:
-    if not caller.may_provision:
-        raise Forbidden(
-            "Only members of the Members or Administrators group may provision devices.",
-            "NOT_A_MEMBER",
-        )
+    _require_group(caller)
     exchange = agree_with_device(request.device_public_key)
     settings = services.settings
     thing_name = settings.thing_name(request.dsn)
@@ -170,6 +175,98 @@ def provision_device(
     )
 
 
+def describe_device(dsn: str, caller: Caller, services: Services) -> dict[str, str | bool]:
+    """The owner or an administrator reads a device; anyone else learns nothing, not even that
+    it exists."""
+    _require_group(caller)
+    record = services.store.get(dsn)
+    if record is None or not record.status or not record.visible_to(caller):
+        raise NotFound("No such device.")
+    return record.to_response(caller)
+
+
+def revoke_device(
+    dsn: str, caller: Caller, services: Services, budget: Budget, request_id: str
+) -> dict[str, str | bool]:
+    """Revoke the device's certificate everywhere; the owner keeps the device.
+
+    The certificate is made INACTIVE first (reversible), then the row stops naming it, then it
+    is made REVOKED, detached and revoked in ACM PCA. Revoking a revoked device is a no-op.
+    """
+    _require_group(caller)
+    record = services.store.get(dsn)
+    if record is None or not record.status or not record.visible_to(caller):
+        raise NotFound("No such device.")
+    now = services.clock()
+    previous = services.store.claim(
+        dsn,
+        caller.sub,
+        caller.is_admin,
+        request_id,
+        now=int(now.timestamp()),
+        lease_until=int(now.timestamp() + budget.seconds_left() + LEASE_MARGIN_SECONDS),
+        must_exist=True,
+    )
+    assert previous is not None  # must_exist
+    current = previous.certificate
+    if current is None:
+        services.store.release(dsn, request_id, keep_row=True, orphans=previous.orphans)
+        return previous.to_response(caller)
+
+    at = _iso(now)
+    deactivated = False
+    try:
+        budget.require("DEACTIVATE_CERTIFICATE")
+        services.iot.set_status(current.certificate_id, "INACTIVE")
+        deactivated = True
+        services.store.commit_revocation(
+            dsn,
+            request_id,
+            at,
+            AuditEvent(
+                subject=f"device#{dsn}",
+                event="REVOKE",
+                actor=caller.sub,
+                at=at,
+                request_id=request_id,
+                details={
+                    "ca_arn": services.settings.ca_arn,
+                    "serial": current.serial,
+                    "certificate_id": current.certificate_id,
+                    "reason": "revoked by request",
+                },
+            ),
+        )
+    except BaseException:
+        if deactivated:
+            _quietly(
+                "ACTIVATE_CERTIFICATE", services.iot.set_status, current.certificate_id, "ACTIVE"
+            )
+        _quietly("RELEASE_DEVICE", services.store.release, dsn, request_id, True, previous.orphans)
+        raise
+    if not _revoke_everywhere(services, previous.thing_name, current, quiet=True):
+        logger.warning(
+            "revoked certificate left INACTIVE", extra={"certificate_id": current.certificate_id}
+        )
+    return DeviceRecord(
+        dsn=dsn,
+        owner_sub=previous.owner_sub,
+        thing_name=previous.thing_name,
+        key_algorithm=previous.key_algorithm,
+        status="REVOKED",
+        created_at=previous.created_at,
+        updated_at=at,
+    ).to_response(caller) | {"revokedCertificateId": current.certificate_id}
+
+
+def _require_group(caller: Caller) -> None:
+    if not caller.may_provision:
+        raise Forbidden(
+            "Only members of the Members or Administrators group may manage devices.",
+            "NOT_A_MEMBER",
+        )
+
+
 def _issue_and_register(
     request: ProvisionRequest,
     caller: Caller,
@@ -198,16 +295,18 @@ def _issue_and_register(
     facts = certificate_facts(issued.certificate_pem)
     attempt.serial = facts.serial_hex
 
+    if previous is not None and previous.certificate is not None:
+        # Before the new one is registered: there is never a moment with two ACTIVE
+        # certificates, and INACTIVE can still be undone if the rotation fails.
+        budget.require("DEACTIVATE_CERTIFICATE")
+        attempt.deactivated_previous = True
+        iot.set_status(previous.certificate.certificate_id, "INACTIVE")
+
     budget.require("REGISTER_CERTIFICATE")
     attempt.registered = iot.register(issued.certificate_pem, issued.chain_pem)
     arn = attempt.registered.certificate_arn
     _wait_all(side_work)
     _wait_all([run.submit(iot.attach_policy, arn), run.submit(iot.attach_thing, thing_name, arn)])
-
-    if previous is not None and previous.certificate is not None:
-        budget.require("DEACTIVATE_CERTIFICATE")
-        attempt.deactivated_previous = True
-        iot.set_status(previous.certificate.certificate_id, "INACTIVE")
 
     at = _iso(services.clock())
     record = DeviceRecord(
@@ -298,7 +397,8 @@ def _roll_back(
             previous.certificate.certificate_id,
             "ACTIVE",
         )
-    keep_row = previous is not None and previous.certificate is not None
+    # A device that was ever provisioned keeps its row (and so its owner), even if revoked.
+    keep_row = previous is not None and bool(previous.status)
     _quietly(
         "RELEASE_DEVICE", services.store.release, request.dsn, request_id, keep_row, tuple(orphans)
     )

@@ -11,7 +11,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from ..errors import Conflict
+from ..errors import Conflict, NotFound
 from ..models import AuditEvent, CertificateRef, DeviceRecord
 from .aws import aws_step, error_code
 
@@ -54,19 +54,27 @@ class DeviceStore:
         self._audit = audit_table
 
     def claim(
-        self, dsn: str, caller_sub: str, is_admin: bool, request_id: str, now: int, lease_until: int
+        self,
+        dsn: str,
+        caller_sub: str,
+        is_admin: bool,
+        request_id: str,
+        now: int,
+        lease_until: int,
+        must_exist: bool = False,
     ) -> DeviceRecord | None:
         """Take the device's lease; return the row as it was, or None for a new device.
 
-        Members may claim a device nobody owns yet, their own device, or a row whose earlier
-        provisioning never succeeded; administrators may claim any device.
+        Members may claim a device nobody owns yet, their own device, or a row whose first
+        provisioning never succeeded (no status); administrators may claim any device.
         """
         ownership = (
             ""
             if is_admin
             else " AND (attribute_not_exists(owner_sub) OR owner_sub = :sub"
-            " OR attribute_not_exists(certificate_id))"
+            " OR attribute_not_exists(#status))"
         )
+        existence = "attribute_exists(dsn) AND " if must_exist else ""
         owner = "owner_sub = if_not_exists(owner_sub, :sub)" if is_admin else "owner_sub = :sub"
         with aws_step("CLAIM_DEVICE"):
             try:
@@ -74,8 +82,10 @@ class DeviceStore:
                     TableName=self._devices,
                     Key={"dsn": _s(dsn)},
                     UpdateExpression=f"SET lease_request_id = :rid, lease_until = :until, {owner}",
-                    ConditionExpression=f"(attribute_not_exists(lease_until) OR lease_until < :now)"
+                    ConditionExpression=f"{existence}"
+                    "(attribute_not_exists(lease_until) OR lease_until < :now)"
                     f"{ownership}",
+                    **({} if is_admin else {"ExpressionAttributeNames": {"#status": "status"}}),
                     ExpressionAttributeValues={
                         ":rid": _s(request_id),
                         ":until": {"N": str(lease_until)},
@@ -88,7 +98,7 @@ class DeviceStore:
             except ClientError as error:
                 if error_code(error) != "ConditionalCheckFailedException":
                     raise
-                _raise_claim_conflict(error.response.get("Item", {}), caller_sub, is_admin, now)
+                _raise_claim_conflict(error.response.get("Item", {}), caller_sub, is_admin)
         old = response.get("Attributes")
         return _record_from_item(old) if old else None
 
@@ -98,7 +108,9 @@ class DeviceStore:
         values = {f":{n}": _s(getattr(record, n)) for n in names}
         values[":rid"] = _s(request_id)
         values[":created_at"] = _s(record.created_at)
-        assignments = ", ".join(f"{n} = :{n}" for n in names)
+        # Every name goes through a placeholder: several (status, ...) are reserved words.
+        attribute_names = {f"#{n}": n for n in names}
+        assignments = ", ".join(f"#{n} = :{n}" for n in names)
         with aws_step("STORE_DEVICE"):
             try:
                 self.client.transact_write_items(
@@ -111,7 +123,40 @@ class DeviceStore:
                                 "if_not_exists(created_at, :created_at) "
                                 "REMOVE lease_request_id, lease_until, orphans",
                                 "ConditionExpression": "lease_request_id = :rid",
+                                "ExpressionAttributeNames": attribute_names,
                                 "ExpressionAttributeValues": values,
+                            }
+                        },
+                        {"Put": {"TableName": self._audit, "Item": _audit_item(audit)}},
+                    ]
+                )
+            except ClientError as error:
+                if error_code(error) == "TransactionCanceledException":
+                    raise Conflict(
+                        "Another request took over this device; retry.", "REQUEST_IN_FLIGHT"
+                    ) from error
+                raise
+
+    def commit_revocation(self, dsn: str, request_id: str, at: str, audit: AuditEvent) -> None:
+        """The row stops naming a certificate and says REVOKED; the owner keeps the device."""
+        with aws_step("STORE_DEVICE"):
+            try:
+                self.client.transact_write_items(
+                    TransactItems=[
+                        {
+                            "Update": {
+                                "TableName": self._devices,
+                                "Key": {"dsn": _s(dsn)},
+                                "UpdateExpression": "SET #status = :revoked, updated_at = :at "
+                                "REMOVE certificate_id, certificate_arn, pca_certificate_arn, "
+                                "serial, not_before, not_after, lease_request_id, lease_until",
+                                "ConditionExpression": "lease_request_id = :rid",
+                                "ExpressionAttributeNames": {"#status": "status"},
+                                "ExpressionAttributeValues": {
+                                    ":revoked": _s("REVOKED"),
+                                    ":at": _s(at),
+                                    ":rid": _s(request_id),
+                                },
                             }
                         },
                         {"Put": {"TableName": self._audit, "Item": _audit_item(audit)}},
@@ -180,10 +225,11 @@ def _audit_item(event: AuditEvent) -> dict[str, Any]:
     return item
 
 
-def _raise_claim_conflict(item: dict[str, Any], caller_sub: str, is_admin: bool, now: int) -> None:
+def _raise_claim_conflict(item: dict[str, Any], caller_sub: str, is_admin: bool) -> None:
+    if not item:
+        raise NotFound("No such device.")
     owner = item.get("owner_sub", {}).get("S")
-    has_certificate = "certificate_id" in item
-    if not is_admin and has_certificate and owner != caller_sub:
+    if not is_admin and "status" in item and owner != caller_sub:
         raise Conflict("This device is registered to another user.", "DEVICE_OWNED")
     raise Conflict(
         "Another request is provisioning this device; retry in a few seconds.",

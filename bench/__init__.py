@@ -1,0 +1,1 @@
+"""Benchmarks of the provisioning API: figures printed, nothing asserted (DESIGN §6)."""

@@ -1,0 +1,114 @@
+"""Instant in-memory adapters, so the CPU benchmark counts only the handler's own work."""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from provisioning.config import Settings
+from provisioning.models import (
+    AuditEvent,
+    CertificateRef,
+    DeviceRecord,
+    IssuedCertificate,
+    RegisteredCertificate,
+)
+
+
+def fake_settings(algorithm: str) -> Settings:
+    return Settings(
+        devices_table="devices",
+        audit_table="audit",
+        ca_arn="arn:aws:acm-pca:us-east-1:123456789012:certificate-authority/bench",
+        ca_signing_algorithm="SHA256WITHECDSA",
+        ca_certificate_mode="DEFAULT",
+        thing_prefix="device",
+        thing_group="bench",
+        iot_policy_name="bench",
+        cert_validity_days=365,
+        device_key_algorithm=algorithm,
+    )
+
+
+def _certificate() -> str:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bench")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=365))
+        .sign(key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+class FakePca:
+    def __init__(self) -> None:
+        self._pem = _certificate()
+
+    def issue(self, csr_pem: bytes, validity_days: int, idempotency_token: str) -> str:
+        ca = "arn:aws:acm-pca:us-east-1:123456789012:certificate-authority/bench"
+        return f"{ca}/certificate/{idempotency_token}"
+
+    def fetch(self, certificate_arn: str) -> IssuedCertificate | None:
+        return IssuedCertificate(self._pem, self._pem)
+
+    def revoke(self, serial_hex: str, reason: str) -> None:
+        return None
+
+
+class FakeIot:
+    data_endpoint = "bench-ats.iot.us-east-1.amazonaws.com"
+
+    def ensure_thing(self, thing_name: str) -> None:
+        return None
+
+    def register(self, certificate_pem: str, ca_pem: str) -> RegisteredCertificate:
+        digest = hashlib.sha256(certificate_pem.encode()).hexdigest()
+        return RegisteredCertificate(digest, f"arn:aws:iot:us-east-1:123456789012:cert/{digest}")
+
+    def attach_policy(self, certificate_arn: str) -> None:
+        return None
+
+    def attach_thing(self, thing_name: str, certificate_arn: str) -> None:
+        return None
+
+    def set_status(self, certificate_id: str, status: str) -> None:
+        return None
+
+    def detach(self, thing_name: str, certificate_arn: str) -> None:
+        return None
+
+
+class FakeStore:
+    def claim(
+        self, dsn: str, caller_sub: str, is_admin: bool, request_id: str, now: int, lease_until: int
+    ) -> DeviceRecord | None:
+        return None
+
+    def commit(self, record: DeviceRecord, request_id: str, audit: AuditEvent) -> None:
+        return None
+
+    def release(
+        self, dsn: str, request_id: str, keep_row: bool, orphans: tuple[CertificateRef, ...]
+    ) -> None:
+        return None
+
+    def audit(self, event: AuditEvent) -> None:
+        return None
+
+    def get(self, dsn: str) -> DeviceRecord | None:
+        return None
+
+    def commit_revocation(self, dsn: str, request_id: str, at: str, audit: AuditEvent) -> None:
+        return None

@@ -1,0 +1,66 @@
+"""Helpers for tests that go through the offline stack: users, tokens, HTTP calls."""
+
+from __future__ import annotations
+
+import base64
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa, x25519
+
+from devstack.demo import http_post_json
+from devstack.stack import RunningStack
+from devstack.users import add_user, login
+
+
+@dataclass(frozen=True)
+class AppUser:
+    username: str
+    password: str
+    id_token: str
+    access_token: str
+
+
+def new_member(stack: RunningStack, group: str = "Members") -> AppUser:
+    """A fresh user in ``group``, signed in through the public app client."""
+    cognito = stack.client("cognito-idp")
+    username = f"user-{secrets.token_hex(4)}"
+    password = add_user(
+        cognito,
+        stack.outputs["UserPoolId"],
+        username,
+        email=f"{username}@example.com",
+        group=group,
+    )
+    tokens = login(cognito, stack.outputs["UserPoolClientId"], username, password)
+    return AppUser(username, password, tokens.id_token, tokens.access_token)
+
+
+def unique_dsn(prefix: str = "E2E") -> str:
+    return f"{prefix}-{secrets.token_hex(6).upper()}"
+
+
+def device_key() -> tuple[x25519.X25519PrivateKey, str]:
+    key = x25519.X25519PrivateKey.generate()
+    raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return key, base64.b64encode(raw).decode()
+
+
+def post_certificate(api_url: str, body: dict[str, Any], token: str | None) -> tuple[int, Any]:
+    return http_post_json(f"{api_url}/certificate", body, token)
+
+
+def forged_token(like: str, *, kid: str = "dummy", **changes: Any) -> str:
+    """The claims of a real token, re-signed with a key moto never saw (optionally changed)."""
+    claims = jwt.decode(like, options={"verify_signature": False})
+    claims.update(changes)
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return jwt.encode(claims, key, algorithm="RS256", headers={"kid": kid})
+
+
+def now() -> float:
+    return time.time()

@@ -2,10 +2,12 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# The offline stack (local/) and the BLE example (example/) are run as packages from here.
+RUN := PYTHONPATH=local:example:. $(BIN)/python
 REQS := requirements-dev.txt provisioning_lambda/requirements.txt \
         deployment_lambda/requirements.txt example/requirements.txt
 
-.PHONY: help venv lint test unit integration e2e demo bench clean
+.PHONY: help venv lint test unit integration e2e demo up bench params deploy clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -37,10 +39,20 @@ e2e: venv  ## through the offline stack
 	$(BIN)/pytest tests/e2e
 
 demo: venv  ## the whole flow offline: stack, BLE, MQTT
-	$(BIN)/python -m devstack demo
+	$(RUN) -m devstack demo
+
+up: venv  ## start the offline stack and keep it running (Ctrl-C stops it)
+	$(RUN) -m devstack up
 
 bench: venv  ## benchmarks: print figures, assert nothing
-	$(BIN)/python -m bench
+	$(RUN) -m bench
+
+params: venv  ## print provisioning_lambda/config.json as `sam deploy` parameter overrides
+	@$(RUN) -m devstack params
+
+deploy: venv  ## sam build + sam deploy --guided, with config.json as parameter overrides
+	sam build --use-container
+	eval sam deploy --guided --parameter-overrides "$$($(RUN) -m devstack params)"
 
 clean:  ## remove the virtualenv, caches and local state
 	rm -rf $(VENV) .local .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,7 @@
+"""``python -m devstack``."""
+
+import sys
+
+from devstack.cli import main
+
+sys.exit(main())

@@ -1,0 +1,310 @@
+"""``python -m devstack``: the offline stack's command line.
+
+Commands: up, down, user add, user list, login, params, demo. Each has ``--help``. Errors the
+user can fix print one line on stderr and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from devstack import params as params_module
+from devstack.errors import DevstackError
+from devstack.stack import (
+    DEFAULT_ADMIN_EMAIL,
+    DEFAULT_STATE,
+    DEFAULT_TEMPLATE,
+    StackClient,
+    pid_alive,
+    read_state,
+    remove_state,
+    start_stack,
+    wait_for,
+)
+from devstack.users import GROUPS, add_user, list_users, login
+
+Command = Callable[[argparse.Namespace], int]
+_Subparsers = Any  # argparse's _SubParsersAction is private
+
+
+def _stack_parameters(args: argparse.Namespace) -> dict[str, str]:
+    config = None if args.no_config else Path(args.config)
+    overrides = params_module.parse_overrides(args.parameter_overrides)
+    overrides.setdefault("AdminEmail", args.admin_email)
+    return params_module.resolve_parameters(config, overrides)
+
+
+# -- up / down ------------------------------------------------------------------------------
+
+
+def _cmd_up(args: argparse.Namespace) -> int:
+    state_path = Path(args.state)
+    if state_path.exists():
+        try:
+            pid = int(read_state(state_path).get("pid", 0))
+        except DevstackError:
+            pid = 0
+        if pid and pid != os.getpid() and pid_alive(pid):
+            raise DevstackError(f"a stack is already up (pid {pid}, {state_path}); run down first")
+    stop = threading.Event()
+
+    def on_signal(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        stack = start_stack(
+            template=Path(args.template),
+            parameters=_stack_parameters(args),
+            region=args.region,
+            api_port=args.port,
+            moto_port=args.moto_port,
+            state_path=state_path,
+            progress=print if args.verbose else None,
+        )
+        try:
+            outputs = stack.outputs
+            print(f"offline stack up (pid {os.getpid()}); state in {state_path}")
+            print(f"  API            {stack.api_url}  (POST {stack.api_url}/certificate)")
+            print(f"  AWS (moto)     {stack.endpoint_url}  region {args.region}")
+            print(f"  user pool      {outputs.get('UserPoolId')}")
+            print(f"  app client     {outputs.get('UserPoolClientId')}")
+            print(f"  administrator  {stack.deployment.admin_username}")
+            print(f"  password       {stack.deployment.admin_password}")
+            print("Ctrl-C or `python -m devstack down` stops it.", flush=True)
+            stop.wait()
+        finally:
+            stack.stop()
+        print("offline stack stopped")
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0
+
+
+def _cmd_down(args: argparse.Namespace) -> int:
+    state_path = Path(args.state)
+    state = read_state(state_path)
+    pid = int(state.get("pid") or 0)
+    if not pid or not pid_alive(pid):
+        remove_state(state_path)
+        raise DevstackError(
+            f"the offline stack is not up (pid {pid} is gone); removed {state_path}"
+        )
+    os.kill(pid, signal.SIGTERM)
+    if not wait_for(lambda: not state_path.exists(), timeout=args.timeout):
+        raise DevstackError(f"pid {pid} did not stop within {args.timeout:g} s")
+    print(f"offline stack (pid {pid}) stopped")
+    return 0
+
+
+# -- users ----------------------------------------------------------------------------------
+
+
+def _connected(args: argparse.Namespace) -> StackClient:
+    client = StackClient(Path(args.state))
+    client.check_up()
+    return client
+
+
+def _cmd_user_add(args: argparse.Namespace) -> int:
+    stack = _connected(args)
+    password = add_user(
+        stack.client("cognito-idp"),
+        stack.outputs["UserPoolId"],
+        args.name,
+        email=args.email,
+        group=args.group,
+        password=args.password,
+    )
+    print(f"user {args.name} added to {args.group}")
+    if args.password is None:
+        print(f"password {password}")
+    return 0
+
+
+def _cmd_user_list(args: argparse.Namespace) -> int:
+    stack = _connected(args)
+    users = list_users(stack.client("cognito-idp"), stack.outputs["UserPoolId"])
+    print(f"{'USERNAME':<24} {'GROUPS':<24} {'STATUS':<20} EMAIL")
+    for user in users:
+        print(f"{user['username']:<24} {user['groups']:<24} {user['status']:<20} {user['email']}")
+    return 0
+
+
+def _cmd_login(args: argparse.Namespace) -> int:
+    stack = _connected(args)
+    password = args.password
+    admin = stack.state.get("admin") or {}
+    if password is None and args.name == admin.get("username"):
+        password = admin.get("password")
+    if password is None:
+        password = getpass.getpass(f"password for {args.name}: ")
+    tokens = login(
+        stack.client("cognito-idp"), stack.outputs["UserPoolClientId"], args.name, password
+    )
+    print(tokens.id_token)
+    return 0
+
+
+# -- params / demo --------------------------------------------------------------------------
+
+
+def _cmd_params(args: argparse.Namespace) -> int:
+    config = None if args.no_config else Path(args.config)
+    parameters = params_module.resolve_parameters(
+        config, params_module.parse_overrides(args.overrides)
+    )
+    print(params_module.format_overrides(parameters, shell=not args.raw))
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from devstack.demo import run_demo
+
+    run_demo(Path(args.template), _stack_parameters(args))
+    return 0
+
+
+# -- the parser -----------------------------------------------------------------------------
+
+
+def _state_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--state",
+        default=str(DEFAULT_STATE),
+        help=f"state file of the running stack (default {DEFAULT_STATE})",
+    )
+
+
+def _deploy_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--template", default=str(DEFAULT_TEMPLATE), help="SAM template")
+    parser.add_argument(
+        "--config",
+        default=str(params_module.DEFAULT_CONFIG),
+        help="config.json with the original sample's keys (default %(default)s)",
+    )
+    parser.add_argument("--no-config", action="store_true", help="ignore config.json")
+    parser.add_argument(
+        "--admin-email", default=DEFAULT_ADMIN_EMAIL, help="AdminEmail (default %(default)s)"
+    )
+    parser.add_argument(
+        "--parameter-overrides",
+        nargs="*",
+        default=[],
+        metavar="Key=Value",
+        help="template parameters; they win over config.json",
+    )
+    parser.add_argument("--region", default="us-east-1", help="region (default %(default)s)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m devstack",
+        description="The offline stack: the whole application on this machine, no AWS account.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = commands.add_parser(
+        "up",
+        help="start moto, deploy template.yaml, serve the API; run until Ctrl-C",
+        description="Start the offline stack on 127.0.0.1 and run until Ctrl-C or SIGTERM.",
+    )
+    _deploy_options(up)
+    _state_option(up)
+    up.add_argument("--port", type=int, default=0, help="API gateway port (default: free port)")
+    up.add_argument("--moto-port", type=int, default=0, help="moto port (default: free port)")
+    up.add_argument("-v", "--verbose", action="store_true", help="print each resource created")
+    up.set_defaults(func=_cmd_up)
+
+    down = commands.add_parser(
+        "down", help="stop a running `up`", description="Stop the `up` named in the state file."
+    )
+    _state_option(down)
+    down.add_argument("--timeout", type=float, default=15.0, help="seconds to wait")
+    down.set_defaults(func=_cmd_down)
+
+    user = commands.add_parser(
+        "user", help="add or list app users", description="Manage the app users of the stack."
+    )
+    user_commands = user.add_subparsers(dest="user_command", required=True, metavar="ACTION")
+    add = user_commands.add_parser(
+        "add",
+        help="add a user with a permanent password",
+        description="Create a user in the Cognito pool and put it in a group.",
+    )
+    add.add_argument("name", help="username")
+    add.add_argument("--email", required=True, help="e-mail address")
+    add.add_argument("--group", choices=GROUPS, default="Members", help="group (default Members)")
+    add.add_argument("--password", help="password (default: generated and printed)")
+    _state_option(add)
+    add.set_defaults(func=_cmd_user_add)
+    listing = user_commands.add_parser(
+        "list", help="list users and groups", description="List the pool's users."
+    )
+    _state_option(listing)
+    listing.set_defaults(func=_cmd_user_list)
+
+    login_parser = commands.add_parser(
+        "login",
+        help="sign in and print an ID token",
+        description=(
+            "Sign in with USER_PASSWORD_AUTH on the app client and print the ID token, for "
+            'curl -H "Authorization: $TOKEN". The administrator\'s password comes from the '
+            "state file; others are asked for unless --password is given."
+        ),
+    )
+    login_parser.add_argument("name", help="username")
+    login_parser.add_argument("--password", help="password")
+    _state_option(login_parser)
+    login_parser.set_defaults(func=_cmd_login)
+
+    params = commands.add_parser(
+        "params",
+        help="print template parameter overrides from config.json for sam deploy",
+        description=(
+            "Turn provisioning_lambda/config.json (the original sample's keys) into "
+            "`sam deploy --parameter-overrides` items. Explicit Key=Value items win."
+        ),
+    )
+    params.add_argument("overrides", nargs="*", metavar="Key=Value", help="explicit overrides")
+    params.add_argument(
+        "--config", default=str(params_module.DEFAULT_CONFIG), help="path of config.json"
+    )
+    params.add_argument("--no-config", action="store_true", help="ignore config.json")
+    params.add_argument(
+        "--raw", action="store_true", help="do not shell-quote the items (SAM's own syntax only)"
+    )
+    params.set_defaults(func=_cmd_params)
+
+    demo = commands.add_parser(
+        "demo",
+        help="provision one device end to end through the offline stack",
+        description="Start the stack on free ports, provision a device over HTTP, stop.",
+    )
+    _deploy_options(demo)
+    demo.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result: int = args.func(args)
+    except DevstackError as exc:
+        command = " ".join(filter(None, [args.command, getattr(args, "user_command", None)]))
+        print(f"devstack {command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return result

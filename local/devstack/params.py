@@ -1,0 +1,130 @@
+"""Template parameter overrides from ``provisioning_lambda/config.json``.
+
+config.json keeps the original sample's keys so an operator's existing file still works; it
+is read at deploy time only (by ``sam deploy`` through ``python -m devstack params``, and by
+the offline stack), never by the Lambda at run time.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from devstack.errors import DevstackError
+
+DEFAULT_CONFIG = Path("provisioning_lambda/config.json")
+
+_SAM_BARE = re.compile(r'[^\s"\\]+')
+_SUBJECT = {
+    "CN": "CaCommonName",
+    "O": "CaOrganization",
+    "OU": "CaOrganizationalUnit",
+    "L": "CaLocality",
+    "ST": "CaState",
+    "C": "CaCountry",
+}
+
+
+class ConfigError(DevstackError):
+    """config.json is missing, not JSON, or has a value of the wrong type."""
+
+
+def _section(data: dict[str, Any], key: str, path: Path) -> dict[str, Any]:
+    value = data.get(key, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"{path}: '{key}' must be an object, got {type(value).__name__}")
+    return value
+
+
+def _text(value: Any, where: str, path: Path) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{path}: {where} must be a non-empty string, got {value!r}")
+    return value
+
+
+def _whole_years(value: Any, where: str, path: Path) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
+        raise ConfigError(f"{path}: {where} must be a whole number of years, got {value!r}")
+    if value < 1:
+        raise ConfigError(f"{path}: {where} must be at least 1 year, got {value!r}")
+    return int(value)
+
+
+def config_parameters(path: Path = DEFAULT_CONFIG) -> dict[str, str]:
+    """Map config.json's keys onto the template's parameter names."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: not valid JSON: {exc.msg} (line {exc.lineno})") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: must hold a JSON object")
+
+    result: dict[str, str] = {}
+    certificate = _section(data, "certificate", path)
+    subject = _section(certificate, "subject", path)
+    unknown = sorted(set(subject) - set(_SUBJECT))
+    if unknown:
+        raise ConfigError(f"{path}: certificate.subject has unknown keys {unknown}")
+    for key, parameter in _SUBJECT.items():
+        if key in subject:
+            result[parameter] = _text(subject[key], f"certificate.subject.{key}", path)
+    if "Validity" in certificate:
+        years = _whole_years(certificate["Validity"], "certificate.Validity", path)
+        result["CaValidityYears"] = str(years)
+
+    iot = _section(data, "iot", path)
+    if "certValidity" in iot:
+        years = _whole_years(iot["certValidity"], "iot.certValidity", path)
+        result["DeviceCertValidityDays"] = str(years * 365)
+    if "thingPrefix" in iot:
+        result["ThingPrefix"] = _text(iot["thingPrefix"], "iot.thingPrefix", path)
+    if "thingGroup" in iot:
+        result["ThingGroupName"] = _text(iot["thingGroup"], "iot.thingGroup", path)
+    return result
+
+
+def parse_overrides(items: list[str]) -> dict[str, str]:
+    """``["Key=Value", ...]`` (the --parameter-overrides shape) into a dict."""
+    result: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise DevstackError(f"parameter override {item!r} is not Key=Value")
+        result[key] = value
+    return result
+
+
+def resolve_parameters(
+    config: Path | None = DEFAULT_CONFIG, overrides: dict[str, str] | None = None
+) -> dict[str, str]:
+    """config.json's values, then explicit overrides on top (they win)."""
+    result = config_parameters(config) if config is not None else {}
+    result.update(overrides or {})
+    return result
+
+
+def sam_token(key: str, value: str) -> str:
+    """One ``--parameter-overrides`` item as SAM CLI parses it: ``Key=Value`` or
+    ``Key="Value with spaces"`` (SAM's own quoting, with backslash escapes)."""
+    if value and _SAM_BARE.fullmatch(value):
+        return f"{key}={value}"
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    return f'{key}="{escaped}"'
+
+
+def format_overrides(parameters: dict[str, str], *, shell: bool = True) -> str:
+    """The overrides for ``sam deploy --parameter-overrides``.
+
+    ``shell=True`` quotes each item once more for a shell command line (a Makefile recipe
+    with ``$(shell python -m devstack params)``), so SAM still sees its own double quotes.
+    """
+    quote: Callable[[str], str] = shlex.quote if shell else str
+    return " ".join(quote(sam_token(key, value)) for key, value in parameters.items())

@@ -1,0 +1,248 @@
+"""The running offline stack: moto server + local deployment + local gateway, and its state file.
+
+``start_stack`` is what ``python -m devstack up``, ``demo`` and the end-to-end tests use.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+from moto.server import ThreadedMotoServer
+
+from devstack import moto_gaps
+from devstack.deployer import Deployment, deploy
+from devstack.errors import DevstackError
+from devstack.gateway import GatewayServer, LocalApi
+
+DEFAULT_STATE = Path(".local/stack.json")
+DEFAULT_TEMPLATE = Path("template.yaml")
+DEFAULT_ADMIN_EMAIL = "admin@example.com"
+# The offline stack never uses real credentials, not even against 127.0.0.1.
+FAKE_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+}
+_CLEARED = ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE")
+
+
+def check_port_free(port: int, host: str = "127.0.0.1") -> None:
+    """Fail with one clear line when ``port`` is taken (0 means any free port)."""
+    if port == 0:
+        return
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise DevstackError(
+                f"port {port} on {host} is in use; pick another with --port"
+            ) from exc
+
+
+@contextlib.contextmanager
+def offline_credentials(region: str) -> Iterator[None]:
+    """Fake credentials and the region in os.environ while the stack runs; restored after."""
+    saved = {name: os.environ.get(name) for name in (*FAKE_CREDENTIALS, *_CLEARED, "AWS_REGION")}
+    saved["AWS_DEFAULT_REGION"] = os.environ.get("AWS_DEFAULT_REGION")
+    os.environ.update(FAKE_CREDENTIALS)
+    os.environ["AWS_DEFAULT_REGION"] = region
+    os.environ["AWS_REGION"] = region
+    for name in _CLEARED:
+        os.environ.pop(name, None)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@dataclass
+class RunningStack:
+    """Everything ``start_stack`` started; ``stop()`` undoes it."""
+
+    moto: ThreadedMotoServer
+    endpoint_url: str
+    deployment: Deployment
+    gateway: GatewayServer
+    state_path: Path | None
+    _exit: contextlib.ExitStack = field(repr=False)
+
+    @property
+    def api_url(self) -> str:
+        return self.gateway.api_url
+
+    @property
+    def outputs(self) -> dict[str, str]:
+        return {**self.deployment.outputs, "ApiUrl": self.api_url}
+
+    def client(self, service: str) -> Any:
+        return boto3.client(
+            service, region_name=self.deployment.region, endpoint_url=self.endpoint_url
+        )
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "outputs": self.outputs,
+            "endpoint_url": self.endpoint_url,
+            "api_url": self.api_url,
+            "region": self.deployment.region,
+            "admin": {
+                "username": self.deployment.admin_username,
+                "password": self.deployment.admin_password,
+            },
+            "pid": os.getpid(),
+            "stack_name": self.deployment.stack_name,
+        }
+
+    def stop(self) -> None:
+        self._exit.close()
+
+
+def start_stack(
+    *,
+    template: Path = DEFAULT_TEMPLATE,
+    parameters: dict[str, str] | None = None,
+    region: str = "us-east-1",
+    api_port: int = 0,
+    moto_port: int = 0,
+    state_path: Path | None = None,
+    progress: Callable[[str], None] | None = None,
+    gateway_options: dict[str, Any] | None = None,
+) -> RunningStack:
+    """Start moto, deploy the template onto it, start the gateway; write the state file."""
+    check_port_free(api_port)
+    check_port_free(moto_port)
+    parameters = {"AdminEmail": DEFAULT_ADMIN_EMAIL, **(parameters or {})}
+    say = progress or (lambda _message: None)
+    exit_stack = contextlib.ExitStack()
+    try:
+        exit_stack.enter_context(offline_credentials(region))
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's per-request log lines
+        moto_gaps.apply()
+        moto = ThreadedMotoServer(ip_address="127.0.0.1", port=moto_port, verbose=False)
+        moto.start()
+        exit_stack.callback(moto.stop)
+        host, port = moto.get_host_and_port()
+        endpoint_url = f"http://{host}:{port}"
+        say(f"moto server at {endpoint_url}")
+        deployment = deploy(
+            template, parameters, endpoint_url=endpoint_url, region=region, progress=progress
+        )
+        api = LocalApi(deployment, endpoint_url=endpoint_url, **(gateway_options or {}))
+        gateway = GatewayServer(api, port=api_port).start()
+        exit_stack.callback(gateway.stop)
+        say(f"API gateway at {gateway.api_url}")
+        running = RunningStack(moto, endpoint_url, deployment, gateway, state_path, exit_stack)
+        if state_path is not None:
+            write_state(state_path, running.state())
+            exit_stack.callback(remove_state, state_path)
+        return running
+    except BaseException:
+        exit_stack.close()
+        raise
+
+
+def write_state(path: Path, state: dict[str, Any]) -> None:
+    """Write the state file atomically, readable by its owner only (it holds a password)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(path.suffix + ".tmp")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        json.dump(state, handle, indent=2)
+        handle.write("\n")
+    temporary.replace(path)
+
+
+def remove_state(path: Path) -> None:
+    path.unlink(missing_ok=True)
+
+
+def read_state(path: Path) -> dict[str, Any]:
+    """The state of a running ``up``; a clear error when there is none."""
+    try:
+        state: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DevstackError(
+            f"the offline stack is not up (no {path}); start it with `python -m devstack up`"
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise DevstackError(f"cannot read the state file {path}: {exc}") from exc
+    for key in ("outputs", "endpoint_url", "region"):
+        if key not in state:
+            raise DevstackError(f"the state file {path} has no {key!r}; remove it and run up")
+    return state
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class StackClient:
+    """Talks to a running stack described by a state file (for the CLI's user/login)."""
+
+    def __init__(self, state_path: Path) -> None:
+        self.state_path = state_path
+        self.state = read_state(state_path)
+        self.region: str = self.state["region"]
+        self.endpoint_url: str = self.state["endpoint_url"]
+        self.outputs: dict[str, str] = self.state["outputs"]
+        self._config = Config(
+            connect_timeout=2, read_timeout=10, retries={"max_attempts": 1, "mode": "standard"}
+        )
+        self._credentials = dict(FAKE_CREDENTIALS)
+
+    def client(self, service: str) -> Any:
+        return boto3.client(
+            service,
+            region_name=self.region,
+            endpoint_url=self.endpoint_url,
+            aws_access_key_id=self._credentials["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=self._credentials["AWS_SECRET_ACCESS_KEY"],
+            aws_session_token=self._credentials["AWS_SESSION_TOKEN"],
+            config=self._config,
+        )
+
+    def check_up(self) -> None:
+        """Fail with one line when the server named in the state file does not answer."""
+        try:
+            self.client("cognito-idp").describe_user_pool(UserPoolId=self.outputs["UserPoolId"])
+        except ClientError as exc:
+            raise DevstackError(
+                f"the stack in {self.state_path} is gone ({exc.response['Error']['Code']}); "
+                "run `python -m devstack up` again"
+            ) from exc
+        except BotoCoreError as exc:
+            raise DevstackError(
+                f"the offline stack is not up: nothing answers at {self.endpoint_url} "
+                f"(stale {self.state_path}?); start it with `python -m devstack up`"
+            ) from exc
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, interval: float = 0.1) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()

@@ -1,0 +1,252 @@
+"""``python -m devstack``: the commands an operator types, and their errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from devstack.cli import main
+from devstack.stack import RunningStack
+from tests.e2e.conftest import ROOT, TEMPLATE
+from tests.support.offline import device_key, post_certificate, unique_dsn
+
+pytestmark = pytest.mark.e2e
+
+
+def _one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0, err
+    return err
+
+
+def test_user_add_then_login_prints_a_token_the_api_accepts(
+    offline_stack: RunningStack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state = str(offline_stack.state_path)
+    name = f"cli-{unique_dsn().lower()}"
+    password = "Correct-Horse-9-Battery"
+
+    assert (
+        main(
+            [
+                "user",
+                "add",
+                name,
+                "--email",
+                f"{name}@example.com",
+                "--state",
+                state,
+                "--password",
+                password,
+            ]
+        )
+        == 0
+    )
+    assert main(["user", "list", "--state", state]) == 0
+    listing = capsys.readouterr().out
+    assert any(line.split()[:2] == [name, "Members"] for line in listing.splitlines())
+
+    assert main(["login", name, "--password", password, "--state", state]) == 0
+    token = capsys.readouterr().out.strip()
+    _, public = device_key()
+    status, _ = post_certificate(
+        offline_stack.api_url, {"DSN": unique_dsn(), "publicKey": public}, token
+    )
+    assert status == 200
+
+
+def test_login_admin_uses_the_state_file_password(
+    offline_stack: RunningStack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["login", "admin", "--state", str(offline_stack.state_path)]) == 0
+    assert capsys.readouterr().out.count(".") == 2  # a JWT: header.payload.signature
+
+
+def test_wrong_password_is_exit_2(
+    offline_stack: RunningStack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(
+        [
+            "login",
+            "admin",
+            "--password",
+            "Wrong-Passw0rd!",
+            "--state",
+            str(offline_stack.state_path),
+        ]
+    )
+    assert code == 2
+    assert "wrong username or password" in _one_line_error(capsys)
+
+
+def test_existing_user_is_exit_2(
+    offline_stack: RunningStack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(
+        [
+            "user",
+            "add",
+            "admin",
+            "--email",
+            "a@example.com",
+            "--state",
+            str(offline_stack.state_path),
+        ]
+    )
+    assert code == 2
+    assert "already exists" in _one_line_error(capsys)
+
+
+@pytest.mark.parametrize("command", [["login", "admin"], ["user", "list"], ["down"]])
+def test_commands_need_a_stack_that_is_up(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    assert main([*command, "--state", str(tmp_path / "none.json")]) == 2
+    assert "not up" in _one_line_error(capsys)
+
+
+def test_a_stale_state_file_is_reported(
+    offline_stack: RunningStack, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # GIVEN a state file whose moto server is gone (nothing listens on its port)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        dead_port = probe.getsockname()[1]
+    assert offline_stack.state_path is not None
+    state = json.loads(offline_stack.state_path.read_text())
+    state["endpoint_url"] = f"http://127.0.0.1:{dead_port}"
+    stale = tmp_path / "stack.json"
+    stale.write_text(json.dumps(state))
+
+    assert main(["user", "list", "--state", str(stale)]) == 2
+    assert "not up" in _one_line_error(capsys)
+
+
+def test_up_on_a_port_in_use_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code = main(
+            [
+                "up",
+                "--port",
+                str(port),
+                "--template",
+                str(TEMPLATE),
+                "--state",
+                str(tmp_path / "stack.json"),
+            ]
+        )
+    assert code == 2
+    assert f"port {port}" in _one_line_error(capsys)
+    assert not (tmp_path / "stack.json").exists()
+
+
+def test_up_then_down_in_another_process(tmp_path: Path) -> None:
+    # GIVEN `python -m devstack up` running as an operator would start it
+    state = tmp_path / "stack.json"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "local"), str(ROOT)])}
+    process = subprocess.Popen(  # noqa: S603 - our own CLI
+        [sys.executable, "-m", "devstack", "up", "--state", str(state)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not state.exists() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert state.exists(), process.stdout.read() if process.poll() is not None else "timeout"
+        recorded = json.loads(state.read_text())
+        assert recorded["pid"] == process.pid
+        assert recorded["admin"]["password"]
+
+        # WHEN `down` is run
+        assert main(["down", "--state", str(state)]) == 0
+
+        # THEN the stack process ends cleanly and its state file is gone
+        assert process.wait(timeout=20) == 0
+        assert not state.exists()
+        output = process.stdout.read() if process.stdout else ""
+        assert recorded["admin"]["password"] in output  # printed for the operator
+        assert "offline stack stopped" in output
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+
+
+def test_params_maps_config_json_and_overrides_win(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "config.json"
+    config.write_text(
+        json.dumps(
+            {
+                "certificate": {
+                    "subject": {"CN": "My Root CA", "O": "Acme", "C": "DE"},
+                    "Validity": 5,
+                },
+                "iot": {"certValidity": 2, "thingPrefix": "sensor", "thingGroup": "fleet"},
+            }
+        )
+    )
+    assert main(["params", "--config", str(config), "--raw", "ThingPrefix=probe"]) == 0
+    assert capsys.readouterr().out.split(" ") == [
+        'CaCommonName="My',
+        "Root",
+        'CA"',
+        "CaOrganization=Acme",
+        "CaCountry=DE",
+        "CaValidityYears=5",
+        "DeviceCertValidityDays=730",
+        "ThingPrefix=probe",
+        "ThingGroupName=fleet\n",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{not json", "not valid JSON"),
+        ('{"iot": {"certValidity": "two"}}', "iot.certValidity"),
+        ('{"certificate": {"subject": {"XX": "y"}}}', "unknown keys"),
+        ('{"iot": []}', "'iot' must be an object"),
+    ],
+)
+def test_params_rejects_a_malformed_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str, message: str
+) -> None:
+    config = tmp_path / "config.json"
+    config.write_text(content)
+    assert main(["params", "--config", str(config)]) == 2
+    assert message in _one_line_error(capsys)
+
+
+def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
+    for command in (
+        [],
+        ["up"],
+        ["down"],
+        ["user"],
+        ["user", "add"],
+        ["user", "list"],
+        ["login"],
+        ["params"],
+        ["demo"],
+    ):
+        with pytest.raises(SystemExit) as done:
+            main([*command, "--help"])
+        assert done.value.code == 0
+        assert "usage: python -m devstack" in capsys.readouterr().out

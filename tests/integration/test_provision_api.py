@@ -1,0 +1,571 @@
+"""POST /certificate through the real handler, adapters and moto, with resources from template.yaml.
+
+Every test uses its own DSN; AWS failures are injected with botocore's before-send hook so
+that botocore's retries see them exactly like real errors.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import boto3
+import pytest
+from cryptography import x509
+from cryptography.fernet import Fernet
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import x25519
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from provisioning.crypto import common_name_for
+from provisioning.dependencies import get_services
+from provisioning.errors import ProvisioningError
+from provisioning.models import Caller, parse_provision_request
+from provisioning.service import Budget, Services, provision_device
+from tests.support.lambda_support import (
+    Device,
+    FakeLambdaContext,
+    api_event,
+    fault,
+    recording,
+    unique_dsn,
+)
+
+ALICE, BOB, ADMIN, STRANGER = "sub-alice", "sub-bob", "sub-admin", "sub-nogroup"
+
+
+@pytest.fixture
+def services(provisioning_env: dict[str, str]) -> Iterator[Services]:
+    get_services.cache_clear()
+    built = get_services()
+    built.sleep = lambda _seconds: None  # polling delays are asserted, not waited for
+    yield built
+    get_services.cache_clear()
+
+
+@pytest.fixture
+def aws(provisioning_env: dict[str, str]) -> dict[str, Any]:
+    return {name: boto3.client(name) for name in ("iot", "dynamodb", "acm-pca")}
+
+
+def invoke(
+    event: dict[str, Any], timeout: float = 25.0
+) -> tuple[int, dict[str, Any], dict[str, Any]]:
+    from provisioning.handler import lambda_handler
+
+    response = lambda_handler(event, FakeLambdaContext(timeout))
+    headers = {k: v[-1] for k, v in (response.get("multiValueHeaders") or {}).items()}
+    headers.update(response.get("headers") or {})
+    return response["statusCode"], json.loads(response["body"]), headers
+
+
+def provision(device: Device, sub: str = ALICE, groups: str = "Members", timeout: float = 25.0):
+    return invoke(api_event(device.body(), sub, groups), timeout)
+
+
+def decrypt(device: Device, answer: dict[str, Any]) -> bytes:
+    server = x25519.X25519PublicKey.from_public_bytes(base64.b64decode(answer["publicKey"]))
+    secret = device.key.exchange(server)
+    return Fernet(base64.urlsafe_b64encode(secret)).decrypt(answer["encryptedPrivateKey"].encode())
+
+
+def record(aws: dict[str, Any], env: dict[str, str], dsn: str) -> dict[str, str] | None:
+    item = (
+        aws["dynamodb"]
+        .get_item(TableName=env["DEVICES_TABLE"], Key={"dsn": {"S": dsn}}, ConsistentRead=True)
+        .get("Item")
+    )
+    return {k: v.get("S", v.get("N", "")) for k, v in item.items()} if item else None
+
+
+def thing_certificates(aws: dict[str, Any], thing: str) -> dict[str, str]:
+    """certificate id -> status for every certificate attached to the thing."""
+    try:
+        principals = aws["iot"].list_thing_principals(thingName=thing)["principals"]
+    except aws["iot"].exceptions.ResourceNotFoundException:
+        return {}
+    ids = [arn.rsplit("/", 1)[1] for arn in principals]
+    return {
+        i: aws["iot"].describe_certificate(certificateId=i)["certificateDescription"]["status"]
+        for i in ids
+    }
+
+
+def active_certificates_for(aws: dict[str, Any], thing: str) -> list[str]:
+    """Every ACTIVE certificate in IoT issued for this thing, attached or not."""
+    thing = common_name_for(thing)
+    found = []
+    for summary in aws["iot"].list_certificates(pageSize=250)["certificates"]:
+        if summary["status"] != "ACTIVE":
+            continue
+        pem = aws["iot"].describe_certificate(certificateId=summary["certificateId"])[
+            "certificateDescription"
+        ]["certificatePem"]
+        cert = x509.load_pem_x509_certificate(pem.encode())
+        cn = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        if cn and cn[0].value == thing:
+            found.append(summary["certificateId"])
+    return found
+
+
+def audit_events(aws: dict[str, Any], env: dict[str, str], dsn: str) -> list[dict[str, str]]:
+    items = aws["dynamodb"].query(
+        TableName=env["AUDIT_TABLE"],
+        KeyConditionExpression="pk = :pk",
+        ExpressionAttributeValues={":pk": {"S": f"device#{dsn}"}},
+    )["Items"]
+    return [{k: v["S"] for k, v in item.items()} for item in items]
+
+
+def thing_name(env: dict[str, str], dsn: str) -> str:
+    return f"{env['THING_PREFIX']}_{dsn}"
+
+
+# --------------------------------------------------------------------------- happy path
+
+
+def test_a_member_provisions_a_new_device(services, aws, provisioning_env) -> None:
+    # GIVEN a member and a device that has never been seen
+    device = Device(unique_dsn())
+    with recording(services.pca.client, "IssueCertificate") as issued:
+        # WHEN the app posts the device's DSN and X25519 key
+        status, answer, _ = provision(device)
+
+    # THEN the device gets its certificate and a key only it can read
+    assert status == 200, answer
+    thing = thing_name(provisioning_env, device.dsn)
+    assert answer["thingName"] == thing
+    assert answer["encryption"] == "fernet-x25519"
+    assert answer["iotEndpoint"]
+    key = serialization.load_pem_private_key(decrypt(device, answer), password=None)
+    cert = x509.load_pem_x509_certificate(answer["certificatePem"].encode())
+    assert key.public_key().public_numbers() == cert.public_key().public_numbers()
+
+    # ... the certificate chains to the Private CA and is good for client authentication
+    ca_pem = aws["acm-pca"].get_certificate_authority_certificate(
+        CertificateAuthorityArn=provisioning_env["CA_ARN"]
+    )["Certificate"]
+    cert.verify_directly_issued_by(x509.load_pem_x509_certificate(ca_pem.encode()))
+    eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert ExtendedKeyUsageOID.CLIENT_AUTH in eku
+    assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == thing
+    assert cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca is False
+    organisation = provisioning_env.get("SUBJECT_O")
+    if organisation:
+        assert (
+            cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)[0].value == organisation
+        )
+    # moto always issues for 365 days; what ACM PCA is asked for is the configured validity
+    assert issued[0]["Validity"] == {
+        "Value": int(provisioning_env["DEVICE_CERT_VALIDITY_DAYS"]),
+        "Type": "DAYS",
+    }
+    assert issued[0]["TemplateArn"].endswith("template/EndEntityClientAuthCertificate/V1")
+    assert issued[0]["IdempotencyToken"]
+    assert cert.not_valid_after_utc - cert.not_valid_before_utc >= timedelta(days=1)
+
+    # ... IoT knows the thing, in its group, with exactly this certificate ACTIVE and the policy
+    assert thing_certificates(aws, thing) == {answer["certificateId"]: "ACTIVE"}
+    groups = aws["iot"].list_thing_groups_for_thing(thingName=thing)["thingGroups"]
+    assert [g["groupName"] for g in groups] == [provisioning_env["THING_GROUP"]]
+    description = aws["iot"].describe_certificate(certificateId=answer["certificateId"])
+    policies = aws["iot"].list_attached_policies(
+        target=description["certificateDescription"]["certificateArn"]
+    )["policies"]
+    assert [p["policyName"] for p in policies] == [provisioning_env["IOT_POLICY_NAME"]]
+
+    # ... and the devices table records it, owned by the caller, with the lease gone
+    row = record(aws, provisioning_env, device.dsn)
+    assert row is not None
+    assert row["owner_sub"] == ALICE
+    assert row["certificate_id"] == answer["certificateId"]
+    assert row["status"] == "ACTIVE"
+    assert row["thing_name"] == thing
+    assert row["not_after"] == answer["notAfter"]
+    assert row["key_algorithm"] == provisioning_env["DEVICE_KEY_ALGORITHM"]
+    assert "lease_request_id" not in row
+    # ... and the use of the CA is in the audit trail, with who and when
+    (issue,) = audit_events(aws, provisioning_env, device.dsn)
+    assert issue["event"] == "ISSUE"
+    assert issue["actor"] == ALICE
+    assert issue["serial"] == row["serial"]
+    assert issue["at"]
+
+
+def test_the_longest_dsn_is_provisioned(services, aws, provisioning_env) -> None:
+    # GIVEN a DSN of the full 115 characters: the thing name is longer than X.509 allows a CN
+    device = Device(unique_dsn() + "Z" * (115 - len(unique_dsn())))
+    status, answer, _ = provision(device)
+    assert status == 200, answer
+    thing = thing_name(provisioning_env, device.dsn)
+    assert answer["thingName"] == thing
+    cert = x509.load_pem_x509_certificate(answer["certificatePem"].encode())
+    cn = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+    assert len(cn) <= 64 and cn == common_name_for(thing)
+    assert thing_certificates(aws, thing) == {answer["certificateId"]: "ACTIVE"}
+
+
+def test_still_issuing_is_polled_with_a_short_growing_delay(services, aws) -> None:
+    # GIVEN ACM PCA answers "still issuing" twice (moto issues synchronously, so inject it)
+    delays: list[float] = []
+    services.sleep = delays.append
+    device = Device(unique_dsn())
+    with fault(
+        services.pca.client, "GetCertificate", "RequestInProgressException", 400, times=2
+    ) as f:
+        status, answer, _ = provision(device)
+    assert status == 200, answer
+    assert f.calls == 3
+    assert delays[0] < 0.1
+    assert delays == sorted(delays) and delays[0] < delays[-1]
+
+
+def test_issuance_that_outlasts_the_time_budget_fails_cleanly(
+    services, aws, provisioning_env
+) -> None:
+    # GIVEN ACM PCA never finishes and the function has little time left
+    device = Device(unique_dsn())
+    with fault(services.pca.client, "GetCertificate", "RequestInProgressException", 400):
+        status, answer, _ = provision(device, timeout=3.3)
+    # THEN a 502 naming the step, and nothing half-done: no row, no certificate
+    assert (status, answer["code"]) == (502, "GET_CERTIFICATE_TIMEOUT")
+    assert record(aws, provisioning_env, device.dsn) is None
+    assert active_certificates_for(aws, thing_name(provisioning_env, device.dsn)) == []
+    # ... and a retry succeeds
+    assert provision(device)[0] == 200
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+BAD_BODIES = [
+    (None, "BODY_MISSING"),
+    ("null", "BODY_NOT_OBJECT"),
+    ("{oops", "BODY_NOT_JSON"),
+    ('["DSN"]', "BODY_NOT_OBJECT"),
+    (json.dumps({"publicKey": Device("x").public_key_b64}), "FIELD_MISSING"),
+    (json.dumps({"DSN": 7, "publicKey": Device("x").public_key_b64}), "FIELD_TYPE"),
+    (json.dumps({"DSN": "A B", "publicKey": Device("x").public_key_b64}), "DSN_INVALID"),
+    (json.dumps({"DSN": "../../x", "publicKey": Device("x").public_key_b64}), "DSN_INVALID"),
+    (json.dumps({"DSN": "Aé", "publicKey": Device("x").public_key_b64}), "DSN_INVALID"),
+    (json.dumps({"DSN": "A\n", "publicKey": Device("x").public_key_b64}), "DSN_INVALID"),
+    (json.dumps({"DSN": "A" * 116, "publicKey": Device("x").public_key_b64}), "DSN_INVALID"),
+    (json.dumps({"DSN": "ABC", "publicKey": "!!"}), "PUBLIC_KEY_INVALID"),
+    (
+        json.dumps({"DSN": "ABC", "publicKey": base64.b64encode(b"k" * 16).decode()}),
+        "PUBLIC_KEY_INVALID",
+    ),
+    (
+        json.dumps({"DSN": "ABC", "publicKey": base64.b64encode(bytes(32)).decode()}),
+        "PUBLIC_KEY_LOW_ORDER",
+    ),
+]
+
+
+@pytest.mark.parametrize(("body", "code"), BAD_BODIES)
+def test_bad_input_is_a_400_and_creates_nothing(
+    services, aws, provisioning_env, body, code
+) -> None:
+    certificates_before = len(aws["iot"].list_certificates()["certificates"])
+    things_before = len(aws["iot"].list_things()["things"])
+    with (
+        recording(services.pca.client, "IssueCertificate") as issued,
+        recording(services.store.client, "UpdateItem") as claims,
+    ):
+        status, answer, headers = invoke(api_event(body, ALICE))
+    assert (status, answer["code"]) == (400, code)
+    assert set(answer) == {"msg", "code"}
+    assert headers["Content-Type"] == "application/json"
+    assert issued == [] and claims == []
+    assert len(aws["iot"].list_certificates()["certificates"]) == certificates_before
+    assert len(aws["iot"].list_things()["things"]) == things_before
+
+
+# --------------------------------------------------------------------------- ownership
+
+
+def test_the_owner_provisioning_again_rotates_the_certificate(
+    services, aws, provisioning_env
+) -> None:
+    # GIVEN Alice's provisioned device
+    device = Device(unique_dsn())
+    first = provision(device)[1]
+    old_serial = record(aws, provisioning_env, device.dsn)["serial"]
+
+    # WHEN she provisions it again (a factory reset, a new key)
+    device.key = x25519.X25519PrivateKey.generate()
+    with recording(services.pca.client, "RevokeCertificate") as revoked:
+        status, second, _ = provision(device)
+
+    # THEN the new certificate is the one ACTIVE one; the old one is revoked everywhere
+    assert status == 200, second
+    thing = thing_name(provisioning_env, device.dsn)
+    assert thing_certificates(aws, thing) == {second["certificateId"]: "ACTIVE"}
+    old = aws["iot"].describe_certificate(certificateId=first["certificateId"])
+    assert old["certificateDescription"]["status"] == "REVOKED"
+    assert [r["CertificateSerial"] for r in revoked] == [old_serial]
+    row = record(aws, provisioning_env, device.dsn)
+    assert row["certificate_id"] == second["certificateId"]
+    assert row["owner_sub"] == ALICE
+    events = sorted(e["event"] for e in audit_events(aws, provisioning_env, device.dsn))
+    assert events == ["ISSUE", "ISSUE", "REVOKE"]
+
+
+def test_another_member_cannot_take_over_a_device(services, aws, provisioning_env) -> None:
+    device = Device(unique_dsn())
+    first = provision(device, ALICE)[1]
+    before = record(aws, provisioning_env, device.dsn)
+
+    with recording(services.pca.client, "IssueCertificate") as issued:
+        status, answer, _ = provision(Device(device.dsn), BOB)
+
+    assert (status, answer["code"]) == (409, "DEVICE_OWNED")
+    assert issued == []
+    assert record(aws, provisioning_env, device.dsn) == before
+    assert thing_certificates(aws, thing_name(provisioning_env, device.dsn)) == {
+        first["certificateId"]: "ACTIVE"
+    }
+
+
+def test_an_administrator_may_reprovision_any_device(services, aws, provisioning_env) -> None:
+    device = Device(unique_dsn())
+    provision(device, ALICE)
+    status, answer, _ = provision(Device(device.dsn), ADMIN, groups="Administrators")
+    assert status == 200, answer
+    row = record(aws, provisioning_env, device.dsn)
+    assert row["certificate_id"] == answer["certificateId"]
+    assert row["owner_sub"] == ALICE  # the device still belongs to its owner
+
+
+def test_a_user_in_no_group_is_forbidden(services, aws, provisioning_env) -> None:
+    device = Device(unique_dsn())
+    status, answer, _ = provision(device, STRANGER, groups="")
+    assert (status, answer["code"]) == (403, "NOT_A_MEMBER")
+    assert record(aws, provisioning_env, device.dsn) is None
+
+
+# --------------------------------------------------------------------------- concurrency
+
+
+@pytest.mark.parametrize("callers", [(ALICE, ALICE, ALICE), (ALICE, BOB, ALICE)])
+def test_simultaneous_requests_end_with_one_active_certificate(
+    services, aws, provisioning_env, callers
+) -> None:
+    """Each thread is its own Lambda container: its own adapters and clients, one request."""
+    dsn = unique_dsn()
+    results: list[tuple[int, Any]] = []
+    start = threading.Barrier(len(callers))
+
+    def container(sub: str) -> None:
+        own = get_services.__wrapped__()  # a container builds its own clients
+        own.sleep = lambda _seconds: None
+        # Issuance is slowed down so that every request overlaps the first one.
+        own.pca.client.meta.events.register(
+            "before-send.acm-pca.IssueCertificate", lambda **_: time.sleep(0.3)
+        )
+        device = Device(dsn)
+        request = parse_provision_request(device.body(), own.settings.max_dsn_length)
+        start.wait()
+        try:
+            answer = provision_device(
+                request,
+                Caller(sub, frozenset({"Members"})),
+                own,
+                Budget(FakeLambdaContext().get_remaining_time_in_millis),
+                request_id=f"req-{sub}-{threading.get_ident()}",
+            )
+            results.append((200, answer.to_response()))
+        except ProvisioningError as error:
+            results.append((error.status, {"code": error.code}))
+
+    threads = [threading.Thread(target=container, args=(sub,)) for sub in callers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    statuses = sorted(status for status, _ in results)
+    assert statuses == [200] + [409] * (len(callers) - 1), results
+    winner = next(answer for status, answer in results if status == 200)
+    assert {a["code"] for s, a in results if s == 409} <= {"REQUEST_IN_FLIGHT", "DEVICE_OWNED"}
+    thing = thing_name(provisioning_env, dsn)
+    assert thing_certificates(aws, thing) == {winner["certificateId"]: "ACTIVE"}
+    assert active_certificates_for(aws, thing) == [winner["certificateId"]]
+    assert record(aws, provisioning_env, dsn)["certificate_id"] == winner["certificateId"]
+
+
+# --------------------------------------------------------------------------- failures
+
+
+FIRST_PROVISIONING_FAULTS = [
+    ("dynamodb", "UpdateItem", "CLAIM_DEVICE_FAILED"),
+    ("acm-pca", "IssueCertificate", "ISSUE_CERTIFICATE_FAILED"),
+    ("acm-pca", "GetCertificate", "GET_CERTIFICATE_FAILED"),
+    ("iot", "CreateThing", "CREATE_THING_FAILED"),
+    ("iot", "AddThingToThingGroup", "CREATE_THING_FAILED"),
+    ("iot", "DescribeEndpoint", "DESCRIBE_ENDPOINT_FAILED"),
+    ("iot", "RegisterCertificate", "REGISTER_CERTIFICATE_FAILED"),
+    ("iot", "AttachPolicy", "ATTACH_POLICY_FAILED"),
+    ("iot", "AttachThingPrincipal", "ATTACH_THING_PRINCIPAL_FAILED"),
+    ("dynamodb", "TransactWriteItems", "STORE_DEVICE_FAILED"),
+]
+
+
+def client_of(services: Services, service: str) -> Any:
+    return {"acm-pca": services.pca, "iot": services.iot, "dynamodb": services.store}[
+        service
+    ].client
+
+
+@pytest.mark.parametrize(("service", "operation", "code"), FIRST_PROVISIONING_FAULTS)
+def test_a_failed_step_leaves_no_half_state_and_a_retry_succeeds(
+    services, aws, provisioning_env, service, operation, code
+) -> None:
+    # GIVEN one AWS operation fails every time it is called
+    device = Device(unique_dsn())
+    thing = thing_name(provisioning_env, device.dsn)
+    with fault(client_of(services, service), operation) as f:
+        status, answer, _ = provision(device)
+
+    # THEN the answer names the failed step, after botocore's bounded retries
+    assert (status, answer["code"]) == (502, code), answer
+    assert f.calls == 3
+    assert "arn:" not in answer["msg"] and "injected" not in answer["msg"]
+    # ... no ACTIVE certificate is left and no row claims success
+    assert active_certificates_for(aws, thing) == []
+    row = record(aws, provisioning_env, device.dsn)
+    assert row is None or not row.get("certificate_id")
+
+    # WHEN the dependency recovers, the same request succeeds
+    status, answer, _ = provision(device)
+    assert status == 200, answer
+    assert active_certificates_for(aws, thing) == [answer["certificateId"]]
+    assert record(aws, provisioning_env, device.dsn)["certificate_id"] == answer["certificateId"]
+
+
+ROTATION_FAULTS = [
+    ("iot", "UpdateCertificate", "DEACTIVATE_CERTIFICATE_FAILED"),
+    ("dynamodb", "TransactWriteItems", "STORE_DEVICE_FAILED"),
+    ("iot", "RegisterCertificate", "REGISTER_CERTIFICATE_FAILED"),
+]
+
+
+@pytest.mark.parametrize(("service", "operation", "code"), ROTATION_FAULTS)
+def test_a_failed_rotation_keeps_the_old_certificate_working(
+    services, aws, provisioning_env, service, operation, code
+) -> None:
+    # GIVEN a provisioned device
+    device = Device(unique_dsn())
+    first = provision(device)[1]
+    thing = thing_name(provisioning_env, device.dsn)
+
+    # WHEN a rotation fails at a step
+    with fault(client_of(services, service), operation):
+        status, answer, _ = provision(device)
+    assert (status, answer["code"]) == (502, code)
+
+    # THEN the old certificate is still the one ACTIVE certificate and the row still names it
+    assert active_certificates_for(aws, thing) == [first["certificateId"]]
+    assert record(aws, provisioning_env, device.dsn)["certificate_id"] == first["certificateId"]
+    # ... and a retry rotates
+    status, answer, _ = provision(device)
+    assert status == 200, answer
+    assert active_certificates_for(aws, thing) == [answer["certificateId"]]
+
+
+def test_a_certificate_that_could_not_be_revoked_is_cleaned_up_by_the_next_request(
+    services, aws, provisioning_env
+) -> None:
+    # GIVEN the table write fails AND IoT refuses to change certificate status for a while
+    device = Device(unique_dsn())
+    thing = thing_name(provisioning_env, device.dsn)
+    with (
+        fault(services.store.client, "TransactWriteItems"),
+        fault(services.iot.client, "UpdateCertificate"),
+    ):
+        status, answer, _ = provision(device)
+    assert (status, answer["code"]) == (502, "STORE_DEVICE_FAILED")
+    # ... so the new certificate could not be revoked; it is detached and written down
+    (orphan,) = active_certificates_for(aws, thing)
+    assert thing_certificates(aws, thing) == {}
+    assert record(aws, provisioning_env, device.dsn).get("certificate_id") is None
+
+    # WHEN the device is provisioned again
+    status, answer, _ = provision(device)
+
+    # THEN the orphan is revoked and only the new certificate is ACTIVE
+    assert status == 200, answer
+    assert active_certificates_for(aws, thing) == [answer["certificateId"]]
+    assert (
+        aws["iot"].describe_certificate(certificateId=orphan)["certificateDescription"]["status"]
+        == "REVOKED"
+    )
+
+
+def test_throttling_past_the_retry_budget_is_a_429_with_retry_after(services, aws) -> None:
+    device = Device(unique_dsn())
+    with fault(services.iot.client, "RegisterCertificate", "ThrottlingException", 400) as f:
+        status, answer, headers = provision(device)
+    assert (status, answer["code"]) == (429, "THROTTLED")
+    assert int(headers["Retry-After"]) > 0
+    assert f.calls == 3
+
+
+def test_the_ca_lifetime_quota_is_not_retried(services, aws) -> None:
+    # LimitExceededException from ACM PCA means the CA has issued all it may: retrying is waste
+    device = Device(unique_dsn())
+    with fault(services.pca.client, "IssueCertificate", "LimitExceededException", 400) as f:
+        status, answer, _ = provision(device)
+    assert (status, answer["code"]) == (502, "ISSUE_CERTIFICATE_FAILED")
+    assert f.calls == 1
+
+
+# --------------------------------------------------------------------------- secrets
+
+
+@pytest.fixture
+def captured_logs() -> Iterator[io.StringIO]:
+    """Every line the function's logger writes, formatted exactly as CloudWatch would get it."""
+    from provisioning.observability import logger
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logger.registered_formatter)
+    logger.addHandler(handler)
+    yield stream
+    logger.removeHandler(handler)
+
+
+def test_no_key_material_or_token_reaches_the_logs(services, aws, captured_logs, capsys) -> None:
+    device = Device(unique_dsn())
+    event = api_event(device.body(), ALICE)
+    status, answer, _ = invoke(event)
+    assert status == 200
+    # a rotation and a failure path log too
+    invoke(api_event(device.body(), ALICE))
+    with fault(services.iot.client, "RegisterCertificate"):
+        invoke(api_event(device.body(), ALICE))
+
+    printed = capsys.readouterr()
+    text = captured_logs.getvalue() + printed.out + printed.err
+    assert '"message":"device claimed"' in text  # the logs were captured
+    assert '"code":"REGISTER_CERTIFICATE_FAILED"' in text.replace(" ", "")
+    private_pem = decrypt(device, answer).decode()
+    secrets = [
+        "PRIVATE KEY",
+        private_pem.splitlines()[1],
+        event["headers"]["Authorization"],
+        event["headers"]["Authorization"].split(".")[2],
+        answer["encryptedPrivateKey"][:40],
+        answer["publicKey"],
+        device.public_key_b64,
+    ]
+    for secret in secrets:
+        assert secret not in text

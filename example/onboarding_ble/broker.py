@@ -1,0 +1,339 @@
+"""A local MQTT broker that admits devices the way AWS IoT Core does (offline stack).
+
+    python -m onboarding_ble.broker --state .local/stack.json --port 0 --dir .local/broker
+
+TLS with a server certificate from a local broker CA (written to DIR/broker-ca.pem: give it
+to the device as --mqtt-ca), and a required client certificate chained to the Private CA
+(fetched from ACM PCA in the emulator, or --client-ca). Like IoT Core, a client is admitted
+only while the IoT registry has its certificate ACTIVE and attached to the thing whose name
+is the MQTT client id; a client may only use topics under things/<client id>/.
+Prints one JSON line {"host", "port", "ca"} when listening (also written to --ready-file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import hashlib
+import ipaddress
+import json
+import logging
+import os
+import signal
+import ssl
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+logger = logging.getLogger("onboarding_ble.broker")
+
+
+# --- Registry check ------------------------------------------------------------------------
+
+
+def iot_client(endpoint_url: str | None, region: str) -> Any:
+    import boto3
+
+    return boto3.client("iot", region_name=region, endpoint_url=endpoint_url)
+
+
+def admit(iot: Any, client_id: str, peer_der: bytes) -> tuple[bool, str]:
+    """IoT Core's rule: the certificate is ACTIVE and attached to the thing named client_id.
+
+    Certificates are found through the thing's principals and compared by DER, not looked
+    up by id: moto computes certificate ids from the PEM text unless MOTO_IOT_USE_VALID_CERT
+    is set, while IoT uses SHA-256 of the DER certificate (the id we log).
+    """
+    cert_id = hashlib.sha256(peer_der).hexdigest()
+    if not client_id:
+        return False, f"certificate {cert_id[:12]}: empty client id"
+    try:
+        principals = iot.list_thing_principals(thingName=client_id)["principals"]
+    except iot.exceptions.ResourceNotFoundException:
+        return False, f"certificate {cert_id[:12]}: no thing named {client_id!r}"
+    for arn in principals:
+        if ":cert/" not in arn:
+            continue
+        described = iot.describe_certificate(certificateId=arn.rsplit("/", 1)[-1])
+        description = described["certificateDescription"]
+        stored = x509.load_pem_x509_certificate(description["certificatePem"].encode())
+        if stored.public_bytes(serialization.Encoding.DER) != peer_der:
+            continue
+        status = description["status"]
+        if status != "ACTIVE":
+            return False, f"certificate {cert_id[:12]} of {client_id!r} is {status}"
+        return True, f"certificate {cert_id[:12]} ACTIVE for {client_id!r}"
+    return False, f"certificate {cert_id[:12]} is not attached to thing {client_id!r}"
+
+
+# --- amqtt plugins -------------------------------------------------------------------------
+
+try:
+    from amqtt.broker import Broker
+    from amqtt.contexts import Action
+    from amqtt.plugins.base import BaseAuthPlugin, BasePlugin, BaseTopicPlugin
+    from amqtt.session import Session
+except ImportError:  # pragma: no cover - amqtt is a dev/offline dependency only
+    Broker = BaseAuthPlugin = BasePlugin = BaseTopicPlugin = object  # type: ignore[misc,assignment]
+
+
+class IotRegistryAuthPlugin(BaseAuthPlugin):  # type: ignore[misc]
+    """Admit a TLS client only if the IoT registry says so (see `admit`)."""
+
+    @dataclass
+    class Config:
+        endpoint_url: str = ""
+        region: str = "us-east-1"
+
+    def __init__(self, context: Any) -> None:
+        super().__init__(context)
+        self._iot = iot_client(self.config.endpoint_url or None, self.config.region)
+
+    async def authenticate(self, *, session: Session) -> bool:
+        ssl_object = session.ssl_object
+        der = ssl_object.getpeercert(binary_form=True) if ssl_object else None
+        if not der:
+            logger.warning("refused %r: no client certificate", session.client_id)
+            return False
+        try:
+            ok, why = await asyncio.to_thread(admit, self._iot, session.client_id or "", der)
+        except Exception as exc:
+            ok, why = False, f"registry check failed: {type(exc).__name__}"
+        print(f"{'ADMIT' if ok else 'REFUSE'} client={session.client_id} {why}", flush=True)
+        return ok
+
+
+class ThingTopicPlugin(BaseTopicPlugin):  # type: ignore[misc]
+    """Like the device policy: a client uses only topics under things/<its client id>/."""
+
+    @dataclass
+    class Config:
+        pass
+
+    async def topic_filtering(
+        self, *, session: Session | None = None, topic: str | None = None, action: Any = None
+    ) -> bool:
+        if session is None or topic is None:
+            return False
+        if action == Action.RECEIVE:
+            return True
+        return topic.startswith(f"things/{session.client_id}/")
+
+
+class RecorderPlugin(BasePlugin):  # type: ignore[misc]
+    """Append every accepted publish to a JSON-lines file (tests and the demo read it)."""
+
+    @dataclass
+    class Config:
+        path: str = ""
+
+    async def on_broker_message_received(self, *, client_id: str, message: Any) -> None:
+        if not self.config.path or message is None:
+            return
+        record = {
+            "client_id": client_id,
+            "topic": message.topic,
+            "payload": bytes(message.data).decode("utf-8", "replace"),
+        }
+        with open(self.config.path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+
+class MutualTlsBroker(Broker):  # type: ignore[misc]
+    """amqtt asks for a client certificate but does not require one; IoT Core does."""
+
+    @staticmethod
+    def _create_ssl_context(listener: Any) -> ssl.SSLContext:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=listener["cafile"])
+        context.load_cert_chain(listener["certfile"], listener["keyfile"])
+        context.verify_mode = ssl.CERT_REQUIRED
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        return context
+
+
+# --- Files ---------------------------------------------------------------------------------
+
+
+def _write(path: Path, data: bytes, mode: int = 0o644) -> None:
+    path.write_bytes(data)
+    path.chmod(mode)
+
+
+def ensure_server_identity(directory: Path, host: str) -> tuple[Path, Path, Path]:
+    """A local broker CA and a server certificate for `host` (made once, then reused)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    ca_path, cert_path, key_path = (
+        directory / "broker-ca.pem",
+        directory / "server.pem",
+        directory / "server.key",
+    )
+    if ca_path.exists() and cert_path.exists() and key_path.exists():
+        return ca_path, cert_path, key_path
+    now = dt.datetime.now(dt.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Local MQTT broker CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=365))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+            critical=True,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    names: list[x509.GeneralName] = [x509.DNSName("localhost")]
+    try:
+        names.append(x509.IPAddress(ipaddress.ip_address(host)))
+    except ValueError:
+        names.append(x509.DNSName(host))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=365))
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    _write(
+        key_path,
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+        0o600,
+    )
+    _write(cert_path, cert.public_bytes(serialization.Encoding.PEM))
+    _write(ca_path, ca.public_bytes(serialization.Encoding.PEM))
+    return ca_path, cert_path, key_path
+
+
+def fetch_private_ca(endpoint_url: str | None, region: str, ca_arn: str) -> bytes:
+    """The Private CA certificate (and chain, if any) from ACM PCA."""
+    import boto3
+
+    pca = boto3.client("acm-pca", region_name=region, endpoint_url=endpoint_url)
+    answer = pca.get_certificate_authority_certificate(CertificateAuthorityArn=ca_arn)
+    pem: str = answer["Certificate"].strip() + "\n"
+    if chain := answer.get("CertificateChain"):
+        pem += chain.strip() + "\n"
+    return pem.encode()
+
+
+# --- Main ----------------------------------------------------------------------------------
+
+
+async def async_main(args: argparse.Namespace) -> int:
+    state: dict[str, Any] = {}
+    if args.state:
+        state = json.loads(args.state.read_text(encoding="utf-8"))
+    endpoint_url = args.endpoint_url or state.get("endpoint_url")
+    region = args.region or state.get("region") or "us-east-1"
+    directory: Path = args.dir
+    ca_path, cert_path, key_path = ensure_server_identity(directory, args.host)
+    client_ca = args.client_ca
+    if client_ca is None:
+        ca_arn = state.get("outputs", {}).get("CertificateAuthorityArn")
+        if not ca_arn:
+            print(
+                "error: need --client-ca or a state file with CertificateAuthorityArn",
+                file=sys.stderr,
+            )
+            return 2
+        client_ca = directory / "client-ca.pem"
+        _write(client_ca, fetch_private_ca(endpoint_url, region, ca_arn))
+
+    # amqtt picks the port; bind a socket ourselves to learn a free one first.
+    port = args.port
+    if port == 0:
+        import socket
+
+        with socket.socket() as probe:
+            probe.bind((args.host, 0))
+            port = probe.getsockname()[1]
+    config = {
+        "listeners": {
+            "default": {
+                "type": "tcp",
+                "bind": f"{args.host}:{port}",
+                "ssl": True,
+                "cafile": str(client_ca),
+                "certfile": str(cert_path),
+                "keyfile": str(key_path),
+            }
+        },
+        "plugins": {
+            f"{__name__}.IotRegistryAuthPlugin": {
+                "endpoint_url": endpoint_url or "",
+                "region": region,
+            },
+            f"{__name__}.ThingTopicPlugin": {},
+            f"{__name__}.RecorderPlugin": {"path": str(args.record) if args.record else ""},
+        },
+    }
+    broker = MutualTlsBroker(config)
+    await broker.start()
+    ready = json.dumps({"host": args.host, "port": port, "ca": str(ca_path)})
+    if args.ready_file:
+        tmp = args.ready_file.with_suffix(".tmp")
+        tmp.write_text(ready + "\n", encoding="utf-8")
+        os.replace(tmp, args.ready_file)
+    print(ready, flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await broker.shutdown()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m onboarding_ble.broker",
+        description="Local TLS MQTT broker that admits clients like AWS IoT Core.",
+    )
+    parser.add_argument("--state", type=Path, help="offline stack state file (.local/stack.json)")
+    parser.add_argument("--endpoint-url", help="AWS endpoint (default: the state file's)")
+    parser.add_argument("--region", help="default: the state file's, else us-east-1")
+    parser.add_argument("--client-ca", type=Path, help="device CA PEM (default: from ACM PCA)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8883, help="0 = a free port")
+    parser.add_argument(
+        "--dir",
+        type=Path,
+        default=Path(".local/broker"),
+        help="broker CA, server certificate and key live here",
+    )
+    parser.add_argument("--record", type=Path, help="append received messages here (JSON lines)")
+    parser.add_argument("--ready-file", type=Path, help="write {host, port, ca} here when up")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(asctime)s broker %(levelname)s %(message)s",
+    )
+    return asyncio.run(async_main(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

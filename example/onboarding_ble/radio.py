@@ -1,0 +1,99 @@
+"""A virtual BLE radio: bumble controllers on one shared link, one HCI transport each.
+
+    python -m onboarding_ble.radio tcp-server:127.0.0.1:0 tcp-server:127.0.0.1:0
+
+Each transport spec gets its own controller; a host (device.py, provisioning_app.py) connects
+to it as `tcp-client:127.0.0.1:PORT`. Port 0 picks a free port; the ports actually bound are
+printed as one JSON line (`{"transports": ["tcp-client:127.0.0.1:PORT", ...]}`) and written
+to --ready-file, so a parent process knows when the radio is up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from bumble.controller import Controller
+from bumble.link import LocalLink
+from bumble.transport import open_transport
+
+logger = logging.getLogger("onboarding_ble.radio")
+
+
+def _client_spec(spec: str, transport: Any) -> str:
+    """The spec a host uses to reach `transport` (the bound port when the spec said 0)."""
+    server = getattr(transport, "server", None)
+    if spec.startswith("tcp-server:") and server is not None and server.sockets:
+        host, port = server.sockets[0].getsockname()[:2]
+        return f"tcp-client:{host}:{port}"
+    return spec
+
+
+async def async_main(specs: Sequence[str], ready_file: Path | None) -> int:
+    link = LocalLink()  # type: ignore[no-untyped-call]
+    transports = []
+    controllers = []
+    try:
+        for index, spec in enumerate(specs):
+            transport = await open_transport(spec)
+            transports.append(transport)
+            controllers.append(
+                Controller(
+                    f"C{index}",
+                    host_source=transport.source,
+                    host_sink=transport.sink,
+                    link=link,
+                )
+            )
+        ready = {"transports": [_client_spec(s, t) for s, t in zip(specs, transports, strict=True)]}
+        line = json.dumps(ready)
+        if ready_file is not None:
+            tmp = ready_file.with_suffix(".tmp")
+            tmp.write_text(line + "\n", encoding="utf-8")
+            os.replace(tmp, ready_file)
+        print(line, flush=True)
+
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        return 0
+    finally:
+        for transport in transports:
+            await transport.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m onboarding_ble.radio",
+        description="Virtual BLE radio: bumble controllers on a shared link, one per transport.",
+    )
+    parser.add_argument(
+        "transports",
+        nargs="+",
+        metavar="TRANSPORT",
+        help="HCI transport per controller, e.g. tcp-server:127.0.0.1:0 (0 = free port)",
+    )
+    parser.add_argument("--ready-file", type=Path, help="write the client specs here as JSON")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(asctime)s radio %(levelname)s %(message)s",
+    )
+    if len(args.transports) < 2:
+        parser.error("a radio needs at least two controllers")
+    return asyncio.run(async_main(args.transports, args.ready_file))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

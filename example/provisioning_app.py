@@ -1,0 +1,513 @@
+"""The phone-app stand-in: sign in, find the device over BLE, get it a certificate.
+
+    python provisioning_app.py --transport tcp-client:127.0.0.1:PORT \
+        --state .local/stack.json --dsn SN-0001
+
+Signs in to Cognito (USER_PASSWORD_AUTH, public client: no secret), scans for devices that
+advertise the onboarding service (docs/ble-protocol.md), reads the device's DSN and X25519
+public key over GATT, calls POST /certificate with the ID token and relays the answer to the
+device in chunks. An API error is shown and written to the device (APP_ERROR) so the device
+stays unprovisioned and says why. The API answer is never logged: it holds the encrypted key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import getpass
+import json
+import logging
+import os
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from onboarding_ble import protocol
+from onboarding_ble.protocol import DeviceInfo, ProtocolError, Status, StatusReport
+
+logger = logging.getLogger("app")
+
+EXIT_OK = 0
+EXIT_USAGE = 2
+EXIT_NO_DEVICE = 3
+EXIT_API = 4
+EXIT_DEVICE_REJECTED = 5
+EXIT_BLE = 6
+
+
+class AppError(Exception):
+    def __init__(self, exit_code: int, message: str) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+@dataclass(frozen=True)
+class Backend:
+    """Where the API and the user pool are (deployed stack or offline state file)."""
+
+    api_url: str
+    region: str
+    user_pool_id: str
+    client_id: str
+    cognito_endpoint_url: str | None = None
+    default_username: str | None = None
+    default_password: str | None = None
+
+
+@dataclass(frozen=True)
+class ApiResult:
+    status: int
+    body: dict[str, Any]
+
+    @property
+    def ok(self) -> bool:
+        return self.status == 200
+
+
+def backend_from_state(path: Path) -> Backend:
+    state = json.loads(path.read_text(encoding="utf-8"))
+    outputs = state.get("outputs", {})
+    admin = state.get("admin") or {}
+    return Backend(
+        api_url=state.get("api_url") or outputs["ApiUrl"],
+        region=state.get("region", "us-east-1"),
+        user_pool_id=outputs["UserPoolId"],
+        client_id=outputs["UserPoolClientId"],
+        cognito_endpoint_url=state.get("endpoint_url"),
+        default_username=admin.get("username"),
+        default_password=admin.get("password"),
+    )
+
+
+def backend_from_stack(stack_name: str, region: str | None) -> Backend:
+    import boto3
+
+    cfn = boto3.client("cloudformation", region_name=region)
+    stack = cfn.describe_stacks(StackName=stack_name)["Stacks"][0]
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
+    return Backend(
+        api_url=outputs["ApiUrl"],
+        region=cfn.meta.region_name,
+        user_pool_id=outputs["UserPoolId"],
+        client_id=outputs["UserPoolClientId"],
+    )
+
+
+def login(backend: Backend, username: str, password: str) -> str:
+    """Cognito ID token for a public client (USER_PASSWORD_AUTH, no secret hash)."""
+    import boto3
+
+    client = boto3.client(
+        "cognito-idp", region_name=backend.region, endpoint_url=backend.cognito_endpoint_url
+    )
+    try:
+        result = client.initiate_auth(
+            AuthFlow="USER_PASSWORD_AUTH",
+            ClientId=backend.client_id,
+            AuthParameters={"USERNAME": username, "PASSWORD": password},
+        )
+    except client.exceptions.NotAuthorizedException as exc:
+        raise AppError(EXIT_API, "sign-in failed: wrong user name or password") from exc
+    except client.exceptions.UserNotFoundException as exc:
+        raise AppError(EXIT_API, "sign-in failed: wrong user name or password") from exc
+    auth = result.get("AuthenticationResult")
+    if not auth:
+        challenge = result.get("ChallengeName", "unknown")
+        raise AppError(EXIT_API, f"sign-in needs challenge {challenge}; finish it first")
+    return str(auth["IdToken"])
+
+
+def request_certificate(
+    api_url: str, id_token: str, dsn: str, public_key: bytes, timeout: float = 35.0
+) -> ApiResult:
+    body = json.dumps({"DSN": dsn, "publicKey": base64.b64encode(public_key).decode()})
+    url = api_url.rstrip("/") + "/certificate"
+    if not url.startswith(("https://", "http://")):
+        raise AppError(EXIT_USAGE, f"API URL must be http(s): {api_url}")
+    request = urllib.request.Request(  # noqa: S310 - scheme checked above
+        url,
+        data=body.encode(),
+        method="POST",
+        headers={"Authorization": id_token, "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+            return ApiResult(response.status, json.loads(response.read() or b"{}"))
+    except urllib.error.HTTPError as exc:
+        raw = exc.read()
+        try:
+            parsed = json.loads(raw) if raw else {}
+        except ValueError:
+            parsed = {}
+        if not isinstance(parsed, dict):
+            parsed = {}
+        parsed.setdefault("msg", parsed.get("message") or exc.reason or "error")
+        parsed.setdefault("code", f"HTTP_{exc.code}")
+        return ApiResult(exc.code, parsed)
+    except (urllib.error.URLError, TimeoutError) as exc:
+        raise AppError(EXIT_API, f"API unreachable: {exc}") from exc
+
+
+# --- BLE -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Found:
+    address: str
+    dsn: str  # the DSN, or its prefix when `complete` is False
+    complete: bool
+
+
+async def scan(device: Any, dsn: str | None, seconds: float) -> list[Found]:
+    """Devices advertising the onboarding service (and, with `dsn`, a DSN hint that fits it)."""
+    from bumble.core import UUID, AdvertisingData
+
+    service = UUID(protocol.SERVICE_UUID)
+    hints: dict[str, tuple[str, bool]] = {}
+
+    def better(address: str, hint: str, complete: bool) -> None:
+        old = hints.get(address)
+        if (
+            old is None
+            or (complete and not old[1])
+            or (complete == old[1] and len(hint) > len(old[0]))
+        ):
+            hints[address] = (hint, complete)
+
+    def on_advertisement(advertisement: Any) -> None:
+        address = str(advertisement.address)
+        data = advertisement.data
+        for uuid, payload in data.get_all(AdvertisingData.Type.SERVICE_DATA_128_BIT_UUID):
+            if uuid == service:
+                try:
+                    version, hint, complete = protocol.decode_service_data(bytes(payload))
+                except ProtocolError:
+                    continue
+                if version == protocol.PROTOCOL_VERSION:
+                    better(address, hint, complete)
+        if address in hints:  # names only count for devices that advertise the service
+            if (name := data.get(AdvertisingData.Type.COMPLETE_LOCAL_NAME)) is not None:
+                better(address, str(name), True)
+            elif (short := data.get(AdvertisingData.Type.SHORTENED_LOCAL_NAME)) is not None:
+                better(address, str(short), False)
+
+    device.on(device.EVENT_ADVERTISEMENT, on_advertisement)
+    await device.start_scanning(active=True, filter_duplicates=False)
+    await asyncio.sleep(seconds)
+    await device.stop_scanning()
+    device.remove_listener(device.EVENT_ADVERTISEMENT, on_advertisement)
+    return [
+        Found(address, hint, complete)
+        for address, (hint, complete) in sorted(hints.items())
+        if dsn is None or protocol.hint_may_match(dsn, hint, complete)
+    ]
+
+
+class DeviceLink:
+    """A GATT client connection to one device's onboarding service."""
+
+    def __init__(self, peer: Any, chars: dict[str, Any], mtu: int) -> None:
+        self.peer = peer
+        self.chars = chars
+        self.mtu = mtu
+        self.statuses: asyncio.Queue[StatusReport] = asyncio.Queue()
+        self.closed = False
+
+    @classmethod
+    async def open(cls, device: Any, address: str) -> DeviceLink:
+        from bumble.core import UUID
+        from bumble.device import Peer
+
+        connection = await device.connect(address, timeout=10)
+        peer = Peer(connection)
+        mtu = await peer.request_mtu(protocol.PREFERRED_MTU)
+        services = await peer.discover_service(protocol.SERVICE_UUID)
+        if not services:
+            raise AppError(EXIT_BLE, f"{address} has no onboarding service")
+        await services[0].discover_characteristics()
+        chars = {}
+        for uuid in (
+            protocol.DEVICE_INFO_UUID,
+            protocol.CONTROL_UUID,
+            protocol.DATA_UUID,
+            protocol.STATUS_UUID,
+        ):
+            found = services[0].get_characteristics_by_uuid(UUID(uuid))
+            if not found:
+                raise AppError(EXIT_BLE, f"{address} lacks characteristic {uuid}")
+            chars[uuid] = found[0]
+        link = cls(peer, chars, mtu)
+        await peer.subscribe(chars[protocol.STATUS_UUID], link._on_status)
+        return link
+
+    def _on_status(self, value: bytes) -> None:
+        try:
+            self.statuses.put_nowait(StatusReport.decode(bytes(value)))
+        except ProtocolError:
+            logger.warning("undecodable status notification")
+
+    async def device_info(self) -> DeviceInfo:
+        return DeviceInfo.decode(bytes(await self.chars[protocol.DEVICE_INFO_UUID].read_value()))
+
+    async def status(self) -> StatusReport:
+        return StatusReport.decode(bytes(await self.chars[protocol.STATUS_UUID].read_value()))
+
+    async def control(self, value: bytes) -> None:
+        await self.chars[protocol.CONTROL_UUID].write_value(value, with_response=True)
+
+    async def send(self, payload: bytes, drop_after: int | None = None) -> None:
+        """BEGIN, the DATA chunks, COMMIT (write with response: the device paces us)."""
+        await self.control(protocol.encode_begin(payload))
+        for index, chunk in enumerate(protocol.split_chunks(payload, self.mtu)):
+            if drop_after is not None and index == drop_after:
+                await self.close()
+                raise ConnectionError(f"link dropped after {index} chunks (test hook)")
+            await self.chars[protocol.DATA_UUID].write_value(chunk, with_response=True)
+        await self.control(protocol.encode_commit())
+
+    async def final_status(self, timeout: float) -> StatusReport:
+        """The first PROVISIONED or error the device reports (notified, or read at timeout)."""
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    report = await self.statuses.get()
+                    if report.status.is_final:
+                        return report
+        except TimeoutError:
+            return await self.status()
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            await asyncio.wait_for(self.peer.connection.disconnect(), timeout=5)
+        except Exception:
+            logger.debug("disconnect failed", exc_info=True)
+
+
+async def open_device(transport_spec: str) -> tuple[Any, Any]:
+    from bumble.device import Device, DeviceConfiguration
+    from bumble.hci import Address
+    from bumble.transport import open_transport
+
+    hci_transport = await open_transport(transport_spec)
+    config = DeviceConfiguration()
+    config.name = "provisioning-app"
+    config.address = Address.generate_static_address()
+    device = Device.from_config_with_hci(config, hci_transport.source, hci_transport.sink)
+    await device.power_on()
+    return hci_transport, device
+
+
+async def find_target(device: Any, args: argparse.Namespace) -> str:
+    """The one device to provision; refuses to guess when several devices fit."""
+    if args.address:
+        return str(args.address)
+    found = await scan(device, args.dsn, args.scan_time)
+    if args.dsn:
+        matches = []
+        for candidate in found:
+            if candidate.complete:
+                matches.append(candidate)  # hint_may_match already compared the whole DSN
+                continue
+            link = await DeviceLink.open(device, candidate.address)  # prefix only: ask it
+            try:
+                if (await link.device_info()).dsn == args.dsn:
+                    matches.append(candidate)
+            finally:
+                await link.close()
+        found = matches
+    if not found:
+        wanted = f" with DSN {args.dsn}" if args.dsn else ""
+        raise AppError(EXIT_NO_DEVICE, f"no device{wanted} advertising the onboarding service")
+    if len(found) > 1:
+        listing = ", ".join(f"{f.address} ({f.dsn})" for f in found)
+        print(f"AMBIGUOUS count={len(found)} {listing}", flush=True)
+        raise AppError(
+            EXIT_NO_DEVICE,
+            f"{len(found)} devices match: {listing}; pick one with --dsn or --address",
+        )
+    print(f"FOUND address={found[0].address} dsn={found[0].dsn}", flush=True)
+    return found[0].address
+
+
+async def provision(
+    device: Any,
+    address: str,
+    args: argparse.Namespace,
+    get_token: Any,
+    answer_override: bytes | None = None,
+) -> StatusReport:
+    """Read the device, call the API, relay the answer; reconnect and resend on a cut link."""
+    answer: bytes | None = answer_override
+    answered_key: bytes | None = None
+    drop_after = args.drop_after_chunks
+    last_error: Exception | None = None
+    for attempt in range(1, args.retries + 2):
+        try:
+            link = await DeviceLink.open(device, address)
+        except AppError:
+            raise
+        except Exception as exc:
+            last_error = exc
+            logger.warning("connect attempt %d failed: %s", attempt, exc)
+            await asyncio.sleep(args.retry_delay)
+            continue
+        try:
+            info = await link.device_info()
+            print(f"DEVICE dsn={info.dsn} mtu={link.mtu}", flush=True)
+            if args.dsn and info.dsn != args.dsn:
+                raise AppError(EXIT_NO_DEVICE, f"device says DSN {info.dsn}, not {args.dsn}")
+            if answer is None or (answer_override is None and answered_key != info.public_key):
+                # First attempt, or the device rebooted (new key): ask the API (again).
+                result = request_certificate(
+                    args.api_url_resolved, get_token(), info.dsn, info.public_key
+                )
+                if not result.ok:
+                    msg = str(result.body.get("msg", ""))
+                    code = str(result.body.get("code", ""))
+                    print(f"API_ERROR status={result.status} code={code} msg={msg}", flush=True)
+                    await link.control(protocol.encode_app_error(result.status, code, msg))
+                    report = await link.final_status(args.status_timeout)
+                    print(f"DEVICE_STATUS {report.status.name} {report.detail}", flush=True)
+                    raise AppError(EXIT_API, f"API refused ({result.status} {code}): {msg}")
+                answer = json.dumps(result.body).encode()
+                answered_key = info.public_key
+                print(f"API_OK thing={result.body.get('thingName', '')}", flush=True)
+            await link.send(answer, drop_after)
+            report = await link.final_status(args.status_timeout)
+            print(f"DEVICE_STATUS {report.status.name} {report.detail}", flush=True)
+            await link.close()
+            return report
+        except (AppError, ProtocolError):
+            await link.close()
+            raise
+        except Exception as exc:
+            last_error = exc
+            drop_after = None
+            logger.warning("transfer attempt %d failed: %s; retrying", attempt, exc)
+            print(f"RETRY attempt={attempt} reason={type(exc).__name__}", flush=True)
+            await link.close()
+            await asyncio.sleep(args.retry_delay)
+    raise AppError(EXIT_BLE, f"gave up after {args.retries + 1} attempts: {last_error}")
+
+
+def resolve_backend(args: argparse.Namespace) -> Backend:
+    if args.state:
+        backend = backend_from_state(args.state)
+    elif args.stack:
+        backend = backend_from_stack(args.stack, args.region)
+    elif args.api_url and args.user_pool_id and args.client_id:
+        backend = Backend(
+            api_url=args.api_url,
+            region=args.region or "us-east-1",
+            user_pool_id=args.user_pool_id,
+            client_id=args.client_id,
+            cognito_endpoint_url=args.cognito_endpoint_url,
+        )
+    else:
+        raise AppError(
+            EXIT_USAGE,
+            "say where the backend is: --state FILE, --stack NAME, or "
+            "--api-url --user-pool-id --client-id",
+        )
+    if args.api_url:
+        backend = Backend(**{**backend.__dict__, "api_url": args.api_url})
+    return backend
+
+
+def credentials_for(args: argparse.Namespace, backend: Backend) -> tuple[str, str]:
+    username = args.username or os.environ.get("ONBOARDING_USERNAME") or backend.default_username
+    if not username:
+        raise AppError(EXIT_USAGE, "no user name: --username or ONBOARDING_USERNAME")
+    password = args.password or os.environ.get("ONBOARDING_PASSWORD")
+    if not password and username == backend.default_username:
+        password = backend.default_password
+    if not password:
+        password = getpass.getpass(f"Password for {username}: ")
+    return username, password
+
+
+async def async_main(args: argparse.Namespace) -> int:
+    try:
+        backend = resolve_backend(args)
+        args.api_url_resolved = backend.api_url
+        username, password = credentials_for(args, backend)
+        token = login(backend, username, password)
+        print(f"SIGNED_IN user={username}", flush=True)
+        hci_transport, device = await open_device(args.transport)
+        try:
+            address = await find_target(device, args)
+            report = await provision(device, address, args, lambda: token)
+        finally:
+            await hci_transport.close()
+    except AppError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return exc.exit_code
+    if report.status is Status.PROVISIONED:
+        print(f"PROVISIONED thing={report.detail}", flush=True)
+        return EXIT_OK
+    print(
+        f"error: device rejected the answer: {report.status.name} {report.detail}", file=sys.stderr
+    )
+    return EXIT_DEVICE_REJECTED
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="provisioning_app.py",
+        description="Phone-app stand-in: sign in, find a device over BLE, provision it.",
+    )
+    parser.add_argument(
+        "--transport",
+        required=True,
+        help="HCI transport: tcp-client:127.0.0.1:PORT (virtual radio) or usb:0",
+    )
+    where = parser.add_argument_group("backend (one of)")
+    where.add_argument("--state", type=Path, help="offline stack state file (.local/stack.json)")
+    where.add_argument("--stack", help="deployed CloudFormation stack name")
+    where.add_argument("--api-url", help="API base URL including the stage")
+    where.add_argument("--user-pool-id")
+    where.add_argument("--client-id", help="user pool app client id (public, no secret)")
+    where.add_argument("--region")
+    where.add_argument("--cognito-endpoint-url", help=argparse.SUPPRESS)
+    user = parser.add_argument_group("sign-in")
+    user.add_argument("--username", help="default: ONBOARDING_USERNAME, or the offline admin")
+    user.add_argument(
+        "--password", help="default: ONBOARDING_PASSWORD, the offline admin's, or a prompt"
+    )
+    target = parser.add_argument_group("device")
+    target.add_argument("--dsn", help="only a device advertising this DSN")
+    target.add_argument("--address", help="connect to this BLE address without scanning")
+    target.add_argument("--scan-time", type=float, default=2.0, help="seconds (default 2)")
+    target.add_argument("--retries", type=int, default=3, help="reconnects on a cut link")
+    target.add_argument("--retry-delay", type=float, default=0.5)
+    target.add_argument("--status-timeout", type=float, default=10.0)
+    target.add_argument("--drop-after-chunks", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(asctime)s app %(levelname)s %(message)s",
+    )
+    if args.dsn:
+        try:
+            protocol.validate_dsn(args.dsn)
+        except ProtocolError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+    return asyncio.run(async_main(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

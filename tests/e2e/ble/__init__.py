@@ -1,0 +1,1 @@
+"""End-to-end: BLE provisioning and MQTT across processes (radio, broker, device, app)."""

@@ -1,0 +1,267 @@
+"""Processes for the BLE end-to-end tests: stack, virtual radio, broker, device, app.
+
+Every process runs in its own session (process group) on 127.0.0.1 free ports and is
+killed with its group in a finally block. The stack is the real offline stack,
+`python -m devstack up --state <tmp>`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+REPO = Path(__file__).resolve().parents[3]
+EXAMPLE = REPO / "example"
+PYTHON = sys.executable
+
+
+def child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(EXAMPLE), str(REPO / "local"), env.get("PYTHONPATH", "")]
+    )
+    env.setdefault("AWS_ACCESS_KEY_ID", "testing")
+    env.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+    env.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+class Proc:
+    """A child process in its own process group, its output collected line by line."""
+
+    def __init__(self, name: str, args: list[str], cwd: Path = EXAMPLE) -> None:
+        self.name = name
+        self.lines: list[str] = []
+        self._cond = threading.Condition()
+        self.popen = subprocess.Popen(  # noqa: S603 - our own scripts
+            args,
+            cwd=cwd,
+            env=child_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.popen.stdout is not None
+        for line in self.popen.stdout:
+            with self._cond:
+                self.lines.append(line.rstrip("\n"))
+                self._cond.notify_all()
+        with self._cond:
+            self._cond.notify_all()
+
+    @property
+    def output(self) -> str:
+        with self._cond:
+            return "\n".join(self.lines)
+
+    def wait_line(self, prefix: str, timeout: float = 30.0) -> str:
+        """The first line that starts with `prefix` (or has it after a log header)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for line in self.lines:
+                    if line.startswith(prefix) or f" {prefix}" in line:
+                        return line
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or (
+                    self.popen.poll() is not None and not self._reader.is_alive()
+                ):
+                    raise AssertionError(
+                        f"{self.name}: no line starting {prefix!r}; output:\n{self.output}"
+                    )
+                self._cond.wait(min(remaining, 0.2))
+
+    def wait(self, timeout: float = 60.0) -> int:
+        try:
+            code = self.popen.wait(timeout)
+        except subprocess.TimeoutExpired as exc:
+            raise AssertionError(f"{self.name} still running; output:\n{self.output}") from exc
+        self._reader.join(5)
+        return code
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.popen.pid, signal.SIGTERM)
+            try:
+                self.popen.wait(5)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.popen.pid, signal.SIGKILL)
+                self.popen.wait(5)
+        else:  # the leader is gone; make sure nothing it started lingers
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.popen.pid, signal.SIGKILL)
+        self._reader.join(5)
+
+
+class Processes:
+    def __init__(self) -> None:
+        self.all: list[Proc] = []
+
+    def start(self, name: str, args: list[str], cwd: Path = EXAMPLE) -> Proc:
+        proc = Proc(name, args, cwd)
+        self.all.append(proc)
+        return proc
+
+    def stop_all(self) -> None:
+        for proc in reversed(self.all):
+            proc.stop()
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """`python -m devstack up` in the background; its state (as in .local/stack.json) + "path"."""
+    state_path = tmp_path_factory.mktemp("stack") / "stack.json"
+    procs = Processes()
+    try:
+        up = procs.start(
+            "devstack", [PYTHON, "-m", "devstack", "up", "--state", str(state_path)], REPO
+        )
+        up.wait_line("offline stack up", timeout=180)
+        state = json.loads(state_path.read_text())
+        state["path"] = state_path
+        yield state
+    finally:
+        procs.stop_all()
+
+
+def aws(stack: dict[str, Any], service: str) -> Any:
+    return boto3.client(
+        service,
+        region_name=stack.get("region", "us-east-1"),
+        endpoint_url=stack["endpoint_url"],
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+
+
+@pytest.fixture(scope="session")
+def pinned_ca(stack: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The device CA as a device would have it baked in: the Private CA certificate."""
+    pca = aws(stack, "acm-pca")
+    answer = pca.get_certificate_authority_certificate(
+        CertificateAuthorityArn=stack["outputs"]["CertificateAuthorityArn"]
+    )
+    path = tmp_path_factory.mktemp("pinned") / "device-ca.pem"
+    path.write_text(answer["Certificate"].strip() + "\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def broker(
+    stack: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Any]]:
+    directory = tmp_path_factory.mktemp("broker")
+    record = directory / "messages.jsonl"
+    procs = Processes()
+    try:
+        proc = procs.start(
+            "broker",
+            [
+                PYTHON,
+                "-m",
+                "onboarding_ble.broker",
+                "--state",
+                str(stack["path"]),
+                "--port",
+                "0",
+                "--dir",
+                str(directory),
+                "--record",
+                str(record),
+            ],
+        )
+        ready = json.loads(proc.wait_line("{", timeout=60))
+        yield {**ready, "record": record, "proc": proc}
+    finally:
+        procs.stop_all()
+
+
+def messages(broker: dict[str, Any]) -> list[dict[str, Any]]:
+    path: Path = broker["record"]
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+@pytest.fixture
+def procs() -> Iterator[Processes]:
+    processes = Processes()
+    try:
+        yield processes
+    finally:
+        processes.stop_all()
+
+
+def start_radio(procs: Processes, controllers: int = 2) -> list[str]:
+    proc = procs.start(
+        "radio",
+        [PYTHON, "-m", "onboarding_ble.radio", *["tcp-server:127.0.0.1:0"] * controllers],
+    )
+    return list(json.loads(proc.wait_line("{", timeout=30))["transports"])
+
+
+def start_device(
+    procs: Processes,
+    transport: str,
+    dsn: str,
+    state_dir: Path,
+    pinned_ca: Path,
+    broker: dict[str, Any] | None,
+    *extra: str,
+) -> Proc:
+    args = [
+        PYTHON,
+        "device.py",
+        "--transport",
+        transport,
+        "--dsn",
+        dsn,
+        "--state-dir",
+        str(state_dir),
+        "--ca",
+        str(pinned_ca),
+    ]
+    if broker is None:
+        args.append("--no-mqtt")
+    else:
+        args += ["--mqtt-endpoint", f"{broker['host']}:{broker['port']}", "--mqtt-ca", broker["ca"]]
+    return procs.start(f"device {dsn}", args + list(extra))
+
+
+def run_app(
+    procs: Processes, transport: str, stack: dict[str, Any], *extra: str, timeout: float = 90
+) -> tuple[int, str]:
+    proc = procs.start(
+        "app",
+        [
+            PYTHON,
+            "provisioning_app.py",
+            "--transport",
+            transport,
+            "--state",
+            str(stack["path"]),
+            *extra,
+        ],
+    )
+    code = proc.wait(timeout)
+    return code, proc.output

@@ -136,15 +136,7 @@ def provision_device(
     exchange = agree_with_device(request.device_public_key)
     settings = services.settings
     thing_name = settings.thing_name(request.dsn)
-    now = services.clock()
-    previous = services.store.claim(
-        request.dsn,
-        caller.sub,
-        caller.is_admin,
-        request_id,
-        now=int(now.timestamp()),
-        lease_until=int(now.timestamp() + budget.seconds_left() + LEASE_MARGIN_SECONDS),
-    )
+    previous = _claim(services, budget, request.dsn, caller, request_id)
     logger.info(
         "device claimed",
         extra={"thing_name": thing_name, "rotation": bool(previous and previous.certificate)},
@@ -197,23 +189,14 @@ def revoke_device(
     record = services.store.get(dsn)
     if record is None or not record.status or not record.visible_to(caller):
         raise NotFound("No such device.")
-    now = services.clock()
-    previous = services.store.claim(
-        dsn,
-        caller.sub,
-        caller.is_admin,
-        request_id,
-        now=int(now.timestamp()),
-        lease_until=int(now.timestamp() + budget.seconds_left() + LEASE_MARGIN_SECONDS),
-        must_exist=True,
-    )
+    previous = _claim(services, budget, dsn, caller, request_id, must_exist=True)
     assert previous is not None  # must_exist
     current = previous.certificate
     if current is None:
         services.store.release(dsn, request_id, keep_row=True, orphans=previous.orphans)
         return previous.to_response(caller)
 
-    at = _iso(now)
+    at = _iso(services.clock())
     deactivated = False
     try:
         budget.require("DEACTIVATE_CERTIFICATE")
@@ -257,6 +240,27 @@ def revoke_device(
         created_at=previous.created_at,
         updated_at=at,
     ).to_response(caller) | {"revokedCertificateId": current.certificate_id}
+
+
+def _claim(
+    services: Services,
+    budget: Budget,
+    dsn: str,
+    caller: Caller,
+    request_id: str,
+    must_exist: bool = False,
+) -> DeviceRecord | None:
+    """Take the device's lease for as long as this invocation can run, plus a margin."""
+    now = int(services.clock().timestamp())
+    return services.store.claim(
+        dsn,
+        caller.sub,
+        caller.is_admin,
+        request_id,
+        now=now,
+        lease_until=int(now + budget.seconds_left() + LEASE_MARGIN_SECONDS),
+        must_exist=must_exist,
+    )
 
 
 def _require_group(caller: Caller) -> None:

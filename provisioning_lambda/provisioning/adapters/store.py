@@ -111,54 +111,47 @@ class DeviceStore:
         # Every name goes through a placeholder: several (status, ...) are reserved words.
         attribute_names = {f"#{n}": n for n in names}
         assignments = ", ".join(f"#{n} = :{n}" for n in names)
-        with aws_step("STORE_DEVICE"):
-            try:
-                self.client.transact_write_items(
-                    TransactItems=[
-                        {
-                            "Update": {
-                                "TableName": self._devices,
-                                "Key": {"dsn": _s(record.dsn)},
-                                "UpdateExpression": f"SET {assignments}, created_at = "
-                                "if_not_exists(created_at, :created_at) "
-                                "REMOVE lease_request_id, lease_until, orphans",
-                                "ConditionExpression": "lease_request_id = :rid",
-                                "ExpressionAttributeNames": attribute_names,
-                                "ExpressionAttributeValues": values,
-                            }
-                        },
-                        {"Put": {"TableName": self._audit, "Item": _audit_item(audit)}},
-                    ]
-                )
-            except ClientError as error:
-                if error_code(error) == "TransactionCanceledException":
-                    raise Conflict(
-                        "Another request took over this device; retry.", "REQUEST_IN_FLIGHT"
-                    ) from error
-                raise
+        self._commit(
+            {
+                "TableName": self._devices,
+                "Key": {"dsn": _s(record.dsn)},
+                "UpdateExpression": f"SET {assignments}, created_at = "
+                "if_not_exists(created_at, :created_at) "
+                "REMOVE lease_request_id, lease_until, orphans",
+                "ConditionExpression": "lease_request_id = :rid",
+                "ExpressionAttributeNames": attribute_names,
+                "ExpressionAttributeValues": values,
+            },
+            audit,
+        )
 
     def commit_revocation(self, dsn: str, request_id: str, at: str, audit: AuditEvent) -> None:
         """The row stops naming a certificate and says REVOKED; the owner keeps the device."""
+        self._commit(
+            {
+                "TableName": self._devices,
+                "Key": {"dsn": _s(dsn)},
+                "UpdateExpression": "SET #status = :revoked, updated_at = :at "
+                "REMOVE certificate_id, certificate_arn, pca_certificate_arn, "
+                "serial, not_before, not_after, lease_request_id, lease_until",
+                "ConditionExpression": "lease_request_id = :rid",
+                "ExpressionAttributeNames": {"#status": "status"},
+                "ExpressionAttributeValues": {
+                    ":revoked": _s("REVOKED"),
+                    ":at": _s(at),
+                    ":rid": _s(request_id),
+                },
+            },
+            audit,
+        )
+
+    def _commit(self, device_update: dict[str, Any], audit: AuditEvent) -> None:
+        """The device row's update (conditional on our lease) and its audit entry, atomically."""
         with aws_step("STORE_DEVICE"):
             try:
                 self.client.transact_write_items(
                     TransactItems=[
-                        {
-                            "Update": {
-                                "TableName": self._devices,
-                                "Key": {"dsn": _s(dsn)},
-                                "UpdateExpression": "SET #status = :revoked, updated_at = :at "
-                                "REMOVE certificate_id, certificate_arn, pca_certificate_arn, "
-                                "serial, not_before, not_after, lease_request_id, lease_until",
-                                "ConditionExpression": "lease_request_id = :rid",
-                                "ExpressionAttributeNames": {"#status": "status"},
-                                "ExpressionAttributeValues": {
-                                    ":revoked": _s("REVOKED"),
-                                    ":at": _s(at),
-                                    ":rid": _s(request_id),
-                                },
-                            }
-                        },
+                        {"Update": device_update},
                         {"Put": {"TableName": self._audit, "Item": _audit_item(audit)}},
                     ]
                 )

@@ -123,9 +123,17 @@ def login(backend: Backend, username: str, password: str) -> str:
 
 
 def request_certificate(
-    api_url: str, id_token: str, dsn: str, public_key: bytes, timeout: float = 35.0
+    api_url: str,
+    id_token: str,
+    dsn: str,
+    public_key: bytes,
+    encryption: str = "fernet-x25519",
+    timeout: float = 35.0,
 ) -> ApiResult:
-    body = json.dumps({"DSN": dsn, "publicKey": base64.b64encode(public_key).decode()})
+    fields = {"DSN": dsn, "publicKey": base64.b64encode(public_key).decode()}
+    if encryption != "fernet-x25519":  # the default; old API versions know no other field
+        fields["encryption"] = encryption
+    body = json.dumps(fields)
     url = api_url.rstrip("/") + "/certificate"
     if not url.startswith(("https://", "http://")):
         raise AppError(EXIT_USAGE, f"API URL must be http(s): {api_url}")
@@ -367,7 +375,7 @@ async def provision(
             if answer is None or (answer_override is None and answered_key != info.public_key):
                 # First attempt, or the device rebooted (new key): ask the API (again).
                 result = request_certificate(
-                    args.api_url_resolved, get_token(), info.dsn, info.public_key
+                    args.api_url_resolved, get_token(), info.dsn, info.public_key, args.encryption
                 )
                 if not result.ok:
                     msg = str(result.body.get("msg", ""))
@@ -484,6 +492,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     target = parser.add_argument_group("device")
     target.add_argument("--dsn", help="only a device advertising this DSN")
+    target.add_argument(
+        "--encryption",
+        choices=("fernet-x25519", "x25519-hkdf-sha256-aes256gcm"),
+        default="fernet-x25519",
+        help="how the API encrypts the device key (default: fernet-x25519, which every "
+        "device understands; the other binds the key to the DSN, for devices that support it)",
+    )
     target.add_argument("--address", help="connect to this BLE address without scanning")
     target.add_argument("--scan-time", type=float, default=2.0, help="seconds (default 2)")
     target.add_argument("--retries", type=int, default=3, help="reconnects on a cut link")

@@ -16,11 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.fernet import Fernet, InvalidToken
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from onboarding_ble.protocol import ProtocolError, Status
 
@@ -63,6 +65,34 @@ def fernet_key(device_private: X25519PrivateKey, server_public: bytes) -> bytes:
     """Key of the `fernet-x25519` scheme: urlsafe base64 of the X25519 shared secret."""
     shared = device_private.exchange(X25519PublicKey.from_public_bytes(server_public))
     return base64.urlsafe_b64encode(shared)
+
+
+FERNET_X25519 = "fernet-x25519"
+HKDF_AES_GCM = "x25519-hkdf-sha256-aes256gcm"
+SCHEMES = (FERNET_X25519, HKDF_AES_GCM)
+_HKDF_LABEL = b"iot-device-onboarding/" + HKDF_AES_GCM.encode() + b"/v1"
+
+
+def decrypt_private_key(
+    scheme: str, device_private: X25519PrivateKey, server_public: bytes, token: bytes, dsn: str
+) -> bytes:
+    """The PEM private key from `encryptedPrivateKey`, by the answer's `encryption` scheme.
+
+    fernet-x25519: Fernet(urlsafe_b64(X25519 secret)) (the original sample's devices).
+    x25519-hkdf-sha256-aes256gcm: AES-256-GCM under HKDF-SHA256(secret, info = label ||
+    server public || device public || DSN); token = base64(nonce(12) || ciphertext+tag), AAD =
+    DSN. Raises InvalidToken / InvalidTag / ValueError when it does not open.
+    """
+    if scheme == FERNET_X25519:
+        return Fernet(fernet_key(device_private, server_public)).decrypt(token)
+    shared = device_private.exchange(X25519PublicKey.from_public_bytes(server_public))
+    device_public = device_private.public_key().public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    )
+    info = _HKDF_LABEL + server_public + device_public + dsn.encode()
+    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(shared)
+    raw = base64.b64decode(token, validate=True)
+    return AESGCM(key).decrypt(raw[:12], raw[12:], dsn.encode())
 
 
 def load_ca(pem: bytes) -> list[x509.Certificate]:
@@ -115,8 +145,8 @@ def verify_answer(
         scheme = body.get("encryption", "fernet-x25519")
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ProtocolError(Status.ERR_FORMAT, "answer is not a provisioning response") from exc
-    if scheme != "fernet-x25519":
-        raise ProtocolError(Status.ERR_FORMAT, f"unsupported encryption {scheme!r}")
+    if scheme not in SCHEMES:
+        raise ProtocolError(Status.ERR_FORMAT, f"unsupported encryption {str(scheme)[:40]!r}")
     try:
         cert = x509.load_pem_x509_certificate(cert_pem)
     except ValueError as exc:
@@ -128,9 +158,9 @@ def verify_answer(
     if not _valid_now(cert, now):
         raise ProtocolError(Status.ERR_CERT_EXPIRED, "certificate is not valid now")
     try:
-        key_pem = Fernet(fernet_key(device_private, server_public)).decrypt(token)
+        key_pem = decrypt_private_key(scheme, device_private, server_public, token, dsn)
         private_key = serialization.load_pem_private_key(key_pem, password=None)
-    except (InvalidToken, ValueError, TypeError) as exc:
+    except (InvalidToken, InvalidTag, ValueError, TypeError) as exc:
         # No detail from the exception: it may quote key material.
         raise ProtocolError(Status.ERR_DECRYPT, "private key does not decrypt") from exc
     if not isinstance(private_key, (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey)):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -15,6 +16,8 @@ from cryptography import x509
 from cryptography.fernet import Fernet
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa, x25519
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.x509.oid import NameOID
 
 from .errors import BadRequest
@@ -22,11 +25,17 @@ from .errors import BadRequest
 DeviceKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 
 
+FERNET_X25519 = "fernet-x25519"
+HKDF_AES_GCM = "x25519-hkdf-sha256-aes256gcm"
+HKDF_LABEL = b"iot-device-onboarding/" + HKDF_AES_GCM.encode() + b"/v1"
+
+
 @dataclass(frozen=True)
 class KeyExchange:
     """The server's ephemeral X25519 half, already agreed with the device's public key."""
 
     server_public_key: bytes
+    device_public_key: bytes
     shared_secret: bytes
 
 
@@ -45,6 +54,7 @@ def agree_with_device(device_public_key: bytes) -> KeyExchange:
         server_public_key=server_key.public_key().public_bytes(
             serialization.Encoding.Raw, serialization.PublicFormat.Raw
         ),
+        device_public_key=device_public_key,
         shared_secret=shared,
     )
 
@@ -81,15 +91,33 @@ def build_csr(key: DeviceKey, thing_name: str, o: str = "", ou: str = "", c: str
     return csr.public_bytes(serialization.Encoding.PEM)
 
 
-def encrypt_private_key_fernet(key: DeviceKey, exchange: KeyExchange) -> str:
-    """fernet-x25519, the original sample's scheme: Fernet(base64url(X25519 secret))."""
+def encrypt_private_key(key: DeviceKey, exchange: KeyExchange, scheme: str, dsn: str) -> str:
+    """The PKCS#8 PEM private key, encrypted so that only the device can read it."""
     pem = key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
+    if scheme == HKDF_AES_GCM:
+        return _hkdf_aes_gcm(pem, exchange, dsn)
+    # fernet-x25519, the original sample's scheme (the default): Fernet(base64url(secret)).
     token = Fernet(base64.urlsafe_b64encode(exchange.shared_secret)).encrypt(pem)
     return token.decode("ascii")
+
+
+def hkdf_aes_gcm_key(exchange: KeyExchange, dsn: str) -> bytes:
+    """HKDF-SHA256 of the X25519 secret, bound to both public keys and the DSN."""
+    info = HKDF_LABEL + exchange.server_public_key + exchange.device_public_key + dsn.encode()
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(
+        exchange.shared_secret
+    )
+
+
+def _hkdf_aes_gcm(plaintext: bytes, exchange: KeyExchange, dsn: str) -> str:
+    """base64(nonce(12) || AES-256-GCM ciphertext and tag), the DSN as associated data."""
+    nonce = os.urandom(12)
+    sealed = AESGCM(hkdf_aes_gcm_key(exchange, dsn)).encrypt(nonce, plaintext, dsn.encode())
+    return base64.b64encode(nonce + sealed).decode("ascii")
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,8 @@ from .errors import BadRequest
 
 MAX_BODY_BYTES = 4096
 DSN_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,115}", re.ASCII)
-ENCRYPTION_SCHEMES = ("fernet-x25519",)
+# The first is the default: what the original sample's devices understand.
+ENCRYPTION_SCHEMES = ("fernet-x25519", "x25519-hkdf-sha256-aes256gcm")
 ALLOWED_FIELDS = frozenset({"DSN", "publicKey", "encryption"})
 
 ADMINISTRATORS = "Administrators"

@@ -31,7 +31,7 @@ from .crypto import (
     agree_with_device,
     build_csr,
     certificate_facts,
-    encrypt_private_key_fernet,
+    encrypt_private_key,
     generate_device_key,
 )
 from .errors import Forbidden, NotFound, OutOfTime
@@ -157,7 +157,7 @@ def provision_device(
 
     return ProvisionResult(
         certificate_pem=certificate_pem,
-        encrypted_private_key=encrypt_private_key_fernet(key, exchange),
+        encrypted_private_key=encrypt_private_key(key, exchange, request.encryption, request.dsn),
         server_public_key=_b64(exchange.server_public_key),
         thing_name=thing_name,
         certificate_id=record.certificate_id,

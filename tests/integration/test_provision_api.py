@@ -29,6 +29,7 @@ from provisioning.dependencies import get_services
 from provisioning.errors import ProvisioningError
 from provisioning.models import Caller, parse_provision_request
 from provisioning.service import Budget, Services, provision_device
+from tests.support.device_crypto import device_decrypts_gcm
 from tests.support.lambda_support import (
     Device,
     FakeLambdaContext,
@@ -197,6 +198,28 @@ def test_a_member_provisions_a_new_device(services, aws, provisioning_env) -> No
     assert issue["actor"] == ALICE
     assert issue["serial"] == row["serial"]
     assert issue["at"]
+
+
+def test_the_opt_in_hkdf_aes_gcm_scheme(services, aws) -> None:
+    # GIVEN a newer device that asks for the stronger scheme
+    device = Device(unique_dsn())
+    body = json.dumps(
+        {
+            "DSN": device.dsn,
+            "publicKey": device.public_key_b64,
+            "encryption": "x25519-hkdf-sha256-aes256gcm",
+        }
+    )
+    status, answer, _ = invoke(api_event(body, ALICE))
+    # THEN it decrypts its key with HKDF + AES-GCM, bound to its own DSN
+    assert status == 200, answer
+    assert answer["encryption"] == "x25519-hkdf-sha256-aes256gcm"
+    pem = device_decrypts_gcm(
+        device.key, base64.b64decode(answer["publicKey"]), answer["encryptedPrivateKey"], device.dsn
+    )
+    key = serialization.load_pem_private_key(pem, password=None)
+    cert = x509.load_pem_x509_certificate(answer["certificatePem"].encode())
+    assert key.public_key().public_numbers() == cert.public_key().public_numbers()
 
 
 def test_the_longest_dsn_is_provisioned(services, aws, provisioning_env) -> None:

@@ -4,6 +4,7 @@ import base64
 
 import pytest
 from cryptography import x509
+from cryptography.exceptions import InvalidTag
 from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa, x25519
@@ -12,10 +13,11 @@ from cryptography.x509.oid import NameOID
 from provisioning.crypto import (
     agree_with_device,
     build_csr,
-    encrypt_private_key_fernet,
+    encrypt_private_key,
     generate_device_key,
 )
 from provisioning.errors import BadRequest
+from tests.support.device_crypto import device_decrypts_gcm
 
 
 def raw_public(key: x25519.X25519PrivateKey) -> bytes:
@@ -34,7 +36,7 @@ def test_the_device_decrypts_its_private_key(algorithm: str) -> None:
     exchange = agree_with_device(raw_public(device))
     key = generate_device_key(algorithm)
 
-    token = encrypt_private_key_fernet(key, exchange)
+    token = encrypt_private_key(key, exchange, "fernet-x25519", "SN-1")
 
     pem = device_decrypts(device, exchange.server_public_key, token)
     assert pem.startswith(b"-----BEGIN PRIVATE KEY-----")
@@ -46,9 +48,26 @@ def test_the_device_decrypts_its_private_key(algorithm: str) -> None:
 def test_another_device_cannot_decrypt() -> None:
     device, eavesdropper = x25519.X25519PrivateKey.generate(), x25519.X25519PrivateKey.generate()
     exchange = agree_with_device(raw_public(device))
-    token = encrypt_private_key_fernet(generate_device_key("EC_prime256v1"), exchange)
+    token = encrypt_private_key(
+        generate_device_key("EC_prime256v1"), exchange, "fernet-x25519", "SN-1"
+    )
     with pytest.raises(InvalidToken):
         device_decrypts(eavesdropper, exchange.server_public_key, token)
+
+
+def test_the_device_decrypts_the_hkdf_aes_gcm_scheme() -> None:
+    device = x25519.X25519PrivateKey.generate()
+    exchange = agree_with_device(raw_public(device))
+    key = generate_device_key("EC_prime256v1")
+
+    token = encrypt_private_key(key, exchange, "x25519-hkdf-sha256-aes256gcm", "SN-42")
+
+    pem = device_decrypts_gcm(device, exchange.server_public_key, token, "SN-42")
+    loaded = serialization.load_pem_private_key(pem, password=None)
+    assert loaded.public_key().public_numbers() == key.public_key().public_numbers()
+    # bound to the DSN: an answer for another device's serial does not open
+    with pytest.raises(InvalidTag):
+        device_decrypts_gcm(device, exchange.server_public_key, token, "SN-43")
 
 
 def test_each_request_uses_a_fresh_server_key() -> None:

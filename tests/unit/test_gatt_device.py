@@ -255,3 +255,36 @@ def test_stored_credentials_are_only_reused_while_valid(session, ca, tmp_path):
     assert credentials.load_valid(state, [ca[1]], now=NOW + dt.timedelta(days=60)) is None
     (state / "private_key.pem").write_bytes(pem_key(ec.generate_private_key(ec.SECP256R1())))
     assert credentials.load_valid(state, [ca[1]]) is None  # key swapped on disk
+
+
+def server_answer(session, ca, scheme, encrypted_for_dsn=None):
+    """An answer made by the API's own encryption code (provisioning.crypto), as it ships."""
+    from provisioning.crypto import agree_with_device, encrypt_private_key
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = issue(ca, key)
+    exchange = agree_with_device(session.public_key)
+    token = encrypt_private_key(key, exchange, scheme, encrypted_for_dsn or session.dsn)
+    return json.dumps(
+        {
+            "certificatePem": cert.public_bytes(serialization.Encoding.PEM).decode(),
+            "encryptedPrivateKey": token,
+            "publicKey": base64.b64encode(exchange.server_public_key).decode(),
+            "thingName": f"device_{session.dsn}",
+            "certificateId": cert.fingerprint(hashes.SHA256()).hex(),
+            "encryption": scheme,
+        }
+    ).encode()
+
+
+@pytest.mark.parametrize("scheme", ["fernet-x25519", "x25519-hkdf-sha256-aes256gcm"])
+def test_the_device_opens_both_schemes_the_api_sends(session, ca, scheme):
+    final = deliver(session, server_answer(session, ca, scheme))
+    assert final.status is Status.PROVISIONED
+
+
+def test_a_gcm_answer_bound_to_another_dsn_does_not_open(session, ca):
+    payload = server_answer(session, ca, "x25519-hkdf-sha256-aes256gcm", "SN-someone-else")
+    final = deliver(session, payload)
+    assert final.status is Status.ERR_DECRYPT
+    assert nothing_stored(session)

@@ -114,6 +114,13 @@ def test_a_public_key_that_is_not_32_bytes_of_base64_is_refused(key: str) -> Non
     assert refused.value.code == "PUBLIC_KEY_INVALID"
 
 
+def test_the_stronger_scheme_is_opt_in() -> None:
+    request = parse_provision_request(
+        body(DSN="A1", publicKey=device_key(), encryption="x25519-hkdf-sha256-aes256gcm"), MAX_DSN
+    )
+    assert request.encryption == "x25519-hkdf-sha256-aes256gcm"
+
+
 def test_an_unknown_encryption_scheme_is_refused() -> None:
     with pytest.raises(BadRequest) as refused:
         parse_provision_request(body(DSN="A1", publicKey=device_key(), encryption="rot13"), MAX_DSN)

@@ -3,8 +3,9 @@
     python -m onboarding_ble.demo --state .local/stack.json [--dsn SN-0001] [--dir .local/demo]
 
 Starts the virtual radio, the broker, the device and the app as separate processes (each in
-its own process group), waits for the device's hello to reach the broker, then stops them
-all. `run_demo_ble()` is the same thing for callers in Python (devstack's `demo` command).
+its own process group, its output in DIR/<name>.log), waits for the device's hello to reach
+the broker, then stops them all. The pieces (`Children`, `start_radio`, `start_broker`,
+`start_device`, `start_app`) are what devstack's `demo` command builds its steps from.
 """
 
 from __future__ import annotations
@@ -18,45 +19,80 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
 from typing import IO, Any
 
 EXAMPLE = Path(__file__).resolve().parents[1]
 
 
-class _Child:
-    def __init__(self, name: str, args: list[str], log_dir: Path) -> None:
+class ChildError(RuntimeError):
+    """A child process did not do what the demo waited for (the message names its log)."""
+
+
+class Child:
+    """One of our scripts in its own process group, its output in ``log_dir/<name>.log``."""
+
+    def __init__(
+        self, name: str, args: list[str], log_dir: Path, env: Mapping[str, str] | None = None
+    ) -> None:
         self.name = name
         self.log_path = log_dir / f"{name}.log"
         self._log: IO[str] = self.log_path.open("w", encoding="utf-8")
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        env["PYTHONPATH"] = os.pathsep.join([str(EXAMPLE), env.get("PYTHONPATH", "")])
+        child_env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
+        child_env["PYTHONPATH"] = os.pathsep.join([str(EXAMPLE), child_env.get("PYTHONPATH", "")])
         self.popen = subprocess.Popen(  # noqa: S603 - our own scripts, fixed arguments
             [sys.executable, *args],
             cwd=EXAMPLE,
-            env=env,
+            env=child_env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             text=True,
             start_new_session=True,
         )
 
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
     def output(self) -> str:
         return self.log_path.read_text(encoding="utf-8")
 
+    def line(self, marker: str) -> str | None:
+        """The first output line containing ``marker``, if any yet."""
+        return next((line for line in self.output().splitlines() if marker in line), None)
+
     def wait_for(self, marker: str, timeout: float) -> str:
+        """The first output line containing ``marker``; ChildError if it exits or times out."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for line in self.output().splitlines():
-                if marker in line:
-                    return line
-            if self.popen.poll() is not None and marker not in self.output():
-                break
-            time.sleep(0.1)
-        raise RuntimeError(f"{self.name}: no {marker!r} (see {self.log_path})")
+        while True:
+            exited = self.popen.poll() is not None
+            if (found := self.line(marker)) is not None:
+                return found
+            if exited:
+                raise ChildError(
+                    f"{self.name} exited ({self.popen.returncode}) without {marker!r}; "
+                    f"see {self.log_path}"
+                )
+            if time.monotonic() > deadline:
+                raise ChildError(
+                    f"{self.name}: no {marker!r} within {timeout:g} s; see {self.log_path}"
+                )
+            time.sleep(0.05)
+
+    def wait(self, timeout: float) -> int:
+        """The exit status; ChildError if still running after ``timeout`` seconds."""
+        try:
+            return self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise ChildError(
+                f"{self.name} still running after {timeout:g} s; see {self.log_path}"
+            ) from None
 
     def stop(self) -> None:
+        """SIGTERM to the process group, SIGKILL if it lingers; also if the leader is gone."""
         if self.popen.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.popen.pid, signal.SIGTERM)
@@ -66,7 +102,157 @@ class _Child:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(self.popen.pid, signal.SIGKILL)
                 self.popen.wait(5)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.popen.pid, signal.SIGKILL)  # anything the leader left behind
         self._log.close()
+
+
+class Children:
+    """The processes of one demo run; ``stop_all()`` (or leaving the ``with``) stops them all."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.all: list[Child] = []
+
+    def start(self, name: str, args: list[str], env: Mapping[str, str] | None = None) -> Child:
+        child = Child(name, args, self.log_dir, env)
+        self.all.append(child)
+        return child
+
+    def named(self, name: str) -> Child:
+        """The child started as ``name`` (the latest, if several were)."""
+        for child in reversed(self.all):
+            if child.name == name:
+                return child
+        raise ChildError(f"no process named {name!r} was started")
+
+    def stop_all(self) -> list[str]:
+        """Stop every child, newest first; the names of those stopped."""
+        stopped = []
+        while self.all:
+            child = self.all.pop()
+            child.stop()
+            stopped.append(child.name)
+        return stopped
+
+    def __enter__(self) -> Children:
+        return self
+
+    def __exit__(
+        self,
+        _type: type[BaseException] | None,
+        _value: BaseException | None,
+        _traceback: TracebackType | None,
+    ) -> None:
+        self.stop_all()
+
+
+@dataclass(frozen=True)
+class BrokerInfo:
+    host: str
+    port: int
+    ca: str  # the broker's server CA, for the device's --mqtt-ca
+    record: Path  # every accepted publish, one JSON object a line
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+def start_radio(children: Children) -> list[str]:
+    """The virtual radio with two controllers; the device's and the app's HCI transports."""
+    radio = children.start(
+        "radio", ["-m", "onboarding_ble.radio", "tcp-server:127.0.0.1:0", "tcp-server:127.0.0.1:0"]
+    )
+    transports: list[str] = json.loads(radio.wait_for('{"transports"', 30))["transports"]
+    return transports
+
+
+def start_broker(children: Children, state_path: Path, workdir: Path) -> BrokerInfo:
+    """The mTLS MQTT broker standing in for IoT Core, on a free port."""
+    record = workdir / "broker-messages.jsonl"
+    record.unlink(missing_ok=True)
+    broker = children.start(
+        "broker",
+        [
+            "-m",
+            "onboarding_ble.broker",
+            "--state",
+            str(state_path),
+            "--port",
+            "0",
+            "--dir",
+            str(workdir / "broker"),
+            "--record",
+            str(record),
+        ],
+    )
+    ready = json.loads(broker.wait_for('{"host"', 60))
+    return BrokerInfo(ready["host"], int(ready["port"]), ready["ca"], record)
+
+
+def start_device(
+    children: Children,
+    transport: str,
+    dsn: str,
+    state_dir: Path,
+    pinned_ca: Path,
+    broker: BrokerInfo,
+    name: str = "device",
+) -> Child:
+    """device.py: provisions over BLE unless ``state_dir`` holds credentials, then MQTT."""
+    return children.start(
+        name,
+        [
+            "device.py",
+            "--transport",
+            transport,
+            "--dsn",
+            dsn,
+            "--state-dir",
+            str(state_dir),
+            "--ca",
+            str(pinned_ca),
+            "--mqtt-endpoint",
+            broker.endpoint,
+            "--mqtt-ca",
+            broker.ca,
+        ],
+    )
+
+
+def start_app(
+    children: Children,
+    transport: str,
+    state_path: Path,
+    dsn: str,
+    login: tuple[str, str] | None = None,
+) -> Child:
+    """provisioning_app.py; ``login`` (user, password) goes in its environment, not its argv."""
+    env = None
+    if login is not None:
+        env = {"ONBOARDING_USERNAME": login[0], "ONBOARDING_PASSWORD": login[1]}
+    return children.start(
+        "app",
+        [
+            "provisioning_app.py",
+            "--transport",
+            transport,
+            "--state",
+            str(state_path),
+            "--dsn",
+            dsn,
+        ],
+        env,
+    )
+
+
+def received_messages(broker: BrokerInfo) -> list[dict[str, Any]]:
+    """What the broker accepted so far: {"client_id", "topic", "payload"} each."""
+    if not broker.record.exists():
+        return []
+    lines = broker.record.read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
 
 
 def fetch_pinned_ca(state: dict[str, Any], path: Path) -> Path:
@@ -89,80 +275,22 @@ def run_demo_ble(state_path: Path, workdir: Path, dsn: str | None = None) -> int
     workdir.mkdir(parents=True, exist_ok=True)
     state = json.loads(state_path.read_text(encoding="utf-8"))
     pinned = fetch_pinned_ca(state, workdir / "device-ca.pem")
-    record = workdir / "broker-messages.jsonl"
-    children: list[_Child] = []
-    try:
-        radio = _Child(
-            "radio",
-            ["-m", "onboarding_ble.radio", "tcp-server:127.0.0.1:0", "tcp-server:127.0.0.1:0"],
-            workdir,
+    with Children(workdir) as children:
+        device_radio, app_radio = start_radio(children)
+        broker = start_broker(children, state_path, workdir)
+        device = start_device(
+            children, device_radio, dsn, workdir / "devices" / dsn, pinned, broker
         )
-        children.append(radio)
-        transports = json.loads(radio.wait_for('{"transports"', 30))["transports"]
-        broker = _Child(
-            "broker",
-            [
-                "-m",
-                "onboarding_ble.broker",
-                "--state",
-                str(state_path),
-                "--port",
-                "0",
-                "--dir",
-                str(workdir / "broker"),
-                "--record",
-                str(record),
-            ],
-            workdir,
-        )
-        children.append(broker)
-        ready = json.loads(broker.wait_for('{"host"', 60))
-        device = _Child(
-            "device",
-            [
-                "device.py",
-                "--transport",
-                transports[0],
-                "--dsn",
-                dsn,
-                "--state-dir",
-                str(workdir / "devices" / dsn),
-                "--ca",
-                str(pinned),
-                "--mqtt-endpoint",
-                f"{ready['host']}:{ready['port']}",
-                "--mqtt-ca",
-                ready["ca"],
-            ],
-            workdir,
-        )
-        children.append(device)
         device.wait_for("ADVERTISING", 30)
-        app = _Child(
-            "app",
-            [
-                "provisioning_app.py",
-                "--transport",
-                transports[1],
-                "--state",
-                str(state_path),
-                "--dsn",
-                dsn,
-            ],
-            workdir,
-        )
-        children.append(app)
-        app_code = app.popen.wait(120)
+        app = start_app(children, app_radio, state_path, dsn)
+        app_code = app.wait(120)
         print(app.output(), end="")
         if app_code != 0:
             return app_code
         device.wait_for("HELLO_PUBLISHED", 60)
-        for line in record.read_text(encoding="utf-8").splitlines():
-            print(f"broker received: {line}")
+        for message in received_messages(broker):
+            print(f"broker received: {json.dumps(message)}")
         return 0
-    finally:
-        for child in reversed(children):
-            child.stop()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -174,9 +302,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--dir", type=Path, default=Path(".local/demo"))
     parser.add_argument("--dsn", help="device serial number (default: random)")
     args = parser.parse_args(argv)
+    # The offline stack's emulator takes any credentials; never send real ones to it.
+    keys = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+    os.environ.update(dict.fromkeys(keys, "testing"))
+    os.environ.pop("AWS_PROFILE", None)
     try:
         return run_demo_ble(args.state.resolve(), args.dir.resolve(), args.dsn)
-    except RuntimeError as exc:
+    except ChildError as exc:
         print(f"demo: {exc}", file=sys.stderr)
         return 1
 

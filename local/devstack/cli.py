@@ -169,9 +169,14 @@ def _cmd_params(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from devstack.demo import run_demo
+    from devstack.demo import BLE_STEPS, HTTP_STEPS, DemoFailure, run_demo
 
-    run_demo(Path(args.template), _stack_parameters(args))
+    steps = HTTP_STEPS if args.http_only else BLE_STEPS
+    try:
+        run_demo(Path(args.template), _stack_parameters(args), steps=steps, workdir=Path(args.dir))
+    except DemoFailure as exc:  # the product misbehaved: not a usage error
+        print(f"devstack demo: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -288,10 +293,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser(
         "demo",
-        help="provision one device end to end through the offline stack",
-        description="Start the stack on free ports, provision a device over HTTP, stop.",
+        help="onboard one device end to end offline: stack, BLE radio, MQTT broker, device, app",
+        description=(
+            "Start the stack on free ports, then the virtual BLE radio, the mTLS MQTT broker, "
+            "the device and the phone app as processes; provision the device over BLE, see its "
+            "hello reach the broker, revoke it and see its reconnect refused; stop everything. "
+            "Needs example/ on PYTHONPATH (`make demo` sets it)."
+        ),
     )
     _deploy_options(demo)
+    demo.add_argument(
+        "--http-only",
+        action="store_true",
+        help="play device and app in-process over HTTP: no radio, no MQTT (faster)",
+    )
+    demo.add_argument(
+        "--dir",
+        default=".local/demo",
+        help="state file, process logs and device state (default %(default)s); "
+        "Lambda logs go to DIR-lambda.log",
+    )
     demo.set_defaults(func=_cmd_demo)
     return parser
 

@@ -1,22 +1,34 @@
-"""``python -m devstack demo``: one device provisioned end to end through the offline stack.
+"""``python -m devstack demo``: one device onboarded end to end through the offline stack.
 
-The flow is a list of steps over a shared ``DemoContext``; each prints its title, result and
-time. The phone-app and device steps here talk HTTP directly; the BLE example swaps them for
-its device and app processes by building its own step list (``run_steps``).
+The flow is a list of steps over a shared ``DemoContext``; each prints its title, a one-line
+result and its time. By default (``BLE_STEPS``) the device and the phone app are the BLE
+example's own processes (example/onboarding_ble): a virtual radio, an mTLS MQTT broker standing
+in for IoT Core, device.py and provisioning_app.py, started and stopped through
+``onboarding_ble.demo``. ``HTTP_STEPS`` (``--http-only``) plays device and app in-process over
+HTTP, with no radio and no MQTT.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
+import functools
 import json
+import math
+import re
 import secrets
+import signal
+import stat
+import sys
+import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -29,6 +41,9 @@ from devstack.errors import DevstackError
 from devstack.stack import DEFAULT_TEMPLATE, RunningStack, start_stack
 from devstack.users import add_user, login
 
+if TYPE_CHECKING:
+    from onboarding_ble import demo as ble
+
 Print = Callable[[str], None]
 
 
@@ -38,8 +53,12 @@ class DemoContext:
 
     template: Path = DEFAULT_TEMPLATE
     parameters: dict[str, str] = field(default_factory=dict)
+    workdir: Path = Path(".local/demo")
+    out: Print = print
     stack: RunningStack | None = None
     values: dict[str, Any] = field(default_factory=dict)
+    # What the steps started besides the stack (child processes); undone before the stack stops.
+    cleanup: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
 
     @property
     def running(self) -> RunningStack:
@@ -58,13 +77,16 @@ class DemoFailure(DevstackError):
     """A step's check failed: the product does not do what it should."""
 
 
-def http_post_json(url: str, body: dict[str, Any], token: str | None) -> tuple[int, Any]:
-    """POST JSON as the phone app does; return (status, decoded JSON body)."""
+def http_json(
+    method: str, url: str, body: dict[str, Any] | None, token: str | None
+) -> tuple[int, Any]:
+    """A JSON request as the phone app makes it; return (status, decoded JSON body)."""
     headers = {"Content-Type": "application/json"}
     if token is not None:
         headers["Authorization"] = token
+    data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(  # noqa: S310 - http://127.0.0.1 of the local gateway
-        url, data=json.dumps(body).encode(), headers=headers, method="POST"
+        url, data=data, headers=headers, method=method
     )
     try:
         with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
@@ -75,6 +97,10 @@ def http_post_json(url: str, body: dict[str, Any], token: str | None) -> tuple[i
             return error.code, json.loads(raw or b"null")
         except ValueError:
             return error.code, raw.decode(errors="replace")
+
+
+def http_post_json(url: str, body: dict[str, Any], token: str | None) -> tuple[int, Any]:
+    return http_json("POST", url, body, token)
 
 
 def decrypt_private_key(
@@ -112,6 +138,15 @@ def check_device_material(
 def step_stack_up(ctx: DemoContext) -> str:
     ctx.stack = start_stack(template=ctx.template, parameters=ctx.parameters)
     return f"moto at {ctx.running.endpoint_url}, API at {ctx.running.api_url}"
+
+
+def step_stack_up_with_state(ctx: DemoContext) -> str:
+    """The stack, with a state file the example's processes read (like `devstack up`)."""
+    state_path = ctx.workdir / "stack.json"
+    ctx.stack = start_stack(template=ctx.template, parameters=ctx.parameters, state_path=state_path)
+    ctx.values.update(state_path=state_path, gateway_calls=_record_gateway_calls(ctx.stack))
+    stack = ctx.running
+    return f"moto at {stack.endpoint_url}, API at {stack.api_url}, state in {_shown(state_path)}"
 
 
 def step_add_member(ctx: DemoContext) -> str:
@@ -195,7 +230,7 @@ def step_registry(ctx: DemoContext) -> str:
     return f"AWS IoT (moto) has certificate {certificate_id[:12]}... ACTIVE"
 
 
-DEFAULT_STEPS: tuple[Step, ...] = (
+HTTP_STEPS: tuple[Step, ...] = (
     Step("start moto, deploy template.yaml, start the API gateway", step_stack_up),
     Step("an owner gets an account (group Members)", step_add_member),
     Step("the phone app signs in with Cognito", step_sign_in),
@@ -206,23 +241,367 @@ DEFAULT_STEPS: tuple[Step, ...] = (
 )
 
 
+# -- the BLE steps: radio, broker, device and app as processes -------------------------------
+
+
+def _ble() -> Any:
+    """onboarding_ble.demo, or one clear line when example/ is not importable."""
+    try:
+        from onboarding_ble import demo as ble_demo
+    except ModuleNotFoundError as exc:
+        if exc.name is None or not exc.name.startswith("onboarding_ble"):
+            raise
+        raise DevstackError(
+            "the BLE demo needs example/ on PYTHONPATH: run `make demo` "
+            "(or `python -m devstack demo --http-only`)"
+        ) from None
+    return ble_demo
+
+
+@dataclass(frozen=True)
+class GatewayCall:
+    method: str
+    path: str
+    status: int
+    body: bytes
+
+
+def _record_gateway_calls(stack: RunningStack) -> list[GatewayCall]:
+    """What the local API Gateway answered, as its access log would show (in-process only)."""
+    calls: list[GatewayCall] = []
+    api = stack.gateway.api
+    handle = api.handle
+
+    def recording(method: str, raw_path: str, *args: Any, **kwargs: Any) -> Any:
+        response = handle(method, raw_path, *args, **kwargs)
+        calls.append(GatewayCall(method, raw_path, response.status, response.body))
+        return response
+
+    api.handle = recording  # type: ignore[method-assign]
+    return calls
+
+
+def _children(ctx: DemoContext) -> ble.Children:
+    children: ble.Children = ctx.values["children"]
+    return children
+
+
+def _after(line: str, key: str) -> str:
+    """The value of ``key=`` in a script's output line (``PROVISIONED thing=x cert=y``)."""
+    for word in line.split():
+        if word.startswith(f"{key}="):
+            return word[len(key) + 1 :]
+    return ""
+
+
+def step_radio(ctx: DemoContext) -> str:
+    ble_demo = _ble()
+    ctx.workdir.mkdir(parents=True, exist_ok=True)
+    children = ble_demo.Children(ctx.workdir)
+    ctx.values["children"] = children
+
+    def stop_children() -> None:
+        if stopped := children.stop_all():
+            ctx.out(f"stopped {', '.join(reversed(stopped))} (their process groups)")
+
+    ctx.cleanup.callback(stop_children)
+    device_radio, app_radio = ble_demo.start_radio(children)
+    ctx.values.update(device_radio=device_radio, app_radio=app_radio)
+    return f"two bumble controllers on one link: device {device_radio}, app {app_radio}"
+
+
+def step_broker(ctx: DemoContext) -> str:
+    ble_demo = _ble()
+    state_path: Path = ctx.values["state_path"]
+    broker = ble_demo.start_broker(_children(ctx), state_path, ctx.workdir)
+    ctx.values["broker"] = broker
+    return (
+        f"listening on {broker.endpoint} with mutual TLS: client certificate from the Private CA, "
+        "ACTIVE in IoT and attached to the thing named by the client id"
+    )
+
+
+def step_device_advertises(ctx: DemoContext) -> str:
+    ble_demo = _ble()
+    dsn = f"DEMO-{secrets.token_hex(4).upper()}"
+    stack = ctx.running
+    pinned = ctx.workdir / "device-ca.pem"
+    pinned.write_text(_private_ca_pem(stack), encoding="utf-8")
+    state_dir = ctx.workdir / "devices" / dsn
+    device = ble_demo.start_device(
+        _children(ctx), ctx.values["device_radio"], dsn, state_dir, pinned, ctx.values["broker"]
+    )
+    ctx.values.update(dsn=dsn, pinned=pinned, state_dir=state_dir, device=device)
+    line = device.wait_for("ADVERTISING", 30)
+    return (
+        f"device.py advertises the onboarding service, DSN {dsn}, address {_after(line, 'address')}"
+    )
+
+
+def step_app_signs_in(ctx: DemoContext) -> str:
+    ble_demo = _ble()
+    login_pair = (ctx.values["username"], ctx.values["password"])
+    app = ble_demo.start_app(
+        _children(ctx),
+        ctx.values["app_radio"],
+        ctx.values["state_path"],
+        ctx.values["dsn"],
+        login=login_pair,  # in the child's environment, never its command line
+    )
+    ctx.values["app"] = app
+    line = app.wait_for("SIGNED_IN", 30)
+    return f"provisioning_app.py signed in as {_after(line, 'user')} (Members): got an ID token"
+
+
+def step_app_finds_device(ctx: DemoContext) -> str:
+    app = ctx.values["app"]
+    found = app.wait_for("FOUND", 30)
+    info = app.wait_for("DEVICE dsn=", 30)
+    ctx.values["mtu"] = int(_after(info, "mtu"))
+    return (
+        f"found {_after(found, 'address')} advertising {_after(found, 'dsn')}..., connected "
+        f"(ATT MTU {ctx.values['mtu']}), read DSN {_after(info, 'dsn')} and its X25519 key"
+    )
+
+
+def step_app_calls_api(ctx: DemoContext) -> str:
+    app = ctx.values["app"]
+    line = app.wait_for("API_", 60)
+    calls = [
+        call
+        for call in ctx.values["gateway_calls"]
+        if call.method == "POST" and call.path.endswith("/certificate")
+    ]
+    if not line.startswith("API_OK") or not calls or calls[-1].status != 200:
+        raise DemoFailure(f"the API refused the app: {line}")
+    ctx.values["answer_size"] = len(json.dumps(json.loads(calls[-1].body)).encode())
+    return (
+        f"POST /certificate -> {calls[-1].status} with the ID token, thing {_after(line, 'thing')}"
+    )
+
+
+def step_app_relays(ctx: DemoContext) -> str:
+    app = ctx.values["app"]
+    code = app.wait(60)
+    status = app.line("DEVICE_STATUS") or ""
+    if code != 0 or "PROVISIONED" not in status:
+        raise DemoFailure(
+            f"the app exited {code} ({status or 'no device status'}); see {app.log_path}"
+        )
+    chunk = _ble_protocol().chunk_size_for_mtu(ctx.values["mtu"])
+    chunks = math.ceil(ctx.values["answer_size"] / chunk)
+    retries = "" if app.line("RETRY") is None else " (after a reconnect)"
+    return (
+        f"relayed the {ctx.values['answer_size']}-byte answer in {chunks} chunks{retries}; "
+        "the device reports PROVISIONED"
+    )
+
+
+def _ble_protocol() -> Any:
+    _ble()
+    from onboarding_ble import protocol
+
+    return protocol
+
+
+def step_device_stores(ctx: DemoContext) -> str:
+    device = ctx.values["device"]
+    line = device.wait_for("PROVISIONED thing=", 30)
+    ctx.values.update(thing=_after(line, "thing"), certificate_id=_after(line, "cert"))
+    state_dir: Path = ctx.values["state_dir"]
+    files = sorted(p.name for p in state_dir.iterdir() if not p.name.startswith("."))
+    modes = {oct(stat.S_IMODE((state_dir / name).stat().st_mode)) for name in files}
+    if modes != {"0o600"} or stat.S_IMODE(state_dir.stat().st_mode) != 0o700:
+        raise DemoFailure(f"credentials in {state_dir} are readable by others: {modes}")
+    return (
+        "key decrypted, matches the certificate, issued by the pinned CA; "
+        f"stored {', '.join(files)} (0600) in {_shown(state_dir)} (0700)"
+    )
+
+
+def step_device_hello(ctx: DemoContext) -> str:
+    device = ctx.values["device"]
+    hello = device.wait_for("HELLO_PUBLISHED", 30)
+    code = device.wait(15)
+    thing = ctx.values["thing"]
+    broker_log = _children(ctx).named("broker")
+    admitted = broker_log.wait_for(f"ADMIT client={thing}", 5)
+    if code != 0:
+        raise DemoFailure(f"the device exited {code}; see {device.log_path}")
+    return (
+        f"broker admitted client id {thing} (= thing name; {_reason(admitted)}); "
+        f"device published on {_after(hello, 'topic')}"
+    )
+
+
+def _reason(broker_line: str) -> str:
+    """The broker's ADMIT/REFUSE reason, without its own certificate id (SHA-256 of the DER,
+    which is not the id moto's registry uses)."""
+    reason = broker_line.split(" ", 2)[-1]
+    return re.sub(r"certificate [0-9a-f]{12}", "its certificate", reason)
+
+
+def step_broker_received(ctx: DemoContext) -> str:
+    ble_demo = _ble()
+    thing = ctx.values["thing"]
+    topic = f"things/{thing}/hello"
+    hellos = [m for m in ble_demo.received_messages(ctx.values["broker"]) if m["topic"] == topic]
+    if len(hellos) != 1 or hellos[0]["client_id"] != thing:
+        raise DemoFailure(f"the broker did not receive one hello from {thing}: {hellos}")
+    payload = json.loads(hellos[0]["payload"])
+    if payload.get("dsn") != ctx.values["dsn"]:
+        raise DemoFailure(f"the hello names DSN {payload.get('dsn')}, not {ctx.values['dsn']}")
+    return f"hello received on {topic}: {hellos[0]['payload']}"
+
+
+def _private_ca_pem(stack: RunningStack) -> str:
+    pem: str = stack.client("acm-pca").get_certificate_authority_certificate(
+        CertificateAuthorityArn=stack.outputs["CertificateAuthorityArn"]
+    )["Certificate"]
+    return pem.strip() + "\n"
+
+
+def step_check_stored(ctx: DemoContext) -> str:
+    state_dir: Path = ctx.values["state_dir"]
+    certificate = check_device_material(
+        (state_dir / "private_key.pem").read_bytes(),
+        (state_dir / "certificate.pem").read_text(encoding="utf-8"),
+        _private_ca_pem(ctx.running),
+    )
+    return (
+        f"the stored certificate ({certificate.subject.rfc4514_string()}) was issued by the "
+        "stack's Private CA and the stored key matches it"
+    )
+
+
+def step_check_registry(ctx: DemoContext) -> str:
+    iot = ctx.running.client("iot")
+    thing = ctx.values["thing"]
+    principals = iot.list_thing_principals(thingName=thing)["principals"]
+    certificate_id = ctx.values["certificate_id"]
+    attached = [arn for arn in principals if arn.endswith(f"/{certificate_id}")]
+    if not attached:
+        raise DemoFailure(f"certificate {certificate_id[:12]} is not attached to {thing}")
+    status = iot.describe_certificate(certificateId=certificate_id)["certificateDescription"][
+        "status"
+    ]
+    if status != "ACTIVE":
+        raise DemoFailure(f"IoT has the certificate as {status}, not ACTIVE")
+    return f"IoT has certificate {certificate_id[:12]}... ACTIVE and attached to thing {thing}"
+
+
+def step_revoke(ctx: DemoContext) -> str:
+    stack = ctx.running
+    tokens = login(
+        stack.client("cognito-idp"),
+        stack.outputs["UserPoolClientId"],
+        ctx.values["username"],
+        ctx.values["password"],
+    )
+    url = f"{stack.api_url}/devices/{ctx.values['dsn']}/certificate"
+    status, answer = http_json("DELETE", url, None, tokens.id_token)
+    if status != 200:
+        raise DemoFailure(f"DELETE {url} answered {status}: {answer}")
+    certificate_id = ctx.values["certificate_id"]
+    now = stack.client("iot").describe_certificate(certificateId=certificate_id)[
+        "certificateDescription"
+    ]["status"]
+    if now == "ACTIVE":
+        raise DemoFailure("the certificate is still ACTIVE after DELETE")
+    return (
+        f"DELETE /devices/{ctx.values['dsn']}/certificate -> 200 as the owner; IoT now has it {now}"
+    )
+
+
+def step_reconnect_refused(ctx: DemoContext) -> str:
+    ble_demo = _ble()
+    again = ble_demo.start_device(
+        _children(ctx),
+        "none",  # stored credentials: no BLE
+        ctx.values["dsn"],
+        ctx.values["state_dir"],
+        ctx.values["pinned"],
+        ctx.values["broker"],
+        name="device-again",
+    )
+    code = again.wait(60)
+    thing = ctx.values["thing"]
+    if again.line("CREDENTIALS") is None:
+        raise DemoFailure(f"the device did not use its stored credentials; see {again.log_path}")
+    if code != 4 or again.line("MQTT_FAILED") is None or again.line("HELLO_PUBLISHED"):
+        raise DemoFailure(f"the revoked device was not refused (exit {code}); see {again.log_path}")
+    refused = _children(ctx).named("broker").wait_for(f"REFUSE client={thing}", 5)
+    return (
+        f"device.py restarted with its stored credentials; broker refused it: {_reason(refused)}; "
+        f"device exit {code} ({again.line('MQTT_FAILED')})"
+    )
+
+
+BLE_STEPS: tuple[Step, ...] = (
+    Step("start moto, deploy template.yaml, start the API gateway", step_stack_up_with_state),
+    Step("an owner gets an account (group Members)", step_add_member),
+    Step("start the virtual BLE radio", step_radio),
+    Step("start the MQTT broker standing in for AWS IoT Core", step_broker),
+    Step("the device boots unprovisioned", step_device_advertises),
+    Step("the owner's phone app signs in with Cognito", step_app_signs_in),
+    Step("the app finds the device over BLE", step_app_finds_device),
+    Step("the app requests a certificate for the device", step_app_calls_api),
+    Step("the app relays the answer to the device over GATT", step_app_relays),
+    Step("the device verifies the answer and stores its credentials", step_device_stores),
+    Step("the device connects over MQTT with mutual TLS and says hello", step_device_hello),
+    Step("the broker received the hello", step_broker_received),
+    Step("check: the stored certificate chains to the Private CA", step_check_stored),
+    Step("check: AWS IoT has the certificate ACTIVE on the thing", step_check_registry),
+    Step("the owner revokes the device", step_revoke),
+    Step("the revoked device reconnects with its stored credentials", step_reconnect_refused),
+)
+DEFAULT_STEPS = BLE_STEPS
+
+
 def run_steps(ctx: DemoContext, steps: Sequence[Step], out: Print = print) -> None:
-    """Run ``steps`` in order, printing each; always stop the stack at the end."""
+    """Run ``steps`` in order, printing each; always stop what they started, then the stack."""
     started = time.monotonic()
+    number = 0
     try:
         for number, step in enumerate(steps, start=1):
             out(f"[{number}/{len(steps)}] {step.title}")
             began = time.monotonic()
             result = step.run(ctx)
             out(f"      {result} ({time.monotonic() - began:.2f} s)")
+    except BaseException as exc:
+        reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"FAILED: {exc}"
+        out(f"      step {number} {reason}")
+        raise
     finally:
-        if ctx.stack is not None:
-            ctx.stack.stop()
-            out("stack stopped")
+        try:
+            ctx.cleanup.close()
+        finally:
+            if ctx.stack is not None:
+                ctx.stack.stop()
+                out("stack stopped")
     out(f"demo finished in {time.monotonic() - started:.1f} s")
 
 
-DEFAULT_LAMBDA_LOG = Path(".local/demo-lambda.log")
+def _lambda_log_for(workdir: Path) -> Path:
+    """.local/demo -> .local/demo-lambda.log: next to the work directory, not in it."""
+    return workdir.with_name(f"{workdir.name}-lambda.log")
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM unwinds like Ctrl-C, so the children and the stack are stopped either way."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(_signum: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def run_demo(
@@ -230,18 +609,40 @@ def run_demo(
     parameters: dict[str, str] | None = None,
     out: Print = print,
     steps: Sequence[Step] = DEFAULT_STEPS,
-    lambda_log: Path | None = DEFAULT_LAMBDA_LOG,
+    workdir: Path = Path(".local/demo"),
+    lambda_log: Path | None = None,
 ) -> None:
-    """Run the demo; the Lambda functions' own log lines go to ``lambda_log`` (None: stdout)."""
-    ctx = DemoContext(template=template, parameters=dict(parameters or {}))
-    if lambda_log is None:
-        run_steps(ctx, steps, out)
-        return
+    """Run the demo in ``workdir`` (state file, child logs, device state).
+
+    The Lambda functions' own log lines go to ``lambda_log`` (default: ``<workdir>-lambda.log``).
+    """
+    if out is print:
+        # Bound to today's stdout: a Lambda running in the gateway's thread redirects
+        # sys.stdout to the Lambda log while it runs.
+        out = functools.partial(print, file=sys.stdout, flush=True)
+    workdir = workdir.resolve()
+    ctx = DemoContext(
+        template=template, parameters=dict(parameters or {}), workdir=workdir, out=out
+    )
+    child_error: type[Exception] = DemoFailure if steps is HTTP_STEPS else _ble().ChildError
+    lambda_log = lambda_log or _lambda_log_for(workdir)
     lambda_log.parent.mkdir(parents=True, exist_ok=True)
-    with lambda_log.open("w", encoding="utf-8") as log:
+    with _sigterm_as_interrupt(), lambda_log.open("w", encoding="utf-8") as log:
         runtime.set_output(log)
         try:
             run_steps(ctx, steps, out)
+        except child_error as exc:  # a process did not do what the step waited for
+            raise DemoFailure(str(exc)) from None
         finally:
             runtime.set_output(None)
-            out(f"Lambda logs (what CloudWatch would hold): {lambda_log}")
+            out(f"Lambda logs (what CloudWatch would hold): {_shown(lambda_log)}")
+            if steps is not HTTP_STEPS:
+                out(f"process logs, device state and stack.json: {_shown(workdir)}")
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the current directory when it is under it."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)

@@ -1,37 +1,165 @@
-"""``make demo`` (``python -m devstack demo``): one device end to end, in under a minute."""
+"""``make demo`` (``python -m devstack demo``): one device onboarded end to end, as seen."""
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
+import uuid
+from pathlib import Path
 
 import pytest
 
+from devstack import demo as demo_module
+from devstack.cli import main
 from tests.e2e.conftest import ROOT
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
+
+MARK = "DEVSTACK_DEMO_TEST_RUN"
 
 
-def test_demo_provisions_a_device_and_stops(tmp_path: object) -> None:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "local"), str(ROOT)])}
+def processes_with(mark: str) -> list[int]:
+    """Pids (other than ours) whose environment carries ``mark``: what the demo started."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:  # gone, or not ours
+            continue
+        if mark.encode() in environ.split(b"\0"):
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.fixture
+def marked(monkeypatch: pytest.MonkeyPatch) -> str:
+    """A unique variable in our environment, inherited by every process the demo starts."""
+    if not Path("/proc/self/environ").exists():
+        pytest.skip("needs /proc to find leftover processes")
+    value = f"{MARK}={uuid.uuid4().hex}"
+    monkeypatch.setenv(MARK, value.split("=", 1)[1])
+    # The probe sees a live child that inherited the mark, so an empty answer means something.
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"]) as probe:
+        try:
+            assert probe.pid in processes_with(value)
+        finally:
+            probe.kill()
+    return value
+
+
+def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
     started = time.monotonic()
+    code = main(argv)
+    captured = capsys.readouterr()
+    with capsys.disabled():
+        print(f"\n{' '.join(argv[:2])}: {time.monotonic() - started:.1f} s")
+    return code, captured.out, captured.err
+
+
+def test_demo_onboards_over_ble_says_hello_and_revoked_device_is_refused(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    marked: str,
+) -> None:
+    # GIVEN a fresh checkout (the demo reads template.yaml and config.json from the root)
+    monkeypatch.chdir(ROOT)
+    workdir = tmp_path / "demo"
+    passwords: list[str] = []
+    add_user = demo_module.add_user
+
+    def remembering_add_user(*args: object, **kwargs: object) -> str:
+        passwords.append(add_user(*args, **kwargs))  # type: ignore[arg-type]
+        return passwords[-1]
+
+    monkeypatch.setattr(demo_module, "add_user", remembering_add_user)
+
+    # WHEN the user runs the demo
+    code, out, err = run(["demo", "--dir", str(workdir)], capsys)
+
+    # THEN it succeeds and shows every step with its result
+    assert code == 0, out + err
+    for title in (
+        "start moto, deploy template.yaml, start the API gateway",
+        "an owner gets an account (group Members)",
+        "start the virtual BLE radio",
+        "start the MQTT broker standing in for AWS IoT Core",
+        "the device boots unprovisioned",
+        "the owner's phone app signs in with Cognito",
+        "the app finds the device over BLE",
+        "the app requests a certificate for the device",
+        "the app relays the answer to the device over GATT",
+        "the device verifies the answer and stores its credentials",
+        "the device connects over MQTT with mutual TLS and says hello",
+        "the broker received the hello",
+        "check: the stored certificate chains to the Private CA",
+        "check: AWS IoT has the certificate ACTIVE on the thing",
+        "the owner revokes the device",
+        "the revoked device reconnects with its stored credentials",
+    ):
+        assert re.search(rf"^\[\d+/16\] {re.escape(title)}$", out, re.MULTILINE), title
+    assert "two bumble controllers on one link: device tcp-client:127.0.0.1:" in out
+    assert "with mutual TLS" in out
+    dsn = re.search(r"advertises the onboarding service, DSN (DEMO-[0-9A-F]+)", out)
+    assert dsn, out
+    thing = f"device_{dsn[1]}"
+    user = re.search(r"user (demo-[0-9a-f]+) in group Members", out)
+    assert user and f"signed in as {user[1]} (Members)" in out
+    assert f"read DSN {dsn[1]}" in out
+    assert f"POST /certificate -> 200 with the ID token, thing {thing}" in out
+    assert re.search(r"relayed the \d+-byte answer in \d+ chunks", out)
+    assert "certificate.pem, device.json, private_key.pem (0600)" in out
+    assert f"broker admitted client id {thing} (= thing name" in out
+    # ... the hello reached the broker, from the device, on its thing's topic ...
+    assert re.search(rf'hello received on things/{thing}/hello: \{{.*"dsn": "{dsn[1]}"', out)
+    assert "issued by the stack's Private CA and the stored key matches it" in out
+    assert f"ACTIVE and attached to thing {thing}" in out
+    # ... and after the owner's revocation, the broker refuses the device's reconnect.
+    assert f"DELETE /devices/{dsn[1]}/certificate -> 200 as the owner" in out
+    assert "broker refused it:" in out and "device exit 4 (MQTT_FAILED" in out
+    assert "stopped radio, broker, device, app, device-again" in out
+    assert "stack stopped" in out
+    assert f"process logs, device state and stack.json: {workdir}" in out
+    # The owner's password reached the app (it signed in) but is never shown or logged.
+    assert len(passwords) == 1
+    logs = "".join(path.read_text() for path in workdir.glob("*.log"))
+    assert "signed in" in out and passwords[0] not in out + err + logs
+    # Nothing the demo started is left running, and its state file is gone.
+    assert processes_with(marked) == []
+    assert not (workdir / "stack.json").exists()
+
+
+def test_http_only_demo_provisions_a_device_and_stops(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(ROOT)
+    code, out, err = run(["demo", "--http-only", "--dir", str(tmp_path / "demo")], capsys)
+    assert code == 0, out + err
+    assert "POST http://127.0.0.1:" in out and "-> 200" in out
+    assert "key decrypted and matches the certificate" in out
+    assert "issued by the Private CA" in out
+    assert "ACTIVE" in out
+    assert "radio" not in out
+    assert "stack stopped" in out
+    assert (tmp_path / "demo-lambda.log").read_text()  # the Lambda's logs, not the terminal
+
+
+def test_demo_without_the_example_on_the_path_says_to_use_make_demo() -> None:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "local"), str(ROOT)])}
     done = subprocess.run(
         [sys.executable, "-m", "devstack", "demo"],
         cwd=ROOT,
         env=env,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=60,
         check=False,
     )
-    elapsed = time.monotonic() - started
-    assert done.returncode == 0, done.stdout + done.stderr
-    out = done.stdout
-    assert "POST http://127.0.0.1:" in out and "-> 200" in out
-    assert "key decrypted and matches the certificate" in out
-    assert "issued by the Private CA" in out
-    assert "ACTIVE" in out
-    assert "stack stopped" in out
-    assert elapsed < 60, f"the demo took {elapsed:.0f} s"
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "make demo" in done.stderr, done.stderr
+    assert "moto at" not in done.stdout  # nothing was started

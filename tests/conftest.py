@@ -27,7 +27,8 @@ for _name, _value in _globals_environment().items():
     os.environ.setdefault(_name, _value)
 os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
 
-# moto's ACM PCA does not know the client-auth certificate template; see devstack.moto_gaps.
+# Where moto differs from AWS in ways the product relies on (the client-auth certificate
+# template, atomic conditional writes), bridge it as the offline stack does: devstack.moto_gaps.
 from devstack import moto_gaps  # noqa: E402
 
 moto_gaps.apply()

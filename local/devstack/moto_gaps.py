@@ -15,9 +15,52 @@ _applied = False
 
 
 def apply() -> None:
-    """Patch moto's ACM PCA so EndEntityClientAuthCertificate/V1 means what it does in AWS.
+    """Apply every bridge below, once per process."""
+    global _applied
+    if _applied:
+        return
+    _client_auth_template()
+    _atomic_dynamodb_requests()
+    _applied = True
 
-    Idempotent.
+
+def _atomic_dynamodb_requests() -> None:
+    """Gap (moto 5.2): moto's DynamoDB reads the old item (for ReturnValues and conditions),
+    then checks the condition and writes, with no lock, so two concurrent conditional writes
+    can both pass or return a stale old item. DynamoDB makes each conditional write and each
+    transaction atomic, and the provisioning lease relies on that. One lock around the whole
+    handling of each item request restores it (moto's server answers on several threads).
+    """
+    import functools
+    import threading
+
+    from moto.dynamodb.responses import DynamoHandler
+
+    lock = threading.RLock()
+    for name in (
+        "put_item",
+        "update_item",
+        "delete_item",
+        "get_item",
+        "batch_get_item",
+        "batch_write_item",
+        "transact_get_items",
+        "transact_write_items",
+        "execute_statement",
+        "execute_transaction",
+    ):
+        original = getattr(DynamoHandler, name)
+
+        @functools.wraps(original)
+        def locked(self: Any, *args: Any, __original: Any = original, **kwargs: Any) -> Any:
+            with lock:
+                return __original(self, *args, **kwargs)
+
+        setattr(DynamoHandler, name, locked)
+
+
+def _client_auth_template() -> None:
+    """Patch moto's ACM PCA so EndEntityClientAuthCertificate/V1 means what it does in AWS.
 
     Gap (moto 5.2): moto knows only the RootCACertificate and EndEntityCertificate templates and
     issues a certificate with no extensions at all for any other template ARN. AWS's

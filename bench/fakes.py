@@ -92,7 +92,14 @@ class FakeIot:
 
 class FakeStore:
     def claim(
-        self, dsn: str, caller_sub: str, is_admin: bool, request_id: str, now: int, lease_until: int
+        self,
+        dsn: str,
+        caller_sub: str,
+        is_admin: bool,
+        request_id: str,
+        now: int,
+        lease_until: int,
+        must_exist: bool = False,
     ) -> DeviceRecord | None:
         return None
 

@@ -192,7 +192,7 @@ class Resolver:
 
     def _fn_equals(self, arg: Any) -> bool:
         left, right = (self.resolve(item) for item in arg)
-        return _canonical(left) == _canonical(right)
+        return bool(_canonical(left) == _canonical(right))
 
     def _fn_getazs(self, arg: Any) -> list[str]:
         region = self.resolve_str(arg) or self._ref("AWS::Region")

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 CLIENT_AUTH_TEMPLATE = "arn:aws:acm-pca:::template/EndEntityClientAuthCertificate/V1"
 _applied = False
@@ -97,7 +98,7 @@ def _client_auth_template() -> None:
                 ),
                 True,
             ),
-            (x509.ExtendedKeyUsage([x509.ExtendedKeyUsageOID.CLIENT_AUTH]), False),
+            (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), False),
         ]
 
     CertificateAuthority._x509_extensions = extensions  # type: ignore[method-assign]

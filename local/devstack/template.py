@@ -26,7 +26,7 @@ from devstack.errors import DeployError
 _PLACEHOLDER_BUCKET = "devstack-local-code"
 
 
-class _CfnLoader(yaml.SafeLoader):
+class _CfnLoader(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML has no stubs here
     """A YAML loader that understands the short forms (!Ref, !Sub, !GetAtt...)."""
 
 

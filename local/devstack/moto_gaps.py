@@ -22,7 +22,29 @@ def apply() -> None:
         return
     _client_auth_template()
     _atomic_dynamodb_requests()
+    _revoked_is_terminal()
     _applied = True
+
+
+def _revoked_is_terminal() -> None:
+    """Gap (moto 5.2): moto's IoT UpdateCertificate sets any status on any certificate. In AWS a
+    REVOKED certificate cannot change status again (CertificateStateException), which matters
+    to rotation and revocation when an operator has already revoked a certificate by hand.
+    """
+    from moto.iot.exceptions import CertificateStateException
+    from moto.iot.models import IoTBackend
+
+    original = IoTBackend.update_certificate
+
+    def update_certificate(self: Any, certificate_id: str, new_status: str) -> None:
+        certificate = self.describe_certificate(certificate_id)
+        if certificate.status == "REVOKED" and new_status != "REVOKED":
+            raise CertificateStateException(
+                "A revoked certificate cannot change status.", certificate_id
+            )
+        original(self, certificate_id, new_status)
+
+    IoTBackend.update_certificate = update_certificate  # type: ignore[method-assign]
 
 
 def _atomic_dynamodb_requests() -> None:

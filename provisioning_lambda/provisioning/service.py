@@ -190,7 +190,8 @@ def revoke_device(
     if record is None or not record.status or not record.visible_to(caller):
         raise NotFound("No such device.")
     previous = _claim(services, budget, dsn, caller, request_id, must_exist=True)
-    assert previous is not None  # must_exist
+    if previous is None:  # the claim insists the row exists; this only narrows the type
+        raise NotFound("No such device.")
     current = previous.certificate
     if current is None:
         services.store.release(dsn, request_id, keep_row=True, orphans=previous.orphans)

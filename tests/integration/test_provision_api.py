@@ -592,3 +592,21 @@ def test_no_key_material_or_token_reaches_the_logs(services, aws, captured_logs,
     ]
     for secret in secrets:
         assert secret not in text
+
+
+def test_rotation_works_after_an_operator_revoked_the_old_certificate(
+    services, aws, provisioning_env
+) -> None:
+    # GIVEN a device whose certificate an operator revoked directly in IoT (REVOKED is terminal)
+    device = Device(unique_dsn())
+    first = provision(device)[1]
+    aws["iot"].update_certificate(certificateId=first["certificateId"], newStatus="REVOKED")
+
+    # WHEN the owner provisions it again
+    status, second, _ = provision(device)
+
+    # THEN the rotation goes through: the new certificate is the one ACTIVE one
+    assert status == 200, second
+    thing = thing_name(provisioning_env, device.dsn)
+    assert active_certificates_for(aws, thing) == [second["certificateId"]]
+    assert thing_certificates(aws, thing) == {second["certificateId"]: "ACTIVE"}

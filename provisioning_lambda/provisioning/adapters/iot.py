@@ -73,13 +73,13 @@ class IotRegistry:
             try:
                 self.client.update_certificate(certificateId=certificate_id, newStatus=status)
             except ClientError as error:
-                # REVOKED is terminal: revoking twice, or a certificate already deleted,
-                # leaves it exactly as wanted.
-                already = error_code(error) in (
+                # The goal of INACTIVE or REVOKED is "no longer accepted": a certificate that is
+                # already REVOKED (terminal, e.g. by an operator) or deleted has reached it.
+                settled = error_code(error) in (
                     "CertificateStateException",
                     "ResourceNotFoundException",
                 )
-                if not (status == "REVOKED" and already):
+                if status == "ACTIVE" or not settled:
                     raise
 
     def detach(self, thing_name: str, certificate_arn: str) -> None:

@@ -15,9 +15,11 @@ from ..errors import DependencyFailed, Throttled
 
 # Three attempts of at most 2 s to connect and 4 s to read: a single call can never
 # outlast API Gateway's 29 s window, and the handler also checks the remaining time.
+# Adaptive mode is standard mode plus a client-side rate limiter: once a quota throttles us,
+# a warm container slows its own calls down instead of hammering the API.
 MAX_ATTEMPTS = 3
 CLIENT_CONFIG = Config(
-    retries={"mode": "standard", "total_max_attempts": MAX_ATTEMPTS},
+    retries={"mode": "adaptive", "total_max_attempts": MAX_ATTEMPTS},
     connect_timeout=2,
     read_timeout=4,
     max_pool_connections=16,
@@ -46,8 +48,8 @@ def make_client(service: str, session: boto3.session.Session | None = None) -> A
 def _do_not_retry_quota(client: Any) -> None:
     """ACM PCA's LimitExceededException is a lifetime quota, not a throttle: fail at once.
 
-    botocore's standard mode counts it as throttling and would retry it, so the registered
-    retry handler is wrapped to pass that one code through.
+    botocore's standard (and adaptive) mode counts it as throttling and would retry it, so the
+    registered retry handler is wrapped to pass that one code through.
     """
     name = client.meta.service_model.service_id.hyphenize()
     event, unique_id = f"needs-retry.{name}", f"retry-config-{name}"

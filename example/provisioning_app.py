@@ -6,8 +6,9 @@
 Signs in to Cognito (USER_PASSWORD_AUTH, public client: no secret), scans for devices that
 advertise the onboarding service (docs/ble-protocol.md), reads the device's DSN and X25519
 public key over GATT, calls POST /certificate with the ID token and relays the answer to the
-device in chunks. An API error is shown and written to the device (APP_ERROR) so the device
-stays unprovisioned and says why. The API answer is never logged: it holds the encrypted key.
+device in chunks. A 429 is retried after its Retry-After delay (at most 3 times, each wait at
+most 30 s, 60 s in all). An API error is shown and written to the device (APP_ERROR) so the
+device stays unprovisioned and says why. The API answer is never logged: it holds the encrypted key.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import datetime as dt
+import email.utils
 import getpass
 import json
 import logging
@@ -22,8 +25,8 @@ import os
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -59,10 +62,19 @@ class Backend:
     default_password: str | None = None
 
 
+# A 429 from the API is retried after its Retry-After delay, within these bounds.
+RATE_LIMIT_RETRIES = 3  # retries after the first call
+RATE_LIMIT_MAX_WAIT = 30.0  # seconds: a longer Retry-After is cut to this
+RATE_LIMIT_BUDGET = 60.0  # seconds of waiting in all; past it the app gives up
+RATE_LIMIT_DEFAULT_WAIT = 1.0  # seconds, when Retry-After is missing or unreadable
+
+
 @dataclass(frozen=True)
 class ApiResult:
     status: int
     body: dict[str, Any]
+    retry_after: str | None = None  # the Retry-After header of an error answer
+    attempts: int = 1  # calls made, counting retries after 429
 
     @property
     def ok(self) -> bool:
@@ -156,9 +168,72 @@ def request_certificate(
             parsed = {}
         parsed.setdefault("msg", parsed.get("message") or exc.reason or "error")
         parsed.setdefault("code", f"HTTP_{exc.code}")
-        return ApiResult(exc.code, parsed)
+        return ApiResult(exc.code, parsed, retry_after=exc.headers.get("Retry-After"))
     except (urllib.error.URLError, TimeoutError) as exc:
         raise AppError(EXIT_API, f"API unreachable: {exc}") from exc
+
+
+def retry_after_seconds(value: str | None, now: dt.datetime | None = None) -> float:
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date), at least 0."""
+    if value is None or not value.strip():
+        return RATE_LIMIT_DEFAULT_WAIT
+    text = value.strip()
+    if text.isdigit():
+        return float(text)
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return RATE_LIMIT_DEFAULT_WAIT
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return max(0.0, (when - (now or dt.datetime.now(dt.UTC))).total_seconds())
+
+
+async def request_certificate_with_retries(
+    api_url: str,
+    id_token: str,
+    dsn: str,
+    public_key: bytes,
+    encryption: str = "fernet-x25519",
+    *,
+    retries: int = RATE_LIMIT_RETRIES,
+    max_wait: float = RATE_LIMIT_MAX_WAIT,
+    budget: float = RATE_LIMIT_BUDGET,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> ApiResult:
+    """`request_certificate`, retried on 429 after Retry-After (bounded); other answers as is.
+
+    Each wait is at most `max_wait`, the waits add up to at most `budget`, and there are at
+    most `retries` retries; then the last 429 is returned (its `attempts` says how many).
+    """
+    waited = 0.0
+    attempt = 1
+    while True:
+        result = request_certificate(api_url, id_token, dsn, public_key, encryption)
+        if result.status != 429:
+            return replace(result, attempts=attempt)
+        wait = min(retry_after_seconds(result.retry_after), max_wait)
+        if attempt > retries or waited + wait > budget:
+            print(f"RATE_LIMITED giving up after {attempt} attempts", flush=True)
+            return replace(result, attempts=attempt)
+        print(
+            f"RATE_LIMITED status=429 retry_after={result.retry_after or '-'} "
+            f"waiting={wait:g}s retry={attempt}/{retries}",
+            flush=True,
+        )
+        await sleep(wait)
+        waited += wait
+        attempt += 1
+
+
+def refusal(result: ApiResult) -> AppError:
+    """The error the app exits with when the API said no."""
+    msg = str(result.body.get("msg", ""))
+    code = str(result.body.get("code", ""))
+    text = f"API refused ({result.status} {code}): {msg}"
+    if result.status == 429:
+        text += f"; still rate limited after {result.attempts} attempts, try again later"
+    return AppError(EXIT_API, text)
 
 
 # --- BLE -----------------------------------------------------------------------------------
@@ -374,7 +449,7 @@ async def provision(
                 raise AppError(EXIT_NO_DEVICE, f"device says DSN {info.dsn}, not {args.dsn}")
             if answer is None or (answer_override is None and answered_key != info.public_key):
                 # First attempt, or the device rebooted (new key): ask the API (again).
-                result = request_certificate(
+                result = await request_certificate_with_retries(
                     args.api_url_resolved, get_token(), info.dsn, info.public_key, args.encryption
                 )
                 if not result.ok:
@@ -384,7 +459,7 @@ async def provision(
                     await link.control(protocol.encode_app_error(result.status, code, msg))
                     report = await link.final_status(args.status_timeout)
                     print(f"DEVICE_STATUS {report.status.name} {report.detail}", flush=True)
-                    raise AppError(EXIT_API, f"API refused ({result.status} {code}): {msg}")
+                    raise refusal(result)
                 answer = json.dumps(result.body).encode()
                 answered_key = info.public_key
                 print(f"API_OK thing={result.body.get('thingName', '')}", flush=True)

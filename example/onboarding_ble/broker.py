@@ -6,7 +6,8 @@ TLS with a server certificate from a local broker CA (written to DIR/broker-ca.p
 to the device as --mqtt-ca), and a required client certificate chained to the Private CA
 (fetched from ACM PCA in the emulator, or --client-ca). Like IoT Core, a client is admitted
 only while the IoT registry has its certificate ACTIVE and attached to the thing whose name
-is the MQTT client id; a client may only use topics under things/<client id>/.
+is the MQTT client id; a client may only publish, subscribe and receive on its own topics
+(things/<client id>/..., $aws/things/<client id>/shadow|jobs/...), like the device policy.
 Prints one JSON line {"host", "port", "ca"} when listening (also written to --ready-file).
 """
 
@@ -78,7 +79,6 @@ def admit(iot: Any, client_id: str, peer_der: bytes) -> tuple[bool, str]:
 
 try:
     from amqtt.broker import Broker
-    from amqtt.contexts import Action
     from amqtt.plugins.base import BaseAuthPlugin, BasePlugin, BaseTopicPlugin
     from amqtt.session import Session
 except ImportError:  # pragma: no cover - amqtt is a dev/offline dependency only
@@ -111,8 +111,22 @@ class IotRegistryAuthPlugin(BaseAuthPlugin):  # type: ignore[misc]
         return ok
 
 
+def policy_allows(thing: str, topic: str) -> bool:
+    """The shared device policy in template.yaml, for a client whose thing name is `thing`.
+
+    Publish, receive and subscribe only on things/<thing>/*, $aws/things/<thing>/shadow/*
+    and $aws/things/<thing>/jobs/*. As in IoT, a topic filter is matched as a literal string,
+    so things/+/hello or things/# never fit another thing's prefix. (amqtt itself refuses
+    publishes to $-topics, so only subscribing there works offline.)
+    """
+    if not thing or any(char in thing for char in "/+#"):
+        return False
+    prefixes = (f"things/{thing}/", f"$aws/things/{thing}/shadow/", f"$aws/things/{thing}/jobs/")
+    return topic.startswith(prefixes)
+
+
 class ThingTopicPlugin(BaseTopicPlugin):  # type: ignore[misc]
-    """Like the device policy: a client uses only topics under things/<its client id>/."""
+    """Like the device policy: publish, subscribe and receive only the client's own topics."""
 
     @dataclass
     class Config:
@@ -123,19 +137,23 @@ class ThingTopicPlugin(BaseTopicPlugin):  # type: ignore[misc]
     ) -> bool:
         if session is None or topic is None:
             return False
-        if action == Action.RECEIVE:
-            return True
-        return topic.startswith(f"things/{session.client_id}/")
+        allowed = policy_allows(session.client_id or "", topic)
+        if not allowed:
+            print(f"DENY {action} client={session.client_id} topic={topic}", flush=True)
+        return allowed
 
 
 class RecorderPlugin(BasePlugin):  # type: ignore[misc]
-    """Append every accepted publish to a JSON-lines file (tests and the demo read it)."""
+    """Append every publish the policy let through to a JSON-lines file (tests, the demo).
+
+    amqtt fires "message received" before the topic check, "message broadcast" after it.
+    """
 
     @dataclass
     class Config:
         path: str = ""
 
-    async def on_broker_message_received(self, *, client_id: str, message: Any) -> None:
+    async def on_broker_message_broadcast(self, *, client_id: str, message: Any) -> None:
         if not self.config.path or message is None:
             return
         record = {

@@ -28,6 +28,22 @@ from typing import IO, Any
 EXAMPLE = Path(__file__).resolve().parents[1]
 
 
+def stop_process_group(popen: subprocess.Popen[str]) -> None:
+    """SIGTERM to the child's process group, SIGKILL if it lingers; SIGKILL to the group also
+    when the leader is already gone, so nothing it started outlives it."""
+    if popen.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(popen.pid, signal.SIGTERM)
+        try:
+            popen.wait(5)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(popen.pid, signal.SIGKILL)
+            popen.wait(5)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(popen.pid, signal.SIGKILL)
+
+
 class ChildError(RuntimeError):
     """A child process did not do what the demo waited for (the message names its log)."""
 
@@ -92,18 +108,7 @@ class Child:
             ) from None
 
     def stop(self) -> None:
-        """SIGTERM to the process group, SIGKILL if it lingers; also if the leader is gone."""
-        if self.popen.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.popen.pid, signal.SIGTERM)
-            try:
-                self.popen.wait(5)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.popen.pid, signal.SIGKILL)
-                self.popen.wait(5)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.popen.pid, signal.SIGKILL)  # anything the leader left behind
+        stop_process_group(self.popen)
         self._log.close()
 
 

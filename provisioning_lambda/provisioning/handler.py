@@ -32,7 +32,7 @@ def post_certificate() -> dict[str, str]:
         caller,
         services,
         Budget(app.lambda_context.get_remaining_time_in_millis),
-        request_id=event.request_context.request_id or app.lambda_context.aws_request_id,
+        request_id=_request_id(),
     )
     metrics.add_metric(name="DeviceProvisioned", unit=MetricUnit.Count, value=1)
     return result.to_response()
@@ -59,7 +59,7 @@ def delete_device_certificate(dsn: str) -> dict[str, str | bool]:
         caller,
         get_services(),
         Budget(app.lambda_context.get_remaining_time_in_millis),
-        request_id=event.request_context.request_id or app.lambda_context.aws_request_id,
+        request_id=_request_id(),
     )
     metrics.add_metric(name="DeviceRevoked", unit=MetricUnit.Count, value=1)
     return result
@@ -82,6 +82,11 @@ def unexpected_error(error: Exception) -> Response[str]:
     logger.error("unexpected error", extra={"error": type(error).__name__})
     metrics.add_metric(name="ProvisioningFailed", unit=MetricUnit.Count, value=1)
     return _error(500, "Something went wrong on our side; retry later.", "INTERNAL_ERROR")
+
+
+def _request_id() -> str:
+    """API Gateway's request id (the logs' correlation id); Lambda's if there is none."""
+    return app.current_event.request_context.request_id or app.lambda_context.aws_request_id
 
 
 def _error(

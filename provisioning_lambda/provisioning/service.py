@@ -170,11 +170,7 @@ def provision_device(
 def describe_device(dsn: str, caller: Caller, services: Services) -> dict[str, str | bool]:
     """The owner or an administrator reads a device; anyone else learns nothing, not even that
     it exists."""
-    _require_group(caller)
-    record = services.store.get(dsn)
-    if record is None or not record.status or not record.visible_to(caller):
-        raise NotFound("No such device.")
-    return record.to_response(caller)
+    return _visible_device(services, dsn, caller).to_response(caller)
 
 
 def revoke_device(
@@ -185,10 +181,7 @@ def revoke_device(
     The certificate is made INACTIVE first (reversible), then the row stops naming it, then it
     is made REVOKED, detached and revoked in ACM PCA. Revoking a revoked device is a no-op.
     """
-    _require_group(caller)
-    record = services.store.get(dsn)
-    if record is None or not record.status or not record.visible_to(caller):
-        raise NotFound("No such device.")
+    _visible_device(services, dsn, caller)
     previous = _claim(services, budget, dsn, caller, request_id, must_exist=True)
     if previous is None:  # the claim insists the row exists; this only narrows the type
         raise NotFound("No such device.")
@@ -241,6 +234,15 @@ def revoke_device(
         created_at=previous.created_at,
         updated_at=at,
     ).to_response(caller) | {"revokedCertificateId": current.certificate_id}
+
+
+def _visible_device(services: Services, dsn: str, caller: Caller) -> DeviceRecord:
+    """A provisioned device the caller owns (or any, for an administrator); else 404."""
+    _require_group(caller)
+    record = services.store.get(dsn)
+    if record is None or not record.status or not record.visible_to(caller):
+        raise NotFound("No such device.")
+    return record
 
 
 def _claim(

@@ -23,12 +23,21 @@ FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 class FakeLambdaContext:
     """A Lambda context whose remaining time really counts down."""
 
-    function_name = "ProvisioningFunction"
     function_version = "$LATEST"
-    memory_limit_in_mb = 512
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:ProvisioningFunction"
+    log_stream_name = "2026/01/01/[$LATEST]0"
 
-    def __init__(self, timeout_seconds: float = 25.0) -> None:
+    def __init__(
+        self,
+        timeout_seconds: float = 25.0,
+        function_name: str = "ProvisioningFunction",
+        memory_limit_in_mb: int = 512,
+    ) -> None:
+        self.function_name = function_name
+        self.memory_limit_in_mb = memory_limit_in_mb
+        self.invoked_function_arn = (
+            f"arn:aws:lambda:us-east-1:123456789012:function:{function_name}"
+        )
+        self.log_group_name = f"/aws/lambda/{function_name}"
         self.aws_request_id = str(uuid.uuid4())
         self._deadline = time.monotonic() + timeout_seconds
 

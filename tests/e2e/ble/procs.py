@@ -7,10 +7,8 @@ killed with its group in a finally block. The stack is the real offline stack,
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -21,6 +19,8 @@ from typing import Any
 
 import boto3
 import pytest
+
+from onboarding_ble.demo import stop_process_group
 
 REPO = Path(__file__).resolve().parents[3]
 EXAMPLE = REPO / "example"
@@ -98,18 +98,7 @@ class Proc:
         return code
 
     def stop(self) -> None:
-        if self.popen.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.popen.pid, signal.SIGTERM)
-            try:
-                self.popen.wait(5)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.popen.pid, signal.SIGKILL)
-                self.popen.wait(5)
-        else:  # the leader is gone; make sure nothing it started lingers
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.popen.pid, signal.SIGKILL)
+        stop_process_group(self.popen)
         self._reader.join(5)
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import json
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from moto import mock_aws
 
 from ca_registration import adapters as adapters_module
 from ca_registration import settings as settings_module
+from tests.support.lambda_support import FakeLambdaContext
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "ca_registration"
 AUDIT_TABLE = "ca-registration-audit"
@@ -235,35 +235,22 @@ def make_event(listener: Listener) -> Callable[..., dict[str, Any]]:
     return make
 
 
-class FakeLambdaContext:
-    """A LambdaContext whose remaining time runs down with the wall clock."""
-
-    function_name = "onboarding-DeploymentFunction"
-    function_version = "$LATEST"
-    memory_limit_in_mb = 256
-    invoked_function_arn = (
-        "arn:aws:lambda:us-east-1:123456789012:function:onboarding-DeploymentFunction"
+def deployment_context(remaining_s: float = 300.0) -> FakeLambdaContext:
+    """The custom resource's context, its remaining time running down with the wall clock."""
+    return FakeLambdaContext(
+        remaining_s, function_name="onboarding-DeploymentFunction", memory_limit_in_mb=256
     )
-    log_group_name = "/aws/lambda/onboarding-DeploymentFunction"
-    log_stream_name = "2026/01/01/[$LATEST]0"
-
-    def __init__(self, remaining_s: float = 300.0) -> None:
-        self.aws_request_id = str(uuid.uuid4())
-        self.ends_at = time.monotonic() + remaining_s
-
-    def get_remaining_time_in_millis(self) -> int:
-        return max(0, int((self.ends_at - time.monotonic()) * 1000))
 
 
 @pytest.fixture
 def context() -> FakeLambdaContext:
-    return FakeLambdaContext()
+    return deployment_context()
 
 
 @pytest.fixture
-def lambda_context() -> type[FakeLambdaContext]:
-    """The fake context class, for tests that set their own remaining time."""
-    return FakeLambdaContext
+def lambda_context() -> Callable[..., FakeLambdaContext]:
+    """Makes contexts, for tests that set their own remaining time (``remaining_s``)."""
+    return deployment_context
 
 
 @pytest.fixture

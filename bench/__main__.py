@@ -161,7 +161,7 @@ def bench_cpu(requests: int, algorithm: str) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     from bench.fakes import FakeIot, FakePca, FakeStore, fake_settings
-    from provisioning.service import Services
+    from provisioning.ports import Services
     from tests.support.lambda_support import Device, FakeLambdaContext, api_event, unique_dsn
 
     services = Services(

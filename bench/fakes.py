@@ -15,8 +15,10 @@ from provisioning.models import (
     AuditEvent,
     CertificateRef,
     DeviceRecord,
+    Intent,
     IssuedCertificate,
     RegisteredCertificate,
+    Release,
 )
 
 
@@ -70,12 +72,21 @@ class FakePca:
 class FakeIot:
     data_endpoint = "bench-ats.iot.us-east-1.amazonaws.com"
 
+    def certificate_arn(self, certificate_id: str) -> str:
+        return f"arn:aws:iot:us-east-1:123456789012:cert/{certificate_id}"
+
+    def status(self, certificate_id: str) -> str:
+        return "ACTIVE"
+
     def ensure_thing(self, thing_name: str) -> None:
         return None
 
     def register(self, certificate_pem: str, ca_pem: str) -> RegisteredCertificate:
-        digest = hashlib.sha256(certificate_pem.encode()).hexdigest()
-        return RegisteredCertificate(digest, f"arn:aws:iot:us-east-1:123456789012:cert/{digest}")
+        der = x509.load_pem_x509_certificate(certificate_pem.encode()).public_bytes(
+            serialization.Encoding.DER
+        )
+        digest = hashlib.sha256(der).hexdigest()
+        return RegisteredCertificate(digest, self.certificate_arn(digest))
 
     def attach_policy(self, certificate_arn: str) -> None:
         return None
@@ -103,19 +114,37 @@ class FakeStore:
     ) -> DeviceRecord | None:
         return None
 
-    def commit(self, record: DeviceRecord, request_id: str, audit: AuditEvent) -> None:
-        return None
-
-    def release(
-        self, dsn: str, request_id: str, keep_row: bool, orphans: tuple[CertificateRef, ...]
-    ) -> None:
-        return None
-
-    def audit(self, event: AuditEvent) -> None:
-        return None
-
     def get(self, dsn: str) -> DeviceRecord | None:
         return None
 
-    def commit_revocation(self, dsn: str, request_id: str, at: str, audit: AuditEvent) -> None:
+    def record_intent(self, dsn: str, request_id: str, intent: Intent) -> None:
         return None
+
+    def commit(
+        self,
+        record: DeviceRecord,
+        request_id: str,
+        audit: AuditEvent,
+        retiring: tuple[CertificateRef, ...] = (),
+    ) -> None:
+        return None
+
+    def commit_revocation(self, dsn: str, request_id: str, at: str, ref: CertificateRef) -> None:
+        return None
+
+    def settle(
+        self,
+        dsn: str,
+        request_id: str,
+        *,
+        release: Release,
+        clear_intent: bool = False,
+        retired: tuple[CertificateRef, ...] = (),
+        audits: tuple[AuditEvent, ...] = (),
+        work_left: bool = False,
+        now: int = 0,
+    ) -> None:
+        return None
+
+    def due(self, now: int, limit: int) -> list[str]:
+        return []

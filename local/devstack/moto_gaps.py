@@ -23,7 +23,19 @@ def apply() -> None:
     _client_auth_template()
     _atomic_dynamodb_requests()
     _revoked_is_terminal()
+    _certificate_id_is_der_sha256()
     _applied = True
+
+
+def _certificate_id_is_der_sha256() -> None:
+    """Gap (moto 5.2): moto names an IoT certificate by the SHA-256 of its PEM text unless
+    its "iot.use_valid_cert" option is on; AWS names it by the SHA-256 of its DER. The
+    provisioning function computes the id before registering (to write its intent first), so
+    the id must be AWS's.
+    """
+    from moto.iot.models import FakeCertificate
+
+    FakeCertificate.compute_cert_id = FakeCertificate.compute_der_cert_id  # type: ignore[method-assign]
 
 
 def _revoked_is_terminal() -> None:

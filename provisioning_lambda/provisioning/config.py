@@ -38,6 +38,12 @@ class Settings:
         return self.ca_arn.split(":")[1]
 
     @property
+    def iot_arn_prefix(self) -> str:
+        """``arn:<partition>:iot:<region>:<account>``: IoT lives beside the CA."""
+        _, partition, _, region, account = self.ca_arn.split(":")[:5]
+        return f"arn:{partition}:iot:{region}:{account}"
+
+    @property
     def max_dsn_length(self) -> int:
         return THING_NAME_MAX - len(self.thing_prefix) - 1
 

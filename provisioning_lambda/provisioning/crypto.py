@@ -125,6 +125,8 @@ class CertificateFacts:
     serial_hex: str
     not_before: datetime
     not_after: datetime
+    # AWS IoT names a certificate by the SHA-256 of its DER: known before it is registered.
+    iot_certificate_id: str
 
 
 def certificate_facts(certificate_pem: str) -> CertificateFacts:
@@ -136,4 +138,7 @@ def certificate_facts(certificate_pem: str) -> CertificateFacts:
         serial_hex=":".join(serial[i : i + 2] for i in range(0, len(serial), 2)),
         not_before=cert.not_valid_before_utc,
         not_after=cert.not_valid_after_utc,
+        iot_certificate_id=hashlib.sha256(
+            cert.public_bytes(serialization.Encoding.DER)
+        ).hexdigest(),
     )

@@ -16,26 +16,33 @@ from .adapters.iot import IotRegistry
 from .adapters.pca import PrivateCa
 from .adapters.store import DeviceStore
 from .config import Settings
-from .service import Services
+from .ports import BudgetHolder, Services
 
 
 @lru_cache(maxsize=1)
 def get_services() -> Services:
     settings = Settings.from_env()
     session = boto3.session.Session()
+    budgets = BudgetHolder()  # every client's attempts and retries fit the running request
     return Services(
         settings=settings,
         pca=PrivateCa(
-            make_client("acm-pca", session), settings.ca_arn, settings.ca_signing_algorithm
+            make_client("acm-pca", session, budgets.current),
+            settings.ca_arn,
+            settings.ca_signing_algorithm,
         ),
         iot=IotRegistry(
-            make_client("iot", session),
+            make_client("iot", session, budgets.current),
             policy_name=settings.iot_policy_name,
             thing_group=settings.thing_group,
             ca_mode=settings.ca_certificate_mode,
+            arn_prefix=settings.iot_arn_prefix,
         ),
         store=DeviceStore(
-            make_client("dynamodb", session), settings.devices_table, settings.audit_table
+            make_client("dynamodb", session, budgets.current),
+            settings.devices_table,
+            settings.audit_table,
         ),
         executor=ThreadPoolExecutor(max_workers=8, thread_name_prefix="aws"),
+        budgets=budgets,
     )

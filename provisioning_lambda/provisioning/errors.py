@@ -8,6 +8,8 @@ the text of an AWS error, so nothing sensitive can leak through an error body.
 class ProvisioningError(Exception):
     status = 500
     code = "INTERNAL_ERROR"
+    # Seconds a client should wait before retrying (the Retry-After header); 0: no header.
+    retry_after_seconds = 0
 
     def __init__(self, message: str, code: str | None = None) -> None:
         super().__init__(message)
@@ -37,6 +39,10 @@ class Conflict(ProvisioningError):
     status = 409
     code = "CONFLICT"
 
+    def __init__(self, message: str, code: str | None = None, retry_after: int = 0) -> None:
+        super().__init__(message, code)
+        self.retry_after_seconds = max(0, retry_after)
+
 
 class DependencyFailed(ProvisioningError):
     """An AWS call failed after its retries; `step` names it in the stable code."""
@@ -61,6 +67,17 @@ class Throttled(ProvisioningError):
     def __init__(self, step: str) -> None:
         super().__init__(f"Too many requests reached AWS during the {step.lower()} step.")
         self.step = step
+
+
+class OutcomeUnknown(DependencyFailed):
+    """A write's outcome could not be learnt (no answer, and reading back failed too).
+
+    Nothing is undone after it: the device row's intent says what the request was doing, and
+    the next request for the device or the sweeper finishes or undoes it.
+    """
+
+    def __init__(self, step: str) -> None:
+        super().__init__(step, f"The {step.replace('_', ' ').lower()} step did not answer; retry.")
 
 
 class OutOfTime(ProvisioningError):

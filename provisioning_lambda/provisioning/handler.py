@@ -10,11 +10,12 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from .budget import Budget
 from .dependencies import get_services
-from .errors import ProvisioningError, Throttled
+from .errors import ProvisioningError
 from .models import Caller, parse_dsn, parse_provision_request
 from .observability import logger, metrics, tracer
-from .service import Budget, describe_device, provision_device, revoke_device
+from .service import describe_device, provision_device, revoke_device
 
 app = APIGatewayRestResolver()
 
@@ -70,9 +71,7 @@ def domain_error(error: ProvisioningError) -> Response[str]:
     logger.warning("request refused", extra={"code": error.code, "status": error.status})
     if error.status >= 500 or error.status == 429:
         metrics.add_metric(name="ProvisioningFailed", unit=MetricUnit.Count, value=1)
-    headers = (
-        {"Retry-After": str(error.retry_after_seconds)} if isinstance(error, Throttled) else {}
-    )
+    headers = {"Retry-After": str(error.retry_after_seconds)} if error.retry_after_seconds else {}
     return _error(error.status, error.message, error.code, headers)
 
 

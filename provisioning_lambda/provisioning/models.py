@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import enum
 import json
 import re
 from collections.abc import Mapping
@@ -163,8 +164,32 @@ class CertificateRef:
 
 
 @dataclass(frozen=True)
+class Intent:
+    """What a request is about to do to IoT, written to the device row before it does it.
+
+    ``certificate`` is the new certificate: its IoT id is the SHA-256 of its DER, known before
+    it is registered. ``previous_certificate_id`` names the current certificate when the
+    request is about to set it INACTIVE (a rotation). While the row carries an intent, the
+    certificate it names is not the device's: whoever resolves the intent revokes it and makes
+    the row's own certificate ACTIVE again. A commit removes the intent in the same write that
+    names the new certificate, so an intent never outlives a commit that applied.
+    """
+
+    request_id: str
+    certificate: CertificateRef
+    pca_certificate_arn: str
+    previous_certificate_id: str = ""
+
+
+@dataclass(frozen=True)
 class DeviceRecord:
-    """A row of the devices table. `certificate_id` is set only once provisioning succeeded."""
+    """A row of the devices table. `certificate_id` is set only once provisioning succeeded.
+
+    ``retiring`` holds certificates the device no longer uses that must still end REVOKED in
+    IoT, detached, and revoked in ACM PCA (replaced, rolled back or revoked ones); each stays
+    until that is done. ``intent`` and the lease belong to the request in flight (or to one that
+    died, once ``lease_until`` has passed).
+    """
 
     dsn: str
     owner_sub: str
@@ -179,13 +204,20 @@ class DeviceRecord:
     status: str = ""
     created_at: str = ""
     updated_at: str = ""
-    orphans: tuple[CertificateRef, ...] = ()
+    lease_request_id: str = ""
+    lease_until: int = 0
+    intent: Intent | None = None
+    retiring: tuple[CertificateRef, ...] = ()
 
     @property
     def certificate(self) -> CertificateRef | None:
         if not self.certificate_id:
             return None
         return CertificateRef(self.certificate_id, self.certificate_arn, self.serial)
+
+    @property
+    def needs_recovery(self) -> bool:
+        return self.intent is not None or bool(self.retiring)
 
     def visible_to(self, caller: Caller) -> bool:
         return caller.is_admin or self.owner_sub == caller.sub
@@ -205,6 +237,14 @@ class DeviceRecord:
             "updatedAt": self.updated_at,
             "ownedByCaller": self.owner_sub == caller.sub,
         }
+
+
+class Release(enum.Enum):
+    """What a settling write does with the device's lease."""
+
+    KEEP = "keep"  # recovery before the request goes on
+    RELEASE = "release"  # the request is over; the row stays
+    DELETE = "delete"  # the request is over; a row never provisioned is dropped
 
 
 @dataclass(frozen=True)

@@ -3,126 +3,56 @@
 Order of work for one request (independent calls run concurrently):
 
 1. validate the device key (X25519 agreement) and authorise the caller;
-2. take the device's lease in DynamoDB (ownership check and in-flight guard in one write);
+2. take the device's lease in DynamoDB (ownership check and in-flight guard in one write), and
+   first finish or undo whatever an earlier request for the device left (lease.py);
 3. issue the certificate from ACM PCA  ||  create the thing in its group  ||  endpoint lookup;
-4. on rotation, set the previous certificate INACTIVE (reversible);
-5. register the certificate ACTIVE in IoT, then attach the shared policy || attach the thing;
-6. commit the device row naming the new certificate, with its audit entry, in one transaction;
-7. retire the previous certificate (REVOKED in IoT, detached, revoked in ACM PCA).
+4. write the intent to the row: the new certificate's IoT id, and the one it replaces;
+5. on rotation, set the previous certificate INACTIVE (reversible);
+6. register the certificate ACTIVE in IoT, then attach the shared policy || attach the thing;
+7. commit the device row naming the new certificate (the intent removed, the previous one
+   written down as retiring), with its audit entry, in one transaction;
+8. retire the previous certificate (REVOKED in IoT, detached, revoked in ACM PCA).
 
-Any failure before 6 rolls back what this request created, so no certificate is left ACTIVE
-without a row naming it and no row names a certificate that is not ACTIVE; what cannot be
-rolled back now is written down as an orphan that the next request for the device cleans up.
+A failure before 7 is rolled back within the time left; whatever the rollback cannot finish,
+and whatever a request that died could not, stays in the row's intent for the device's next
+request or the sweeper. No certificate stays ACTIVE without a row naming it, and no row names a
+certificate that is not ACTIVE, once that has run.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import time
-from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any, Protocol
+from concurrent.futures import Future
+from dataclasses import replace
+from typing import Any
 
-from .config import Settings
+from .budget import ATTEMPT_SECONDS, FORWARD_RESERVE_SECONDS, Budget
 from .crypto import (
+    DeviceKey,
     agree_with_device,
     build_csr,
     certificate_facts,
     encrypt_private_key,
     generate_device_key,
 )
-from .errors import Forbidden, NotFound, OutOfTime
+from .errors import DependencyFailed, Forbidden, NotFound, OutcomeUnknown, OutOfTime
+from .lease import DeviceTask, iso
 from .models import (
-    AuditEvent,
     Caller,
     CertificateRef,
     DeviceRecord,
+    Intent,
     IssuedCertificate,
     ProvisionRequest,
     ProvisionResult,
-    RegisteredCertificate,
+    Release,
 )
 from .observability import logger
+from .ports import Services
 
-ROLLBACK_RESERVE_SECONDS = 3.0
-LEASE_MARGIN_SECONDS = 5
 FIRST_POLL_DELAY = 0.02
 MAX_POLL_DELAY = 1.0
-
-
-class PcaPort(Protocol):
-    def issue(self, csr_pem: bytes, validity_days: int, idempotency_token: str) -> str: ...
-    def fetch(self, certificate_arn: str) -> IssuedCertificate | None: ...
-    def revoke(self, serial_hex: str, reason: str) -> None: ...
-
-
-class IotPort(Protocol):
-    @property
-    def data_endpoint(self) -> str: ...
-    def ensure_thing(self, thing_name: str) -> None: ...
-    def register(self, certificate_pem: str, ca_pem: str) -> RegisteredCertificate: ...
-    def attach_policy(self, certificate_arn: str) -> None: ...
-    def attach_thing(self, thing_name: str, certificate_arn: str) -> None: ...
-    def set_status(self, certificate_id: str, status: str) -> None: ...
-    def detach(self, thing_name: str, certificate_arn: str) -> None: ...
-
-
-class StorePort(Protocol):
-    def claim(
-        self,
-        dsn: str,
-        caller_sub: str,
-        is_admin: bool,
-        request_id: str,
-        now: int,
-        lease_until: int,
-        must_exist: bool = False,
-    ) -> DeviceRecord | None: ...
-    def get(self, dsn: str) -> DeviceRecord | None: ...
-    def commit_revocation(self, dsn: str, request_id: str, at: str, audit: AuditEvent) -> None: ...
-    def commit(self, record: DeviceRecord, request_id: str, audit: AuditEvent) -> None: ...
-    def release(
-        self, dsn: str, request_id: str, keep_row: bool, orphans: tuple[CertificateRef, ...]
-    ) -> None: ...
-    def audit(self, event: AuditEvent) -> None: ...
-
-
-@dataclass
-class Services:
-    settings: Settings
-    pca: PcaPort
-    iot: IotPort
-    store: StorePort
-    executor: ThreadPoolExecutor
-    sleep: Callable[[float], None] = time.sleep
-    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
-
-
-class Budget:
-    """What is left of the Lambda's time; every wait and step is checked against it."""
-
-    def __init__(self, remaining_ms: Callable[[], int]) -> None:
-        self._remaining_ms = remaining_ms
-
-    def seconds_left(self) -> float:
-        return self._remaining_ms() / 1000
-
-    def require(self, step: str, seconds: float = ROLLBACK_RESERVE_SECONDS) -> None:
-        if self.seconds_left() < seconds:
-            raise OutOfTime(step)
-
-
-@dataclass
-class _Attempt:
-    """What this request has created so far, for an exact rollback."""
-
-    pca_certificate_arn: str = ""
-    serial: str = ""
-    registered: RegisteredCertificate | None = None
-    deactivated_previous: bool = False
 
 
 def provision_device(
@@ -134,32 +64,33 @@ def provision_device(
 ) -> ProvisionResult:
     _require_group(caller)
     exchange = agree_with_device(request.device_public_key)
-    settings = services.settings
-    thing_name = settings.thing_name(request.dsn)
-    previous = _claim(services, budget, request.dsn, caller, request_id)
-    logger.info(
-        "device claimed",
-        extra={"thing_name": thing_name, "rotation": bool(previous and previous.certificate)},
-    )
-
-    attempt = _Attempt()
-    try:
-        key = generate_device_key(settings.device_key_algorithm)
-        record, certificate_pem = _issue_and_register(
-            request, caller, services, budget, request_id, thing_name, key, previous, attempt
+    with services.budgets.running(budget):
+        task = DeviceTask(services, caller, request.dsn, budget, request_id)
+        task.claim()
+        issuance = _Issuance(task, request)
+        logger.info(
+            "device claimed",
+            extra={"thing_name": task.thing_name, "rotation": issuance.previous is not None},
         )
-    except BaseException:
-        _roll_back(services, request, request_id, caller, thing_name, previous, attempt)
-        raise
-
-    if previous is not None and previous.certificate is not None:
-        _retire(services, request, request_id, caller, thing_name, previous.certificate)
+        try:
+            record, certificate_pem = issuance.run()
+        except OutcomeUnknown:
+            # The commit may have applied: the row decides, not this request. Only the lease
+            # is given back, so the next request can recover at once.
+            task.release(work_left=True)
+            raise
+        except BaseException:
+            issuance.roll_back()
+            raise
+        issuance.retire_previous()
 
     return ProvisionResult(
         certificate_pem=certificate_pem,
-        encrypted_private_key=encrypt_private_key(key, exchange, request.encryption, request.dsn),
+        encrypted_private_key=encrypt_private_key(
+            issuance.key, exchange, request.encryption, request.dsn
+        ),
         server_public_key=_b64(exchange.server_public_key),
-        thing_name=thing_name,
+        thing_name=task.thing_name,
         certificate_id=record.certificate_id,
         not_after=record.not_after,
         iot_endpoint=services.iot.data_endpoint,
@@ -178,62 +109,190 @@ def revoke_device(
 ) -> dict[str, str | bool]:
     """Revoke the device's certificate everywhere; the owner keeps the device.
 
-    The certificate is made INACTIVE first (reversible), then the row stops naming it, then it
-    is made REVOKED, detached and revoked in ACM PCA. Revoking a revoked device is a no-op.
+    The row first stops naming the certificate and writes it down as retiring (so a request
+    that dies from here on leaves the revocation to be finished, never undone); then it is made
+    REVOKED in IoT, detached and revoked in ACM PCA. A 200 means IoT has it REVOKED. Revoking a
+    revoked device is a no-op.
     """
     _visible_device(services, dsn, caller)
-    previous = _claim(services, budget, dsn, caller, request_id, must_exist=True)
-    if previous is None:  # the claim insists the row exists; this only narrows the type
-        raise NotFound("No such device.")
-    current = previous.certificate
-    if current is None:
-        services.store.release(dsn, request_id, keep_row=True, orphans=previous.orphans)
-        return previous.to_response(caller)
+    with services.budgets.running(budget):
+        task = DeviceTask(services, caller, dsn, budget, request_id)
+        row = task.claim(must_exist=True)
+        if row is None:  # the claim insists the row exists; this only narrows the type
+            raise NotFound("No such device.")
+        current = row.certificate
+        if current is None:
+            unfinished = bool(row.retiring)
+            task.release(work_left=unfinished)
+            if unfinished:  # an earlier revocation is not finished in IoT yet
+                raise DependencyFailed("REVOKE_CERTIFICATE")
+            return row.to_response(caller)
 
-    at = _iso(services.clock())
-    deactivated = False
-    try:
-        budget.require("DEACTIVATE_CERTIFICATE")
-        services.iot.set_status(current.certificate_id, "INACTIVE")
-        deactivated = True
-        services.store.commit_revocation(
-            dsn,
-            request_id,
-            at,
-            AuditEvent(
-                subject=f"device#{dsn}",
-                event="REVOKE",
-                actor=caller.sub,
-                at=at,
-                request_id=request_id,
-                details={
-                    "ca_arn": services.settings.ca_arn,
-                    "serial": current.serial,
-                    "certificate_id": current.certificate_id,
-                    "reason": "revoked by request",
-                },
-            ),
-        )
-    except BaseException:
-        if deactivated:
-            _quietly(
-                "ACTIVATE_CERTIFICATE", services.iot.set_status, current.certificate_id, "ACTIVE"
-            )
-        _quietly("RELEASE_DEVICE", services.store.release, dsn, request_id, True, previous.orphans)
-        raise
-    if not _revoke_everywhere(services, previous.thing_name, current, quiet=True):
-        logger.warning(
-            "revoked certificate left INACTIVE", extra={"certificate_id": current.certificate_id}
-        )
+        at = iso(task.now())
+        try:
+            budget.require("STORE_DEVICE")
+            services.store.commit_revocation(dsn, request_id, at, current)
+        except BaseException:
+            # The write may have applied: the sweeper will look, whatever it did.
+            task.release(work_left=True)
+            raise
+        task.row = revoked = _as_revoked(row, at, current)
+        task.recover(Release.RELEASE)
+        if task.row.retiring and not _is_revoked(task, current):
+            raise DependencyFailed("REVOKE_CERTIFICATE")
+    return revoked.to_response(caller) | {"revokedCertificateId": current.certificate_id}
+
+
+def _as_revoked(row: DeviceRecord, at: str, current: CertificateRef) -> DeviceRecord:
+    """The row as commit_revocation leaves it."""
     return DeviceRecord(
-        dsn=dsn,
-        owner_sub=previous.owner_sub,
-        thing_name=previous.thing_name,
-        key_algorithm=previous.key_algorithm,
+        dsn=row.dsn,
+        owner_sub=row.owner_sub,
+        thing_name=row.thing_name,
+        key_algorithm=row.key_algorithm,
         status="REVOKED",
-        created_at=previous.created_at,
+        created_at=row.created_at,
         updated_at=at,
-    ).to_response(caller) | {"revokedCertificateId": current.certificate_id}
+        retiring=(*row.retiring, current),
+    )
+
+
+def _is_revoked(task: DeviceTask, ref: CertificateRef) -> bool:
+    try:
+        return task.services.iot.status(ref.certificate_id) in ("REVOKED", "")
+    except Exception:
+        return False
+
+
+class _Issuance:
+    """Steps 3-8 of one provisioning request, and its exact rollback."""
+
+    def __init__(self, task: DeviceTask, request: ProvisionRequest) -> None:
+        self.task = task
+        self.request = request
+        row = task.row
+        self.previous = row.certificate if row is not None and row.status == "ACTIVE" else None
+        # Certificates the row must keep as retiring after the commit: what recovery left, and
+        # on rotation the previous certificate.
+        self.retiring = (
+            *(row.retiring if row else ()),
+            *((self.previous,) if self.previous else ()),
+        )
+        self.intent: Intent | None = None
+
+    def run(self) -> tuple[DeviceRecord, str]:
+        task, services = self.task, self.task.services
+        settings, pca, iot, run = services.settings, services.pca, services.iot, services.executor
+        budget, thing_name = task.budget, task.thing_name
+        self.key: DeviceKey = generate_device_key(settings.device_key_algorithm)
+        csr = build_csr(
+            self.key, thing_name, settings.subject_o, settings.subject_ou, settings.subject_c
+        )
+        side_work: list[Future[Any]] = [
+            run.submit(iot.ensure_thing, thing_name),
+            run.submit(lambda: iot.data_endpoint),
+        ]
+
+        budget.require("ISSUE_CERTIFICATE")
+        token = hashlib.sha256(f"{task.request_id}:{task.dsn}".encode()).hexdigest()[:36]
+        pca_certificate_arn = pca.issue(csr, settings.cert_validity_days, token)
+        issued = self._wait_for_certificate(pca_certificate_arn)
+        facts = certificate_facts(issued.certificate_pem)
+        new = CertificateRef(
+            facts.iot_certificate_id,
+            iot.certificate_arn(facts.iot_certificate_id),
+            facts.serial_hex,
+        )
+        # From here on the rollback knows the certificate, even if writing it down fails.
+        self.intent = Intent(
+            request_id=task.request_id,
+            certificate=new,
+            pca_certificate_arn=pca_certificate_arn,
+            previous_certificate_id=self.previous.certificate_id if self.previous else "",
+        )
+        budget.require("RECORD_INTENT")
+        services.store.record_intent(task.dsn, task.request_id, self.intent)
+
+        if self.previous is not None:
+            # Before the new one is registered: there is never a moment with two ACTIVE
+            # certificates, and INACTIVE can still be undone if the rotation fails.
+            budget.require("DEACTIVATE_CERTIFICATE")
+            iot.set_status(self.previous.certificate_id, "INACTIVE")
+
+        budget.require("REGISTER_CERTIFICATE")
+        registered = iot.register(issued.certificate_pem, issued.chain_pem)
+        if registered.certificate_id != new.certificate_id:
+            raise DependencyFailed("REGISTER_CERTIFICATE")  # IoT named it otherwise: never
+        _wait_all(side_work)
+        _wait_all(
+            [
+                run.submit(iot.attach_policy, new.certificate_arn),
+                run.submit(iot.attach_thing, thing_name, new.certificate_arn),
+            ]
+        )
+
+        at = iso(task.now())
+        row = task.row
+        record = DeviceRecord(
+            dsn=task.dsn,
+            owner_sub=row.owner_sub if row and row.owner_sub else task.caller.sub,
+            thing_name=thing_name,
+            certificate_id=new.certificate_id,
+            certificate_arn=new.certificate_arn,
+            pca_certificate_arn=pca_certificate_arn,
+            serial=new.serial,
+            not_before=iso(facts.not_before),
+            not_after=iso(facts.not_after),
+            key_algorithm=settings.device_key_algorithm,
+            status="ACTIVE",
+            created_at=at,
+            updated_at=at,
+        )
+        budget.require("STORE_DEVICE", ATTEMPT_SECONDS)
+        services.store.commit(
+            record,
+            task.request_id,
+            task.audit(
+                "ISSUE",
+                new,
+                pca_certificate_arn=pca_certificate_arn,
+                thing_name=thing_name,
+            ),
+            retiring=self.retiring,
+        )
+        task.row = replace(record, retiring=self.retiring)
+        return record, issued.certificate_pem
+
+    def _wait_for_certificate(self, certificate_arn: str) -> IssuedCertificate:
+        """Poll with a short, growing delay; give up while there is still time to roll back."""
+        services, budget = self.task.services, self.task.budget
+        delay = FIRST_POLL_DELAY
+        while True:
+            if not budget.allows(delay + FORWARD_RESERVE_SECONDS):
+                raise OutOfTime("GET_CERTIFICATE")
+            services.sleep(delay)
+            issued = services.pca.fetch(certificate_arn)
+            if issued is not None:
+                return issued
+            delay = min(delay * 2, MAX_POLL_DELAY)
+
+    def roll_back(self) -> None:
+        """Undo this request's changes within the time left; never raises, so the original
+        error is what the caller sees. What is not undone stays in the intent."""
+        task = self.task
+        if self.intent is None:
+            task.release()
+            return
+        base = task.row or DeviceRecord(dsn=task.dsn, owner_sub=task.caller.sub)
+        task.row = replace(base, intent=self.intent)
+        task.recover(Release.DELETE)
+
+    def retire_previous(self) -> None:
+        """Revoke what the commit wrote down as retiring (the lease is still ours)."""
+        if not self.retiring:
+            return
+        if self.task.recover(Release.RELEASE).unfinished:
+            logger.warning("retiring certificates left to the sweeper")
 
 
 def _visible_device(services: Services, dsn: str, caller: Caller) -> DeviceRecord:
@@ -245,27 +304,6 @@ def _visible_device(services: Services, dsn: str, caller: Caller) -> DeviceRecor
     return record
 
 
-def _claim(
-    services: Services,
-    budget: Budget,
-    dsn: str,
-    caller: Caller,
-    request_id: str,
-    must_exist: bool = False,
-) -> DeviceRecord | None:
-    """Take the device's lease for as long as this invocation can run, plus a margin."""
-    now = int(services.clock().timestamp())
-    return services.store.claim(
-        dsn,
-        caller.sub,
-        caller.is_admin,
-        request_id,
-        now=now,
-        lease_until=int(now + budget.seconds_left() + LEASE_MARGIN_SECONDS),
-        must_exist=must_exist,
-    )
-
-
 def _require_group(caller: Caller) -> None:
     if not caller.may_provision:
         raise Forbidden(
@@ -274,218 +312,12 @@ def _require_group(caller: Caller) -> None:
         )
 
 
-def _issue_and_register(
-    request: ProvisionRequest,
-    caller: Caller,
-    services: Services,
-    budget: Budget,
-    request_id: str,
-    thing_name: str,
-    key: Any,
-    previous: DeviceRecord | None,
-    attempt: _Attempt,
-) -> tuple[DeviceRecord, str]:
-    settings, pca, iot, run = services.settings, services.pca, services.iot, services.executor
-    csr = build_csr(key, thing_name, settings.subject_o, settings.subject_ou, settings.subject_c)
-
-    side_work: list[Future[Any]] = [
-        run.submit(iot.ensure_thing, thing_name),
-        run.submit(lambda: iot.data_endpoint),
-    ]
-    for orphan in previous.orphans if previous else ():
-        side_work.append(run.submit(_revoke_everywhere, services, thing_name, orphan))
-
-    budget.require("ISSUE_CERTIFICATE")
-    token = hashlib.sha256(f"{request_id}:{request.dsn}".encode()).hexdigest()[:36]
-    attempt.pca_certificate_arn = pca.issue(csr, settings.cert_validity_days, token)
-    issued = _wait_for_certificate(services, budget, attempt.pca_certificate_arn)
-    facts = certificate_facts(issued.certificate_pem)
-    attempt.serial = facts.serial_hex
-
-    if previous is not None and previous.certificate is not None:
-        # Before the new one is registered: there is never a moment with two ACTIVE
-        # certificates, and INACTIVE can still be undone if the rotation fails.
-        budget.require("DEACTIVATE_CERTIFICATE")
-        attempt.deactivated_previous = True
-        iot.set_status(previous.certificate.certificate_id, "INACTIVE")
-
-    budget.require("REGISTER_CERTIFICATE")
-    attempt.registered = iot.register(issued.certificate_pem, issued.chain_pem)
-    arn = attempt.registered.certificate_arn
-    _wait_all(side_work)
-    _wait_all([run.submit(iot.attach_policy, arn), run.submit(iot.attach_thing, thing_name, arn)])
-
-    at = _iso(services.clock())
-    record = DeviceRecord(
-        dsn=request.dsn,
-        owner_sub=previous.owner_sub if previous and previous.owner_sub else caller.sub,
-        thing_name=thing_name,
-        certificate_id=attempt.registered.certificate_id,
-        certificate_arn=arn,
-        pca_certificate_arn=attempt.pca_certificate_arn,
-        serial=facts.serial_hex,
-        not_before=_iso(facts.not_before),
-        not_after=_iso(facts.not_after),
-        key_algorithm=settings.device_key_algorithm,
-        status="ACTIVE",
-        created_at=at,
-        updated_at=at,
-    )
-    budget.require("STORE_DEVICE", seconds=1.0)
-    services.store.commit(
-        record,
-        request_id,
-        AuditEvent(
-            subject=f"device#{request.dsn}",
-            event="ISSUE",
-            actor=caller.sub,
-            at=at,
-            request_id=request_id,
-            details={
-                "ca_arn": settings.ca_arn,
-                "pca_certificate_arn": attempt.pca_certificate_arn,
-                "serial": facts.serial_hex,
-                "certificate_id": record.certificate_id,
-                "thing_name": thing_name,
-            },
-        ),
-    )
-    return record, issued.certificate_pem
-
-
-def _wait_for_certificate(
-    services: Services, budget: Budget, certificate_arn: str
-) -> IssuedCertificate:
-    """Poll with a short, growing delay; give up while there is still time to roll back."""
-    delay = FIRST_POLL_DELAY
-    while True:
-        if budget.seconds_left() - delay < ROLLBACK_RESERVE_SECONDS:
-            raise OutOfTime("GET_CERTIFICATE")
-        services.sleep(delay)
-        issued = services.pca.fetch(certificate_arn)
-        if issued is not None:
-            return issued
-        delay = min(delay * 2, MAX_POLL_DELAY)
-
-
 def _wait_all(futures: list[Future[Any]]) -> None:
     """Wait for every future, then raise the first failure (nothing is left running)."""
     errors = [f.exception() for f in futures]
     for error in errors:
         if error is not None:
             raise error
-
-
-def _roll_back(
-    services: Services,
-    request: ProvisionRequest,
-    request_id: str,
-    caller: Caller,
-    thing_name: str,
-    previous: DeviceRecord | None,
-    attempt: _Attempt,
-) -> None:
-    """Undo this request's changes; never raises, so the original error is what the caller sees."""
-    orphans = list(previous.orphans) if previous else []
-    if attempt.registered is not None:
-        new = CertificateRef(
-            attempt.registered.certificate_id, attempt.registered.certificate_arn, attempt.serial
-        )
-        if not _revoke_everywhere(services, thing_name, new, quiet=True):
-            orphans.append(new)
-        else:
-            _audit_quietly(services, request, request_id, caller, "REVOKE", new, "rollback")
-    elif attempt.serial:
-        _quietly("REVOKE_CERTIFICATE", services.pca.revoke, attempt.serial, "SUPERSEDED")
-    if attempt.deactivated_previous and previous is not None and previous.certificate:
-        _quietly(
-            "ACTIVATE_CERTIFICATE",
-            services.iot.set_status,
-            previous.certificate.certificate_id,
-            "ACTIVE",
-        )
-    # A device that was ever provisioned keeps its row (and so its owner), even if revoked.
-    keep_row = previous is not None and bool(previous.status)
-    _quietly(
-        "RELEASE_DEVICE", services.store.release, request.dsn, request_id, keep_row, tuple(orphans)
-    )
-
-
-def _retire(
-    services: Services,
-    request: ProvisionRequest,
-    request_id: str,
-    caller: Caller,
-    thing_name: str,
-    old: CertificateRef,
-) -> None:
-    """The previous certificate is already INACTIVE; make it REVOKED everywhere."""
-    if _revoke_everywhere(services, thing_name, old, quiet=True):
-        _audit_quietly(services, request, request_id, caller, "REVOKE", old, "superseded")
-    else:
-        logger.warning(
-            "previous certificate left INACTIVE", extra={"certificate_id": old.certificate_id}
-        )
-
-
-def _revoke_everywhere(
-    services: Services, thing_name: str, ref: CertificateRef, quiet: bool = False
-) -> bool:
-    """REVOKED in IoT (terminal), detached from thing and policy, revoked in ACM PCA."""
-    steps: list[tuple[str, Callable[..., None], tuple[Any, ...]]] = [
-        ("DEACTIVATE_CERTIFICATE", services.iot.set_status, (ref.certificate_id, "REVOKED")),
-        ("DETACH_CERTIFICATE", services.iot.detach, (thing_name, ref.certificate_arn)),
-    ]
-    if ref.serial:
-        steps.append(("REVOKE_CERTIFICATE", services.pca.revoke, (ref.serial, "SUPERSEDED")))
-    ok = True
-    for step, fn, args in steps:
-        if quiet:
-            ok = _quietly(step, fn, *args) and ok
-        else:
-            fn(*args)
-    return ok
-
-
-def _quietly(step: str, fn: Callable[..., Any], *args: Any) -> bool:
-    try:
-        fn(*args)
-    except Exception as error:
-        logger.warning("clean-up step failed", extra={"step": step, "error": type(error).__name__})
-        return False
-    return True
-
-
-def _audit_quietly(
-    services: Services,
-    request: ProvisionRequest,
-    request_id: str,
-    caller: Caller,
-    event: str,
-    ref: CertificateRef,
-    reason: str,
-) -> None:
-    _quietly(
-        "AUDIT",
-        services.store.audit,
-        AuditEvent(
-            subject=f"device#{request.dsn}",
-            event=event,
-            actor=caller.sub,
-            at=_iso(services.clock()),
-            request_id=request_id,
-            details={
-                "ca_arn": services.settings.ca_arn,
-                "serial": ref.serial,
-                "certificate_id": ref.certificate_id,
-                "reason": reason,
-            },
-        ),
-    )
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _b64(raw: bytes) -> str:

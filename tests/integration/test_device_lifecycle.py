@@ -14,7 +14,7 @@ import boto3
 import pytest
 
 from provisioning.dependencies import get_services
-from provisioning.service import Services
+from provisioning.ports import Services
 from tests.support.lambda_support import (
     Device,
     FakeLambdaContext,
@@ -157,9 +157,11 @@ def test_an_administrator_may_revoke_any_device(services, iot) -> None:
     assert status_of(iot, answer["certificateId"]) == "REVOKED"
 
 
-def test_a_failed_revocation_leaves_the_device_as_it_was(services, iot) -> None:
+def test_a_revocation_the_table_refuses_leaves_the_device_as_it_was(services, iot) -> None:
+    # GIVEN the table takes the lease (the first UpdateItem) but refuses the revocation's write
+    # (all three attempts), then recovers
     device, answer = provisioned()
-    with fault(services.store.client, "TransactWriteItems"):
+    with fault(services.store.client, "UpdateItem", skip=1, times=3):
         status, body = call("DELETE", f"/devices/{device.dsn}/certificate", ALICE)
     assert (status, body["code"]) == (502, "STORE_DEVICE_FAILED")
     assert status_of(iot, answer["certificateId"]) == "ACTIVE"
@@ -167,4 +169,20 @@ def test_a_failed_revocation_leaves_the_device_as_it_was(services, iot) -> None:
     assert (body["status"], body["certificateId"]) == ("ACTIVE", answer["certificateId"])
     # ... and a retry revokes
     assert call("DELETE", f"/devices/{device.dsn}/certificate", ALICE)[0] == 200
+    assert status_of(iot, answer["certificateId"]) == "REVOKED"
+
+
+def test_a_revocation_iot_refuses_is_finished_by_the_retry(services, iot) -> None:
+    # GIVEN IoT refuses to change the certificate's status during the revocation
+    device, answer = provisioned()
+    with fault(services.iot.client, "UpdateCertificate"):
+        status, body = call("DELETE", f"/devices/{device.dsn}/certificate", ALICE)
+    # THEN no 200: IoT still has the certificate ACTIVE; the row no longer names it
+    assert (status, body["code"]) == (502, "REVOKE_CERTIFICATE_FAILED")
+    assert status_of(iot, answer["certificateId"]) == "ACTIVE"
+    status, body = call("GET", f"/devices/{device.dsn}", ALICE)
+    assert (body["status"], body["certificateId"]) == ("REVOKED", "")
+    # ... and the retry finishes the revocation in IoT before it answers 200
+    status, body = call("DELETE", f"/devices/{device.dsn}/certificate", ALICE)
+    assert (status, body["status"]) == (200, "REVOKED")
     assert status_of(iot, answer["certificateId"]) == "REVOKED"

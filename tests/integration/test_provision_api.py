@@ -24,11 +24,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import x25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from provisioning.budget import FORWARD_RESERVE_SECONDS, HARD_STOP_SECONDS, Budget
 from provisioning.crypto import common_name_for
 from provisioning.dependencies import get_services
 from provisioning.errors import ProvisioningError
 from provisioning.models import Caller, parse_provision_request
-from provisioning.service import Budget, Services, provision_device
+from provisioning.ports import Services
+from provisioning.service import provision_device
 from tests.support.device_crypto import device_decrypts_gcm
 from tests.support.lambda_support import (
     Device,
@@ -253,10 +255,12 @@ def test_still_issuing_is_polled_with_a_short_growing_delay(services, aws) -> No
 def test_issuance_that_outlasts_the_time_budget_fails_cleanly(
     services, aws, provisioning_env
 ) -> None:
-    # GIVEN ACM PCA never finishes and the function has little time left
+    # GIVEN ACM PCA never finishes and the function has little time left: two seconds more
+    # than the request keeps for its rollback
     device = Device(unique_dsn())
+    little = FORWARD_RESERVE_SECONDS + HARD_STOP_SECONDS + 2
     with fault(services.pca.client, "GetCertificate", "RequestInProgressException", 400):
-        status, answer, _ = provision(device, timeout=3.3)
+        status, answer, _ = provision(device, timeout=little)
     # THEN a 502 naming the step, and nothing half-done: no row, no certificate
     assert (status, answer["code"]) == (502, "GET_CERTIFICATE_TIMEOUT")
     assert record(aws, provisioning_env, device.dsn) is None

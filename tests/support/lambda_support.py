@@ -124,11 +124,14 @@ class Fault:
     code: str
     status: int
     times: int | None  # None: every call
+    skip: int = 0  # let this many calls through first
     calls: int = 0
     failed: int = 0
 
     def __call__(self, request: Any, **_: Any) -> AWSResponse | None:
         self.calls += 1
+        if self.calls <= self.skip:
+            return None
         if self.times is None or self.failed < self.times:
             self.failed += 1
             # The request must not reach AWS: moto's own before-send handler runs after this
@@ -145,9 +148,10 @@ def fault(
     code: str = "InternalFailure",
     status: int = 500,
     times: int | None = None,
+    skip: int = 0,
 ) -> Iterator[Fault]:
     """Inject through botocore's before-send hook, so retries see it like a real error."""
-    injected = Fault(operation, code, status, times)
+    injected = Fault(operation, code, status, times, skip)
     event = f"before-send.{client.meta.service_model.service_id.hyphenize()}.{operation}"
     client.meta.events.register(event, injected)
     try:

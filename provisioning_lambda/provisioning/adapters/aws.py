@@ -11,17 +11,19 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from botocore.retries import standard
 
-from ..errors import DependencyFailed, Throttled
+from ..budget import ATTEMPT_SECONDS, Budget
+from ..errors import DependencyFailed, OutOfTime, Throttled
 
-# Three attempts of at most 2 s to connect and 4 s to read: a single call can never
-# outlast API Gateway's 29 s window, and the handler also checks the remaining time.
+# At most three attempts of at most 1 s to connect and 3 s to read (budget.ATTEMPT_SECONDS),
+# and never an attempt or a retry that could not end before the request's hard stop: a call
+# then fails with OutOfTime instead of outliving the function.
 # Adaptive mode is standard mode plus a client-side rate limiter: once a quota throttles us,
 # a warm container slows its own calls down instead of hammering the API.
 MAX_ATTEMPTS = 3
 CLIENT_CONFIG = Config(
     retries={"mode": "adaptive", "total_max_attempts": MAX_ATTEMPTS},
-    connect_timeout=2,
-    read_timeout=4,
+    connect_timeout=1,
+    read_timeout=ATTEMPT_SECONDS - 1,
     max_pool_connections=16,
 )
 
@@ -36,21 +38,28 @@ THROTTLING_CODES = frozenset(
     }
 )
 
+BudgetSource = Callable[[], Budget | None]
 
-def make_client(service: str, session: boto3.session.Session | None = None) -> Any:
-    """A client resolved the standard way (region, credentials, AWS_ENDPOINT_URL)."""
+
+class NoTimeForAttempt(Exception):
+    """Raised before sending when the request's budget cannot hold one more attempt."""
+
+
+def make_client(
+    service: str,
+    session: boto3.session.Session | None = None,
+    budget: BudgetSource = lambda: None,
+) -> Any:
+    """A client resolved the standard way (region, credentials, AWS_ENDPOINT_URL), whose
+    attempts and retries stay within the budget of the request in progress."""
     client = (session or boto3.session.Session()).client(service, config=CLIENT_CONFIG)
-    if service == "acm-pca":
-        _do_not_retry_quota(client)
+    _bound_retries(client, budget)
     return client
 
 
-def _do_not_retry_quota(client: Any) -> None:
-    """ACM PCA's LimitExceededException is a lifetime quota, not a throttle: fail at once.
-
-    botocore's standard (and adaptive) mode counts it as throttling and would retry it, so the
-    registered retry handler is wrapped to pass that one code through.
-    """
+def _bound_retries(client: Any, budget: BudgetSource) -> None:
+    """Wrap botocore's retry handler: no retry past the budget, and for ACM PCA none of
+    LimitExceededException, a lifetime quota (standard mode counts it as throttling)."""
     name = client.meta.service_model.service_id.hyphenize()
     event, unique_id = f"needs-retry.{name}", f"retry-config-{name}"
     client.meta.events.unregister(event, unique_id=unique_id)
@@ -59,11 +68,28 @@ def _do_not_retry_quota(client: Any) -> None:
 
     def needs_retry(**kwargs: Any) -> Any:
         response = kwargs.get("response")
-        if response is not None and _code_of(response[1]) == "LimitExceededException":
+        if isinstance(kwargs.get("caught_exception"), NoTimeForAttempt):
             return None
-        return handler.needs_retry(**kwargs)
+        if (
+            name == "acm-pca"
+            and response is not None
+            and _code_of(response[1]) == "LimitExceededException"
+        ):
+            return None
+        delay = handler.needs_retry(**kwargs)
+        left = budget()
+        if delay is not None and left is not None and not left.allows(delay + ATTEMPT_SECONDS):
+            return None
+        return delay
+
+    def before_send(**_: Any) -> None:
+        left = budget()
+        if left is not None and not left.allows(ATTEMPT_SECONDS):
+            raise NoTimeForAttempt()
 
     client.meta.events.register(event, needs_retry, unique_id=unique_id)
+    # First, so that nothing (moto's in-process mock included) sees a request we refuse.
+    client.meta.events.register_first(f"before-send.{name}", before_send)
 
 
 def _code_of(parsed: Any) -> str:
@@ -85,6 +111,8 @@ def aws_step(step: str) -> Iterator[None]:
         if error_code(error) in THROTTLING_CODES:
             raise Throttled(step) from error
         raise DependencyFailed(step) from error
+    except NoTimeForAttempt as error:
+        raise OutOfTime(step) from error
     except BotoCoreError as error:
         raise DependencyFailed(step) from error
 

@@ -12,11 +12,29 @@ from .aws import aws_step, error_code
 
 
 class IotRegistry:
-    def __init__(self, client: Any, policy_name: str, thing_group: str, ca_mode: str) -> None:
+    def __init__(
+        self, client: Any, policy_name: str, thing_group: str, ca_mode: str, arn_prefix: str
+    ) -> None:
+        """``arn_prefix``: ``arn:<partition>:iot:<region>:<account>``, where certificates live."""
         self.client = client
         self._policy_name = policy_name
         self._thing_group = thing_group
         self._ca_mode = ca_mode
+        self._arn_prefix = arn_prefix
+
+    def certificate_arn(self, certificate_id: str) -> str:
+        return f"{self._arn_prefix}:cert/{certificate_id}"
+
+    def status(self, certificate_id: str) -> str:
+        """ACTIVE, INACTIVE, REVOKED... or "" for a certificate IoT does not know."""
+        with aws_step("READ_CERTIFICATE"):
+            try:
+                response = self.client.describe_certificate(certificateId=certificate_id)
+            except ClientError as error:
+                if error_code(error) == "ResourceNotFoundException":
+                    return ""
+                raise
+        return str(response["certificateDescription"]["status"])
 
     def ensure_thing(self, thing_name: str) -> None:
         """Create the thing (if new) and put it in the fleet's thing group; safe to repeat."""

@@ -1,50 +1,138 @@
-"""DynamoDB: the devices table (ownership, lease, current certificate) and the audit trail.
+"""DynamoDB: the devices table (ownership, lease, intent, current certificate) and the audit trail.
 
-A provisioning request takes a short lease on the device row with one conditional write; the
-lease stops two requests for one DSN from running at once and carries the ownership check.
+A request takes a lease on the device row with one conditional write; the lease stops two
+requests for one DSN from running at once and carries the ownership check. While the row has
+a lease or unfinished work it carries ``sweep`` (one of ``SWEEP_SHARDS`` values), which puts it
+in the sparse ``SweepIndex`` (``sweep``, ``lease_until``): the sweeper finds expired leases
+there, never by scanning the table.
+
+Certificates being retired are top-level attributes ``retire_<certificate id>``, so that one
+can be added or removed by name in any write without the others, and every write is safe to
+repeat (botocore repeats a write whose answer was lost).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from typing import Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
-from ..errors import Conflict, NotFound
-from ..models import AuditEvent, CertificateRef, DeviceRecord
-from .aws import aws_step, error_code
+from ..errors import Conflict, NotFound, OutcomeUnknown
+from ..models import AuditEvent, CertificateRef, DeviceRecord, Intent, Release
+from .aws import NoTimeForAttempt, aws_step, error_code
 
-_RECORD_FIELDS = [f.name for f in dataclasses.fields(DeviceRecord) if f.name != "orphans"]
+SWEEP_SHARDS = 4
+SWEEP_INDEX = "SweepIndex"
+RETIRE_PREFIX = "retire_"
+_STRING_FIELDS = [
+    f.name
+    for f in dataclasses.fields(DeviceRecord)
+    if f.type in ("str", str) and f.name != "lease_request_id"
+]
+# Attributes a commit writes from the record (the key, the owner and the creation time aside).
+_COMMITTED_FIELDS = [n for n in _STRING_FIELDS if n not in ("dsn", "owner_sub", "created_at")]
+_LEASE_FIELDS = "lease_request_id, lease_until, sweep"
 
 
 def _s(value: str) -> dict[str, str]:
     return {"S": value}
 
 
-def _ref_to_item(ref: CertificateRef) -> dict[str, Any]:
+def _token(request_id: str, step: str) -> str:
+    """A ClientRequestToken: DynamoDB applies a repeated transaction once (10 minutes)."""
+    return hashlib.sha256(f"{request_id}:{step}".encode()).hexdigest()[:36]
+
+
+def sweep_shard(dsn: str) -> str:
+    return f"due#{int(hashlib.sha256(dsn.encode()).hexdigest()[:8], 16) % SWEEP_SHARDS}"
+
+
+def _ref_item(ref: CertificateRef) -> dict[str, Any]:
+    return {"M": {"certificate_arn": _s(ref.certificate_arn), "serial": _s(ref.serial)}}
+
+
+def _intent_item(intent: Intent) -> dict[str, Any]:
     return {
         "M": {
-            "certificate_id": _s(ref.certificate_id),
-            "certificate_arn": _s(ref.certificate_arn),
-            "serial": _s(ref.serial),
+            "request_id": _s(intent.request_id),
+            "certificate_id": _s(intent.certificate.certificate_id),
+            "certificate_arn": _s(intent.certificate.certificate_arn),
+            "serial": _s(intent.certificate.serial),
+            "pca_certificate_arn": _s(intent.pca_certificate_arn),
+            "previous_certificate_id": _s(intent.previous_certificate_id),
         }
     }
 
 
 def _record_from_item(item: dict[str, Any]) -> DeviceRecord:
-    values = {
-        name: item[name]["S"] for name in _RECORD_FIELDS if name in item and "S" in item[name]
+    values: dict[str, Any] = {
+        name: item[name]["S"] for name in _STRING_FIELDS if "S" in item.get(name, {})
     }
-    orphans = tuple(
-        CertificateRef(
-            entry["M"]["certificate_id"]["S"],
-            entry["M"]["certificate_arn"]["S"],
-            entry["M"]["serial"]["S"],
+    values["lease_request_id"] = item.get("lease_request_id", {}).get("S", "")
+    values["lease_until"] = int(item.get("lease_until", {}).get("N", "0"))
+    if "intent" in item:
+        raw = {k: v["S"] for k, v in item["intent"]["M"].items()}
+        values["intent"] = Intent(
+            request_id=raw["request_id"],
+            certificate=CertificateRef(
+                raw["certificate_id"], raw["certificate_arn"], raw.get("serial", "")
+            ),
+            pca_certificate_arn=raw.get("pca_certificate_arn", ""),
+            previous_certificate_id=raw.get("previous_certificate_id", ""),
         )
-        for entry in item.get("orphans", {}).get("L", [])
+    values["retiring"] = tuple(
+        CertificateRef(
+            name[len(RETIRE_PREFIX) :],
+            value["M"]["certificate_arn"]["S"],
+            value["M"]["serial"]["S"],
+        )
+        for name, value in sorted(item.items())
+        if name.startswith(RETIRE_PREFIX)
     )
-    return DeviceRecord(**values, orphans=orphans)
+    return DeviceRecord(**values)
+
+
+class _Update:
+    """An UpdateExpression built clause by clause, every name through a placeholder."""
+
+    def __init__(self) -> None:
+        self.sets: list[str] = []
+        self.removes: list[str] = []
+        self.names: dict[str, str] = {}
+        self.values: dict[str, Any] = {}
+
+    def _name(self, attribute: str) -> str:
+        placeholder = f"#a{len(self.names)}"
+        self.names[placeholder] = attribute
+        return placeholder
+
+    def set(self, attribute: str, value: dict[str, Any], expression: str = "{value}") -> None:
+        name, placeholder = self._name(attribute), f":v{len(self.values)}"
+        self.values[placeholder] = value
+        self.sets.append(f"{name} = " + expression.format(value=placeholder, name=name))
+
+    def remove(self, *attributes: str) -> None:
+        self.removes.extend(self._name(attribute) for attribute in attributes)
+
+    def request(self, table: str, dsn: str, request_id: str) -> dict[str, Any]:
+        """The Update, conditional on the caller holding the device's lease."""
+        lease = self._name("lease_request_id")
+        self.values[":rid"] = _s(request_id)
+        clauses = []
+        if self.sets:
+            clauses.append("SET " + ", ".join(self.sets))
+        if self.removes:
+            clauses.append("REMOVE " + ", ".join(self.removes))
+        return {
+            "TableName": table,
+            "Key": {"dsn": _s(dsn)},
+            "UpdateExpression": " ".join(clauses),
+            "ConditionExpression": f"{lease} = :rid",
+            "ExpressionAttributeNames": self.names,
+            "ExpressionAttributeValues": self.values,
+        }
 
 
 class DeviceStore:
@@ -52,6 +140,8 @@ class DeviceStore:
         self.client = client
         self._devices = devices_table
         self._audit = audit_table
+
+    # ------------------------------------------------------------------ the lease
 
     def claim(
         self,
@@ -66,7 +156,8 @@ class DeviceStore:
         """Take the device's lease; return the row as it was, or None for a new device.
 
         Members may claim a device nobody owns yet, their own device, or a row whose first
-        provisioning never succeeded (no status); administrators may claim any device.
+        provisioning never succeeded (no status); administrators may claim any device and do
+        not change its owner. The lease is free when no request holds it or its time is past.
         """
         ownership = (
             ""
@@ -81,9 +172,10 @@ class DeviceStore:
                 response = self.client.update_item(
                     TableName=self._devices,
                     Key={"dsn": _s(dsn)},
-                    UpdateExpression=f"SET lease_request_id = :rid, lease_until = :until, {owner}",
+                    UpdateExpression="SET lease_request_id = :rid, lease_until = :until, "
+                    f"sweep = :sweep, {owner}",
                     ConditionExpression=f"{existence}"
-                    "(attribute_not_exists(lease_until) OR lease_until < :now)"
+                    "(attribute_not_exists(lease_request_id) OR lease_until < :now)"
                     f"{ownership}",
                     **({} if is_admin else {"ExpressionAttributeNames": {"#status": "status"}}),
                     ExpressionAttributeValues={
@@ -91,6 +183,7 @@ class DeviceStore:
                         ":until": {"N": str(lease_until)},
                         ":now": {"N": str(now)},
                         ":sub": _s(caller_sub),
+                        ":sweep": _s(sweep_shard(dsn)),
                     },
                     ReturnValues="ALL_OLD",
                     ReturnValuesOnConditionCheckFailure="ALL_OLD",
@@ -98,99 +191,185 @@ class DeviceStore:
             except ClientError as error:
                 if error_code(error) != "ConditionalCheckFailedException":
                     raise
-                _raise_claim_conflict(error.response.get("Item", {}), caller_sub, is_admin)
+                item = error.response.get("Item", {})
+                if item.get("lease_request_id", {}).get("S") == request_id:
+                    # Our own first attempt took it and its answer was lost: the lease is ours,
+                    # but the row as it was before is gone; read what is there now.
+                    return self._reread_after_own_claim(dsn)
+                _raise_claim_conflict(item, caller_sub, is_admin, now)
         old = response.get("Attributes")
         return _record_from_item(old) if old else None
 
-    def commit(self, record: DeviceRecord, request_id: str, audit: AuditEvent) -> None:
-        """Name the new certificate and drop the lease, with its audit entry, atomically."""
-        names = [n for n in _RECORD_FIELDS if n not in ("dsn", "owner_sub", "created_at")]
-        values = {f":{n}": _s(getattr(record, n)) for n in names}
-        values[":rid"] = _s(request_id)
-        values[":created_at"] = _s(record.created_at)
-        # Every name goes through a placeholder: several (status, ...) are reserved words.
-        attribute_names = {f"#{n}": n for n in names}
-        assignments = ", ".join(f"#{n} = :{n}" for n in names)
-        self._commit(
-            {
-                "TableName": self._devices,
-                "Key": {"dsn": _s(record.dsn)},
-                "UpdateExpression": f"SET {assignments}, created_at = "
-                "if_not_exists(created_at, :created_at) "
-                "REMOVE lease_request_id, lease_until, orphans",
-                "ConditionExpression": "lease_request_id = :rid",
-                "ExpressionAttributeNames": attribute_names,
-                "ExpressionAttributeValues": values,
-            },
-            audit,
-        )
+    def _reread_after_own_claim(self, dsn: str) -> DeviceRecord | None:
+        record = self.get(dsn)
+        if record is None:
+            return None
+        # A row that only our claim created is a new device.
+        return record if (record.status or record.needs_recovery) else None
 
-    def commit_revocation(self, dsn: str, request_id: str, at: str, audit: AuditEvent) -> None:
-        """The row stops naming a certificate and says REVOKED; the owner keeps the device."""
-        self._commit(
-            {
-                "TableName": self._devices,
-                "Key": {"dsn": _s(dsn)},
-                "UpdateExpression": "SET #status = :revoked, updated_at = :at "
-                "REMOVE certificate_id, certificate_arn, pca_certificate_arn, "
-                "serial, not_before, not_after, lease_request_id, lease_until",
-                "ConditionExpression": "lease_request_id = :rid",
-                "ExpressionAttributeNames": {"#status": "status"},
-                "ExpressionAttributeValues": {
-                    ":revoked": _s("REVOKED"),
-                    ":at": _s(at),
-                    ":rid": _s(request_id),
-                },
-            },
-            audit,
-        )
-
-    def _commit(self, device_update: dict[str, Any], audit: AuditEvent) -> None:
-        """The device row's update (conditional on our lease) and its audit entry, atomically."""
-        with aws_step("STORE_DEVICE"):
+    def record_intent(self, dsn: str, request_id: str, intent: Intent) -> None:
+        """Write down what the request is about to do to IoT, before it does it."""
+        update = _Update()
+        update.set("intent", _intent_item(intent))
+        with aws_step("RECORD_INTENT"):
             try:
-                self.client.transact_write_items(
-                    TransactItems=[
-                        {"Update": device_update},
-                        {"Put": {"TableName": self._audit, "Item": _audit_item(audit)}},
-                    ]
-                )
+                self.client.update_item(**update.request(self._devices, dsn, request_id))
             except ClientError as error:
-                if error_code(error) == "TransactionCanceledException":
-                    raise Conflict(
-                        "Another request took over this device; retry.", "REQUEST_IN_FLIGHT"
-                    ) from error
+                if error_code(error) == "ConditionalCheckFailedException":
+                    raise _lease_lost() from error
                 raise
 
-    def release(
-        self, dsn: str, request_id: str, keep_row: bool, orphans: tuple[CertificateRef, ...]
+    # ------------------------------------------------------------------ commits
+
+    def commit(
+        self,
+        record: DeviceRecord,
+        request_id: str,
+        audit: AuditEvent,
+        retiring: tuple[CertificateRef, ...] = (),
     ) -> None:
-        """Give the lease back after a failure, remembering certificates left to clean up."""
-        with aws_step("RELEASE_DEVICE"):
+        """Name the new certificate, drop the intent and keep the audit entry, atomically.
+
+        Certificates in ``retiring`` are written down to be revoked; while there are any the
+        lease is kept (the request goes on to retire them), otherwise it is released.
+        """
+        update = _Update()
+        for name in _COMMITTED_FIELDS:
+            update.set(name, _s(getattr(record, name)))
+        update.set("created_at", _s(record.created_at), "if_not_exists({name}, {value})")
+        for ref in retiring:
+            update.set(RETIRE_PREFIX + ref.certificate_id, _ref_item(ref))
+        update.remove("intent")
+        if not retiring:
+            update.remove("lease_request_id", "lease_until", "sweep")
+        write = {"Update": update.request(self._devices, record.dsn, request_id)}
+        self._transact("STORE_DEVICE", request_id, write, (audit,))
+
+    def commit_revocation(self, dsn: str, request_id: str, at: str, ref: CertificateRef) -> None:
+        """The row says REVOKED and names no certificate; the old one is written down to be
+        revoked everywhere. The lease is kept: the request goes on to revoke it."""
+        update = _Update()
+        update.set("status", _s("REVOKED"))
+        update.set("updated_at", _s(at))
+        update.set(RETIRE_PREFIX + ref.certificate_id, _ref_item(ref))
+        update.remove(
+            "certificate_id",
+            "certificate_arn",
+            "pca_certificate_arn",
+            "serial",
+            "not_before",
+            "not_after",
+        )
+        with aws_step("STORE_DEVICE"):
             try:
-                if not keep_row and not orphans:
-                    self.client.delete_item(
-                        TableName=self._devices,
-                        Key={"dsn": _s(dsn)},
-                        ConditionExpression="lease_request_id = :rid",
-                        ExpressionAttributeValues={":rid": _s(request_id)},
-                    )
-                    return
-                values: dict[str, Any] = {":rid": _s(request_id)}
-                expression = "REMOVE lease_request_id, lease_until"
-                if orphans:
-                    values[":o"] = {"L": [_ref_to_item(o) for o in orphans]}
-                    expression = "SET orphans = :o " + expression
-                self.client.update_item(
-                    TableName=self._devices,
-                    Key={"dsn": _s(dsn)},
-                    UpdateExpression=expression,
-                    ConditionExpression="lease_request_id = :rid",
-                    ExpressionAttributeValues=values,
-                )
+                self.client.update_item(**update.request(self._devices, dsn, request_id))
             except ClientError as error:
+                if error_code(error) == "ConditionalCheckFailedException":
+                    raise _lease_lost() from error
+                raise
+
+    def settle(
+        self,
+        dsn: str,
+        request_id: str,
+        *,
+        release: Release,
+        clear_intent: bool = False,
+        retired: tuple[CertificateRef, ...] = (),
+        audits: tuple[AuditEvent, ...] = (),
+        work_left: bool = False,
+        now: int = 0,
+    ) -> None:
+        """Write down what recovery finished (the intent resolved, certificates retired, with
+        their audit entries) and, unless ``KEEP``, give the lease back.
+
+        With ``work_left`` the row stays in the sweeper's index with an expired lease. Every
+        write here is safe to repeat.
+        """
+        # Audit entries first: a settle that dies half-way is repeated by the next recovery,
+        # so the trail may hold an entry twice but never miss one.
+        with aws_step("SETTLE_DEVICE"):
+            for event in audits:
+                self.client.put_item(TableName=self._audit, Item=_audit_item(event))
+        if release is Release.DELETE and not work_left:
+            write, request = (
+                self.client.delete_item,
+                {
+                    "TableName": self._devices,
+                    "Key": {"dsn": _s(dsn)},
+                    "ConditionExpression": "lease_request_id = :rid",
+                    "ExpressionAttributeValues": {":rid": _s(request_id)},
+                },
+            )
+        else:
+            update = _Update()
+            if clear_intent:
+                update.remove("intent")
+            update.remove(*(RETIRE_PREFIX + ref.certificate_id for ref in retired))
+            if release is not Release.KEEP:
+                if work_left:
+                    update.remove("lease_request_id")
+                    update.set("lease_until", {"N": str(now)})
+                else:
+                    update.remove("lease_request_id", "lease_until", "sweep")
+            if not update.removes:
+                return
+            write, request = self.client.update_item, update.request(self._devices, dsn, request_id)
+        with aws_step("SETTLE_DEVICE"):
+            try:
+                write(**request)
+            except ClientError as error:
+                # The lease is no longer ours: our own earlier attempt applied (its answer was
+                # lost), or it expired and another request took it; either way, nothing to do.
                 if error_code(error) != "ConditionalCheckFailedException":
                     raise
+
+    def _transact(
+        self,
+        step: str,
+        request_id: str,
+        device_write: dict[str, Any],
+        audits: tuple[AuditEvent, ...],
+    ) -> None:
+        """The device row's write (conditional on our lease) and its audit entries, atomically.
+
+        When the answer says anything but success (none came, or a repeated attempt was refused
+        because the first one applied, or the retries ran out), the outcome is read back: the
+        transaction wrote its first audit entry or nothing at all.
+        """
+        items = [device_write]
+        items += [{"Put": {"TableName": self._audit, "Item": _audit_item(a)}} for a in audits]
+        try:
+            self.client.transact_write_items(
+                TransactItems=items, ClientRequestToken=_token(request_id, step)
+            )
+            return
+        except (ClientError, BotoCoreError, NoTimeForAttempt) as error:
+            failure: Exception = error
+        try:
+            applied = self._audit_exists(audits[0])
+        except (ClientError, BotoCoreError, NoTimeForAttempt):
+            raise OutcomeUnknown(step) from failure
+        if applied:
+            return
+        if (
+            isinstance(failure, ClientError)
+            and error_code(failure) == "TransactionCanceledException"
+        ):
+            raise _lease_lost() from failure
+        with aws_step(step):
+            raise failure
+
+    def _audit_exists(self, event: AuditEvent) -> bool:
+        response = self.client.get_item(
+            TableName=self._audit,
+            Key={"pk": _s(event.subject), "sk": _s(_audit_sort_key(event))},
+            ConsistentRead=True,
+            ProjectionExpression="pk",
+        )
+        return "Item" in response
+
+    # ------------------------------------------------------------------ reads
 
     def get(self, dsn: str) -> DeviceRecord | None:
         with aws_step("READ_DEVICE"):
@@ -200,15 +379,37 @@ class DeviceStore:
         item = response.get("Item")
         return _record_from_item(item) if item else None
 
-    def audit(self, event: AuditEvent) -> None:
-        with aws_step("AUDIT"):
-            self.client.put_item(TableName=self._audit, Item=_audit_item(event))
+    def due(self, now: int, limit: int) -> list[str]:
+        """DSNs whose lease has expired (with or without work left), oldest first."""
+        found: list[tuple[int, str]] = []
+        with aws_step("FIND_DUE_DEVICES"):
+            for shard in range(SWEEP_SHARDS):
+                response = self.client.query(
+                    TableName=self._devices,
+                    IndexName=SWEEP_INDEX,
+                    KeyConditionExpression="sweep = :shard AND lease_until < :now",
+                    ExpressionAttributeValues={
+                        ":shard": _s(f"due#{shard}"),
+                        ":now": {"N": str(now)},
+                    },
+                    ProjectionExpression="dsn, lease_until",
+                    Limit=limit,
+                )
+                found += [
+                    (int(item["lease_until"]["N"]), item["dsn"]["S"])
+                    for item in response.get("Items", [])
+                ]
+        return [dsn for _, dsn in sorted(found)[:limit]]
+
+
+def _audit_sort_key(event: AuditEvent) -> str:
+    return f"{event.at}#{event.event}#{event.request_id}#{event.details.get('certificate_id', '')}"
 
 
 def _audit_item(event: AuditEvent) -> dict[str, Any]:
     item = {
         "pk": _s(event.subject),
-        "sk": _s(f"{event.at}#{event.event}#{event.request_id}"),
+        "sk": _s(_audit_sort_key(event)),
         "event": _s(event.event),
         "actor": _s(event.actor),
         "at": _s(event.at),
@@ -218,13 +419,19 @@ def _audit_item(event: AuditEvent) -> dict[str, Any]:
     return item
 
 
-def _raise_claim_conflict(item: dict[str, Any], caller_sub: str, is_admin: bool) -> None:
+def _lease_lost() -> Conflict:
+    return Conflict("Another request took over this device; retry.", "REQUEST_IN_FLIGHT", 1)
+
+
+def _raise_claim_conflict(item: dict[str, Any], caller_sub: str, is_admin: bool, now: int) -> None:
     if not item:
         raise NotFound("No such device.")
     owner = item.get("owner_sub", {}).get("S")
     if not is_admin and "status" in item and owner != caller_sub:
         raise Conflict("This device is registered to another user.", "DEVICE_OWNED")
+    lease_until = int(item.get("lease_until", {}).get("N", "0"))
     raise Conflict(
-        "Another request is provisioning this device; retry in a few seconds.",
+        "Another request is working on this device; retry in a few seconds.",
         "REQUEST_IN_FLIGHT",
+        retry_after=max(1, lease_until - now + 1),
     )

@@ -1,0 +1,221 @@
+"""One request's hold on one device: the lease, recovery of what others left, and the steps
+every request is made of.
+
+A request can die at any instruction (Lambda's timeout, a lost network, out of memory) and an
+answer can be lost after the write applied. What keeps the invariants whatever happens:
+
+- the device row carries the **intent** of the request holding its lease, written before the
+  request does anything to IoT: the new certificate (its IoT id is the SHA-256 of its DER, so
+  known before registering) and, for a rotation, the certificate it is about to set INACTIVE;
+- certificates the device no longer uses stay written down as **retiring** until they are
+  REVOKED in IoT, detached, and revoked in ACM PCA;
+- whoever next takes the lease (the device's next request, or the sweeper once the lease has
+  expired) **recovers** first: it revokes the intent's certificate, makes the row's own
+  certificate ACTIVE again, retires what is retiring, and only then goes on;
+- a write whose outcome is unknown is read back, never assumed to have failed.
+
+So every ACTIVE certificate from the CA is attached to its thing and named by its row, and a
+row names only an ACTIVE certificate, once recovery has run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from .budget import Budget
+from .errors import DependencyFailed, ProvisioningError
+from .models import AuditEvent, Caller, CertificateRef, DeviceRecord, Release
+from .observability import logger
+from .ports import Services
+
+# IoT statuses in which a certificate no longer authenticates and never will again.
+_GONE = ("REVOKED", "")
+
+
+@dataclass
+class Recovery:
+    """What one recovery did, for the sweeper's metric and the logs."""
+
+    intents_resolved: int = 0
+    certificates_retired: int = 0
+    unfinished: int = 0
+
+    def __iadd__(self, other: Recovery) -> Recovery:
+        self.intents_resolved += other.intents_resolved
+        self.certificates_retired += other.certificates_retired
+        self.unfinished += other.unfinished
+        return self
+
+
+@dataclass
+class DeviceTask:
+    """A request's work on one device: who asks, which device, how much time is left, the
+    device row as the request found it, and what the request has changed."""
+
+    services: Services
+    caller: Caller
+    dsn: str
+    budget: Budget
+    request_id: str
+    row: DeviceRecord | None = None
+    audits: list[AuditEvent] = field(default_factory=list)
+
+    @property
+    def thing_name(self) -> str:
+        return (self.row.thing_name if self.row else "") or self.services.settings.thing_name(
+            self.dsn
+        )
+
+    def now(self) -> datetime:
+        return self.services.clock()
+
+    def epoch(self) -> int:
+        return int(self.now().timestamp())
+
+    # ------------------------------------------------------------------ lease
+
+    def claim(self, must_exist: bool = False) -> DeviceRecord | None:
+        """Take the device's lease for as long as this invocation can run, plus a margin;
+        then finish or undo what an earlier request left."""
+        now = self.epoch()
+        self.row = self.services.store.claim(
+            self.dsn,
+            self.caller.sub,
+            self.caller.is_admin,
+            self.request_id,
+            now=now,
+            lease_until=now + self.budget.lease_seconds(),
+            must_exist=must_exist,
+        )
+        if self.row is not None and self.row.needs_recovery:
+            logger.info("recovering what an earlier request left")
+            self.recover(Release.KEEP)
+            if self.row.intent is not None:  # unresolved: going on would write over it
+                self.release(work_left=True)
+                raise DependencyFailed("RECOVER_DEVICE")
+        return self.row
+
+    def recover(self, release: Release) -> Recovery:
+        """Resolve the row's intent and retire its retiring certificates, then write down what
+        was done (and, unless KEEP, give the lease back). Never raises."""
+        row = self.row
+        if row is None:
+            return Recovery()
+        done = Recovery()
+        clear_intent = False
+        if row.intent is not None:
+            intent = row.intent
+            undone = self.revoke_everywhere(intent.certificate, "rolled back")
+            if undone and intent.previous_certificate_id:
+                current = row.certificate
+                if current is not None and current.certificate_id == intent.previous_certificate_id:
+                    undone = self.ensure_status(current.certificate_id, "ACTIVE")
+            clear_intent = undone
+            done.intents_resolved += int(undone)
+        retired = tuple(ref for ref in row.retiring if self.revoke_everywhere(ref, "superseded"))
+        done.certificates_retired += len(retired)
+        left = (row.intent is not None and not clear_intent) or len(retired) < len(row.retiring)
+        done.unfinished += int(left)
+        if release is Release.DELETE and row.status:
+            release = Release.RELEASE
+        self._quietly(
+            "SETTLE_DEVICE",
+            self.services.store.settle,
+            self.dsn,
+            self.request_id,
+            release=release,
+            clear_intent=clear_intent,
+            retired=retired,
+            audits=tuple(self.audits),
+            work_left=left,
+            now=self.epoch(),
+        )
+        self.audits.clear()
+        self.row = replace(
+            row,
+            intent=None if clear_intent else row.intent,
+            retiring=tuple(ref for ref in row.retiring if ref not in retired),
+        )
+        return done
+
+    def release(self, work_left: bool = False) -> None:
+        """Give the lease back (never raises); a row never provisioned is dropped."""
+        row = self.row
+        provisioned = row is not None and bool(row.status)
+        self._quietly(
+            "RELEASE_DEVICE",
+            self.services.store.settle,
+            self.dsn,
+            self.request_id,
+            release=Release.RELEASE if provisioned or work_left else Release.DELETE,
+            work_left=work_left,
+            now=self.epoch(),
+        )
+
+    # ------------------------------------------------------------------ certificates
+
+    def revoke_everywhere(self, ref: CertificateRef, reason: str) -> bool:
+        """REVOKED in IoT (terminal), detached from thing and policy, revoked in ACM PCA.
+
+        Returns whether all of it is done; an audit entry is queued for the next settle.
+        Never raises: what is not done stays written down for the next attempt.
+        """
+        iot, pca = self.services.iot, self.services.pca
+        done = self.ensure_status(ref.certificate_id, "REVOKED")
+        detached = self._quietly(
+            "DETACH_CERTIFICATE", iot.detach, self.thing_name, ref.certificate_arn
+        )
+        revoked = not ref.serial or self._quietly(
+            "REVOKE_CERTIFICATE", pca.revoke, ref.serial, "SUPERSEDED"
+        )
+        done = done and detached and revoked
+        if done:
+            self.audits.append(self.audit("REVOKE", ref, reason=reason))
+        return done
+
+    def ensure_status(self, certificate_id: str, status: str) -> bool:
+        """Set a certificate's IoT status; when the answer is lost or an error, read it back.
+
+        A certificate IoT does not know, or one already REVOKED, counts as REVOKED (and, being
+        terminal, as settled for a request to re-activate it: an operator revoked it).
+        """
+        if self._quietly(f"SET_{status}", self.services.iot.set_status, certificate_id, status):
+            return True
+        try:
+            actual = self.services.iot.status(certificate_id)
+        except ProvisioningError:
+            return False
+        return actual == status or (actual in _GONE and status in ("REVOKED", "ACTIVE"))
+
+    def audit(self, event: str, ref: CertificateRef, **details: str) -> AuditEvent:
+        return AuditEvent(
+            subject=f"device#{self.dsn}",
+            event=event,
+            actor=self.caller.sub,
+            at=iso(self.now()),
+            request_id=self.request_id,
+            details={
+                "ca_arn": self.services.settings.ca_arn,
+                "serial": ref.serial,
+                "certificate_id": ref.certificate_id,
+                **details,
+            },
+        )
+
+    @staticmethod
+    def _quietly(step: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> bool:
+        try:
+            fn(*args, **kwargs)
+        except Exception as error:
+            logger.warning(
+                "clean-up step failed", extra={"step": step, "error": type(error).__name__}
+            )
+            return False
+        return True
+
+
+def iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")

@@ -1,0 +1,111 @@
+"""What the domain needs from AWS, as ports the adapters implement, and the bundle of them."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Protocol
+
+from .budget import Budget
+from .config import Settings
+from .models import (
+    AuditEvent,
+    CertificateRef,
+    DeviceRecord,
+    Intent,
+    IssuedCertificate,
+    RegisteredCertificate,
+    Release,
+)
+
+
+class PcaPort(Protocol):
+    def issue(self, csr_pem: bytes, validity_days: int, idempotency_token: str) -> str: ...
+    def fetch(self, certificate_arn: str) -> IssuedCertificate | None: ...
+    def revoke(self, serial_hex: str, reason: str) -> None: ...
+
+
+class IotPort(Protocol):
+    @property
+    def data_endpoint(self) -> str: ...
+    def certificate_arn(self, certificate_id: str) -> str: ...
+    def status(self, certificate_id: str) -> str: ...
+    def ensure_thing(self, thing_name: str) -> None: ...
+    def register(self, certificate_pem: str, ca_pem: str) -> RegisteredCertificate: ...
+    def attach_policy(self, certificate_arn: str) -> None: ...
+    def attach_thing(self, thing_name: str, certificate_arn: str) -> None: ...
+    def set_status(self, certificate_id: str, status: str) -> None: ...
+    def detach(self, thing_name: str, certificate_arn: str) -> None: ...
+
+
+class StorePort(Protocol):
+    def claim(
+        self,
+        dsn: str,
+        caller_sub: str,
+        is_admin: bool,
+        request_id: str,
+        now: int,
+        lease_until: int,
+        must_exist: bool = False,
+    ) -> DeviceRecord | None: ...
+    def get(self, dsn: str) -> DeviceRecord | None: ...
+    def record_intent(self, dsn: str, request_id: str, intent: Intent) -> None: ...
+    def commit(
+        self,
+        record: DeviceRecord,
+        request_id: str,
+        audit: AuditEvent,
+        retiring: tuple[CertificateRef, ...] = (),
+    ) -> None: ...
+    def commit_revocation(
+        self, dsn: str, request_id: str, at: str, ref: CertificateRef
+    ) -> None: ...
+    def settle(
+        self,
+        dsn: str,
+        request_id: str,
+        *,
+        release: Release,
+        clear_intent: bool = False,
+        retired: tuple[CertificateRef, ...] = (),
+        audits: tuple[AuditEvent, ...] = (),
+        work_left: bool = False,
+        now: int = 0,
+    ) -> None: ...
+    def due(self, now: int, limit: int) -> list[str]: ...
+
+
+class BudgetHolder:
+    """The budget of the request in progress, read by the adapters' clients before each
+    attempt and retry. A container runs one request at a time."""
+
+    def __init__(self) -> None:
+        self._budget: Budget | None = None
+
+    def current(self) -> Budget | None:
+        return self._budget
+
+    @contextmanager
+    def running(self, budget: Budget) -> Iterator[None]:
+        self._budget = budget
+        try:
+            yield
+        finally:
+            self._budget = None
+
+
+@dataclass
+class Services:
+    settings: Settings
+    pca: PcaPort
+    iot: IotPort
+    store: StorePort
+    executor: ThreadPoolExecutor
+    budgets: BudgetHolder = field(default_factory=BudgetHolder)
+    sleep: Callable[[float], None] = time.sleep
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))

@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Self
 
 from .budget import Budget
 from .errors import DependencyFailed, ProvisioningError
@@ -43,7 +43,7 @@ class Recovery:
     certificates_retired: int = 0
     unfinished: int = 0
 
-    def __iadd__(self, other: Recovery) -> Recovery:
+    def __iadd__(self, other: Recovery) -> Self:
         self.intents_resolved += other.intents_resolved
         self.certificates_retired += other.certificates_retired
         self.unfinished += other.unfinished

@@ -65,6 +65,7 @@ CONTRACT_RESOURCES = {
     "ProvisioningApi": "AWS::Serverless::Api",
     "ProvisioningFunction": "AWS::Serverless::Function",
     "DeploymentFunction": "AWS::Serverless::Function",
+    "SweeperFunction": "AWS::Serverless::Function",
     "CaRegistration": "Custom::IoTCaRegistration",
 }
 CONTRACT_OUTPUTS = {
@@ -81,6 +82,7 @@ CONTRACT_OUTPUTS = {
     "IotCaCertificateArn",
     "ProvisioningFunctionName",
     "DeploymentFunctionName",
+    "SweeperFunctionName",
 }
 CONTRACT_PROVISIONING_ENV = {
     "DEVICES_TABLE",

@@ -1,0 +1,67 @@
+"""The sweeper: finish or undo what requests that died left on device rows.
+
+A request that dies (Lambda's timeout, a lost network, out of memory) leaves its lease to
+expire, and maybe an intent or retiring certificates. The device's next request recovers them;
+the sweeper does it for devices nobody asks about again. It finds rows with an expired lease in
+the sparse sweep index, oldest first, in bounded batches, takes each row's lease as an
+administrator would, recovers, and gives the lease back (dropping rows never provisioned).
+Running it twice, or alongside requests, is safe: every step is idempotent and the lease keeps
+one worker per device.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .budget import FORWARD_RESERVE_SECONDS, Budget
+from .errors import Conflict, NotFound, ProvisioningError
+from .lease import DeviceTask, Recovery
+from .models import ADMINISTRATORS, Caller, Release
+from .observability import logger
+from .ports import Services
+
+SWEEPER = Caller(sub="sweeper", groups=frozenset({ADMINISTRATORS}))
+BATCH = 25
+
+
+@dataclass
+class SweepReport(Recovery):
+    """What one run found and fixed (the metric the runbook explains)."""
+
+    devices_seen: int = 0
+    leases_released: int = 0
+    skipped: int = 0
+
+
+def sweep(services: Services, budget: Budget, run_id: str, batch: int = BATCH) -> SweepReport:
+    report = SweepReport()
+    with services.budgets.running(budget):
+        now = int(services.clock().timestamp())
+        for dsn in services.store.due(now, batch):
+            if not budget.allows(FORWARD_RESERVE_SECONDS):
+                break
+            report.devices_seen += 1
+            task = DeviceTask(services, SWEEPER, dsn, budget, f"{run_id}:{dsn}")
+            try:
+                # Recovery waits: the claim below only takes the lease; the recover() call
+                # then releases it (or drops a row that was never provisioned).
+                task.row = services.store.claim(
+                    dsn,
+                    SWEEPER.sub,
+                    True,
+                    task.request_id,
+                    now=task.epoch(),
+                    lease_until=task.epoch() + budget.lease_seconds(),
+                    must_exist=True,
+                )
+            except (Conflict, NotFound):
+                report.skipped += 1  # a request holds it now, or it is gone: not ours to fix
+                continue
+            except ProvisioningError as error:
+                logger.warning("sweeper could not claim", extra={"code": error.code})
+                report.skipped += 1
+                continue
+            report += task.recover(Release.DELETE)
+            report.leases_released += 1
+    logger.info("sweep finished", extra=vars(report))
+    return report

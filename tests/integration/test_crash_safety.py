@@ -1,0 +1,252 @@
+"""A request killed between any two AWS calls, or one whose answer is lost, breaks nothing.
+
+For first provisioning, rotation and revocation, and for every AWS call k the request makes:
+the process dies just before call k, or just after it (nothing after reaches AWS, the rollback
+included), or, for every write, the answer is lost once. Then, separately, the owner retries
+(once the dead request's lease has expired), or the sweeper runs alone. After either, the
+invariants hold:
+
+- at most one ACTIVE certificate for the device's thing, attached to it, named by the row;
+- the row names only an ACTIVE certificate; every other certificate issued for the device is
+  REVOKED in IoT, detached, revoked in ACM PCA, and has its REVOKE in the audit trail;
+- nothing is left half-done on the row (no intent, nothing retiring, no lease);
+- the owner's retry succeeds; a revocation's 200 means IoT has the certificate REVOKED.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import boto3
+import pytest
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+from moto.acmpca.models import acmpca_backends
+from moto.iot.models import iot_backends
+
+from provisioning.budget import Budget
+from provisioning.crypto import certificate_facts, common_name_for
+from provisioning.dependencies import get_services
+from provisioning.ports import Services
+from provisioning.sweeper import sweep
+from tests.support.crash import Crash, InlineExecutor, ProcessDeath
+from tests.support.lambda_support import Device, FakeLambdaContext, api_event, unique_dsn
+
+ALICE = "sub-alice"
+ACCOUNT, REGION = "123456789012", "us-east-1"
+
+
+@dataclass
+class World:
+    services: Services
+    env: dict[str, str]
+    dynamodb: Any
+    offset: timedelta = timedelta()
+
+    def later(self, seconds: int = 120) -> None:
+        """Let time pass: every lease taken so far has expired."""
+        self.offset += timedelta(seconds=seconds)
+
+    @property
+    def clients(self) -> tuple[Any, ...]:
+        s = self.services
+        return (s.pca.client, s.iot.client, s.store.client)  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def world(provisioning_env: dict[str, str]) -> Iterator[World]:
+    get_services.cache_clear()
+    services = get_services()
+    services.sleep = lambda _seconds: None
+    services.executor = InlineExecutor()  # type: ignore[assignment]
+    # A warm container: the IoT endpoint is looked up once per container, so a request's calls
+    # (and their numbers) are the same from the first case to the last.
+    assert services.iot.data_endpoint
+    built = World(services, provisioning_env, boto3.client("dynamodb"))
+    services.clock = lambda: datetime.now(UTC) + built.offset
+    yield built
+    get_services.cache_clear()
+
+
+def call(method: str, path: str, body: str | None = None) -> tuple[int, dict[str, Any]]:
+    from provisioning.handler import lambda_handler
+
+    event = api_event(body, ALICE, "Members", method=method, path=path)
+    response = lambda_handler(event, FakeLambdaContext())
+    return response["statusCode"], json.loads(response["body"])
+
+
+# --------------------------------------------------------------------------- scenarios
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    prepare: Callable[[Device], None]  # what happened before the request under test
+    request: Callable[[Device], tuple[int, dict[str, Any]]]
+    revokes: bool = False
+
+
+def _provision(device: Device) -> tuple[int, dict[str, Any]]:
+    return call("POST", "/certificate", device.body())
+
+
+def _revoke(device: Device) -> tuple[int, dict[str, Any]]:
+    return call("DELETE", f"/devices/{device.dsn}/certificate")
+
+
+def _provisioned(device: Device) -> None:
+    status, answer = _provision(device)
+    assert status == 200, answer
+
+
+SCENARIOS = {
+    "first provisioning": Scenario("first provisioning", lambda _d: None, _provision),
+    "rotation": Scenario("rotation", _provisioned, _provision),
+    "revocation": Scenario("revocation", _provisioned, _revoke, revokes=True),
+}
+
+
+def _calls_of(world: World, scenario: Scenario) -> list[str]:
+    device = Device(unique_dsn())
+    scenario.prepare(device)
+    with Crash().watching(*world.clients) as watch:
+        status, answer = scenario.request(device)
+    assert status == 200, answer
+    return watch.calls
+
+
+# --------------------------------------------------------------------------- invariants
+
+
+def _thing(world: World, dsn: str) -> str:
+    return f"{world.env['THING_PREFIX']}_{dsn}"
+
+
+def invariant_problems(world: World, dsn: str, revoked: bool) -> list[str]:
+    thing = _thing(world, dsn)
+    iot = iot_backends[ACCOUNT][REGION]
+    ca = acmpca_backends[ACCOUNT][REGION].certificate_authorities[world.env["CA_ARN"]]
+    certificates = {}
+    for cert in iot.certificates.values():
+        parsed = x509.load_pem_x509_certificate(cert.certificate_pem.encode())
+        cn = parsed.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        if cn and cn[0].value == common_name_for(thing):
+            certificates[cert.certificate_id] = cert
+    attached = {
+        principal.rsplit("/", 1)[1]
+        for principal, name in iot.principal_things
+        if name == thing and "/" in principal
+    }
+    item = world.dynamodb.get_item(
+        TableName=world.env["DEVICES_TABLE"], Key={"dsn": {"S": dsn}}, ConsistentRead=True
+    ).get("Item", {})
+    row = {k: v.get("S", v.get("N", "…")) for k, v in item.items()}
+    audited = {
+        entry["certificate_id"]["S"]
+        for entry in world.dynamodb.query(
+            TableName=world.env["AUDIT_TABLE"],
+            KeyConditionExpression="pk = :pk",
+            ExpressionAttributeValues={":pk": {"S": f"device#{dsn}"}},
+        )["Items"]
+        if entry["event"]["S"] == "REVOKE" and "certificate_id" in entry
+    }
+
+    problems = []
+    named = row.get("certificate_id", "")
+    active = sorted(i for i, c in certificates.items() if c.status == "ACTIVE")
+    if len(active) > 1:
+        problems.append(f"{len(active)} ACTIVE certificates")
+    if named and named not in active:
+        problems.append(f"the row names a {certificates[named].status} certificate")
+    for cert_id in active:
+        if cert_id != named:
+            problems.append("an ACTIVE certificate the row does not name")
+        if cert_id not in attached:
+            problems.append("an ACTIVE certificate attached to no thing")
+    for cert_id, cert in certificates.items():
+        if cert_id == named:
+            continue
+        if cert.status != "REVOKED":
+            problems.append(f"a replaced certificate left {cert.status}")
+        if cert_id in attached:
+            problems.append("a replaced certificate still attached")
+        if certificate_facts(cert.certificate_pem).serial_hex not in ca.revoked_certificates:
+            problems.append("a replaced certificate not revoked in ACM PCA")
+        if cert_id not in audited:
+            problems.append("a revocation missing from the audit trail")
+    leftovers = sorted(k for k in row if k in ("intent", "lease_request_id") or "retire_" in k)
+    if leftovers:
+        problems.append(f"left on the row: {leftovers}")
+    if revoked and (active or row.get("status") != "REVOKED"):
+        problems.append("the revoked device is not REVOKED")
+    return problems
+
+
+# --------------------------------------------------------------------------- the cases
+
+
+def _run_case(world: World, scenario: Scenario, crash: Crash, recovery: str) -> list[str]:
+    device = Device(unique_dsn())
+    scenario.prepare(device)
+    try:
+        with crash.watching(*world.clients):
+            status, answer = scenario.request(device)
+    except ProcessDeath:
+        status, answer = 0, {}
+    problems = []
+    if status == 200 and scenario.revokes:
+        cert_id = answer["revokedCertificateId"]
+        if iot_backends[ACCOUNT][REGION].certificates[cert_id].status != "REVOKED":
+            problems.append("200 REVOKED while IoT has the certificate ACTIVE")
+    if status == 200 and not scenario.revokes:
+        row = world.services.store.get(device.dsn)
+        if row is None or row.certificate_id != answer["certificateId"]:
+            problems.append("200 with a certificate the row does not name")
+
+    world.later()
+    if recovery == "owner":
+        status, answer = scenario.request(device)
+        if status != 200:
+            problems.append(f"the owner's retry answered {status} {answer.get('code')}")
+        elif (
+            not scenario.revokes
+            and world.services.store.get(device.dsn).certificate_id != (answer["certificateId"])
+        ):
+            problems.append("the retry's certificate is not the row's")
+    else:
+        sweep(world.services, Budget(FakeLambdaContext(60).get_remaining_time_in_millis), "run")
+    revoked = scenario.revokes and (recovery == "owner" or status == 200)
+    return problems + invariant_problems(world, device.dsn, revoked)
+
+
+@pytest.mark.parametrize("recovery", ["owner", "sweeper"])
+@pytest.mark.parametrize("mode", ["die_before", "die_after", "lose"])
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+def test_a_request_killed_at_any_call_breaks_no_invariant(
+    world: World, scenario: str, mode: str, recovery: str
+) -> None:
+    plan = SCENARIOS[scenario]
+    calls = _calls_of(world, plan)
+    # GIVEN the calls the request makes when nothing goes wrong (a floor, so the loop below
+    # can never be empty or skip the steps that matter)
+    assert {"UpdateItem", "RegisterCertificate", "UpdateCertificate"} & set(calls)
+    points = Crash(calls=calls).writes if mode == "lose" else range(1, len(calls) + 1)
+    failures = {}
+    for k in points:
+        # WHEN the request dies (or loses an answer) at call k, and then the owner retries or
+        # the sweeper runs alone
+        crash = Crash(**{mode: k})
+        problems = _run_case(world, plan, crash, recovery)
+        if mode != "lose" and not crash.dead:
+            problems.append("the request never reached the call it should die at")
+        if mode == "lose" and not crash.lost:
+            problems.append("no answer was lost")
+        if problems:
+            failures[f"{mode}={k} ({calls[k - 1]})"] = problems
+    # THEN the invariants hold after every one of them
+    assert failures == {}, f"{len(calls)} calls: {calls}"

@@ -5,8 +5,9 @@ A request can die at any instruction (Lambda's timeout, a lost network, out of m
 answer can be lost after the write applied. What keeps the invariants whatever happens:
 
 - the device row carries the **intent** of the request holding its lease, written before the
-  request does anything to IoT: the new certificate (its IoT id is the SHA-256 of its DER, so
-  known before registering) and, for a rotation, the certificate it is about to set INACTIVE;
+  request does anything to IoT: the new certificate as ACM PCA issued it (its IoT id is the
+  SHA-256 of its DER, so it can be found before and after registering) and, for a rotation,
+  the certificate it is about to set INACTIVE;
 - certificates the device no longer uses stay written down as **retiring** until they are
   REVOKED in IoT, detached, and revoked in ACM PCA;
 - whoever next takes the lease (the device's next request, or the sweeper once the lease has
@@ -26,6 +27,7 @@ from datetime import UTC, datetime
 from typing import Any, Self
 
 from .budget import Budget
+from .crypto import certificate_facts
 from .errors import DependencyFailed, ProvisioningError
 from .models import AuditEvent, Caller, CertificateRef, DeviceRecord, Release
 from .observability import logger
@@ -108,7 +110,8 @@ class DeviceTask:
         clear_intent = False
         if row.intent is not None:
             intent = row.intent
-            undone = self.revoke_everywhere(intent.certificate, "rolled back")
+            new = intent.certificate or self._issued(intent.pca_certificate_arn)
+            undone = new is not None and self.revoke_everywhere(new, "rolled back")
             if undone and intent.previous_certificate_id:
                 current = row.certificate
                 if current is not None and current.certificate_id == intent.previous_certificate_id:
@@ -189,6 +192,21 @@ class DeviceTask:
         except ProvisioningError:
             return False
         return actual == status or (actual in _GONE and status in ("REVOKED", "ACTIVE"))
+
+    def _issued(self, pca_certificate_arn: str) -> CertificateRef | None:
+        """The certificate ACM PCA issued, as IoT and ACM PCA name it; None while unknown."""
+        try:
+            issued = self.services.pca.fetch(pca_certificate_arn)
+        except ProvisioningError:
+            return None
+        if issued is None:  # still issuing: the next recovery will know
+            return None
+        facts = certificate_facts(issued.certificate_pem)
+        return CertificateRef(
+            facts.iot_certificate_id,
+            self.services.iot.certificate_arn(facts.iot_certificate_id),
+            facts.serial_hex,
+        )
 
     def audit(self, event: str, ref: CertificateRef, **details: str) -> AuditEvent:
         return AuditEvent(

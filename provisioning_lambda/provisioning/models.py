@@ -167,18 +167,21 @@ class CertificateRef:
 class Intent:
     """What a request is about to do to IoT, written to the device row before it does it.
 
-    ``certificate`` is the new certificate: its IoT id is the SHA-256 of its DER, known before
-    it is registered. ``previous_certificate_id`` names the current certificate when the
-    request is about to set it INACTIVE (a rotation). While the row carries an intent, the
-    certificate it names is not the device's: whoever resolves the intent revokes it and makes
-    the row's own certificate ACTIVE again. A commit removes the intent in the same write that
-    names the new certificate, so an intent never outlives a commit that applied.
+    ``pca_certificate_arn`` is the new certificate as ACM PCA issued it: whoever resolves the
+    intent fetches it there and derives its IoT id (the SHA-256 of its DER) and serial, so the
+    intent can be written while the certificate is still being issued. ``certificate`` is that
+    derivation once known (in memory only). ``previous_certificate_id`` names the current
+    certificate when the request is about to set it INACTIVE (a rotation). While the row
+    carries an intent, the certificate it names is not the device's: whoever resolves the
+    intent revokes it and makes the row's own certificate ACTIVE again. A commit removes the
+    intent in the same write that names the new certificate, so an intent never outlives a
+    commit that applied.
     """
 
     request_id: str
-    certificate: CertificateRef
     pca_certificate_arn: str
     previous_certificate_id: str = ""
+    certificate: CertificateRef | None = None
 
 
 @dataclass(frozen=True)

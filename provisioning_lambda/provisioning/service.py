@@ -6,7 +6,8 @@ Order of work for one request (independent calls run concurrently):
 2. take the device's lease in DynamoDB (ownership check and in-flight guard in one write), and
    first finish or undo whatever an earlier request for the device left (lease.py);
 3. issue the certificate from ACM PCA  ||  create the thing in its group  ||  endpoint lookup;
-4. write the intent to the row: the new certificate's IoT id, and the one it replaces;
+4. write the intent to the row (the certificate's ACM PCA ARN, and the one it replaces)  ||
+   fetch the certificate from ACM PCA once issued;
 5. on rotation, set the previous certificate INACTIVE (reversible);
 6. register the certificate ACTIVE in IoT, then attach the shared policy || attach the thing;
 7. commit the device row naming the new certificate (the intent removed, the previous one
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from concurrent import futures
 from concurrent.futures import Future
 from dataclasses import replace
 from typing import Any
@@ -179,6 +181,7 @@ class _Issuance:
             *((self.previous,) if self.previous else ()),
         )
         self.intent: Intent | None = None
+        self.in_flight: list[Future[Any]] = []  # what a rollback must wait for first
 
     def run(self) -> tuple[DeviceRecord, str]:
         task, services = self.task, self.task.services
@@ -192,10 +195,22 @@ class _Issuance:
             run.submit(iot.ensure_thing, thing_name),
             run.submit(lambda: iot.data_endpoint),
         ]
+        self.in_flight += side_work
 
         budget.require("ISSUE_CERTIFICATE")
         token = hashlib.sha256(f"{task.request_id}:{task.dsn}".encode()).hexdigest()[:36]
         pca_certificate_arn = pca.issue(csr, settings.cert_validity_days, token)
+        # Written while ACM PCA finishes the certificate: whoever resolves the intent can fetch
+        # it there. From here on, a rollback or a recovery revokes it.
+        self.intent = Intent(
+            request_id=task.request_id,
+            pca_certificate_arn=pca_certificate_arn,
+            previous_certificate_id=self.previous.certificate_id if self.previous else "",
+        )
+        intent_written = run.submit(
+            services.store.record_intent, task.dsn, task.request_id, self.intent
+        )
+        self.in_flight.append(intent_written)
         issued = self._wait_for_certificate(pca_certificate_arn)
         facts = certificate_facts(issued.certificate_pem)
         new = CertificateRef(
@@ -203,15 +218,8 @@ class _Issuance:
             iot.certificate_arn(facts.iot_certificate_id),
             facts.serial_hex,
         )
-        # From here on the rollback knows the certificate, even if writing it down fails.
-        self.intent = Intent(
-            request_id=task.request_id,
-            certificate=new,
-            pca_certificate_arn=pca_certificate_arn,
-            previous_certificate_id=self.previous.certificate_id if self.previous else "",
-        )
-        budget.require("RECORD_INTENT")
-        services.store.record_intent(task.dsn, task.request_id, self.intent)
+        self.intent = replace(self.intent, certificate=new)
+        _wait_all([intent_written])
 
         if self.previous is not None:
             # Before the new one is registered: there is never a moment with two ACTIVE
@@ -280,6 +288,10 @@ class _Issuance:
         """Undo this request's changes within the time left; never raises, so the original
         error is what the caller sees. What is not undone stays in the intent."""
         task = self.task
+        # Steps still running (the intent's write among them) end first: the clients bound
+        # each to the budget, and a rollback that raced them could release the lease before
+        # the intent landed.
+        futures.wait(self.in_flight)
         if self.intent is None:
             task.release()
             return

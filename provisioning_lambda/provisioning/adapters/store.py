@@ -57,9 +57,6 @@ def _intent_item(intent: Intent) -> dict[str, Any]:
     return {
         "M": {
             "request_id": _s(intent.request_id),
-            "certificate_id": _s(intent.certificate.certificate_id),
-            "certificate_arn": _s(intent.certificate.certificate_arn),
-            "serial": _s(intent.certificate.serial),
             "pca_certificate_arn": _s(intent.pca_certificate_arn),
             "previous_certificate_id": _s(intent.previous_certificate_id),
         }
@@ -76,10 +73,7 @@ def _record_from_item(item: dict[str, Any]) -> DeviceRecord:
         raw = {k: v["S"] for k, v in item["intent"]["M"].items()}
         values["intent"] = Intent(
             request_id=raw["request_id"],
-            certificate=CertificateRef(
-                raw["certificate_id"], raw["certificate_arn"], raw.get("serial", "")
-            ),
-            pca_certificate_arn=raw.get("pca_certificate_arn", ""),
+            pca_certificate_arn=raw["pca_certificate_arn"],
             previous_certificate_id=raw.get("previous_certificate_id", ""),
         )
     values["retiring"] = tuple(

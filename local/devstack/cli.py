@@ -311,7 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--dir",
         default=".local/demo",
         help="state file, process logs and device state (default %(default)s); "
-        "Lambda logs go to DIR-lambda.log",
+        "Lambda logs go to DIR-lambda/<LogicalId>.log",
     )
     demo.set_defaults(func=_cmd_demo)
     return parser

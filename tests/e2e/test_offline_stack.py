@@ -35,6 +35,7 @@ def later_gateway(offline_stack: RunningStack) -> Iterator[GatewayServer]:
         offline_stack.deployment,
         endpoint_url=offline_stack.endpoint_url,
         clock=lambda: time.time() + 7200,
+        invoker=offline_stack.invoker,
     )
     server = GatewayServer(api).start()
     try:

@@ -190,9 +190,7 @@ def test_a_warm_worker_is_reused_with_its_module_state(fixture_api: FixtureApi) 
     assert second["invocations"] == first["invocations"] + 1
 
 
-def test_two_slow_invocations_run_at_the_same_time(
-    fixture_api: FixtureApi, tmp_path: Path
-) -> None:
+def test_two_slow_invocations_run_at_the_same_time(fixture_api: FixtureApi, tmp_path: Path) -> None:
     # GIVEN two invocations that each record their start, then wait until both have started
     events = tmp_path / "events"
     events.touch()
@@ -250,3 +248,26 @@ def test_a_requirement_missing_from_the_package_is_a_502_with_lambdas_import_err
         "Runtime.ImportModuleError: Unable to import module 'needs_jsonschema.handler': "
         "No module named 'jsonschema'"
     ) in log
+
+
+def test_an_invocation_past_the_integration_limit_is_504(fixture_api: FixtureApi) -> None:
+    # GIVEN a gateway that waits one second for its integration, as API Gateway waits 29
+    deployment = fixture_api.gateway.api.deployment
+    api = LocalApi(
+        deployment,
+        endpoint_url=deployment.endpoint_url,
+        invoker=fixture_api.invoker,
+        integration_timeout=1.0,
+    )
+    server = GatewayServer(api).start()
+    try:
+        slow = FixtureApi(fixture_api.invoker, server, fixture_api.log_dir)
+
+        # WHEN the function takes longer than that (well inside its own Timeout)
+        status, answer = slow.post("/probe", {"sleep": 3})
+    finally:
+        server.stop()
+
+    # THEN the gateway answers 504 with API Gateway's default body: this template defines no
+    # GatewayResponses
+    assert (status, answer) == (504, {"message": "Endpoint request timed out"})

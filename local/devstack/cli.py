@@ -70,6 +70,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
             moto_port=args.moto_port,
             state_path=state_path,
             progress=print if args.verbose else None,
+            build_progress=print,  # the first build of the functions' packages takes a while
         )
         try:
             outputs = stack.outputs

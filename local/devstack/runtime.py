@@ -173,7 +173,7 @@ def lambda_environment(
     }
     env.update(function.environment)
     if endpoint_url:
-        # The one switch between AWS and the offline stack (DESIGN.md section 3).
+        # The one switch between AWS and the offline stack: no `if local:` in Lambda code.
         env["AWS_ENDPOINT_URL"] = endpoint_url
     return env
 

@@ -133,12 +133,14 @@ def start_stack(
     gateway_options: dict[str, Any] | None = None,
     build_dir: Path | None = None,
     lambda_log_dir: Path | None = None,
+    build_progress: Callable[[str], None] | None = None,
 ) -> RunningStack:
     """Build the functions, start moto, deploy the template onto it, start the gateway.
 
     Packages go to ``build_dir`` (default ``.local/build`` next to the template), each
     function's log to ``<lambda_log_dir>/<LogicalId>.log`` (default ``.local/logs``); the
-    state file is written when ``state_path`` is given.
+    state file is written when ``state_path`` is given. ``build_progress`` (default
+    ``progress``) hears the package builds, pip's lines included.
     """
     check_port_free(api_port)
     check_port_free(moto_port)
@@ -146,7 +148,9 @@ def start_stack(
     say = progress or (lambda _message: None)
     local_dir = Path(template).resolve().parent / ".local"
     packages = build_packages(
-        function_code_uris(template), build_dir or local_dir / "build", progress=progress
+        function_code_uris(template),
+        build_dir or local_dir / "build",
+        progress=build_progress or progress,
     )
     exit_stack = contextlib.ExitStack()
     try:

@@ -155,8 +155,9 @@ class _Pool:
     def _log_line(self, text: str) -> None:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
         with self._lock:
-            self._log.write(f"{stamp}Z {text}\n".encode())
-            self._log.flush()
+            if not self._log.closed:  # closed: the runtime was stopped mid-invocation
+                self._log.write(f"{stamp}Z {text}\n".encode())
+                self._log.flush()
 
     def _start(self) -> _Worker:
         """A new environment, through its INIT phase; FunctionError if init fails."""

@@ -70,6 +70,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
             moto_port=args.moto_port,
             state_path=state_path,
             progress=print if args.verbose else None,
+            build_progress=print,  # the first build of the functions' packages takes a while
         )
         try:
             outputs = stack.outputs
@@ -311,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--dir",
         default=".local/demo",
         help="state file, process logs and device state (default %(default)s); "
-        "Lambda logs go to DIR-lambda.log",
+        "Lambda logs go to DIR-lambda/<LogicalId>.log",
     )
     demo.set_defaults(func=_cmd_demo)
     return parser

@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from devstack.errors import DeployError
-from devstack.runtime import FunctionSpec, invoke
+from devstack.runtime import FunctionSpec, Invoker
 
 _MAX_RESPONSE_BYTES = 4096  # CloudFormation's limit on a custom resource response
 
@@ -96,8 +96,7 @@ def run_create(
     resource_type: str,
     properties: dict[str, Any],
     stack_id: str,
-    region: str,
-    endpoint_url: str | None,
+    invoker: Invoker,
 ) -> CustomResourceResult:
     """Send a Create event to the handler and return what it answered on ResponseURL."""
     listener = _ResponseListener()
@@ -118,7 +117,7 @@ def run_create(
         }
         failure: Exception | None = None
         try:
-            invoke(function, event, region=region, endpoint_url=endpoint_url)
+            invoker(function, event)
         except Exception as exc:  # CloudFormation only ever sees the PUT; so do we, first
             failure = exc
         with listener.lock:

@@ -36,7 +36,6 @@ from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import x25519
 
-from devstack import runtime
 from devstack.errors import DevstackError
 from devstack.stack import DEFAULT_TEMPLATE, RunningStack, start_stack
 from devstack.users import add_user, login
@@ -56,6 +55,7 @@ class DemoContext:
     workdir: Path = Path(".local/demo")
     out: Print = print
     stack: RunningStack | None = None
+    lambda_logs: Path | None = None  # one <LogicalId>.log per function; None: .local/logs
     values: dict[str, Any] = field(default_factory=dict)
     # What the steps started besides the stack (child processes); undone before the stack stops.
     cleanup: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
@@ -136,14 +136,21 @@ def check_device_material(
 
 
 def step_stack_up(ctx: DemoContext) -> str:
-    ctx.stack = start_stack(template=ctx.template, parameters=ctx.parameters)
+    ctx.stack = start_stack(
+        template=ctx.template, parameters=ctx.parameters, lambda_log_dir=ctx.lambda_logs
+    )
     return f"moto at {ctx.running.endpoint_url}, API at {ctx.running.api_url}"
 
 
 def step_stack_up_with_state(ctx: DemoContext) -> str:
     """The stack, with a state file the example's processes read (like `devstack up`)."""
     state_path = ctx.workdir / "stack.json"
-    ctx.stack = start_stack(template=ctx.template, parameters=ctx.parameters, state_path=state_path)
+    ctx.stack = start_stack(
+        template=ctx.template,
+        parameters=ctx.parameters,
+        state_path=state_path,
+        lambda_log_dir=ctx.lambda_logs,
+    )
     ctx.values.update(state_path=state_path, gateway_calls=_record_gateway_calls(ctx.stack))
     stack = ctx.running
     return f"moto at {stack.endpoint_url}, API at {stack.api_url}, state in {_shown(state_path)}"
@@ -582,9 +589,9 @@ def run_steps(ctx: DemoContext, steps: Sequence[Step], out: Print = print) -> No
     out(f"demo finished in {time.monotonic() - started:.1f} s")
 
 
-def _lambda_log_for(workdir: Path) -> Path:
-    """.local/demo -> .local/demo-lambda.log: next to the work directory, not in it."""
-    return workdir.with_name(f"{workdir.name}-lambda.log")
+def _lambda_logs_for(workdir: Path) -> Path:
+    """.local/demo -> .local/demo-lambda/: next to the work directory, not in it."""
+    return workdir.with_name(f"{workdir.name}-lambda")
 
 
 @contextlib.contextmanager
@@ -610,32 +617,32 @@ def run_demo(
     out: Print = print,
     steps: Sequence[Step] = DEFAULT_STEPS,
     workdir: Path = Path(".local/demo"),
-    lambda_log: Path | None = None,
+    lambda_logs: Path | None = None,
 ) -> None:
     """Run the demo in ``workdir`` (state file, child logs, device state).
 
-    The Lambda functions' own log lines go to ``lambda_log`` (default: ``<workdir>-lambda.log``).
+    The Lambda functions' own log lines go to ``<lambda_logs>/<LogicalId>.log`` (default
+    ``<workdir>-lambda/``), written by their worker processes.
     """
     if out is print:
-        # Bound to today's stdout: a Lambda running in the gateway's thread redirects
-        # sys.stdout to the Lambda log while it runs.
         out = functools.partial(print, file=sys.stdout, flush=True)
     workdir = workdir.resolve()
+    lambda_logs = lambda_logs or _lambda_logs_for(workdir)
     ctx = DemoContext(
-        template=template, parameters=dict(parameters or {}), workdir=workdir, out=out
+        template=template,
+        parameters=dict(parameters or {}),
+        workdir=workdir,
+        out=out,
+        lambda_logs=lambda_logs,
     )
     child_error: type[Exception] = DemoFailure if steps is HTTP_STEPS else _ble().ChildError
-    lambda_log = lambda_log or _lambda_log_for(workdir)
-    lambda_log.parent.mkdir(parents=True, exist_ok=True)
-    with _sigterm_as_interrupt(), lambda_log.open("w", encoding="utf-8") as log:
-        runtime.set_output(log)
+    with _sigterm_as_interrupt():
         try:
             run_steps(ctx, steps, out)
         except child_error as exc:  # a process did not do what the step waited for
             raise DemoFailure(str(exc)) from None
         finally:
-            runtime.set_output(None)
-            out(f"Lambda logs (what CloudWatch would hold): {_shown(lambda_log)}")
+            out(f"Lambda logs (what CloudWatch would hold): {_shown(lambda_logs)}")
             if steps is not HTTP_STEPS:
                 out(f"process logs, device state and stack.json: {_shown(workdir)}")
 

@@ -7,11 +7,13 @@ moto's in-process mock (``mock_aws``, endpoint_url=None) or a moto server (endpo
 What is created where:
 - DynamoDB tables, Cognito pools/clients/groups/users, ACM PCA CAs and certificates, IoT
   policies and thing groups, log groups: created with boto3, as CloudFormation would.
-- Lambda functions: recorded (handler, code directory, resolved environment, timeout) and run
-  in-process by the custom-resource runner and the local gateway; nothing is created in moto.
+- Lambda functions: recorded (handler, code directory, resolved environment, timeout,
+  reserved concurrency) and run by an ``Invoker`` (devstack.runtime): worker processes for the
+  offline stack, in-process under ``mock_aws``; nothing is created in moto.
 - IAM roles, Lambda permissions, API Gateway resources: given physical IDs but not created; the
   API's routes, authorizers and models are kept for the local gateway.
-- Custom resources: the real handler runs in-process with a Create event (custom_resource.py).
+- Custom resources: the real handler runs through the invoker with a Create event
+  (custom_resource.py).
 """
 
 from __future__ import annotations
@@ -30,8 +32,10 @@ from botocore.exceptions import ClientError
 
 from devstack.custom_resource import run_create
 from devstack.errors import DeployError
+from devstack.gateway_responses import GatewayResponses
+from devstack.gateway_responses import parse as parse_gateway_responses
 from devstack.intrinsics import NO_VALUE, Resolver, Unavailable, references
-from devstack.runtime import FunctionSpec
+from devstack.runtime import FunctionSpec, InProcessInvoker, Invoker
 from devstack.template import expand
 
 __all__ = [
@@ -71,6 +75,8 @@ class Route:
     model_name: str | None = None
     schema: dict[str, Any] | None = None
     validate_body: bool = False
+    # the content types the body model is mapped to; API Gateway validates only those
+    body_content_types: tuple[str, ...] = ("application/json",)
 
 
 @dataclass(frozen=True)
@@ -80,6 +86,7 @@ class ApiSpec:
     stage: str
     routes: tuple[Route, ...]
     models: dict[str, dict[str, Any]] = field(default_factory=dict)
+    gateway_responses: GatewayResponses = field(default_factory=GatewayResponses)
 
 
 @dataclass
@@ -151,7 +158,9 @@ class _Deployer:
         stack_name: str,
         run_custom_resources: bool,
         progress: Progress | None,
+        invoker: Invoker,
     ) -> None:
+        self.invoker = invoker
         self.endpoint_url = endpoint_url
         self.region = region
         self.stack_name = stack_name
@@ -644,10 +653,15 @@ class _Deployer:
             environment={key: _as_env(value) for key, value in variables.items()},
             timeout=int(props.get("Timeout", 3)),
             memory_size=int(props.get("MemorySize", 128)),
+            reserved_concurrency=(
+                int(props["ReservedConcurrentExecutions"])
+                if props.get("ReservedConcurrentExecutions") is not None
+                else None
+            ),
         )
         self.physical_ids[logical_id] = name
         self.attributes[logical_id] = {"Arn": arn}
-        self.say(f"  record {logical_id} (Lambda, runs in-process): {props['Handler']}")
+        self.say(f"  record {logical_id} (Lambda): {props['Handler']}")
 
     def _iam_role(self, logical_id: str, kind: str, props: dict[str, Any]) -> None:
         name = props.get("RoleName") or _generated_name(self.stack_name, logical_id, 64)
@@ -687,8 +701,7 @@ class _Deployer:
             resource_type=kind,
             properties=_stringify(props),
             stack_id=self.stack_id,
-            region=self.region,
-            endpoint_url=self.endpoint_url,
+            invoker=self.invoker,
         )
         self.custom_data[logical_id] = result.data
         self._done(logical_id, kind, result.physical_id, **result.data)
@@ -771,7 +784,7 @@ def _api_spec(
             security = operation.get("security", body.get("security", []))
             names = [name for requirement in security for name in requirement]
             authorizer = next((authorizers[n] for n in names if n in authorizers), None)
-            model_name = _body_model(operation)
+            model_name, content_types = _body_model(operation, body)
             schema = models.get(model_name) if model_name else None
             validator = operation.get("x-amazon-apigateway-request-validator", default_validator)
             validate_body = bool(validators.get(validator, {}).get("validateRequestBody"))
@@ -784,23 +797,39 @@ def _api_spec(
                     model_name=model_name,
                     schema=schema,
                     validate_body=validate_body and schema is not None,
+                    body_content_types=content_types,
                 )
             )
     return ApiSpec(
-        logical_id=logical_id, api_id=api_id, stage=stage, routes=tuple(routes), models=models
+        logical_id=logical_id,
+        api_id=api_id,
+        stage=stage,
+        routes=tuple(routes),
+        models=models,
+        gateway_responses=parse_gateway_responses(body),
     )
 
 
-def _body_model(operation: dict[str, Any]) -> str | None:
-    """The name of the model an operation's request body refers to, if any."""
-    refs = [
-        parameter.get("schema", {}).get("$ref", "")
-        for parameter in operation.get("parameters", [])
-        if parameter.get("in") == "body"
-    ]
+def _body_model(
+    operation: dict[str, Any], definition: dict[str, Any]
+) -> tuple[str | None, tuple[str, ...]]:
+    """The model an operation's request body refers to, if any, and its content types.
+
+    Swagger 2.0: the body parameter's model, for the operation's (else the API's) ``consumes``,
+    which API Gateway takes as application/json when absent. OpenAPI 3: the requestBody's
+    content types that carry a model.
+    """
+    for parameter in operation.get("parameters", []):
+        ref = parameter.get("schema", {}).get("$ref", "") if parameter.get("in") == "body" else ""
+        if ref:
+            consumes = operation.get("consumes") or definition.get("consumes")
+            return ref.rsplit("/", 1)[-1], tuple(consumes or ("application/json",))
     content = operation.get("requestBody", {}).get("content", {})
-    refs += [media.get("schema", {}).get("$ref", "") for media in content.values()]
-    return next((ref.rsplit("/", 1)[-1] for ref in refs if ref), None)
+    refs = {kind: media.get("schema", {}).get("$ref", "") for kind, media in content.items()}
+    mapped = tuple(kind for kind, ref in refs.items() if ref)
+    if not mapped:
+        return None, ()
+    return refs[mapped[0]].rsplit("/", 1)[-1], mapped
 
 
 def _check_parameter(name: str, spec: dict[str, Any], raw: str) -> None:
@@ -900,12 +929,14 @@ def deploy(
     stack_name: str = DEFAULT_STACK_NAME,
     run_custom_resources: bool = True,
     progress: Progress | None = None,
+    invoker: Invoker | None = None,
 ) -> Deployment:
     """Create the template's resources on moto and return what was made.
 
     ``endpoint_url=None`` talks to whatever boto3 resolves (moto's ``mock_aws`` in tests);
-    otherwise to a moto server at that URL. Custom resources run their real handlers
-    in-process, with AWS_ENDPOINT_URL set to ``endpoint_url`` when there is one.
+    otherwise to a moto server at that URL. Custom resources run their real handlers through
+    ``invoker``; by default in-process (``InProcessInvoker``, what ``mock_aws`` needs), with
+    AWS_ENDPOINT_URL set to ``endpoint_url`` when there is one.
     """
     return _Deployer(
         Path(template_path),
@@ -915,4 +946,5 @@ def deploy(
         stack_name=stack_name,
         run_custom_resources=run_custom_resources,
         progress=progress,
+        invoker=invoker or InProcessInvoker(region=region, endpoint_url=endpoint_url),
     ).run()

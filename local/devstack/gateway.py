@@ -3,20 +3,32 @@
 Built from the routes the SAM translator produced for the template's API. For each request it
 does what API Gateway does before the Lambda runs:
 
-1. route by stage and resource path (unknown route: 403 "Missing Authentication Token");
+1. route by stage and resource path (unknown route: MISSING_AUTHENTICATION_TOKEN, 403);
 2. the Cognito authorizer: a token in the Authorization header (raw or "Bearer <token>"),
    RS256 signature against the user pool's JWKS (served by moto), ``iss`` equal to the pool's
    issuer, ``exp`` in the future, ``token_use`` "id" (no OAuth scopes are configured, so an
    access token is refused, as API Gateway does) and ``aud`` one of the pool's app clients;
-   failures answer 401 {"message": "Unauthorized"} (expiry: "The incoming token has expired");
-3. request validation of the body against the route's model (JSON Schema draft 4): 400
-   {"message": "Invalid request body"};
+   failures are UNAUTHORIZED (401; an expired token too);
+3. request validation of the body against the route's model (JSON Schema draft 4), for the
+   content types the model is mapped to only (a body of another type reaches the Lambda
+   unvalidated, as in API Gateway): BAD_REQUEST_BODY (400);
 4. the proxy event, with the token's claims as strings at requestContext.authorizer.claims,
-   and the real handler invoked in-process (devstack.runtime) with the function's environment
-   plus AWS_ENDPOINT_URL, so the unchanged Lambda code talks to the moto server.
+   handed to an ``Invoker`` (devstack.runtime): worker processes in the offline stack. A
+   function error or a malformed proxy result is INTEGRATION_FAILURE (502); no answer within
+   the integration timeout (29 s) is INTEGRATION_TIMEOUT (504), and the invocation runs on
+   until the function's own Timeout, as in AWS.
+
+Every error of the gateway itself is rendered from the template's GatewayResponses
+(devstack.gateway_responses), falling back to API Gateway's defaults for types the template
+does not define.
+
+The HTTP side serves requests concurrently, one thread each, and never waits on a client for
+ever: a socket read timeout (10 s: 408, then the connection is closed), a Content-Length that
+is not one non-negative number (400), a body over 10 MB (413, unread), a chunked body (read,
+within the same limits), a body shorter than its Content-Length (the connection is closed).
 
 Not emulated: authorizer result caching, throttling and quotas, resource policies, usage
-plans, mapping templates, the 29 s integration timeout (a slow handler is not cut off).
+plans, request mapping templates.
 """
 
 from __future__ import annotations
@@ -29,6 +41,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http import HTTPStatus
@@ -41,12 +54,14 @@ import jwt
 
 from devstack.deployer import ApiSpec, CognitoAuthorizer, Deployment, Route
 from devstack.errors import DevstackError
-from devstack.runtime import FunctionSpec, LambdaContext, invoke
+from devstack.gateway_responses import GatewayResponses
+from devstack.runtime import FunctionSpec, Invoker
 
 JwksLoader = Callable[[str], dict[str, Any]]
-Invoker = Callable[[FunctionSpec, dict[str, Any], LambdaContext], Any]
 
 _MAX_BODY = 10 * 1024 * 1024  # API Gateway's payload limit
+INTEGRATION_TIMEOUT = 29.0  # seconds API Gateway waits for a Lambda integration
+READ_TIMEOUT = 10.0  # seconds the server waits for a client's next bytes
 
 
 @dataclass(frozen=True)
@@ -62,9 +77,8 @@ class AuthError(Exception):
         self.message = message
 
 
-def _json_response(status: int, payload: dict[str, Any]) -> GatewayResponse:
-    body = json.dumps(payload).encode()
-    return GatewayResponse(status, {"Content-Type": "application/json"}, body)
+class _IntegrationTimeout(Exception):
+    pass
 
 
 def _aws_date(epoch: Any) -> str:
@@ -197,7 +211,8 @@ class LocalApi:
         clock: Callable[[], float] = time.time,
         leeway: float = 0.0,
         api: ApiSpec | None = None,
-        invoker: Invoker | None = None,
+        invoker: Invoker,
+        integration_timeout: float = INTEGRATION_TIMEOUT,
     ) -> None:
         self.deployment = deployment
         self.api = api or deployment.api
@@ -222,16 +237,42 @@ class LocalApi:
             for route in self.api.routes
             if route.validate_body and route.schema is not None
         }
-        self._invoker = invoker or self._invoke
+        self._invoker = invoker
+        self.integration_timeout = integration_timeout
 
-    def _invoke(self, function: FunctionSpec, event: dict[str, Any], ctx: LambdaContext) -> Any:
-        return invoke(
-            function,
-            event,
-            region=self.deployment.region,
-            endpoint_url=self.endpoint_url,
-            context=ctx,
+    @property
+    def gateway_responses(self) -> GatewayResponses:
+        return self.api.gateway_responses
+
+    def error(
+        self, response_type: str, message: str, *, status: int | None = None, request_id: str = ""
+    ) -> GatewayResponse:
+        """API Gateway's own answer, as the template's GatewayResponses shape it."""
+        rendered = self.gateway_responses.render(
+            response_type, message, status=status, request_id=request_id
         )
+        headers = dict(rendered.headers)
+        if request_id:
+            headers["x-amzn-RequestId"] = request_id
+        return GatewayResponse(rendered.status, headers, rendered.body)
+
+    def _integrate(self, function: FunctionSpec, event: dict[str, Any]) -> Any:
+        """The invoker's result, or _IntegrationTimeout after ``integration_timeout``."""
+        future: Future[Any] = Future()
+
+        def run() -> None:
+            try:
+                future.set_result(self._invoker(function, event))
+            except BaseException as exc:  # handed to the waiting request thread
+                future.set_exception(exc)
+
+        threading.Thread(target=run, name=f"integration-{function.logical_id}", daemon=True).start()
+        try:
+            return future.result(timeout=self.integration_timeout)
+        except TimeoutError:
+            if future.done():  # the function itself raised a TimeoutError
+                raise
+            raise _IntegrationTimeout from None
 
     def _match(self, method: str, path: str) -> tuple[Route, dict[str, str]] | None:
         for route, regex in self._routes:
@@ -252,12 +293,13 @@ class LocalApi:
         split = urlsplit(raw_path)
         stage_prefix = f"/{self.api.stage}"
         path = split.path
+        no_route = ("MISSING_AUTHENTICATION_TOKEN", "Missing Authentication Token")
         if not (path == stage_prefix or path.startswith(stage_prefix + "/")):
-            return _json_response(HTTPStatus.FORBIDDEN, {"message": "Missing Authentication Token"})
+            return self.error(*no_route, request_id=request_id)
         resource_path = path[len(stage_prefix) :] or "/"
         matched = self._match(method, resource_path)
         if matched is None:
-            return _json_response(HTTPStatus.FORBIDDEN, {"message": "Missing Authentication Token"})
+            return self.error(*no_route, request_id=request_id)
         route, path_parameters = matched
         header_map = {name.lower(): value for name, value in headers}
 
@@ -267,10 +309,10 @@ class LocalApi:
             try:
                 claims = verifier.verify(header_map.get(route.authorizer.header.lower()))
             except AuthError as exc:
-                return _json_response(HTTPStatus.UNAUTHORIZED, {"message": exc.message})
+                return self.error("UNAUTHORIZED", exc.message, request_id=request_id)
 
         validator = self._validators.get(route.path + route.method)
-        if validator is not None:
+        if validator is not None and _model_applies(route, header_map.get("content-type")):
             try:
                 document = json.loads(body) if body else None
             except ValueError:
@@ -279,7 +321,7 @@ class LocalApi:
             else:
                 valid = document is not None and validator.is_valid(document)
             if not valid:
-                return _json_response(HTTPStatus.BAD_REQUEST, {"message": "Invalid request body"})
+                return self.error("BAD_REQUEST_BODY", "Invalid request body", request_id=request_id)
 
         event = self._event(
             route, method, split.query, resource_path, path_parameters, headers, body, claims
@@ -287,11 +329,18 @@ class LocalApi:
         event["requestContext"]["requestId"] = request_id
         event["requestContext"]["identity"]["sourceIp"] = source_ip
         function = self.deployment.functions[route.function]
+        failed = ("INTEGRATION_FAILURE", "Internal server error")
         try:
-            result = self._invoker(function, event, LambdaContext(function))
+            result = self._integrate(function, event)
+        except _IntegrationTimeout:
+            return self.error(
+                "INTEGRATION_TIMEOUT", "Endpoint request timed out", request_id=request_id
+            )
         except Exception:  # the Lambda failed: API Gateway hides why
-            return _json_response(HTTPStatus.BAD_GATEWAY, {"message": "Internal server error"})
+            return self.error(*failed, status=HTTPStatus.BAD_GATEWAY, request_id=request_id)
         response = _proxy_response(result)
+        if response is None:  # a malformed proxy result
+            return self.error(*failed, status=HTTPStatus.BAD_GATEWAY, request_id=request_id)
         response.headers.setdefault("x-amzn-RequestId", request_id)
         return response
 
@@ -354,42 +403,132 @@ def _first(headers: dict[str, list[str]], name: str) -> str | None:
     return None
 
 
-def _proxy_response(result: Any) -> GatewayResponse:
-    """Map a Lambda proxy result; anything malformed is a 502, as in API Gateway."""
+def _model_applies(route: Route, content_type: str | None) -> bool:
+    """Whether API Gateway validates this request's body against the route's model.
+
+    Only for the content types the model is mapped to (``$default``: every type); a request
+    without a Content-Type is taken as application/json.
+    """
+    media_type = (content_type or "application/json").split(";", 1)[0].strip().lower()
+    mapped = {kind.lower() for kind in route.body_content_types}
+    return media_type in mapped or "$default" in mapped
+
+
+def _proxy_response(result: Any) -> GatewayResponse | None:
+    """Map a Lambda proxy result; None when it is malformed (a 502 in API Gateway)."""
     if not isinstance(result, dict) or not isinstance(result.get("statusCode"), int):
-        return _json_response(HTTPStatus.BAD_GATEWAY, {"message": "Internal server error"})
+        return None
     headers = {str(k): str(v) for k, v in (result.get("headers") or {}).items()}
     for name, values in (result.get("multiValueHeaders") or {}).items():
         headers[str(name)] = ", ".join(str(v) for v in values)
     body = result.get("body") or ""
     if not isinstance(body, str):
-        return _json_response(HTTPStatus.BAD_GATEWAY, {"message": "Internal server error"})
-    raw = base64.b64decode(body) if result.get("isBase64Encoded") else body.encode()
+        return None
+    try:
+        raw = base64.b64decode(body) if result.get("isBase64Encoded") else body.encode()
+    except ValueError:
+        return None
     headers.setdefault("Content-Type", "application/json")
     return GatewayResponse(result["statusCode"], headers, raw)
+
+
+class _Refused(Exception):
+    """A request the gateway answers without reading on: the connection is closed after."""
+
+    def __init__(self, response_type: str, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.response_type = response_type
+        self.message = message
+        self.status = status
+
+
+class _ClientGone(Exception):
+    """The client closed the connection before sending the whole body."""
+
+
+_CONTENT_LENGTH = re.compile(r"[0-9]{1,12}")
+_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,8}")
 
 
 class _Handler(BaseHTTPRequestHandler):
     server: GatewayServer
     protocol_version = "HTTP/1.1"
 
-    def _serve(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
+    def _read_exactly(self, size: int) -> bytes:
+        data = self.rfile.read(size)
+        if len(data) < size:
+            raise _ClientGone
+        return data
+
+    def _read_chunked(self) -> bytes:
+        body = bytearray()
+        while True:
+            size_line = self.rfile.readline(1024)
+            if not size_line:
+                raise _ClientGone
+            size_text = size_line.split(b";", 1)[0].strip()
+            if not _CHUNK_SIZE.fullmatch(size_text):
+                raise _Refused("DEFAULT_4XX", "Bad Request", 400)
+            size = int(size_text, 16)
+            if size == 0:
+                break
+            if len(body) + size > _MAX_BODY:
+                raise _Refused("REQUEST_TOO_LARGE", "Request Too Long")
+            body += self._read_exactly(size)
+            if self.rfile.readline(3) not in (b"\r\n", b"\n"):
+                raise _Refused("DEFAULT_4XX", "Bad Request", 400)
+        for _ in range(100):  # trailers, up to the blank line
+            if self.rfile.readline(65537) in (b"\r\n", b"\n", b""):
+                break
+        return bytes(body)
+
+    def _read_body(self) -> bytes:
+        lengths = self.headers.get_all("Content-Length") or []
+        encoding = (self.headers.get("Transfer-Encoding") or "").strip().lower()
+        if encoding:
+            if encoding != "chunked" or lengths:
+                raise _Refused("DEFAULT_4XX", "Bad Request", 400)
+            return self._read_chunked()
+        if not lengths:
+            return b""
+        values = {value.strip() for value in lengths}
+        text = values.pop()
+        if values or not _CONTENT_LENGTH.fullmatch(text):
+            raise _Refused("DEFAULT_4XX", "Bad Request", 400)
+        length = int(text)
         if length > _MAX_BODY:
-            response = _json_response(
-                HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"message": "Request Too Long"}
-            )
+            raise _Refused("REQUEST_TOO_LARGE", "Request Too Long")
+        return self._read_exactly(length)
+
+    def _serve(self) -> None:
+        api = self.server.api
+        try:
+            body = self._read_body()
+        except _ClientGone:
+            self.close_connection = True
+            return
+        except TimeoutError:
+            self.close_connection = True
+            response = api.error("DEFAULT_4XX", "Request Timeout", status=408)
+        except _Refused as refused:
+            self.close_connection = True
+            response = api.error(refused.response_type, refused.message, status=refused.status)
         else:
-            body = self.rfile.read(length) if length else b""
-            response = self.server.api.handle(
+            response = api.handle(
                 self.command, self.path, list(self.headers.items()), body, self.client_address[0]
             )
-        self.send_response(response.status)
-        for name, value in response.headers.items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(response.body)))
-        self.end_headers()
-        self.wfile.write(response.body)
+        try:
+            self.send_response(response.status)
+            for name, value in response.headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(response.body)))
+            if self.close_connection:
+                self.send_header("Connection", "close")
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(response.body)
+        except OSError:  # the client went away; nobody left to answer
+            self.close_connection = True
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _serve
 
@@ -410,13 +549,17 @@ class GatewayServer(ThreadingHTTPServer):
         host: str = "127.0.0.1",
         port: int = 0,
         log: Callable[[str], None] | None = None,
+        read_timeout: float = READ_TIMEOUT,
     ) -> None:
+        # StreamRequestHandler applies ``timeout`` to each connection's socket.
+        handler = type("_TimedHandler", (_Handler,), {"timeout": read_timeout})
         try:
-            super().__init__((host, port), _Handler)
+            super().__init__((host, port), handler)
         except OSError as exc:
             raise DevstackError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
         self.api = api
         self.log = log
+        self.read_timeout = read_timeout
         self._thread: threading.Thread | None = None
 
     @property
@@ -432,6 +575,11 @@ class GatewayServer(ThreadingHTTPServer):
         self._thread = threading.Thread(target=self.serve_forever, name="gateway", daemon=True)
         self._thread.start()
         return self
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A connection that failed mid-request: noted in the log, not dumped on stderr."""
+        if self.log is not None:
+            self.log(f"gateway: connection from {client_address[0]} failed")
 
     def stop(self) -> None:
         self.shutdown()

@@ -1,8 +1,16 @@
-"""Run a Lambda handler in this process, as the Lambda runtime would.
+"""How the offline stack runs a Lambda function: the interface, and the in-process runner.
 
-The handler is imported from its CodeUri directory, runs with the function's resolved
-environment, and gets a context whose remaining time counts down from the function's timeout.
-Invocations are serialised: the environment is process-wide.
+An ``Invoker`` takes a function (as the template defines it) and an event and returns what
+the handler returned, or raises: ``FunctionError`` when the function failed as Lambda reports
+a failure (error type and message, no result). Two implementations:
+
+- ``devstack.workers.ProcessInvoker``: each function from its own package, in worker
+  processes reused like execution environments, several at once, killed at the function's
+  Timeout. The offline stack (``up``, ``demo``, the end-to-end tests) uses it.
+- ``InProcessInvoker`` (this module): the handler imported from its CodeUri into this process
+  and called with the function's environment. For tests that deploy inside moto's in-process
+  ``mock_aws()``, which a subprocess cannot see. Invocations are serialised (the environment
+  is process-wide); each deployment gets its own copy of the function's modules.
 """
 
 from __future__ import annotations
@@ -19,12 +27,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any, TextIO
+from typing import Any, Protocol
 
 from devstack.errors import DevstackError
 
 _INVOKE_LOCK = threading.RLock()
-_OUTPUT: TextIO | None = None  # where Lambda stdout goes (CloudWatch's place); None: stdout
 # function identity -> the modules of its code directory, as that "container" imported them
 _CONTAINERS: dict[tuple[object, ...], dict[str, ModuleType]] = {}
 
@@ -41,6 +48,22 @@ class FunctionSpec:
     environment: dict[str, str] = field(default_factory=dict)
     timeout: int = 3
     memory_size: int = 128
+    reserved_concurrency: int | None = None  # ReservedConcurrentExecutions
+
+
+class FunctionError(DevstackError):
+    """An invocation failed the way Lambda reports it: an error type and a message."""
+
+    def __init__(self, error_type: str, message: str) -> None:
+        super().__init__(f"{error_type}: {message}")
+        self.error_type = error_type
+        self.message = message
+
+
+class Invoker(Protocol):
+    """Runs one invocation of ``function`` with ``event``; returns the handler's result."""
+
+    def __call__(self, function: FunctionSpec, event: dict[str, Any]) -> Any: ...
 
 
 class LambdaContext:
@@ -150,19 +173,9 @@ def lambda_environment(
     }
     env.update(function.environment)
     if endpoint_url:
-        # The one switch between AWS and the offline stack (DESIGN.md section 3).
+        # The one switch between AWS and the offline stack: no `if local:` in Lambda code.
         env["AWS_ENDPOINT_URL"] = endpoint_url
     return env
-
-
-def set_output(stream: TextIO | None) -> None:
-    """Send what handlers print (logs, EMF metrics) to ``stream`` instead of stdout.
-
-    Powertools binds its log handler to sys.stdout at import, so set this before the first
-    invocation and keep the stream open for the life of the process.
-    """
-    global _OUTPUT
-    _OUTPUT = stream
 
 
 def invoke(
@@ -178,7 +191,16 @@ def invoke(
         scope.enter_context(_INVOKE_LOCK)
         scope.enter_context(environment(lambda_environment(function, region, endpoint_url)))
         scope.enter_context(_container(function))
-        if _OUTPUT is not None:
-            scope.enter_context(contextlib.redirect_stdout(_OUTPUT))
         handler = load_handler(function)
         return handler(event, context or LambdaContext(function))
+
+
+class InProcessInvoker:
+    """``invoke`` as an ``Invoker``: for deployments inside moto's in-process ``mock_aws``."""
+
+    def __init__(self, *, region: str, endpoint_url: str | None = None) -> None:
+        self.region = region
+        self.endpoint_url = endpoint_url
+
+    def __call__(self, function: FunctionSpec, event: dict[str, Any]) -> Any:
+        return invoke(function, event, region=self.region, endpoint_url=self.endpoint_url)

@@ -1,6 +1,9 @@
 """The running offline stack: moto server + local deployment + local gateway, and its state file.
 
-``start_stack`` is what ``python -m devstack up``, ``demo`` and the end-to-end tests use.
+``start_stack`` is what ``python -m devstack up``, ``demo`` and the end-to-end tests use. It
+builds each function's package (devstack.packages, like ``sam build``), starts moto, runs
+the functions in worker processes (devstack.workers: the custom resource during the
+deployment, then the API's functions behind the gateway), and stops all of it on ``stop()``.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import json
 import logging
 import os
 import socket
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -25,6 +29,9 @@ from devstack import moto_gaps
 from devstack.deployer import Deployment, deploy
 from devstack.errors import DevstackError
 from devstack.gateway import GatewayServer, LocalApi
+from devstack.packages import build_packages
+from devstack.template import function_code_uris
+from devstack.workers import ProcessInvoker
 
 DEFAULT_STATE = Path(".local/stack.json")
 DEFAULT_TEMPLATE = Path("template.yaml")
@@ -80,6 +87,7 @@ class RunningStack:
     deployment: Deployment
     gateway: GatewayServer
     state_path: Path | None
+    invoker: ProcessInvoker
     _exit: contextlib.ExitStack = field(repr=False)
 
     @property
@@ -123,12 +131,27 @@ def start_stack(
     state_path: Path | None = None,
     progress: Callable[[str], None] | None = None,
     gateway_options: dict[str, Any] | None = None,
+    build_dir: Path | None = None,
+    lambda_log_dir: Path | None = None,
+    build_progress: Callable[[str], None] | None = None,
 ) -> RunningStack:
-    """Start moto, deploy the template onto it, start the gateway; write the state file."""
+    """Build the functions, start moto, deploy the template onto it, start the gateway.
+
+    Packages go to ``build_dir`` (default ``.local/build`` next to the template), each
+    function's log to ``<lambda_log_dir>/<LogicalId>.log`` (default ``.local/logs``); the
+    state file is written when ``state_path`` is given. ``build_progress`` (default
+    ``progress``) hears the package builds, pip's lines included.
+    """
     check_port_free(api_port)
     check_port_free(moto_port)
     parameters = {"AdminEmail": DEFAULT_ADMIN_EMAIL, **(parameters or {})}
     say = progress or (lambda _message: None)
+    local_dir = Path(template).resolve().parent / ".local"
+    packages = build_packages(
+        function_code_uris(template),
+        build_dir or local_dir / "build",
+        progress=build_progress or progress,
+    )
     exit_stack = contextlib.ExitStack()
     try:
         exit_stack.enter_context(offline_credentials(region))
@@ -140,14 +163,39 @@ def start_stack(
         host, port = moto.get_host_and_port()
         endpoint_url = f"http://{host}:{port}"
         say(f"moto server at {endpoint_url}")
-        deployment = deploy(
-            template, parameters, endpoint_url=endpoint_url, region=region, progress=progress
+        invoker = ProcessInvoker(
+            packages,
+            region=region,
+            endpoint_url=endpoint_url,
+            credentials=FAKE_CREDENTIALS,
+            log_dir=lambda_log_dir or local_dir / "logs",
+            warn=progress or _warn,
         )
-        api = LocalApi(deployment, endpoint_url=endpoint_url, **(gateway_options or {}))
+        exit_stack.callback(invoker.close)
+        say(f"Lambda logs in {invoker.log_dir}")
+        deployment = deploy(
+            template,
+            parameters,
+            endpoint_url=endpoint_url,
+            region=region,
+            progress=progress,
+            invoker=invoker,
+        )
+        api = LocalApi(
+            deployment, endpoint_url=endpoint_url, invoker=invoker, **(gateway_options or {})
+        )
         gateway = GatewayServer(api, port=api_port).start()
         exit_stack.callback(gateway.stop)
         say(f"API gateway at {gateway.api_url}")
-        running = RunningStack(moto, endpoint_url, deployment, gateway, state_path, exit_stack)
+        running = RunningStack(
+            moto=moto,
+            endpoint_url=endpoint_url,
+            deployment=deployment,
+            gateway=gateway,
+            state_path=state_path,
+            invoker=invoker,
+            _exit=exit_stack,
+        )
         if state_path is not None:
             write_state(state_path, running.state())
             exit_stack.callback(remove_state, state_path)
@@ -155,6 +203,10 @@ def start_stack(
     except BaseException:
         exit_stack.close()
         raise
+
+
+def _warn(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 def write_state(path: Path, state: dict[str, Any]) -> None:

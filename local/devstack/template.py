@@ -67,12 +67,8 @@ def _code_uri(value: Any, logical_id: str, base: Path) -> Path:
     return path
 
 
-def expand(path: Path, parameters: dict[str, str], region: str) -> ExpandedTemplate:
-    """Translate the SAM template at ``path`` into plain CloudFormation."""
-    path = Path(path)
-    source = load_yaml(path)
-    fragment = copy.deepcopy(source)
-    base = path.resolve().parent
+def _take_code_uris(fragment: dict[str, Any], base: Path) -> dict[str, Path]:
+    """Function logical ID -> local code directory; the template's CodeUris become placeholders."""
     global_code = fragment.get("Globals", {}).get("Function", {}).pop("CodeUri", None)
     code_uris: dict[str, Path] = {}
     for logical_id, resource in fragment["Resources"].items():
@@ -84,6 +80,21 @@ def expand(path: Path, parameters: dict[str, str], region: str) -> ExpandedTempl
             raise DeployError(f"{logical_id}: no CodeUri (inline code is not supported offline)")
         code_uris[logical_id] = _code_uri(code, logical_id, base)
         props["CodeUri"] = f"s3://{_PLACEHOLDER_BUCKET}/{logical_id}"
+    return code_uris
+
+
+def function_code_uris(path: Path) -> dict[str, Path]:
+    """Each AWS::Serverless::Function's code directory: what ``sam build`` packages."""
+    path = Path(path)
+    return _take_code_uris(load_yaml(path), path.resolve().parent)
+
+
+def expand(path: Path, parameters: dict[str, str], region: str) -> ExpandedTemplate:
+    """Translate the SAM template at ``path`` into plain CloudFormation."""
+    path = Path(path)
+    fragment = copy.deepcopy(load_yaml(path))
+    base = path.resolve().parent
+    code_uris = _take_code_uris(fragment, base)
 
     translator = Translator(None, Parser(), boto_session=boto3.Session(region_name=region))
     # The translator warns about feature toggles it has no config for; that is noise here.

@@ -20,11 +20,12 @@ TEMPLATE = ROOT / "template.yaml"
 @pytest.fixture(scope="session")
 def offline_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
     """The running stack; its state file is at ``offline_stack.state_path``."""
-    state_path = tmp_path_factory.mktemp("devstack") / "stack.json"
+    state_dir = tmp_path_factory.mktemp("devstack")
     stack = start_stack(
         template=TEMPLATE,
         parameters={"AdminEmail": "admin@example.com"},
-        state_path=state_path,
+        state_path=state_dir / "stack.json",
+        lambda_log_dir=state_dir / "logs",
     )
     try:
         yield stack

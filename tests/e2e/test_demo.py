@@ -146,7 +146,8 @@ def test_http_only_demo_provisions_a_device_and_stops(
     assert "ACTIVE" in out
     assert "radio" not in out
     assert "stack stopped" in out
-    assert (tmp_path / "demo-lambda.log").read_text()  # the Lambda's logs, not the terminal
+    # the Lambda's logs, not the terminal
+    assert "START RequestId" in (tmp_path / "demo-lambda" / "ProvisioningFunction.log").read_text()
 
 
 def test_demo_without_the_example_on_the_path_says_to_use_make_demo() -> None:

@@ -10,7 +10,13 @@ from typing import Any
 import pytest
 
 from devstack.stack import RunningStack
-from tests.support.offline import device_key, new_member, post_certificate, unique_dsn
+from tests.support.offline import (
+    device_key,
+    gateway_error,
+    new_member,
+    post_certificate,
+    unique_dsn,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -47,7 +53,7 @@ def test_owner_reads_and_revokes_and_a_stranger_sees_nothing(offline_stack: Runn
         404,
         {"msg": "No such device.", "code": "DEVICE_NOT_FOUND"},
     )
-    assert http("GET", device_url, None) == (401, {"message": "Unauthorized"})
+    assert http("GET", device_url, None) == (401, gateway_error("UNAUTHORIZED"))
     assert http("DELETE", f"{device_url}/certificate", bob.id_token)[0] == 404
 
     # WHEN Alice revokes it

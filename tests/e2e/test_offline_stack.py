@@ -18,6 +18,7 @@ from tests.e2e.conftest import TEMPLATE
 from tests.support.offline import (
     device_key,
     forged_token,
+    gateway_error,
     new_member,
     post_certificate,
     unique_dsn,
@@ -25,7 +26,7 @@ from tests.support.offline import (
 
 pytestmark = pytest.mark.e2e
 
-UNAUTHORIZED = {"message": "Unauthorized"}
+UNAUTHORIZED = gateway_error("UNAUTHORIZED")
 
 
 @pytest.fixture
@@ -35,6 +36,7 @@ def later_gateway(offline_stack: RunningStack) -> Iterator[GatewayServer]:
         offline_stack.deployment,
         endpoint_url=offline_stack.endpoint_url,
         clock=lambda: time.time() + 7200,
+        invoker=offline_stack.invoker,
     )
     server = GatewayServer(api).start()
     try:
@@ -115,7 +117,7 @@ def test_expired_token_is_401(offline_stack: RunningStack, later_gateway: Gatewa
 
     # THEN the authorizer refuses it as expired, while the same request on time gets past the
     # authorizer (and stops at the validator): only the expiry failed
-    assert (status, answer) == (401, {"message": "The incoming token has expired"})
+    assert (status, answer) == (401, UNAUTHORIZED)
     assert post_certificate(offline_stack.api_url, bad_body, member.id_token)[0] == 400
 
 
@@ -173,7 +175,7 @@ def test_bad_body_is_400_and_creates_nothing(offline_stack: RunningStack, body: 
     status, answer = post_certificate(offline_stack.api_url, body, member.id_token)  # type: ignore[arg-type]
 
     # THEN the validator answers like API Gateway and nothing reached IoT
-    assert (status, answer) == (400, {"message": "Invalid request body"})
+    assert (status, answer) == (400, gateway_error("BAD_REQUEST_BODY"))
     assert _count_certificates(offline_stack) == before
     if isinstance(body, dict) and isinstance(body.get("DSN"), str):
         things = offline_stack.client("iot").list_things()["things"]
@@ -188,7 +190,7 @@ def test_unknown_route_is_403_missing_authentication_token(offline_stack: Runnin
     with pytest.raises(urllib.error.HTTPError) as error:
         urllib.request.urlopen(url, timeout=10)  # noqa: S310 - http://127.0.0.1
     assert error.value.code == 403
-    assert json.loads(error.value.read()) == {"message": "Missing Authentication Token"}
+    assert json.loads(error.value.read()) == gateway_error("MISSING_AUTHENTICATION_TOKEN")
 
 
 def test_the_custom_resource_registered_the_ca_with_iot(offline_stack: RunningStack) -> None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import base64
+import json
 import secrets
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import jwt
@@ -14,7 +16,10 @@ from cryptography.hazmat.primitives.asymmetric import rsa, x25519
 
 from devstack.demo import http_post_json
 from devstack.stack import RunningStack
+from devstack.template import load_yaml
 from devstack.users import add_user, login
+
+TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
 
 
 @dataclass(frozen=True)
@@ -64,3 +69,11 @@ def forged_token(like: str, *, kid: str = "dummy", **changes: Any) -> str:
 
 def now() -> float:
     return time.time()
+
+
+def gateway_error(response_type: str) -> dict[str, Any]:
+    """The body template.yaml's GatewayResponses give API Gateway's own error of this type."""
+    api = load_yaml(TEMPLATE)["Resources"]["ProvisioningApi"]["Properties"]
+    template = api["GatewayResponses"][response_type]["ResponseTemplates"]["application/json"]
+    body: dict[str, Any] = json.loads(template)
+    return body

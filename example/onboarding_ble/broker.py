@@ -40,10 +40,16 @@ logger = logging.getLogger("onboarding_ble.broker")
 # --- Registry check ------------------------------------------------------------------------
 
 
+# The offline stack never uses real credentials, not even against 127.0.0.1.
+FAKE_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+# How often connected clients are checked against the registry (IoT Core: within minutes).
+WATCH_INTERVAL = 1.0
+
+
 def iot_client(endpoint_url: str | None, region: str) -> Any:
     import boto3
 
-    return boto3.client("iot", region_name=region, endpoint_url=endpoint_url)
+    return boto3.client("iot", region_name=region, endpoint_url=endpoint_url, **FAKE_CREDENTIALS)
 
 
 def admit(iot: Any, client_id: str, peer_der: bytes) -> tuple[bool, str]:
@@ -51,28 +57,31 @@ def admit(iot: Any, client_id: str, peer_der: bytes) -> tuple[bool, str]:
 
     Certificates are found through the thing's principals and compared by DER, not looked
     up by id: moto computes certificate ids from the PEM text unless MOTO_IOT_USE_VALID_CERT
-    is set, while IoT uses SHA-256 of the DER certificate (the id we log).
+    is set, while IoT uses SHA-256 of the DER certificate. The reason names the id the
+    registry (and so the API's ``certificateId``) uses; a certificate the registry does not
+    hold for the thing is named by the SHA-256 of its DER, as IoT Core would.
     """
-    cert_id = hashlib.sha256(peer_der).hexdigest()
+    der_id = hashlib.sha256(peer_der).hexdigest()
     if not client_id:
-        return False, f"certificate {cert_id[:12]}: empty client id"
+        return False, f"certificate {der_id}: empty client id"
     try:
         principals = iot.list_thing_principals(thingName=client_id)["principals"]
     except iot.exceptions.ResourceNotFoundException:
-        return False, f"certificate {cert_id[:12]}: no thing named {client_id!r}"
+        return False, f"certificate {der_id}: no thing named {client_id!r}"
     for arn in principals:
         if ":cert/" not in arn:
             continue
-        described = iot.describe_certificate(certificateId=arn.rsplit("/", 1)[-1])
+        cert_id = arn.rsplit("/", 1)[-1]
+        described = iot.describe_certificate(certificateId=cert_id)
         description = described["certificateDescription"]
         stored = x509.load_pem_x509_certificate(description["certificatePem"].encode())
         if stored.public_bytes(serialization.Encoding.DER) != peer_der:
             continue
         status = description["status"]
         if status != "ACTIVE":
-            return False, f"certificate {cert_id[:12]} of {client_id!r} is {status}"
-        return True, f"certificate {cert_id[:12]} ACTIVE for {client_id!r}"
-    return False, f"certificate {cert_id[:12]} is not attached to thing {client_id!r}"
+            return False, f"certificate {cert_id} of {client_id!r} is {status}"
+        return True, f"certificate {cert_id} ACTIVE for {client_id!r}"
+    return False, f"certificate {der_id} is not attached to thing {client_id!r}"
 
 
 # --- amqtt plugins -------------------------------------------------------------------------
@@ -166,7 +175,21 @@ class RecorderPlugin(BasePlugin):  # type: ignore[misc]
 
 
 class MutualTlsBroker(Broker):  # type: ignore[misc]
-    """amqtt asks for a client certificate but does not require one; IoT Core does."""
+    """amqtt asks for a client certificate but does not require one; IoT Core does.
+
+    Like IoT Core when a certificate leaves ACTIVE (UpdateCertificate to INACTIVE or REVOKED)
+    or is detached from the thing, the broker disconnects the clients connected with it: a
+    watcher checks every connected session against the registry every ``watch_interval``
+    seconds. The reconnect is then refused by `IotRegistryAuthPlugin`.
+    """
+
+    def __init__(
+        self, config: dict[str, Any], *, iot: Any, watch_interval: float = WATCH_INTERVAL
+    ) -> None:
+        super().__init__(config)
+        self._iot = iot
+        self._watch_interval = watch_interval
+        self._watcher: asyncio.Task[None] | None = None
 
     @staticmethod
     def _create_ssl_context(listener: Any) -> ssl.SSLContext:
@@ -175,6 +198,42 @@ class MutualTlsBroker(Broker):  # type: ignore[misc]
         context.verify_mode = ssl.CERT_REQUIRED
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         return context
+
+    async def start(self) -> None:
+        await super().start()
+        self._watcher = asyncio.create_task(self._watch())
+
+    async def shutdown(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            await asyncio.gather(self._watcher, return_exceptions=True)
+        await super().shutdown()
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self._watch_interval)
+            await self.disconnect_unauthorised()
+
+    async def disconnect_unauthorised(self) -> list[str]:
+        """Disconnect every connected client the registry no longer admits; their client ids."""
+        dropped = []
+        for client_id, (session, handler) in list(self._sessions.items()):
+            if session.transitions.state != "connected" or handler is None:
+                continue
+            der = session.ssl_object.getpeercert(binary_form=True) if session.ssl_object else None
+            if not der:
+                continue
+            try:
+                ok, why = await asyncio.to_thread(admit, self._iot, client_id, der)
+            except Exception as exc:  # the registry is unreachable: keep the client, as IoT would
+                logger.warning("registry check for %r failed: %s", client_id, type(exc).__name__)
+                continue
+            if ok:
+                continue
+            print(f"DISCONNECT client={client_id} {why}", flush=True)
+            await handler.stop()
+            dropped.append(client_id)
+        return dropped
 
 
 # --- Files ---------------------------------------------------------------------------------
@@ -249,7 +308,7 @@ def fetch_private_ca(endpoint_url: str | None, region: str, ca_arn: str) -> byte
     """The Private CA certificate (and chain, if any) from ACM PCA."""
     import boto3
 
-    pca = boto3.client("acm-pca", region_name=region, endpoint_url=endpoint_url)
+    pca = boto3.client("acm-pca", region_name=region, endpoint_url=endpoint_url, **FAKE_CREDENTIALS)
     answer = pca.get_certificate_authority_certificate(CertificateAuthorityArn=ca_arn)
     pem: str = answer["Certificate"].strip() + "\n"
     if chain := answer.get("CertificateChain"):
@@ -308,7 +367,7 @@ async def async_main(args: argparse.Namespace) -> int:
             f"{__name__}.RecorderPlugin": {"path": str(args.record) if args.record else ""},
         },
     }
-    broker = MutualTlsBroker(config)
+    broker = MutualTlsBroker(config, iot=iot_client(endpoint_url, region))
     await broker.start()
     ready = json.dumps({"host": args.host, "port": port, "ca": str(ca_path)})
     if args.ready_file:

@@ -435,10 +435,9 @@ def step_device_hello(ctx: DemoContext) -> str:
 
 
 def _reason(broker_line: str) -> str:
-    """The broker's ADMIT/REFUSE reason, without its own certificate id (SHA-256 of the DER,
-    which is not the id moto's registry uses)."""
+    """The broker's ADMIT/REFUSE reason, its certificate id shortened for the demo's line."""
     reason = broker_line.split(" ", 2)[-1]
-    return re.sub(r"certificate [0-9a-f]{12}", "its certificate", reason)
+    return re.sub(r"certificate ([0-9a-f]{12})[0-9a-f]{52}", r"certificate \1…", reason)
 
 
 def step_broker_received(ctx: DemoContext) -> str:

@@ -221,13 +221,51 @@ def test_params_maps_config_json_and_overrides_win(
     [
         ("{not json", "not valid JSON"),
         ('{"iot": {"certValidity": "two"}}', "iot.certValidity"),
-        ('{"certificate": {"subject": {"XX": "y"}}}', "unknown keys"),
+        ('{"certificate": {"subject": {"XX": "y"}}}', "unknown key certificate.subject.'XX'"),
         ('{"iot": []}', "'iot' must be an object"),
     ],
 )
 def test_params_rejects_a_malformed_config(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str, message: str
 ) -> None:
+    config = tmp_path / "config.json"
+    config.write_text(content)
+    assert main(["params", "--config", str(config)]) == 2
+    assert message in _one_line_error(capsys)
+
+
+@pytest.mark.parametrize("spelling", ["validity", "Validity"])
+def test_params_takes_the_ca_validity_in_both_spellings_of_the_original_sample(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], spelling: str
+) -> None:
+    # GIVEN the original sample's config.json (its file says "validity", its README "Validity")
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"certificate": {spelling: 20}, "iot": {"certValidity": 1}}))
+    # WHEN it becomes parameter overrides, THEN the CA gets 20 years, not the default 10
+    assert main(["params", "--config", str(config), "--raw"]) == 0
+    assert capsys.readouterr().out.split() == ["CaValidityYears=20", "DeviceCertValidityDays=365"]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (
+            '{"iot": {"thingprefix": "x"}}',
+            "unknown key iot.'thingprefix' (known: certValidity, thingGroup, thingPrefix); "
+            "did you mean iot.'thingPrefix'?",
+        ),
+        ('{"certificat": {}}', "did you mean 'certificate'?"),
+        ('{"certificate": {"Valditiy": 20}}', "did you mean certificate.'Validity'?"),
+        ('{"certificate": {"subject": {"OU ": "x"}}}', "did you mean certificate.subject.'OU'?"),
+        ('{"logging": {}}', "unknown key 'logging' (known: certificate, iot)"),
+        ('{"certificate": {"Validity": 2, "validity": 3}}', "keep one"),
+    ],
+)
+def test_params_names_an_unknown_or_misspelt_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str, message: str
+) -> None:
+    # GIVEN a config.json with a key the original sample never had, WHEN it is read,
+    # THEN nothing is deployed from it, and the one-line error names the key and its fix
     config = tmp_path / "config.json"
     config.write_text(content)
     assert main(["params", "--config", str(config)]) == 2

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from onboarding_ble import protocol
+from onboarding_ble.offline import OfflineStack, OfflineStateError
 from onboarding_ble.protocol import DeviceInfo, ProtocolError, Status, StatusReport
 
 logger = logging.getLogger("app")
@@ -82,17 +83,18 @@ class ApiResult:
 
 
 def backend_from_state(path: Path) -> Backend:
-    state = json.loads(path.read_text(encoding="utf-8"))
-    outputs = state.get("outputs", {})
-    admin = state.get("admin") or {}
+    try:
+        stack = OfflineStack.load(path)
+    except OfflineStateError as exc:
+        raise AppError(EXIT_USAGE, str(exc)) from exc
     return Backend(
-        api_url=state.get("api_url") or outputs["ApiUrl"],
-        region=state.get("region", "us-east-1"),
-        user_pool_id=outputs["UserPoolId"],
-        client_id=outputs["UserPoolClientId"],
-        cognito_endpoint_url=state.get("endpoint_url"),
-        default_username=admin.get("username"),
-        default_password=admin.get("password"),
+        api_url=stack.api_url,
+        region=stack.region,
+        user_pool_id=stack.user_pool_id,
+        client_id=stack.client_id,
+        cognito_endpoint_url=stack.endpoint_url,
+        default_username=stack.admin_username,
+        default_password=stack.admin_password,
     )
 
 
@@ -556,9 +558,9 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--state", type=Path, help="offline stack state file (.local/stack.json)")
     where.add_argument("--stack", help="deployed CloudFormation stack name")
     where.add_argument("--api-url", help="API base URL including the stage")
-    where.add_argument("--user-pool-id")
+    where.add_argument("--user-pool-id", help="Cognito user pool id (Output UserPoolId)")
     where.add_argument("--client-id", help="user pool app client id (public, no secret)")
-    where.add_argument("--region")
+    where.add_argument("--region", help="AWS region of the stack (default: the CLI's)")
     where.add_argument("--cognito-endpoint-url", help=argparse.SUPPRESS)
     user = parser.add_argument_group("sign-in")
     user.add_argument("--username", help="default: ONBOARDING_USERNAME, or the offline admin")
@@ -577,8 +579,15 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--address", help="connect to this BLE address without scanning")
     target.add_argument("--scan-time", type=float, default=2.0, help="seconds (default 2)")
     target.add_argument("--retries", type=int, default=3, help="reconnects on a cut link")
-    target.add_argument("--retry-delay", type=float, default=0.5)
-    target.add_argument("--status-timeout", type=float, default=10.0)
+    target.add_argument(
+        "--retry-delay", type=float, default=0.5, help="seconds before a reconnect (default 0.5)"
+    )
+    target.add_argument(
+        "--status-timeout",
+        type=float,
+        default=10.0,
+        help="seconds to wait for the device's verdict after the last chunk (default 10)",
+    )
     target.add_argument("--drop-after-chunks", type=int, help=argparse.SUPPRESS)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser

@@ -297,6 +297,6 @@ def test_broker_admits_only_active_certificates_of_the_right_thing(
         assert "MQTT_FAILED" in again.output
     # ... and nothing from this thing ever reached a subscriber.
     assert not [m for m in messages(broker) if m["client_id"] in (creds.thing_name, "device_other")]
-    refusals = broker["proc"].output
+    refusals = broker["log"].output
     assert "REFUSE client=device_other" in refusals
     assert "is INACTIVE" in refusals and "is REVOKED" in refusals

@@ -79,8 +79,8 @@ def test_client_is_disconnected_when_its_certificate_leaves_active(
         aws(stack, "iot").update_certificate(certificateId=leaving.certificate_id, newStatus=status)
 
         # THEN the broker drops that client within seconds, naming the API's certificate id
-        assert dropped.interrupted.wait(30), broker["proc"].output
-        broker["proc"].wait_line(
+        assert dropped.interrupted.wait(30), broker["log"].output
+        broker["log"].wait_line(
             f"DISCONNECT client={leaving.thing_name} certificate {leaving.certificate_id}"
         )
         # ... the device cannot connect again
@@ -94,7 +94,7 @@ def test_client_is_disconnected_when_its_certificate_leaves_active(
             f"things/{staying.thing_name}/hello", b"still here", mqtt.QoS.AT_LEAST_ONCE
         )
         future.result(15)
-        assert f"DISCONNECT client={staying.thing_name}" not in broker["proc"].output
+        assert f"DISCONNECT client={staying.thing_name}" not in broker["log"].output
     finally:
         dropped.close()
         kept.close()

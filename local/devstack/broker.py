@@ -1,30 +1,33 @@
-"""A local MQTT broker that admits devices the way AWS IoT Core does (offline stack).
+"""The offline stack's MQTT broker (amqtt): it stands in for AWS IoT Core's data plane.
 
-    python -m onboarding_ble.broker --state .local/stack.json --port 0 --dir .local/broker
+``start_stack`` (so ``devstack up``, ``demo`` and the end-to-end tests) runs it in a thread of
+its own next to the rest of the stack, and the state file says where it listens:
+``"mqtt": {"host", "port", "ca_file", "log_file", "messages_file"}``.
 
-TLS with a server certificate from a local broker CA (written to DIR/broker-ca.pem: give it
-to the device as --mqtt-ca), and a required client certificate chained to the Private CA
-(fetched from ACM PCA in the emulator, or --client-ca). Like IoT Core, a client is admitted
-only while the IoT registry has its certificate ACTIVE and attached to the thing whose name
-is the MQTT client id; a client may only publish, subscribe and receive on its own topics
-(things/<client id>/..., $aws/things/<client id>/shadow|jobs/...), like the device policy.
-Prints one JSON line {"host", "port", "ca"} when listening (also written to --ready-file).
+TLS with a server certificate from a local broker CA (``ca_file``: what a client trusts, in
+the place of Amazon Root CA 1), and a required client certificate chained to the Private CA
+(read from ACM PCA in the emulator). Like IoT Core, a client is admitted only while the IoT
+registry has its certificate ACTIVE and attached to the thing whose name is the MQTT client
+id; a connected client is disconnected within seconds once its certificate leaves ACTIVE; a
+client may only publish, subscribe and receive on its own topics (things/<client id>/...,
+$aws/things/<client id>/shadow|jobs/...), like the device policy.
+
+Its decisions are lines in ``log_file`` (``ADMIT``, ``REFUSE``, ``DISCONNECT``, ``DENY``),
+naming a certificate by the id the API returns; every message it delivered is appended to
+``messages_file`` (JSON lines: ``client_id``, ``topic``, ``payload``).
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import datetime as dt
 import hashlib
 import ipaddress
 import json
 import logging
-import os
-import signal
+import socket
 import ssl
-import sys
-from collections.abc import Sequence
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +37,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-logger = logging.getLogger("onboarding_ble.broker")
+# The broker's decisions, one line each; the stack sends them to the broker's log file.
+logger = logging.getLogger("devstack.broker")
 
 
 # --- Registry check ------------------------------------------------------------------------
@@ -116,7 +120,7 @@ class IotRegistryAuthPlugin(BaseAuthPlugin):  # type: ignore[misc]
             ok, why = await asyncio.to_thread(admit, self._iot, session.client_id or "", der)
         except Exception as exc:
             ok, why = False, f"registry check failed: {type(exc).__name__}"
-        print(f"{'ADMIT' if ok else 'REFUSE'} client={session.client_id} {why}", flush=True)
+        logger.info("%s client=%s %s", "ADMIT" if ok else "REFUSE", session.client_id, why)
         return ok
 
 
@@ -148,7 +152,7 @@ class ThingTopicPlugin(BaseTopicPlugin):  # type: ignore[misc]
             return False
         allowed = policy_allows(session.client_id or "", topic)
         if not allowed:
-            print(f"DENY {action} client={session.client_id} topic={topic}", flush=True)
+            logger.info("DENY %s client=%s topic=%s", action, session.client_id, topic)
         return allowed
 
 
@@ -230,7 +234,7 @@ class MutualTlsBroker(Broker):  # type: ignore[misc]
                 continue
             if ok:
                 continue
-            print(f"DISCONNECT client={client_id} {why}", flush=True)
+            logger.info("DISCONNECT client=%s %s", client_id, why)
             await handler.stop()
             dropped.append(client_id)
         return dropped
@@ -316,101 +320,127 @@ def fetch_private_ca(endpoint_url: str | None, region: str, ca_arn: str) -> byte
     return pem.encode()
 
 
-# --- Main ----------------------------------------------------------------------------------
+# --- Running it ----------------------------------------------------------------------------
 
 
-async def async_main(args: argparse.Namespace) -> int:
-    state: dict[str, Any] = {}
-    if args.state:
-        state = json.loads(args.state.read_text(encoding="utf-8"))
-    endpoint_url = args.endpoint_url or state.get("endpoint_url")
-    region = args.region or state.get("region") or "us-east-1"
-    directory: Path = args.dir
-    ca_path, cert_path, key_path = ensure_server_identity(directory, args.host)
-    client_ca = args.client_ca
-    if client_ca is None:
-        ca_arn = state.get("outputs", {}).get("CertificateAuthorityArn")
-        if not ca_arn:
-            print(
-                "error: need --client-ca or a state file with CertificateAuthorityArn",
-                file=sys.stderr,
-            )
-            return 2
+@dataclass(frozen=True)
+class MqttEndpoint:
+    """Where the broker listens and what a client needs to trust it (the state file's "mqtt")."""
+
+    host: str
+    port: int
+    ca_file: Path
+    log_file: Path
+    messages_file: Path
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "host": self.host,
+            "port": self.port,
+            "ca_file": str(self.ca_file),
+            "log_file": str(self.log_file),
+            "messages_file": str(self.messages_file),
+        }
+
+
+def _free_port(host: str) -> int:
+    # amqtt binds the port itself; find a free one first (0 is not reported back).
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+class BrokerThread:
+    """The broker on an event loop in a daemon thread; ``stop()`` shuts it down."""
+
+    def __init__(
+        self,
+        *,
+        directory: Path,
+        log_file: Path,
+        endpoint_url: str,
+        region: str,
+        ca_arn: str,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        ca_file, cert_path, key_path = ensure_server_identity(directory, host)
         client_ca = directory / "client-ca.pem"
         _write(client_ca, fetch_private_ca(endpoint_url, region, ca_arn))
-
-    # amqtt picks the port; bind a socket ourselves to learn a free one first.
-    port = args.port
-    if port == 0:
-        import socket
-
-        with socket.socket() as probe:
-            probe.bind((args.host, 0))
-            port = probe.getsockname()[1]
-    config = {
-        "listeners": {
-            "default": {
-                "type": "tcp",
-                "bind": f"{args.host}:{port}",
-                "ssl": True,
-                "cafile": str(client_ca),
-                "certfile": str(cert_path),
-                "keyfile": str(key_path),
-            }
-        },
-        "plugins": {
-            f"{__name__}.IotRegistryAuthPlugin": {
-                "endpoint_url": endpoint_url or "",
-                "region": region,
+        messages_file = directory / "messages.jsonl"
+        messages_file.unlink(missing_ok=True)
+        port = port or _free_port(host)
+        self.endpoint = MqttEndpoint(host, port, ca_file, log_file, messages_file)
+        self._config = {
+            "listeners": {
+                "default": {
+                    "type": "tcp",
+                    "bind": f"{host}:{port}",
+                    "ssl": True,
+                    "cafile": str(client_ca),
+                    "certfile": str(cert_path),
+                    "keyfile": str(key_path),
+                }
             },
-            f"{__name__}.ThingTopicPlugin": {},
-            f"{__name__}.RecorderPlugin": {"path": str(args.record) if args.record else ""},
-        },
-    }
-    broker = MutualTlsBroker(config, iot=iot_client(endpoint_url, region))
-    await broker.start()
-    ready = json.dumps({"host": args.host, "port": port, "ca": str(ca_path)})
-    if args.ready_file:
-        tmp = args.ready_file.with_suffix(".tmp")
-        tmp.write_text(ready + "\n", encoding="utf-8")
-        os.replace(tmp, args.ready_file)
-    print(ready, flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    await broker.shutdown()
-    return 0
+            "plugins": {
+                f"{__name__}.IotRegistryAuthPlugin": {
+                    "endpoint_url": endpoint_url,
+                    "region": region,
+                },
+                f"{__name__}.ThingTopicPlugin": {},
+                f"{__name__}.RecorderPlugin": {"path": str(messages_file)},
+            },
+        }
+        self._iot = iot_client(endpoint_url, region)
+        self._log_handler = _decision_log(log_file)
+        self._loop = asyncio.new_event_loop()
+        self._stopping: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="mqtt-broker", daemon=True)
+
+    def start(self, timeout: float = 30.0) -> MqttEndpoint:
+        self._thread.start()
+        if not self._ready.wait(timeout) or self._error is not None:
+            self.stop()
+            raise RuntimeError(f"the MQTT broker did not start: {self._error!r}")
+        return self.endpoint
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._loop.run_until_complete(self._serve())
+        except BaseException as exc:  # reported by start(); the thread must not die silently
+            self._error = exc
+            self._ready.set()
+        finally:
+            self._loop.close()
+
+    async def _serve(self) -> None:
+        self._stopping = asyncio.Event()
+        broker = MutualTlsBroker(self._config, iot=self._iot)
+        await broker.start()
+        self._ready.set()
+        try:
+            await self._stopping.wait()
+        finally:
+            await broker.shutdown()
+
+    def stop(self) -> None:
+        if self._thread.is_alive() and self._stopping is not None:
+            self._loop.call_soon_threadsafe(self._stopping.set)
+            self._thread.join(15)
+        logger.removeHandler(self._log_handler)
+        self._log_handler.close()
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m onboarding_ble.broker",
-        description="Local TLS MQTT broker that admits clients like AWS IoT Core.",
-    )
-    parser.add_argument("--state", type=Path, help="offline stack state file (.local/stack.json)")
-    parser.add_argument("--endpoint-url", help="AWS endpoint (default: the state file's)")
-    parser.add_argument("--region", help="default: the state file's, else us-east-1")
-    parser.add_argument("--client-ca", type=Path, help="device CA PEM (default: from ACM PCA)")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8883, help="0 = a free port")
-    parser.add_argument(
-        "--dir",
-        type=Path,
-        default=Path(".local/broker"),
-        help="broker CA, server certificate and key live here",
-    )
-    parser.add_argument("--record", type=Path, help="append received messages here (JSON lines)")
-    parser.add_argument("--ready-file", type=Path, help="write {host, port, ca} here when up")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
-        format="%(asctime)s broker %(levelname)s %(message)s",
-    )
-    return asyncio.run(async_main(args))
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def _decision_log(path: Path) -> logging.Handler:
+    """The broker's decision lines go to ``path``, not to the terminal of ``up``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    return handler

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
@@ -130,7 +131,10 @@ def test_a_stale_state_file_is_reported(
     assert "not up" in _one_line_error(capsys)
 
 
-def test_up_on_a_port_in_use_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("option", ["--port", "--moto-port", "--mqtt-port"])
+def test_up_on_a_port_in_use_is_exit_2_naming_the_option(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], option: str
+) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
@@ -138,7 +142,7 @@ def test_up_on_a_port_in_use_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFix
         code = main(
             [
                 "up",
-                "--port",
+                option,
                 str(port),
                 "--template",
                 str(TEMPLATE),
@@ -147,7 +151,8 @@ def test_up_on_a_port_in_use_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFix
             ]
         )
     assert code == 2
-    assert f"port {port}" in _one_line_error(capsys)
+    error = _one_line_error(capsys)
+    assert f"port {port}" in error and error.endswith(f"pick another with {option}")
     assert not (tmp_path / "stack.json").exists()
 
 
@@ -171,6 +176,11 @@ def test_up_then_down_in_another_process(tmp_path: Path) -> None:
         recorded = json.loads(state.read_text())
         assert recorded["pid"] == process.pid
         assert recorded["admin"]["password"]
+        # ... with the MQTT broker standing in for IoT Core, reachable where the state file says
+        mqtt = recorded["mqtt"]
+        assert Path(mqtt["ca_file"]).read_text().startswith("-----BEGIN CERTIFICATE-----")
+        with socket.create_connection((mqtt["host"], mqtt["port"]), timeout=5):
+            pass
 
         # WHEN `down` is run
         assert main(["down", "--state", str(state)]) == 0
@@ -179,7 +189,10 @@ def test_up_then_down_in_another_process(tmp_path: Path) -> None:
         assert process.wait(timeout=20) == 0
         assert not state.exists()
         output = process.stdout.read() if process.stdout else ""
-        assert recorded["admin"]["password"] in output  # printed for the operator
+        # ... having printed where everything is and how to stop it, but no password
+        assert recorded["api_url"] in output and f"{mqtt['host']}:{mqtt['port']}" in output
+        assert "make down" in output
+        assert recorded["admin"]["password"] not in output
         assert "offline stack stopped" in output
     finally:
         if process.poll() is None:
@@ -281,6 +294,8 @@ def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
         ["user", "add"],
         ["user", "list"],
         ["login"],
+        ["ca-cert"],
+        ["logs"],
         ["params"],
         ["demo"],
     ):
@@ -288,3 +303,31 @@ def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
             main([*command, "--help"])
         assert done.value.code == 0
         assert "usage: python -m devstack" in capsys.readouterr().out
+
+
+def _options_without_help(parser: argparse.ArgumentParser, where: str) -> list[str]:
+    missing = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                missing += _options_without_help(sub, f"{where} {name}")
+        elif not action.help:
+            missing.append(f"{where} {'/'.join(action.option_strings) or action.dest}")
+    return missing
+
+
+def test_every_option_of_every_command_says_what_it_does() -> None:
+    import device
+    import provisioning_app
+
+    from devstack.cli import build_parser
+    from onboarding_ble import demo
+
+    parsers = {
+        "devstack": build_parser(),
+        "device.py": device.build_parser(),
+        "provisioning_app.py": provisioning_app.build_parser(),
+        "onboarding_ble.demo": demo.build_parser(),
+    }
+    missing = [m for name, parser in parsers.items() for m in _options_without_help(parser, name)]
+    assert missing == []

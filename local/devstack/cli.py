@@ -1,6 +1,6 @@
 """``python -m devstack``: the offline stack's command line.
 
-Commands: up, down, user add, user list, login, ca-cert, logs, params, demo. Each has
+Commands: up, down, user add, user list, login, ca-cert, state, logs, params, demo. Each has
 ``--help``. Errors the user can fix print one line on stderr and exit with status 2.
 """
 
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import json
 import logging
 import os
 import signal
@@ -221,6 +222,18 @@ def _cmd_ca_cert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_state(args: argparse.Namespace) -> int:
+    """One value of the state file (``api_url``, ``mqtt.port``, ``outputs.UserPoolId``...)."""
+    value: Any = read_state(Path(args.state))
+    for part in args.key.split("."):
+        if not isinstance(value, dict) or part not in value:
+            known = ", ".join(sorted(value)) if isinstance(value, dict) else "none"
+            raise DevstackError(f"the state file has no {args.key!r} (at {part!r}: {known})")
+        value = value[part]
+    print(value if isinstance(value, str | int | float) else json.dumps(value, indent=2))
+    return 0
+
+
 def _cmd_logs(args: argparse.Namespace) -> int:
     from devstack.logs import follow, log_files
 
@@ -375,6 +388,19 @@ def build_parser() -> argparse.ArgumentParser:
     ca_cert.add_argument("--out", help="write it to this file instead of printing it")
     _state_option(ca_cert)
     ca_cert.set_defaults(func=_cmd_ca_cert)
+
+    state = commands.add_parser(
+        "state",
+        help="print one value of the state file, e.g. api_url or mqtt.port",
+        description=(
+            "Print one value of the running stack's state file by its dotted key, for scripts: "
+            "API_URL=$(python -m devstack state api_url). Keys: outputs.<Output>, endpoint_url, "
+            "api_url, region, mqtt.host, mqtt.port, mqtt.ca_file, stack_name."
+        ),
+    )
+    state.add_argument("key", help="dotted key, e.g. api_url, outputs.UserPoolId, mqtt.port")
+    _state_option(state)
+    state.set_defaults(func=_cmd_state)
 
     logs = commands.add_parser(
         "logs",

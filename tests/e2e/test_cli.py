@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import signal
@@ -17,7 +18,7 @@ import pytest
 from devstack.cli import main
 from devstack.stack import RunningStack
 from tests.e2e.conftest import ROOT, TEMPLATE
-from tests.support.offline import device_key, post_certificate, unique_dsn
+from tests.support.offline import device_key, new_member, post_certificate, unique_dsn
 
 pytestmark = pytest.mark.e2e
 
@@ -331,3 +332,124 @@ def test_every_option_of_every_command_says_what_it_does() -> None:
     }
     missing = [m for name, parser in parsers.items() for m in _options_without_help(parser, name)]
     assert missing == []
+
+
+def test_login_without_a_password_or_a_terminal_is_one_line_not_a_traceback(
+    offline_stack: RunningStack,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # GIVEN a user who is not the administrator, and no terminal (stdin is an empty pipe)
+    state = str(offline_stack.state_path)
+    name = f"cli-{unique_dsn().lower()}"
+    password = "Correct-Horse-9-Battery"
+    assert (
+        main(
+            [
+                "user",
+                "add",
+                name,
+                "--email",
+                "x@example.com",
+                "--password",
+                password,
+                "--state",
+                state,
+            ]
+        )
+        == 0
+    )
+    capsys.readouterr()
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+
+    # WHEN login is asked for a token without a password, THEN it says how to give one
+    assert main(["login", name, "--state", state]) == 2
+    assert "--password-stdin" in _one_line_error(capsys)
+    # ... and an empty stdin with --password-stdin is a clear error too
+    assert main(["login", name, "--password-stdin", "--state", state]) == 2
+    assert "nothing on standard input" in _one_line_error(capsys)
+
+    # WHEN the password comes on stdin, THEN the token is printed and the API accepts it
+    monkeypatch.setattr(sys, "stdin", io.StringIO(password + "\n"))
+    assert main(["login", name, "--password-stdin", "--state", state]) == 0
+    token = capsys.readouterr().out.strip()
+    _, public = device_key()
+    status, _ = post_certificate(
+        offline_stack.api_url, {"DSN": unique_dsn(), "publicKey": public}, token
+    )
+    assert status == 200
+
+
+def test_ca_cert_is_the_certificate_that_issues_device_certificates(
+    offline_stack: RunningStack, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cryptography import x509
+
+    state = str(offline_stack.state_path)
+    assert main(["ca-cert", "--state", state]) == 0
+    printed = x509.load_pem_x509_certificate(capsys.readouterr().out.encode())
+    assert main(["ca-cert", "--out", str(tmp_path / "ca.pem"), "--state", state]) == 0
+    written = x509.load_pem_x509_certificate((tmp_path / "ca.pem").read_bytes())
+    assert printed == written
+    # a device certificate issued through the API chains to it
+    user = new_member(offline_stack)
+    _, public = device_key()
+    status, body = post_certificate(
+        offline_stack.api_url, {"DSN": unique_dsn(), "publicKey": public}, user.id_token
+    )
+    assert status == 200
+    x509.load_pem_x509_certificate(body["certificatePem"].encode()).verify_directly_issued_by(
+        printed
+    )
+
+
+def test_state_prints_one_value_and_names_a_missing_key(
+    offline_stack: RunningStack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state = str(offline_stack.state_path)
+    assert main(["state", "api_url", "--state", state]) == 0
+    assert capsys.readouterr().out.strip() == offline_stack.api_url
+    assert main(["state", "mqtt.port", "--state", state]) == 0
+    assert offline_stack.mqtt is not None
+    assert capsys.readouterr().out.strip() == str(offline_stack.mqtt.port)
+    assert main(["state", "mqtt.nope", "--state", state]) == 2
+    assert "no 'mqtt.nope'" in _one_line_error(capsys)
+
+
+def test_logs_prints_and_follows_the_log_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from devstack.logs import follow, log_files
+
+    # GIVEN a stack's log folder with a function's log and the broker's
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "ProvisioningFunction.log").write_text('{"message": "issued"}\n')
+    (logs / "mqtt-broker.log").write_text("ADMIT client=device_A\n")
+    state = str(tmp_path / "stack.json")
+
+    # WHEN one function's log is asked for, THEN only it is printed
+    assert main(["logs", "ProvisioningFunction", "--state", state]) == 0
+    assert capsys.readouterr().out == '{"message": "issued"}\n'
+    # ... all of them, each under its name
+    assert main(["logs", "--state", state]) == 0
+    out = capsys.readouterr().out
+    assert "mqtt-broker.log <==" in out and "ADMIT client=device_A" in out
+    # ... an unknown name says which exist
+    assert main(["logs", "Nope", "--state", state]) == 2
+    assert "mqtt-broker" in _one_line_error(capsys)
+
+    # WHEN followed, THEN lines written later are printed too
+    out_stream = io.StringIO()
+    rounds = iter([True, False])
+
+    def keep_going() -> bool:  # after the first read, a line arrives; after the second, stop
+        with (logs / "mqtt-broker.log").open("a") as handle:
+            handle.write("DISCONNECT client=device_A\n")
+        return next(rounds)
+
+    follow(log_files(logs, "mqtt-broker"), out_stream, interval=0, keep_going=keep_going)
+    assert out_stream.getvalue().splitlines() == [
+        "ADMIT client=device_A",
+        "DISCONNECT client=device_A",
+    ]

@@ -30,7 +30,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from onboarding_ble import protocol
+from onboarding_ble import protocol, rules
 from onboarding_ble.offline import OfflineStack, OfflineStateError
 from onboarding_ble.protocol import DeviceInfo, ProtocolError, Status, StatusReport
 
@@ -141,11 +141,11 @@ def request_certificate(
     id_token: str,
     dsn: str,
     public_key: bytes,
-    encryption: str = "fernet-x25519",
+    encryption: str = rules.FERNET_X25519,
     timeout: float = 35.0,
 ) -> ApiResult:
     fields = {"DSN": dsn, "publicKey": base64.b64encode(public_key).decode()}
-    if encryption != "fernet-x25519":  # the default; old API versions know no other field
+    if encryption != rules.ENCRYPTION_SCHEMES[0]:  # the default; old API versions know no other
         fields["encryption"] = encryption
     body = json.dumps(fields)
     url = api_url.rstrip("/") + "/certificate"
@@ -196,7 +196,7 @@ async def request_certificate_with_retries(
     id_token: str,
     dsn: str,
     public_key: bytes,
-    encryption: str = "fernet-x25519",
+    encryption: str = rules.FERNET_X25519,
     *,
     retries: int = RATE_LIMIT_RETRIES,
     max_wait: float = RATE_LIMIT_MAX_WAIT,
@@ -571,8 +571,8 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--dsn", help="only a device advertising this DSN")
     target.add_argument(
         "--encryption",
-        choices=("fernet-x25519", "x25519-hkdf-sha256-aes256gcm"),
-        default="fernet-x25519",
+        choices=rules.ENCRYPTION_SCHEMES,
+        default=rules.ENCRYPTION_SCHEMES[0],
         help="how the API encrypts the device key (default: fernet-x25519, which every "
         "device understands; the other binds the key to the DSN, for devices that support it)",
     )

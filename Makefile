@@ -7,10 +7,10 @@ RUN := PYTHONPATH=local:example:. $(BIN)/python
 REQS := requirements-dev.txt provisioning_lambda/requirements.txt \
         deployment_lambda/requirements.txt example/requirements.txt
 
-.PHONY: help venv lint test unit integration e2e demo up bench params deploy clean
+.PHONY: help venv lint test unit integration e2e demo up down bench params deploy clean
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
 $(BIN)/.installed: $(REQS)
 	$(PYTHON) -m venv $(VENV)
@@ -41,8 +41,11 @@ e2e: venv  ## through the offline stack
 demo: venv  ## the whole flow offline: stack, BLE, MQTT
 	$(RUN) -m devstack demo
 
-up: venv  ## start the offline stack and keep it running (Ctrl-C stops it)
+up: venv  ## start the offline stack and keep it running (Ctrl-C or `make down` stops it)
 	$(RUN) -m devstack up
+
+down:  ## stop the offline stack a `make up` started (from another terminal)
+	@PYTHONPATH=local:. $(BIN)/python -m devstack down
 
 bench: venv  ## benchmarks: print figures, assert nothing
 	$(RUN) -m bench

@@ -1,1 +1,4 @@
-"""Benchmarks of the provisioning API: figures printed, nothing asserted (DESIGN §6)."""
+"""Benchmarks of the provisioning API: figures printed, nothing asserted.
+
+The targets are in docs/architecture.md, section Performance.
+"""

@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from onboarding_ble import credentials, protocol
 from onboarding_ble.credentials import Credentials
+from onboarding_ble.offline import OfflineStack, OfflineStateError
 from onboarding_ble.protocol import ProtocolError, Status, StatusReport
 
 logger = logging.getLogger("device")
@@ -377,6 +378,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--mqtt-endpoint", help="HOST[:PORT] (default: the IoT endpoint from provisioning, 8883)"
     )
     parser.add_argument("--mqtt-ca", type=Path, help="CA that signed the broker's certificate")
+    parser.add_argument(
+        "--state",
+        type=Path,
+        help="offline stack state file (.local/stack.json): connect to its MQTT broker "
+        "(--mqtt-endpoint and --mqtt-ca win)",
+    )
     parser.add_argument("--no-mqtt", action="store_true", help="stop after provisioning")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
@@ -390,7 +397,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         protocol.validate_dsn(args.dsn)
-    except ProtocolError as exc:
+        if args.state is not None:
+            stack = OfflineStack.load(args.state)
+            args.mqtt_endpoint = args.mqtt_endpoint or stack.mqtt_endpoint
+            args.mqtt_ca = args.mqtt_ca or stack.mqtt_ca
+    except (ProtocolError, OfflineStateError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return asyncio.run(async_main(args))

@@ -30,7 +30,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from onboarding_ble import protocol
+from onboarding_ble import protocol, rules
+from onboarding_ble.offline import OfflineStack, OfflineStateError
 from onboarding_ble.protocol import DeviceInfo, ProtocolError, Status, StatusReport
 
 logger = logging.getLogger("app")
@@ -82,17 +83,18 @@ class ApiResult:
 
 
 def backend_from_state(path: Path) -> Backend:
-    state = json.loads(path.read_text(encoding="utf-8"))
-    outputs = state.get("outputs", {})
-    admin = state.get("admin") or {}
+    try:
+        stack = OfflineStack.load(path)
+    except OfflineStateError as exc:
+        raise AppError(EXIT_USAGE, str(exc)) from exc
     return Backend(
-        api_url=state.get("api_url") or outputs["ApiUrl"],
-        region=state.get("region", "us-east-1"),
-        user_pool_id=outputs["UserPoolId"],
-        client_id=outputs["UserPoolClientId"],
-        cognito_endpoint_url=state.get("endpoint_url"),
-        default_username=admin.get("username"),
-        default_password=admin.get("password"),
+        api_url=stack.api_url,
+        region=stack.region,
+        user_pool_id=stack.user_pool_id,
+        client_id=stack.client_id,
+        cognito_endpoint_url=stack.endpoint_url,
+        default_username=stack.admin_username,
+        default_password=stack.admin_password,
     )
 
 
@@ -139,11 +141,11 @@ def request_certificate(
     id_token: str,
     dsn: str,
     public_key: bytes,
-    encryption: str = "fernet-x25519",
+    encryption: str = rules.FERNET_X25519,
     timeout: float = 35.0,
 ) -> ApiResult:
     fields = {"DSN": dsn, "publicKey": base64.b64encode(public_key).decode()}
-    if encryption != "fernet-x25519":  # the default; old API versions know no other field
+    if encryption != rules.ENCRYPTION_SCHEMES[0]:  # the default; old API versions know no other
         fields["encryption"] = encryption
     body = json.dumps(fields)
     url = api_url.rstrip("/") + "/certificate"
@@ -194,7 +196,7 @@ async def request_certificate_with_retries(
     id_token: str,
     dsn: str,
     public_key: bytes,
-    encryption: str = "fernet-x25519",
+    encryption: str = rules.FERNET_X25519,
     *,
     retries: int = RATE_LIMIT_RETRIES,
     max_wait: float = RATE_LIMIT_MAX_WAIT,
@@ -556,9 +558,9 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--state", type=Path, help="offline stack state file (.local/stack.json)")
     where.add_argument("--stack", help="deployed CloudFormation stack name")
     where.add_argument("--api-url", help="API base URL including the stage")
-    where.add_argument("--user-pool-id")
+    where.add_argument("--user-pool-id", help="Cognito user pool id (Output UserPoolId)")
     where.add_argument("--client-id", help="user pool app client id (public, no secret)")
-    where.add_argument("--region")
+    where.add_argument("--region", help="AWS region of the stack (default: the CLI's)")
     where.add_argument("--cognito-endpoint-url", help=argparse.SUPPRESS)
     user = parser.add_argument_group("sign-in")
     user.add_argument("--username", help="default: ONBOARDING_USERNAME, or the offline admin")
@@ -569,16 +571,23 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--dsn", help="only a device advertising this DSN")
     target.add_argument(
         "--encryption",
-        choices=("fernet-x25519", "x25519-hkdf-sha256-aes256gcm"),
-        default="fernet-x25519",
+        choices=rules.ENCRYPTION_SCHEMES,
+        default=rules.ENCRYPTION_SCHEMES[0],
         help="how the API encrypts the device key (default: fernet-x25519, which every "
         "device understands; the other binds the key to the DSN, for devices that support it)",
     )
     target.add_argument("--address", help="connect to this BLE address without scanning")
     target.add_argument("--scan-time", type=float, default=2.0, help="seconds (default 2)")
     target.add_argument("--retries", type=int, default=3, help="reconnects on a cut link")
-    target.add_argument("--retry-delay", type=float, default=0.5)
-    target.add_argument("--status-timeout", type=float, default=10.0)
+    target.add_argument(
+        "--retry-delay", type=float, default=0.5, help="seconds before a reconnect (default 0.5)"
+    )
+    target.add_argument(
+        "--status-timeout",
+        type=float,
+        default=10.0,
+        help="seconds to wait for the device's verdict after the last chunk (default 10)",
+    )
     target.add_argument("--drop-after-chunks", type=int, help=argparse.SUPPRESS)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser

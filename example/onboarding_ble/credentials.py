@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from onboarding_ble import rules
 from onboarding_ble.protocol import ProtocolError, Status
 
 CERT_FILE = "certificate.pem"
@@ -67,10 +68,8 @@ def fernet_key(device_private: X25519PrivateKey, server_public: bytes) -> bytes:
     return base64.urlsafe_b64encode(shared)
 
 
-FERNET_X25519 = "fernet-x25519"
-HKDF_AES_GCM = "x25519-hkdf-sha256-aes256gcm"
-SCHEMES = (FERNET_X25519, HKDF_AES_GCM)
-_HKDF_LABEL = b"iot-device-onboarding/" + HKDF_AES_GCM.encode() + b"/v1"
+FERNET_X25519, HKDF_AES_GCM = rules.FERNET_X25519, rules.HKDF_AES_GCM
+SCHEMES = rules.ENCRYPTION_SCHEMES
 
 
 def decrypt_private_key(
@@ -89,7 +88,7 @@ def decrypt_private_key(
     device_public = device_private.public_key().public_bytes(
         serialization.Encoding.Raw, serialization.PublicFormat.Raw
     )
-    info = _HKDF_LABEL + server_public + device_public + dsn.encode()
+    info = rules.HKDF_LABEL + server_public + device_public + dsn.encode()
     key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(shared)
     raw = base64.b64decode(token, validate=True)
     return AESGCM(key).decrypt(raw[:12], raw[12:], dsn.encode())
@@ -142,7 +141,7 @@ def verify_answer(
         thing_name = str(body.get("thingName") or "")
         certificate_id = str(body.get("certificateId") or "")
         iot_endpoint = str(body.get("iotEndpoint") or "")
-        scheme = body.get("encryption", "fernet-x25519")
+        scheme = body.get("encryption", rules.ENCRYPTION_SCHEMES[0])
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ProtocolError(Status.ERR_FORMAT, "answer is not a provisioning response") from exc
     if scheme not in SCHEMES:

@@ -2,10 +2,11 @@
 
     python -m onboarding_ble.demo --state .local/stack.json [--dsn SN-0001] [--dir .local/demo]
 
-Starts the virtual radio, the broker, the device and the app as separate processes (each in
-its own process group, its output in DIR/<name>.log), waits for the device's hello to reach
-the broker, then stops them all. The pieces (`Children`, `start_radio`, `start_broker`,
-`start_device`, `start_app`) are what devstack's `demo` command builds its steps from.
+Starts the virtual radio, the device and the app as separate processes (each in its own
+process group, its output in DIR/<name>.log), waits for the device's hello to reach the
+stack's MQTT broker (the state file's ``mqtt``), then stops them all. The pieces (`Children`,
+`start_radio`, `BrokerInfo`, `start_device`, `start_app`) are what devstack's `demo` command
+builds its steps from.
 """
 
 from __future__ import annotations
@@ -154,14 +155,42 @@ class Children:
 
 @dataclass(frozen=True)
 class BrokerInfo:
+    """The offline stack's MQTT broker, from the state file's ``mqtt`` (``devstack up``)."""
+
     host: str
     port: int
     ca: str  # the broker's server CA, for the device's --mqtt-ca
     record: Path  # every accepted publish, one JSON object a line
+    log: Path  # the broker's ADMIT / REFUSE / DISCONNECT / DENY lines
 
     @property
     def endpoint(self) -> str:
         return f"{self.host}:{self.port}"
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> BrokerInfo:
+        mqtt = state.get("mqtt")
+        if not mqtt:
+            raise ChildError("the state file has no MQTT broker; restart `devstack up`")
+        return cls(
+            mqtt["host"],
+            int(mqtt["port"]),
+            mqtt["ca_file"],
+            Path(mqtt["messages_file"]),
+            Path(mqtt["log_file"]),
+        )
+
+    def wait_for(self, marker: str, timeout: float) -> str:
+        """The first line of the broker's log containing ``marker``; ChildError on timeout."""
+        deadline = time.monotonic() + timeout
+        while True:
+            text = self.log.read_text(encoding="utf-8") if self.log.exists() else ""
+            found = next((line for line in text.splitlines() if marker in line), None)
+            if found is not None:
+                return found
+            if time.monotonic() > deadline:
+                raise ChildError(f"broker: no {marker!r} within {timeout:g} s; see {self.log}")
+            time.sleep(0.05)
 
 
 def start_radio(children: Children) -> list[str]:
@@ -171,29 +200,6 @@ def start_radio(children: Children) -> list[str]:
     )
     transports: list[str] = json.loads(radio.wait_for('{"transports"', 30))["transports"]
     return transports
-
-
-def start_broker(children: Children, state_path: Path, workdir: Path) -> BrokerInfo:
-    """The mTLS MQTT broker standing in for IoT Core, on a free port."""
-    record = workdir / "broker-messages.jsonl"
-    record.unlink(missing_ok=True)
-    broker = children.start(
-        "broker",
-        [
-            "-m",
-            "onboarding_ble.broker",
-            "--state",
-            str(state_path),
-            "--port",
-            "0",
-            "--dir",
-            str(workdir / "broker"),
-            "--record",
-            str(record),
-        ],
-    )
-    ready = json.loads(broker.wait_for('{"host"', 60))
-    return BrokerInfo(ready["host"], int(ready["port"]), ready["ca"], record)
 
 
 def start_device(
@@ -261,16 +267,21 @@ def received_messages(broker: BrokerInfo) -> list[dict[str, Any]]:
 
 
 def fetch_pinned_ca(state: dict[str, Any], path: Path) -> Path:
-    """What the factory bakes into the device: the Private CA certificate."""
-    from onboarding_ble.broker import fetch_private_ca
+    """What the factory bakes into the device: the Private CA certificate (as
+    ``python -m devstack ca-cert`` prints it)."""
+    import boto3
 
-    path.write_bytes(
-        fetch_private_ca(
-            state.get("endpoint_url"),
-            state.get("region", "us-east-1"),
-            state["outputs"]["CertificateAuthorityArn"],
-        )
+    pca = boto3.client(
+        "acm-pca",
+        region_name=state.get("region", "us-east-1"),
+        endpoint_url=state["endpoint_url"],
+        aws_access_key_id="testing",  # the emulator takes any; never send real ones to it
+        aws_secret_access_key="testing",  # noqa: S106 - a placeholder, not a secret
     )
+    answer = pca.get_certificate_authority_certificate(
+        CertificateAuthorityArn=state["outputs"]["CertificateAuthorityArn"]
+    )
+    path.write_text(answer["Certificate"].strip() + "\n", encoding="utf-8")
     return path
 
 
@@ -282,7 +293,7 @@ def run_demo_ble(state_path: Path, workdir: Path, dsn: str | None = None) -> int
     pinned = fetch_pinned_ca(state, workdir / "device-ca.pem")
     with Children(workdir) as children:
         device_radio, app_radio = start_radio(children)
-        broker = start_broker(children, state_path, workdir)
+        broker = BrokerInfo.from_state(state)
         device = start_device(
             children, device_radio, dsn, workdir / "devices" / dsn, pinned, broker
         )
@@ -298,15 +309,29 @@ def run_demo_ble(state_path: Path, workdir: Path, dsn: str | None = None) -> int
         return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m onboarding_ble.demo",
         description="BLE provisioning + MQTT hello against a running offline stack.",
     )
-    parser.add_argument("--state", type=Path, default=Path(".local/stack.json"))
-    parser.add_argument("--dir", type=Path, default=Path(".local/demo"))
+    parser.add_argument(
+        "--state",
+        type=Path,
+        default=Path(".local/stack.json"),
+        help="state file of the running offline stack (default %(default)s)",
+    )
+    parser.add_argument(
+        "--dir",
+        type=Path,
+        default=Path(".local/demo"),
+        help="process logs and the device's state (default %(default)s)",
+    )
     parser.add_argument("--dsn", help="device serial number (default: random)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     # The offline stack's emulator takes any credentials; never send real ones to it.
     keys = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
     os.environ.update(dict.fromkeys(keys, "testing"))

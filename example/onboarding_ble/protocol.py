@@ -13,6 +13,8 @@ import struct
 import zlib
 from dataclasses import dataclass
 
+from onboarding_ble import rules
+
 PROTOCOL_VERSION = 1
 
 # Random 128-bit UUIDs (uuid4), fixed forever for protocol version 1.
@@ -24,8 +26,6 @@ STATUS_UUID = "acdb45c9-76d9-402b-9733-a4a9cc3690c8"  # read + notify
 
 KEY_TYPE_X25519 = 1
 X25519_KEY_LEN = 32
-DSN_MAX_LEN = 115
-DSN_ALPHABET = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
 
 ATT_HEADER_LEN = 3  # opcode + handle of an ATT Write Request
 ATT_MAX_VALUE_LEN = 512  # Vol 3 Part F 3.2.9
@@ -90,8 +90,8 @@ class Opcode(enum.IntEnum):
 
 
 def validate_dsn(dsn: str) -> str:
-    if not 1 <= len(dsn) <= DSN_MAX_LEN or not set(dsn) <= DSN_ALPHABET:
-        raise ProtocolError(Status.ERR_FORMAT, "DSN must be 1-115 of A-Z a-z 0-9 _ -")
+    if not rules.is_valid_dsn(dsn):
+        raise ProtocolError(Status.ERR_FORMAT, f"DSN must be {rules.DSN_RULE}")
     return dsn
 
 

@@ -1,13 +1,15 @@
 """``python -m devstack``: the offline stack's command line.
 
-Commands: up, down, user add, user list, login, params, demo. Each has ``--help``. Errors the
-user can fix print one line on stderr and exit with status 2.
+Commands: up, down, user add, user list, login, ca-cert, state, logs, params, demo. Each has
+``--help``. Errors the user can fix print one line on stderr and exit with status 2.
 """
 
 from __future__ import annotations
 
 import argparse
 import getpass
+import json
+import logging
 import os
 import signal
 import sys
@@ -61,6 +63,8 @@ def _cmd_up(args: argparse.Namespace) -> int:
         stop.set()
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    log_dir = logs_dir(state_path)
+    log_file = _quiet_terminal(log_dir)
     try:
         stack = start_stack(
             template=Path(args.template),
@@ -68,6 +72,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
             region=args.region,
             api_port=args.port,
             moto_port=args.moto_port,
+            mqtt_port=args.mqtt_port,
             state_path=state_path,
             progress=print if args.verbose else None,
             build_progress=print,  # the first build of the functions' packages takes a while
@@ -77,11 +82,15 @@ def _cmd_up(args: argparse.Namespace) -> int:
             print(f"offline stack up (pid {os.getpid()}); state in {state_path}")
             print(f"  API            {stack.api_url}  (POST {stack.api_url}/certificate)")
             print(f"  AWS (moto)     {stack.endpoint_url}  region {args.region}")
+            if stack.mqtt is not None:
+                mqtt = stack.mqtt
+                print(f"  MQTT (mTLS)    {mqtt.host}:{mqtt.port}  server CA {mqtt.ca_file}")
             print(f"  user pool      {outputs.get('UserPoolId')}")
             print(f"  app client     {outputs.get('UserPoolClientId')}")
-            print(f"  administrator  {stack.deployment.admin_username}")
-            print(f"  password       {stack.deployment.admin_password}")
-            print("Ctrl-C or `python -m devstack down` stops it.", flush=True)
+            admin = stack.deployment.admin_username
+            print(f"  administrator  {admin} (`python -m devstack login {admin}`)")
+            print(f"  logs           {log_dir}/ (`python -m devstack logs --follow`)")
+            print("Ctrl-C, `make down` or `python -m devstack down` stops it.", flush=True)
             stop.wait()
         finally:
             stack.stop()
@@ -89,7 +98,33 @@ def _cmd_up(args: argparse.Namespace) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        _restore_terminal(log_file)
     return 0
+
+
+def logs_dir(state_path: Path) -> Path:
+    """Where the stack's logs go: ``logs/`` beside the state file (.local/logs by default).
+    The Lambda functions write ``<FunctionLogicalId>.log`` there, the broker ``mqtt-broker.log``,
+    and library warnings and everything else logged in ``up`` go to ``devstack.log``."""
+    return state_path.parent / "logs"
+
+
+def _quiet_terminal(log_dir: Path) -> logging.Handler:
+    """Library warnings and log records of ``up`` go to ``devstack.log``, not the terminal."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(log_dir / "devstack.log", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    logging.captureWarnings(True)
+    return handler
+
+
+def _restore_terminal(handler: logging.Handler) -> None:
+    logging.captureWarnings(False)
+    logging.getLogger().removeHandler(handler)
+    handler.close()
 
 
 def _cmd_down(args: argparse.Namespace) -> int:
@@ -145,15 +180,73 @@ def _cmd_user_list(args: argparse.Namespace) -> int:
 def _cmd_login(args: argparse.Namespace) -> int:
     stack = _connected(args)
     password = args.password
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+        if not password:
+            raise DevstackError("--password-stdin: nothing on standard input")
     admin = stack.state.get("admin") or {}
     if password is None and args.name == admin.get("username"):
         password = admin.get("password")
     if password is None:
-        password = getpass.getpass(f"password for {args.name}: ")
+        if not sys.stdin.isatty():
+            raise DevstackError(
+                f"no password for {args.name} and no terminal to ask on; "
+                "pipe it in with --password-stdin"
+            )
+        try:
+            password = getpass.getpass(f"password for {args.name}: ")
+        except EOFError:
+            raise DevstackError("no password given") from None
     tokens = login(
         stack.client("cognito-idp"), stack.outputs["UserPoolClientId"], args.name, password
     )
     print(tokens.id_token)
+    return 0
+
+
+# -- what a device needs: the pinned CA; the logs ----------------------------------------------
+
+
+def _cmd_ca_cert(args: argparse.Namespace) -> int:
+    stack = _connected(args)
+    answer = stack.client("acm-pca").get_certificate_authority_certificate(
+        CertificateAuthorityArn=stack.outputs["CertificateAuthorityArn"]
+    )
+    pem = answer["Certificate"].strip() + "\n"
+    if args.out is None:
+        print(pem, end="")
+    else:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(pem, encoding="utf-8")
+        print(f"the Private CA certificate devices pin is in {out}")
+    return 0
+
+
+def _cmd_state(args: argparse.Namespace) -> int:
+    """One value of the state file (``api_url``, ``mqtt.port``, ``outputs.UserPoolId``...)."""
+    value: Any = read_state(Path(args.state))
+    for part in args.key.split("."):
+        if not isinstance(value, dict) or part not in value:
+            known = ", ".join(sorted(value)) if isinstance(value, dict) else "none"
+            raise DevstackError(f"the state file has no {args.key!r} (at {part!r}: {known})")
+        value = value[part]
+    print(value if isinstance(value, str | int | float) else json.dumps(value, indent=2))
+    return 0
+
+
+def _cmd_logs(args: argparse.Namespace) -> int:
+    from devstack.logs import follow, log_files
+
+    directory = Path(args.dir) if args.dir else logs_dir(Path(args.state))
+    files = log_files(directory, args.function)
+    if args.follow:
+        follow(files, sys.stdout)
+    else:
+        for path in files:
+            if len(files) > 1:
+                print(f"==> {path} <==")
+            print(path.read_text(encoding="utf-8", errors="replace"), end="")
     return 0
 
 
@@ -229,6 +322,9 @@ def build_parser() -> argparse.ArgumentParser:
     _state_option(up)
     up.add_argument("--port", type=int, default=0, help="API gateway port (default: free port)")
     up.add_argument("--moto-port", type=int, default=0, help="moto port (default: free port)")
+    up.add_argument(
+        "--mqtt-port", type=int, default=0, help="MQTT broker port (default: free port)"
+    )
     up.add_argument("-v", "--verbose", action="store_true", help="print each resource created")
     up.set_defaults(func=_cmd_up)
 
@@ -236,7 +332,9 @@ def build_parser() -> argparse.ArgumentParser:
         "down", help="stop a running `up`", description="Stop the `up` named in the state file."
     )
     _state_option(down)
-    down.add_argument("--timeout", type=float, default=15.0, help="seconds to wait")
+    down.add_argument(
+        "--timeout", type=float, default=15.0, help="seconds to wait (default %(default)s)"
+    )
     down.set_defaults(func=_cmd_down)
 
     user = commands.add_parser(
@@ -265,14 +363,65 @@ def build_parser() -> argparse.ArgumentParser:
         help="sign in and print an ID token",
         description=(
             "Sign in with USER_PASSWORD_AUTH on the app client and print the ID token, for "
-            'curl -H "Authorization: $TOKEN". The administrator\'s password comes from the '
-            "state file; others are asked for unless --password is given."
+            'curl -H "Authorization: $ID_TOKEN". The administrator\'s password comes from the '
+            "state file; for others use --password-stdin (or type it at the prompt)."
         ),
     )
     login_parser.add_argument("name", help="username")
-    login_parser.add_argument("--password", help="password")
+    secret = login_parser.add_mutually_exclusive_group()
+    secret.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password from the first line of standard input (no prompt)",
+    )
+    secret.add_argument("--password", help="password (visible to other local users: prefer stdin)")
     _state_option(login_parser)
     login_parser.set_defaults(func=_cmd_login)
+
+    ca_cert = commands.add_parser(
+        "ca-cert",
+        help="print the Private CA certificate that devices pin",
+        description=(
+            "The Private CA's certificate from the offline stack "
+            "(GetCertificateAuthorityCertificate): what a factory bakes into a device."
+        ),
+    )
+    ca_cert.add_argument("--out", help="write it to this file instead of printing it")
+    _state_option(ca_cert)
+    ca_cert.set_defaults(func=_cmd_ca_cert)
+
+    state = commands.add_parser(
+        "state",
+        help="print one value of the state file, e.g. api_url or mqtt.port",
+        description=(
+            "Print one value of the running stack's state file by its dotted key, for scripts: "
+            "API_URL=$(python -m devstack state api_url). Keys: outputs.<Output>, endpoint_url, "
+            "api_url, region, mqtt.host, mqtt.port, mqtt.ca_file, stack_name."
+        ),
+    )
+    state.add_argument("key", help="dotted key, e.g. api_url, outputs.UserPoolId, mqtt.port")
+    _state_option(state)
+    state.set_defaults(func=_cmd_state)
+
+    logs = commands.add_parser(
+        "logs",
+        help="show or follow the stack's logs (Lambda functions, MQTT broker)",
+        description=(
+            "Print the logs in the stack's log folder (logs/ beside the state file): "
+            "<FunctionLogicalId>.log for each Lambda function, mqtt-broker.log, devstack.log."
+        ),
+    )
+    logs.add_argument(
+        "function",
+        nargs="?",
+        help="one log: a function's logical id (e.g. ProvisioningFunction) or mqtt-broker",
+    )
+    logs.add_argument(
+        "-f", "--follow", action="store_true", help="keep printing new lines until Ctrl-C"
+    )
+    logs.add_argument("--dir", help="the log folder (default: logs/ beside the state file)")
+    _state_option(logs)
+    logs.set_defaults(func=_cmd_logs)
 
     params = commands.add_parser(
         "params",

@@ -153,7 +153,10 @@ def step_stack_up_with_state(ctx: DemoContext) -> str:
     )
     ctx.values.update(state_path=state_path, gateway_calls=_record_gateway_calls(ctx.stack))
     stack = ctx.running
-    return f"moto at {stack.endpoint_url}, API at {stack.api_url}, state in {_shown(state_path)}"
+    mqtt = f", MQTT at {stack.mqtt.host}:{stack.mqtt.port}" if stack.mqtt else ""
+    return (
+        f"moto at {stack.endpoint_url}, API at {stack.api_url}{mqtt}, state in {_shown(state_path)}"
+    )
 
 
 def step_add_member(ctx: DemoContext) -> str:
@@ -319,8 +322,7 @@ def step_radio(ctx: DemoContext) -> str:
 
 def step_broker(ctx: DemoContext) -> str:
     ble_demo = _ble()
-    state_path: Path = ctx.values["state_path"]
-    broker = ble_demo.start_broker(_children(ctx), state_path, ctx.workdir)
+    broker = ble_demo.BrokerInfo.from_state(ctx.running.state())
     ctx.values["broker"] = broker
     return (
         f"listening on {broker.endpoint} with mutual TLS: client certificate from the Private CA, "
@@ -431,8 +433,7 @@ def step_device_hello(ctx: DemoContext) -> str:
     hello = device.wait_for("HELLO_PUBLISHED", 30)
     code = device.wait(15)
     thing = ctx.values["thing"]
-    broker_log = _children(ctx).named("broker")
-    admitted = broker_log.wait_for(f"ADMIT client={thing}", 5)
+    admitted = ctx.values["broker"].wait_for(f"ADMIT client={thing}", 5)
     if code != 0:
         raise DemoFailure(f"the device exited {code}; see {device.log_path}")
     return (
@@ -442,10 +443,10 @@ def step_device_hello(ctx: DemoContext) -> str:
 
 
 def _reason(broker_line: str) -> str:
-    """The broker's ADMIT/REFUSE reason, without its own certificate id (SHA-256 of the DER,
-    which is not the id moto's registry uses)."""
-    reason = broker_line.split(" ", 2)[-1]
-    return re.sub(r"certificate [0-9a-f]{12}", "its certificate", reason)
+    """The broker's ADMIT/REFUSE reason, its certificate id shortened for the demo's line."""
+    found = re.search(r"client=\S+ (.*)$", broker_line)
+    reason = found.group(1) if found else broker_line
+    return re.sub(r"certificate ([0-9a-f]{12})[0-9a-f]{52}", r"certificate \1…", reason)
 
 
 def step_broker_received(ctx: DemoContext) -> str:
@@ -537,7 +538,7 @@ def step_reconnect_refused(ctx: DemoContext) -> str:
         raise DemoFailure(f"the device did not use its stored credentials; see {again.log_path}")
     if code != 4 or again.line("MQTT_FAILED") is None or again.line("HELLO_PUBLISHED"):
         raise DemoFailure(f"the revoked device was not refused (exit {code}); see {again.log_path}")
-    refused = _children(ctx).named("broker").wait_for(f"REFUSE client={thing}", 5)
+    refused = ctx.values["broker"].wait_for(f"REFUSE client={thing}", 5)
     return (
         f"device.py restarted with its stored credentials; broker refused it: {_reason(refused)}; "
         f"device exit {code} ({again.line('MQTT_FAILED')})"
@@ -545,10 +546,13 @@ def step_reconnect_refused(ctx: DemoContext) -> str:
 
 
 BLE_STEPS: tuple[Step, ...] = (
-    Step("start moto, deploy template.yaml, start the API gateway", step_stack_up_with_state),
+    Step(
+        "start moto, deploy template.yaml, start the API gateway and the MQTT broker",
+        step_stack_up_with_state,
+    ),
     Step("an owner gets an account (group Members)", step_add_member),
     Step("start the virtual BLE radio", step_radio),
-    Step("start the MQTT broker standing in for AWS IoT Core", step_broker),
+    Step("the stack's MQTT broker stands in for AWS IoT Core", step_broker),
     Step("the device boots unprovisioned", step_device_advertises),
     Step("the owner's phone app signs in with Cognito", step_app_signs_in),
     Step("the app finds the device over BLE", step_app_finds_device),

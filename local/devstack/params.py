@@ -7,6 +7,7 @@ the offline stack), never by the Lambda at run time.
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 import shlex
@@ -29,8 +30,29 @@ _SUBJECT = {
 }
 
 
+# The keys the original sample's config.json has. Its file spells the CA validity
+# ``validity`` while its README says ``Validity``: both are accepted.
+_TOP_KEYS = ("certificate", "iot")
+_CERTIFICATE_KEYS = ("subject", "Validity", "validity")
+_IOT_KEYS = ("certValidity", "thingPrefix", "thingGroup")
+
+
 class ConfigError(DevstackError):
-    """config.json is missing, not JSON, or has a value of the wrong type."""
+    """config.json is missing, not JSON, has an unknown key or a value of the wrong type."""
+
+
+def _check_keys(data: dict[str, Any], known: tuple[str, ...], where: str, path: Path) -> None:
+    """An unknown (often misspelt) key is an error naming it, never a setting dropped quietly."""
+    for key in data:
+        if key in known:
+            continue
+        lowered: dict[str, str] = {}
+        for name in known:  # the first spelling listed is the one suggested
+            lowered.setdefault(name.lower(), name)
+        close = difflib.get_close_matches(str(key).lower(), list(lowered), n=1, cutoff=0.6)
+        hint = f"; did you mean {where}{lowered[close[0]]!r}?" if close else ""
+        allowed = ", ".join(sorted(set(known), key=str.lower))
+        raise ConfigError(f"{path}: unknown key {where}{key!r} (known: {allowed}){hint}")
 
 
 def _section(data: dict[str, Any], key: str, path: Path) -> dict[str, Any]:
@@ -68,19 +90,25 @@ def config_parameters(path: Path = DEFAULT_CONFIG) -> dict[str, str]:
         raise ConfigError(f"{path}: must hold a JSON object")
 
     result: dict[str, str] = {}
+    _check_keys(data, _TOP_KEYS, "", path)
     certificate = _section(data, "certificate", path)
+    _check_keys(certificate, _CERTIFICATE_KEYS, "certificate.", path)
     subject = _section(certificate, "subject", path)
-    unknown = sorted(set(subject) - set(_SUBJECT))
-    if unknown:
-        raise ConfigError(f"{path}: certificate.subject has unknown keys {unknown}")
+    _check_keys(subject, tuple(_SUBJECT), "certificate.subject.", path)
     for key, parameter in _SUBJECT.items():
         if key in subject:
             result[parameter] = _text(subject[key], f"certificate.subject.{key}", path)
-    if "Validity" in certificate:
-        years = _whole_years(certificate["Validity"], "certificate.Validity", path)
-        result["CaValidityYears"] = str(years)
+    spellings = [key for key in ("Validity", "validity") if key in certificate]
+    if len(spellings) > 1:
+        raise ConfigError(
+            f"{path}: certificate.Validity and certificate.validity are the same setting; keep one"
+        )
+    if spellings:
+        where = f"certificate.{spellings[0]}"
+        result["CaValidityYears"] = str(_whole_years(certificate[spellings[0]], where, path))
 
     iot = _section(data, "iot", path)
+    _check_keys(iot, _IOT_KEYS, "iot.", path)
     if "certValidity" in iot:
         years = _whole_years(iot["certValidity"], "iot.certValidity", path)
         result["DeviceCertValidityDays"] = str(years * 365)

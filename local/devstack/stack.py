@@ -12,8 +12,10 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import socket
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -26,6 +28,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from moto.server import ThreadedMotoServer
 
 from devstack import moto_gaps
+from devstack.broker import BrokerThread, MqttEndpoint
 from devstack.deployer import Deployment, deploy
 from devstack.errors import DevstackError
 from devstack.gateway import GatewayServer, LocalApi
@@ -45,8 +48,8 @@ FAKE_CREDENTIALS = {
 _CLEARED = ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE")
 
 
-def check_port_free(port: int, host: str = "127.0.0.1") -> None:
-    """Fail with one clear line when ``port`` is taken (0 means any free port)."""
+def check_port_free(port: int, option: str, host: str = "127.0.0.1") -> None:
+    """Fail with one clear line naming ``option`` when ``port`` is taken (0: any free port)."""
     if port == 0:
         return
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
@@ -54,7 +57,7 @@ def check_port_free(port: int, host: str = "127.0.0.1") -> None:
             probe.bind((host, port))
         except OSError as exc:
             raise DevstackError(
-                f"port {port} on {host} is in use; pick another with --port"
+                f"port {port} on {host} is in use; pick another with {option}"
             ) from exc
 
 
@@ -89,6 +92,7 @@ class RunningStack:
     state_path: Path | None
     invoker: ProcessInvoker
     _exit: contextlib.ExitStack = field(repr=False)
+    mqtt: MqttEndpoint | None = None
 
     @property
     def api_url(self) -> str:
@@ -115,6 +119,7 @@ class RunningStack:
             },
             "pid": os.getpid(),
             "stack_name": self.deployment.stack_name,
+            **({"mqtt": self.mqtt.state()} if self.mqtt is not None else {}),
         }
 
     def stop(self) -> None:
@@ -134,16 +139,20 @@ def start_stack(
     build_dir: Path | None = None,
     lambda_log_dir: Path | None = None,
     build_progress: Callable[[str], None] | None = None,
+    mqtt_port: int | None = 0,
 ) -> RunningStack:
-    """Build the functions, start moto, deploy the template onto it, start the gateway.
+    """Build the functions, start moto, deploy the template onto it, start the gateway and the
+    MQTT broker (unless ``mqtt_port`` is None).
 
     Packages go to ``build_dir`` (default ``.local/build`` next to the template), each
     function's log to ``<lambda_log_dir>/<LogicalId>.log`` (default ``.local/logs``); the
     state file is written when ``state_path`` is given. ``build_progress`` (default
     ``progress``) hears the package builds, pip's lines included.
     """
-    check_port_free(api_port)
-    check_port_free(moto_port)
+    check_port_free(api_port, "--port")
+    check_port_free(moto_port, "--moto-port")
+    if mqtt_port is not None:
+        check_port_free(mqtt_port, "--mqtt-port")
     parameters = {"AdminEmail": DEFAULT_ADMIN_EMAIL, **(parameters or {})}
     say = progress or (lambda _message: None)
     local_dir = Path(template).resolve().parent / ".local"
@@ -196,6 +205,9 @@ def start_stack(
             invoker=invoker,
             _exit=exit_stack,
         )
+        if mqtt_port is not None:
+            running.mqtt = _start_broker(exit_stack, running, state_path, mqtt_port)
+            say(f"MQTT broker at {running.mqtt.host}:{running.mqtt.port}")
         if state_path is not None:
             write_state(state_path, running.state())
             exit_stack.callback(remove_state, state_path)
@@ -207,6 +219,29 @@ def start_stack(
 
 def _warn(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
+
+
+def _start_broker(
+    exit_stack: contextlib.ExitStack, stack: RunningStack, state_path: Path | None, port: int
+) -> MqttEndpoint:
+    """The broker standing in for IoT Core; its files beside the state file (or in a temporary
+    directory without one), its decisions in ``logs/mqtt-broker.log`` there."""
+    if state_path is not None:
+        home = state_path.parent
+    else:
+        home = Path(tempfile.mkdtemp(prefix="devstack-"))
+        exit_stack.callback(shutil.rmtree, home, True)
+    broker = BrokerThread(
+        directory=home / "mqtt",
+        log_file=home / "logs" / "mqtt-broker.log",
+        endpoint_url=stack.endpoint_url,
+        region=stack.deployment.region,
+        ca_arn=stack.deployment.outputs["CertificateAuthorityArn"],
+        port=port,
+    )
+    endpoint = broker.start()
+    exit_stack.callback(broker.stop)
+    return endpoint
 
 
 def write_state(path: Path, state: dict[str, Any]) -> None:

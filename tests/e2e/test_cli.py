@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import io
 import json
 import os
 import signal
@@ -16,7 +18,7 @@ import pytest
 from devstack.cli import main
 from devstack.stack import RunningStack
 from tests.e2e.conftest import ROOT, TEMPLATE
-from tests.support.offline import device_key, post_certificate, unique_dsn
+from tests.support.offline import device_key, new_member, post_certificate, unique_dsn
 
 pytestmark = pytest.mark.e2e
 
@@ -130,7 +132,10 @@ def test_a_stale_state_file_is_reported(
     assert "not up" in _one_line_error(capsys)
 
 
-def test_up_on_a_port_in_use_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("option", ["--port", "--moto-port", "--mqtt-port"])
+def test_up_on_a_port_in_use_is_exit_2_naming_the_option(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], option: str
+) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
@@ -138,7 +143,7 @@ def test_up_on_a_port_in_use_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFix
         code = main(
             [
                 "up",
-                "--port",
+                option,
                 str(port),
                 "--template",
                 str(TEMPLATE),
@@ -147,7 +152,8 @@ def test_up_on_a_port_in_use_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFix
             ]
         )
     assert code == 2
-    assert f"port {port}" in _one_line_error(capsys)
+    error = _one_line_error(capsys)
+    assert f"port {port}" in error and error.endswith(f"pick another with {option}")
     assert not (tmp_path / "stack.json").exists()
 
 
@@ -171,6 +177,11 @@ def test_up_then_down_in_another_process(tmp_path: Path) -> None:
         recorded = json.loads(state.read_text())
         assert recorded["pid"] == process.pid
         assert recorded["admin"]["password"]
+        # ... with the MQTT broker standing in for IoT Core, reachable where the state file says
+        mqtt = recorded["mqtt"]
+        assert Path(mqtt["ca_file"]).read_text().startswith("-----BEGIN CERTIFICATE-----")
+        with socket.create_connection((mqtt["host"], mqtt["port"]), timeout=5):
+            pass
 
         # WHEN `down` is run
         assert main(["down", "--state", str(state)]) == 0
@@ -179,7 +190,10 @@ def test_up_then_down_in_another_process(tmp_path: Path) -> None:
         assert process.wait(timeout=20) == 0
         assert not state.exists()
         output = process.stdout.read() if process.stdout else ""
-        assert recorded["admin"]["password"] in output  # printed for the operator
+        # ... having printed where everything is and how to stop it, but no password
+        assert recorded["api_url"] in output and f"{mqtt['host']}:{mqtt['port']}" in output
+        assert "make down" in output
+        assert recorded["admin"]["password"] not in output
         assert "offline stack stopped" in output
     finally:
         if process.poll() is None:
@@ -221,13 +235,51 @@ def test_params_maps_config_json_and_overrides_win(
     [
         ("{not json", "not valid JSON"),
         ('{"iot": {"certValidity": "two"}}', "iot.certValidity"),
-        ('{"certificate": {"subject": {"XX": "y"}}}', "unknown keys"),
+        ('{"certificate": {"subject": {"XX": "y"}}}', "unknown key certificate.subject.'XX'"),
         ('{"iot": []}', "'iot' must be an object"),
     ],
 )
 def test_params_rejects_a_malformed_config(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str, message: str
 ) -> None:
+    config = tmp_path / "config.json"
+    config.write_text(content)
+    assert main(["params", "--config", str(config)]) == 2
+    assert message in _one_line_error(capsys)
+
+
+@pytest.mark.parametrize("spelling", ["validity", "Validity"])
+def test_params_takes_the_ca_validity_in_both_spellings_of_the_original_sample(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], spelling: str
+) -> None:
+    # GIVEN the original sample's config.json (its file says "validity", its README "Validity")
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"certificate": {spelling: 20}, "iot": {"certValidity": 1}}))
+    # WHEN it becomes parameter overrides, THEN the CA gets 20 years, not the default 10
+    assert main(["params", "--config", str(config), "--raw"]) == 0
+    assert capsys.readouterr().out.split() == ["CaValidityYears=20", "DeviceCertValidityDays=365"]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (
+            '{"iot": {"thingprefix": "x"}}',
+            "unknown key iot.'thingprefix' (known: certValidity, thingGroup, thingPrefix); "
+            "did you mean iot.'thingPrefix'?",
+        ),
+        ('{"certificat": {}}', "did you mean 'certificate'?"),
+        ('{"certificate": {"Valditiy": 20}}', "did you mean certificate.'Validity'?"),
+        ('{"certificate": {"subject": {"OU ": "x"}}}', "did you mean certificate.subject.'OU'?"),
+        ('{"logging": {}}', "unknown key 'logging' (known: certificate, iot)"),
+        ('{"certificate": {"Validity": 2, "validity": 3}}', "keep one"),
+    ],
+)
+def test_params_names_an_unknown_or_misspelt_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str, message: str
+) -> None:
+    # GIVEN a config.json with a key the original sample never had, WHEN it is read,
+    # THEN nothing is deployed from it, and the one-line error names the key and its fix
     config = tmp_path / "config.json"
     config.write_text(content)
     assert main(["params", "--config", str(config)]) == 2
@@ -243,6 +295,8 @@ def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
         ["user", "add"],
         ["user", "list"],
         ["login"],
+        ["ca-cert"],
+        ["logs"],
         ["params"],
         ["demo"],
     ):
@@ -250,3 +304,152 @@ def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
             main([*command, "--help"])
         assert done.value.code == 0
         assert "usage: python -m devstack" in capsys.readouterr().out
+
+
+def _options_without_help(parser: argparse.ArgumentParser, where: str) -> list[str]:
+    missing = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                missing += _options_without_help(sub, f"{where} {name}")
+        elif not action.help:
+            missing.append(f"{where} {'/'.join(action.option_strings) or action.dest}")
+    return missing
+
+
+def test_every_option_of_every_command_says_what_it_does() -> None:
+    import device
+    import provisioning_app
+
+    from devstack.cli import build_parser
+    from onboarding_ble import demo
+
+    parsers = {
+        "devstack": build_parser(),
+        "device.py": device.build_parser(),
+        "provisioning_app.py": provisioning_app.build_parser(),
+        "onboarding_ble.demo": demo.build_parser(),
+    }
+    missing = [m for name, parser in parsers.items() for m in _options_without_help(parser, name)]
+    assert missing == []
+
+
+def test_login_without_a_password_or_a_terminal_is_one_line_not_a_traceback(
+    offline_stack: RunningStack,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # GIVEN a user who is not the administrator, and no terminal (stdin is an empty pipe)
+    state = str(offline_stack.state_path)
+    name = f"cli-{unique_dsn().lower()}"
+    password = "Correct-Horse-9-Battery"
+    assert (
+        main(
+            [
+                "user",
+                "add",
+                name,
+                "--email",
+                "x@example.com",
+                "--password",
+                password,
+                "--state",
+                state,
+            ]
+        )
+        == 0
+    )
+    capsys.readouterr()
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+
+    # WHEN login is asked for a token without a password, THEN it says how to give one
+    assert main(["login", name, "--state", state]) == 2
+    assert "--password-stdin" in _one_line_error(capsys)
+    # ... and an empty stdin with --password-stdin is a clear error too
+    assert main(["login", name, "--password-stdin", "--state", state]) == 2
+    assert "nothing on standard input" in _one_line_error(capsys)
+
+    # WHEN the password comes on stdin, THEN the token is printed and the API accepts it
+    monkeypatch.setattr(sys, "stdin", io.StringIO(password + "\n"))
+    assert main(["login", name, "--password-stdin", "--state", state]) == 0
+    token = capsys.readouterr().out.strip()
+    _, public = device_key()
+    status, _ = post_certificate(
+        offline_stack.api_url, {"DSN": unique_dsn(), "publicKey": public}, token
+    )
+    assert status == 200
+
+
+def test_ca_cert_is_the_certificate_that_issues_device_certificates(
+    offline_stack: RunningStack, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cryptography import x509
+
+    state = str(offline_stack.state_path)
+    assert main(["ca-cert", "--state", state]) == 0
+    printed = x509.load_pem_x509_certificate(capsys.readouterr().out.encode())
+    assert main(["ca-cert", "--out", str(tmp_path / "ca.pem"), "--state", state]) == 0
+    written = x509.load_pem_x509_certificate((tmp_path / "ca.pem").read_bytes())
+    assert printed == written
+    # a device certificate issued through the API chains to it
+    user = new_member(offline_stack)
+    _, public = device_key()
+    status, body = post_certificate(
+        offline_stack.api_url, {"DSN": unique_dsn(), "publicKey": public}, user.id_token
+    )
+    assert status == 200
+    x509.load_pem_x509_certificate(body["certificatePem"].encode()).verify_directly_issued_by(
+        printed
+    )
+
+
+def test_state_prints_one_value_and_names_a_missing_key(
+    offline_stack: RunningStack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state = str(offline_stack.state_path)
+    assert main(["state", "api_url", "--state", state]) == 0
+    assert capsys.readouterr().out.strip() == offline_stack.api_url
+    assert main(["state", "mqtt.port", "--state", state]) == 0
+    assert offline_stack.mqtt is not None
+    assert capsys.readouterr().out.strip() == str(offline_stack.mqtt.port)
+    assert main(["state", "mqtt.nope", "--state", state]) == 2
+    assert "no 'mqtt.nope'" in _one_line_error(capsys)
+
+
+def test_logs_prints_and_follows_the_log_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from devstack.logs import follow, log_files
+
+    # GIVEN a stack's log folder with a function's log and the broker's
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "ProvisioningFunction.log").write_text('{"message": "issued"}\n')
+    (logs / "mqtt-broker.log").write_text("ADMIT client=device_A\n")
+    state = str(tmp_path / "stack.json")
+
+    # WHEN one function's log is asked for, THEN only it is printed
+    assert main(["logs", "ProvisioningFunction", "--state", state]) == 0
+    assert capsys.readouterr().out == '{"message": "issued"}\n'
+    # ... all of them, each under its name
+    assert main(["logs", "--state", state]) == 0
+    out = capsys.readouterr().out
+    assert "mqtt-broker.log <==" in out and "ADMIT client=device_A" in out
+    # ... an unknown name says which exist
+    assert main(["logs", "Nope", "--state", state]) == 2
+    assert "mqtt-broker" in _one_line_error(capsys)
+
+    # WHEN followed, THEN lines written later are printed too
+    out_stream = io.StringIO()
+    rounds = iter([True, False])
+
+    def keep_going() -> bool:  # after the first read, a line arrives; after the second, stop
+        with (logs / "mqtt-broker.log").open("a") as handle:
+            handle.write("DISCONNECT client=device_A\n")
+        return next(rounds)
+
+    follow(log_files(logs, "mqtt-broker"), out_stream, interval=0, keep_going=keep_going)
+    assert out_stream.getvalue().splitlines() == [
+        "ADMIT client=device_A",
+        "DISCONNECT client=device_A",
+    ]

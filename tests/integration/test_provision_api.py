@@ -10,10 +10,11 @@ import base64
 import io
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import boto3
@@ -146,7 +147,8 @@ def test_a_member_provisions_a_new_device(services, aws, provisioning_env) -> No
     thing = thing_name(provisioning_env, device.dsn)
     assert answer["thingName"] == thing
     assert answer["encryption"] == "fernet-x25519"
-    assert answer["iotEndpoint"]
+    # ... the ATS data endpoint of IoT Core, where the device connects
+    assert re.fullmatch(r"[a-z0-9]+-ats\.iot\.[a-z0-9-]+\.amazonaws\.com", answer["iotEndpoint"])
     key = serialization.load_pem_private_key(decrypt(device, answer), password=None)
     cert = x509.load_pem_x509_certificate(answer["certificatePem"].encode())
     assert key.public_key().public_numbers() == cert.public_key().public_numbers()
@@ -199,7 +201,8 @@ def test_a_member_provisions_a_new_device(services, aws, provisioning_env) -> No
     assert issue["event"] == "ISSUE"
     assert issue["actor"] == ALICE
     assert issue["serial"] == row["serial"]
-    assert issue["at"]
+    issued_at = datetime.fromisoformat(issue["at"].replace("Z", "+00:00"))
+    assert abs(datetime.now(UTC) - issued_at) < timedelta(minutes=5)
 
 
 def test_the_opt_in_hkdf_aes_gcm_scheme(services, aws) -> None:

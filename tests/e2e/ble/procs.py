@@ -155,34 +155,39 @@ def pinned_ca(stack: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -
     return path
 
 
+class LogFile:
+    """A log file another process writes (the stack's broker log), read as it grows."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @property
+    def output(self) -> str:
+        return self.path.read_text(encoding="utf-8") if self.path.exists() else ""
+
+    def wait_line(self, text: str, timeout: float = 30.0) -> str:
+        """The first line containing ``text``; AssertionError after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = next((line for line in self.output.splitlines() if text in line), None)
+            if found is not None:
+                return found
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{self.path}: no line with {text!r}:\n{self.output}")
+            time.sleep(0.1)
+
+
 @pytest.fixture(scope="session")
-def broker(
-    stack: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[dict[str, Any]]:
-    directory = tmp_path_factory.mktemp("broker")
-    record = directory / "messages.jsonl"
-    procs = Processes()
-    try:
-        proc = procs.start(
-            "broker",
-            [
-                PYTHON,
-                "-m",
-                "onboarding_ble.broker",
-                "--state",
-                str(stack["path"]),
-                "--port",
-                "0",
-                "--dir",
-                str(directory),
-                "--record",
-                str(record),
-            ],
-        )
-        ready = json.loads(proc.wait_line("{", timeout=60))
-        yield {**ready, "record": record, "proc": proc}
-    finally:
-        procs.stop_all()
+def broker(stack: dict[str, Any]) -> dict[str, Any]:
+    """The stack's MQTT broker, as the state file describes it, and its log."""
+    mqtt = stack["mqtt"]
+    return {
+        "host": mqtt["host"],
+        "port": mqtt["port"],
+        "ca": mqtt["ca_file"],
+        "record": Path(mqtt["messages_file"]),
+        "log": LogFile(Path(mqtt["log_file"])),
+    }
 
 
 def messages(broker: dict[str, Any]) -> list[dict[str, Any]]:

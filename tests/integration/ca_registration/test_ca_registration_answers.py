@@ -219,7 +219,9 @@ def test_create_failing_after_registration_answers_the_ca_id_so_rollback_removes
     assert body["Status"] == "FAILED"
     assert "audit" in body["Reason"]
     ca_id = body["PhysicalResourceId"]
-    assert boto3.client("iot").describe_ca_certificate(certificateId=ca_id)
+    registered = boto3.client("iot").describe_ca_certificate(certificateId=ca_id)
+    assert registered["certificateDescription"]["certificateId"] == ca_id
+    assert registered["certificateDescription"]["status"] == "ACTIVE"
 
     # AND the rollback Delete for that id removes the CA (a Delete never fails on audit)
     delete = make_event("Delete", ca_arn=pca_arn, physical_id=ca_id)

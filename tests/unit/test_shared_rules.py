@@ -1,0 +1,73 @@
+"""One rule, two homes that cannot drift: the example's ``onboarding_ble.rules`` and the Lambda.
+
+Neither package may import the other (a device cannot ship Lambda code; a Lambda package is
+its CodeUri), so the example owns the rules a device and an app need, and these tests fail
+as soon as the provisioning function or the template's API model says something else.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from cfnlint.decode import decode
+
+from onboarding_ble import protocol, rules
+from onboarding_ble.protocol import ProtocolError
+from provisioning import crypto, models
+
+TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
+
+
+def _template_dsn_pattern() -> re.Pattern[str]:
+    """The API model's DSN pattern, with JSON Schema's (ECMA-262) meaning of a final ``$``."""
+    template, _ = decode(str(TEMPLATE))
+    assert template is not None
+    api = template["Resources"]["ProvisioningApi"]["Properties"]
+    pattern: str = api["Models"]["CertificateRequest"]["properties"]["DSN"]["pattern"]
+    assert pattern.endswith("$")
+    return re.compile(pattern[:-1] + r"\Z")
+
+
+TEMPLATE_DSN_PATTERN = _template_dsn_pattern()
+
+
+def test_the_encryption_schemes_and_their_default_are_the_lambdas() -> None:
+    assert rules.ENCRYPTION_SCHEMES == models.ENCRYPTION_SCHEMES
+    assert (rules.FERNET_X25519, rules.HKDF_AES_GCM) == (crypto.FERNET_X25519, crypto.HKDF_AES_GCM)
+    assert rules.HKDF_LABEL == crypto.HKDF_LABEL
+
+
+SAMPLES = [
+    "A",
+    "SN-0001",
+    "ABC_123-x",
+    "Z" * 115,
+    "",
+    "Z" * 116,
+    "SN 0001",
+    "SN/0001",
+    "SN-0001\n",
+    "ÄBC",
+    "١٢٣",  # Arabic-Indic digits: \d would accept them without re.ASCII
+    "A.B",
+]
+
+
+@pytest.mark.parametrize("dsn", SAMPLES)
+def test_the_dsn_rule_is_the_same_for_device_app_lambda_and_api_model(dsn: str) -> None:
+    expected = rules.is_valid_dsn(dsn)
+    assert bool(models.DSN_PATTERN.fullmatch(dsn)) is expected
+    assert bool(TEMPLATE_DSN_PATTERN.search(dsn)) is expected
+    if expected:
+        assert protocol.validate_dsn(dsn) == dsn
+    else:
+        with pytest.raises(ProtocolError):
+            protocol.validate_dsn(dsn)
+
+
+def test_the_dsn_length_leaves_room_for_the_thing_prefix() -> None:
+    # "<ThingPrefix>_<DSN>" must fit IoT's 128 characters with the template's 12-character prefix
+    assert rules.DSN_MAX_LEN + 1 + 12 == 128
+    assert re.fullmatch(rules.DSN_PATTERN, "Z" * rules.DSN_MAX_LEN)

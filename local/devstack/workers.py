@@ -195,6 +195,11 @@ class _Pool:
         with self._slots:
             with self._lock:
                 worker = self._idle.pop() if self._idle else None
+            if worker is not None and worker.exit_status() is not None:
+                # An environment that died while idle (killed, out of memory) is replaced, as
+                # Lambda never hands a request to a dead one.
+                self._discard(worker)
+                worker = None
             if worker is None:
                 worker = self._start()
             healthy = False

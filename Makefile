@@ -6,6 +6,13 @@ BIN := $(VENV)/bin
 RUN := PYTHONPATH=local:example:. $(BIN)/python
 REQS := requirements-dev.txt provisioning_lambda/requirements.txt \
         deployment_lambda/requirements.txt example/requirements.txt
+# The SAM CLI has a virtualenv of its own (see requirements-sam.txt). It needs no credentials
+# or network to validate; telemetry off so it never tries to phone home.
+SAM_VENV := $(VENV)/sam-cli
+SAM := SAM_CLI_TELEMETRY=0 $(SAM_VENV)/bin/sam
+# `make deploy SAM_BUILD_FLAGS=--use-container` builds inside the Lambda image (needs Docker)
+# on a machine without python3.13.
+SAM_BUILD_FLAGS ?=
 
 .PHONY: help venv lint test unit integration e2e demo up down bench params deploy clean
 
@@ -18,13 +25,20 @@ $(BIN)/.installed: $(REQS)
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
-venv: $(BIN)/.installed  ## create .venv and install everything from the project's files
+$(SAM_VENV)/bin/.installed: requirements-sam.txt
+	$(PYTHON) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(SAM_VENV)/bin/python -m pip install --quiet -r requirements-sam.txt
+	touch $@
 
-lint: venv  ## ruff, mypy on the Lambda and example code, cfn-lint on the template
+venv: $(BIN)/.installed $(SAM_VENV)/bin/.installed  ## create .venv (and the SAM CLI's) from the project's files
+
+lint: venv  ## ruff, mypy on the Lambda and example code, cfn-lint and sam validate on the template
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/cfn-lint template.yaml
+	$(SAM) validate --lint --region us-east-1 --template template.yaml
 
 test: lint  ## the whole suite: lint, then unit, integration and end-to-end tests
 	$(BIN)/pytest
@@ -53,9 +67,9 @@ bench: venv  ## benchmarks: print figures, assert nothing
 params: venv  ## print provisioning_lambda/config.json as `sam deploy` parameter overrides
 	@$(RUN) -m devstack params
 
-deploy: venv  ## sam build + sam deploy --guided, with config.json as parameter overrides
-	sam build --use-container
-	eval sam deploy --guided --parameter-overrides "$$($(RUN) -m devstack params)"
+deploy: venv  ## sam build + sam deploy --guided (SAM CLI of the venv), config.json as overrides
+	$(SAM) build $(SAM_BUILD_FLAGS)
+	eval $(SAM) deploy --guided --parameter-overrides "$$($(RUN) -m devstack params)"
 
 clean:  ## remove the virtualenv, caches and local state
 	rm -rf $(VENV) .local .pytest_cache .mypy_cache .ruff_cache

@@ -42,6 +42,9 @@ PCA_WAITING_STATES = frozenset({"CREATING", "PENDING_CERTIFICATE"})
 TAG_KEY = "CertificateAuthorityArn"
 LIST_PAGE_SIZE = 250
 MAX_POLL_DELAY_S = 2.0
+# The only certificate template the function issues with (template.yaml's IAM condition on
+# acm-pca:IssueCertificate names the same one): an end-entity certificate, never a CA.
+VERIFICATION_TEMPLATE = "template/EndEntityCertificate/V1"
 
 
 @dataclass
@@ -160,7 +163,7 @@ def issue_verification_certificate(
     code = adapters.iot.registration_code()
     csr = verification_csr(code)
     partition = ca_arn.split(":")[1]
-    template = f"arn:{partition}:acm-pca:::template/EndEntityCertificate/V1"
+    template = f"arn:{partition}:acm-pca:::{VERIFICATION_TEMPLATE}"
     # Same request -> same token: a retried invocation gets the same certificate back.
     token = hashlib.sha256(f"{request.request_id}|{ca_arn}".encode()).hexdigest()[:32]
     certificate_arn = adapters.pca.issue(ca_arn, csr, signing_algorithm, template, token)

@@ -25,7 +25,9 @@ app = APIGatewayRestResolver()
 def post_certificate() -> dict[str, str]:
     event = app.current_event
     services = get_services()
-    request = parse_provision_request(event.body, services.settings.max_dsn_length)
+    request = parse_provision_request(
+        event.body, services.settings.max_dsn_length, base64_encoded=bool(event.is_base64_encoded)
+    )
     caller = Caller.from_claims(event.request_context.authorizer.claims)
     logger.append_keys(dsn=request.dsn, caller=caller.sub)
     result = provision_device(
@@ -64,6 +66,11 @@ def delete_device_certificate(dsn: str) -> dict[str, str | bool]:
     )
     metrics.add_metric(name="DeviceRevoked", unit=MetricUnit.Count, value=1)
     return result
+
+
+@app.not_found  # type: ignore[untyped-decorator]
+def no_such_route(_: Exception) -> Response[str]:
+    return _error(404, "There is no such resource.", "NOT_FOUND")
 
 
 @app.exception_handler(ProvisioningError)  # type: ignore[untyped-decorator]

@@ -30,18 +30,15 @@ class ProvisionRequest:
     encryption: str = "fernet-x25519"
 
 
-def parse_provision_request(body: str | None, max_dsn_length: int) -> ProvisionRequest:
-    """Validate the whole body; raise BadRequest with a stable code on the first problem."""
-    if body is None or not body.strip():
-        raise BadRequest("The request body is missing.", "BODY_MISSING")
-    if len(body.encode("utf-8", "surrogatepass")) > MAX_BODY_BYTES:
-        raise BadRequest("The request body is too large.", "BODY_TOO_LARGE")
-    try:
-        data: Any = json.loads(body)
-    except ValueError:
-        raise BadRequest("The request body is not valid JSON.", "BODY_NOT_JSON") from None
-    if not isinstance(data, dict):
-        raise BadRequest("The request body must be a JSON object.", "BODY_NOT_OBJECT")
+def parse_provision_request(
+    body: str | None, max_dsn_length: int, *, base64_encoded: bool = False
+) -> ProvisionRequest:
+    """Validate the whole body; raise BadRequest with a stable code on the first problem.
+
+    Any body API Gateway can deliver (any content type, size, depth or encoding) ends here as
+    a request or a BadRequest, never as another exception.
+    """
+    data = _json_object(_body_text(body, base64_encoded))
     unknown = sorted(set(data) - ALLOWED_FIELDS)
     if unknown:
         raise BadRequest(f"Unknown field: {unknown[0][:40]!r}.", "UNKNOWN_FIELD")
@@ -73,6 +70,61 @@ def parse_provision_request(body: str | None, max_dsn_length: int) -> ProvisionR
             f"encryption must be one of: {', '.join(ENCRYPTION_SCHEMES)}.", "ENCRYPTION_INVALID"
         )
     return ProvisionRequest(dsn=dsn, device_public_key=public_key, encryption=encryption)
+
+
+def _body_text(body: object, base64_encoded: bool) -> str:
+    """The body as text, at most MAX_BODY_BYTES of UTF-8 once decoded."""
+    if body is None or (isinstance(body, str) and not body.strip()):
+        raise BadRequest("The request body is missing.", "BODY_MISSING")
+    if not isinstance(body, str):
+        raise BadRequest("The request body is not valid JSON.", "BODY_NOT_JSON")
+    if not base64_encoded:
+        if len(body.encode("utf-8", "surrogatepass")) > MAX_BODY_BYTES:
+            raise BadRequest("The request body is too large.", "BODY_TOO_LARGE")
+        return body
+    # Only with binary media types on the API; decoded here, strictly, as API Gateway encoded it.
+    if len(body) > (MAX_BODY_BYTES + 2) // 3 * 4 + 4:
+        raise BadRequest("The request body is too large.", "BODY_TOO_LARGE")
+    try:
+        raw = base64.b64decode(body, validate=True)
+    except (binascii.Error, ValueError):
+        raise BadRequest("The request body is not valid base64.", "BODY_NOT_JSON") from None
+    if len(raw) > MAX_BODY_BYTES:
+        raise BadRequest("The request body is too large.", "BODY_TOO_LARGE")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest("The request body is not UTF-8 text.", "BODY_NOT_JSON") from None
+    if not text.strip():
+        raise BadRequest("The request body is missing.", "BODY_MISSING")
+    return text
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    """Strict JSON: no NaN or Infinity, no repeated field, an object at the top."""
+    try:
+        data: Any = json.loads(
+            text, object_pairs_hook=_unique_fields, parse_constant=_not_json_constant
+        )
+    except RecursionError:
+        raise BadRequest("The request body is nested too deeply.", "BODY_TOO_DEEP") from None
+    except ValueError:
+        raise BadRequest("The request body is not valid JSON.", "BODY_NOT_JSON") from None
+    if not isinstance(data, dict):
+        raise BadRequest("The request body must be a JSON object.", "BODY_NOT_OBJECT")
+    return data
+
+
+def _unique_fields(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # A repeated field would be read one way by the model validator and another way here.
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        raise BadRequest("A field appears more than once in the body.", "DUPLICATE_FIELD")
+    return result
+
+
+def _not_json_constant(name: str) -> Any:
+    raise BadRequest(f"{name} is not valid JSON.", "BODY_NOT_JSON")
 
 
 def parse_dsn(raw: str | None) -> str:

@@ -53,6 +53,9 @@ def test_a_well_formed_request_is_parsed() -> None:
         (body(DSN="A1", publicKey=32), "FIELD_TYPE"),
         (body(DSN="A1", publicKey="x", extra=1), "UNKNOWN_FIELD"),
         ("x" * 5000, "BODY_TOO_LARGE"),
+        ('{"DSN": "A1", "DSN": "B2", "publicKey": "x"}', "DUPLICATE_FIELD"),
+        ('{"DSN": NaN, "publicKey": "x"}', "BODY_NOT_JSON"),
+        ("[" * 2000 + "]" * 2000, "BODY_TOO_DEEP"),
     ],
 )
 def test_malformed_bodies_are_refused(raw: str | None, code: str) -> None:
@@ -112,6 +115,21 @@ def test_a_public_key_that_is_not_32_bytes_of_base64_is_refused(key: str) -> Non
     with pytest.raises(BadRequest) as refused:
         parse_provision_request(body(DSN="A1", publicKey=key), MAX_DSN)
     assert refused.value.code == "PUBLIC_KEY_INVALID"
+
+
+@pytest.mark.parametrize(
+    ("raw", "code"),
+    [
+        (base64.b64encode(b'{"DSN": "A1"}').decode(), "FIELD_MISSING"),
+        ("not base64!", "BODY_NOT_JSON"),
+        (base64.b64encode(b'{"DSN": "\xe9"}').decode(), "BODY_NOT_JSON"),
+        (base64.b64encode(b"x" * 5000).decode(), "BODY_TOO_LARGE"),
+    ],
+)
+def test_a_base64_encoded_body_is_decoded_strictly(raw: str, code: str) -> None:
+    with pytest.raises(BadRequest) as refused:
+        parse_provision_request(raw, MAX_DSN, base64_encoded=True)
+    assert refused.value.code == code
 
 
 def test_the_stronger_scheme_is_opt_in() -> None:

@@ -44,9 +44,15 @@ CONTRACT_PARAMETERS = {
     "CaState",
     "CaCountry",
     "CaCertificateMode",
+    "DeviceSubjectOrganization",
+    "DeviceSubjectOrganizationalUnit",
+    "DeviceSubjectCountry",
     "LogRetentionDays",
     "ApiThrottleRateLimit",
     "ApiThrottleBurstLimit",
+    "ApiAccessLogging",
+    "CreateApiGatewayAccountRole",
+    "ProvisioningReservedConcurrency",
 }
 CONTRACT_RESOURCES = {
     "UserPool": "AWS::Cognito::UserPool",
@@ -67,6 +73,8 @@ CONTRACT_RESOURCES = {
     "DeploymentFunction": "AWS::Serverless::Function",
     "SweeperFunction": "AWS::Serverless::Function",
     "CaRegistration": "Custom::IoTCaRegistration",
+    "ApiGatewayCloudWatchRole": "AWS::IAM::Role",
+    "ApiGatewayAccount": "AWS::ApiGateway::Account",
 }
 CONTRACT_OUTPUTS = {
     "ApiUrl",
@@ -307,6 +315,7 @@ def test_ca_registration_runs_only_after_the_ca_is_active() -> None:
         "CertificateAuthorityArn": {"Ref": "CertificateAuthority"},
         "CertificateMode": {"Ref": "CaCertificateMode"},
         "ForceDelete": "false",
+        "ServiceTimeout": registration["Properties"]["ServiceTimeout"],
     }
     activation = _resources()["CAActivation"]["Properties"]
     assert activation["Status"] == "ACTIVE"
@@ -343,12 +352,23 @@ def test_every_log_group_has_retention_and_every_function_a_log_group() -> None:
     )
     for function in functions:
         assert json.dumps({"Fn::Sub": f"/aws/lambda/${{{function}}}"}) in named, function
-    access_log = _resources()["ProvisioningApi"]["Properties"]["AccessLogSetting"]
-    assert access_log["DestinationArn"]["Fn::GetAtt"][0] in groups
+    destination = json.dumps(_access_log_setting()["DestinationArn"])
+    assert '{"Fn::GetAtt": ["ApiAccessLogGroup", "Arn"]}' in destination
+    assert "ApiAccessLogGroup" in groups
+
+
+def _access_log_setting() -> dict[str, Any]:
+    """The stage's access log setting when ApiAccessLogging is Enabled."""
+    setting = _resources()["ProvisioningApi"]["Properties"]["AccessLogSetting"]
+    condition, enabled, disabled = setting["Fn::If"]
+    assert condition == "AccessLogging"
+    assert disabled == {"Ref": "AWS::NoValue"}
+    assert isinstance(enabled, dict)
+    return enabled
 
 
 def test_access_log_is_json_with_the_caller_and_without_the_token() -> None:
-    access_log = _resources()["ProvisioningApi"]["Properties"]["AccessLogSetting"]["Format"]
+    access_log = _access_log_setting()["Format"]
     placeholder = re.sub(r"\$context\.[A-Za-z.]+", "x", access_log)
 
     fields = json.loads(placeholder)
@@ -466,7 +486,9 @@ def _iam_resource_types() -> dict[str, list[str]]:
     return types
 
 
-@pytest.mark.parametrize("function_id", ["ProvisioningFunction", "DeploymentFunction"])
+@pytest.mark.parametrize(
+    "function_id", ["ProvisioningFunction", "SweeperFunction", "DeploymentFunction"]
+)
 def test_wildcard_resources_only_where_iam_cannot_scope_the_action(function_id: str) -> None:
     resource_types = _iam_resource_types()
 
@@ -478,7 +500,9 @@ def test_wildcard_resources_only_where_iam_cannot_scope_the_action(function_id: 
             assert scopable == [], f"{function_id}: {scopable} could be scoped to ARNs"
 
 
-@pytest.mark.parametrize("function_id", ["ProvisioningFunction", "DeploymentFunction"])
+@pytest.mark.parametrize(
+    "function_id", ["ProvisioningFunction", "SweeperFunction", "DeploymentFunction"]
+)
 def test_every_action_is_a_real_iam_action(function_id: str) -> None:
     resource_types = _iam_resource_types()
     actions = [a for s in _statements(function_id) for a in _as_list(s["Action"])]
@@ -499,6 +523,61 @@ def test_provisioning_function_issues_only_client_auth_certificates_from_its_ca(
     assert _resolve_sub(template_arn).endswith(
         ":acm-pca:::template/EndEntityClientAuthCertificate/V1"
     )
+
+
+def test_deployment_function_issues_only_the_verification_certificate_its_code_asks_for() -> None:
+    from ca_registration.logic import VERIFICATION_TEMPLATE
+
+    issue = [
+        s
+        for s in _statements("DeploymentFunction")
+        if "acm-pca:IssueCertificate" in _as_list(s["Action"])
+    ]
+
+    assert len(issue) == 1
+    assert issue[0]["Resource"] == {"Ref": "CertificateAuthority"}
+    template_arn = issue[0]["Condition"]["StringEquals"]["acm-pca:TemplateArn"]
+    assert _resolve_sub(template_arn).endswith(f":acm-pca:::{VERIFICATION_TEMPLATE}")
+    assert "EndEntity" in VERIFICATION_TEMPLATE  # never a CA certificate template
+
+
+# Actions IAM checks although no method of that name is called.
+_AUTHORIZED_BY_ANOTHER_CALL = {
+    # RegisterCACertificate with tags is also authorized as iot:TagResource.
+    "iot:TagResource": "register_ca_certificate",
+}
+# TransactWriteItems is authorized per item by the per-item action.
+_TRANSACT_ITEM_KEYS = {
+    "dynamodb:PutItem": "Put",
+    "dynamodb:UpdateItem": "Update",
+    "dynamodb:DeleteItem": "Delete",
+    "dynamodb:ConditionCheckItem": "ConditionCheck",
+}
+
+
+@pytest.mark.parametrize(
+    ("function_id", "package"),
+    [
+        ("ProvisioningFunction", "provisioning_lambda/provisioning"),
+        ("SweeperFunction", "provisioning_lambda/provisioning"),
+        ("DeploymentFunction", "deployment_lambda/ca_registration"),
+    ],
+)
+def test_every_granted_action_is_called_by_the_function(function_id: str, package: str) -> None:
+    from botocore import xform_name
+
+    source = "\n".join(p.read_text() for p in sorted((ROOT / package).rglob("*.py")))
+    called = set(re.findall(r"\.([a-z][a-z0-9_]*)\b", source))
+
+    def used(action: str) -> bool:
+        operation = xform_name(action.split(":", 1)[1])
+        if operation in called or _AUTHORIZED_BY_ANOTHER_CALL.get(action) in called:
+            return True
+        item = _TRANSACT_ITEM_KEYS.get(action)
+        return bool(item) and "transact_write_items" in called and f'{{"{item}":' in source
+
+    actions = {a for s in _statements(function_id) for a in _as_list(s["Action"])}
+    assert sorted(a for a in actions if not used(a)) == []
 
 
 def test_provisioning_function_creates_only_prefixed_things() -> None:
@@ -529,12 +608,21 @@ DSN_PATTERN = _ecma_262(_model_schema()["properties"]["DSN"]["pattern"])
 PUBLIC_KEY_PATTERN = _ecma_262(_model_schema()["properties"]["publicKey"]["pattern"])
 
 
-def test_model_requires_both_fields_and_tolerates_future_ones() -> None:
+def test_model_and_function_accept_the_same_fields() -> None:
+    # API Gateway and the function must agree: a body one accepts the other must not refuse.
+    from provisioning.models import ALLOWED_FIELDS, ENCRYPTION_SCHEMES
+
     schema = _model_schema()
 
     assert schema["$schema"] == "http://json-schema.org/draft-04/schema#"
     assert set(schema["required"]) == {"DSN", "publicKey"}
-    assert schema["additionalProperties"] is True
+    assert schema["additionalProperties"] is False
+    assert set(schema["properties"]) == ALLOWED_FIELDS
+    assert schema["properties"]["encryption"] == {
+        "type": "string",
+        "description": schema["properties"]["encryption"]["description"],
+        "enum": list(ENCRYPTION_SCHEMES),
+    }
 
 
 @pytest.mark.parametrize("dsn", ["ABC_123-x", "a", "Z" * 115])
@@ -572,6 +660,99 @@ def test_public_key_pattern_rejects_url_safe_base64() -> None:
     key = base64.urlsafe_b64encode(b"\xfb\xff" * 16).decode()
 
     assert not PUBLIC_KEY_PATTERN.search(key)
+
+
+# ---------------------------------------------------------------- a fresh account, safe updates
+
+
+def test_access_logging_waits_for_the_account_role_it_needs() -> None:
+    # A fresh account has no API Gateway CloudWatch role: the stage with access logs would be
+    # refused. The stack sets one (unless told the account has it) before the stage is made.
+    conditions = _template()["Conditions"]
+    resources = _resources()
+    destination = _access_log_setting()["DestinationArn"]
+
+    assert conditions["AccessLogging"] == {"Fn::Equals": [{"Ref": "ApiAccessLogging"}, "Enabled"]}
+    assert conditions["CreatesApiGatewayAccountRole"] == {
+        "Fn::And": [
+            {"Condition": "AccessLogging"},
+            {"Fn::Equals": [{"Ref": "CreateApiGatewayAccountRole"}, "true"]},
+        ]
+    }
+    assert resources["ApiGatewayAccount"]["Condition"] == "CreatesApiGatewayAccountRole"
+    assert resources["ApiGatewayAccount"]["Properties"]["CloudWatchRoleArn"] == {
+        "Fn::GetAtt": ["ApiGatewayCloudWatchRole", "Arn"]
+    }
+    role = resources["ApiGatewayCloudWatchRole"]
+    assert role["Condition"] == "CreatesApiGatewayAccountRole"
+    assert role["DeletionPolicy"] == "Retain"  # the account setting outlives the stack
+    assert role["Properties"]["AssumeRolePolicyDocument"]["Statement"][0]["Principal"] == {
+        "Service": "apigateway.amazonaws.com"
+    }
+    when_created, otherwise = destination["Fn::If"][1:]
+    assert destination["Fn::If"][0] == "CreatesApiGatewayAccountRole"
+    assert {"Ref": "ApiGatewayAccount"} in when_created["Fn::Select"][1]
+    assert when_created["Fn::Select"][0] == 0  # the log group's ARN, unchanged
+    assert otherwise == {"Fn::GetAtt": ["ApiAccessLogGroup", "Arn"]}
+
+
+def test_the_custom_resource_gives_up_in_minutes_not_an_hour() -> None:
+    registration = _resources()["CaRegistration"]["Properties"]
+    function_timeout = _resources()["DeploymentFunction"]["Properties"]["Timeout"]
+
+    # Long enough for one answer within the function's timeout and one retried invocation.
+    assert 2 * function_timeout < registration["ServiceTimeout"] <= 15 * 60
+
+
+def test_the_ca_and_its_activation_outlive_replacement_and_stack_delete() -> None:
+    for name in ("CertificateAuthority", "CAActivation"):
+        resource = _resources()[name]
+        assert (resource["DeletionPolicy"], resource["UpdateReplacePolicy"]) == (
+            "Retain",
+            "Retain",
+        ), name
+
+
+@pytest.mark.parametrize(
+    ("variable", "device", "ca"),
+    [
+        ("SUBJECT_O", "DeviceSubjectOrganization", "CaOrganization"),
+        ("SUBJECT_OU", "DeviceSubjectOrganizationalUnit", "CaOrganizationalUnit"),
+        ("SUBJECT_C", "DeviceSubjectCountry", "CaCountry"),
+    ],
+)
+def test_device_subject_has_its_own_parameters_and_defaults_to_the_cas(
+    variable: str, device: str, ca: str
+) -> None:
+    env = _resources()["ProvisioningFunction"]["Properties"]["Environment"]["Variables"]
+    condition, then, otherwise = env[variable]["Fn::If"]
+
+    assert _template()["Conditions"][condition] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": device}, ""]}]
+    }
+    assert (then, otherwise) == ({"Ref": device}, {"Ref": ca})
+    assert _template()["Parameters"][device]["Default"] == ""
+    ca_subject = json.dumps(_resources()["CertificateAuthority"]["Properties"]["Subject"])
+    assert device not in ca_subject
+
+
+def test_provisioning_concurrency_is_capped_above_the_api_burst() -> None:
+    parameters = _template()["Parameters"]
+    reserved = _resources()["ProvisioningFunction"]["Properties"]["ReservedConcurrentExecutions"]
+    pattern = re.compile(parameters["ProvisioningReservedConcurrency"]["AllowedPattern"])
+    default = parameters["ProvisioningReservedConcurrency"]["Default"]
+
+    assert reserved == {
+        "Fn::If": [
+            "ReservesConcurrency",
+            {"Ref": "ProvisioningReservedConcurrency"},
+            {"Ref": "AWS::NoValue"},
+        ]
+    }
+    # Below the burst, Lambda throttles (a 500 from API Gateway) before the API answers 429.
+    assert int(default) >= parameters["ApiThrottleBurstLimit"]["Default"]
+    assert pattern.fullmatch("unreserved") and pattern.fullmatch("20")
+    assert not pattern.fullmatch("0"), "0 would stop every request"
 
 
 # ---------------------------------------------------------------- config.json

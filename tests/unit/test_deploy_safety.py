@@ -1,0 +1,183 @@
+"""Every parameter of template.yaml can change on a running stack without losing data.
+
+The computation (devstack.deploy_safety) reads the create-only properties from the resource
+schemas cfn-lint ships and follows each parameter through the SAM-translated template. These
+tests hold the template to it, keep docs/parameters.md equal to it, and check the computation
+itself on small templates where the answer is known.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from devstack.deploy_safety import (
+    BOOTSTRAP_ONLY,
+    MUST_SURVIVE,
+    TEMPLATE,
+    Change,
+    ParameterEffects,
+    compute,
+    generated_section,
+    render,
+    violations,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+DOC = ROOT / "docs" / "parameters.md"
+CA_RESOURCES = {"CertificateAuthority", "CACertificate", "CAActivation"}
+
+
+@pytest.fixture(scope="module")
+def table() -> dict[str, ParameterEffects]:
+    return {row.parameter: row for row in compute(TEMPLATE)}
+
+
+def _touched(row: ParameterEffects) -> set[str]:
+    return {effect.resource for effect in row.effects}
+
+
+def test_no_parameter_replaces_a_table_or_the_user_pool_or_fails_the_update(
+    table: dict[str, ParameterEffects],
+) -> None:
+    assert violations(list(table.values())) == []
+
+
+def test_the_only_refused_change_is_the_bootstrap_administrators_email(
+    table: dict[str, ParameterEffects],
+) -> None:
+    failing = {
+        (row.parameter, effect.resource) for row in table.values() for effect in row.of(Change.FAIL)
+    }
+
+    assert failing == set(BOOTSTRAP_ONLY)
+
+
+def test_the_parameter_table_in_the_docs_is_the_computed_one(
+    table: dict[str, ParameterEffects],
+) -> None:
+    documented = generated_section(DOC.read_text(encoding="utf-8"))
+
+    assert documented, f"{DOC} lost its generated table"
+    assert documented == render(list(table.values())), (
+        "docs/parameters.md is stale: run "
+        "PYTHONPATH=local .venv/bin/python -m devstack.deploy_safety --write docs/parameters.md"
+    )
+
+
+def test_the_readme_links_the_parameter_table() -> None:
+    assert "docs/parameters.md" in (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def test_device_subject_and_function_settings_never_touch_the_ca(
+    table: dict[str, ParameterEffects],
+) -> None:
+    for name, row in table.items():
+        if name.startswith("Device") or name.startswith("Api") or name == "ThingPrefix":
+            assert not _touched(row) & CA_RESOURCES, name
+
+
+@pytest.mark.parametrize(
+    "parameter",
+    ["CaKeyAlgorithm", "CaCommonName", "CaOrganization", "CaOrganizationalUnit", "CaCountry"],
+)
+def test_a_ca_parameter_is_a_rotation_that_keeps_the_old_ca(
+    table: dict[str, ParameterEffects], parameter: str
+) -> None:
+    replaced = {e.resource: e for e in table[parameter].of(Change.REPLACE)}
+
+    assert replaced["CertificateAuthority"].retained
+    assert replaced["CAActivation"].retained
+    # The custom resource sees the new CA and registers it with AWS IoT.
+    assert "CaRegistration" in {e.resource for e in table[parameter].of(Change.UPDATE)}
+
+
+def test_ca_validity_reissues_the_root_certificate_without_telling_iot(
+    table: dict[str, ParameterEffects],
+) -> None:
+    # The documented decision: CaValidityYears is read when the CA is created; a later change
+    # re-issues the CA certificate, which the IoT registration does not follow.
+    row = table["CaValidityYears"]
+
+    assert {e.resource for e in row.of(Change.REPLACE)} == {"CACertificate"}
+    assert "CertificateAuthority" not in _touched(row)
+    assert "CaRegistration" not in _touched(row)
+    assert "docs/runbook-ca-rotation.md" in render([row])
+
+
+# ---------------------------------------------------------------- the computation itself
+
+
+def _effects(tmp_path: Path, body: str, parameter: str) -> dict[str, Change]:
+    path = tmp_path / "template.yaml"
+    path.write_text(textwrap.dedent(body), encoding="utf-8")
+    (row,) = [r for r in compute(path) if r.parameter == parameter]
+    return {e.resource: e.change for e in row.effects}
+
+
+def test_a_create_only_property_replaces_and_the_replacement_propagates(
+    tmp_path: Path,
+) -> None:
+    effects = _effects(
+        tmp_path,
+        """
+        Parameters:
+          Partition:
+            Type: String
+            Default: a
+        Resources:
+          Table:
+            Type: AWS::DynamoDB::Table
+            Properties:
+              KeySchema: [{AttributeName: pk, KeyType: HASH}]
+              AttributeDefinitions: [{AttributeName: pk, AttributeType: S}]
+              BillingMode: PAY_PER_REQUEST
+              ImportSourceSpecification:
+                InputFormat: CSV
+                S3BucketSource: {S3Bucket: !Sub "bucket-${Partition}"}
+          Group:
+            Type: AWS::Logs::LogGroup
+            Properties:
+              LogGroupName: !Sub "/x/${Table}"
+          Retention:
+            Type: AWS::Logs::LogGroup
+            Properties:
+              RetentionInDays: !If [IsA, 1, 3]
+        Conditions:
+          IsA: !Equals [!Ref Partition, a]
+        """,
+        "Partition",
+    )
+
+    assert effects == {
+        "Table": Change.REPLACE,
+        "Group": Change.REPLACE,  # its name reads the replaced table's name
+        "Retention": Change.UPDATE,  # through the condition
+    }
+    assert "AWS::DynamoDB::Table" in MUST_SURVIVE
+
+
+def test_replacing_a_user_under_the_same_username_fails(tmp_path: Path) -> None:
+    template = """
+        Parameters:
+          Email:
+            Type: String
+            Default: a@example.com
+          Name:
+            Type: String
+            Default: admin
+        Resources:
+          Pool:
+            Type: AWS::Cognito::UserPool
+          User:
+            Type: AWS::Cognito::UserPoolUser
+            Properties:
+              UserPoolId: !Ref Pool
+              Username: !Ref Name
+              UserAttributes: [{Name: email, Value: !Ref Email}]
+        """
+
+    assert _effects(tmp_path, template, "Email") == {"User": Change.FAIL}
+    assert _effects(tmp_path, template, "Name") == {"User": Change.REPLACE}

@@ -34,7 +34,8 @@ from provisioning.dependencies import get_services
 from provisioning.ports import Services
 from provisioning.sweeper import sweep
 from tests.support.crash import Crash, InlineExecutor, ProcessDeath
-from tests.support.lambda_support import Device, FakeLambdaContext, api_event, unique_dsn
+from tests.support.iam import CallRecorder, not_granted
+from tests.support.lambda_support import Device, FakeLambdaContext, api_event, fault, unique_dsn
 
 ALICE = "sub-alice"
 ACCOUNT, REGION = "123456789012", "us-east-1"
@@ -45,6 +46,7 @@ class World:
     services: Services
     env: dict[str, str]
     dynamodb: Any
+    recorder: CallRecorder
     offset: timedelta = timedelta()
 
     def later(self, seconds: int = 120) -> None:
@@ -66,18 +68,42 @@ def world(provisioning_env: dict[str, str]) -> Iterator[World]:
     # A warm container: the IoT endpoint is looked up once per container, so a request's calls
     # (and their numbers) are the same from the first case to the last.
     assert services.iot.data_endpoint
-    built = World(services, provisioning_env, boto3.client("dynamodb"))
+    recorder = CallRecorder(
+        {
+            provisioning_env["DEVICES_TABLE"]: "DevicesTable",
+            provisioning_env["AUDIT_TABLE"]: "AuditTable",
+        }
+    )
+    built = World(services, provisioning_env, boto3.client("dynamodb"), recorder)
+    for client in built.clients:
+        recorder.watch(client)
     services.clock = lambda: datetime.now(UTC) + built.offset
+    CURRENT.recorder = recorder
     yield built
+    CURRENT.recorder = None
     get_services.cache_clear()
+
+
+class _Current:
+    recorder: CallRecorder | None = None
+
+
+CURRENT = _Current()
 
 
 def call(method: str, path: str, body: str | None = None) -> tuple[int, dict[str, Any]]:
     from provisioning.handler import lambda_handler
 
     event = api_event(body, ALICE, "Members", method=method, path=path)
-    response = lambda_handler(event, FakeLambdaContext())
+    assert CURRENT.recorder is not None
+    with CURRENT.recorder.acting_as("ProvisioningFunction"):
+        response = lambda_handler(event, FakeLambdaContext())
     return response["statusCode"], json.loads(response["body"])
+
+
+def run_sweeper(world: World) -> None:
+    with world.recorder.acting_as("SweeperFunction"):
+        sweep(world.services, Budget(FakeLambdaContext(60).get_remaining_time_in_millis), "run")
 
 
 # --------------------------------------------------------------------------- scenarios
@@ -219,7 +245,7 @@ def _run_case(world: World, scenario: Scenario, crash: Crash, recovery: str) -> 
         ):
             problems.append("the retry's certificate is not the row's")
     else:
-        sweep(world.services, Budget(FakeLambdaContext(60).get_remaining_time_in_millis), "run")
+        run_sweeper(world)
     revoked = scenario.revokes and (recovery == "owner" or status == 200)
     return problems + invariant_problems(world, device.dsn, revoked)
 
@@ -250,3 +276,26 @@ def test_a_request_killed_at_any_call_breaks_no_invariant(
             failures[f"{mode}={k} ({calls[k - 1]})"] = problems
     # THEN the invariants hold after every one of them
     assert failures == {}, f"{len(calls)} calls: {calls}"
+
+
+def test_every_call_each_function_makes_is_granted_by_the_template(world: World) -> None:
+    """moto checks no IAM: an ungranted call would pass offline and fail in AWS."""
+    # GIVEN every path: each scenario killed after each call, then the owner's retry or the
+    # sweeper alone; each write's answer lost; and a status change IoT refuses, which makes
+    # the request read the status back
+    for plan in SCENARIOS.values():
+        calls = _calls_of(world, plan)
+        for k in range(1, len(calls) + 1):
+            for recovery in ("owner", "sweeper"):
+                _run_case(world, plan, Crash(die_after=k), recovery)
+        for k in Crash(calls=calls).writes:  # a lost answer makes a commit read itself back
+            _run_case(world, plan, Crash(lose=k), "owner")
+    device = Device(unique_dsn())
+    _provisioned(device)
+    with fault(world.services.iot.client, "UpdateCertificate", times=3):  # type: ignore[attr-defined]
+        assert _revoke(device)[0] == 502
+    assert _revoke(device)[0] == 200
+    actions = {c.action for c in world.recorder.calls}
+    assert {"iot:DescribeCertificate", "acm-pca:GetCertificate", "dynamodb:Query"} <= actions
+    # THEN the template grants each function every call it made
+    assert not_granted(world.recorder.calls) == []

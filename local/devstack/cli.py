@@ -223,6 +223,20 @@ def _cmd_ca_cert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    """Run the sweeper now, as `aws lambda invoke` would in AWS, and print what it fixed."""
+    stack = _connected(args)
+    state = read_state(Path(args.state))
+    # The sweeper may run for its whole Timeout (60 s): wait longer than that for its answer.
+    lambda_client = stack.client(
+        "lambda", state["lambda_url"], read_timeout=90, retries={"total_max_attempts": 1}
+    )
+    answer = lambda_client.invoke(FunctionName=stack.outputs["SweeperFunctionName"], Payload=b"{}")
+    payload = json.loads(answer["Payload"].read())
+    print(json.dumps(payload, indent=2))
+    return 1 if answer.get("FunctionError") else 0
+
+
 def _cmd_state(args: argparse.Namespace) -> int:
     """One value of the state file (``api_url``, ``mqtt.port``, ``outputs.UserPoolId``...)."""
     value: Any = read_state(Path(args.state))
@@ -389,6 +403,18 @@ def build_parser() -> argparse.ArgumentParser:
     ca_cert.add_argument("--out", help="write it to this file instead of printing it")
     _state_option(ca_cert)
     ca_cert.set_defaults(func=_cmd_ca_cert)
+
+    sweep = commands.add_parser(
+        "sweep",
+        help="run the sweeper now (finishes what requests that died left on device rows)",
+        description=(
+            "Invoke the sweeper function once through the offline stack's Lambda Invoke API, "
+            "as `aws lambda invoke --function-name <SweeperFunctionName>` does in AWS (where it "
+            "also runs every 5 minutes), and print what it found and fixed."
+        ),
+    )
+    _state_option(sweep)
+    sweep.set_defaults(func=_cmd_sweep)
 
     state = commands.add_parser(
         "state",

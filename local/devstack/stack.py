@@ -32,6 +32,7 @@ from devstack.broker import BrokerThread, MqttEndpoint
 from devstack.deployer import Deployment, deploy
 from devstack.errors import DevstackError
 from devstack.gateway import GatewayServer, LocalApi
+from devstack.lambda_api import LambdaApiServer
 from devstack.packages import build_packages
 from devstack.template import function_code_uris
 from devstack.workers import ProcessInvoker
@@ -91,6 +92,7 @@ class RunningStack:
     gateway: GatewayServer
     state_path: Path | None
     invoker: ProcessInvoker
+    lambda_api: LambdaApiServer
     _exit: contextlib.ExitStack = field(repr=False)
     mqtt: MqttEndpoint | None = None
 
@@ -117,6 +119,7 @@ class RunningStack:
                 "username": self.deployment.admin_username,
                 "password": self.deployment.admin_password,
             },
+            "lambda_url": self.lambda_api.url,
             "pid": os.getpid(),
             "stack_name": self.deployment.stack_name,
             **({"mqtt": self.mqtt.state()} if self.mqtt is not None else {}),
@@ -196,6 +199,8 @@ def start_stack(
         gateway = GatewayServer(api, port=api_port).start()
         exit_stack.callback(gateway.stop)
         say(f"API gateway at {gateway.api_url}")
+        lambda_api = LambdaApiServer(deployment.functions, invoker).start()
+        exit_stack.callback(lambda_api.stop)
         running = RunningStack(
             moto=moto,
             endpoint_url=endpoint_url,
@@ -203,6 +208,7 @@ def start_stack(
             gateway=gateway,
             state_path=state_path,
             invoker=invoker,
+            lambda_api=lambda_api,
             _exit=exit_stack,
         )
         if mqtt_port is not None:
@@ -299,15 +305,16 @@ class StackClient:
         )
         self._credentials = dict(FAKE_CREDENTIALS)
 
-    def client(self, service: str) -> Any:
+    def client(self, service: str, endpoint_url: str | None = None, **config: Any) -> Any:
+        """A client of the offline stack (``endpoint_url``: another of its endpoints)."""
         return boto3.client(
             service,
             region_name=self.region,
-            endpoint_url=self.endpoint_url,
+            endpoint_url=endpoint_url or self.endpoint_url,
             aws_access_key_id=self._credentials["AWS_ACCESS_KEY_ID"],
             aws_secret_access_key=self._credentials["AWS_SECRET_ACCESS_KEY"],
             aws_session_token=self._credentials["AWS_SESSION_TOKEN"],
-            config=self._config,
+            config=self._config.merge(Config(**config)) if config else self._config,
         )
 
     def check_up(self) -> None:

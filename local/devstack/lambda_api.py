@@ -1,0 +1,105 @@
+"""Lambda's Invoke API for the offline stack, so functions can be run by hand as in AWS.
+
+``POST /2015-03-31/functions/{FunctionName}/invocations`` (RequestResponse) runs the function
+in its worker processes, exactly as the gateway does, and answers as Lambda does: 200 with the
+function's result, or 200 with ``X-Amz-Function-Error: Unhandled`` and the error as payload.
+A boto3 ``lambda`` client pointed at it works unchanged, so an operator's
+``aws lambda invoke --function-name <SweeperFunctionName>`` has the same offline form
+(``devstack sweep``). FunctionName may be the function's name, ARN or logical id.
+
+Not emulated: other invocation types (Event, DryRun), qualifiers, the Lambda control plane.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import unquote
+
+from devstack.errors import DevstackError
+from devstack.runtime import FunctionError, FunctionSpec
+
+_INVOKE = re.compile(r"^/2015-03-31/functions/(?P<name>[^/]+)/invocations$")
+_MAX_PAYLOAD = 6 * 1024 * 1024  # Lambda's synchronous payload limit
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: LambdaApiServer
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self) -> None:
+        found = _INVOKE.match(self.path.split("?", 1)[0])
+        function = self.server.find(unquote(found["name"])) if found else None
+        if function is None:
+            self._answer(HTTPStatus.NOT_FOUND, {"Type": "User", "Message": "Function not found"})
+            return
+        length = int(self.headers.get("Content-Length") or 0)
+        if not 0 <= length <= _MAX_PAYLOAD:
+            self._answer(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"Message": "Request too large"})
+            return
+        try:
+            event = json.loads(self.rfile.read(length) or b"{}")
+            result = self.server.invoker(function, event)
+        except ValueError:
+            self._answer(HTTPStatus.BAD_REQUEST, {"Type": "User", "Message": "Invalid JSON"})
+            return
+        except FunctionError as error:
+            payload = {"errorType": error.error_type, "errorMessage": error.message}
+            self._answer(HTTPStatus.OK, payload, {"X-Amz-Function-Error": "Unhandled"})
+            return
+        self._answer(HTTPStatus.OK, result)
+
+    def _answer(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+        body = json.dumps(payload).encode()
+        self.send_response(status)
+        for name, value in {"Content-Type": "application/json", **(headers or {})}.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return None
+
+
+class LambdaApiServer(ThreadingHTTPServer):
+    """``start()``, ``url``, ``stop()``; ``invoker(function, event)`` runs a function."""
+
+    daemon_threads = True
+
+    def __init__(
+        self, functions: dict[str, FunctionSpec], invoker: Any, host: str = "127.0.0.1"
+    ) -> None:
+        try:
+            super().__init__((host, 0), _Handler)
+        except OSError as exc:
+            raise DevstackError(f"cannot listen on {host}: {exc.strerror}") from exc
+        self.functions = functions
+        self.invoker = invoker
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def find(self, name: str) -> FunctionSpec | None:
+        for logical_id, function in self.functions.items():
+            if name in (logical_id, function.name, function.arn):
+                return function
+        return None
+
+    def start(self) -> LambdaApiServer:
+        self._thread = threading.Thread(target=self.serve_forever, name="lambda-api", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)

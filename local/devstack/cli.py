@@ -185,21 +185,24 @@ def _cmd_login(args: argparse.Namespace) -> int:
         if not password:
             raise DevstackError("--password-stdin: nothing on standard input")
     admin = stack.state.get("admin") or {}
-    if password is None and args.name == admin.get("username"):
-        password = admin.get("password")
+    name = args.name
+    admin_name = str(admin.get("username") or "")
+    # The administrator's username is <AdminUsername>#<e-mail>: its first part names it too.
+    if admin_name and name in (admin_name, admin_name.split("#", 1)[0]):
+        name = admin_name
+        if password is None:
+            password = admin.get("password")
     if password is None:
         if not sys.stdin.isatty():
             raise DevstackError(
-                f"no password for {args.name} and no terminal to ask on; "
+                f"no password for {name} and no terminal to ask on; "
                 "pipe it in with --password-stdin"
             )
         try:
-            password = getpass.getpass(f"password for {args.name}: ")
+            password = getpass.getpass(f"password for {name}: ")
         except EOFError:
             raise DevstackError("no password given") from None
-    tokens = login(
-        stack.client("cognito-idp"), stack.outputs["UserPoolClientId"], args.name, password
-    )
+    tokens = login(stack.client("cognito-idp"), stack.outputs["UserPoolClientId"], name, password)
     print(tokens.id_token)
     return 0
 

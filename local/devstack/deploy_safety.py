@@ -43,15 +43,6 @@ REQUIRED_VALUES = {"AdminEmail": "admin@example.com"}
 # Values tried, in order, as "another value" of a parameter; the first one its constraints
 # accept and that differs from the default is used.
 _CANDIDATES = ("X", "AB", "x-1", "other@example.com", "unreserved", "1", "2")
-# Parameters read only when the resource they feed is created, whose change on a running stack
-# fails and rolls back (nothing changes), and why that is accepted. Every other failure is a
-# defect the deploy-safety test reports.
-BOOTSTRAP_ONLY = {
-    ("AdminEmail", "AdminUser"): (
-        "every property of a Cognito user is create-only and its Username stays: the first "
-        "administrator is bootstrapped once, later changes are made in Cognito"
-    ),
-}
 # Resources no parameter may replace, and why.
 MUST_SURVIVE = {
     "AWS::DynamoDB::Table": "device ownership and the audit trail live there",
@@ -333,9 +324,7 @@ def violations(table: list[ParameterEffects]) -> list[str]:
     problems = []
     for row in table:
         for effect in row.effects:
-            if effect.change is Change.FAIL and (row.parameter, effect.resource) not in (
-                BOOTSTRAP_ONLY
-            ):
+            if effect.change is Change.FAIL:
                 problems.append(f"{row.parameter}: {effect.describe()}")
             if effect.change in (Change.REPLACE, Change.TOGGLE) and effect.type in MUST_SURVIVE:
                 why = MUST_SURVIVE[effect.type]
@@ -349,9 +338,8 @@ def violations(table: list[ParameterEffects]) -> list[str]:
 # A sentence for the operator where the bare effect does not say enough.
 NOTES = {
     "AdminEmail": (
-        "Read once, when the first administrator is created; changing it alone is refused "
-        "(rolled back, nothing changes). Change the e-mail in Cognito, or change "
-        "AdminUsername with it to create a new administrator."
+        "A new administrator for the new address (the username carries it) takes over the "
+        "e-mail alias; the old user stays in the pool, outside the Administrators group."
     ),
     "AdminUsername": (
         "A new administrator with this name takes over the e-mail alias; the old user stays "

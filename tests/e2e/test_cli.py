@@ -96,7 +96,7 @@ def test_existing_user_is_exit_2(
         [
             "user",
             "add",
-            "admin",
+            offline_stack.deployment.admin_username or "",
             "--email",
             "a@example.com",
             "--state",

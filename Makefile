@@ -14,7 +14,7 @@ SAM := SAM_CLI_TELEMETRY=0 $(SAM_VENV)/bin/sam
 # on a machine without python3.13.
 SAM_BUILD_FLAGS ?=
 
-.PHONY: help venv lint test unit integration e2e demo up down bench params deploy clean
+.PHONY: help venv sam lint test unit integration e2e demo up down bench params deploy clean
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -31,9 +31,11 @@ $(SAM_VENV)/bin/.installed: requirements-sam.txt
 	$(SAM_VENV)/bin/python -m pip install --quiet -r requirements-sam.txt
 	touch $@
 
-venv: $(BIN)/.installed $(SAM_VENV)/bin/.installed  ## create .venv (and the SAM CLI's) from the project's files
+venv: $(BIN)/.installed  ## create .venv from the project's files (everything but the SAM CLI)
 
-lint: venv  ## ruff, mypy on the Lambda and example code, cfn-lint and sam validate on the template
+sam: $(SAM_VENV)/bin/.installed  ## the SAM CLI, in a virtualenv of its own (for lint and deploy)
+
+lint: venv sam  ## ruff, mypy on the Lambda and example code, cfn-lint and sam validate on the template
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 	$(BIN)/mypy
@@ -67,7 +69,7 @@ bench: venv  ## benchmarks: print figures, assert nothing
 params: venv  ## print provisioning_lambda/config.json as `sam deploy` parameter overrides
 	@$(RUN) -m devstack params
 
-deploy: venv  ## sam build + sam deploy --guided (SAM CLI of the venv), config.json as overrides
+deploy: venv sam  ## sam build + sam deploy --guided (SAM CLI of the venv), config.json as overrides
 	$(SAM) build $(SAM_BUILD_FLAGS)
 	eval $(SAM) deploy --guided --parameter-overrides "$$($(RUN) -m devstack params)"
 

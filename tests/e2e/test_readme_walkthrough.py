@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -23,16 +24,15 @@ from tests.e2e.conftest import ROOT
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
-LINKED = (
-    ".venv",
-    "Makefile",
-    "template.yaml",
-    "requirements-dev.txt",
-    "local",
-    "example",
-    "provisioning_lambda",
-    "deployment_lambda",
-)
+
+def tracked_top_level() -> set[str]:
+    """What a fresh clone has at its top level: every entry git tracks (no .local state)."""
+    git = shutil.which("git")
+    assert git, "git lists what a clone holds"
+    listed = subprocess.run(  # noqa: S603 - git, fixed arguments
+        [git, "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    return {path.split("/", 1)[0] for path in listed}
 
 
 def blocks(marker: str) -> list[str]:
@@ -56,7 +56,7 @@ def test_the_readme_walkthrough_reaches_a_device_key_then_reads_and_revokes_it(
     assert len(terminal_1) == 1 and terminal_2, "the README lost its walk-through blocks"
     home = tmp_path / "clone"
     home.mkdir()
-    for name in LINKED:
+    for name in sorted(tracked_top_level() | {".venv"}):  # the venv, so nothing reinstalls
         (home / name).symlink_to(ROOT / name)
     state = home / ".local" / "stack.json"
 

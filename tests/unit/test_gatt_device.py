@@ -195,17 +195,16 @@ def test_stored_credentials_are_only_reused_while_valid(session, ca, tmp_path):
 
 def server_answer(session, ca, scheme, encrypted_for_dsn=None):
     """An answer made by the API's own encryption code (provisioning.crypto), as it ships."""
-    from provisioning.crypto import agree_with_device, encrypt_private_key
+    from provisioning.crypto import seal_private_key
 
     key = ec.generate_private_key(ec.SECP256R1())
-    cert = issue(ca, key)
-    exchange = agree_with_device(session.public_key)
-    token = encrypt_private_key(key, exchange, scheme, encrypted_for_dsn or session.dsn)
+    cert = issue(ca, key, dsn=session.dsn)
+    sealed = seal_private_key(key, session.public_key, scheme, encrypted_for_dsn or session.dsn)
     return json.dumps(
         {
             "certificatePem": cert.public_bytes(serialization.Encoding.PEM).decode(),
-            "encryptedPrivateKey": token,
-            "publicKey": base64.b64encode(exchange.server_public_key).decode(),
+            "encryptedPrivateKey": sealed.encrypted_private_key,
+            "publicKey": base64.b64encode(sealed.server_public_key).decode(),
             "thingName": f"device_{session.dsn}",
             "certificateId": cert.fingerprint(hashes.SHA256()).hex(),
             "encryption": scheme,

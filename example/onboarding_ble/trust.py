@@ -11,11 +11,11 @@ The checks, in order (the first failure is the refusal):
 2. it is valid now (``EXPIRED``);
 3. it is a client certificate (``NOT_CLIENT_CERTIFICATE``): an extended key usage extension
    that names clientAuth, and not a CA (basicConstraints CA:TRUE);
-4. it names this device (``WRONG_DEVICE``): exactly one SAN URI of ``rules.DSN_URI_PREFIX``,
-   equal to this DSN, and a common name that is the thing name ``<ThingPrefix>_<DSN>``;
-5. it has a path to the pinned CA, validated as a client certificate by
+4. it has a path to the pinned CA, validated as a client certificate by
    ``cryptography.x509.verification`` (``UNTRUSTED``): signatures, names, validity, key usage,
    CA flags and path lengths of every CA on the way; an intermediate may come in the chain;
+5. it names this device (``WRONG_DEVICE``): exactly one SAN URI of ``rules.DSN_URI_PREFIX``,
+   equal to this DSN, and a common name that is the thing name ``<ThingPrefix>_<DSN>``;
 6. the private key is the certificate's (``KEY_MISMATCH``).
 
 ``check_scheme`` is the floor under the key-encryption scheme (no downgrade), and
@@ -121,11 +121,8 @@ def verify_device_certificate(
         raise ValueError("no certificate in the pinned CA")  # firmware mistake
     intermediates = load_certificates(chain_pem) if chain_pem else []
 
-    if not leaf.not_valid_before_utc <= now <= leaf.not_valid_after_utc:
-        raise TrustError(Refusal.EXPIRED, "certificate is not valid now")
-    _require_client_certificate(leaf)
+    path = check_client_certificate(leaf, anchors, intermediates, now)
     thing = _thing_name_of(leaf, dsn, thing_prefix)
-    path = _validated_path(leaf, intermediates, anchors, now)
     if not public_keys_match(leaf, private_key):
         raise TrustError(Refusal.KEY_MISMATCH, "private key does not match the certificate")
     return TrustedCertificate(
@@ -138,9 +135,24 @@ def verify_device_certificate(
     )
 
 
+def check_client_certificate(
+    leaf: x509.Certificate,
+    anchors: list[x509.Certificate],
+    intermediates: list[x509.Certificate] | None = None,
+    now: dt.datetime | None = None,
+) -> list[x509.Certificate]:
+    """Checks 2-4 alone (valid now, a client certificate, a path to one of ``anchors``): the
+    validated path after the leaf. For credentials already stored, whose DSN was checked."""
+    now = now or dt.datetime.now(dt.UTC)
+    if not leaf.not_valid_before_utc <= now <= leaf.not_valid_after_utc:
+        raise TrustError(Refusal.EXPIRED, "certificate is not valid now")
+    _require_client_certificate(leaf)
+    return _validated_path(leaf, intermediates or [], anchors, now)
+
+
 def _require_client_certificate(leaf: x509.Certificate) -> None:
     """Checked before the path so that the refusal names the real problem; the path policy
-    checks the same again (and refuses a certificate without a SAN)."""
+    checks the same again."""
     try:
         eku = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     except x509.ExtensionNotFound:
@@ -171,9 +183,12 @@ def _validated_path(
     now: dt.datetime,
 ) -> list[x509.Certificate]:
     # The web PKI's end-entity profile, except that the EKU must be present (RFC 5280 lets an
-    # absent EKU mean "any purpose"; a device certificate must say clientAuth).
-    ee_policy = ExtensionPolicy.webpki_defaults_ee().require_present(
-        x509.ExtendedKeyUsage, Criticality.AGNOSTIC, _eku_names_client_auth
+    # absent EKU mean "any purpose"; a device certificate must say clientAuth), and the SAN is
+    # left to _thing_name_of, which requires it and says WRONG_DEVICE when it names no device.
+    ee_policy = (
+        ExtensionPolicy.webpki_defaults_ee()
+        .require_present(x509.ExtendedKeyUsage, Criticality.AGNOSTIC, _eku_names_client_auth)
+        .may_be_present(x509.SubjectAlternativeName, Criticality.AGNOSTIC, None)
     )
     verifier = (
         PolicyBuilder()

@@ -50,6 +50,7 @@ class PcaPort(Protocol):
         self, ca_arn: str, csr_pem: bytes, signing_algorithm: str, template_arn: str, token: str
     ) -> str: ...
     def get_certificate(self, ca_arn: str, certificate_arn: str) -> str: ...
+    def revoke(self, ca_arn: str, serial: str, reason: str) -> None: ...
 
 
 class IotPort(Protocol):
@@ -119,6 +120,16 @@ class PcaAdapter:
                 raise StillIssuing("the verification certificate is still being issued") from error
             raise
         return str(response["Certificate"])
+
+    def revoke(self, ca_arn: str, serial: str, reason: str) -> None:
+        """RevokeCertificate; a certificate already revoked counts as revoked."""
+        try:
+            self._client.revoke_certificate(
+                CertificateAuthorityArn=ca_arn, CertificateSerial=serial, RevocationReason=reason
+            )
+        except ClientError as error:
+            if _code(error) != "RequestAlreadyProcessedException":
+                raise
 
 
 # --- AWS IoT --------------------------------------------------------------------------------

@@ -43,8 +43,12 @@ TAG_KEY = "CertificateAuthorityArn"
 LIST_PAGE_SIZE = 250
 MAX_POLL_DELAY_S = 2.0
 # The only certificate template the function issues with (template.yaml's IAM condition on
-# acm-pca:IssueCertificate names the same one): an end-entity certificate, never a CA.
-VERIFICATION_TEMPLATE = "template/EndEntityCertificate/V1"
+# acm-pca:IssueCertificate names the same one): an end-entity certificate, never a CA, and
+# server-auth only, so it can never authenticate as a client (a device) even while valid. IoT
+# needs of it only the registration code as its CN and the CA's signature.
+VERIFICATION_TEMPLATE = "template/EndEntityServerAuthCertificate/V1"
+# Why the verification certificate is revoked once IoT has checked it (RevokeCertificate).
+VERIFICATION_REVOCATION_REASON = "CESSATION_OF_OPERATION"
 
 
 @dataclass
@@ -127,6 +131,10 @@ def register(props: CaRegistrationProperties, request: Request, adapters: Adapte
     request.progress.registered_id = ca.certificate_id
     logger.info("CA registered with AWS IoT", extra={"ca_certificate_id": ca.certificate_id})
     _audit(adapters, ca.certificate_id, "REGISTER_CA", request, what)
+    if verification_pem is not None:
+        revoke_verification_certificate(
+            ca_arn, ca.certificate_id, verification_pem, request, adapters
+        )
     return ca
 
 
@@ -171,6 +179,27 @@ def issue_verification_certificate(
     # Keyed on the IoT id the CA certificate will get (SHA-256 of its DER), like the others.
     _audit(adapters, iot_ca_id, "ISSUE", request, f"verification certificate {certificate_arn}")
     return pem
+
+
+def revoke_verification_certificate(
+    ca_arn: str, iot_ca_id: str, verification_pem: str, request: Request, adapters: Adapters
+) -> None:
+    """Revoke the verification certificate in ACM PCA once IoT has checked it.
+
+    Best effort: its private key was thrown away when it was issued (it never left
+    ``verification_csr``) and it is server-auth only, so it cannot authenticate anyone; a
+    failed revocation is logged and leaves the registration standing instead of rolling it
+    back. A retried invocation revokes again (ACM PCA's "already processed" counts as done).
+    """
+    serial = serial_of(verification_pem)
+    try:
+        adapters.pca.revoke(ca_arn, serial, VERIFICATION_REVOCATION_REASON)
+    except Exception:
+        logger.warning(
+            "verification certificate not revoked", extra={"ca_certificate_id": iot_ca_id}
+        )
+        return
+    _audit(adapters, iot_ca_id, "REVOKE", request, f"verification certificate serial {serial}")
 
 
 def _poll_certificate(
@@ -242,6 +271,13 @@ def count_active_device_certificates(
 
 
 # --- helpers --------------------------------------------------------------------------------
+
+
+def serial_of(pem: str) -> str:
+    """The certificate's serial as ACM PCA names it: colon-separated hex octets."""
+    serial = f"{x509.load_pem_x509_certificate(pem.encode()).serial_number:x}"
+    serial = serial.rjust(len(serial) + len(serial) % 2, "0")
+    return ":".join(serial[i : i + 2] for i in range(0, len(serial), 2))
 
 
 def certificate_id_of(pem: str) -> str:

@@ -1,7 +1,10 @@
 """Device-side handling of the provisioning answer: decrypt, verify, store, load.
 
-The private key is held only in memory and in `private_key.pem` (0600) inside the per-device
-state directory (0700); it is never logged and never part of an exception message.
+What the device believes about the certificate is decided by ``trust`` (client-auth path to the
+pinned CA, the certificate names this DSN, the key is its key); the thing name and certificate
+id come from the certificate, never from the relay's JSON. The private key is held only in
+memory and in `private_key.pem` (0600) inside the per-device state directory (0700); it is
+never logged, never in a repr and never part of an exception message.
 """
 
 from __future__ import annotations
@@ -11,12 +14,12 @@ import datetime as dt
 import json
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.exceptions import InvalidTag
 from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -24,8 +27,9 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from onboarding_ble import rules
+from onboarding_ble import rules, trust
 from onboarding_ble.protocol import ProtocolError, Status
+from onboarding_ble.trust import Refusal, TrustError
 
 CERT_FILE = "certificate.pem"
 KEY_FILE = "private_key.pem"
@@ -53,10 +57,10 @@ class Credentials:
 
 @dataclass(frozen=True)
 class Answer:
-    """A verified provisioning answer, ready to store."""
+    """A verified provisioning answer, ready to store. Its repr leaves the key out."""
 
     certificate: x509.Certificate
-    private_key_pem: bytes
+    private_key_pem: bytes = field(repr=False)
     thing_name: str
     certificate_id: str
     iot_endpoint: str
@@ -82,6 +86,8 @@ def decrypt_private_key(
     server public || device public || DSN); token = base64(nonce(12) || ciphertext+tag), AAD =
     DSN. Raises InvalidToken / InvalidTag / ValueError when it does not open.
     """
+    if not rules.is_canonical_x25519(server_public):
+        raise ValueError("server public key is not a canonical X25519 key")  # as the Lambda
     if scheme == FERNET_X25519:
         return Fernet(fernet_key(device_private, server_public)).decrypt(token)
     shared = device_private.exchange(X25519PublicKey.from_public_bytes(server_public))
@@ -101,27 +107,29 @@ def load_ca(pem: bytes) -> list[x509.Certificate]:
     return cas
 
 
-def chains_to(cert: x509.Certificate, cas: list[x509.Certificate]) -> bool:
-    """Whether `cert` is directly issued (name and signature) by one of the pinned CAs."""
-    for ca in cas:
-        try:
-            cert.verify_directly_issued_by(ca)
-        except (ValueError, TypeError, InvalidSignature):
-            continue
-        return True
-    return False
+def _pem(certs: list[x509.Certificate]) -> bytes:
+    return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
 
 
 def public_keys_match(cert: x509.Certificate, private_key: Any) -> bool:
-    fmt = serialization.PublicFormat.SubjectPublicKeyInfo
-    enc = serialization.Encoding.DER
-    return bool(
-        cert.public_key().public_bytes(enc, fmt) == private_key.public_key().public_bytes(enc, fmt)
-    )
+    return trust.public_keys_match(cert, private_key)
 
 
-def _valid_now(cert: x509.Certificate, now: dt.datetime) -> bool:
-    return cert.not_valid_before_utc <= now <= cert.not_valid_after_utc
+# Each refusal of ``trust`` as the status the device reports over GATT.
+_STATUS_OF = {
+    Refusal.MALFORMED: Status.ERR_FORMAT,
+    Refusal.EXPIRED: Status.ERR_CERT_EXPIRED,
+    Refusal.NOT_CLIENT_CERTIFICATE: Status.ERR_UNTRUSTED_CA,
+    Refusal.UNTRUSTED: Status.ERR_UNTRUSTED_CA,
+    Refusal.WRONG_DEVICE: Status.ERR_DSN_MISMATCH,
+    Refusal.KEY_MISMATCH: Status.ERR_KEY_MISMATCH,
+    Refusal.SCHEME: Status.ERR_FORMAT,
+    Refusal.PUBLIC_KEY: Status.ERR_FORMAT,
+}
+
+
+def _refused(error: TrustError) -> ProtocolError:
+    return ProtocolError(_STATUS_OF[error.reason], str(error))
 
 
 def verify_answer(
@@ -130,32 +138,35 @@ def verify_answer(
     dsn: str,
     cas: list[x509.Certificate],
     now: dt.datetime | None = None,
+    *,
+    thing_prefix: str | None = None,
+    minimum_scheme: str = rules.FERNET_X25519,
+    iot_endpoint: str | None = None,
 ) -> Answer:
-    """Check a provisioning answer end to end; raise ProtocolError with the status to report."""
+    """Check a provisioning answer end to end; raise ProtocolError with the status to report.
+
+    Firmware configuration, when given, wins over the relay: ``thing_prefix`` (the fleet's
+    ThingPrefix), ``minimum_scheme`` (the weakest key encryption accepted; an answer without
+    ``encryption`` is fernet-x25519) and ``iot_endpoint`` (the pinned MQTT endpoint: the
+    answer's ``iotEndpoint`` is used only when none is configured). ``thingName`` and
+    ``certificateId`` in the answer are ignored: both are read from the certificate.
+    """
     now = now or dt.datetime.now(dt.UTC)
     try:
         body = json.loads(payload)
         cert_pem = body["certificatePem"].encode("ascii")
         token = body["encryptedPrivateKey"].encode("ascii")
         server_public = base64.b64decode(body["publicKey"], validate=True)
-        thing_name = str(body.get("thingName") or "")
-        certificate_id = str(body.get("certificateId") or "")
-        iot_endpoint = str(body.get("iotEndpoint") or "")
-        scheme = body.get("encryption", rules.ENCRYPTION_SCHEMES[0])
+        advised_endpoint = str(body.get("iotEndpoint") or "")
+        answered_scheme = body.get("encryption")
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ProtocolError(Status.ERR_FORMAT, "answer is not a provisioning response") from exc
-    if scheme not in SCHEMES:
-        raise ProtocolError(Status.ERR_FORMAT, f"unsupported encryption {str(scheme)[:40]!r}")
     try:
-        cert = x509.load_pem_x509_certificate(cert_pem)
-    except ValueError as exc:
-        raise ProtocolError(Status.ERR_FORMAT, "certificatePem is not a certificate") from exc
-    if thing_name and thing_name != dsn and not thing_name.endswith("_" + dsn):
-        raise ProtocolError(Status.ERR_DSN_MISMATCH, "thing name is not for this DSN")
-    if not chains_to(cert, cas):
-        raise ProtocolError(Status.ERR_UNTRUSTED_CA, "certificate is not issued by the pinned CA")
-    if not _valid_now(cert, now):
-        raise ProtocolError(Status.ERR_CERT_EXPIRED, "certificate is not valid now")
+        scheme = trust.check_scheme(answered_scheme, minimum_scheme)
+        trust.check_x25519_public_key(server_public)
+        trust.load_certificates(cert_pem)
+    except TrustError as exc:
+        raise _refused(exc) from exc
     try:
         key_pem = decrypt_private_key(scheme, device_private, server_public, token, dsn)
         private_key = serialization.load_pem_private_key(key_pem, password=None)
@@ -164,28 +175,28 @@ def verify_answer(
         raise ProtocolError(Status.ERR_DECRYPT, "private key does not decrypt") from exc
     if not isinstance(private_key, (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey)):
         raise ProtocolError(Status.ERR_DECRYPT, "unsupported private key type")
-    if not public_keys_match(cert, private_key):
-        raise ProtocolError(Status.ERR_KEY_MISMATCH, "private key does not match the certificate")
-    if not certificate_id:
-        certificate_id = certificate_id_of(cert)
+    try:
+        trusted = trust.verify_device_certificate(
+            cert_pem, _pem(cas), dsn, private_key, thing_prefix=thing_prefix, now=now
+        )
+    except TrustError as exc:
+        raise _refused(exc) from exc
     return Answer(
-        certificate=cert,
+        certificate=trusted.certificate,
         private_key_pem=private_key.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         ),
-        thing_name=thing_name or dsn,
-        certificate_id=certificate_id,
-        iot_endpoint=iot_endpoint,
+        thing_name=trusted.thing_name,
+        certificate_id=trusted.certificate_id,
+        iot_endpoint=iot_endpoint if iot_endpoint is not None else advised_endpoint,
     )
 
 
 def certificate_id_of(cert: x509.Certificate) -> str:
     """The IoT certificate id: lowercase hex SHA-256 of the DER certificate."""
-    from cryptography.hazmat.primitives import hashes
-
-    return cert.fingerprint(hashes.SHA256()).hex()
+    return trust.certificate_id_of(cert)
 
 
 def _write_private(directory: Path, name: str, data: bytes) -> None:
@@ -229,22 +240,39 @@ def store(directory: Path, answer: Answer) -> Credentials:
 
 
 def load_valid(
-    directory: Path, cas: list[x509.Certificate], now: dt.datetime | None = None
+    directory: Path,
+    cas: list[x509.Certificate],
+    now: dt.datetime | None = None,
+    *,
+    dsn: str | None = None,
+    thing_prefix: str | None = None,
 ) -> Credentials | None:
-    """Stored credentials if complete, matching, chained to the pinned CA and in date."""
+    """Stored credentials if complete, matching, a valid client certificate of the pinned CA.
+
+    With ``dsn`` the certificate must also name this device (and the thing name is read from
+    it); without, the DSN check made when the answer was stored stands.
+    """
     now = now or dt.datetime.now(dt.UTC)
     try:
         meta = json.loads((directory / META_FILE).read_text(encoding="utf-8"))
-        cert = x509.load_pem_x509_certificate((directory / CERT_FILE).read_bytes())
+        cert_pem = (directory / CERT_FILE).read_bytes()
+        cert = x509.load_pem_x509_certificate(cert_pem)
         key = serialization.load_pem_private_key((directory / KEY_FILE).read_bytes(), None)
-    except (OSError, ValueError, TypeError):
-        return None
-    if not (chains_to(cert, cas) and _valid_now(cert, now) and public_keys_match(cert, key)):
+        thing_name = str(meta["thingName"])
+        if dsn is None:
+            trust.check_client_certificate(cert, cas, now=now)
+            if not trust.public_keys_match(cert, key):
+                return None
+        else:
+            thing_name = trust.verify_device_certificate(
+                cert_pem, _pem(cas), dsn, key, thing_prefix=thing_prefix, now=now
+            ).thing_name
+    except (OSError, ValueError, TypeError, KeyError):  # TrustError is a ValueError
         return None
     return Credentials(
         directory,
-        str(meta["thingName"]),
-        str(meta["certificateId"]),
+        thing_name,
+        trust.certificate_id_of(cert),
         str(meta.get("iotEndpoint", "")),
         str(meta.get("notAfter", "")),
     )

@@ -11,7 +11,12 @@ from typing import Any
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-CLIENT_AUTH_TEMPLATE = "arn:aws:acm-pca:::template/EndEntityClientAuthCertificate/V1"
+# The end-entity templates bridged below, by the part of the ARN after the partition, and the
+# one extended key usage each gives.
+END_ENTITY_TEMPLATES = {
+    "acm-pca:::template/EndEntityClientAuthCertificate/V1": ExtendedKeyUsageOID.CLIENT_AUTH,
+    "acm-pca:::template/EndEntityServerAuthCertificate/V1": ExtendedKeyUsageOID.SERVER_AUTH,
+}
 _applied = False
 
 
@@ -95,13 +100,26 @@ def _atomic_dynamodb_requests() -> None:
 
 
 def _client_auth_template() -> None:
-    """Patch moto's ACM PCA so EndEntityClientAuthCertificate/V1 means what it does in AWS.
+    """Patch moto's ACM PCA so the end-entity templates the product uses issue AWS's profile.
 
     Gap (moto 5.2): moto knows only the RootCACertificate and EndEntityCertificate templates and
-    issues a certificate with no extensions at all for any other template ARN. AWS's
-    EndEntityClientAuthCertificate/V1 gives an end-entity certificate with digitalSignature
-    key usage and the clientAuth extended key usage, which the device certificate needs for
-    mutual TLS.
+    issues a certificate with no extensions but the CSR's SAN for any other template ARN. AWS
+    documents EndEntityClientAuthCertificate/V1 (device certificates) and
+    EndEntityServerAuthCertificate/V1 (the IoT verification certificate) as
+    (https://docs.aws.amazon.com/privateca/latest/userguide/template-definitions.html):
+
+    | X509v3 parameter         | value                                                  |
+    | subject alternative name | passthrough from CSR                                   |
+    | subject                  | passthrough from CSR                                   |
+    | basic constraints        | CA:FALSE                                               |
+    | authority key identifier | SKI from CA certificate                                |
+    | subject key identifier   | derived from CSR                                       |
+    | key usage                | critical, digital signature, key encipherment          |
+    | extended key usage       | TLS web client (or server) authentication, only        |
+
+    The table marks only key usage critical, so basicConstraints is issued non-critical here.
+    No CRL distribution point: the product's CA has no CRL configured. moto still signs with its
+    own RSA key whatever the CA's KeyAlgorithm (a known gap, left).
     """
     from moto.acmpca.models import CertificateAuthority
 
@@ -110,10 +128,11 @@ def _client_auth_template() -> None:
     def extensions(
         self: Any, csr: x509.CertificateSigningRequest, template_arn: str | None
     ) -> list[tuple[x509.ExtensionType, bool]]:
-        if template_arn != CLIENT_AUTH_TEMPLATE:
+        purpose = END_ENTITY_TEMPLATES.get(str(template_arn).split(":", 2)[-1])
+        if purpose is None:
             return list(original(self, csr, template_arn))
-        return [
-            (x509.BasicConstraints(ca=False, path_length=None), True),
+        profile: list[tuple[x509.ExtensionType, bool]] = [
+            (x509.BasicConstraints(ca=False, path_length=None), False),
             # The CA certificate's key, not self.key: moto decrypts and re-validates its RSA
             # key on every access, tens of milliseconds each.
             (x509.AuthorityKeyIdentifier.from_issuer_public_key(_ca_public_key(self)), False),
@@ -122,7 +141,7 @@ def _client_auth_template() -> None:
                 x509.KeyUsage(
                     digital_signature=True,
                     content_commitment=False,
-                    key_encipherment=False,
+                    key_encipherment=True,
                     data_encipherment=False,
                     key_agreement=False,
                     key_cert_sign=False,
@@ -132,8 +151,13 @@ def _client_auth_template() -> None:
                 ),
                 True,
             ),
-            (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), False),
+            (x509.ExtendedKeyUsage([purpose]), False),
         ]
+        try:
+            san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        except x509.ExtensionNotFound:
+            return profile
+        return [*profile, (san.value, san.critical)]
 
     CertificateAuthority._x509_extensions = extensions  # type: ignore[method-assign]
 

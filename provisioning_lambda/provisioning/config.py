@@ -11,6 +11,9 @@ KEY_ALGORITHMS = ("EC_prime256v1", "RSA_2048")
 SIGNING_ALGORITHMS = ("SHA256WITHECDSA", "SHA256WITHRSA")
 CA_MODES = ("DEFAULT", "SNI_ONLY")
 THING_NAME_MAX = 128
+# No "_" in the prefix: "<prefix>_<DSN>" splits at its first "_" one way only, so a thing name
+# (and the certificate's common name) names one DSN. Same as template.yaml's ThingPrefix.
+THING_PREFIX_PATTERN = re.compile(r"[A-Za-z0-9-]{1,12}", re.ASCII)
 
 
 class ConfigError(RuntimeError):
@@ -70,8 +73,8 @@ class Settings:
         if not validity.isdigit() or not 1 <= int(validity) <= 3650:
             raise ConfigError("DEVICE_CERT_VALIDITY_DAYS must be a whole number of days, 1-3650")
         prefix = need("THING_PREFIX")
-        if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", prefix):
-            raise ConfigError("THING_PREFIX must be 1-64 of A-Z a-z 0-9 _ -")
+        if not THING_PREFIX_PATTERN.fullmatch(prefix):
+            raise ConfigError("THING_PREFIX must be 1-12 of A-Z a-z 0-9 - (no _)")
         ca_arn = need("CA_ARN")
         if not re.fullmatch(
             r"arn:[\w-]+:acm-pca:[\w-]+:\d{12}:certificate-authority/[\w-]+", ca_arn

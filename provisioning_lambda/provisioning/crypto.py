@@ -30,33 +30,51 @@ HKDF_AES_GCM = "x25519-hkdf-sha256-aes256gcm"
 HKDF_LABEL = b"iot-device-onboarding/" + HKDF_AES_GCM.encode() + b"/v1"
 
 
-@dataclass(frozen=True)
-class KeyExchange:
-    """The server's ephemeral X25519 half, already agreed with the device's public key."""
-
-    server_public_key: bytes
-    device_public_key: bytes
-    shared_secret: bytes
+# The certificate names its device: a SAN URI the device compares exactly with its own DSN
+# (example/onboarding_ble/rules.py has the device's copy; tests/unit/test_shared_rules.py keeps
+# them equal). ACM PCA's EndEntityClientAuthCertificate/V1 copies the CSR's SAN and subject.
+DSN_URI_PREFIX = "urn:iot-device-onboarding:dsn:"
+X25519_P = 2**255 - 19
 
 
-def agree_with_device(device_public_key: bytes) -> KeyExchange:
-    """Run X25519 now, so a low-order device key is refused before anything is created."""
+def is_canonical_x25519(public_key: bytes) -> bool:
+    """32 bytes encoding a u-coordinate below p (so the top bit is clear).
+
+    RFC 7748 has a receiver mask the top bit; here (and on the device) such a key is refused
+    instead, so the bytes each side puts in the HKDF context are the bytes the agreement used.
+    """
+    return len(public_key) == 32 and int.from_bytes(public_key, "little") < X25519_P
+
+
+def check_device_public_key(device_public_key: bytes) -> None:
+    """Refuse, before anything is created, a key the agreement at the end would fail on.
+
+    The agreement runs here on a throw-away key and its result is dropped: a low-order point
+    gives the all-zero secret whatever the private half (X25519 clamps scalars to multiples of
+    the cofactor), so this is exactly the check the real agreement makes, and no secret lives
+    through the AWS calls.
+    """
+    if not is_canonical_x25519(device_public_key):
+        raise BadRequest(
+            "publicKey is not a canonical X25519 public key (top bit set or out of range).",
+            "PUBLIC_KEY_INVALID",
+        )
     try:
         device_key = x25519.X25519PublicKey.from_public_bytes(device_public_key)
-        server_key = x25519.X25519PrivateKey.generate()
-        shared = server_key.exchange(device_key)
+        x25519.X25519PrivateKey.generate().exchange(device_key)
     except ValueError:
         # OpenSSL refuses an all-zero shared secret, i.e. a low-order point.
         raise BadRequest(
             "publicKey is not a usable X25519 key (low-order point).", "PUBLIC_KEY_LOW_ORDER"
         ) from None
-    return KeyExchange(
-        server_public_key=server_key.public_key().public_bytes(
-            serialization.Encoding.Raw, serialization.PublicFormat.Raw
-        ),
-        device_public_key=device_public_key,
-        shared_secret=shared,
-    )
+
+
+@dataclass(frozen=True)
+class SealedKey:
+    """The encrypted private key and the server's ephemeral X25519 public key (both public)."""
+
+    encrypted_private_key: str
+    server_public_key: bytes
 
 
 def generate_device_key(algorithm: str) -> DeviceKey:
@@ -76,48 +94,52 @@ def common_name_for(thing_name: str) -> str:
     return f"{thing_name[: COMMON_NAME_MAX - 17]}~{digest}"
 
 
-def build_csr(key: DeviceKey, thing_name: str, o: str = "", ou: str = "", c: str = "") -> bytes:
+def build_csr(
+    key: DeviceKey, thing_name: str, dsn: str, o: str = "", ou: str = "", c: str = ""
+) -> bytes:
+    """CN = the thing name (shortened past 64 characters), SAN URI = the DSN (the exact name)."""
     attributes = [x509.NameAttribute(NameOID.COMMON_NAME, common_name_for(thing_name))]
     for oid, value in ((NameOID.ORGANIZATION_NAME, o), (NameOID.ORGANIZATIONAL_UNIT_NAME, ou)):
         if value:
             attributes.append(x509.NameAttribute(oid, value))
     if c:
         attributes.append(x509.NameAttribute(NameOID.COUNTRY_NAME, c))
+    san = x509.SubjectAlternativeName([x509.UniformResourceIdentifier(DSN_URI_PREFIX + dsn)])
     csr = (
         x509.CertificateSigningRequestBuilder()
         .subject_name(x509.Name(attributes))
+        .add_extension(san, critical=False)
         .sign(key, hashes.SHA256())
     )
     return csr.public_bytes(serialization.Encoding.PEM)
 
 
-def encrypt_private_key(key: DeviceKey, exchange: KeyExchange, scheme: str, dsn: str) -> str:
-    """The PKCS#8 PEM private key, encrypted so that only the device can read it."""
+def seal_private_key(key: DeviceKey, device_public_key: bytes, scheme: str, dsn: str) -> SealedKey:
+    """The PKCS#8 PEM private key, encrypted so that only the device can read it.
+
+    The server's ephemeral key and the shared secret exist only inside this call: it runs at
+    the end of the request, after every AWS call.
+    """
     pem = key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    if scheme == HKDF_AES_GCM:
-        return _hkdf_aes_gcm(pem, exchange, dsn)
-    # fernet-x25519, the original sample's scheme (the default): Fernet(base64url(secret)).
-    token = Fernet(base64.urlsafe_b64encode(exchange.shared_secret)).encrypt(pem)
-    return token.decode("ascii")
-
-
-def hkdf_aes_gcm_key(exchange: KeyExchange, dsn: str) -> bytes:
-    """HKDF-SHA256 of the X25519 secret, bound to both public keys and the DSN."""
-    info = HKDF_LABEL + exchange.server_public_key + exchange.device_public_key + dsn.encode()
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(
-        exchange.shared_secret
+    server_key = x25519.X25519PrivateKey.generate()
+    server_public = server_key.public_key().public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw
     )
-
-
-def _hkdf_aes_gcm(plaintext: bytes, exchange: KeyExchange, dsn: str) -> str:
-    """base64(nonce(12) || AES-256-GCM ciphertext and tag), the DSN as associated data."""
-    nonce = os.urandom(12)
-    sealed = AESGCM(hkdf_aes_gcm_key(exchange, dsn)).encrypt(nonce, plaintext, dsn.encode())
-    return base64.b64encode(nonce + sealed).decode("ascii")
+    shared = server_key.exchange(x25519.X25519PublicKey.from_public_bytes(device_public_key))
+    if scheme == HKDF_AES_GCM:
+        info = HKDF_LABEL + server_public + device_public_key + dsn.encode()
+        aead_key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(shared)
+        nonce = os.urandom(12)
+        sealed = AESGCM(aead_key).encrypt(nonce, pem, dsn.encode())
+        # base64(nonce(12) || AES-256-GCM ciphertext and tag), the DSN as associated data.
+        return SealedKey(base64.b64encode(nonce + sealed).decode("ascii"), server_public)
+    # fernet-x25519, the original sample's scheme (the default): Fernet(base64url(secret)).
+    token = Fernet(base64.urlsafe_b64encode(shared)).encrypt(pem)
+    return SealedKey(token.decode("ascii"), server_public)
 
 
 @dataclass(frozen=True)

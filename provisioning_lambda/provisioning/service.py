@@ -2,7 +2,7 @@
 
 Order of work for one request (independent calls run concurrently):
 
-1. validate the device key (X25519 agreement) and authorise the caller;
+1. validate the device key (canonical, not low-order) and authorise the caller;
 2. take the device's lease in DynamoDB (ownership check and in-flight guard in one write), and
    first finish or undo whatever an earlier request for the device left (lease.py);
 3. issue the certificate from ACM PCA  ||  create the thing in its group  ||  endpoint lookup;
@@ -12,7 +12,9 @@ Order of work for one request (independent calls run concurrently):
 6. register the certificate ACTIVE in IoT, then attach the shared policy || attach the thing;
 7. commit the device row naming the new certificate (the intent removed, the previous one
    written down as retiring), with its audit entry, in one transaction;
-8. retire the previous certificate (REVOKED in IoT, detached, revoked in ACM PCA).
+8. retire the previous certificate (REVOKED in IoT, detached, revoked in ACM PCA);
+9. encrypt the private key to the device: the server's ephemeral key and the shared secret
+   exist only from here on, never during an AWS call.
 
 A failure before 7 is rolled back within the time left; whatever the rollback cannot finish,
 and whatever a request that died could not, stays in the row's intent for the device's next
@@ -32,11 +34,11 @@ from typing import Any
 from .budget import ATTEMPT_SECONDS, FORWARD_RESERVE_SECONDS, Budget
 from .crypto import (
     DeviceKey,
-    agree_with_device,
     build_csr,
     certificate_facts,
-    encrypt_private_key,
+    check_device_public_key,
     generate_device_key,
+    seal_private_key,
 )
 from .errors import DependencyFailed, Forbidden, NotFound, OutcomeUnknown, OutOfTime
 from .lease import DeviceTask, iso
@@ -65,7 +67,7 @@ def provision_device(
     request_id: str,
 ) -> ProvisionResult:
     _require_group(caller)
-    exchange = agree_with_device(request.device_public_key)
+    check_device_public_key(request.device_public_key)
     with services.budgets.running(budget):
         task = DeviceTask(services, caller, request.dsn, budget, request_id)
         task.claim()
@@ -86,12 +88,13 @@ def provision_device(
             raise
         issuance.retire_previous()
 
+    sealed = seal_private_key(
+        issuance.key, request.device_public_key, request.encryption, request.dsn
+    )
     return ProvisionResult(
         certificate_pem=certificate_pem,
-        encrypted_private_key=encrypt_private_key(
-            issuance.key, exchange, request.encryption, request.dsn
-        ),
-        server_public_key=_b64(exchange.server_public_key),
+        encrypted_private_key=sealed.encrypted_private_key,
+        server_public_key=_b64(sealed.server_public_key),
         thing_name=task.thing_name,
         certificate_id=record.certificate_id,
         not_after=record.not_after,
@@ -189,7 +192,12 @@ class _Issuance:
         budget, thing_name = task.budget, task.thing_name
         self.key: DeviceKey = generate_device_key(settings.device_key_algorithm)
         csr = build_csr(
-            self.key, thing_name, settings.subject_o, settings.subject_ou, settings.subject_c
+            self.key,
+            thing_name,
+            task.dsn,
+            settings.subject_o,
+            settings.subject_ou,
+            settings.subject_c,
         )
         side_work: list[Future[Any]] = [
             run.submit(iot.ensure_thing, thing_name),

@@ -227,6 +227,45 @@ def test_the_opt_in_hkdf_aes_gcm_scheme(services, aws) -> None:
     assert key.public_key().public_numbers() == cert.public_key().public_numbers()
 
 
+def test_the_certificate_names_its_device_and_only_that_device_trusts_it(
+    services, aws, provisioning_env
+) -> None:
+    from onboarding_ble import trust
+    from onboarding_ble.trust import Refusal, TrustError
+
+    # GIVEN a device provisioned through the API (moto issuing AWS's client-auth profile)
+    device = Device(unique_dsn())
+    status, answer, _ = provision(device)
+    assert status == 200, answer
+    cert = x509.load_pem_x509_certificate(answer["certificatePem"].encode())
+    ca_pem = aws["acm-pca"].get_certificate_authority_certificate(
+        CertificateAuthorityArn=provisioning_env["CA_ARN"]
+    )["Certificate"]
+    key = serialization.load_pem_private_key(decrypt(device, answer), password=None)
+
+    # THEN the certificate names the DSN exactly, in a SAN URI ...
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.UniformResourceIdentifier) == [
+        f"urn:iot-device-onboarding:dsn:{device.dsn}"
+    ]
+    # ... with the profile AWS documents for EndEntityClientAuthCertificate/V1
+    usage = cert.extensions.get_extension_for_class(x509.KeyUsage)
+    assert usage.critical and usage.value.digital_signature and usage.value.key_encipherment
+    assert not usage.value.key_cert_sign
+    eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert list(eku) == [ExtendedKeyUsageOID.CLIENT_AUTH]
+
+    # ... the device's own checks accept it, and find its thing name and id without the JSON
+    trusted = trust.verify_device_certificate(answer["certificatePem"], ca_pem, device.dsn, key)
+    assert trusted.thing_name == thing_name(provisioning_env, device.dsn) == answer["thingName"]
+    assert trusted.certificate_id == answer["certificateId"]
+    # ... and a device with another DSN, even one it ends in, refuses it
+    for other in (f"x_{device.dsn}", device.dsn[:-1], device.dsn.lower() + "x"):
+        with pytest.raises(TrustError) as refused:
+            trust.verify_device_certificate(answer["certificatePem"], ca_pem, other, key)
+        assert refused.value.reason is Refusal.WRONG_DEVICE
+
+
 def test_the_longest_dsn_is_provisioned(services, aws, provisioning_env) -> None:
     # GIVEN a DSN of the full 115 characters: the thing name is longer than X.509 allows a CN
     device = Device(unique_dsn() + "Z" * (115 - len(unique_dsn())))
@@ -299,6 +338,10 @@ BAD_BODIES = [
     (
         json.dumps({"DSN": "ABC", "publicKey": base64.b64encode(bytes(32)).decode()}),
         "PUBLIC_KEY_LOW_ORDER",
+    ),
+    (  # the top bit set: refused (not masked), as the device refuses such a server key
+        json.dumps({"DSN": "ABC", "publicKey": base64.b64encode(b"\x09" * 31 + b"\x89").decode()}),
+        "PUBLIC_KEY_INVALID",
     ),
 ]
 

@@ -12,40 +12,96 @@ from cryptography.fernet import Fernet
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 NOW = dt.datetime.now(dt.UTC)
 
 
-def make_ca(name="Device CA"):
+CLIENT_AUTH = (ExtendedKeyUsageOID.CLIENT_AUTH,)
+
+
+def make_ca(name="Device CA", issuer=None, path_length=None, days=365):
+    """A CA with the extensions AWS Private CA gives one; self-signed unless ``issuer`` (a
+    (key, certificate) pair) signs it, which makes it an intermediate."""
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    signer_key, signer_name, signer_public = key, subject, key.public_key()
+    if issuer is not None:
+        signer_key, signer_name = issuer[0], issuer[1].subject
+        signer_public = issuer[1].public_key()
     cert = (
         x509.CertificateBuilder()
         .subject_name(subject)
-        .issuer_name(subject)
+        .issuer_name(signer_name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(NOW - dt.timedelta(days=1))
-        .not_valid_after(NOW + dt.timedelta(days=365))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
+        .not_valid_after(NOW + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
+        .add_extension(_key_usage(cert_sign=True), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(signer_public), False)
+        .sign(signer_key, hashes.SHA256())
     )
     return key, cert
 
 
-def issue(ca, subject_key, days=30):
+def _key_usage(cert_sign=False):
+    return x509.KeyUsage(
+        digital_signature=True,
+        content_commitment=False,
+        key_encipherment=not cert_sign,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=cert_sign,
+        crl_sign=cert_sign,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
+def issue(
+    ca,
+    subject_key,
+    days=30,
+    *,
+    dsn=None,
+    thing_prefix="device",
+    eku=CLIENT_AUTH,
+    is_ca=False,
+    common_name=None,
+    uris=None,
+):
+    """A device certificate with AWS's EndEntityClientAuthCertificate/V1 profile (key usage
+    critical digitalSignature + keyEncipherment, EKU clientAuth, CA:FALSE, key identifiers) and
+    the service's names: CN = the thing name, SAN URI = the DSN. Each keyword bends one part:
+    ``eku=None`` leaves the EKU out, ``is_ca`` makes it CA:TRUE, ``uris`` replaces the SAN."""
     ca_key, ca_cert = ca
-    return (
+    if common_name is None:
+        common_name = f"{thing_prefix}_{dsn}" if dsn is not None else "device"
+    if uris is None:
+        uris = [f"urn:iot-device-onboarding:dsn:{dsn}"] if dsn is not None else []
+    builder = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "device")]))
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
         .issuer_name(ca_cert.subject)
         .public_key(subject_key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(NOW - dt.timedelta(days=1))
         .not_valid_after(NOW + dt.timedelta(days=days))
-        .sign(ca_key, hashes.SHA256())
+        .add_extension(x509.BasicConstraints(ca=is_ca, path_length=None), critical=is_ca)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_cert.public_key()), False
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(subject_key.public_key()), False)
+        .add_extension(_key_usage(cert_sign=is_ca), critical=True)
     )
+    if eku is not None:
+        builder = builder.add_extension(x509.ExtendedKeyUsage(list(eku)), critical=False)
+    if uris:
+        names = [x509.UniformResourceIdentifier(uri) for uri in uris]
+        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+    return builder.sign(ca_key, hashes.SHA256())
 
 
 def pem_key(key):

@@ -11,10 +11,10 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa, x25519
 from cryptography.x509.oid import NameOID
 
 from provisioning.crypto import (
-    agree_with_device,
     build_csr,
-    encrypt_private_key,
+    check_device_public_key,
     generate_device_key,
+    seal_private_key,
 )
 from provisioning.errors import BadRequest
 from tests.support.device_crypto import device_decrypts_gcm
@@ -33,48 +33,46 @@ def device_decrypts(device: x25519.X25519PrivateKey, server_public: bytes, token
 @pytest.mark.parametrize("algorithm", ["EC_prime256v1", "RSA_2048"])
 def test_the_device_decrypts_its_private_key(algorithm: str) -> None:
     device = x25519.X25519PrivateKey.generate()
-    exchange = agree_with_device(raw_public(device))
     key = generate_device_key(algorithm)
 
-    token = encrypt_private_key(key, exchange, "fernet-x25519", "SN-1")
+    sealed = seal_private_key(key, raw_public(device), "fernet-x25519", "SN-1")
 
-    pem = device_decrypts(device, exchange.server_public_key, token)
+    pem = device_decrypts(device, sealed.server_public_key, sealed.encrypted_private_key)
     assert pem.startswith(b"-----BEGIN PRIVATE KEY-----")
     loaded = serialization.load_pem_private_key(pem, password=None)
     assert loaded.public_key().public_numbers() == key.public_key().public_numbers()
-    assert b"PRIVATE KEY" not in token.encode()
+    assert "PRIVATE KEY" not in repr(sealed)
 
 
 def test_another_device_cannot_decrypt() -> None:
     device, eavesdropper = x25519.X25519PrivateKey.generate(), x25519.X25519PrivateKey.generate()
-    exchange = agree_with_device(raw_public(device))
-    token = encrypt_private_key(
-        generate_device_key("EC_prime256v1"), exchange, "fernet-x25519", "SN-1"
+    sealed = seal_private_key(
+        generate_device_key("EC_prime256v1"), raw_public(device), "fernet-x25519", "SN-1"
     )
     with pytest.raises(InvalidToken):
-        device_decrypts(eavesdropper, exchange.server_public_key, token)
+        device_decrypts(eavesdropper, sealed.server_public_key, sealed.encrypted_private_key)
 
 
 def test_the_device_decrypts_the_hkdf_aes_gcm_scheme() -> None:
     device = x25519.X25519PrivateKey.generate()
-    exchange = agree_with_device(raw_public(device))
     key = generate_device_key("EC_prime256v1")
 
-    token = encrypt_private_key(key, exchange, "x25519-hkdf-sha256-aes256gcm", "SN-42")
+    sealed = seal_private_key(key, raw_public(device), "x25519-hkdf-sha256-aes256gcm", "SN-42")
 
-    pem = device_decrypts_gcm(device, exchange.server_public_key, token, "SN-42")
+    token = sealed.encrypted_private_key
+    pem = device_decrypts_gcm(device, sealed.server_public_key, token, "SN-42")
     loaded = serialization.load_pem_private_key(pem, password=None)
     assert loaded.public_key().public_numbers() == key.public_key().public_numbers()
     # bound to the DSN: an answer for another device's serial does not open
     with pytest.raises(InvalidTag):
-        device_decrypts_gcm(device, exchange.server_public_key, token, "SN-43")
+        device_decrypts_gcm(device, sealed.server_public_key, token, "SN-43")
 
 
 def test_each_request_uses_a_fresh_server_key() -> None:
     device = raw_public(x25519.X25519PrivateKey.generate())
-    assert (
-        agree_with_device(device).server_public_key != agree_with_device(device).server_public_key
-    )
+    key = generate_device_key("EC_prime256v1")
+    first, second = (seal_private_key(key, device, "fernet-x25519", "SN-1") for _ in range(2))
+    assert first.server_public_key != second.server_public_key
 
 
 # Points of small order on Curve25519: each makes the shared secret all zeros.
@@ -90,13 +88,36 @@ LOW_ORDER_POINTS = [
 @pytest.mark.parametrize("point", LOW_ORDER_POINTS)
 def test_a_low_order_public_key_is_a_bad_request(point: bytes) -> None:
     with pytest.raises(BadRequest) as refused:
-        agree_with_device(point)
+        check_device_public_key(point)
     assert refused.value.code == "PUBLIC_KEY_LOW_ORDER"
+
+
+def test_a_public_key_with_the_top_bit_set_is_refused_not_masked() -> None:
+    # RFC 7748 masks the bit in the agreement, but the HKDF context would carry the unmasked
+    # bytes and the device its own: both sides refuse instead (onboarding_ble.trust too).
+    device = bytearray(raw_public(x25519.X25519PrivateKey.generate()))
+    check_device_public_key(bytes(device))
+    device[31] |= 0x80
+
+    with pytest.raises(BadRequest) as refused:
+        check_device_public_key(bytes(device))
+    assert refused.value.code == "PUBLIC_KEY_INVALID"
+
+
+@pytest.mark.parametrize("offset", [0, 1, 18])
+def test_a_public_key_at_or_above_the_field_prime_is_refused(offset: int) -> None:
+    non_canonical = (2**255 - 19 + offset).to_bytes(32, "little")
+
+    with pytest.raises(BadRequest) as refused:
+        check_device_public_key(non_canonical)
+    assert refused.value.code == "PUBLIC_KEY_INVALID"
 
 
 def test_the_csr_names_the_thing_and_the_configured_subject() -> None:
     key = generate_device_key("EC_prime256v1")
-    csr = x509.load_pem_x509_csr(build_csr(key, "device_SN1", o="Example", ou="Fleet", c="US"))
+    csr = x509.load_pem_x509_csr(
+        build_csr(key, "device_SN1", "SN1", o="Example", ou="Fleet", c="US")
+    )
     assert csr.is_signature_valid
     attrs = {a.oid: a.value for a in csr.subject}
     assert attrs == {
@@ -106,6 +127,11 @@ def test_the_csr_names_the_thing_and_the_configured_subject() -> None:
         NameOID.COUNTRY_NAME: "US",
     }
     assert isinstance(csr.public_key(), ec.EllipticCurvePublicKey)
+    # the exact name a device checks: its DSN in a SAN URI
+    san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.UniformResourceIdentifier) == [
+        "urn:iot-device-onboarding:dsn:SN1"
+    ]
 
 
 def test_rsa_is_available_as_a_configuration_option() -> None:

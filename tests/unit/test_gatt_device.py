@@ -40,7 +40,7 @@ def deliver(session, payload, mtu=185, connection="phone"):
 
 def good_answer(session, ca):
     key = ec.generate_private_key(ec.SECP256R1())
-    return answer(session.public_key, session.dsn, issue(ca, key), key), key
+    return answer(session.public_key, session.dsn, issue(ca, key, dsn=session.dsn), key), key
 
 
 def test_device_info_offers_dsn_and_a_fresh_x25519_key(tmp_path, ca):
@@ -83,13 +83,14 @@ def nothing_stored(session):
 def test_certificate_from_another_ca_is_rejected_and_nothing_stored(session, ca):
     key = ec.generate_private_key(ec.SECP256R1())
     rogue = make_ca("Device CA")  # same name, other key: only the signature tells them apart
-    final = deliver(session, answer(session.public_key, session.dsn, issue(rogue, key), key))
+    cert = issue(rogue, key, dsn=session.dsn)
+    final = deliver(session, answer(session.public_key, session.dsn, cert, key))
     assert final.status is Status.ERR_UNTRUSTED_CA
     assert nothing_stored(session)
 
 
 def test_key_that_does_not_match_the_certificate_is_rejected(session, ca):
-    cert = issue(ca, ec.generate_private_key(ec.SECP256R1()))
+    cert = issue(ca, ec.generate_private_key(ec.SECP256R1()), dsn=session.dsn)
     other_key = ec.generate_private_key(ec.SECP256R1())
     final = deliver(session, answer(session.public_key, session.dsn, cert, other_key))
     assert final.status is Status.ERR_KEY_MISMATCH
@@ -103,21 +104,28 @@ def test_answer_encrypted_for_another_device_does_not_decrypt(session, ca):
         .public_key()
         .public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     )
-    final = deliver(session, answer(other_device, session.dsn, issue(ca, key), key))
+    final = deliver(
+        session, answer(other_device, session.dsn, issue(ca, key, dsn=session.dsn), key)
+    )
     assert final.status is Status.ERR_DECRYPT
     assert nothing_stored(session)
 
 
 def test_expired_certificate_is_rejected(session, ca):
     key = ec.generate_private_key(ec.SECP256R1())
-    final = deliver(session, answer(session.public_key, session.dsn, issue(ca, key, -0.5), key))
+    cert = issue(ca, key, -0.5, dsn=session.dsn)
+    final = deliver(session, answer(session.public_key, session.dsn, cert, key))
     assert final.status is Status.ERR_CERT_EXPIRED
     assert nothing_stored(session)
 
 
-def test_answer_for_another_dsn_is_rejected(session, ca):
+@pytest.mark.parametrize("other", ["SN-other", "x_SN-unit-1"])
+def test_a_certificate_for_another_dsn_is_rejected_whatever_the_json_says(session, ca, other):
+    # GIVEN a genuine certificate and key for another DSN (issue 11, attack 1), re-encrypted to
+    # this device, with a thingName in the JSON that claims this device
     key = ec.generate_private_key(ec.SECP256R1())
-    final = deliver(session, answer(session.public_key, "SN-other", issue(ca, key), key))
+    cert = issue(ca, key, dsn=other)
+    final = deliver(session, answer(session.public_key, session.dsn, cert, key))
     assert final.status is Status.ERR_DSN_MISMATCH
     assert nothing_stored(session)
 
@@ -195,17 +203,16 @@ def test_stored_credentials_are_only_reused_while_valid(session, ca, tmp_path):
 
 def server_answer(session, ca, scheme, encrypted_for_dsn=None):
     """An answer made by the API's own encryption code (provisioning.crypto), as it ships."""
-    from provisioning.crypto import agree_with_device, encrypt_private_key
+    from provisioning.crypto import seal_private_key
 
     key = ec.generate_private_key(ec.SECP256R1())
-    cert = issue(ca, key)
-    exchange = agree_with_device(session.public_key)
-    token = encrypt_private_key(key, exchange, scheme, encrypted_for_dsn or session.dsn)
+    cert = issue(ca, key, dsn=session.dsn)
+    sealed = seal_private_key(key, session.public_key, scheme, encrypted_for_dsn or session.dsn)
     return json.dumps(
         {
             "certificatePem": cert.public_bytes(serialization.Encoding.PEM).decode(),
-            "encryptedPrivateKey": token,
-            "publicKey": base64.b64encode(exchange.server_public_key).decode(),
+            "encryptedPrivateKey": sealed.encrypted_private_key,
+            "publicKey": base64.b64encode(sealed.server_public_key).decode(),
             "thingName": f"device_{session.dsn}",
             "certificateId": cert.fingerprint(hashes.SHA256()).hex(),
             "encryption": scheme,

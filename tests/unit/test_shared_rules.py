@@ -71,3 +71,37 @@ def test_the_dsn_length_leaves_room_for_the_thing_prefix() -> None:
     # "<ThingPrefix>_<DSN>" must fit IoT's 128 characters with the template's 12-character prefix
     assert rules.DSN_MAX_LEN + 1 + 12 == 128
     assert re.fullmatch(rules.DSN_PATTERN, "Z" * rules.DSN_MAX_LEN)
+
+
+def test_the_certificate_names_its_device_the_same_way_on_both_sides() -> None:
+    assert rules.DSN_URI_PREFIX == crypto.DSN_URI_PREFIX
+    for thing in ("device_SN-0001", "device_" + "Z" * 115, "p" * 12 + "_" + "Z" * 51):
+        assert rules.common_name_for(thing) == crypto.common_name_for(thing)
+
+
+@pytest.mark.parametrize("prefix", ["device", "fleet-7", "A" * 12, "device_x", "", "A" * 13])
+def test_the_thing_prefix_rule_is_the_same_for_device_lambda_and_template(prefix: str) -> None:
+    from provisioning import config
+
+    template, _ = decode(str(TEMPLATE))
+    assert template is not None
+    pattern = template["Parameters"]["ThingPrefix"]["AllowedPattern"]
+    expected = bool(rules.THING_PREFIX_PATTERN.fullmatch(prefix))
+    assert bool(config.THING_PREFIX_PATTERN.fullmatch(prefix)) is expected
+    assert bool(re.fullmatch(pattern[1:-1], prefix)) is expected
+    assert expected is (prefix in ("device", "fleet-7", "A" * 12))
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        bytes(range(1, 33)),
+        bytes(31) + b"\x80",
+        (2**255 - 20).to_bytes(32, "little"),
+        (2**255 - 19).to_bytes(32, "little"),
+        b"\xff" * 32,
+        bytes(31),
+    ],
+)
+def test_both_sides_refuse_the_same_x25519_public_keys(key: bytes) -> None:
+    assert rules.is_canonical_x25519(key) is crypto.is_canonical_x25519(key)

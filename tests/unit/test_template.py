@@ -538,7 +538,19 @@ def test_deployment_function_issues_only_the_verification_certificate_its_code_a
     assert issue[0]["Resource"] == {"Ref": "CertificateAuthority"}
     template_arn = issue[0]["Condition"]["StringEquals"]["acm-pca:TemplateArn"]
     assert _resolve_sub(template_arn).endswith(f":acm-pca:::{VERIFICATION_TEMPLATE}")
-    assert "EndEntity" in VERIFICATION_TEMPLATE  # never a CA certificate template
+    # never a CA certificate, and never one a device could authenticate with
+    assert VERIFICATION_TEMPLATE == "template/EndEntityServerAuthCertificate/V1"
+
+
+def test_deployment_function_revokes_only_on_its_ca() -> None:
+    revoke = [
+        s
+        for s in _statements("DeploymentFunction")
+        if "acm-pca:RevokeCertificate" in _as_list(s["Action"])
+    ]
+
+    assert len(revoke) == 1
+    assert revoke[0]["Resource"] == {"Ref": "CertificateAuthority"}
 
 
 # Actions IAM checks although no method of that name is called.

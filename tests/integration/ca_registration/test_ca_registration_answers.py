@@ -145,8 +145,9 @@ def test_sni_only_and_default_send_what_iot_expects(
     pca_arn = make_pca()
 
     process(make_event("Create", ca_arn=pca_arn, mode="SNI_ONLY"), lambda_context(), adapters, 10)
+    default_arn = make_pca(name="Other")
     process(
-        make_event("Create", ca_arn=make_pca(name="Other"), mode="DEFAULT"),
+        make_event("Create", ca_arn=default_arn, mode="DEFAULT"),
         lambda_context(),
         adapters,
         10,
@@ -163,13 +164,32 @@ def test_sni_only_and_default_send_what_iot_expects(
 
     # The verification certificate is issued by the PCA with CN = a registration code.
     from cryptography import x509
-    from cryptography.x509.oid import NameOID
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    from ca_registration.logic import serial_of
 
     verification = x509.load_pem_x509_certificate(default["verificationCertificate"].encode())
     ca = x509.load_pem_x509_certificate(default["caCertificate"].encode())
     assert verification.issuer == ca.subject
     cn = verification.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
     assert cn and cn != ca.subject.rfc4514_string()
+    # ... minimal: server-auth only, so no device could ever authenticate with it ...
+    eku = verification.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert list(eku) == [ExtendedKeyUsageOID.SERVER_AUTH]
+    assert verification.extensions.get_extension_for_class(x509.BasicConstraints).value.ca is False
+    # ... and revoked in ACM PCA once IoT has registered the CA
+    assert revoked_serials(default_arn) == {serial_of(default["verificationCertificate"])}
+    assert revoked_serials(pca_arn) == set()  # SNI_ONLY issued nothing to revoke
+
+
+def revoked_serials(ca_arn: str) -> set[str]:
+    """What moto's ACM PCA has revoked for the CA (the API has no call that lists them)."""
+    from moto.acmpca.models import acmpca_backends
+    from moto.core import DEFAULT_ACCOUNT_ID
+
+    region = ca_arn.split(":")[3]
+    authority = acmpca_backends[DEFAULT_ACCOUNT_ID][region].certificate_authorities[ca_arn]
+    return set(authority.revoked_certificates)
 
 
 def test_without_audit_table_registration_still_succeeds(
@@ -229,3 +249,37 @@ def test_create_failing_after_registration_answers_the_ca_id_so_rollback_removes
     assert only_answer(listener, delete)["Status"] == "SUCCESS"
     with pytest.raises(boto3.client("iot").exceptions.ResourceNotFoundException):
         boto3.client("iot").describe_ca_certificate(certificateId=ca_id)
+
+
+class PcaThatCannotRevoke(PcaAdapter):
+    def revoke(self, ca_arn: str, serial: str, reason: str) -> None:
+        from botocore.exceptions import ClientError
+
+        raise ClientError(
+            {"Error": {"Code": "AccessDeniedException", "Message": "no"}}, "RevokeCertificate"
+        )
+
+
+def test_a_verification_certificate_that_cannot_be_revoked_leaves_the_registration_standing(
+    make_pca: Callable[..., str],
+    make_event: Callable[..., Event],
+    listener: Listener,
+    lambda_context: Any,
+) -> None:
+    # GIVEN ACM PCA refuses the revocation (its key was thrown away at issue: it cannot be used)
+    pca_arn = make_pca()
+    real = moto_adapters()
+    adapters = Adapters(
+        pca=PcaThatCannotRevoke(boto3.client("acm-pca")), iot=real.iot, audit=real.audit
+    )
+    event = make_event("Create", ca_arn=pca_arn, mode="DEFAULT")
+
+    # WHEN CloudFormation creates the resource
+    process(event, lambda_context(), adapters, 10)
+
+    # THEN the CA is registered and the stack goes on; no revocation is claimed in the audit
+    body = only_answer(listener, event)
+    assert body["Status"] == "SUCCESS", body["Reason"]
+    items = boto3.client("dynamodb").scan(TableName="ca-registration-audit")["Items"]
+    events = sorted(item["event"]["S"] for item in items)
+    assert events == ["ISSUE", "REGISTER_CA"]

@@ -89,8 +89,9 @@ def test_create_default_mode_registers_the_pca_active(
         CertificateAuthorityArn=pca_arn
     )["Certificate"]
     assert registered["certificatePem"].strip() == pca_pem.strip()
-    # AND the verification certificate issue and the registration are audited under the CA id
-    assert sorted(audit_events(ca_id)) == ["ISSUE", "REGISTER_CA"]
+    # AND the verification certificate issue, the registration and the verification
+    # certificate's revocation are audited under the CA id
+    assert sorted(audit_events(ca_id)) == ["ISSUE", "REGISTER_CA", "REVOKE"]
 
 
 def test_create_sni_only_mode_registers_without_verification_certificate(
@@ -234,7 +235,13 @@ def test_delete_removes_the_ca_and_a_second_delete_succeeds(
     assert body["Status"] == "SUCCESS"
     assert body["PhysicalResourceId"] == ca_id
     assert iot_ca(ca_id) is None
-    assert sorted(audit_events(ca_id)) == ["DEACTIVATE_CA", "DELETE_CA", "ISSUE", "REGISTER_CA"]
+    assert sorted(audit_events(ca_id)) == [
+        "DEACTIVATE_CA",
+        "DELETE_CA",
+        "ISSUE",
+        "REGISTER_CA",
+        "REVOKE",
+    ]
 
     # Delete again (CloudFormation retries): still SUCCESS, nothing to do
     second = make_event("Delete", ca_arn=pca_arn, physical_id=ca_id)

@@ -1,7 +1,7 @@
 """Small adapters for ACM PCA, AWS IoT and the audit table.
 
 Only this module touches boto3. Each adapter turns the service's errors into the domain
-exceptions of ``errors`` so the logic reads without botocore in sight. Clients resolve their
+exceptions of ``errors`` so the service reads without botocore in sight. Clients resolve their
 endpoint the default boto3 way (offline: ``AWS_ENDPOINT_URL``).
 """
 
@@ -17,6 +17,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from ca_registration.config import get_settings
 from ca_registration.errors import (
     AlreadyRegistered,
     AuditFailed,
@@ -26,7 +27,6 @@ from ca_registration.errors import (
 )
 from ca_registration.models import RegisteredCa
 from ca_registration.observability import logger
-from ca_registration.settings import get_settings
 
 # A budget that fits the custom resource's time: three attempts, short connects.
 CLIENT_CONFIG = Config(
@@ -40,7 +40,7 @@ def _code(error: ClientError) -> str:
     return str(error.response.get("Error", {}).get("Code", ""))
 
 
-# --- ports the logic depends on -------------------------------------------------------------
+# --- ports the service depends on -----------------------------------------------------------
 
 
 class PcaPort(Protocol):

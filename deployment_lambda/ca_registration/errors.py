@@ -1,4 +1,4 @@
-"""Domain exceptions: plain classes the adapters raise and the logic understands.
+"""Domain exceptions: plain classes the adapters raise and the service understands.
 
 Their messages end up in the ``Reason`` CloudFormation shows an operator, so they are short
 and never carry key material, pre-signed URLs or registration codes.

@@ -8,9 +8,9 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import ValidationError
 
-from ca_registration import logic
+from ca_registration import service
 from ca_registration.adapters import Adapters, get_adapters
-from ca_registration.deadline import Deadline
+from ca_registration.budget import Budget
 from ca_registration.errors import CaRegistrationError
 from ca_registration.models import (
     CaRegistrationProperties,
@@ -47,8 +47,8 @@ def process(event: dict[str, Any], context: Any, adapters: Adapters, margin_s: f
             str(event.get("LogicalResourceId", "")),
         ),
     )
-    progress = logic.Progress()
-    deadline = Deadline(context, margin_s)
+    progress = service.Progress()
+    deadline = Budget(context, margin_s)
 
     def failed_id() -> str:
         # Update/Delete: a failure never changes the physical id. Create: the CA registered so
@@ -67,7 +67,7 @@ def process(event: dict[str, Any], context: Any, adapters: Adapters, margin_s: f
 
     # Work stops at `margin_s` before the end (bounded waits fail with their own reason); the
     # watchdog is the backstop for a call that hangs, half the margin later.
-    watchdog = threading.Timer(max(0.0, deadline.remaining() + margin_s / 2), on_timeout)
+    watchdog = threading.Timer(max(0.0, deadline.seconds_left() + margin_s / 2), on_timeout)
     watchdog.daemon = True
     watchdog.start()
     try:
@@ -88,7 +88,7 @@ def process(event: dict[str, Any], context: Any, adapters: Adapters, margin_s: f
 
 
 def _dispatch(
-    raw: dict[str, Any], deadline: Deadline, progress: logic.Progress, adapters: Adapters
+    raw: dict[str, Any], deadline: Budget, progress: service.Progress, adapters: Adapters
 ) -> Outcome:
     event = parse_event(raw)
     logger.append_keys(
@@ -96,12 +96,12 @@ def _dispatch(
         logical_resource_id=event.logical_resource_id,
         cfn_request_id=event.request_id,
     )
-    request = logic.Request(event.request_id, event.stack_id, deadline, progress)
+    request = service.Request(event.request_id, event.stack_id, deadline, progress)
     if isinstance(event, CreateEvent):
-        return logic.on_create(parse_properties(event.resource_properties), request, adapters)
+        return service.on_create(parse_properties(event.resource_properties), request, adapters)
     if isinstance(event, UpdateEvent):
         old = _lenient_properties(event.old_resource_properties)
-        return logic.on_update(
+        return service.on_update(
             parse_properties(event.resource_properties),
             old,
             event.physical_resource_id,
@@ -110,7 +110,7 @@ def _dispatch(
         )
     assert isinstance(event, DeleteEvent)
     # Delete must succeed even for a resource whose Create failed on bad properties.
-    return logic.on_delete(
+    return service.on_delete(
         _lenient_properties(event.resource_properties),
         event.physical_resource_id,
         request,

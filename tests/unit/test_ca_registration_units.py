@@ -14,9 +14,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from pydantic import ValidationError
 
-from ca_registration import logic
+from ca_registration import service
 from ca_registration.adapters import Adapters, IotAdapter, PcaAdapter
-from ca_registration.deadline import Deadline
+from ca_registration.budget import Budget
 from ca_registration.errors import (
     AlreadyRegistered,
     DeadlineExceeded,
@@ -102,8 +102,8 @@ def test_verification_csr_carries_the_registration_code_on_a_p256_key() -> None:
 
 
 def test_deadline_keeps_the_margin_and_stops_sleeping_at_the_budget() -> None:
-    deadline = Deadline(Clock(1.3), margin_s=1.0)
-    assert 0.2 < deadline.remaining() <= 0.3
+    deadline = Budget(Clock(1.3), margin_s=1.0)
+    assert 0.2 < deadline.seconds_left() <= 0.3
     started = time.monotonic()
     with pytest.raises(DeadlineExceeded, match="waiting for x"):
         deadline.sleep(5.0, "waiting for x")
@@ -160,8 +160,8 @@ def test_certificates_by_ca_follows_every_page() -> None:
         adapters = Adapters(
             pca=PcaAdapter(boto3.client("acm-pca")), iot=IotAdapter(client), audit=no_audit
         )
-        request = logic.Request("r", "s", Deadline(Clock(60), 1.0), logic.Progress())
-        assert logic.count_active_device_certificates(ca_id, request, adapters) == 1
+        request = service.Request("r", "s", Budget(Clock(60), 1.0), service.Progress())
+        assert service.count_active_device_certificates(ca_id, request, adapters) == 1
         stub.assert_no_pending_responses()
 
 
@@ -173,7 +173,7 @@ def test_get_certificate_in_progress_is_still_issuing() -> None:
             PcaAdapter(client).get_certificate(PCA_ARN, PCA_ARN + "/certificate/abc")
 
 
-# --- logic: bounded polling -----------------------------------------------------------------
+# --- service: bounded polling ---------------------------------------------------------------
 
 
 class SlowPca:
@@ -190,15 +190,15 @@ class SlowPca:
         return "-----BEGIN CERTIFICATE-----"
 
 
-def _request(seconds: float) -> logic.Request:
-    return logic.Request("req", "stack", Deadline(Clock(seconds), 1.0), logic.Progress())
+def _request(seconds: float) -> service.Request:
+    return service.Request("req", "stack", Budget(Clock(seconds), 1.0), service.Progress())
 
 
 def test_get_certificate_polling_starts_fast_and_succeeds() -> None:
     pca = SlowPca(busy=3)
     adapters = Adapters(pca=pca, iot=None, audit=None)  # type: ignore[arg-type]
     started = time.monotonic()
-    assert logic._poll_certificate(PCA_ARN, "c", _request(30), adapters).startswith("-----BEGIN")
+    assert service._poll_certificate(PCA_ARN, "c", _request(30), adapters).startswith("-----BEGIN")
     assert pca.calls == 4
     assert time.monotonic() - started < 0.6  # 50 + 100 + 200 ms, not a second per poll
 
@@ -208,5 +208,5 @@ def test_get_certificate_polling_gives_up_at_the_deadline() -> None:
     adapters = Adapters(pca=pca, iot=None, audit=None)  # type: ignore[arg-type]
     started = time.monotonic()
     with pytest.raises(DeadlineExceeded):
-        logic._poll_certificate(PCA_ARN, "c", _request(1.5), adapters)
+        service._poll_certificate(PCA_ARN, "c", _request(1.5), adapters)
     assert time.monotonic() - started < 1.0

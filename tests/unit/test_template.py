@@ -526,7 +526,7 @@ def test_provisioning_function_issues_only_client_auth_certificates_from_its_ca(
 
 
 def test_deployment_function_issues_only_the_verification_certificate_its_code_asks_for() -> None:
-    from ca_registration.logic import VERIFICATION_TEMPLATE
+    from ca_registration.service import VERIFICATION_TEMPLATE
 
     issue = [
         s

@@ -26,7 +26,7 @@ from cryptography.x509.oid import NameOID
 from moto import mock_aws
 
 from ca_registration import adapters as adapters_module
-from ca_registration import settings as settings_module
+from ca_registration import config as config_module
 from tests.support.lambda_support import FakeLambdaContext
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "ca_registration"
@@ -114,7 +114,7 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     adapters_module.get_adapters.cache_clear()
-    settings_module.get_settings.cache_clear()
+    config_module.get_settings.cache_clear()
     # AWS names an IoT certificate by the SHA-256 of its DER; moto does so only when asked.
     with mock_aws(config={"iot": {"use_valid_cert": True}}):
         boto3.client("dynamodb").create_table(
@@ -131,7 +131,7 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         )
         yield
     adapters_module.get_adapters.cache_clear()
-    settings_module.get_settings.cache_clear()
+    config_module.get_settings.cache_clear()
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ import pytest
 
 from ca_registration import handler as handler_module
 from ca_registration.adapters import Adapters, DynamoAuditAdapter, IotAdapter, PcaAdapter
+from ca_registration.config import get_settings
 from ca_registration.handler import lambda_handler, process
-from ca_registration.settings import get_settings
 
 Event = dict[str, Any]
 Listener = Any  # conftest.Listener (not imported: tests/integration has its own conftest)
@@ -166,7 +166,7 @@ def test_sni_only_and_default_send_what_iot_expects(
     from cryptography import x509
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-    from ca_registration.logic import serial_of
+    from ca_registration.service import serial_of
 
     verification = x509.load_pem_x509_certificate(default["verificationCertificate"].encode())
     ca = x509.load_pem_x509_certificate(default["caCertificate"].encode())

@@ -18,7 +18,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from ca_registration.adapters import Adapters
-from ca_registration.deadline import Deadline
+from ca_registration.budget import Budget
 from ca_registration.errors import (
     AlreadyRegistered,
     AuditFailed,
@@ -57,7 +57,7 @@ class Request:
 
     request_id: str
     stack_id: str
-    deadline: Deadline
+    deadline: Budget
     progress: Progress
 
 

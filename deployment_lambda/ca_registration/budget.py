@@ -12,18 +12,18 @@ class RemainingTime(Protocol):
     def get_remaining_time_in_millis(self) -> int: ...
 
 
-class Deadline:
+class Budget:
     """Seconds left for work: the Lambda's remaining time minus a margin kept for answering."""
 
     def __init__(self, context: RemainingTime, margin_s: float) -> None:
         self._context = context
         self.margin_s = margin_s
 
-    def remaining(self) -> float:
+    def seconds_left(self) -> float:
         return self._context.get_remaining_time_in_millis() / 1000.0 - self.margin_s
 
     def check(self, what: str) -> float:
-        left = self.remaining()
+        left = self.seconds_left()
         if left <= 0:
             raise DeadlineExceeded(f"ran out of time {what}")
         return left

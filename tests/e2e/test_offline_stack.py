@@ -10,10 +10,10 @@ import boto3
 import pytest
 from cryptography import x509
 
-from devstack.demo import check_device_material, decrypt_private_key
 from devstack.gateway import GatewayServer, LocalApi
 from devstack.stack import RunningStack
 from devstack.template import load_yaml
+from onboarding_ble import credentials
 from tests.e2e.conftest import TEMPLATE
 from tests.support.offline import (
     device_key,
@@ -63,11 +63,12 @@ def test_a_member_provisions_a_device_over_http(offline_stack: RunningStack) -> 
     # THEN the device can decrypt its key, the key fits the certificate, and the certificate
     # was issued by the stack's Private CA and is ACTIVE in IoT for the device's thing
     assert status == 200, answer
-    key_pem = decrypt_private_key(key, answer["publicKey"], answer["encryptedPrivateKey"])
     ca_pem = offline_stack.client("acm-pca").get_certificate_authority_certificate(
         CertificateAuthorityArn=offline_stack.outputs["CertificateAuthorityArn"]
     )["Certificate"]
-    certificate = check_device_material(key_pem, answer["certificatePem"], ca_pem)
+    pinned = credentials.load_ca(ca_pem.encode())
+    verified = credentials.verify_answer(json.dumps(answer).encode(), key, dsn, pinned)
+    certificate = verified.certificate
     thing = answer["thingName"]
     assert thing == f"{offline_stack.outputs['ThingPrefix']}_{dsn}"
     assert certificate.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value == thing

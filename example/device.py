@@ -10,6 +10,9 @@ certificate and private key only after checking that the key decrypts, matches t
 and that the certificate is issued by the pinned CA (--ca). Then it connects to the IoT
 endpoint with the AWS IoT Device SDK v2 (client id = thing name) and publishes a hello message
 on things/<thing>/hello. With valid credentials already stored it skips straight to MQTT.
+
+The GATT service is onboarding_ble.gatt's; what the device does is printed as event lines
+(onboarding_ble.events), its logs go to stderr.
 """
 
 from __future__ import annotations

@@ -9,6 +9,9 @@ public key over GATT, calls POST /certificate with the ID token and relays the a
 device in chunks. A 429 is retried after its Retry-After delay (at most 3 times, each wait at
 most 30 s, 60 s in all). An API error is shown and written to the device (APP_ERROR) so the
 device stays unprovisioned and says why. The API answer is never logged: it holds the encrypted key.
+
+The GATT client is onboarding_ble.gatt's OnboardingServiceProxy; progress is printed as event
+lines (onboarding_ble.events).
 """
 
 from __future__ import annotations

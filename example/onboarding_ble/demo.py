@@ -208,6 +208,23 @@ def start_radio(children: Children) -> list[str]:
     return list(radio.wait_for(events.RadioReady, 30).transports)
 
 
+def device_argv(
+    transport: str, dsn: str, state_dir: Path, pinned_ca: Path, mqtt: tuple[str, str] | None
+) -> list[str]:
+    """device.py's command line (from example/); ``mqtt`` is (endpoint, the broker's CA), or
+    None to stop after provisioning."""
+    argv = ["device.py", "--transport", transport, "--dsn", dsn]
+    argv += ["--state-dir", str(state_dir), "--ca", str(pinned_ca)]
+    if mqtt is None:
+        return [*argv, "--no-mqtt"]
+    return [*argv, "--mqtt-endpoint", mqtt[0], "--mqtt-ca", mqtt[1]]
+
+
+def app_argv(transport: str, state_path: Path, *extra: str) -> list[str]:
+    """provisioning_app.py's command line (from example/) against an offline stack."""
+    return ["provisioning_app.py", "--transport", transport, "--state", str(state_path), *extra]
+
+
 def start_device(
     children: Children,
     transport: str,
@@ -218,24 +235,8 @@ def start_device(
     name: str = "device",
 ) -> Child:
     """device.py: provisions over BLE unless ``state_dir`` holds credentials, then MQTT."""
-    return children.start(
-        name,
-        [
-            "device.py",
-            "--transport",
-            transport,
-            "--dsn",
-            dsn,
-            "--state-dir",
-            str(state_dir),
-            "--ca",
-            str(pinned_ca),
-            "--mqtt-endpoint",
-            broker.endpoint,
-            "--mqtt-ca",
-            broker.ca,
-        ],
-    )
+    mqtt = (broker.endpoint, broker.ca)
+    return children.start(name, device_argv(transport, dsn, state_dir, pinned_ca, mqtt))
 
 
 def start_app(
@@ -249,19 +250,7 @@ def start_app(
     env = None
     if login is not None:
         env = {"ONBOARDING_USERNAME": login[0], "ONBOARDING_PASSWORD": login[1]}
-    return children.start(
-        "app",
-        [
-            "provisioning_app.py",
-            "--transport",
-            transport,
-            "--state",
-            str(state_path),
-            "--dsn",
-            dsn,
-        ],
-        env,
-    )
+    return children.start("app", app_argv(transport, state_path, "--dsn", dsn), env)
 
 
 def received_messages(broker: BrokerInfo) -> list[dict[str, Any]]:

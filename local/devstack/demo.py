@@ -161,7 +161,8 @@ def step_add_member(ctx: DemoContext) -> str:
     return f"user {username} in group Members"
 
 
-def step_sign_in(ctx: DemoContext) -> str:
+def _id_token(ctx: DemoContext) -> str:
+    """A fresh ID token for the demo's owner, signed in as the app does."""
     stack = ctx.running
     tokens = login(
         stack.client("cognito-idp"),
@@ -169,7 +170,11 @@ def step_sign_in(ctx: DemoContext) -> str:
         ctx.values["username"],
         ctx.values["password"],
     )
-    ctx.values["id_token"] = tokens.id_token
+    return tokens.id_token
+
+
+def step_sign_in(ctx: DemoContext) -> str:
+    ctx.values["id_token"] = _id_token(ctx)
     return "USER_PASSWORD_AUTH on the public app client: got an ID token"
 
 
@@ -456,14 +461,8 @@ def step_check_registry(ctx: DemoContext) -> str:
 
 def step_revoke(ctx: DemoContext) -> str:
     stack = ctx.running
-    tokens = login(
-        stack.client("cognito-idp"),
-        stack.outputs["UserPoolClientId"],
-        ctx.values["username"],
-        ctx.values["password"],
-    )
     url = f"{stack.api_url}/devices/{ctx.values['dsn']}/certificate"
-    status, answer = http_json("DELETE", url, None, tokens.id_token)
+    status, answer = http_json("DELETE", url, None, _id_token(ctx))
     if status != 200:
         raise DemoFailure(f"DELETE {url} answered {status}: {answer}")
     certificate_id = ctx.values["certificate_id"]

@@ -21,7 +21,7 @@ import boto3
 import pytest
 
 from onboarding_ble import events
-from onboarding_ble.demo import stop_process_group
+from onboarding_ble.demo import app_argv, device_argv, stop_process_group
 
 E = TypeVar("E", bound=events.Event)
 
@@ -249,23 +249,9 @@ def start_device(
     broker: dict[str, Any] | None,
     *extra: str,
 ) -> Proc:
-    args = [
-        PYTHON,
-        "device.py",
-        "--transport",
-        transport,
-        "--dsn",
-        dsn,
-        "--state-dir",
-        str(state_dir),
-        "--ca",
-        str(pinned_ca),
-    ]
-    if broker is None:
-        args.append("--no-mqtt")
-    else:
-        args += ["--mqtt-endpoint", f"{broker['host']}:{broker['port']}", "--mqtt-ca", broker["ca"]]
-    return procs.start(f"device {dsn}", args + list(extra))
+    mqtt = None if broker is None else (f"{broker['host']}:{broker['port']}", broker["ca"])
+    argv = device_argv(transport, dsn, state_dir, pinned_ca, mqtt)
+    return procs.start(f"device {dsn}", [PYTHON, *argv, *extra])
 
 
 def said(output: str) -> list[events.Event]:
@@ -278,15 +264,7 @@ def run_app(
 ) -> tuple[int, str]:
     proc = procs.start(
         "app",
-        [
-            PYTHON,
-            "provisioning_app.py",
-            "--transport",
-            transport,
-            "--state",
-            str(stack["path"]),
-            *extra,
-        ],
+        [PYTHON, *app_argv(transport, stack["path"], *extra)],
     )
     code = proc.wait(timeout)
     return code, proc.output

@@ -87,6 +87,30 @@ def test_no_token_is_401(offline_stack: RunningStack) -> None:
     assert (status, answer) == (401, UNAUTHORIZED)
 
 
+def test_gateway_observers_see_each_answer_as_the_client_got_it(
+    offline_stack: RunningStack,
+) -> None:
+    # GIVEN an observer on the gateway (what `devstack demo` uses as its access log)
+    seen: list[tuple[str, str, int, bytes]] = []
+    offline_stack.gateway.observers.append(
+        lambda method, path, response: seen.append((method, path, response.status, response.body))
+    )
+    try:
+        # WHEN a client posts without a token
+        _, public = device_key()
+        status, answer = post_certificate(
+            offline_stack.api_url, {"DSN": unique_dsn(), "publicKey": public}, None
+        )
+    finally:
+        offline_stack.gateway.observers.clear()
+
+    # THEN the observer saw that request and the very answer the client got
+    assert len(seen) == 1
+    method, path, seen_status, body = seen[0]
+    assert (method, path) == ("POST", f"/{offline_stack.gateway.api.api.stage}/certificate")
+    assert (seen_status, json.loads(body)) == (status, answer) == (401, UNAUTHORIZED)
+
+
 @pytest.mark.parametrize("token", ["not-a-jwt", "Bearer ", "a.b.c", "Bearer x.y.z"])
 def test_malformed_token_is_401(offline_stack: RunningStack, token: str) -> None:
     _, public = device_key()

@@ -9,6 +9,9 @@ public key over GATT, calls POST /certificate with the ID token and relays the a
 device in chunks. A 429 is retried after its Retry-After delay (at most 3 times, each wait at
 most 30 s, 60 s in all). An API error is shown and written to the device (APP_ERROR) so the
 device stays unprovisioned and says why. The API answer is never logged: it holds the encrypted key.
+
+The GATT client is onboarding_ble.gatt's OnboardingServiceProxy; progress is printed as event
+lines (onboarding_ble.events).
 """
 
 from __future__ import annotations
@@ -30,9 +33,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from onboarding_ble import protocol, rules
+from onboarding_ble import events, protocol, rules
+from onboarding_ble.gatt import MissingService, OnboardingServiceProxy
 from onboarding_ble.offline import OfflineStack, OfflineStateError
-from onboarding_ble.protocol import DeviceInfo, ProtocolError, Status, StatusReport
+from onboarding_ble.protocol import ProtocolError, Status, StatusReport
 
 logger = logging.getLogger("app")
 
@@ -216,13 +220,9 @@ async def request_certificate_with_retries(
             return replace(result, attempts=attempt)
         wait = min(retry_after_seconds(result.retry_after), max_wait)
         if attempt > retries or waited + wait > budget:
-            print(f"RATE_LIMITED giving up after {attempt} attempts", flush=True)
+            events.emit(events.RateLimitGaveUp(attempt))
             return replace(result, attempts=attempt)
-        print(
-            f"RATE_LIMITED status=429 retry_after={result.retry_after or '-'} "
-            f"waiting={wait:g}s retry={attempt}/{retries}",
-            flush=True,
-        )
+        events.emit(events.RateLimited(result.retry_after or "-", wait, attempt, retries))
         await sleep(wait)
         waited += wait
         attempt += 1
@@ -239,6 +239,21 @@ def refusal(result: ApiResult) -> AppError:
 
 
 # --- BLE -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AppOptions:
+    """How the app finds and provisions a device (``main`` builds it from the command line)."""
+
+    transport: str  # HCI transport: tcp-client:127.0.0.1:PORT (virtual radio) or usb:0
+    dsn: str | None = None  # only a device advertising this DSN
+    address: str | None = None  # connect to this BLE address without scanning
+    encryption: str = rules.ENCRYPTION_SCHEMES[0]
+    scan_time: float = 2.0  # seconds
+    retries: int = 3  # reconnects on a cut link
+    retry_delay: float = 0.5  # seconds before a reconnect
+    status_timeout: float = 10.0  # seconds to wait for the device's verdict
+    drop_after_chunks: int | None = None  # test hook: cut the link after this many chunks
 
 
 @dataclass(frozen=True)
@@ -293,87 +308,12 @@ async def scan(device: Any, dsn: str | None, seconds: float) -> list[Found]:
     ]
 
 
-class DeviceLink:
-    """A GATT client connection to one device's onboarding service."""
-
-    def __init__(self, peer: Any, chars: dict[str, Any], mtu: int) -> None:
-        self.peer = peer
-        self.chars = chars
-        self.mtu = mtu
-        self.statuses: asyncio.Queue[StatusReport] = asyncio.Queue()
-        self.closed = False
-
-    @classmethod
-    async def open(cls, device: Any, address: str) -> DeviceLink:
-        from bumble.core import UUID
-        from bumble.device import Peer
-
-        connection = await device.connect(address, timeout=10)
-        peer = Peer(connection)
-        mtu = await peer.request_mtu(protocol.PREFERRED_MTU)
-        services = await peer.discover_service(protocol.SERVICE_UUID)
-        if not services:
-            raise AppError(EXIT_BLE, f"{address} has no onboarding service")
-        await services[0].discover_characteristics()
-        chars = {}
-        for uuid in (
-            protocol.DEVICE_INFO_UUID,
-            protocol.CONTROL_UUID,
-            protocol.DATA_UUID,
-            protocol.STATUS_UUID,
-        ):
-            found = services[0].get_characteristics_by_uuid(UUID(uuid))
-            if not found:
-                raise AppError(EXIT_BLE, f"{address} lacks characteristic {uuid}")
-            chars[uuid] = found[0]
-        link = cls(peer, chars, mtu)
-        await peer.subscribe(chars[protocol.STATUS_UUID], link._on_status)
-        return link
-
-    def _on_status(self, value: bytes) -> None:
-        try:
-            self.statuses.put_nowait(StatusReport.decode(bytes(value)))
-        except ProtocolError:
-            logger.warning("undecodable status notification")
-
-    async def device_info(self) -> DeviceInfo:
-        return DeviceInfo.decode(bytes(await self.chars[protocol.DEVICE_INFO_UUID].read_value()))
-
-    async def status(self) -> StatusReport:
-        return StatusReport.decode(bytes(await self.chars[protocol.STATUS_UUID].read_value()))
-
-    async def control(self, value: bytes) -> None:
-        await self.chars[protocol.CONTROL_UUID].write_value(value, with_response=True)
-
-    async def send(self, payload: bytes, drop_after: int | None = None) -> None:
-        """BEGIN, the DATA chunks, COMMIT (write with response: the device paces us)."""
-        await self.control(protocol.encode_begin(payload))
-        for index, chunk in enumerate(protocol.split_chunks(payload, self.mtu)):
-            if drop_after is not None and index == drop_after:
-                await self.close()
-                raise ConnectionError(f"link dropped after {index} chunks (test hook)")
-            await self.chars[protocol.DATA_UUID].write_value(chunk, with_response=True)
-        await self.control(protocol.encode_commit())
-
-    async def final_status(self, timeout: float) -> StatusReport:
-        """The first PROVISIONED or error the device reports (notified, or read at timeout)."""
-        try:
-            async with asyncio.timeout(timeout):
-                while True:
-                    report = await self.statuses.get()
-                    if report.status.is_final:
-                        return report
-        except TimeoutError:
-            return await self.status()
-
-    async def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        try:
-            await asyncio.wait_for(self.peer.connection.disconnect(), timeout=5)
-        except Exception:
-            logger.debug("disconnect failed", exc_info=True)
+async def connect(device: Any, address: str) -> OnboardingServiceProxy:
+    """The device's onboarding service; AppError when it has none."""
+    try:
+        return await OnboardingServiceProxy.connect(device, address)
+    except MissingService as exc:
+        raise AppError(EXIT_BLE, str(exc)) from exc
 
 
 async def open_device(transport_spec: str) -> tuple[Any, Any]:
@@ -390,84 +330,85 @@ async def open_device(transport_spec: str) -> tuple[Any, Any]:
     return hci_transport, device
 
 
-async def find_target(device: Any, args: argparse.Namespace) -> str:
+async def find_target(device: Any, options: AppOptions) -> str:
     """The one device to provision; refuses to guess when several devices fit."""
-    if args.address:
-        return str(args.address)
-    found = await scan(device, args.dsn, args.scan_time)
-    if args.dsn:
+    if options.address:
+        return options.address
+    found = await scan(device, options.dsn, options.scan_time)
+    if options.dsn:
         matches = []
         for candidate in found:
             if candidate.complete:
                 matches.append(candidate)  # hint_may_match already compared the whole DSN
                 continue
-            link = await DeviceLink.open(device, candidate.address)  # prefix only: ask it
+            link = await connect(device, candidate.address)  # prefix only: ask it
             try:
-                if (await link.device_info()).dsn == args.dsn:
+                if (await link.device_info()).dsn == options.dsn:
                     matches.append(candidate)
             finally:
                 await link.close()
         found = matches
     if not found:
-        wanted = f" with DSN {args.dsn}" if args.dsn else ""
+        wanted = f" with DSN {options.dsn}" if options.dsn else ""
         raise AppError(EXIT_NO_DEVICE, f"no device{wanted} advertising the onboarding service")
     if len(found) > 1:
         listing = ", ".join(f"{f.address} ({f.dsn})" for f in found)
-        print(f"AMBIGUOUS count={len(found)} {listing}", flush=True)
+        events.emit(events.Ambiguous(len(found), listing))
         raise AppError(
             EXIT_NO_DEVICE,
             f"{len(found)} devices match: {listing}; pick one with --dsn or --address",
         )
-    print(f"FOUND address={found[0].address} dsn={found[0].dsn}", flush=True)
+    events.emit(events.Found(found[0].address, found[0].dsn))
     return found[0].address
 
 
 async def provision(
     device: Any,
     address: str,
-    args: argparse.Namespace,
-    get_token: Any,
+    options: AppOptions,
+    api_url: str,
+    get_token: Callable[[], str],
     answer_override: bytes | None = None,
 ) -> StatusReport:
     """Read the device, call the API, relay the answer; reconnect and resend on a cut link."""
     answer: bytes | None = answer_override
     answered_key: bytes | None = None
-    drop_after = args.drop_after_chunks
+    drop_after = options.drop_after_chunks
     last_error: Exception | None = None
-    for attempt in range(1, args.retries + 2):
+    for attempt in range(1, options.retries + 2):
         try:
-            link = await DeviceLink.open(device, address)
+            link = await connect(device, address)
         except AppError:
             raise
         except Exception as exc:
             last_error = exc
             logger.warning("connect attempt %d failed: %s", attempt, exc)
-            await asyncio.sleep(args.retry_delay)
+            await asyncio.sleep(options.retry_delay)
             continue
         try:
             info = await link.device_info()
-            print(f"DEVICE dsn={info.dsn} mtu={link.mtu}", flush=True)
-            if args.dsn and info.dsn != args.dsn:
-                raise AppError(EXIT_NO_DEVICE, f"device says DSN {info.dsn}, not {args.dsn}")
+            events.emit(events.DeviceRead(info.dsn, link.mtu))
+            if options.dsn and info.dsn != options.dsn:
+                raise AppError(EXIT_NO_DEVICE, f"device says DSN {info.dsn}, not {options.dsn}")
             if answer is None or (answer_override is None and answered_key != info.public_key):
                 # First attempt, or the device rebooted (new key): ask the API (again).
                 result = await request_certificate_with_retries(
-                    args.api_url_resolved, get_token(), info.dsn, info.public_key, args.encryption
+                    api_url, get_token(), info.dsn, info.public_key, options.encryption
                 )
                 if not result.ok:
                     msg = str(result.body.get("msg", ""))
                     code = str(result.body.get("code", ""))
-                    print(f"API_ERROR status={result.status} code={code} msg={msg}", flush=True)
+                    events.emit(events.ApiRefused(result.status, code, msg))
                     await link.control(protocol.encode_app_error(result.status, code, msg))
-                    report = await link.final_status(args.status_timeout)
-                    print(f"DEVICE_STATUS {report.status.name} {report.detail}", flush=True)
+                    report = await link.final_status(options.status_timeout)
+                    events.emit(events.StatusChanged(report.status.name, report.detail))
                     raise refusal(result)
                 answer = json.dumps(result.body).encode()
                 answered_key = info.public_key
-                print(f"API_OK thing={result.body.get('thingName', '')}", flush=True)
+                events.emit(events.ApiAnswered(str(result.body.get("thingName", ""))))
             await link.send(answer, drop_after)
-            report = await link.final_status(args.status_timeout)
-            print(f"DEVICE_STATUS {report.status.name} {report.detail}", flush=True)
+            report = await link.final_status(options.status_timeout)
+            events.emit(events.StatusChanged(report.status.name, report.detail))
             await link.close()
             return report
         except (AppError, ProtocolError):
@@ -477,13 +418,14 @@ async def provision(
             last_error = exc
             drop_after = None
             logger.warning("transfer attempt %d failed: %s; retrying", attempt, exc)
-            print(f"RETRY attempt={attempt} reason={type(exc).__name__}", flush=True)
+            events.emit(events.Retry(attempt, type(exc).__name__))
             await link.close()
-            await asyncio.sleep(args.retry_delay)
-    raise AppError(EXIT_BLE, f"gave up after {args.retries + 1} attempts: {last_error}")
+            await asyncio.sleep(options.retry_delay)
+    raise AppError(EXIT_BLE, f"gave up after {options.retries + 1} attempts: {last_error}")
 
 
 def resolve_backend(args: argparse.Namespace) -> Backend:
+    """Where the backend is, from the command line (part of ``main``)."""
     if args.state:
         backend = backend_from_state(args.state)
     elif args.stack:
@@ -508,6 +450,7 @@ def resolve_backend(args: argparse.Namespace) -> Backend:
 
 
 def credentials_for(args: argparse.Namespace, backend: Backend) -> tuple[str, str]:
+    """User name and password, from the command line, the environment or a prompt."""
     username = args.username or os.environ.get("ONBOARDING_USERNAME") or backend.default_username
     if not username:
         raise AppError(EXIT_USAGE, "no user name: --username or ONBOARDING_USERNAME")
@@ -519,24 +462,21 @@ def credentials_for(args: argparse.Namespace, backend: Backend) -> tuple[str, st
     return username, password
 
 
-async def async_main(args: argparse.Namespace) -> int:
+async def async_main(options: AppOptions, backend: Backend, username: str, password: str) -> int:
     try:
-        backend = resolve_backend(args)
-        args.api_url_resolved = backend.api_url
-        username, password = credentials_for(args, backend)
         token = login(backend, username, password)
-        print(f"SIGNED_IN user={username}", flush=True)
-        hci_transport, device = await open_device(args.transport)
+        events.emit(events.SignedIn(username))
+        hci_transport, device = await open_device(options.transport)
         try:
-            address = await find_target(device, args)
-            report = await provision(device, address, args, lambda: token)
+            address = await find_target(device, options)
+            report = await provision(device, address, options, backend.api_url, lambda: token)
         finally:
             await hci_transport.close()
     except AppError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return exc.exit_code
     if report.status is Status.PROVISIONED:
-        print(f"PROVISIONED thing={report.detail}", flush=True)
+        events.emit(events.Provisioned(report.detail))
         return EXIT_OK
     print(
         f"error: device rejected the answer: {report.status.name} {report.detail}", file=sys.stderr
@@ -599,13 +539,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s app %(levelname)s %(message)s",
     )
-    if args.dsn:
-        try:
+    try:
+        if args.dsn:
             protocol.validate_dsn(args.dsn)
-        except ProtocolError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return EXIT_USAGE
-    return asyncio.run(async_main(args))
+        backend = resolve_backend(args)
+        username, password = credentials_for(args, backend)
+    except ProtocolError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except AppError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return exc.exit_code
+    options = AppOptions(
+        transport=args.transport,
+        dsn=args.dsn,
+        address=args.address,
+        encryption=args.encryption,
+        scan_time=args.scan_time,
+        retries=args.retries,
+        retry_delay=args.retry_delay,
+        status_timeout=args.status_timeout,
+        drop_after_chunks=args.drop_after_chunks,
+    )
+    return asyncio.run(async_main(options, backend, username, password))
 
 
 if __name__ == "__main__":

@@ -24,8 +24,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
+from onboarding_ble import events
+
+E = TypeVar("E", bound=events.Event)
 EXAMPLE = Path(__file__).resolve().parents[1]
 
 
@@ -77,25 +80,29 @@ class Child:
     def output(self) -> str:
         return self.log_path.read_text(encoding="utf-8")
 
-    def line(self, marker: str) -> str | None:
-        """The first output line containing ``marker``, if any yet."""
-        return next((line for line in self.output().splitlines() if marker in line), None)
+    def events(self) -> list[events.Event]:
+        """The event lines it printed so far (onboarding_ble.events)."""
+        return events.parse_all(self.output().splitlines())
 
-    def wait_for(self, marker: str, timeout: float) -> str:
-        """The first output line containing ``marker``; ChildError if it exits or times out."""
+    def event(self, kind: type[E]) -> E | None:
+        """Its first event of type ``kind``, if any yet."""
+        return events.first(self.events(), kind)
+
+    def wait_for(self, kind: type[E], timeout: float) -> E:
+        """Its first event of type ``kind``; ChildError if it exits or times out first."""
         deadline = time.monotonic() + timeout
         while True:
             exited = self.popen.poll() is not None
-            if (found := self.line(marker)) is not None:
+            if (found := self.event(kind)) is not None:
                 return found
             if exited:
                 raise ChildError(
-                    f"{self.name} exited ({self.popen.returncode}) without {marker!r}; "
+                    f"{self.name} exited ({self.popen.returncode}) without {kind.NAME}; "
                     f"see {self.log_path}"
                 )
             if time.monotonic() > deadline:
                 raise ChildError(
-                    f"{self.name}: no {marker!r} within {timeout:g} s; see {self.log_path}"
+                    f"{self.name}: no {kind.NAME} within {timeout:g} s; see {self.log_path}"
                 )
             time.sleep(0.05)
 
@@ -198,8 +205,24 @@ def start_radio(children: Children) -> list[str]:
     radio = children.start(
         "radio", ["-m", "onboarding_ble.radio", "tcp-server:127.0.0.1:0", "tcp-server:127.0.0.1:0"]
     )
-    transports: list[str] = json.loads(radio.wait_for('{"transports"', 30))["transports"]
-    return transports
+    return list(radio.wait_for(events.RadioReady, 30).transports)
+
+
+def device_argv(
+    transport: str, dsn: str, state_dir: Path, pinned_ca: Path, mqtt: tuple[str, str] | None
+) -> list[str]:
+    """device.py's command line (from example/); ``mqtt`` is (endpoint, the broker's CA), or
+    None to stop after provisioning."""
+    argv = ["device.py", "--transport", transport, "--dsn", dsn]
+    argv += ["--state-dir", str(state_dir), "--ca", str(pinned_ca)]
+    if mqtt is None:
+        return [*argv, "--no-mqtt"]
+    return [*argv, "--mqtt-endpoint", mqtt[0], "--mqtt-ca", mqtt[1]]
+
+
+def app_argv(transport: str, state_path: Path, *extra: str) -> list[str]:
+    """provisioning_app.py's command line (from example/) against an offline stack."""
+    return ["provisioning_app.py", "--transport", transport, "--state", str(state_path), *extra]
 
 
 def start_device(
@@ -212,24 +235,8 @@ def start_device(
     name: str = "device",
 ) -> Child:
     """device.py: provisions over BLE unless ``state_dir`` holds credentials, then MQTT."""
-    return children.start(
-        name,
-        [
-            "device.py",
-            "--transport",
-            transport,
-            "--dsn",
-            dsn,
-            "--state-dir",
-            str(state_dir),
-            "--ca",
-            str(pinned_ca),
-            "--mqtt-endpoint",
-            broker.endpoint,
-            "--mqtt-ca",
-            broker.ca,
-        ],
-    )
+    mqtt = (broker.endpoint, broker.ca)
+    return children.start(name, device_argv(transport, dsn, state_dir, pinned_ca, mqtt))
 
 
 def start_app(
@@ -243,19 +250,7 @@ def start_app(
     env = None
     if login is not None:
         env = {"ONBOARDING_USERNAME": login[0], "ONBOARDING_PASSWORD": login[1]}
-    return children.start(
-        "app",
-        [
-            "provisioning_app.py",
-            "--transport",
-            transport,
-            "--state",
-            str(state_path),
-            "--dsn",
-            dsn,
-        ],
-        env,
-    )
+    return children.start("app", app_argv(transport, state_path, "--dsn", dsn), env)
 
 
 def received_messages(broker: BrokerInfo) -> list[dict[str, Any]]:
@@ -297,13 +292,13 @@ def run_demo_ble(state_path: Path, workdir: Path, dsn: str | None = None) -> int
         device = start_device(
             children, device_radio, dsn, workdir / "devices" / dsn, pinned, broker
         )
-        device.wait_for("ADVERTISING", 30)
+        device.wait_for(events.Advertising, 30)
         app = start_app(children, app_radio, state_path, dsn)
         app_code = app.wait(120)
         print(app.output(), end="")
         if app_code != 0:
             return app_code
-        device.wait_for("HELLO_PUBLISHED", 60)
+        device.wait_for(events.HelloPublished, 60)
         for message in received_messages(broker):
             print(f"broker received: {json.dumps(message)}")
         return 0

@@ -4,8 +4,9 @@
 
 Each transport spec gets its own controller; a host (device.py, provisioning_app.py) connects
 to it as `tcp-client:127.0.0.1:PORT`. Port 0 picks a free port; the ports actually bound are
-printed as one JSON line (`{"transports": ["tcp-client:127.0.0.1:PORT", ...]}`) and written
-to --ready-file, so a parent process knows when the radio is up.
+printed as one event line (`RADIO_READY transports=tcp-client:127.0.0.1:PORT,...`, see
+onboarding_ble.events) and written to --ready-file as JSON
+(`{"transports": [...]}`), so a parent process knows when the radio is up.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from typing import Any
 from bumble.controller import Controller
 from bumble.link import LocalLink
 from bumble.transport import open_transport
+
+from onboarding_ble import events
 
 logger = logging.getLogger("onboarding_ble.radio")
 
@@ -53,13 +56,12 @@ async def async_main(specs: Sequence[str], ready_file: Path | None) -> int:
                     link=link,
                 )
             )
-        ready = {"transports": [_client_spec(s, t) for s, t in zip(specs, transports, strict=True)]}
-        line = json.dumps(ready)
+        ready = [_client_spec(s, t) for s, t in zip(specs, transports, strict=True)]
         if ready_file is not None:
             tmp = ready_file.with_suffix(".tmp")
-            tmp.write_text(line + "\n", encoding="utf-8")
+            tmp.write_text(json.dumps({"transports": ready}) + "\n", encoding="utf-8")
             os.replace(tmp, ready_file)
-        print(line, flush=True)
+        events.emit(events.RadioReady(tuple(ready)))
 
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -280,7 +280,13 @@ def _cmd_params(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from devstack.demo import BLE_STEPS, HTTP_STEPS, DemoFailure, run_demo
+    try:
+        from devstack.demo import BLE_STEPS, HTTP_STEPS, DemoFailure, run_demo
+    except ModuleNotFoundError as exc:  # the demo drives the example: it imports onboarding_ble
+        if exc.name is None or not exc.name.startswith("onboarding_ble"):
+            raise
+        print("devstack demo: needs example/ on PYTHONPATH: run `make demo`", file=sys.stderr)
+        return 2
 
     steps = HTTP_STEPS if args.http_only else BLE_STEPS
     try:

@@ -4,8 +4,13 @@ The flow is a list of steps over a shared ``DemoContext``; each prints its title
 result and its time. By default (``BLE_STEPS``) the device and the phone app are the BLE
 example's own processes (example/onboarding_ble): a virtual radio, an mTLS MQTT broker standing
 in for IoT Core, device.py and provisioning_app.py, started and stopped through
-``onboarding_ble.demo``. ``HTTP_STEPS`` (``--http-only``) plays device and app in-process over
-HTTP, with no radio and no MQTT.
+``onboarding_ble.demo`` and followed through their event lines (``onboarding_ble.events``);
+what the API answered is read from the gateway's observers, its access log. ``HTTP_STEPS``
+(``--http-only``) plays device and app in-process over HTTP, with no radio and no MQTT; the
+device's checks are the example's own (``onboarding_ble.credentials``).
+
+The demo drives the example, so it imports ``onboarding_ble``: example/ must be on
+PYTHONPATH (``make demo`` sets it).
 """
 
 from __future__ import annotations
@@ -28,20 +33,18 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import x25519
 
 from devstack.errors import DevstackError
+from devstack.gateway import GatewayResponse
 from devstack.stack import DEFAULT_TEMPLATE, RunningStack, start_stack
 from devstack.users import add_user, login
-
-if TYPE_CHECKING:
-    from onboarding_ble import demo as ble
+from onboarding_ble import credentials, events, protocol
+from onboarding_ble import demo as ble
 
 Print = Callable[[str], None]
 
@@ -103,32 +106,17 @@ def http_post_json(url: str, body: dict[str, Any], token: str | None) -> tuple[i
     return http_json("POST", url, body, token)
 
 
-def decrypt_private_key(
-    device_key: x25519.X25519PrivateKey, server_public_b64: str, token: str
-) -> bytes:
-    """fernet-x25519: Fernet(urlsafe_b64(X25519(device, server ephemeral))) over a PEM key."""
-    server_public = x25519.X25519PublicKey.from_public_bytes(base64.b64decode(server_public_b64))
-    shared = device_key.exchange(server_public)
-    return Fernet(base64.urlsafe_b64encode(shared)).decrypt(token.encode())
-
-
 def check_device_material(
     private_key_pem: bytes, certificate_pem: str, ca_certificate_pem: str
 ) -> x509.Certificate:
-    """The device's checks: key matches certificate; certificate issued by the pinned CA."""
+    """The device's checks on stored credentials (the example's own): the key matches the
+    certificate, and the certificate is issued by the pinned CA."""
     key = serialization.load_pem_private_key(private_key_pem, password=None)
     certificate = x509.load_pem_x509_certificate(certificate_pem.encode())
-    ca = x509.load_pem_x509_certificate(ca_certificate_pem.encode())
-    public = serialization.PublicFormat.SubjectPublicKeyInfo
-    encoding = serialization.Encoding.DER
-    if key.public_key().public_bytes(encoding, public) != certificate.public_key().public_bytes(
-        encoding, public
-    ):
+    if not credentials.public_keys_match(certificate, key):
         raise DemoFailure("the private key does not match the certificate")
-    try:
-        certificate.verify_directly_issued_by(ca)
-    except (ValueError, TypeError, InvalidSignature) as exc:
-        raise DemoFailure(f"the certificate does not chain to the CA: {exc}") from exc
+    if not credentials.chains_to(certificate, credentials.load_ca(ca_certificate_pem.encode())):
+        raise DemoFailure("the certificate does not chain to the CA")
     return certificate
 
 
@@ -151,7 +139,7 @@ def step_stack_up_with_state(ctx: DemoContext) -> str:
         state_path=state_path,
         lambda_log_dir=ctx.lambda_logs,
     )
-    ctx.values.update(state_path=state_path, gateway_calls=_record_gateway_calls(ctx.stack))
+    ctx.values.update(state_path=state_path, gateway_calls=_gateway_calls(ctx.stack))
     stack = ctx.running
     mqtt = f", MQTT at {stack.mqtt.host}:{stack.mqtt.port}" if stack.mqtt else ""
     return (
@@ -173,7 +161,8 @@ def step_add_member(ctx: DemoContext) -> str:
     return f"user {username} in group Members"
 
 
-def step_sign_in(ctx: DemoContext) -> str:
+def _id_token(ctx: DemoContext) -> str:
+    """A fresh ID token for the demo's owner, signed in as the app does."""
     stack = ctx.running
     tokens = login(
         stack.client("cognito-idp"),
@@ -181,7 +170,11 @@ def step_sign_in(ctx: DemoContext) -> str:
         ctx.values["username"],
         ctx.values["password"],
     )
-    ctx.values["id_token"] = tokens.id_token
+    return tokens.id_token
+
+
+def step_sign_in(ctx: DemoContext) -> str:
+    ctx.values["id_token"] = _id_token(ctx)
     return "USER_PASSWORD_AUTH on the public app client: got an ID token"
 
 
@@ -209,18 +202,17 @@ def step_provision(ctx: DemoContext) -> str:
 
 
 def step_device_checks(ctx: DemoContext) -> str:
-    answer = ctx.values["answer"]
+    pinned = credentials.load_ca(_private_ca_pem(ctx.running).encode())
     try:
-        key_pem = decrypt_private_key(
-            ctx.values["device_key"], answer["publicKey"], answer["encryptedPrivateKey"]
+        verified = credentials.verify_answer(
+            json.dumps(ctx.values["answer"]).encode(),
+            ctx.values["device_key"],
+            ctx.values["dsn"],
+            pinned,
         )
-    except (InvalidToken, ValueError, KeyError) as exc:
-        raise DemoFailure(f"the device cannot decrypt its key: {exc!r}") from exc
-    stack = ctx.running
-    ca_pem = stack.client("acm-pca").get_certificate_authority_certificate(
-        CertificateAuthorityArn=stack.outputs["CertificateAuthorityArn"]
-    )["Certificate"]
-    certificate = check_device_material(key_pem, answer["certificatePem"], ca_pem)
+    except protocol.ProtocolError as exc:
+        raise DemoFailure(f"the device rejects the answer: {exc.status.name} {exc}") from exc
+    certificate = verified.certificate
     return (
         f"key decrypted and matches the certificate ({certificate.subject.rfc4514_string()}), "
         f"issued by the Private CA, valid until {certificate.not_valid_after_utc:%Y-%m-%d}"
@@ -254,20 +246,6 @@ HTTP_STEPS: tuple[Step, ...] = (
 # -- the BLE steps: radio, broker, device and app as processes -------------------------------
 
 
-def _ble() -> Any:
-    """onboarding_ble.demo, or one clear line when example/ is not importable."""
-    try:
-        from onboarding_ble import demo as ble_demo
-    except ModuleNotFoundError as exc:
-        if exc.name is None or not exc.name.startswith("onboarding_ble"):
-            raise
-        raise DevstackError(
-            "the BLE demo needs example/ on PYTHONPATH: run `make demo` "
-            "(or `python -m devstack demo --http-only`)"
-        ) from None
-    return ble_demo
-
-
 @dataclass(frozen=True)
 class GatewayCall:
     method: str
@@ -276,18 +254,14 @@ class GatewayCall:
     body: bytes
 
 
-def _record_gateway_calls(stack: RunningStack) -> list[GatewayCall]:
-    """What the local API Gateway answered, as its access log would show (in-process only)."""
+def _gateway_calls(stack: RunningStack) -> list[GatewayCall]:
+    """What the local API Gateway answers from now on, as its access log would show."""
     calls: list[GatewayCall] = []
-    api = stack.gateway.api
-    handle = api.handle
 
-    def recording(method: str, raw_path: str, *args: Any, **kwargs: Any) -> Any:
-        response = handle(method, raw_path, *args, **kwargs)
-        calls.append(GatewayCall(method, raw_path, response.status, response.body))
-        return response
+    def observe(method: str, path: str, response: GatewayResponse) -> None:
+        calls.append(GatewayCall(method, path, response.status, response.body))
 
-    api.handle = recording  # type: ignore[method-assign]
+    stack.gateway.observers.append(observe)
     return calls
 
 
@@ -296,18 +270,9 @@ def _children(ctx: DemoContext) -> ble.Children:
     return children
 
 
-def _after(line: str, key: str) -> str:
-    """The value of ``key=`` in a script's output line (``PROVISIONED thing=x cert=y``)."""
-    for word in line.split():
-        if word.startswith(f"{key}="):
-            return word[len(key) + 1 :]
-    return ""
-
-
 def step_radio(ctx: DemoContext) -> str:
-    ble_demo = _ble()
     ctx.workdir.mkdir(parents=True, exist_ok=True)
-    children = ble_demo.Children(ctx.workdir)
+    children = ble.Children(ctx.workdir)
     ctx.values["children"] = children
 
     def stop_children() -> None:
@@ -315,14 +280,13 @@ def step_radio(ctx: DemoContext) -> str:
             ctx.out(f"stopped {', '.join(reversed(stopped))} (their process groups)")
 
     ctx.cleanup.callback(stop_children)
-    device_radio, app_radio = ble_demo.start_radio(children)
+    device_radio, app_radio = ble.start_radio(children)
     ctx.values.update(device_radio=device_radio, app_radio=app_radio)
     return f"two bumble controllers on one link: device {device_radio}, app {app_radio}"
 
 
 def step_broker(ctx: DemoContext) -> str:
-    ble_demo = _ble()
-    broker = ble_demo.BrokerInfo.from_state(ctx.running.state())
+    broker = ble.BrokerInfo.from_state(ctx.running.state())
     ctx.values["broker"] = broker
     return (
         f"listening on {broker.endpoint} with mutual TLS: client certificate from the Private CA, "
@@ -331,26 +295,22 @@ def step_broker(ctx: DemoContext) -> str:
 
 
 def step_device_advertises(ctx: DemoContext) -> str:
-    ble_demo = _ble()
     dsn = f"DEMO-{secrets.token_hex(4).upper()}"
     stack = ctx.running
     pinned = ctx.workdir / "device-ca.pem"
     pinned.write_text(_private_ca_pem(stack), encoding="utf-8")
     state_dir = ctx.workdir / "devices" / dsn
-    device = ble_demo.start_device(
+    device = ble.start_device(
         _children(ctx), ctx.values["device_radio"], dsn, state_dir, pinned, ctx.values["broker"]
     )
     ctx.values.update(dsn=dsn, pinned=pinned, state_dir=state_dir, device=device)
-    line = device.wait_for("ADVERTISING", 30)
-    return (
-        f"device.py advertises the onboarding service, DSN {dsn}, address {_after(line, 'address')}"
-    )
+    advertising = device.wait_for(events.Advertising, 30)
+    return f"device.py advertises the onboarding service, DSN {dsn}, address {advertising.address}"
 
 
 def step_app_signs_in(ctx: DemoContext) -> str:
-    ble_demo = _ble()
     login_pair = (ctx.values["username"], ctx.values["password"])
-    app = ble_demo.start_app(
+    app = ble.start_app(
         _children(ctx),
         ctx.values["app_radio"],
         ctx.values["state_path"],
@@ -358,65 +318,67 @@ def step_app_signs_in(ctx: DemoContext) -> str:
         login=login_pair,  # in the child's environment, never its command line
     )
     ctx.values["app"] = app
-    line = app.wait_for("SIGNED_IN", 30)
-    return f"provisioning_app.py signed in as {_after(line, 'user')} (Members): got an ID token"
+    signed_in = app.wait_for(events.SignedIn, 30)
+    return f"provisioning_app.py signed in as {signed_in.user} (Members): got an ID token"
 
 
 def step_app_finds_device(ctx: DemoContext) -> str:
     app = ctx.values["app"]
-    found = app.wait_for("FOUND", 30)
-    info = app.wait_for("DEVICE dsn=", 30)
-    ctx.values["mtu"] = int(_after(info, "mtu"))
+    found = app.wait_for(events.Found, 30)
+    read = app.wait_for(events.DeviceRead, 30)
+    ctx.values["mtu"] = read.mtu
     return (
-        f"found {_after(found, 'address')} advertising {_after(found, 'dsn')}..., connected "
-        f"(ATT MTU {ctx.values['mtu']}), read DSN {_after(info, 'dsn')} and its X25519 key"
+        f"found {found.address} advertising {found.dsn}..., connected "
+        f"(ATT MTU {read.mtu}), read DSN {read.dsn} and its X25519 key"
     )
 
 
 def step_app_calls_api(ctx: DemoContext) -> str:
     app = ctx.values["app"]
-    line = app.wait_for("API_", 60)
+    answered = _wait_for_api(app, 60)
     calls = [
         call
         for call in ctx.values["gateway_calls"]
         if call.method == "POST" and call.path.endswith("/certificate")
     ]
-    if not line.startswith("API_OK") or not calls or calls[-1].status != 200:
-        raise DemoFailure(f"the API refused the app: {line}")
+    if not isinstance(answered, events.ApiAnswered) or not calls or calls[-1].status != 200:
+        raise DemoFailure(f"the API refused the app: {events.format_line(answered)}")
     ctx.values["answer_size"] = len(json.dumps(json.loads(calls[-1].body)).encode())
-    return (
-        f"POST /certificate -> {calls[-1].status} with the ID token, thing {_after(line, 'thing')}"
-    )
+    return f"POST /certificate -> {calls[-1].status} with the ID token, thing {answered.thing}"
+
+
+def _wait_for_api(app: ble.Child, timeout: float) -> events.Event:
+    """The app's ApiAnswered or ApiRefused, whichever it prints first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        said = [e for e in app.events() if isinstance(e, events.ApiAnswered | events.ApiRefused)]
+        if said:
+            return said[0]
+        if time.monotonic() > deadline or app.popen.poll() is not None:
+            raise DemoFailure(f"the app did not call the API; see {app.log_path}")
+        time.sleep(0.05)
 
 
 def step_app_relays(ctx: DemoContext) -> str:
     app = ctx.values["app"]
     code = app.wait(60)
-    status = app.line("DEVICE_STATUS") or ""
-    if code != 0 or "PROVISIONED" not in status:
-        raise DemoFailure(
-            f"the app exited {code} ({status or 'no device status'}); see {app.log_path}"
-        )
-    chunk = _ble_protocol().chunk_size_for_mtu(ctx.values["mtu"])
+    status = app.event(events.StatusChanged)
+    if code != 0 or status is None or status.status != protocol.Status.PROVISIONED.name:
+        said = f"{status.status} {status.detail}" if status else "no device status"
+        raise DemoFailure(f"the app exited {code} ({said}); see {app.log_path}")
+    chunk = protocol.chunk_size_for_mtu(ctx.values["mtu"])
     chunks = math.ceil(ctx.values["answer_size"] / chunk)
-    retries = "" if app.line("RETRY") is None else " (after a reconnect)"
+    retries = "" if app.event(events.Retry) is None else " (after a reconnect)"
     return (
         f"relayed the {ctx.values['answer_size']}-byte answer in {chunks} chunks{retries}; "
         "the device reports PROVISIONED"
     )
 
 
-def _ble_protocol() -> Any:
-    _ble()
-    from onboarding_ble import protocol
-
-    return protocol
-
-
 def step_device_stores(ctx: DemoContext) -> str:
     device = ctx.values["device"]
-    line = device.wait_for("PROVISIONED thing=", 30)
-    ctx.values.update(thing=_after(line, "thing"), certificate_id=_after(line, "cert"))
+    provisioned = device.wait_for(events.Provisioned, 30)
+    ctx.values.update(thing=provisioned.thing, certificate_id=provisioned.cert)
     state_dir: Path = ctx.values["state_dir"]
     files = sorted(p.name for p in state_dir.iterdir() if not p.name.startswith("."))
     modes = {oct(stat.S_IMODE((state_dir / name).stat().st_mode)) for name in files}
@@ -430,7 +392,7 @@ def step_device_stores(ctx: DemoContext) -> str:
 
 def step_device_hello(ctx: DemoContext) -> str:
     device = ctx.values["device"]
-    hello = device.wait_for("HELLO_PUBLISHED", 30)
+    hello = device.wait_for(events.HelloPublished, 30)
     code = device.wait(15)
     thing = ctx.values["thing"]
     admitted = ctx.values["broker"].wait_for(f"ADMIT client={thing}", 5)
@@ -438,7 +400,7 @@ def step_device_hello(ctx: DemoContext) -> str:
         raise DemoFailure(f"the device exited {code}; see {device.log_path}")
     return (
         f"broker admitted client id {thing} (= thing name; {_reason(admitted)}); "
-        f"device published on {_after(hello, 'topic')}"
+        f"device published on {hello.topic}"
     )
 
 
@@ -450,10 +412,9 @@ def _reason(broker_line: str) -> str:
 
 
 def step_broker_received(ctx: DemoContext) -> str:
-    ble_demo = _ble()
     thing = ctx.values["thing"]
     topic = f"things/{thing}/hello"
-    hellos = [m for m in ble_demo.received_messages(ctx.values["broker"]) if m["topic"] == topic]
+    hellos = [m for m in ble.received_messages(ctx.values["broker"]) if m["topic"] == topic]
     if len(hellos) != 1 or hellos[0]["client_id"] != thing:
         raise DemoFailure(f"the broker did not receive one hello from {thing}: {hellos}")
     payload = json.loads(hellos[0]["payload"])
@@ -500,14 +461,8 @@ def step_check_registry(ctx: DemoContext) -> str:
 
 def step_revoke(ctx: DemoContext) -> str:
     stack = ctx.running
-    tokens = login(
-        stack.client("cognito-idp"),
-        stack.outputs["UserPoolClientId"],
-        ctx.values["username"],
-        ctx.values["password"],
-    )
     url = f"{stack.api_url}/devices/{ctx.values['dsn']}/certificate"
-    status, answer = http_json("DELETE", url, None, tokens.id_token)
+    status, answer = http_json("DELETE", url, None, _id_token(ctx))
     if status != 200:
         raise DemoFailure(f"DELETE {url} answered {status}: {answer}")
     certificate_id = ctx.values["certificate_id"]
@@ -522,8 +477,7 @@ def step_revoke(ctx: DemoContext) -> str:
 
 
 def step_reconnect_refused(ctx: DemoContext) -> str:
-    ble_demo = _ble()
-    again = ble_demo.start_device(
+    again = ble.start_device(
         _children(ctx),
         "none",  # stored credentials: no BLE
         ctx.values["dsn"],
@@ -534,14 +488,15 @@ def step_reconnect_refused(ctx: DemoContext) -> str:
     )
     code = again.wait(60)
     thing = ctx.values["thing"]
-    if again.line("CREDENTIALS") is None:
+    if again.event(events.HasCredentials) is None:
         raise DemoFailure(f"the device did not use its stored credentials; see {again.log_path}")
-    if code != 4 or again.line("MQTT_FAILED") is None or again.line("HELLO_PUBLISHED"):
+    failed = again.event(events.MqttFailed)
+    if code != 4 or failed is None or again.event(events.HelloPublished):
         raise DemoFailure(f"the revoked device was not refused (exit {code}); see {again.log_path}")
     refused = ctx.values["broker"].wait_for(f"REFUSE client={thing}", 5)
     return (
         f"device.py restarted with its stored credentials; broker refused it: {_reason(refused)}; "
-        f"device exit {code} ({again.line('MQTT_FAILED')})"
+        f"device exit {code} ({events.format_line(failed)})"
     )
 
 
@@ -639,11 +594,10 @@ def run_demo(
         out=out,
         lambda_logs=lambda_logs,
     )
-    child_error: type[Exception] = DemoFailure if steps is HTTP_STEPS else _ble().ChildError
     with _sigterm_as_interrupt():
         try:
             run_steps(ctx, steps, out)
-        except child_error as exc:  # a process did not do what the step waited for
+        except ble.ChildError as exc:  # a process did not do what the step waited for
             raise DemoFailure(str(exc)) from None
         finally:
             out(f"Lambda logs (what CloudWatch would hold): {_shown(lambda_logs)}")

@@ -517,6 +517,8 @@ class _Handler(BaseHTTPRequestHandler):
             response = api.handle(
                 self.command, self.path, list(self.headers.items()), body, self.client_address[0]
             )
+            for observer in self.server.observers:  # an access log for whoever wants one
+                observer(self.command, self.path, response)
         try:
             self.send_response(response.status)
             for name, value in response.headers.items():
@@ -560,6 +562,8 @@ class GatewayServer(ThreadingHTTPServer):
         self.api = api
         self.log = log
         self.read_timeout = read_timeout
+        # Called with (method, path, response) for every request the pipeline answered.
+        self.observers: list[Callable[[str, str, GatewayResponse], None]] = []
         self._thread: threading.Thread | None = None
 
     @property

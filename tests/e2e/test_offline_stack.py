@@ -10,10 +10,10 @@ import boto3
 import pytest
 from cryptography import x509
 
-from devstack.demo import check_device_material, decrypt_private_key
 from devstack.gateway import GatewayServer, LocalApi
 from devstack.stack import RunningStack
 from devstack.template import load_yaml
+from onboarding_ble import credentials
 from tests.e2e.conftest import TEMPLATE
 from tests.support.offline import (
     device_key,
@@ -63,11 +63,12 @@ def test_a_member_provisions_a_device_over_http(offline_stack: RunningStack) -> 
     # THEN the device can decrypt its key, the key fits the certificate, and the certificate
     # was issued by the stack's Private CA and is ACTIVE in IoT for the device's thing
     assert status == 200, answer
-    key_pem = decrypt_private_key(key, answer["publicKey"], answer["encryptedPrivateKey"])
     ca_pem = offline_stack.client("acm-pca").get_certificate_authority_certificate(
         CertificateAuthorityArn=offline_stack.outputs["CertificateAuthorityArn"]
     )["Certificate"]
-    certificate = check_device_material(key_pem, answer["certificatePem"], ca_pem)
+    pinned = credentials.load_ca(ca_pem.encode())
+    verified = credentials.verify_answer(json.dumps(answer).encode(), key, dsn, pinned)
+    certificate = verified.certificate
     thing = answer["thingName"]
     assert thing == f"{offline_stack.outputs['ThingPrefix']}_{dsn}"
     assert certificate.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value == thing
@@ -84,6 +85,30 @@ def test_no_token_is_401(offline_stack: RunningStack) -> None:
         offline_stack.api_url, {"DSN": unique_dsn(), "publicKey": public}, None
     )
     assert (status, answer) == (401, UNAUTHORIZED)
+
+
+def test_gateway_observers_see_each_answer_as_the_client_got_it(
+    offline_stack: RunningStack,
+) -> None:
+    # GIVEN an observer on the gateway (what `devstack demo` uses as its access log)
+    seen: list[tuple[str, str, int, bytes]] = []
+    offline_stack.gateway.observers.append(
+        lambda method, path, response: seen.append((method, path, response.status, response.body))
+    )
+    try:
+        # WHEN a client posts without a token
+        _, public = device_key()
+        status, answer = post_certificate(
+            offline_stack.api_url, {"DSN": unique_dsn(), "publicKey": public}, None
+        )
+    finally:
+        offline_stack.gateway.observers.clear()
+
+    # THEN the observer saw that request and the very answer the client got
+    assert len(seen) == 1
+    method, path, seen_status, body = seen[0]
+    assert (method, path) == ("POST", f"/{offline_stack.gateway.api.api.stage}/certificate")
+    assert (seen_status, json.loads(body)) == (status, answer) == (401, UNAUTHORIZED)
 
 
 @pytest.mark.parametrize("token", ["not-a-jwt", "Bearer ", "a.b.c", "Bearer x.y.z"])

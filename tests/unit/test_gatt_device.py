@@ -1,4 +1,4 @@
-"""The device's side of provisioning (example/device.py ProvisioningSession), without a radio."""
+"""The device's side of provisioning (onboarding_ble.gatt.ProvisioningSession), without a radio."""
 
 import base64
 import datetime as dt
@@ -10,9 +10,9 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-from device import ProvisioningSession
 
 from onboarding_ble import credentials, protocol
+from onboarding_ble.gatt import ProvisioningSession
 from onboarding_ble.protocol import ProtocolError, Status
 from tests.support.device_answers import NOW, answer, issue, make_ca, pem_key
 

@@ -12,6 +12,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import provisioning_app as app
 import pytest
 
+from onboarding_ble import events
+
 Answer = tuple[int, dict[str, str], dict[str, object]]  # status, headers, JSON body
 
 RATE_LIMITED: Answer = (
@@ -109,9 +111,11 @@ def test_429_twice_then_200_waits_as_told_and_succeeds(serve, capsys) -> None:
     assert slept == [1.0, 1.0]
     assert len(api.requests) == 3
     assert all(r["DSN"] == "SN-1" and r["path"] == "/v1/certificate" for r in api.requests)
-    out = capsys.readouterr().out
-    assert out.count("RATE_LIMITED status=429 retry_after=1 waiting=1s") == 2
-    assert "retry=1/3" in out and "retry=2/3" in out and "giving up" not in out
+    said = events.parse_all(capsys.readouterr().out.splitlines())
+    assert said == [
+        events.RateLimited(retry_after="1", wait=1.0, retry=1, retries=3),
+        events.RateLimited(retry_after="1", wait=1.0, retry=2, retries=3),
+    ]
 
 
 def test_always_429_gives_up_after_three_retries_with_a_clear_error(serve, capsys) -> None:
@@ -125,7 +129,9 @@ def test_always_429_gives_up_after_three_retries_with_a_clear_error(serve, capsy
     assert result.status == 429 and result.attempts == 4
     assert slept == [1.0, 1.0, 1.0]
     assert len(api.requests) == 4
-    assert "RATE_LIMITED giving up after 4 attempts" in capsys.readouterr().out
+    said = events.parse_all(capsys.readouterr().out.splitlines())
+    assert said[-1] == events.RateLimitGaveUp(attempts=4)
+    assert [type(e) for e in said] == [events.RateLimited] * 3 + [events.RateLimitGaveUp]
     error = app.refusal(result)
     assert error.exit_code == app.EXIT_API
     assert str(error) == (

@@ -13,14 +13,17 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import boto3
 import pytest
 
-from onboarding_ble.demo import stop_process_group
+from onboarding_ble import events
+from onboarding_ble.demo import app_argv, device_argv, stop_process_group
+
+E = TypeVar("E", bound=events.Event)
 
 REPO = Path(__file__).resolve().parents[3]
 EXAMPLE = REPO / "example"
@@ -72,13 +75,36 @@ class Proc:
         with self._cond:
             return "\n".join(self.lines)
 
+    @property
+    def events(self) -> list[events.Event]:
+        """The event lines it printed so far (onboarding_ble.events)."""
+        with self._cond:
+            return events.parse_all(self.lines)
+
+    def wait_event(
+        self, kind: type[E], where: Callable[[E], bool] = lambda _e: True, timeout: float = 30.0
+    ) -> E:
+        """Its first event of type ``kind`` (for which ``where`` holds)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for event in events.parse_all(self.lines):
+                    if isinstance(event, kind) and where(event):
+                        return event
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or (
+                    self.popen.poll() is not None and not self._reader.is_alive()
+                ):
+                    raise AssertionError(f"{self.name}: no {kind.NAME}; output:\n{self.output}")
+                self._cond.wait(min(remaining, 0.2))
+
     def wait_line(self, prefix: str, timeout: float = 30.0) -> str:
-        """The first line that starts with `prefix` (or has it after a log header)."""
+        """The first line that starts with `prefix` (devstack's own output, not an event)."""
         deadline = time.monotonic() + timeout
         with self._cond:
             while True:
                 for line in self.lines:
-                    if line.startswith(prefix) or f" {prefix}" in line:
+                    if line.startswith(prefix):
                         return line
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or (
@@ -211,7 +237,7 @@ def start_radio(procs: Processes, controllers: int = 2) -> list[str]:
         "radio",
         [PYTHON, "-m", "onboarding_ble.radio", *["tcp-server:127.0.0.1:0"] * controllers],
     )
-    return list(json.loads(proc.wait_line("{", timeout=30))["transports"])
+    return list(proc.wait_event(events.RadioReady, timeout=30).transports)
 
 
 def start_device(
@@ -223,23 +249,14 @@ def start_device(
     broker: dict[str, Any] | None,
     *extra: str,
 ) -> Proc:
-    args = [
-        PYTHON,
-        "device.py",
-        "--transport",
-        transport,
-        "--dsn",
-        dsn,
-        "--state-dir",
-        str(state_dir),
-        "--ca",
-        str(pinned_ca),
-    ]
-    if broker is None:
-        args.append("--no-mqtt")
-    else:
-        args += ["--mqtt-endpoint", f"{broker['host']}:{broker['port']}", "--mqtt-ca", broker["ca"]]
-    return procs.start(f"device {dsn}", args + list(extra))
+    mqtt = None if broker is None else (f"{broker['host']}:{broker['port']}", broker["ca"])
+    argv = device_argv(transport, dsn, state_dir, pinned_ca, mqtt)
+    return procs.start(f"device {dsn}", [PYTHON, *argv, *extra])
+
+
+def said(output: str) -> list[events.Event]:
+    """The events in a process's output."""
+    return events.parse_all(output.splitlines())
 
 
 def run_app(
@@ -247,15 +264,7 @@ def run_app(
 ) -> tuple[int, str]:
     proc = procs.start(
         "app",
-        [
-            PYTHON,
-            "provisioning_app.py",
-            "--transport",
-            transport,
-            "--state",
-            str(stack["path"]),
-            *extra,
-        ],
+        [PYTHON, *app_argv(transport, stack["path"], *extra)],
     )
     code = proc.wait(timeout)
     return code, proc.output

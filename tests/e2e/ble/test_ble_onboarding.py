@@ -6,7 +6,6 @@ import asyncio
 import json
 import stat
 import uuid
-from argparse import Namespace
 from pathlib import Path
 
 import provisioning_app as app
@@ -15,10 +14,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from onboarding_ble import credentials
+from onboarding_ble import credentials, events
 from onboarding_ble.protocol import Status
 
-from .procs import aws, messages, run_app, start_device, start_radio
+from .procs import aws, messages, run_app, said, start_device, start_radio
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
@@ -51,14 +50,14 @@ def test_device_is_provisioned_over_ble_and_says_hello_over_mqtt(
     device_radio, app_radio = start_radio(procs)
     state_dir = tmp_path / dsn
     device = start_device(procs, device_radio, dsn, state_dir, pinned_ca, broker)
-    device.wait_line("ADVERTISING")
+    device.wait_event(events.Advertising)
 
     # WHEN its owner runs the app
     code, output = run_app(procs, app_radio, stack, "--dsn", dsn)
 
     # THEN the app reports success, the device stores a certificate from the pinned CA ...
     assert code == 0, output
-    assert "PROVISIONED" in output
+    assert events.first(said(output), events.Provisioned) is not None, output
     assert device.wait(60) == 0, device.output
     cert = assert_provisioned(state_dir, pinned_ca)
     meta = json.loads((state_dir / "device.json").read_text())
@@ -87,7 +86,8 @@ def test_device_is_provisioned_over_ble_and_says_hello_over_mqtt(
 
     # THEN it skips provisioning and connects straight away
     assert again.wait(60) == 0, again.output
-    assert "CREDENTIALS" in again.output and "ADVERTISING" not in again.output
+    assert events.first(again.events, events.HasCredentials) is not None, again.output
+    assert events.first(again.events, events.Advertising) is None
     assert len([m for m in messages(broker) if m["topic"] == f"things/{thing}/hello"]) == 2
 
 
@@ -98,7 +98,7 @@ def test_device_of_another_user_is_refused_and_stays_unprovisioned(
     dsn = new_dsn()
     device_radio, app_radio = start_radio(procs)
     first = start_device(procs, device_radio, dsn, tmp_path / "first", pinned_ca, None)
-    first.wait_line("ADVERTISING")
+    first.wait_event(events.Advertising)
     code, output = run_app(procs, app_radio, stack, "--dsn", dsn)
     assert code == 0, output
     assert first.wait(60) == 0
@@ -107,7 +107,7 @@ def test_device_of_another_user_is_refused_and_stays_unprovisioned(
     username, password = create_member(stack)
     state_dir = tmp_path / "second"
     second = start_device(procs, device_radio, dsn, state_dir, pinned_ca, None)
-    second.wait_line("ADVERTISING")
+    second.wait_event(events.Advertising)
 
     # WHEN the member tries to provision it
     code, output = run_app(
@@ -116,9 +116,11 @@ def test_device_of_another_user_is_refused_and_stays_unprovisioned(
 
     # THEN the app shows the API's refusal, the device says why, and stores nothing
     assert code == app.EXIT_API, output
-    assert "API_ERROR status=409" in output or "API_ERROR status=403" in output
-    assert "DEVICE_STATUS ERR_APP" in output
-    second.wait_line("status ERR_APP")
+    refused = events.first(said(output), events.ApiRefused)
+    assert refused is not None and refused.status in (403, 409), output
+    told = events.first(said(output), events.StatusChanged)
+    assert told is not None and told.status == "ERR_APP", output
+    second.wait_event(events.StatusChanged, lambda e: e.status == "ERR_APP")
     assert second.popen.poll() is None  # still waiting to be provisioned
     assert nothing_stored(state_dir)
 
@@ -141,7 +143,7 @@ def test_transfer_cut_mid_way_is_resent_after_reconnecting(stack, pinned_ca, pro
     device_radio, app_radio = start_radio(procs)
     state_dir = tmp_path / dsn
     device = start_device(procs, device_radio, dsn, state_dir, pinned_ca, None)
-    device.wait_line("ADVERTISING")
+    advertising = device.wait_event(events.Advertising)
 
     # WHEN the app provisions it
     code, output = run_app(
@@ -153,15 +155,18 @@ def test_transfer_cut_mid_way_is_resent_after_reconnecting(stack, pinned_ca, pro
         "--drop-after-chunks",
         "1",
         "--address",
-        device.wait_line("ADVERTISING").split("address=")[1].split("/")[0],
+        advertising.bare_address,
     )
 
     # THEN the app reconnects, resends, and the device ends up provisioned
     assert code == 0, output
-    assert "RETRY attempt=1" in output
-    assert output.count("API_OK") == 1  # the answer is reused, not re-issued
+    app_said = said(output)
+    assert [e.attempt for e in app_said if isinstance(e, events.Retry)] == [1], output
+    answered = [e for e in app_said if isinstance(e, events.ApiAnswered)]
+    assert len(answered) == 1, output  # the answer is reused, not re-issued
     assert device.wait(60) == 0, device.output
-    assert "status IDLE" in device.output  # the cut reset the session
+    # the cut reset the session
+    assert events.StatusChanged("IDLE") in device.events, device.output
     assert_provisioned(state_dir, pinned_ca)
 
 
@@ -171,15 +176,16 @@ def test_two_devices_with_the_same_dsn_are_not_guessed_between(stack, pinned_ca,
     radio_a, radio_b, app_radio = start_radio(procs, 3)
     a = start_device(procs, radio_a, dsn, tmp_path / "a", pinned_ca, None)
     b = start_device(procs, radio_b, dsn, tmp_path / "b", pinned_ca, None)
-    address_a = a.wait_line("ADVERTISING").split("address=")[1].split("/")[0]
-    b.wait_line("ADVERTISING")
+    address_a = a.wait_event(events.Advertising).bare_address
+    b.wait_event(events.Advertising)
 
     # WHEN the app looks for that DSN
     code, output = run_app(procs, app_radio, stack, "--dsn", dsn)
 
     # THEN it refuses to pick one, and neither is provisioned
     assert code == app.EXIT_NO_DEVICE, output
-    assert "AMBIGUOUS count=2" in output
+    ambiguous = events.first(said(output), events.Ambiguous)
+    assert ambiguous is not None and ambiguous.count == 2, output
     assert nothing_stored(tmp_path / "a") and nothing_stored(tmp_path / "b")
 
     # WHEN the user picks one by address, THEN only that one is provisioned
@@ -196,15 +202,10 @@ def relay(transport: str, address: str, payload: bytes) -> Status:
     async def go() -> Status:
         hci, device = await app.open_device(transport)
         try:
-            args = Namespace(
-                dsn=None,
-                drop_after_chunks=None,
-                retries=0,
-                retry_delay=0.1,
-                status_timeout=10.0,
-                api_url_resolved="http://127.0.0.1:9",
+            options = app.AppOptions(transport, retries=0, retry_delay=0.1, status_timeout=10.0)
+            report = await app.provision(
+                device, address, options, "http://127.0.0.1:9", lambda: "", payload
             )
-            report = await app.provision(device, address, args, lambda: "", payload)
             return report.status
         finally:
             await hci.close()
@@ -241,7 +242,7 @@ def test_tampered_answer_is_rejected_and_nothing_stored(
     device_radio, app_radio = start_radio(procs)
     state_dir = tmp_path / dsn
     device = start_device(procs, device_radio, dsn, state_dir, pinned_ca, None)
-    address = device.wait_line("ADVERTISING").split("address=")[1].split("/")[0]
+    address = device.wait_event(events.Advertising).bare_address
     public = read_public_key(app_radio, address)
 
     # WHEN it receives a tampered answer
@@ -249,7 +250,7 @@ def test_tampered_answer_is_rejected_and_nothing_stored(
 
     # THEN it reports the precise error, stores nothing, and keeps waiting
     assert result is status
-    device.wait_line(f"status {status.name}")
+    device.wait_event(events.StatusChanged, lambda e: e.status == status.name)
     assert nothing_stored(state_dir)
     assert device.popen.poll() is None
 
@@ -258,7 +259,7 @@ def read_public_key(transport: str, address: str) -> bytes:
     async def go() -> bytes:
         hci, device = await app.open_device(transport)
         try:
-            link = await app.DeviceLink.open(device, address)
+            link = await app.connect(device, address)
             info = await link.device_info()
             await link.close()
             return info.public_key
@@ -276,7 +277,7 @@ def test_broker_admits_only_active_certificates_of_the_right_thing(
     device_radio, app_radio = start_radio(procs)
     state_dir = tmp_path / dsn
     device = start_device(procs, device_radio, dsn, state_dir, pinned_ca, None)
-    device.wait_line("ADVERTISING")
+    device.wait_event(events.Advertising)
     code, output = run_app(procs, app_radio, stack, "--dsn", dsn)
     assert code == 0, output
     assert device.wait(60) == 0
@@ -299,7 +300,7 @@ def test_broker_admits_only_active_certificates_of_the_right_thing(
         iot.update_certificate(certificateId=cert_id, newStatus=status)
         again = start_device(procs, "none", dsn, state_dir, pinned_ca, broker)
         assert again.wait(60) == 4, again.output
-        assert "MQTT_FAILED" in again.output
+        assert events.first(again.events, events.MqttFailed) is not None, again.output
     # ... and nothing from this thing ever reached a subscriber.
     assert not [m for m in messages(broker) if m["client_id"] in (creds.thing_name, "device_other")]
     refusals = broker["log"].output

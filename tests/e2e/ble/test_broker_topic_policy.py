@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from onboarding_ble import credentials
+from onboarding_ble import credentials, events
 from onboarding_ble.credentials import Credentials
 
 from .procs import Processes, messages, run_app, start_device, start_radio
@@ -29,7 +29,7 @@ def provision(
     """Onboard a fresh device over BLE (no MQTT) and return the credentials it stored."""
     dsn = f"ble-{uuid.uuid4().hex[:10]}"
     device = start_device(procs, device_radio, dsn, state_dir, pinned_ca, None)
-    device.wait_line("ADVERTISING")
+    device.wait_event(events.Advertising)
     code, output = run_app(procs, app_radio, stack, "--dsn", dsn)
     assert code == 0, output
     assert device.wait(60) == 0, device.output

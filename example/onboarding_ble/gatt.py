@@ -1,0 +1,346 @@
+"""The onboarding GATT service, both sides, as bumble's profiles are written
+(bumble/profiles/battery_service.py: a ``Service`` and a ``ServiceProxy``).
+
+- ``ProvisioningSession``: the device's state machine (BEGIN, DATA in sequence, COMMIT, the
+  verdict), free of bumble so it can be tested directly.
+- ``OnboardingService``: the GATT server the device adds (DEVICE_INFO, CONTROL, DATA, STATUS),
+  wired to a session; plus ``advertising_data`` for the advertisement.
+- ``OnboardingServiceProxy``: the app's client: connect, negotiate the MTU, read the device,
+  send a payload in chunks, wait for the verdict.
+
+The wire format itself (UUIDs, byte layouts, status codes) is ``protocol``
+(docs/ble-protocol.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bumble import data_types, gatt, gatt_client
+from bumble.att import ATT_Error
+from bumble.core import UUID, AdvertisingData
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from onboarding_ble import credentials, protocol
+from onboarding_ble.credentials import Credentials
+from onboarding_ble.protocol import DeviceInfo, ProtocolError, Status, StatusReport
+
+logger = logging.getLogger("onboarding_ble.gatt")
+
+
+class ProvisioningSession:
+    """The device side of the GATT protocol, free of bumble so it can be tested directly.
+
+    Writes raise ProtocolError (the service turns it into an ATT error); every state change
+    goes through `on_status`, which the service notifies to subscribers.
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        cas: list[x509.Certificate],
+        state_dir: Path,
+        on_status: Callable[[StatusReport], None] = lambda _report: None,
+        private_key: X25519PrivateKey | None = None,
+    ) -> None:
+        self.dsn = protocol.validate_dsn(dsn)
+        self.cas = cas
+        self.state_dir = state_dir
+        self.on_status = on_status
+        self._private_key = private_key or X25519PrivateKey.generate()
+        self.status = StatusReport(Status.IDLE)
+        self.credentials: Credentials | None = None
+        self.owner: object | None = None  # the connection that sent BEGIN
+        self._transfer: protocol.Reassembler | None = None
+
+    @property
+    def public_key(self) -> bytes:
+        return self._private_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+    def device_info(self) -> bytes:
+        return protocol.DeviceInfo(dsn=self.dsn, public_key=self.public_key).encode()
+
+    def _set(self, status: Status, detail: str = "") -> None:
+        received = self._transfer.received if self._transfer else 0
+        self.status = StatusReport(status, received, detail)
+        logger.info("status %s %s", status.name, detail)
+        self.on_status(self.status)
+
+    def _fail(self, error: ProtocolError) -> ProtocolError:
+        self._transfer = None
+        self._set(error.status, str(error))
+        return error
+
+    def _check_owner(self, connection: object) -> None:
+        if self.status.status is Status.PROVISIONED:
+            raise ProtocolError(Status.ERR_STATE, "already provisioned")
+        if self.owner is not None and connection is not self.owner:
+            raise ProtocolError(Status.ERR_BUSY, "another app is provisioning this device")
+
+    def write_control(self, value: bytes, connection: object = None) -> None:
+        try:
+            self._check_owner(connection)
+            command = protocol.decode_control(value)
+        except ProtocolError as exc:
+            if exc.status in (Status.ERR_BUSY, Status.ERR_STATE):
+                raise  # do not disturb the session in progress
+            raise self._fail(exc) from None
+        if isinstance(command, protocol.Begin):
+            self.owner = connection
+            self._transfer = protocol.Reassembler(command)
+            self._set(Status.RECEIVING)
+        elif isinstance(command, protocol.Abort):
+            self._reset()
+        elif isinstance(command, protocol.AppError):
+            self._transfer = None
+            logger.warning(
+                "app reports API error %s %s: %s",
+                command.http_status,
+                command.code,
+                command.message,
+            )
+            self._set(Status.ERR_APP, f"{command.http_status} {command.code}")
+        else:
+            self._commit()
+
+    def write_data(self, value: bytes, connection: object = None) -> None:
+        self._check_owner(connection)
+        if self._transfer is None:
+            raise self._fail(ProtocolError(Status.ERR_STATE, "DATA before BEGIN"))
+        try:
+            self._transfer.add(value)
+        except ProtocolError as exc:
+            raise self._fail(exc) from None
+        self.status = StatusReport(Status.RECEIVING, self._transfer.received)
+
+    def _commit(self) -> None:
+        if self._transfer is None:
+            raise self._fail(ProtocolError(Status.ERR_STATE, "COMMIT before BEGIN"))
+        try:
+            payload = self._transfer.finish()
+            self._set(Status.VERIFYING)
+            answer = credentials.verify_answer(payload, self._private_key, self.dsn, self.cas)
+            try:
+                self.credentials = credentials.store(self.state_dir, answer)
+            except OSError as exc:
+                raise ProtocolError(Status.ERR_STORAGE, "cannot store credentials") from exc
+        except ProtocolError as exc:
+            self._fail(exc)
+            return
+        self._transfer = None
+        self._set(Status.PROVISIONED, self.credentials.thing_name)
+
+    def _reset(self) -> None:
+        self._transfer = None
+        self.owner = None
+        self._set(Status.IDLE)
+
+    def disconnected(self, connection: object) -> None:
+        """A dropped link ends the session: the app reconnects and starts again with BEGIN."""
+        if connection is self.owner and self.status.status is not Status.PROVISIONED:
+            self._reset()
+
+
+# --- server --------------------------------------------------------------------------------
+
+
+class OnboardingService(gatt.TemplateService):
+    """The GATT server for one session. ``provisioned`` resolves with the stored credentials;
+    every status change is notified to subscribers and passed on to ``on_status``."""
+
+    UUID = UUID(protocol.SERVICE_UUID)
+
+    def __init__(
+        self,
+        device: Any,
+        session: ProvisioningSession,
+        on_status: Callable[[StatusReport], None] = lambda _report: None,
+    ) -> None:
+        self.device = device
+        self.session = session
+        self.provisioned: asyncio.Future[Credentials] = asyncio.get_running_loop().create_future()
+        self._on_status = on_status
+        self._tasks: set[asyncio.Task[None]] = set()
+        readable = gatt.Characteristic.READABLE
+        writable = gatt.Characteristic.WRITEABLE
+        read = gatt.Characteristic.Properties.READ
+        write = gatt.Characteristic.Properties.WRITE
+        self.status_characteristic: gatt.Characteristic[bytes] = gatt.Characteristic(
+            protocol.STATUS_UUID,
+            read | gatt.Characteristic.Properties.NOTIFY,
+            readable,
+            gatt.CharacteristicValue(read=lambda _connection: session.status.encode()),
+        )
+        session.on_status = self._status_changed
+        super().__init__(
+            [
+                gatt.Characteristic(
+                    protocol.DEVICE_INFO_UUID,
+                    read,
+                    readable,
+                    gatt.CharacteristicValue(read=lambda _connection: session.device_info()),
+                ),
+                gatt.Characteristic(
+                    protocol.CONTROL_UUID,
+                    write,
+                    writable,
+                    gatt.CharacteristicValue(write=self._guarded(session.write_control)),
+                ),
+                gatt.Characteristic(
+                    protocol.DATA_UUID,
+                    write,
+                    writable,
+                    gatt.CharacteristicValue(write=self._guarded(session.write_data)),
+                ),
+                self.status_characteristic,
+            ]
+        )
+
+    def _guarded(self, handler: Callable[[bytes, object], None]) -> Callable[[Any, bytes], None]:
+        """A write handler: protocol errors become ATT errors carrying the status code."""
+
+        def write(connection: Any, value: bytes) -> None:
+            try:
+                handler(bytes(value), connection)
+            except ProtocolError as exc:
+                raise ATT_Error(int(exc.status)) from None
+            if self.session.credentials is not None and not self.provisioned.done():
+                self.provisioned.set_result(self.session.credentials)
+
+        return write
+
+    def _status_changed(self, report: StatusReport) -> None:
+        notify = self.device.notify_subscribers(self.status_characteristic, report.encode())
+        task = asyncio.create_task(notify)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        self._on_status(report)
+
+    def on_connection(self, connection: Any) -> None:
+        """Call for every new connection: its disconnection ends a session it owns."""
+        connection.on(
+            connection.EVENT_DISCONNECTION,
+            lambda _reason: self.session.disconnected(connection),
+        )
+
+
+def advertising_data(dsn: str) -> tuple[bytes, bytes]:
+    """(advertising data, scan response) announcing the service and the DSN."""
+    name, complete = protocol.advertised_name(dsn)
+    name_type = data_types.CompleteLocalName if complete else data_types.ShortenedLocalName
+    advertisement = AdvertisingData(
+        [
+            data_types.Flags(
+                AdvertisingData.Flags.LE_GENERAL_DISCOVERABLE_MODE
+                | AdvertisingData.Flags.BR_EDR_NOT_SUPPORTED
+            ),
+            data_types.ServiceData128BitUUID(
+                UUID(protocol.SERVICE_UUID), protocol.encode_service_data(dsn)
+            ),
+        ]
+    )
+    return bytes(advertisement), bytes(AdvertisingData([name_type(name)]))
+
+
+# --- client --------------------------------------------------------------------------------
+
+
+class MissingService(Exception):
+    """The peer does not offer the onboarding service (or lacks one of its characteristics)."""
+
+
+class OnboardingServiceProxy(gatt_client.ProfileServiceProxy):
+    """The app's side: a connection to one device's onboarding service."""
+
+    SERVICE_CLASS = OnboardingService
+
+    def __init__(self, service_proxy: gatt_client.ServiceProxy) -> None:
+        self.service_proxy = service_proxy
+        try:
+            self.device_info_characteristic = service_proxy.get_required_characteristic_by_uuid(
+                UUID(protocol.DEVICE_INFO_UUID)
+            )
+            self.control_characteristic = service_proxy.get_required_characteristic_by_uuid(
+                UUID(protocol.CONTROL_UUID)
+            )
+            self.data_characteristic = service_proxy.get_required_characteristic_by_uuid(
+                UUID(protocol.DATA_UUID)
+            )
+            self.status_characteristic = service_proxy.get_required_characteristic_by_uuid(
+                UUID(protocol.STATUS_UUID)
+            )
+        except Exception as exc:
+            raise MissingService(f"onboarding service incomplete: {exc}") from exc
+        self.connection: Any = service_proxy.client.connection
+        self.mtu = protocol.DEFAULT_MTU
+        self.statuses: asyncio.Queue[StatusReport] = asyncio.Queue()
+        self.closed = False
+
+    @classmethod
+    async def connect(cls, device: Any, address: str) -> OnboardingServiceProxy:
+        """Connect, ask for the largest MTU, discover the service, subscribe to STATUS."""
+        from bumble.device import Peer
+
+        connection = await device.connect(address, timeout=10)
+        peer = Peer(connection)
+        mtu = await peer.request_mtu(protocol.PREFERRED_MTU)
+        proxy = await peer.discover_service_and_create_proxy(cls)
+        if proxy is None:
+            raise MissingService(f"{address} has no onboarding service")
+        proxy.mtu = mtu
+        await peer.subscribe(proxy.status_characteristic, proxy._on_status)
+        return proxy
+
+    def _on_status(self, value: bytes) -> None:
+        try:
+            self.statuses.put_nowait(StatusReport.decode(bytes(value)))
+        except ProtocolError:
+            logger.warning("undecodable status notification")
+
+    async def device_info(self) -> DeviceInfo:
+        return DeviceInfo.decode(bytes(await self.device_info_characteristic.read_value()))
+
+    async def status(self) -> StatusReport:
+        return StatusReport.decode(bytes(await self.status_characteristic.read_value()))
+
+    async def control(self, value: bytes) -> None:
+        await self.control_characteristic.write_value(value, with_response=True)
+
+    async def send(self, payload: bytes, drop_after: int | None = None) -> None:
+        """BEGIN, the DATA chunks, COMMIT (write with response: the device paces us).
+
+        ``drop_after``: cut the link after that many chunks (to test the app's recovery).
+        """
+        await self.control(protocol.encode_begin(payload))
+        for index, chunk in enumerate(protocol.split_chunks(payload, self.mtu)):
+            if drop_after is not None and index == drop_after:
+                await self.close()
+                raise ConnectionError(f"link dropped after {index} chunks (test hook)")
+            await self.data_characteristic.write_value(chunk, with_response=True)
+        await self.control(protocol.encode_commit())
+
+    async def final_status(self, timeout: float) -> StatusReport:
+        """The first PROVISIONED or error the device reports (notified, or read at timeout)."""
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    report = await self.statuses.get()
+                    if report.status.is_final:
+                        return report
+        except TimeoutError:
+            return await self.status()
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            await asyncio.wait_for(self.connection.disconnect(), timeout=5)
+        except Exception:
+            logger.debug("disconnect failed", exc_info=True)

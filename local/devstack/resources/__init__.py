@@ -1,0 +1,18 @@
+"""One module per AWS service's resources; each maps resource types to a creator taking the
+deployment's ``DeployState`` (base.py). ``CREATORS`` is all of them, by resource type."""
+
+from __future__ import annotations
+
+from devstack.resources import acmpca, apigateway, cognito, dynamodb, iam, iot, lambda_, logs
+from devstack.resources.base import Creator
+
+CREATORS: dict[str, Creator] = {
+    **dynamodb.CREATORS,
+    **cognito.CREATORS,
+    **acmpca.CREATORS,
+    **iot.CREATORS,
+    **logs.CREATORS,
+    **lambda_.CREATORS,
+    **iam.CREATORS,
+    **apigateway.CREATORS,
+}

@@ -43,7 +43,7 @@ from devstack.errors import DevstackError
 from devstack.gateway import GatewayResponse
 from devstack.stack import DEFAULT_TEMPLATE, RunningStack, start_stack
 from devstack.users import add_user, login
-from onboarding_ble import credentials, events, protocol
+from onboarding_ble import credentials, events, protocol, trust
 from onboarding_ble import demo as ble
 
 Print = Callable[[str], None]
@@ -107,17 +107,16 @@ def http_post_json(url: str, body: dict[str, Any], token: str | None) -> tuple[i
 
 
 def check_device_material(
-    private_key_pem: bytes, certificate_pem: str, ca_certificate_pem: str
+    private_key_pem: bytes, certificate_pem: str, ca_certificate_pem: str, dsn: str
 ) -> x509.Certificate:
-    """The device's checks on stored credentials (the example's own): the key matches the
-    certificate, and the certificate is issued by the pinned CA."""
+    """The device's own checks on stored credentials (the example's trust module): a client
+    certificate on a path to the pinned CA, naming this DSN, matching the stored key."""
     key = serialization.load_pem_private_key(private_key_pem, password=None)
-    certificate = x509.load_pem_x509_certificate(certificate_pem.encode())
-    if not credentials.public_keys_match(certificate, key):
-        raise DemoFailure("the private key does not match the certificate")
-    if not credentials.chains_to(certificate, credentials.load_ca(ca_certificate_pem.encode())):
-        raise DemoFailure("the certificate does not chain to the CA")
-    return certificate
+    try:
+        trusted = trust.verify_device_certificate(certificate_pem, ca_certificate_pem, dsn, key)
+    except trust.TrustError as error:
+        raise DemoFailure(f"the device would refuse its stored credentials: {error}") from error
+    return trusted.certificate
 
 
 # -- the steps ------------------------------------------------------------------------------
@@ -436,10 +435,11 @@ def step_check_stored(ctx: DemoContext) -> str:
         (state_dir / "private_key.pem").read_bytes(),
         (state_dir / "certificate.pem").read_text(encoding="utf-8"),
         _private_ca_pem(ctx.running),
+        ctx.values["dsn"],
     )
     return (
-        f"the stored certificate ({certificate.subject.rfc4514_string()}) was issued by the "
-        "stack's Private CA and the stored key matches it"
+        f"the stored certificate ({certificate.subject.rfc4514_string()}) is a client "
+        "certificate of the stack's Private CA naming this DSN, and the stored key matches it"
     )
 
 

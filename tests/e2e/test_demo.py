@@ -117,7 +117,7 @@ def test_demo_onboards_over_ble_says_hello_and_revoked_device_is_refused(
     assert f"broker admitted client id {thing} (= thing name" in out
     # ... the hello reached the broker, from the device, on its thing's topic ...
     assert re.search(rf'hello received on things/{thing}/hello: \{{.*"dsn": "{dsn[1]}"', out)
-    assert "issued by the stack's Private CA and the stored key matches it" in out
+    assert "client certificate of the stack's Private CA naming this DSN" in out
     assert f"ACTIVE and attached to thing {thing}" in out
     # ... and after the owner's revocation, the broker refuses the device's reconnect.
     assert f"DELETE /devices/{dsn[1]}/certificate -> 200 as the owner" in out

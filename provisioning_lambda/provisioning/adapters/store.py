@@ -205,13 +205,7 @@ class DeviceStore:
         """Write down what the request is about to do to IoT, before it does it."""
         update = _Update()
         update.set("intent", _intent_item(intent))
-        with aws_step("RECORD_INTENT"):
-            try:
-                self.client.update_item(**update.request(self._devices, dsn, request_id))
-            except ClientError as error:
-                if error_code(error) == "ConditionalCheckFailedException":
-                    raise _lease_lost() from error
-                raise
+        self._update_leased("RECORD_INTENT", dsn, request_id, update)
 
     # ------------------------------------------------------------------ commits
 
@@ -254,7 +248,11 @@ class DeviceStore:
             "not_before",
             "not_after",
         )
-        with aws_step("STORE_DEVICE"):
+        self._update_leased("STORE_DEVICE", dsn, request_id, update)
+
+    def _update_leased(self, step: str, dsn: str, request_id: str, update: _Update) -> None:
+        """One update of the row, conditional on our lease (safe to repeat while we hold it)."""
+        with aws_step(step):
             try:
                 self.client.update_item(**update.request(self._devices, dsn, request_id))
             except ClientError as error:

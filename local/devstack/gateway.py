@@ -34,8 +34,10 @@ plans, request mapping templates.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import re
+import socket
 import threading
 import time
 import urllib.request
@@ -46,7 +48,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import jsonschema
@@ -62,6 +64,8 @@ JwksLoader = Callable[[str], dict[str, Any]]
 _MAX_BODY = 10 * 1024 * 1024  # API Gateway's payload limit
 INTEGRATION_TIMEOUT = 29.0  # seconds API Gateway waits for a Lambda integration
 READ_TIMEOUT = 10.0  # seconds the server waits for a client's next bytes
+REQUEST_READ_LIMIT = 30.0  # seconds a client has to send one whole request (headers and body)
+MAX_CONNECTIONS = 128  # connections served at once; more are closed at once
 
 
 @dataclass(frozen=True)
@@ -315,11 +319,9 @@ class LocalApi:
         if validator is not None and _model_applies(route, header_map.get("content-type")):
             try:
                 document = json.loads(body) if body else None
-            except ValueError:
-                document = None
-                valid = False
-            else:
                 valid = document is not None and validator.is_valid(document)
+            except (ValueError, RecursionError):  # not JSON, or nested past the parser's limit
+                valid = False
             if not valid:
                 return self.error("BAD_REQUEST_BODY", "Invalid request body", request_id=request_id)
 
@@ -453,6 +455,52 @@ _CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,8}")
 class _Handler(BaseHTTPRequestHandler):
     server: GatewayServer
     protocol_version = "HTTP/1.1"
+    # http.server's own refusals (a malformed request line, too many or too long headers, an
+    # unknown method) answered as the API's other errors are, never as an HTML page.
+    _REFUSALS: ClassVar[dict[int, tuple[str, str]]] = {
+        HTTPStatus.REQUEST_URI_TOO_LONG: ("REQUEST_TOO_LARGE", "Request Too Long"),
+        HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE: ("REQUEST_TOO_LARGE", "Request Too Long"),
+        HTTPStatus.NOT_IMPLEMENTED: (
+            "MISSING_AUTHENTICATION_TOKEN",
+            "Missing Authentication Token",
+        ),
+    }
+
+    def handle_one_request(self) -> None:
+        """One request; a client that has not sent all of it within REQUEST_READ_LIMIT seconds
+        (one slow byte at a time, under the per-read timeout) is cut off."""
+        self._cut_off = threading.Timer(self.server.request_read_limit, self._cut)
+        self._cut_off.daemon = True
+        self._cut_off.start()
+        try:
+            super().handle_one_request()
+        finally:
+            self._cut_off.cancel()
+
+    def _cut(self) -> None:
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            self.connection.shutdown(socket.SHUT_RDWR)
+
+    def parse_request(self) -> bool:
+        if len(self.raw_requestline.split()) == 2:  # no version: HTTP/0.9, which API Gateway
+            self.command, self.request_version = "", "HTTP/1.1"  # refuses; its headers never
+            self.requestline = str(self.raw_requestline, "iso-8859-1").rstrip("\r\n")  # come
+            self.send_error(HTTPStatus.BAD_REQUEST)
+            return False
+        return super().parse_request()
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        self.close_connection = True
+        if self.request_version == "HTTP/0.9":  # parsing failed early: answer in HTTP/1.1 anyway
+            self.request_version = "HTTP/1.1"
+        response_type, text = self._REFUSALS.get(code, ("DEFAULT_4XX", "Bad Request"))
+        status = HTTPStatus.BAD_REQUEST if code >= 500 and code != 501 else code
+        if response_type == "MISSING_AUTHENTICATION_TOKEN":
+            response = self.server.api.error(response_type, text)
+        else:
+            response = self.server.api.error(response_type, text, status=int(status))
+        self._answer(response)
 
     def _read_exactly(self, size: int) -> bytes:
         data = self.rfile.read(size)
@@ -514,11 +562,15 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             response = api.error(refused.response_type, refused.message, status=refused.status)
         else:
+            self._cut_off.cancel()  # the request is in; the integration may take its 29 s
             response = api.handle(
                 self.command, self.path, list(self.headers.items()), body, self.client_address[0]
             )
             for observer in self.server.observers:  # an access log for whoever wants one
                 observer(self.command, self.path, response)
+        self._answer(response)
+
+    def _answer(self, response: GatewayResponse) -> None:
         try:
             self.send_response(response.status)
             for name, value in response.headers.items():
@@ -552,9 +604,13 @@ class GatewayServer(ThreadingHTTPServer):
         port: int = 0,
         log: Callable[[str], None] | None = None,
         read_timeout: float = READ_TIMEOUT,
+        request_read_limit: float = REQUEST_READ_LIMIT,
+        max_connections: int = MAX_CONNECTIONS,
     ) -> None:
         # StreamRequestHandler applies ``timeout`` to each connection's socket.
         handler = type("_TimedHandler", (_Handler,), {"timeout": read_timeout})
+        self.request_read_limit = request_read_limit
+        self._connections = threading.BoundedSemaphore(max_connections)
         try:
             super().__init__((host, port), handler)
         except OSError as exc:
@@ -579,6 +635,20 @@ class GatewayServer(ThreadingHTTPServer):
         self._thread = threading.Thread(target=self.serve_forever, name="gateway", daemon=True)
         self._thread.start()
         return self
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """A thread per connection, up to max_connections; past that the connection is closed
+        at once (a flood of idle connections cannot exhaust the machine)."""
+        if not self._connections.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._connections.release()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A connection that failed mid-request: noted in the log, not dumped on stderr."""

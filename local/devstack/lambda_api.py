@@ -30,26 +30,41 @@ _MAX_PAYLOAD = 6 * 1024 * 1024  # Lambda's synchronous payload limit
 class _Handler(BaseHTTPRequestHandler):
     server: LambdaApiServer
     protocol_version = "HTTP/1.1"
+    timeout = 10  # seconds a client may stall between bytes (StreamRequestHandler applies it)
 
     def do_POST(self) -> None:
         found = _INVOKE.match(self.path.split("?", 1)[0])
         function = self.server.find(unquote(found["name"])) if found else None
         if function is None:
-            self._answer(HTTPStatus.NOT_FOUND, {"Type": "User", "Message": "Function not found"})
+            self._answer(
+                HTTPStatus.NOT_FOUND,
+                {"Type": "User", "Message": "Function not found"},
+                {"x-amzn-ErrorType": "ResourceNotFoundException"},
+            )
             return
-        length = int(self.headers.get("Content-Length") or 0)
-        if not 0 <= length <= _MAX_PAYLOAD:
+        declared = (self.headers.get("Content-Length") or "0").strip()
+        if not declared.isdigit():
+            self._answer(HTTPStatus.BAD_REQUEST, {"Type": "User", "Message": "Bad Content-Length"})
+            return
+        length = int(declared)
+        if length > _MAX_PAYLOAD:
             self._answer(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"Message": "Request too large"})
             return
         try:
-            event = json.loads(self.rfile.read(length) or b"{}")
-            result = self.server.invoker(function, event)
-        except ValueError:
+            payload = self.rfile.read(length)
+        except TimeoutError:  # a Content-Length longer than what was sent
+            self.close_connection = True
+            return
+        try:
+            event = json.loads(payload or b"{}")
+        except (ValueError, RecursionError):
             self._answer(HTTPStatus.BAD_REQUEST, {"Type": "User", "Message": "Invalid JSON"})
             return
+        try:
+            result = self.server.invoker(function, event)
         except FunctionError as error:
-            payload = {"errorType": error.error_type, "errorMessage": error.message}
-            self._answer(HTTPStatus.OK, payload, {"X-Amz-Function-Error": "Unhandled"})
+            failure = {"errorType": error.error_type, "errorMessage": error.message}
+            self._answer(HTTPStatus.OK, failure, {"X-Amz-Function-Error": "Unhandled"})
             return
         self._answer(HTTPStatus.OK, result)
 
@@ -92,6 +107,9 @@ class LambdaApiServer(ThreadingHTTPServer):
             if name in (logical_id, function.name, function.arn):
                 return function
         return None
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A connection that failed mid-request is dropped quietly (no traceback on stderr)."""
 
     def start(self) -> LambdaApiServer:
         self._thread = threading.Thread(target=self.serve_forever, name="lambda-api", daemon=True)

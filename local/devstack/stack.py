@@ -104,9 +104,12 @@ class RunningStack:
     def outputs(self) -> dict[str, str]:
         return {**self.deployment.outputs, "ApiUrl": self.api_url}
 
-    def client(self, service: str) -> Any:
+    def client(self, service: str, endpoint_url: str | None = None) -> Any:
+        """A client of the stack's AWS (moto), or of another of its endpoints."""
         return boto3.client(
-            service, region_name=self.deployment.region, endpoint_url=self.endpoint_url
+            service,
+            region_name=self.deployment.region,
+            endpoint_url=endpoint_url or self.endpoint_url,
         )
 
     def state(self) -> dict[str, Any]:

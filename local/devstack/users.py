@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +39,7 @@ def add_user(
     if group not in GROUPS:
         raise DevstackError(f"group must be one of {', '.join(GROUPS)}, not {group!r}")
     password = password or generate_password()
+    created = False
     try:
         cognito.admin_create_user(
             UserPoolId=user_pool_id,
@@ -48,11 +50,15 @@ def add_user(
                 {"Name": "email_verified", "Value": "true"},
             ],
         )
+        created = True
         cognito.admin_set_user_password(
             UserPoolId=user_pool_id, Username=username, Password=password, Permanent=True
         )
         cognito.admin_add_user_to_group(UserPoolId=user_pool_id, Username=username, GroupName=group)
     except ClientError as exc:
+        if created:  # a bad password or group: nothing half-made stays behind to block a retry
+            with contextlib.suppress(ClientError):
+                cognito.admin_delete_user(UserPoolId=user_pool_id, Username=username)
         code = exc.response.get("Error", {}).get("Code")
         if code == "UsernameExistsException":
             raise DevstackError(f"user {username!r} already exists") from exc

@@ -453,3 +453,18 @@ def test_logs_prints_and_follows_the_log_files(
         "ADMIT client=device_A",
         "DISCONNECT client=device_A",
     ]
+
+
+def test_a_user_the_pool_refuses_leaves_nothing_behind(
+    offline_stack: RunningStack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # GIVEN a password the pool's policy refuses
+    state = ["--state", str(offline_stack.state_path)]
+    name = f"refused-{unique_dsn().lower()}"
+    assert main(["user", "add", name, "--email", "r@example.com", "--password", "x", *state]) == 2
+    assert "cannot add user" in _one_line_error(capsys)
+    # WHEN the same user is added with a good password THEN it works, and she can sign in
+    good = "Good-Passw0rd!x"
+    assert main(["user", "add", name, "--email", "r@example.com", "--password", good, *state]) == 0
+    capsys.readouterr()
+    assert main(["login", name, "--password", good, *state]) == 0

@@ -24,6 +24,7 @@ from tests.support.offline import device_key, gateway_error, new_member, unique_
 pytestmark = pytest.mark.e2e
 
 READ_TIMEOUT = 1.0
+REQUEST_READ_LIMIT = 3.0
 
 
 @dataclass
@@ -69,7 +70,9 @@ def gateway(offline_stack: RunningStack) -> Iterator[Gateway]:
         invoker=recorder,
         integration_timeout=1.0,
     )
-    server = GatewayServer(api, read_timeout=READ_TIMEOUT).start()
+    server = GatewayServer(
+        api, read_timeout=READ_TIMEOUT, request_read_limit=REQUEST_READ_LIMIT
+    ).start()
     try:
         yield Gateway(server, recorder, new_member(offline_stack).id_token)
     finally:
@@ -394,3 +397,79 @@ def test_requests_reach_the_lambda_concurrently(gateway: Gateway) -> None:
         gateway.recorder.release.set()
         for call in calls:
             call.join(timeout=30)
+
+
+# -- what http.server itself would refuse, and clients that never finish ----------------------
+
+
+def test_json_nested_past_the_parsers_limit_is_an_invalid_body(gateway: Gateway) -> None:
+    deep = b"[" * 1500 + b"]" * 1500
+    raw = exchange(
+        gateway.port,
+        request(
+            gateway,
+            "/certificate",
+            f"Authorization: {gateway.token}",
+            "Content-Type: application/json",
+            f"Content-Length: {len(deep)}",
+            "Connection: close",
+            body=deep,
+        ),
+    )
+    assert status_of(raw) == 400
+    assert body_of(raw) == gateway_error("BAD_REQUEST_BODY")
+    assert gateway.recorder.events == []
+
+
+@pytest.mark.parametrize(
+    ("raw_request", "status"),
+    [
+        (b"FOO /{stage}/certificate HTTP/1.1\r\nHost: x\r\n\r\n", 403),
+        (b"GARBAGE\r\n\r\n", 400),
+        (b"GET /{stage}/certificate HTTP/2.0\r\n\r\n", 400),
+        (b"GET /{stage}/certificate\r\n", 400),
+        (b"GET /{stage}/certificate HTTP/1.1\r\nX: " + b"a" * 70000 + b"\r\n\r\n", 413),
+        (
+            b"GET /{stage}/certificate HTTP/1.1\r\n"
+            + b"".join(b"X-%d: 1\r\n" % i for i in range(150))
+            + b"\r\n",
+            413,
+        ),
+    ],
+    ids=["unknown-method", "garbage", "http2", "http09", "long-header", "many-headers"],
+)
+def test_malformed_http_is_answered_in_the_apis_shape(
+    gateway: Gateway, raw_request: bytes, status: int
+) -> None:
+    raw = exchange(gateway.port, raw_request.replace(b"{stage}", gateway.stage.encode()))
+    assert raw.startswith(b"HTTP/1.1 "), raw[:80]
+    assert status_of(raw) == status
+    assert set(body_of(raw)) == {"msg", "code"}
+    assert answers_normally(gateway)
+
+
+def test_a_client_sending_one_slow_byte_at_a_time_is_cut_off(gateway: Gateway) -> None:
+    # GIVEN a client that sends a header byte just before each read timeout, for ever
+    sent, cut_off = 0, False
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=15) as slow:
+        slow.sendall(f"POST /{gateway.stage}/certificate HTTP/1.1\r\n".encode())
+        for _ in range(int(REQUEST_READ_LIMIT / (READ_TIMEOUT / 2)) * 4):
+            try:
+                slow.sendall(b"X-Slow: 1\r\n")
+            except OSError:
+                cut_off = True
+                break
+            sent += 1
+            time.sleep(READ_TIMEOUT / 2)
+            slow.setblocking(False)
+            try:
+                if slow.recv(1) == b"":
+                    cut_off = True
+                    break
+            except BlockingIOError:
+                pass
+            finally:
+                slow.setblocking(True)
+    # THEN the server closed the connection long before the client was done
+    assert cut_off, f"still open after {sent} slow header lines"
+    assert answers_normally(gateway)

@@ -1,0 +1,64 @@
+"""The offline stack's Lambda Invoke API: what boto3 and `aws lambda invoke` rely on, and what
+a broken client must not do to it."""
+
+from __future__ import annotations
+
+import json
+import socket
+from urllib.parse import urlsplit
+
+import pytest
+
+from devstack.stack import RunningStack
+
+pytestmark = pytest.mark.e2e
+
+
+def raw_post(stack: RunningStack, path: str, headers: str, body: bytes = b"") -> bytes:
+    url = urlsplit(stack.lambda_api.url)
+    request = f"POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{headers}\r\n".encode()
+    with socket.create_connection((url.hostname, url.port), timeout=30) as client:
+        client.sendall(request + body)
+        received = b""
+        while chunk := client.recv(65536):
+            received += chunk
+    return received
+
+
+def test_boto3_invokes_a_function_by_name(offline_stack: RunningStack) -> None:
+    client = offline_stack.client("lambda", endpoint_url=offline_stack.lambda_api.url)
+    answer = client.invoke(FunctionName=offline_stack.outputs["SweeperFunctionName"], Payload=b"{}")
+    assert "FunctionError" not in answer
+    assert set(json.loads(answer["Payload"].read())) >= {"devicesSeen", "unfinished"}
+    with pytest.raises(client.exceptions.ResourceNotFoundException):
+        client.invoke(FunctionName="no-such-function", Payload=b"{}")
+
+
+@pytest.mark.parametrize("length", ["abc", "-1", "1e3"])
+def test_a_bad_content_length_is_400(offline_stack: RunningStack, length: str) -> None:
+    raw = raw_post(
+        offline_stack,
+        "/2015-03-31/functions/SweeperFunction/invocations",
+        f"Content-Length: {length}\r\n",
+    )
+    assert raw.startswith(b"HTTP/1.1 400")
+
+
+def test_a_lying_content_length_is_dropped_and_the_server_stays_up(
+    offline_stack: RunningStack,
+) -> None:
+    # GIVEN a client that promises 10 bytes and sends 2: the server gives up on it
+    raw = raw_post(
+        offline_stack,
+        "/2015-03-31/functions/SweeperFunction/invocations",
+        "Content-Length: 10\r\n",
+        b"{}",
+    )
+    assert raw == b""
+    # THEN the next client is served
+    assert raw_post(
+        offline_stack,
+        "/2015-03-31/functions/SweeperFunction/invocations",
+        "Content-Length: 2\r\n",
+        b"{}",
+    ).startswith(b"HTTP/1.1 200")

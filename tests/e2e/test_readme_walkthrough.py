@@ -28,6 +28,7 @@ LINKED = (
     "Makefile",
     "template.yaml",
     "requirements-dev.txt",
+    "requirements-sam.txt",
     "local",
     "example",
     "provisioning_lambda",

@@ -23,6 +23,7 @@ needs none at this scale; operations not in the table are never throttled.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import threading
@@ -157,17 +158,33 @@ class QuotaLimiter:
 
     def __init__(self, quotas: Iterable[Quota] = DEFAULT_QUOTAS, *, clock: Clock = time.monotonic):
         self.quotas = {(quota.service, quota.operation): quota for quota in quotas}
+        self._clock = clock
         self._buckets = {
             key: TokenBucket(quota.rate, quota.burst, clock=clock)
             for key, quota in self.quotas.items()
         }
         self.admitted: Counter[tuple[str, str]] = Counter()
         self.throttled: Counter[tuple[str, str]] = Counter()
+        self.calls: Counter[str] = Counter()  # every request seen, by service
         self._lock = threading.Lock()
 
     @property
     def services(self) -> set[str]:
         return {service for service, _ in self.quotas}
+
+    def scaled(self, factor: float) -> QuotaLimiter:
+        """The same table with every rate multiplied by ``factor`` (a fresh limiter)."""
+        return QuotaLimiter(
+            [
+                dataclasses.replace(quota, rate=quota.rate * factor)
+                for quota in self.quotas.values()
+            ],
+            clock=self._clock,
+        )
+
+    def count(self, service: str) -> None:
+        with self._lock:
+            self.calls[service] += 1
 
     def admit(self, service: str, operation: str) -> bool:
         """Whether the call may proceed; calls outside the table always may."""
@@ -189,6 +206,8 @@ class QuotaMiddleware:
 
     def operation_of(self, environ: Mapping[str, Any]) -> tuple[str, str] | None:
         service = signing_service(environ.get("HTTP_AUTHORIZATION"))
+        if service is not None:
+            self.limiter.count(service)
         resolver = self._resolvers.get(service or "")
         if service is None or resolver is None:
             return None

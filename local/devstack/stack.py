@@ -149,7 +149,7 @@ def start_stack(
     build_progress: Callable[[str], None] | None = None,
     mqtt_port: int | None = 0,
     throttle: bool = True,
-    quotas: bool = False,
+    quotas: bool | QuotaLimiter = False,
 ) -> RunningStack:
     """Build the functions, start moto, deploy the template onto it, start the gateway and the
     MQTT broker (unless ``mqtt_port`` is None).
@@ -160,7 +160,8 @@ def start_stack(
     ``progress``) hears the package builds, pip's lines included.
 
     ``throttle`` applies the template's stage throttling at the gateway (on by default, as in
-    AWS); ``quotas`` applies AWS's default API quotas to moto (off by default).
+    AWS); ``quotas`` applies AWS's default API quotas to moto (off by default), or the given
+    limiter's.
     """
     check_port_free(api_port, "--port")
     check_port_free(moto_port, "--moto-port")
@@ -185,7 +186,9 @@ def start_stack(
         host, port = moto.get_host_and_port()
         endpoint_url = f"http://{host}:{port}"
         say(f"moto server at {endpoint_url}")
-        limiter = apply_quotas(moto) if quotas else None
+        limiter = None
+        if quotas is not False:
+            limiter = apply_quotas(moto, None if quotas is True else quotas)
         if limiter is not None:
             say(f"AWS API quotas on {len(limiter.quotas)} operations")
         invoker = ProcessInvoker(

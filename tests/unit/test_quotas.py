@@ -181,6 +181,14 @@ def test_calls_beyond_a_quota_fail_with_throttling_until_the_bucket_refills() ->
     assert [register(), register()] == ["ok", "ThrottlingException"]
     # AND calls without a quota are never throttled
     assert all(iot.describe_certificate(certificateId="a" * 64) is not None for _ in range(50))
+    assert limiter.calls["iot"] == 12 + 2 + 50
+
+
+def test_a_scaled_table_multiplies_every_rate() -> None:
+    scaled = QuotaLimiter(clock=FakeClock()).scaled(0.2)
+    assert scaled.quotas[("iot", "RegisterCertificate")].rate == 2
+    assert scaled.quotas[("acm-pca", "GetCertificate")].rate == 15
+    assert [scaled.admit("iot", "RegisterCertificate") for _ in range(3)] == [True, True, False]
 
 
 @pytest.mark.parametrize("service", ["iot", "acm-pca"])

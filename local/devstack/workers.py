@@ -111,6 +111,10 @@ class _Worker:
         message: dict[str, Any] = json.loads(line)
         return message
 
+    def alive(self) -> bool:
+        """Whether the process still runs; answers at once (``exit_status`` waits up to 5 s)."""
+        return self.process.poll() is None
+
     def exit_status(self) -> int | None:
         with contextlib.suppress(subprocess.TimeoutExpired):
             return self.process.wait(timeout=5)
@@ -195,7 +199,7 @@ class _Pool:
         with self._slots:
             with self._lock:
                 worker = self._idle.pop() if self._idle else None
-            if worker is not None and worker.exit_status() is not None:
+            if worker is not None and not worker.alive():
                 # An environment that died while idle (killed, out of memory) is replaced, as
                 # Lambda never hands a request to a dead one.
                 self._discard(worker)

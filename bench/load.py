@@ -31,7 +31,6 @@ import random
 import secrets
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -54,6 +53,7 @@ from devstack.stack import RunningStack, start_stack  # noqa: E402
 from devstack.users import add_user, login  # noqa: E402
 
 TEMPLATE = ROOT / "template.yaml"
+LOG_DIR = ROOT / ".local" / "load"  # one folder of Lambda logs per run
 # The AWS calls of a first provisioning that have a quota: one each per device.
 PER_DEVICE_CALLS = (
     ("acm-pca", "IssueCertificate"),
@@ -75,7 +75,7 @@ class Options:
     rate: float | None = None  # offered devices per second; None: twice the bound
     clients: int = 64
     users: int = 10
-    max_attempts: int = 60
+    max_attempts: int = 200
     timeout: float | None = None  # seconds for the whole line; None: from devices and bound
     quotas: bool = True
     quota_scale: float = 1.0  # every quota's rate times this
@@ -383,19 +383,20 @@ def check_invariants(stack: RunningStack, dsns: Sequence[str]) -> tuple[list[str
 
 
 def run_load(options: Options, say: Callable[[str], None] = print) -> Report:
-    with tempfile.TemporaryDirectory(prefix="bench-load-") as home:
-        say(f"starting the offline stack (quotas {'on' if options.quotas else 'off'}) ...")
-        stack = start_stack(
-            template=TEMPLATE,
-            parameters={"AdminEmail": "admin@example.com", **options.parameters},
-            lambda_log_dir=Path(home) / "logs",
-            mqtt_port=None,
-            quotas=QuotaLimiter().scaled(options.quota_scale) if options.quotas else False,
-        )
-        try:
-            return _run(stack, options, say)
-        finally:
-            stack.stop()
+    log_dir = LOG_DIR / time.strftime("%Y%m%dT%H%M%S")
+    say(f"starting the offline stack (quotas {'on' if options.quotas else 'off'}) ...")
+    say(f"Lambda logs in {log_dir}")
+    stack = start_stack(
+        template=TEMPLATE,
+        parameters={"AdminEmail": "admin@example.com", **options.parameters},
+        lambda_log_dir=log_dir,
+        mqtt_port=None,
+        quotas=QuotaLimiter().scaled(options.quota_scale) if options.quotas else False,
+    )
+    try:
+        return _run(stack, options, say)
+    finally:
+        stack.stop()
 
 
 def _run(stack: RunningStack, options: Options, say: Callable[[str], None]) -> Report:
@@ -567,7 +568,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--users", type=int, default=10, help="app users (default %(default)s)")
     parser.add_argument(
-        "--max-attempts", type=int, default=60, help="requests per device at most (default 60)"
+        "--max-attempts", type=int, default=200, help="requests per device at most (default 200)"
     )
     parser.add_argument(
         "--timeout", type=float, help="seconds for the whole line (default: from devices, bound)"

@@ -548,6 +548,9 @@ class GatewayServer(ThreadingHTTPServer):
     """The HTTP side: ``start()``, ``api_url`` (stage included), ``stop()``."""
 
     daemon_threads = True
+    # socketserver's default backlog of 5 resets connections when many clients connect at
+    # once (bench/load.py's 64 did); API Gateway does not.
+    request_queue_size = 128
 
     def __init__(
         self,

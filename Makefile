@@ -14,7 +14,7 @@ SAM := SAM_CLI_TELEMETRY=0 $(SAM_VENV)/bin/sam
 # on a machine without python3.13.
 SAM_BUILD_FLAGS ?=
 
-.PHONY: help venv sam lint test unit integration e2e demo up down bench params deploy clean
+.PHONY: help venv sam lint test unit integration e2e demo up down bench load params deploy clean
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -65,6 +65,11 @@ down:  ## stop the offline stack a `make up` started (from another terminal)
 
 bench: venv  ## benchmarks: print figures, assert nothing
 	$(RUN) -m bench
+
+# `make load LOAD_ARGS="--devices 50"` for a quick run; `python -m bench.load --help` lists all.
+LOAD_ARGS ?=
+load: venv  ## onboard 1,000 devices offline under AWS quotas and the stage throttle; print figures
+	$(RUN) -m bench.load $(LOAD_ARGS)
 
 params: venv  ## print provisioning_lambda/config.json as `sam deploy` parameter overrides
 	@$(RUN) -m devstack params

@@ -76,12 +76,15 @@ def _cmd_up(args: argparse.Namespace) -> int:
             state_path=state_path,
             progress=print if args.verbose else None,
             build_progress=print,  # the first build of the functions' packages takes a while
+            throttle=not args.no_throttle,
+            quotas=args.quotas,
         )
         try:
             outputs = stack.outputs
             print(f"offline stack up (pid {os.getpid()}); state in {state_path}")
             print(f"  API            {stack.api_url}  (POST {stack.api_url}/certificate)")
             print(f"  AWS (moto)     {stack.endpoint_url}  region {args.region}")
+            print(f"  limits         {_limits_line(stack.throttle is not None, args.quotas)}")
             if stack.mqtt is not None:
                 mqtt = stack.mqtt
                 print(f"  MQTT (mTLS)    {mqtt.host}:{mqtt.port}  server CA {mqtt.ca_file}")
@@ -100,6 +103,12 @@ def _cmd_up(args: argparse.Namespace) -> int:
             signal.signal(sig, handler)
         _restore_terminal(log_file)
     return 0
+
+
+def _limits_line(throttled: bool, quotas: bool) -> str:
+    throttle = "stage throttle from the template" if throttled else "no stage throttle"
+    quota = "AWS API quotas applied" if quotas else "no AWS API quotas (--quotas applies them)"
+    return f"{throttle}; {quota}"
 
 
 def logs_dir(state_path: Path) -> Path:
@@ -347,6 +356,18 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--moto-port", type=int, default=0, help="moto port (default: free port)")
     up.add_argument(
         "--mqtt-port", type=int, default=0, help="MQTT broker port (default: free port)"
+    )
+    up.add_argument(
+        "--quotas",
+        action="store_true",
+        help="apply AWS's default API quotas to the emulated services (ThrottlingException "
+        "beyond them), e.g. IoT RegisterCertificate 10/s; see docs/offline-stack.md",
+    )
+    up.add_argument(
+        "--no-throttle",
+        action="store_true",
+        help="do not apply the template's stage throttling at the gateway (on by default, as "
+        "in AWS)",
     )
     up.add_argument("-v", "--verbose", action="store_true", help="print each resource created")
     up.set_defaults(func=_cmd_up)

@@ -3,7 +3,9 @@
 Built from the routes the SAM translator produced for the template's API. For each request it
 does what API Gateway does before the Lambda runs:
 
-1. route by stage and resource path (unknown route: MISSING_AUTHENTICATION_TOKEN, 403);
+1. route by stage and resource path (unknown route: MISSING_AUTHENTICATION_TOKEN, 403), then
+   the stage's throttling when the gateway has one (devstack.throttle: a token bucket per
+   method from the template's MethodSettings; THROTTLED, 429, with no Retry-After);
 2. the Cognito authorizer: a token in the Authorization header (raw or "Bearer <token>"),
    RS256 signature against the user pool's JWKS (served by moto), ``iss`` equal to the pool's
    issuer, ``exp`` in the future, ``token_use`` "id" (no OAuth scopes are configured, so an
@@ -27,7 +29,7 @@ ever: a socket read timeout (10 s: 408, then the connection is closed), a Conten
 is not one non-negative number (400), a body over 10 MB (413, unread), a chunked body (read,
 within the same limits), a body shorter than its Content-Length (the connection is closed).
 
-Not emulated: authorizer result caching, throttling and quotas, resource policies, usage
+Not emulated: authorizer result caching, account-level throttling, resource policies, usage
 plans, request mapping templates.
 """
 
@@ -58,6 +60,7 @@ from devstack.deployer import ApiSpec, CognitoAuthorizer, Deployment, Route
 from devstack.errors import DevstackError
 from devstack.gateway_responses import GatewayResponses
 from devstack.runtime import FunctionSpec, Invoker
+from devstack.throttle import StageThrottle
 
 JwksLoader = Callable[[str], dict[str, Any]]
 
@@ -217,6 +220,7 @@ class LocalApi:
         api: ApiSpec | None = None,
         invoker: Invoker,
         integration_timeout: float = INTEGRATION_TIMEOUT,
+        throttle: StageThrottle | None = None,
     ) -> None:
         self.deployment = deployment
         self.api = api or deployment.api
@@ -243,6 +247,7 @@ class LocalApi:
         }
         self._invoker = invoker
         self.integration_timeout = integration_timeout
+        self.throttle = throttle
 
     @property
     def gateway_responses(self) -> GatewayResponses:
@@ -305,6 +310,8 @@ class LocalApi:
         if matched is None:
             return self.error(*no_route, request_id=request_id)
         route, path_parameters = matched
+        if self.throttle is not None and not self.throttle.admit(route.path, method):
+            return self.error("THROTTLED", "Too Many Requests", request_id=request_id)
         header_map = {name.lower(): value for name, value in headers}
 
         claims: dict[str, Any] | None = None
@@ -595,6 +602,9 @@ class GatewayServer(ThreadingHTTPServer):
     """The HTTP side: ``start()``, ``api_url`` (stage included), ``stop()``."""
 
     daemon_threads = True
+    # socketserver's default backlog of 5 resets connections when many clients connect at
+    # once (bench/load.py's 64 did); API Gateway does not.
+    request_queue_size = 128
 
     def __init__(
         self,

@@ -4,6 +4,10 @@
 builds each function's package (devstack.packages, like ``sam build``), starts moto, runs
 the functions in worker processes (devstack.workers: the custom resource during the
 deployment, then the API's functions behind the gateway), and stops all of it on ``stop()``.
+
+The gateway applies the template's stage throttling by default, as API Gateway does
+(devstack.throttle; ``throttle=False`` turns it off for a suite that must burst); AWS API
+quotas on the emulated services are applied on request (``quotas=True``, devstack.quotas).
 """
 
 from __future__ import annotations
@@ -34,7 +38,9 @@ from devstack.errors import DevstackError
 from devstack.gateway import GatewayServer, LocalApi
 from devstack.lambda_api import LambdaApiServer
 from devstack.packages import build_packages
+from devstack.quotas import QuotaLimiter, apply_quotas
 from devstack.template import function_code_uris
+from devstack.throttle import StageThrottle, stage_throttle_from_template
 from devstack.workers import ProcessInvoker
 
 DEFAULT_STATE = Path(".local/stack.json")
@@ -95,6 +101,8 @@ class RunningStack:
     lambda_api: LambdaApiServer
     _exit: contextlib.ExitStack = field(repr=False)
     mqtt: MqttEndpoint | None = None
+    throttle: StageThrottle | None = None  # the gateway's stage throttling, if applied
+    quotas: QuotaLimiter | None = None  # the AWS API quotas on moto, if applied
 
     @property
     def api_url(self) -> str:
@@ -146,6 +154,8 @@ def start_stack(
     lambda_log_dir: Path | None = None,
     build_progress: Callable[[str], None] | None = None,
     mqtt_port: int | None = 0,
+    throttle: bool = True,
+    quotas: bool | QuotaLimiter = False,
 ) -> RunningStack:
     """Build the functions, start moto, deploy the template onto it, start the gateway and the
     MQTT broker (unless ``mqtt_port`` is None).
@@ -154,6 +164,10 @@ def start_stack(
     function's log to ``<lambda_log_dir>/<LogicalId>.log`` (default ``.local/logs``); the
     state file is written when ``state_path`` is given. ``build_progress`` (default
     ``progress``) hears the package builds, pip's lines included.
+
+    ``throttle`` applies the template's stage throttling at the gateway (on by default, as in
+    AWS); ``quotas`` applies AWS's default API quotas to moto (off by default), or the given
+    limiter's.
     """
     check_port_free(api_port, "--port")
     check_port_free(moto_port, "--moto-port")
@@ -178,6 +192,11 @@ def start_stack(
         host, port = moto.get_host_and_port()
         endpoint_url = f"http://{host}:{port}"
         say(f"moto server at {endpoint_url}")
+        limiter = None
+        if quotas is not False:
+            limiter = apply_quotas(moto, None if quotas is True else quotas)
+        if limiter is not None:
+            say(f"AWS API quotas on {len(limiter.quotas)} operations")
         invoker = ProcessInvoker(
             packages,
             region=region,
@@ -196,9 +215,25 @@ def start_stack(
             progress=progress,
             invoker=invoker,
         )
-        api = LocalApi(
-            deployment, endpoint_url=endpoint_url, invoker=invoker, **(gateway_options or {})
+        stage_throttle = (
+            stage_throttle_from_template(
+                template,
+                parameters,
+                region=region,
+                api_logical_id=deployment.api.logical_id,
+                physical_ids=deployment.physical_ids,
+            )
+            if throttle
+            else None
         )
+        if stage_throttle is not None:
+            for setting in stage_throttle.settings:
+                say(
+                    f"stage throttle {setting.http_method} {setting.resource_path}: "
+                    f"{setting.rate:g} requests/s, burst {setting.burst:g}"
+                )
+        options: dict[str, Any] = {"throttle": stage_throttle, **(gateway_options or {})}
+        api = LocalApi(deployment, endpoint_url=endpoint_url, invoker=invoker, **options)
         gateway = GatewayServer(api, port=api_port).start()
         exit_stack.callback(gateway.stop)
         say(f"API gateway at {gateway.api_url}")
@@ -213,6 +248,8 @@ def start_stack(
             invoker=invoker,
             lambda_api=lambda_api,
             _exit=exit_stack,
+            throttle=stage_throttle,
+            quotas=limiter,
         )
         if mqtt_port is not None:
             running.mqtt = _start_broker(exit_stack, running, state_path, mqtt_port)

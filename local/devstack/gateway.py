@@ -461,6 +461,7 @@ _CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,8}")
 
 class _Handler(BaseHTTPRequestHandler):
     server: GatewayServer
+    raw_requestline: bytes  # set by handle_one_request before parse_request
     protocol_version = "HTTP/1.1"
     # http.server's own refusals (a malformed request line, too many or too long headers, an
     # unknown method) answered as the API's other errors are, never as an HTML page.

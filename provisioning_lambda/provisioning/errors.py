@@ -44,6 +44,14 @@ class Conflict(ProvisioningError):
         self.retry_after_seconds = max(0, retry_after)
 
 
+class LeaseLost(Conflict):
+    """The device's lease is no longer this request's: another request took it over (this one
+    outlived its lease). The row, and the certificate it names, are now that request's."""
+
+    def __init__(self) -> None:
+        super().__init__("Another request took over this device; retry.", "REQUEST_IN_FLIGHT", 1)
+
+
 class DependencyFailed(ProvisioningError):
     """An AWS call failed after its retries; `step` names it in the stable code."""
 

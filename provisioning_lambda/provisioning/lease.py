@@ -110,7 +110,7 @@ class DeviceTask:
         clear_intent = False
         if row.intent is not None:
             intent = row.intent
-            new = intent.certificate or self._issued(intent.pca_certificate_arn)
+            new = intent.certificate or self.issued(intent.pca_certificate_arn)
             undone = new is not None and self.revoke_everywhere(new, "rolled back")
             if undone and intent.previous_certificate_id:
                 current = row.certificate
@@ -193,7 +193,7 @@ class DeviceTask:
             return False
         return actual == status or (actual in _GONE and status in ("REVOKED", "ACTIVE"))
 
-    def _issued(self, pca_certificate_arn: str) -> CertificateRef | None:
+    def issued(self, pca_certificate_arn: str) -> CertificateRef | None:
         """The certificate ACM PCA issued, as IoT and ACM PCA name it; None while unknown."""
         try:
             issued = self.services.pca.fetch(pca_certificate_arn)
@@ -207,6 +207,18 @@ class DeviceTask:
             self.services.iot.certificate_arn(facts.iot_certificate_id),
             facts.serial_hex,
         )
+
+    def write_audits(self) -> None:
+        """The queued audit entries alone, without touching the row (never raises)."""
+        self._quietly(
+            "AUDIT",
+            self.services.store.settle,
+            self.dsn,
+            self.request_id,
+            release=Release.KEEP,
+            audits=tuple(self.audits),
+        )
+        self.audits.clear()
 
     def audit(self, event: str, ref: CertificateRef, **details: str) -> AuditEvent:
         return AuditEvent(

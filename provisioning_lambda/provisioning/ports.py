@@ -92,11 +92,11 @@ class BudgetHolder:
 
     @contextmanager
     def running(self, budget: Budget) -> Iterator[None]:
-        self._budget = budget
+        outer, self._budget = self._budget, budget
         try:
             yield
         finally:
-            self._budget = None
+            self._budget = outer
 
 
 @dataclass

@@ -40,7 +40,7 @@ from .crypto import (
     generate_device_key,
     seal_private_key,
 )
-from .errors import DependencyFailed, Forbidden, NotFound, OutcomeUnknown, OutOfTime
+from .errors import DependencyFailed, Forbidden, LeaseLost, NotFound, OutcomeUnknown, OutOfTime
 from .lease import DeviceTask, iso
 from .models import (
     Caller,
@@ -82,6 +82,9 @@ def provision_device(
             # The commit may have applied: the row decides, not this request. Only the lease
             # is given back, so the next request can recover at once.
             task.release(work_left=True)
+            raise
+        except LeaseLost:
+            issuance.abandon()
             raise
         except BaseException:
             issuance.roll_back()
@@ -306,6 +309,18 @@ class _Issuance:
         base = task.row or DeviceRecord(dsn=task.dsn, owner_sub=task.caller.sub)
         task.row = replace(base, intent=self.intent)
         task.recover(Release.DELETE)
+
+    def abandon(self) -> None:
+        """This request outlived its lease and another took the device over: undo only what is
+        this request's alone (its new certificate), never the row or the certificate it names,
+        which the other request may be changing right now."""
+        task = self.task
+        futures.wait(self.in_flight)
+        if self.intent is None:
+            return
+        new = self.intent.certificate or task.issued(self.intent.pca_certificate_arn)
+        if new is not None and task.revoke_everywhere(new, "rolled back"):
+            task.write_audits()
 
     def retire_previous(self) -> None:
         """Revoke what the commit wrote down as retiring (the lease is still ours)."""

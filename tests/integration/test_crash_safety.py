@@ -35,7 +35,14 @@ from provisioning.ports import Services
 from provisioning.sweeper import sweep
 from tests.support.crash import Crash, InlineExecutor, ProcessDeath
 from tests.support.iam import CallRecorder, not_granted
-from tests.support.lambda_support import Device, FakeLambdaContext, api_event, fault, unique_dsn
+from tests.support.lambda_support import (
+    Device,
+    FakeLambdaContext,
+    api_event,
+    fault,
+    recording,
+    unique_dsn,
+)
 
 ALICE = "sub-alice"
 ACCOUNT, REGION = "123456789012", "us-east-1"
@@ -299,3 +306,37 @@ def test_every_call_each_function_makes_is_granted_by_the_template(world: World)
     assert {"iot:DescribeCertificate", "acm-pca:GetCertificate", "dynamodb:Query"} <= actions
     # THEN the template grants each function every call it made
     assert not_granted(world.recorder.calls) == []
+
+
+def test_a_request_that_outlived_its_lease_undoes_only_its_own_certificate(world: World) -> None:
+    # GIVEN a provisioned device, and a rotation A that stalls after claiming (outliving its
+    # lease) while the owner's next rotation B takes the device over and finishes
+    device = Device(unique_dsn())
+    status, first = _provision(device)
+    assert status == 200
+    takeover: list[tuple[int, dict[str, Any]]] = []
+
+    def b_takes_over_while_a_stalls(**_: Any) -> None:
+        if not takeover:
+            takeover.append((0, {}))
+            world.later()  # A's lease has expired
+            takeover[0] = _provision(device)
+
+    pca = world.services.pca.client  # type: ignore[attr-defined]
+    iot = world.services.iot.client  # type: ignore[attr-defined]
+    event = "before-call.acm-pca.IssueCertificate"
+    pca.meta.events.register(event, b_takes_over_while_a_stalls)
+    try:
+        with recording(iot, "UpdateCertificate") as changes:
+            status, answer = _provision(device)  # A wakes up after B's rotation
+    finally:
+        pca.meta.events.unregister(event, b_takes_over_while_a_stalls)
+
+    # THEN A is told another request has the device, and B's rotation stands
+    assert (status, answer["code"]) == (409, "REQUEST_IN_FLIGHT"), answer
+    ((b_status, b_answer),) = takeover
+    assert b_status == 200, b_answer
+    # ... A never tried to put back the certificate B rotated away from (it is B's to manage)
+    old = first["certificateId"]
+    assert [c["newStatus"] for c in changes if c["certificateId"] == old] == ["INACTIVE", "REVOKED"]
+    assert invariant_problems(world, device.dsn, revoked=False) == []

@@ -19,7 +19,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ..errors import Conflict, NotFound, OutcomeUnknown
+from ..errors import Conflict, LeaseLost, NotFound, OutcomeUnknown
 from ..models import AuditEvent, CertificateRef, DeviceRecord, Intent, Release
 from .aws import NoTimeForAttempt, aws_step, error_code
 
@@ -411,8 +411,8 @@ def _audit_item(event: AuditEvent) -> dict[str, Any]:
     return item
 
 
-def _lease_lost() -> Conflict:
-    return Conflict("Another request took over this device; retry.", "REQUEST_IN_FLIGHT", 1)
+def _lease_lost() -> LeaseLost:
+    return LeaseLost()
 
 
 def _raise_claim_conflict(item: dict[str, Any], caller_sub: str, is_admin: bool, now: int) -> None:

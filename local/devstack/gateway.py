@@ -5,7 +5,7 @@ does what API Gateway does before the Lambda runs:
 
 1. route by stage and resource path (unknown route: MISSING_AUTHENTICATION_TOKEN, 403), then
    the stage's throttling when the gateway has one (devstack.throttle: a token bucket per
-   method from the template's MethodSettings; THROTTLED, 429, with no Retry-After);
+   method from the template's MethodSettings; THROTTLED, 429, with the template's Retry-After);
 2. the Cognito authorizer: a token in the Authorization header (raw or "Bearer <token>"),
    RS256 signature against the user pool's JWKS (served by moto), ``iss`` equal to the pool's
    issuer, ``exp`` in the future, ``token_use`` "id" (no OAuth scopes are configured, so an

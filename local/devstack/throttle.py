@@ -8,10 +8,10 @@ method is a token bucket: it holds at most ``burst`` tokens, starts full, gains 
 tokens a second, and every request takes one; a request that finds no token is answered
 ``THROTTLED`` (429) by the gateway, before the authorizer runs and before any Lambda.
 
-API Gateway's own 429 carries no ``Retry-After`` header (AWS documents only the status: the
-client resubmits "in a way that is rate limiting"), so the gateway adds none; the template's
-``THROTTLED`` gateway response shapes the body. The Lambda's own 429s (an AWS quota throttled
-it) do carry ``Retry-After``.
+API Gateway's own 429 carries no ``Retry-After`` header unless the API's gateway responses add
+one (AWS documents only the status); the template's ``THROTTLED`` gateway response adds a fixed
+``Retry-After: 1`` and shapes the body, and the gateway renders it from there. The Lambda's own
+429s (an AWS quota throttled it) carry ``Retry-After`` too.
 
 Not emulated: the account-level limit (10,000 requests per second, burst 5,000 per Region),
 usage plans and API keys, and the "best effort" slack AWS allows around the targets.

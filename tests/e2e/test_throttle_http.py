@@ -79,12 +79,12 @@ def test_a_burst_past_the_bucket_is_answered_429_before_the_authorizer_and_the_l
     # WHEN five requests come at the same instant
     answers = [post() for _ in range(5)]
     # THEN three reach the Lambda and two are throttled by the gateway, in the template's shape,
-    # with no Retry-After (API Gateway sends none)
+    # with the template's Retry-After
     assert [answer.status for answer in answers] == [200, 200, 200, 429, 429]
     assert len(recorder.events) == 3
     for throttled in answers[3:]:
         assert json.loads(throttled.body) == gateway_error("THROTTLED")
-        assert "Retry-After" not in throttled.headers
+        assert throttled.headers["Retry-After"] == "1"
     # AND a request without a token is throttled too: the throttle comes before the authorizer
     assert post(with_token=False).status == 429
     # AND another method has its own bucket

@@ -27,7 +27,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from onboarding_ble import credentials, protocol
+from onboarding_ble import credentials, protocol, rules
 from onboarding_ble.credentials import Credentials
 from onboarding_ble.protocol import DeviceInfo, ProtocolError, Status, StatusReport
 
@@ -48,10 +48,20 @@ class ProvisioningSession:
         state_dir: Path,
         on_status: Callable[[StatusReport], None] = lambda _report: None,
         private_key: X25519PrivateKey | None = None,
+        *,
+        thing_prefix: str | None = None,
+        minimum_scheme: str = rules.FERNET_X25519,
+        iot_endpoint: str = "",
     ) -> None:
         self.dsn = protocol.validate_dsn(dsn)
         self.cas = cas
         self.state_dir = state_dir
+        # Firmware configuration, handed to credentials.verify_answer: the relay's JSON cannot
+        # change the fleet's thing prefix, lower the key-encryption scheme, or choose the
+        # endpoint ("" when none is configured: the answer's iotEndpoint is never stored).
+        self.thing_prefix = thing_prefix
+        self.minimum_scheme = minimum_scheme
+        self.iot_endpoint = iot_endpoint
         self.on_status = on_status
         self._private_key = private_key or X25519PrivateKey.generate()
         self.status = StatusReport(Status.IDLE)
@@ -125,7 +135,15 @@ class ProvisioningSession:
         try:
             payload = self._transfer.finish()
             self._set(Status.VERIFYING)
-            answer = credentials.verify_answer(payload, self._private_key, self.dsn, self.cas)
+            answer = credentials.verify_answer(
+                payload,
+                self._private_key,
+                self.dsn,
+                self.cas,
+                thing_prefix=self.thing_prefix,
+                minimum_scheme=self.minimum_scheme,
+                iot_endpoint=self.iot_endpoint,
+            )
             try:
                 self.credentials = credentials.store(self.state_dir, answer)
             except OSError as exc:

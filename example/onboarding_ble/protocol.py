@@ -375,6 +375,12 @@ class StatusReport:
         return cls(status, received, detail.decode("utf-8", "replace"))
 
 
+def printable(text: str, limit: int) -> str:
+    """``text`` as printable ASCII (anything else, newlines included, becomes ``?``), at most
+    ``limit`` characters: what the app says is safe to log and to put in an event line."""
+    return "".join(c if " " <= c <= "~" else "?" for c in text[:limit])
+
+
 def _truncate_utf8(text: str, limit: int) -> bytes:
     data = text.encode("utf-8")[:limit]
     return data.decode("utf-8", "ignore").encode("utf-8")

@@ -92,8 +92,20 @@ class ProvisioningSession:
     def public_key(self) -> bytes:
         return self._private_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
 
+    @property
+    def accepted_schemes(self) -> tuple[str, ...]:
+        """The key-encryption schemes this device accepts: its minimum and the stronger ones."""
+        order = rules.ENCRYPTION_SCHEMES_BY_STRENGTH
+        return order[order.index(self.minimum_scheme) :]
+
     def device_info(self) -> bytes:
+        """DEVICE_INFO, version 1 (what a version-1 app reads)."""
         return protocol.DeviceInfo(dsn=self.dsn, public_key=self.public_key).encode()
+
+    def device_info_v2(self) -> bytes:
+        """DEVICE_INFO_V2: version 1's fields and the schemes this device accepts."""
+        info = protocol.DeviceInfo(self.dsn, self.public_key, schemes=self.accepted_schemes)
+        return info.encode()
 
     def _set(self, status: Status, detail: str = "") -> None:
         received = self._transfer.received if self._transfer else 0
@@ -249,6 +261,12 @@ class OnboardingService(gatt.TemplateService):
                     gatt.CharacteristicValue(read=lambda _connection: session.device_info()),
                 ),
                 gatt.Characteristic(
+                    protocol.DEVICE_INFO_V2_UUID,
+                    read,
+                    readable,
+                    gatt.CharacteristicValue(read=lambda _connection: session.device_info_v2()),
+                ),
+                gatt.Characteristic(
                     protocol.CONTROL_UUID,
                     write,
                     writable,
@@ -344,6 +362,11 @@ class OnboardingServiceProxy(gatt_client.ProfileServiceProxy):
             )
         except Exception as exc:
             raise MissingService(f"onboarding service incomplete: {exc}") from exc
+        # Version 2 devices also offer DEVICE_INFO_V2 (the schemes they accept).
+        self.device_info_v2_characteristic = next(
+            iter(service_proxy.get_characteristics_by_uuid(UUID(protocol.DEVICE_INFO_V2_UUID))),
+            None,
+        )
         self.connection: Any = service_proxy.client.connection
         self.mtu = protocol.DEFAULT_MTU
         self.statuses: asyncio.Queue[StatusReport] = asyncio.Queue()
@@ -371,7 +394,9 @@ class OnboardingServiceProxy(gatt_client.ProfileServiceProxy):
             logger.warning("undecodable status notification")
 
     async def device_info(self) -> DeviceInfo:
-        return DeviceInfo.decode(bytes(await self.device_info_characteristic.read_value()))
+        """DEVICE_INFO_V2 when the device has it (``schemes`` set), else DEVICE_INFO."""
+        characteristic = self.device_info_v2_characteristic or self.device_info_characteristic
+        return DeviceInfo.decode(bytes(await characteristic.read_value()))
 
     async def status(self) -> StatusReport:
         return StatusReport.decode(bytes(await self.status_characteristic.read_value()))

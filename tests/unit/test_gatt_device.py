@@ -380,3 +380,34 @@ def test_what_the_app_says_cannot_forge_log_or_event_lines(leased, caplog, capsy
     assert len(logged) == 1
     assert all(" " <= c <= "~" for c in logged[0]) and len(logged[0]) < 250
     assert leased.status.detail == "409 X?PROVISIONED"
+
+
+# --- no downgrade (issue 11, item 4) -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("minimum", "advertised"),
+    [
+        ("fernet-x25519", ("fernet-x25519", "x25519-hkdf-sha256-aes256gcm")),
+        ("x25519-hkdf-sha256-aes256gcm", ("x25519-hkdf-sha256-aes256gcm",)),
+    ],
+)
+def test_device_info_v2_advertises_the_schemes_the_device_accepts(
+    tmp_path, ca, minimum, advertised
+):
+    session = ProvisioningSession("SN-A", [ca[1]], tmp_path, minimum_scheme=minimum)
+
+    info = protocol.DeviceInfo.decode(session.device_info_v2())
+
+    assert info.version == 2 and info.schemes == advertised
+    assert info.dsn == "SN-A" and info.public_key == session.public_key
+    assert protocol.DeviceInfo.decode(session.device_info()).schemes is None  # version 1 as was
+
+
+def test_an_old_apps_answer_without_encryption_field_provisions_a_default_device(session, ca):
+    # GIVEN the answer a version-1 app relays from an API that names no scheme
+    payload, _ = good_answer(session, ca)
+    body = json.loads(payload)
+    del body["encryption"]
+
+    assert deliver(session, json.dumps(body).encode()).status is Status.PROVISIONED

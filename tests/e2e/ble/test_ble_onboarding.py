@@ -391,3 +391,31 @@ def test_a_genuine_certificate_for_another_dsn_is_refused_by_the_victim(
     assert nothing_stored(state_dir)
     assert device.popen.poll() is None
     assert advertised(app_radio, victim)
+
+
+def test_an_answer_that_changes_only_the_endpoint_does_not_redirect_the_device(
+    stack, broker, pinned_ca, procs, tmp_path
+):
+    # GIVEN a device whose firmware pins the stack's broker as its IoT endpoint
+    dsn = new_dsn()
+    device_radio, app_radio = start_radio(procs)
+    state_dir = tmp_path / dsn
+    device = start_device(procs, device_radio, dsn, state_dir, pinned_ca, broker)
+    address = device.wait_event(events.Advertising).bare_address
+    public = read_public_key(app_radio, address)
+
+    # WHEN a relay delivers the API's genuine answer with only iotEndpoint changed
+    # (issue 11, attack 2: the relay's own account, here a port nobody serves)
+    backend = app.backend_from_state(stack["path"])
+    token = app.login(backend, backend.default_username, backend.default_password)
+    real = app.request_certificate(backend.api_url, token, dsn, public)
+    assert real.ok, real.body
+    body = {**real.body, "iotEndpoint": "127.0.0.1:1"}
+    result = relay(app_radio, address, json.dumps(body).encode())
+
+    # THEN the device is provisioned and says hello through its own endpoint
+    assert result is Status.PROVISIONED
+    assert device.wait(60) == 0, device.output
+    thing = json.loads((state_dir / "device.json").read_text())["thingName"]
+    assert [m for m in messages(broker) if m["topic"] == f"things/{thing}/hello"]
+    assert "127.0.0.1:1" not in (state_dir / "device.json").read_text()

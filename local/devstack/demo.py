@@ -43,7 +43,7 @@ from devstack.errors import DevstackError
 from devstack.gateway import GatewayResponse
 from devstack.stack import DEFAULT_TEMPLATE, RunningStack, start_stack
 from devstack.users import add_user, login
-from onboarding_ble import credentials, events, protocol
+from onboarding_ble import credentials, events, protocol, trust
 from onboarding_ble import demo as ble
 
 Print = Callable[[str], None]
@@ -110,13 +110,17 @@ def check_device_material(
     private_key_pem: bytes, certificate_pem: str, ca_certificate_pem: str
 ) -> x509.Certificate:
     """The device's checks on stored credentials (the example's own): the key matches the
-    certificate, and the certificate is issued by the pinned CA."""
+    certificate, and the certificate is a client certificate with a path to the pinned CA."""
     key = serialization.load_pem_private_key(private_key_pem, password=None)
     certificate = x509.load_pem_x509_certificate(certificate_pem.encode())
     if not credentials.public_keys_match(certificate, key):
         raise DemoFailure("the private key does not match the certificate")
-    if not credentials.chains_to(certificate, credentials.load_ca(ca_certificate_pem.encode())):
-        raise DemoFailure("the certificate does not chain to the CA")
+    try:
+        trust.check_client_certificate(
+            certificate, credentials.load_ca(ca_certificate_pem.encode())
+        )
+    except trust.TrustError as exc:
+        raise DemoFailure(f"the certificate has no client path to the CA: {exc}") from exc
     return certificate
 
 

@@ -411,3 +411,30 @@ def test_an_old_apps_answer_without_encryption_field_provisions_a_default_device
     del body["encryption"]
 
     assert deliver(session, json.dumps(body).encode()).status is Status.PROVISIONED
+
+
+def test_the_gatt_service_drops_a_silent_session_with_nobody_writing(tmp_path, ca):
+    import asyncio
+
+    from onboarding_ble.gatt import OnboardingService
+
+    class Radio:
+        """What OnboardingService needs of a bumble Device: notifications go nowhere."""
+
+        async def notify_subscribers(self, _characteristic, _value):
+            return None
+
+    async def scenario():
+        # GIVEN a device whose session has a short lease, and an app that sent BEGIN only
+        session = ProvisioningSession("SN-unit-1", [ca[1]], tmp_path / "state", lease=0.1)
+        service = OnboardingService(Radio(), session)
+        session.write_control(protocol.encode_begin(b"{}"), "intruder")
+        assert session.owner == "intruder"
+        # WHEN nobody writes anything, THEN the service itself ends the session
+        async with asyncio.timeout(10):
+            while session.owner is not None:
+                await asyncio.sleep(0.05)
+        service.provisioned.cancel()
+        return session.status.status
+
+    assert asyncio.run(scenario()) is Status.IDLE

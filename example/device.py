@@ -1,15 +1,23 @@
 """The device: BLE provisioning (GATT server), then MQTT over mutual TLS with AWS IoT.
 
     python device.py --transport tcp-client:127.0.0.1:PORT --dsn SN-0001 \
-        --state-dir .local/devices/SN-0001 --ca pinned-ca.pem \
-        --mqtt-endpoint 127.0.0.1:8883 --mqtt-ca broker-ca.pem
+        --state-dir .local/devices/SN-0001 --ca pinned-ca.pem --thing-prefix device \
+        --iot-endpoint 127.0.0.1:8883 --mqtt-ca broker-ca.pem
+
+Its firmware configuration (``DeviceOptions``) is what the factory sets and the relay cannot
+change: the pinned CA, the IoT data endpoint, the fleet's thing prefix and the weakest
+key-encryption scheme it accepts. ``main`` reads it from ``firmware.json`` in --state-dir (see
+``read_firmware_file``), the command line winning over the file, and the offline stack's
+state file (--state) filling in the endpoint, broker CA and prefix of a local stack.
 
 With no valid credentials in --state-dir the device makes a fresh X25519 key pair, advertises
 the onboarding service (docs/ble-protocol.md) and waits for the phone app. It stores the
-certificate and private key only after checking that the key decrypts, matches the certificate,
-and that the certificate is issued by the pinned CA (--ca). Then it connects to the IoT
-endpoint with the AWS IoT Device SDK v2 (client id = thing name) and publishes a hello message
-on things/<thing>/hello. With valid credentials already stored it skips straight to MQTT.
+certificate and private key only after credentials.verify_answer accepts them (section 1.1 of
+the protocol: a client certificate with a path to the pinned CA that names this DSN, the key
+its key, the scheme at least the minimum). Then it connects to the configured IoT endpoint
+(never one from the answer) with the AWS IoT Device SDK v2 (client id = thing name) and
+publishes a hello message on things/<thing>/hello. With valid credentials already stored (and
+still naming this DSN) it skips straight to MQTT.
 
 The GATT service is onboarding_ble.gatt's; what the device does is printed as event lines
 (onboarding_ble.events), its logs go to stderr.
@@ -28,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from onboarding_ble import credentials, events, gatt, protocol
+from onboarding_ble import credentials, events, gatt, protocol, rules
 from onboarding_ble.credentials import Credentials
 from onboarding_ble.gatt import OnboardingService, ProvisioningSession
 from onboarding_ble.offline import OfflineStack, OfflineStateError
@@ -41,19 +49,75 @@ EXIT_PROVISIONING = 3
 EXIT_MQTT = 4
 
 
+FIRMWARE_FILE = "firmware.json"
+_FIRMWARE_KEYS = {
+    "ca": "ca",
+    "iotEndpoint": "iot_endpoint",
+    "mqttCa": "mqtt_ca",
+    "thingPrefix": "thing_prefix",
+    "minimumScheme": "minimum_scheme",
+}
+
+
+class FirmwareConfigError(ValueError):
+    """The firmware configuration is missing a setting or holds one the device refuses."""
+
+
 @dataclass(frozen=True)
 class DeviceOptions:
-    """What the device is told at boot (``main`` builds it from the command line)."""
+    """What the device is told at boot (``main`` builds it from the command line and
+    ``firmware.json``). The firmware settings are the device's, never the relay's."""
 
     transport: str  # HCI transport: tcp-client:127.0.0.1:PORT (virtual radio) or usb:0
     dsn: str
     state_dir: Path
-    ca: Path  # the pinned device CA certificate(s), PEM
+    ca: Path  # firmware: the pinned device CA certificate(s), PEM
     address: str | None = None  # static random BLE address; None: a fresh random one
     provision_timeout: float = 0  # seconds; 0 waits for ever
-    mqtt_endpoint: str | None = None  # HOST[:PORT]; None: the one from provisioning
+    iot_endpoint: str | None = None  # firmware: HOST[:PORT]; required unless mqtt is False
     mqtt_ca: Path | None = None  # the CA that signed the broker's certificate
+    thing_prefix: str | None = None  # firmware: the fleet's ThingPrefix; None: read from the CN
+    minimum_scheme: str = rules.FERNET_X25519  # firmware: the weakest key encryption accepted
     mqtt: bool = True  # False: stop after provisioning
+
+    def __post_init__(self) -> None:
+        if self.thing_prefix is not None and not rules.THING_PREFIX_PATTERN.fullmatch(
+            self.thing_prefix
+        ):
+            raise FirmwareConfigError(
+                f"thing prefix {self.thing_prefix!r} breaks the ThingPrefix rule "
+                f"({rules.THING_PREFIX_PATTERN.pattern})"
+            )
+        if self.minimum_scheme not in rules.ENCRYPTION_SCHEMES:
+            raise FirmwareConfigError(f"unknown minimum scheme {self.minimum_scheme!r}")
+        if self.mqtt and not self.iot_endpoint:
+            raise FirmwareConfigError(
+                "no IoT endpoint: configure it (--iot-endpoint, iotEndpoint in "
+                f"{FIRMWARE_FILE}, or --state offline); the answer's is never used"
+            )
+
+
+def read_firmware_file(path: Path) -> dict[str, Any]:
+    """Settings from a firmware file: a JSON object with any of ``ca``, ``iotEndpoint``,
+    ``mqttCa``, ``thingPrefix``, ``minimumScheme`` (paths relative to the file's folder),
+    as ``DeviceOptions`` field names. Unknown keys are refused: a misspelt security setting
+    must not be silently ignored."""
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise FirmwareConfigError(f"{path}: not a firmware file ({exc})") from exc
+    if not isinstance(raw, dict):
+        raise FirmwareConfigError(f"{path}: must hold a JSON object")
+    unknown = sorted(set(raw) - set(_FIRMWARE_KEYS))
+    if unknown:
+        raise FirmwareConfigError(f"{path}: unknown settings {', '.join(unknown)}")
+    settings: dict[str, Any] = {}
+    for key, value in raw.items():
+        if not isinstance(value, str) or not value:
+            raise FirmwareConfigError(f"{path}: {key} must be a non-empty string")
+        field_name = _FIRMWARE_KEYS[key]
+        settings[field_name] = path.parent / value if field_name in ("ca", "mqtt_ca") else value
+    return settings
 
 
 async def provision_over_ble(
@@ -155,9 +219,18 @@ def publish_hello(
 async def async_main(options: DeviceOptions) -> int:
     cas = credentials.load_ca(options.ca.read_bytes())
     credentials.ensure_state_dir(options.state_dir)
-    creds = credentials.load_valid(options.state_dir, cas)
+    creds = credentials.load_valid(
+        options.state_dir, cas, dsn=options.dsn, thing_prefix=options.thing_prefix
+    )
     if creds is None:
-        session = ProvisioningSession(options.dsn, cas, options.state_dir)
+        session = ProvisioningSession(
+            options.dsn,
+            cas,
+            options.state_dir,
+            thing_prefix=options.thing_prefix,
+            minimum_scheme=options.minimum_scheme,
+            iot_endpoint=options.iot_endpoint or "",
+        )
         try:
             creds = await asyncio.wait_for(
                 provision_over_ble(options.transport, session, options.address),
@@ -170,12 +243,9 @@ async def async_main(options: DeviceOptions) -> int:
     else:
         events.emit(events.HasCredentials(creds.thing_name, creds.certificate_id))
 
-    if not options.mqtt:
+    if not options.mqtt or not options.iot_endpoint:
         return EXIT_OK
-    endpoint = options.mqtt_endpoint or creds.iot_endpoint
-    if not endpoint:
-        logger.error("no IoT endpoint: pass --mqtt-endpoint")
-        return EXIT_MQTT
+    endpoint = options.iot_endpoint  # firmware configuration: never the answer's iotEndpoint
     try:
         await asyncio.to_thread(publish_hello, creds, endpoint, options.mqtt_ca, options.dsn)
     except Exception as exc:
@@ -201,7 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--state-dir", type=Path, required=True, help="per-device directory (created 0700)"
     )
     parser.add_argument(
-        "--ca", type=Path, required=True, help="pinned device CA certificate(s), PEM"
+        "--ca",
+        type=Path,
+        help="pinned device CA certificate(s), PEM (required here or as ca in the firmware file)",
     )
     parser.add_argument("--address", help="static random BLE address (default: random)")
     parser.add_argument(
@@ -211,14 +283,35 @@ def build_parser() -> argparse.ArgumentParser:
         help="give up provisioning after this many seconds (0 = wait forever)",
     )
     parser.add_argument(
-        "--mqtt-endpoint", help="HOST[:PORT] (default: the IoT endpoint from provisioning, 8883)"
+        "--iot-endpoint",
+        "--mqtt-endpoint",
+        dest="iot_endpoint",
+        help="the account's IoT data endpoint, HOST[:PORT] (port 8883 if none); required "
+        "unless --no-mqtt; the provisioning answer's iotEndpoint is never used",
     )
     parser.add_argument("--mqtt-ca", type=Path, help="CA that signed the broker's certificate")
     parser.add_argument(
+        "--thing-prefix",
+        help="the fleet's ThingPrefix: the certificate's thing name must be <prefix>_<DSN> "
+        "(default: read from the certificate's common name)",
+    )
+    parser.add_argument(
+        "--minimum-scheme",
+        choices=rules.ENCRYPTION_SCHEMES_BY_STRENGTH,
+        help="weakest key encryption accepted (default: fernet-x25519, which old apps ask for)",
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        help=f"firmware file (default: STATE_DIR/{FIRMWARE_FILE} if it exists); "
+        "the command line wins over it",
+    )
+    parser.add_argument(
         "--state",
         type=Path,
-        help="offline stack state file (.local/stack.json): connect to its MQTT broker "
-        "(--mqtt-endpoint and --mqtt-ca win)",
+        help="offline stack state file (.local/stack.json): its MQTT broker as the endpoint, "
+        "its broker CA and its ThingPrefix, where neither the command line nor the firmware "
+        "file sets them",
     )
     parser.add_argument("--no-mqtt", action="store_true", help="stop after provisioning")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -231,28 +324,48 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s device %(levelname)s %(message)s",
     )
-    mqtt_endpoint, mqtt_ca = args.mqtt_endpoint, args.mqtt_ca
     try:
-        protocol.validate_dsn(args.dsn)
-        if args.state is not None:
-            stack = OfflineStack.load(args.state)
-            mqtt_endpoint = mqtt_endpoint or stack.mqtt_endpoint
-            mqtt_ca = mqtt_ca or stack.mqtt_ca
-    except (ProtocolError, OfflineStateError) as exc:
+        options = options_from(args)
+    except (ProtocolError, OfflineStateError, FirmwareConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    options = DeviceOptions(
+    return asyncio.run(async_main(options))
+
+
+def options_from(args: argparse.Namespace) -> DeviceOptions:
+    """The command line, over the firmware file, over the offline state file (part of main)."""
+    protocol.validate_dsn(args.dsn)
+    settings: dict[str, Any] = {}
+    if args.state is not None:
+        stack = OfflineStack.load(args.state)
+        offline = {
+            "iot_endpoint": stack.mqtt_endpoint,
+            "mqtt_ca": stack.mqtt_ca,
+            "thing_prefix": stack.thing_prefix,
+        }
+        settings.update({k: v for k, v in offline.items() if v is not None})
+    config = args.config or args.state_dir / FIRMWARE_FILE
+    if args.config is not None or config.exists():
+        settings.update(read_firmware_file(config))
+    given = {
+        "ca": args.ca,
+        "iot_endpoint": args.iot_endpoint,
+        "mqtt_ca": args.mqtt_ca,
+        "thing_prefix": args.thing_prefix,
+        "minimum_scheme": args.minimum_scheme,
+    }
+    settings.update({k: v for k, v in given.items() if v is not None})
+    if "ca" not in settings:
+        raise FirmwareConfigError(f"no pinned CA: --ca, or ca in {FIRMWARE_FILE}")
+    return DeviceOptions(
         transport=args.transport,
         dsn=args.dsn,
         state_dir=args.state_dir,
-        ca=args.ca,
         address=args.address,
         provision_timeout=args.provision_timeout,
-        mqtt_endpoint=mqtt_endpoint,
-        mqtt_ca=mqtt_ca,
         mqtt=not args.no_mqtt,
+        **settings,
     )
-    return asyncio.run(async_main(options))
 
 
 if __name__ == "__main__":

@@ -248,7 +248,7 @@ class AppOptions:
     transport: str  # HCI transport: tcp-client:127.0.0.1:PORT (virtual radio) or usb:0
     dsn: str | None = None  # only a device advertising this DSN
     address: str | None = None  # connect to this BLE address without scanning
-    encryption: str = rules.ENCRYPTION_SCHEMES[0]
+    encryption: str | None = None  # None: the strongest the device and the app both support
     scan_time: float = 2.0  # seconds
     retries: int = 3  # reconnects on a cut link
     retry_delay: float = 0.5  # seconds before a reconnect
@@ -306,6 +306,37 @@ async def scan(device: Any, dsn: str | None, seconds: float) -> list[Found]:
         for address, (hint, complete) in sorted(hints.items())
         if dsn is None or protocol.hint_may_match(dsn, hint, complete)
     ]
+
+
+APP_SCHEMES = rules.ENCRYPTION_SCHEMES  # the schemes this app can ask the API for
+
+
+def choose_scheme(device_schemes: tuple[str, ...] | None, wanted: str | None = None) -> str:
+    """The key-encryption scheme to ask the API for (no downgrade by the app).
+
+    A version-2 device says which schemes it accepts: the strongest this app also supports,
+    or ``wanted`` if the device accepts it. A version-1 device does not say: ``wanted``, or
+    fernet-x25519, the scheme every device implements. AppError rather than a certificate
+    the device will refuse.
+    """
+    if device_schemes is None:
+        return wanted or rules.FERNET_X25519
+    common = [s for s in rules.ENCRYPTION_SCHEMES_BY_STRENGTH if s in device_schemes]
+    common = [s for s in common if s in APP_SCHEMES]
+    if wanted is not None:
+        if wanted not in common:
+            raise AppError(
+                EXIT_DEVICE_REJECTED,
+                f"the device does not accept {wanted} (it accepts {', '.join(device_schemes)})",
+            )
+        return wanted
+    if not common:
+        raise AppError(
+            EXIT_DEVICE_REJECTED,
+            f"no key-encryption scheme in common (the device accepts "
+            f"{', '.join(device_schemes) or 'none this app knows'})",
+        )
+    return common[-1]
 
 
 async def connect(device: Any, address: str) -> OnboardingServiceProxy:
@@ -392,8 +423,9 @@ async def provision(
                 raise AppError(EXIT_NO_DEVICE, f"device says DSN {info.dsn}, not {options.dsn}")
             if answer is None or (answer_override is None and answered_key != info.public_key):
                 # First attempt, or the device rebooted (new key): ask the API (again).
+                scheme = choose_scheme(info.schemes, options.encryption)
                 result = await request_certificate_with_retries(
-                    api_url, get_token(), info.dsn, info.public_key, options.encryption
+                    api_url, get_token(), info.dsn, info.public_key, scheme
                 )
                 if not result.ok:
                     msg = str(result.body.get("msg", ""))
@@ -512,9 +544,8 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument(
         "--encryption",
         choices=rules.ENCRYPTION_SCHEMES,
-        default=rules.ENCRYPTION_SCHEMES[0],
-        help="how the API encrypts the device key (default: fernet-x25519, which every "
-        "device understands; the other binds the key to the DSN, for devices that support it)",
+        help="how the API encrypts the device key (default: the strongest scheme the device "
+        "says it accepts in DEVICE_INFO_V2; fernet-x25519 for a device that does not say)",
     )
     target.add_argument("--address", help="connect to this BLE address without scanning")
     target.add_argument("--scan-time", type=float, default=2.0, help="seconds (default 2)")

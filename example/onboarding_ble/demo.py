@@ -26,7 +26,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, TypeVar
 
-from onboarding_ble import events
+from onboarding_ble import events, rules
 
 E = TypeVar("E", bound=events.Event)
 EXAMPLE = Path(__file__).resolve().parents[1]
@@ -209,15 +209,27 @@ def start_radio(children: Children) -> list[str]:
 
 
 def device_argv(
-    transport: str, dsn: str, state_dir: Path, pinned_ca: Path, mqtt: tuple[str, str] | None
+    transport: str,
+    dsn: str,
+    state_dir: Path,
+    pinned_ca: Path,
+    mqtt: tuple[str, str] | None,
+    *,
+    thing_prefix: str | None = None,
+    minimum_scheme: str | None = None,
 ) -> list[str]:
     """device.py's command line (from example/); ``mqtt`` is (endpoint, the broker's CA), or
-    None to stop after provisioning."""
+    None to stop after provisioning. The endpoint, ``thing_prefix`` and ``minimum_scheme`` are
+    the device's firmware configuration, as a factory would set it."""
     argv = ["device.py", "--transport", transport, "--dsn", dsn]
     argv += ["--state-dir", str(state_dir), "--ca", str(pinned_ca)]
+    if thing_prefix is not None:
+        argv += ["--thing-prefix", thing_prefix]
+    if minimum_scheme is not None:
+        argv += ["--minimum-scheme", minimum_scheme]
     if mqtt is None:
         return [*argv, "--no-mqtt"]
-    return [*argv, "--mqtt-endpoint", mqtt[0], "--mqtt-ca", mqtt[1]]
+    return [*argv, "--iot-endpoint", mqtt[0], "--mqtt-ca", mqtt[1]]
 
 
 def app_argv(transport: str, state_path: Path, *extra: str) -> list[str]:
@@ -233,10 +245,23 @@ def start_device(
     pinned_ca: Path,
     broker: BrokerInfo,
     name: str = "device",
+    *,
+    thing_prefix: str | None = None,
+    minimum_scheme: str | None = None,
 ) -> Child:
-    """device.py: provisions over BLE unless ``state_dir`` holds credentials, then MQTT."""
+    """device.py: provisions over BLE unless ``state_dir`` holds credentials, then MQTT; its
+    firmware pins the broker as its endpoint (and ``thing_prefix``, ``minimum_scheme``)."""
     mqtt = (broker.endpoint, broker.ca)
-    return children.start(name, device_argv(transport, dsn, state_dir, pinned_ca, mqtt))
+    argv = device_argv(
+        transport,
+        dsn,
+        state_dir,
+        pinned_ca,
+        mqtt,
+        thing_prefix=thing_prefix,
+        minimum_scheme=minimum_scheme,
+    )
+    return children.start(name, argv)
 
 
 def start_app(
@@ -280,6 +305,11 @@ def fetch_pinned_ca(state: dict[str, Any], path: Path) -> Path:
     return path
 
 
+# The demo's device refuses fernet-x25519: the app must read DEVICE_INFO_V2 and ask for the
+# stronger scheme, or the device says ERR_FORMAT.
+DEMO_MINIMUM_SCHEME = rules.HKDF_AES_GCM
+
+
 def run_demo_ble(state_path: Path, workdir: Path, dsn: str | None = None) -> int:
     """Radio, broker, device and app as processes; 0 when the device's hello arrived."""
     dsn = dsn or f"demo-{uuid.uuid4().hex[:8]}"
@@ -290,7 +320,14 @@ def run_demo_ble(state_path: Path, workdir: Path, dsn: str | None = None) -> int
         device_radio, app_radio = start_radio(children)
         broker = BrokerInfo.from_state(state)
         device = start_device(
-            children, device_radio, dsn, workdir / "devices" / dsn, pinned, broker
+            children,
+            device_radio,
+            dsn,
+            workdir / "devices" / dsn,
+            pinned,
+            broker,
+            thing_prefix=state["outputs"].get("ThingPrefix"),
+            minimum_scheme=DEMO_MINIMUM_SCHEME,
         )
         device.wait_for(events.Advertising, 30)
         app = start_app(children, app_radio, state_path, dsn)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,11 +28,15 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from onboarding_ble import credentials, protocol
+from onboarding_ble import credentials, protocol, rules
 from onboarding_ble.credentials import Credentials
 from onboarding_ble.protocol import DeviceInfo, ProtocolError, Status, StatusReport
 
 logger = logging.getLogger("onboarding_ble.gatt")
+
+
+LEASE_SECONDS = 20.0  # a session with no write from its owner for this long is dropped
+SESSION_MAX_SECONDS = 120.0  # and one that has not committed this long after BEGIN
 
 
 class ProvisioningSession:
@@ -39,6 +44,13 @@ class ProvisioningSession:
 
     Writes raise ProtocolError (the service turns it into an ATT error); every state change
     goes through `on_status`, which the service notifies to subscribers.
+
+    One connection at a time owns the session, from its BEGIN until COMMIT's verdict, an error,
+    ABORT, its APP_ERROR or its disconnection; others get ERR_BUSY meanwhile. So that no app
+    can hold the device hostage, the owner is also dropped when it has written nothing for
+    ``lease`` seconds or has not finished ``max_session`` seconds after BEGIN (checked on the
+    next write from anyone, and by ``expire_idle``, which the GATT service calls regularly).
+    What the app says in APP_ERROR is logged only as printable ASCII of bounded length.
     """
 
     def __init__(
@@ -48,23 +60,52 @@ class ProvisioningSession:
         state_dir: Path,
         on_status: Callable[[StatusReport], None] = lambda _report: None,
         private_key: X25519PrivateKey | None = None,
+        *,
+        thing_prefix: str | None = None,
+        minimum_scheme: str = rules.FERNET_X25519,
+        iot_endpoint: str = "",
+        lease: float = LEASE_SECONDS,
+        max_session: float = SESSION_MAX_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.dsn = protocol.validate_dsn(dsn)
         self.cas = cas
         self.state_dir = state_dir
+        # Firmware configuration, handed to credentials.verify_answer: the relay's JSON cannot
+        # change the fleet's thing prefix, lower the key-encryption scheme, or choose the
+        # endpoint ("" when none is configured: the answer's iotEndpoint is never stored).
+        self.thing_prefix = thing_prefix
+        self.minimum_scheme = minimum_scheme
+        self.iot_endpoint = iot_endpoint
         self.on_status = on_status
         self._private_key = private_key or X25519PrivateKey.generate()
         self.status = StatusReport(Status.IDLE)
         self.credentials: Credentials | None = None
         self.owner: object | None = None  # the connection that sent BEGIN
         self._transfer: protocol.Reassembler | None = None
+        self.lease = lease
+        self.max_session = max_session
+        self._clock = clock
+        self._began = self._last_write = 0.0
 
     @property
     def public_key(self) -> bytes:
         return self._private_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
 
+    @property
+    def accepted_schemes(self) -> tuple[str, ...]:
+        """The key-encryption schemes this device accepts: its minimum and the stronger ones."""
+        order = rules.ENCRYPTION_SCHEMES_BY_STRENGTH
+        return order[order.index(self.minimum_scheme) :]
+
     def device_info(self) -> bytes:
+        """DEVICE_INFO, version 1 (what a version-1 app reads)."""
         return protocol.DeviceInfo(dsn=self.dsn, public_key=self.public_key).encode()
+
+    def device_info_v2(self) -> bytes:
+        """DEVICE_INFO_V2: version 1's fields and the schemes this device accepts."""
+        info = protocol.DeviceInfo(self.dsn, self.public_key, schemes=self.accepted_schemes)
+        return info.encode()
 
     def _set(self, status: Status, detail: str = "") -> None:
         received = self._transfer.received if self._transfer else 0
@@ -73,15 +114,32 @@ class ProvisioningSession:
         self.on_status(self.status)
 
     def _fail(self, error: ProtocolError) -> ProtocolError:
+        """End the session with an error: the transfer dropped, the owner cleared."""
         self._transfer = None
+        self.owner = None
         self._set(error.status, str(error))
         return error
+
+    def expire_idle(self) -> bool:
+        """Drop a session whose owner went quiet or took too long; True if one was dropped."""
+        if self.owner is None or self.status.status is Status.PROVISIONED:
+            return False
+        now = self._clock()
+        idle, age = now - self._last_write, now - self._began
+        if idle < self.lease and age < self.max_session:
+            return False
+        logger.warning("dropping the session: %.0f s idle, %.0f s since BEGIN", idle, age)
+        self._reset()
+        return True
 
     def _check_owner(self, connection: object) -> None:
         if self.status.status is Status.PROVISIONED:
             raise ProtocolError(Status.ERR_STATE, "already provisioned")
+        self.expire_idle()
         if self.owner is not None and connection is not self.owner:
             raise ProtocolError(Status.ERR_BUSY, "another app is provisioning this device")
+        if self.owner is not None:
+            self._last_write = self._clock()
 
     def write_control(self, value: bytes, connection: object = None) -> None:
         try:
@@ -93,19 +151,24 @@ class ProvisioningSession:
             raise self._fail(exc) from None
         if isinstance(command, protocol.Begin):
             self.owner = connection
+            self._began = self._last_write = self._clock()
             self._transfer = protocol.Reassembler(command)
             self._set(Status.RECEIVING)
         elif isinstance(command, protocol.Abort):
             self._reset()
         elif isinstance(command, protocol.AppError):
-            self._transfer = None
+            # From the owner (it ends the session) or, with no session, from any app (the API
+            # refused before any BEGIN). Its words are the app's: printable ASCII only, bounded.
+            code = protocol.printable(command.code, 64)
             logger.warning(
-                "app reports API error %s %s: %s",
+                "app reports API error %d %s: %s",
                 command.http_status,
-                command.code,
-                command.message,
+                code,
+                protocol.printable(command.message, protocol.DETAIL_MAX_LEN),
             )
-            self._set(Status.ERR_APP, f"{command.http_status} {command.code}")
+            self._transfer = None
+            self.owner = None
+            self._set(Status.ERR_APP, f"{command.http_status} {code}")
         else:
             self._commit()
 
@@ -125,7 +188,15 @@ class ProvisioningSession:
         try:
             payload = self._transfer.finish()
             self._set(Status.VERIFYING)
-            answer = credentials.verify_answer(payload, self._private_key, self.dsn, self.cas)
+            answer = credentials.verify_answer(
+                payload,
+                self._private_key,
+                self.dsn,
+                self.cas,
+                thing_prefix=self.thing_prefix,
+                minimum_scheme=self.minimum_scheme,
+                iot_endpoint=self.iot_endpoint,
+            )
             try:
                 self.credentials = credentials.store(self.state_dir, answer)
             except OSError as exc:
@@ -167,6 +238,9 @@ class OnboardingService(gatt.TemplateService):
         self.provisioned: asyncio.Future[Credentials] = asyncio.get_running_loop().create_future()
         self._on_status = on_status
         self._tasks: set[asyncio.Task[None]] = set()
+        # The lease also runs out with nobody writing: STATUS then says IDLE again.
+        lease_task = asyncio.create_task(self._expire_idle_sessions())
+        self.provisioned.add_done_callback(lambda _future: lease_task.cancel())
         readable = gatt.Characteristic.READABLE
         writable = gatt.Characteristic.WRITEABLE
         read = gatt.Characteristic.Properties.READ
@@ -185,6 +259,12 @@ class OnboardingService(gatt.TemplateService):
                     read,
                     readable,
                     gatt.CharacteristicValue(read=lambda _connection: session.device_info()),
+                ),
+                gatt.Characteristic(
+                    protocol.DEVICE_INFO_V2_UUID,
+                    read,
+                    readable,
+                    gatt.CharacteristicValue(read=lambda _connection: session.device_info_v2()),
                 ),
                 gatt.Characteristic(
                     protocol.CONTROL_UUID,
@@ -214,6 +294,11 @@ class OnboardingService(gatt.TemplateService):
                 self.provisioned.set_result(self.session.credentials)
 
         return write
+
+    async def _expire_idle_sessions(self) -> None:
+        while True:
+            await asyncio.sleep(max(self.session.lease / 4, 0.05))
+            self.session.expire_idle()
 
     def _status_changed(self, report: StatusReport) -> None:
         notify = self.device.notify_subscribers(self.status_characteristic, report.encode())
@@ -277,6 +362,11 @@ class OnboardingServiceProxy(gatt_client.ProfileServiceProxy):
             )
         except Exception as exc:
             raise MissingService(f"onboarding service incomplete: {exc}") from exc
+        # Version 2 devices also offer DEVICE_INFO_V2 (the schemes they accept).
+        self.device_info_v2_characteristic = next(
+            iter(service_proxy.get_characteristics_by_uuid(UUID(protocol.DEVICE_INFO_V2_UUID))),
+            None,
+        )
         self.connection: Any = service_proxy.client.connection
         self.mtu = protocol.DEFAULT_MTU
         self.statuses: asyncio.Queue[StatusReport] = asyncio.Queue()
@@ -304,7 +394,9 @@ class OnboardingServiceProxy(gatt_client.ProfileServiceProxy):
             logger.warning("undecodable status notification")
 
     async def device_info(self) -> DeviceInfo:
-        return DeviceInfo.decode(bytes(await self.device_info_characteristic.read_value()))
+        """DEVICE_INFO_V2 when the device has it (``schemes`` set), else DEVICE_INFO."""
+        characteristic = self.device_info_v2_characteristic or self.device_info_characteristic
+        return DeviceInfo.decode(bytes(await characteristic.read_value()))
 
     async def status(self) -> StatusReport:
         return StatusReport.decode(bytes(await self.status_characteristic.read_value()))

@@ -27,6 +27,7 @@ class OfflineStack:
     admin_password: str | None
     mqtt_endpoint: str | None  # HOST:PORT of the broker standing in for IoT Core
     mqtt_ca: Path | None  # the PEM that signed the broker's server certificate
+    thing_prefix: str | None = None  # the stack's ThingPrefix (Output), for the device's firmware
 
     @classmethod
     def load(cls, path: Path) -> OfflineStack:
@@ -45,6 +46,7 @@ class OfflineStack:
                 admin_password=admin.get("password"),
                 mqtt_endpoint=f"{mqtt['host']}:{mqtt['port']}" if mqtt else None,
                 mqtt_ca=Path(mqtt["ca_file"]) if mqtt else None,
+                thing_prefix=outputs.get("ThingPrefix"),
             )
         except FileNotFoundError:
             raise OfflineStateError(f"{path}: no such file; is `devstack up` running?") from None

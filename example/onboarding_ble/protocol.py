@@ -15,11 +15,16 @@ from dataclasses import dataclass
 
 from onboarding_ble import rules
 
+# Version 1: advertising, DEVICE_INFO, the transfer (BEGIN carries it). Version 2 adds
+# DEVICE_INFO_V2 (the key-encryption schemes the device accepts) and changes nothing else, so
+# the advertisement and BEGIN keep version 1 and a version-1 app works with a version-2 device.
 PROTOCOL_VERSION = 1
+DEVICE_INFO_V2_VERSION = 2
 
-# Random 128-bit UUIDs (uuid4), fixed forever for protocol version 1.
+# Random 128-bit UUIDs (uuid4), fixed forever.
 SERVICE_UUID = "688af86a-3eff-41ea-9224-0c6569aede8a"
-DEVICE_INFO_UUID = "eca0dfd9-58d6-4457-ba01-916221fd04d9"  # read
+DEVICE_INFO_UUID = "eca0dfd9-58d6-4457-ba01-916221fd04d9"  # read: version-1 layout, for ever
+DEVICE_INFO_V2_UUID = "aa087355-ac9c-442c-847c-8f25f2f648fa"  # read: version 2 and later
 CONTROL_UUID = "c8c94637-0cca-4425-a4cf-1561cee9a437"  # write (with response)
 DATA_UUID = "f8af712a-3a1c-414a-b9ff-36d3061a15a3"  # write (with response)
 STATUS_UUID = "acdb45c9-76d9-402b-9733-a4a9cc3690c8"  # read + notify
@@ -97,47 +102,85 @@ def validate_dsn(dsn: str) -> str:
 
 # --- Device info ---------------------------------------------------------------------------
 
+# DEVICE_INFO_V2's schemes field: one bit per key-encryption scheme the device accepts.
+SCHEME_BITS = {rules.FERNET_X25519: 0x01, rules.HKDF_AES_GCM: 0x02}
+
+
+def encode_schemes(schemes: tuple[str, ...]) -> int:
+    bits = 0
+    for scheme in schemes:
+        bits |= SCHEME_BITS[scheme]
+    return bits
+
+
+def decode_schemes(bits: int) -> tuple[str, ...]:
+    """The schemes a bit mask names, weakest first; bits this version does not know are
+    ignored (a later device may accept a scheme this app cannot use)."""
+    return tuple(s for s in rules.ENCRYPTION_SCHEMES_BY_STRENGTH if bits & SCHEME_BITS[s])
+
 
 @dataclass(frozen=True)
 class DeviceInfo:
-    """DEVICE_INFO value: version u8 | key type u8 | public key [32] | DSN length u8 | DSN."""
+    """DEVICE_INFO (version 1): version u8 | key type u8 | public key [32] | DSN length u8 | DSN.
+    DEVICE_INFO_V2 (version 2): the same, then schemes u8 (``SCHEME_BITS``); a reader ignores
+    bytes after the fields it knows, so a later version may append more.
+
+    ``schemes`` is None for a version-1 value: the device does not say, and is known to accept
+    only fernet-x25519, the default every device implements.
+    """
 
     dsn: str
     public_key: bytes
-    version: int = PROTOCOL_VERSION
+    schemes: tuple[str, ...] | None = None
     key_type: int = KEY_TYPE_X25519
+
+    @property
+    def version(self) -> int:
+        return PROTOCOL_VERSION if self.schemes is None else DEVICE_INFO_V2_VERSION
 
     def encode(self) -> bytes:
         validate_dsn(self.dsn)
         if len(self.public_key) != X25519_KEY_LEN:
             raise ProtocolError(Status.ERR_FORMAT, "public key must be 32 bytes")
         dsn = self.dsn.encode("ascii")
-        return (
+        value = (
             struct.pack("<BB", self.version, self.key_type)
             + self.public_key
             + struct.pack("<B", len(dsn))
             + dsn
         )
+        if self.schemes is not None:
+            value += struct.pack("<B", encode_schemes(self.schemes))
+        return value
 
     @classmethod
     def decode(cls, value: bytes) -> DeviceInfo:
+        """Either characteristic's value (the version byte says which layout)."""
         if len(value) < 2 + X25519_KEY_LEN + 1:
             raise ProtocolError(Status.ERR_FORMAT, "device info too short")
         version, key_type = struct.unpack_from("<BB", value)
-        if version != PROTOCOL_VERSION:
+        if version < PROTOCOL_VERSION:
             raise ProtocolError(Status.ERR_VERSION, f"unsupported protocol version {version}")
         if key_type != KEY_TYPE_X25519:
             raise ProtocolError(Status.ERR_FORMAT, f"unsupported key type {key_type}")
         public_key = value[2 : 2 + X25519_KEY_LEN]
         dsn_len = value[2 + X25519_KEY_LEN]
-        dsn_bytes = value[3 + X25519_KEY_LEN :]
+        dsn_bytes = value[3 + X25519_KEY_LEN : 3 + X25519_KEY_LEN + dsn_len]
+        rest = value[3 + X25519_KEY_LEN + dsn_len :]
         if len(dsn_bytes) != dsn_len:
             raise ProtocolError(Status.ERR_FORMAT, "DSN length does not match")
+        schemes = None
+        if version == PROTOCOL_VERSION and rest:
+            raise ProtocolError(Status.ERR_FORMAT, "DSN length does not match")
+        if version >= DEVICE_INFO_V2_VERSION:
+            if not rest:
+                raise ProtocolError(Status.ERR_FORMAT, "device info has no schemes")
+            schemes = decode_schemes(rest[0])
         try:
             dsn = validate_dsn(dsn_bytes.decode("ascii"))
         except UnicodeDecodeError as exc:
             raise ProtocolError(Status.ERR_FORMAT, "DSN is not ASCII") from exc
-        return cls(dsn=dsn, public_key=bytes(public_key), version=version, key_type=key_type)
+        return cls(dsn=dsn, public_key=bytes(public_key), schemes=schemes, key_type=key_type)
 
 
 # --- Advertising ---------------------------------------------------------------------------
@@ -373,6 +416,12 @@ class StatusReport:
         except ValueError as exc:
             raise ProtocolError(Status.ERR_FORMAT, f"unknown status 0x{code:02x}") from exc
         return cls(status, received, detail.decode("utf-8", "replace"))
+
+
+def printable(text: str, limit: int) -> str:
+    """``text`` as printable ASCII (anything else, newlines included, becomes ``?``), at most
+    ``limit`` characters: what the app says is safe to log and to put in an event line."""
+    return "".join(c if " " <= c <= "~" else "?" for c in text[:limit])
 
 
 def _truncate_utf8(text: str, limit: int) -> bytes:

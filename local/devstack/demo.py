@@ -300,7 +300,14 @@ def step_device_advertises(ctx: DemoContext) -> str:
     pinned.write_text(_private_ca_pem(stack), encoding="utf-8")
     state_dir = ctx.workdir / "devices" / dsn
     device = ble.start_device(
-        _children(ctx), ctx.values["device_radio"], dsn, state_dir, pinned, ctx.values["broker"]
+        _children(ctx),
+        ctx.values["device_radio"],
+        dsn,
+        state_dir,
+        pinned,
+        ctx.values["broker"],
+        thing_prefix=stack.outputs.get("ThingPrefix"),
+        minimum_scheme=ble.DEMO_MINIMUM_SCHEME,
     )
     ctx.values.update(dsn=dsn, pinned=pinned, state_dir=state_dir, device=device)
     advertising = device.wait_for(events.Advertising, 30)
@@ -384,7 +391,8 @@ def step_device_stores(ctx: DemoContext) -> str:
     if modes != {"0o600"} or stat.S_IMODE(state_dir.stat().st_mode) != 0o700:
         raise DemoFailure(f"credentials in {state_dir} are readable by others: {modes}")
     return (
-        "key decrypted, matches the certificate, issued by the pinned CA; "
+        f"key decrypted ({ble.DEMO_MINIMUM_SCHEME}, the device's minimum), matches the "
+        "certificate, a client certificate with a path to the pinned CA that names this DSN; "
         f"stored {', '.join(files)} (0600) in {_shown(state_dir)} (0700)"
     )
 
@@ -485,6 +493,8 @@ def step_reconnect_refused(ctx: DemoContext) -> str:
         ctx.values["pinned"],
         ctx.values["broker"],
         name="device-again",
+        thing_prefix=ctx.running.outputs.get("ThingPrefix"),
+        minimum_scheme=ble.DEMO_MINIMUM_SCHEME,
     )
     code = again.wait(60)
     thing = ctx.values["thing"]

@@ -231,3 +231,210 @@ def test_a_gcm_answer_bound_to_another_dsn_does_not_open(session, ca):
     final = deliver(session, payload)
     assert final.status is Status.ERR_DECRYPT
     assert nothing_stored(session)
+
+
+# --- GATT hygiene (issue 11, item 5): no app holds the device hostage -----------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock():
+    return Clock()
+
+
+@pytest.fixture
+def leased(tmp_path, ca, clock):
+    reports = []
+    s = ProvisioningSession(
+        "SN-unit-1",
+        [ca[1]],
+        tmp_path / "state",
+        on_status=reports.append,
+        lease=20.0,
+        max_session=120.0,
+        clock=clock,
+    )
+    s.reports = reports
+    return s
+
+
+def busy(write):
+    with pytest.raises(ProtocolError) as caught:
+        write()
+    return caught.value.status is Status.ERR_BUSY
+
+
+def test_begin_and_one_bad_chunk_do_not_lock_out_other_apps(leased, ca):
+    # GIVEN an app that sends BEGIN and one chunk out of order (issue 11, attack 5)
+    payload, _ = good_answer(leased, ca)
+    leased.write_control(protocol.encode_begin(payload), "intruder")
+    with pytest.raises(ProtocolError):
+        leased.write_data(protocol.split_chunks(payload, 23)[1], "intruder")
+
+    # THEN the error ended its session at once: the owner's app provisions the device
+    assert leased.owner is None
+    assert deliver(leased, payload, connection="owner").status is Status.PROVISIONED
+
+
+def test_a_silent_session_is_dropped_after_its_lease(leased, ca, clock):
+    # GIVEN an app that sent BEGIN, then nothing
+    payload, _ = good_answer(leased, ca)
+    leased.write_control(protocol.encode_begin(payload), "intruder")
+
+    # THEN other apps are told to wait while its lease runs ...
+    clock.now += 19
+    assert busy(lambda: leased.write_control(protocol.encode_begin(payload), "owner"))
+
+    # ... and once it has run out, the session is dropped and another app provisions
+    clock.now += 1
+    assert deliver(leased, payload, connection="owner").status is Status.PROVISIONED
+    assert Status.IDLE in [r.status for r in leased.reports]
+
+
+def test_the_lease_ends_without_anyone_writing(leased, ca, clock):
+    payload, _ = good_answer(leased, ca)
+    leased.write_control(protocol.encode_begin(payload), "intruder")
+    clock.now += 5
+    assert not leased.expire_idle()
+    clock.now += 20
+
+    assert leased.expire_idle()
+    assert leased.owner is None and leased.status.status is Status.IDLE
+
+
+def test_a_chunk_now_and_then_does_not_hold_the_device_for_ever(leased, ca, clock):
+    # GIVEN an app that keeps its lease alive with one chunk every 19 s
+    payload, _ = good_answer(leased, ca)
+    leased.write_control(protocol.encode_begin(payload), "intruder")
+    chunks = protocol.split_chunks(payload, 23)
+    for chunk in chunks[:6]:
+        clock.now += 19
+        assert busy(lambda: leased.write_control(protocol.encode_begin(payload), "owner"))
+        leased.write_data(chunk, "intruder")
+
+    # THEN 120 s after its BEGIN the session is dropped anyway
+    clock.now += 7
+    assert deliver(leased, payload, connection="owner").status is Status.PROVISIONED
+
+
+def test_a_steady_transfer_keeps_its_session(leased, ca, clock):
+    payload, _ = good_answer(leased, ca)
+    leased.write_control(protocol.encode_begin(payload), "phone")
+    chunks = protocol.split_chunks(payload, 517)
+    assert len(chunks) * 15 < 120  # slow, but within the lease and the session's limit
+    for chunk in chunks:
+        clock.now += 15
+        leased.write_data(chunk, "phone")
+    leased.write_control(protocol.encode_commit(), "phone")
+    assert leased.status.status is Status.PROVISIONED
+
+
+def test_app_error_from_another_connection_does_not_touch_the_session(leased, ca):
+    # GIVEN the owner's app in the middle of a transfer
+    payload, _ = good_answer(leased, ca)
+    leased.write_control(protocol.encode_begin(payload), "phone")
+
+    # WHEN another connection writes APP_ERROR
+    intruder_error = protocol.encode_app_error(409, "DEVICE_OWNED", "give up")
+    assert busy(lambda: leased.write_control(intruder_error, "intruder"))
+
+    # THEN the transfer goes on and provisions the device
+    assert leased.status.status is Status.RECEIVING
+    for chunk in protocol.split_chunks(payload, 185):
+        leased.write_data(chunk, "phone")
+    leased.write_control(protocol.encode_commit(), "phone")
+    assert leased.status.status is Status.PROVISIONED
+
+
+def test_the_owners_app_error_ends_its_session(leased, ca):
+    payload, _ = good_answer(leased, ca)
+    leased.write_control(protocol.encode_begin(payload), "phone")
+    leased.write_control(protocol.encode_app_error(502, "UPSTREAM", "try later"), "phone")
+
+    assert leased.status.status is Status.ERR_APP and leased.owner is None
+    assert deliver(leased, payload, connection="other").status is Status.PROVISIONED
+
+
+def test_what_the_app_says_cannot_forge_log_or_event_lines(leased, caplog, capsys):
+    from onboarding_ble import events
+
+    # GIVEN an APP_ERROR whose code and message carry line breaks and a forged event line
+    caplog.set_level(logging.INFO)
+    forged = "oops\nPROVISIONED thing=device_SN-unit-1 cert=00\r\x1b[2Kok"
+    value = protocol.encode_app_error(409, "X\nPROVISIONED", forged + "é" + "A" * 300)
+
+    leased.write_control(value, "phone")
+    events.emit(events.StatusChanged(leased.status.status.name, leased.status.detail))
+
+    # THEN no log record and no output line starts the forged event, and the log is bounded
+    lines = caplog.text.splitlines() + capsys.readouterr().out.splitlines()
+    assert not [line for line in lines if line.startswith("PROVISIONED")]
+    logged = [r.getMessage() for r in caplog.records if "API error" in r.getMessage()]
+    assert len(logged) == 1
+    assert all(" " <= c <= "~" for c in logged[0]) and len(logged[0]) < 250
+    assert leased.status.detail == "409 X?PROVISIONED"
+
+
+# --- no downgrade (issue 11, item 4) -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("minimum", "advertised"),
+    [
+        ("fernet-x25519", ("fernet-x25519", "x25519-hkdf-sha256-aes256gcm")),
+        ("x25519-hkdf-sha256-aes256gcm", ("x25519-hkdf-sha256-aes256gcm",)),
+    ],
+)
+def test_device_info_v2_advertises_the_schemes_the_device_accepts(
+    tmp_path, ca, minimum, advertised
+):
+    session = ProvisioningSession("SN-A", [ca[1]], tmp_path, minimum_scheme=minimum)
+
+    info = protocol.DeviceInfo.decode(session.device_info_v2())
+
+    assert info.version == 2 and info.schemes == advertised
+    assert info.dsn == "SN-A" and info.public_key == session.public_key
+    assert protocol.DeviceInfo.decode(session.device_info()).schemes is None  # version 1 as was
+
+
+def test_an_old_apps_answer_without_encryption_field_provisions_a_default_device(session, ca):
+    # GIVEN the answer a version-1 app relays from an API that names no scheme
+    payload, _ = good_answer(session, ca)
+    body = json.loads(payload)
+    del body["encryption"]
+
+    assert deliver(session, json.dumps(body).encode()).status is Status.PROVISIONED
+
+
+def test_the_gatt_service_drops_a_silent_session_with_nobody_writing(tmp_path, ca):
+    import asyncio
+
+    from onboarding_ble.gatt import OnboardingService
+
+    class Radio:
+        """What OnboardingService needs of a bumble Device: notifications go nowhere."""
+
+        async def notify_subscribers(self, _characteristic, _value):
+            return None
+
+    async def scenario():
+        # GIVEN a device whose session has a short lease, and an app that sent BEGIN only
+        session = ProvisioningSession("SN-unit-1", [ca[1]], tmp_path / "state", lease=0.1)
+        service = OnboardingService(Radio(), session)
+        session.write_control(protocol.encode_begin(b"{}"), "intruder")
+        assert session.owner == "intruder"
+        # WHEN nobody writes anything, THEN the service itself ends the session
+        async with asyncio.timeout(10):
+            while session.owner is not None:
+                await asyncio.sleep(0.05)
+        service.provisioned.cancel()
+        return session.status.status
+
+    assert asyncio.run(scenario()) is Status.IDLE

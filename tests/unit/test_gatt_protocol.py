@@ -43,7 +43,9 @@ def test_device_info_round_trip_and_layout():
 @pytest.mark.parametrize(
     ("value", "status"),
     [
-        (bytes([2, 1]) + bytes(32) + b"\x01A", Status.ERR_VERSION),
+        (bytes([0, 1]) + bytes(32) + b"\x01A", Status.ERR_VERSION),
+        (bytes([2, 1]) + bytes(32) + b"\x01A", Status.ERR_FORMAT),  # v2 without its schemes
+        (bytes([1, 1]) + bytes(32) + b"\x01A\x03", Status.ERR_FORMAT),  # v1 has nothing after
         (bytes([1, 9]) + bytes(32) + b"\x01A", Status.ERR_FORMAT),
         (bytes([1, 1]) + bytes(32) + b"\x05A", Status.ERR_FORMAT),
         (bytes([1, 1]) + bytes(32) + b"\x01!", Status.ERR_FORMAT),
@@ -54,6 +56,48 @@ def test_device_info_rejects_malformed_values(value, status):
     with pytest.raises(ProtocolError) as caught:
         DeviceInfo.decode(value)
     assert caught.value.status is status
+
+
+def test_device_info_v2_appends_the_accepted_schemes():
+    key = bytes(range(32))
+    both = ("fernet-x25519", "x25519-hkdf-sha256-aes256gcm")
+    value = DeviceInfo(dsn="SN-0001", public_key=key, schemes=both).encode()
+
+    assert value[0] == 2 and value[1:34] == bytes([1]) + key and value[34] == 7
+    assert value[35:42] == b"SN-0001" and value[42:] == bytes([0x03])
+    assert DeviceInfo.decode(value).schemes == both
+    strict = DeviceInfo(dsn="SN-0001", public_key=key, schemes=both[1:]).encode()
+    assert strict[-1] == 0x02 and DeviceInfo.decode(strict).schemes == both[1:]
+
+
+def test_a_later_device_info_is_read_for_the_fields_this_app_knows():
+    # A version-3 device may append fields and accept schemes this app does not know.
+    value = bytes([3, 1]) + bytes(32) + b"\x01A" + bytes([0x02 | 0x80]) + b"more"
+    assert DeviceInfo.decode(value).schemes == ("x25519-hkdf-sha256-aes256gcm",)
+
+
+def v1_app_decode(value: bytes) -> tuple[str, bytes]:
+    """DEVICE_INFO as a version-1 app reads it (the decoder it shipped with)."""
+    version, key_type = struct.unpack_from("<BB", value)
+    assert (version, key_type) == (1, 1), "a version-1 app refuses this value (ERR_VERSION)"
+    dsn = value[35:]
+    assert len(dsn) == value[34], "a version-1 app refuses this value (length)"
+    return dsn.decode("ascii"), value[2:34]
+
+
+def test_a_version_2_device_still_offers_version_1_device_info(tmp_path):
+    from onboarding_ble.gatt import ProvisioningSession
+    from tests.support.device_answers import make_ca
+
+    session = ProvisioningSession(
+        "SN-0001", [make_ca()[1]], tmp_path, minimum_scheme="x25519-hkdf-sha256-aes256gcm"
+    )
+
+    assert v1_app_decode(session.device_info()) == ("SN-0001", session.public_key)
+    v2 = DeviceInfo.decode(session.device_info_v2())
+    assert v2.schemes == ("x25519-hkdf-sha256-aes256gcm",) and v2.public_key == session.public_key
+    with pytest.raises(AssertionError):
+        v1_app_decode(session.device_info_v2())  # why version 2 has its own characteristic
 
 
 @pytest.mark.parametrize("dsn", ["", "a b", "x" * 116, "ünï"])

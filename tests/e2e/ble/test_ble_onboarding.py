@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import stat
 import uuid
@@ -306,3 +307,115 @@ def test_broker_admits_only_active_certificates_of_the_right_thing(
     refusals = broker["log"].output
     assert "REFUSE client=device_other" in refusals
     assert "is INACTIVE" in refusals and "is REVOKED" in refusals
+
+
+def attackers_answer_for(stack, victim_public: bytes, victim_dsn: str, scheme: str) -> dict:
+    """Issue 11, attack 1, through the real stack: a member provisions the fake DSN
+    ``x_<victim>`` with a key pair of their own, opens the answer, and seals its private key to
+    the victim's public key under an ephemeral key of their own (the API's own sealing code)."""
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+    from provisioning.crypto import seal_private_key
+
+    username, password = create_member(stack)
+    backend = app.backend_from_state(stack["path"])
+    token = app.login(backend, username, password)
+    attacker = X25519PrivateKey.generate()
+    raw = serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    fake_dsn = f"x_{victim_dsn}"
+    issued = app.request_certificate(
+        backend.api_url, token, fake_dsn, attacker.public_key().public_bytes(*raw), scheme
+    )
+    assert issued.ok, issued.body  # the API has no reason to refuse: the DSN is new
+    body = issued.body
+    key_pem = credentials.decrypt_private_key(
+        scheme,
+        attacker,
+        base64.b64decode(body["publicKey"]),
+        body["encryptedPrivateKey"].encode(),
+        fake_dsn,
+    )
+    key = serialization.load_pem_private_key(key_pem, None)
+    resealed = seal_private_key(key, victim_public, scheme, victim_dsn)  # type: ignore[arg-type]
+    body["encryptedPrivateKey"] = resealed.encrypted_private_key
+    body["publicKey"] = base64.b64encode(resealed.server_public_key).decode()
+    return body
+
+
+def advertised(transport: str, dsn: str) -> bool:
+    """Whether a scan finds a device advertising the onboarding service with this DSN."""
+
+    async def go() -> bool:
+        hci, device = await app.open_device(transport)
+        try:
+            return bool(await app.scan(device, dsn, 2.0))
+        finally:
+            await hci.close()
+
+    return asyncio.run(go())
+
+
+@pytest.mark.parametrize(
+    ("scheme", "claim"),
+    [("fernet-x25519", True), ("x25519-hkdf-sha256-aes256gcm", False)],
+    ids=["fernet, thingName claims the victim", "hkdf-gcm, no thingName"],
+)
+def test_a_genuine_certificate_for_another_dsn_is_refused_by_the_victim(
+    stack, pinned_ca, procs, tmp_path, scheme, claim
+):
+    # GIVEN a victim device waiting to be provisioned, whose firmware pins the fleet's prefix
+    victim = new_dsn()
+    prefix = stack["outputs"]["ThingPrefix"]
+    device_radio, app_radio = start_radio(procs)
+    state_dir = tmp_path / victim
+    device = start_device(
+        procs, device_radio, victim, state_dir, pinned_ca, None, "--thing-prefix", prefix
+    )
+    address = device.wait_event(events.Advertising).bare_address
+    victim_public = read_public_key(app_radio, address)
+
+    # AND a member's genuine certificate and key for the fake DSN x_<victim>, the key
+    # re-encrypted to the victim, with the JSON's thingName naming the victim's thing or left out
+    body = attackers_answer_for(stack, victim_public, victim, scheme)
+    if claim:
+        body["thingName"] = f"{prefix}_{victim}"
+    else:
+        body.pop("thingName", None)
+
+    # WHEN the member relays it to the victim
+    result = relay(app_radio, address, json.dumps(body).encode())
+
+    # THEN the victim refuses it, stores nothing, and keeps advertising for its owner
+    assert result is Status.ERR_DSN_MISMATCH
+    device.wait_event(events.StatusChanged, lambda e: e.status == "ERR_DSN_MISMATCH")
+    assert nothing_stored(state_dir)
+    assert device.popen.poll() is None
+    assert advertised(app_radio, victim)
+
+
+def test_an_answer_that_changes_only_the_endpoint_does_not_redirect_the_device(
+    stack, broker, pinned_ca, procs, tmp_path
+):
+    # GIVEN a device whose firmware pins the stack's broker as its IoT endpoint
+    dsn = new_dsn()
+    device_radio, app_radio = start_radio(procs)
+    state_dir = tmp_path / dsn
+    device = start_device(procs, device_radio, dsn, state_dir, pinned_ca, broker)
+    address = device.wait_event(events.Advertising).bare_address
+    public = read_public_key(app_radio, address)
+
+    # WHEN a relay delivers the API's genuine answer with only iotEndpoint changed
+    # (issue 11, attack 2: the relay's own account, here a port nobody serves)
+    backend = app.backend_from_state(stack["path"])
+    token = app.login(backend, backend.default_username, backend.default_password)
+    real = app.request_certificate(backend.api_url, token, dsn, public)
+    assert real.ok, real.body
+    body = {**real.body, "iotEndpoint": "127.0.0.1:1"}
+    result = relay(app_radio, address, json.dumps(body).encode())
+
+    # THEN the device is provisioned and says hello through its own endpoint
+    assert result is Status.PROVISIONED
+    assert device.wait(60) == 0, device.output
+    thing = json.loads((state_dir / "device.json").read_text())["thingName"]
+    assert [m for m in messages(broker) if m["topic"] == f"things/{thing}/hello"]
+    assert "127.0.0.1:1" not in (state_dir / "device.json").read_text()

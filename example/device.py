@@ -36,6 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bumble.transport.common import TransportSpecError
+
 from onboarding_ble import credentials, events, gatt, protocol, rules
 from onboarding_ble.credentials import Credentials
 from onboarding_ble.gatt import OnboardingService, ProvisioningSession
@@ -45,6 +47,7 @@ from onboarding_ble.protocol import ProtocolError
 logger = logging.getLogger("device")
 
 EXIT_OK = 0
+EXIT_USAGE = 2  # a mistake in the command line or the firmware configuration
 EXIT_PROVISIONING = 3
 EXIT_MQTT = 4
 
@@ -223,6 +226,12 @@ async def async_main(options: DeviceOptions) -> int:
         options.state_dir, cas, dsn=options.dsn, thing_prefix=options.thing_prefix
     )
     if creds is None:
+        if options.transport == "none":
+            logger.error(
+                "no valid credentials in %s, and no BLE transport to be provisioned over",
+                options.state_dir,
+            )
+            return EXIT_USAGE
         session = ProvisioningSession(
             options.dsn,
             cas,
@@ -236,6 +245,9 @@ async def async_main(options: DeviceOptions) -> int:
                 provision_over_ble(options.transport, session, options.address),
                 timeout=options.provision_timeout or None,
             )
+        except (TransportSpecError, OSError) as exc:
+            logger.error("cannot open the BLE transport %s: %s", options.transport, exc)
+            return EXIT_USAGE
         except TimeoutError:
             logger.error("not provisioned within %s s", options.provision_timeout)
             return EXIT_PROVISIONING
@@ -328,7 +340,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         options = options_from(args)
     except (ProtocolError, OfflineStateError, FirmwareConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
+    try:
+        credentials.load_ca(options.ca.read_bytes())  # a firmware mistake: say so, early
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not a PEM certificate"
+        print(f"error: the pinned CA {options.ca}: {reason}", file=sys.stderr)
+        return EXIT_USAGE
     return asyncio.run(async_main(options))
 
 

@@ -196,3 +196,23 @@ def test_stored_credentials_connect_to_the_configured_endpoint_not_the_stored_on
     finally:
         configured.close()
         stored.close()
+
+
+def test_a_pinned_ca_that_is_not_a_certificate_is_one_line_not_a_traceback(tmp_path, capsys):
+    not_pem = tmp_path / "ca.pem"
+    not_pem.write_text("not a certificate\n")
+
+    assert device.main(argv(tmp_path, "--ca", str(not_pem), "--no-mqtt")) == 2
+    assert (
+        capsys.readouterr().err.strip() == f"error: the pinned CA {not_pem}: not a PEM certificate"
+    )
+    assert device.main(argv(tmp_path, "--ca", str(tmp_path / "missing.pem"), "--no-mqtt")) == 2
+    assert "No such file or directory" in capsys.readouterr().err
+
+
+def test_no_credentials_and_no_radio_says_so_instead_of_failing_in_bumble(tmp_path, ca, caplog):
+    pinned = tmp_path / "ca.pem"
+    pinned.write_bytes(ca[1].public_bytes(serialization.Encoding.PEM))
+
+    assert device.main(argv(tmp_path, "--ca", str(pinned), "--no-mqtt")) == 2
+    assert "no BLE transport to be provisioned over" in caplog.text

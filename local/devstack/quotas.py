@@ -59,8 +59,8 @@ class Quota:
         return max(1.0, self.rate)
 
 
-# docs/cost.md and DESIGN.md section 8. CreateThing and AttachThingPrincipal are documented
-# there as "15-100/s": the lower end is used.
+# From docs/cost.md. CreateThing and AttachThingPrincipal are documented there as "15-100/s":
+# the lower end is used.
 DEFAULT_QUOTAS: tuple[Quota, ...] = (
     Quota("acm-pca", "IssueCertificate", 25, "docs/cost.md"),
     Quota("acm-pca", "GetCertificate", 75, "docs/cost.md"),
@@ -71,7 +71,7 @@ DEFAULT_QUOTAS: tuple[Quota, ...] = (
     Quota("iot", "AttachPolicy", 15, "docs/cost.md"),
     Quota("iot", "CreateThing", 15, "docs/cost.md (15-100/s: the lower end)"),
     Quota("iot", "AttachThingPrincipal", 15, "docs/cost.md (15-100/s: the lower end)"),
-    Quota("iot", "CreatePolicy", 10, "DESIGN.md section 8"),
+    Quota("iot", "CreatePolicy", 10, "docs/cost.md"),
     Quota("iot", "UpdateCertificate", 10, "assumed: not confirmed against AWS's table"),
 )
 

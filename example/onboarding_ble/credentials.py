@@ -147,8 +147,8 @@ def verify_answer(
 
     Firmware configuration, when given, wins over the relay: ``thing_prefix`` (the fleet's
     ThingPrefix), ``minimum_scheme`` (the weakest key encryption accepted; an answer without
-    ``encryption`` is fernet-x25519) and ``iot_endpoint`` (the pinned MQTT endpoint: the
-    answer's ``iotEndpoint`` is used only when none is configured). ``thingName`` and
+    ``encryption`` is fernet-x25519) and ``iot_endpoint`` (the pinned MQTT endpoint, what is
+    stored: the answer's ``iotEndpoint`` is never used). ``thingName`` and
     ``certificateId`` in the answer are ignored: both are read from the certificate.
     """
     now = now or dt.datetime.now(dt.UTC)
@@ -157,9 +157,8 @@ def verify_answer(
         cert_pem = body["certificatePem"].encode("ascii")
         token = body["encryptedPrivateKey"].encode("ascii")
         server_public = base64.b64decode(body["publicKey"], validate=True)
-        advised_endpoint = str(body.get("iotEndpoint") or "")
         answered_scheme = body.get("encryption")
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
         raise ProtocolError(Status.ERR_FORMAT, "answer is not a provisioning response") from exc
     try:
         scheme = trust.check_scheme(answered_scheme, minimum_scheme)
@@ -190,7 +189,8 @@ def verify_answer(
         ),
         thing_name=trusted.thing_name,
         certificate_id=trusted.certificate_id,
-        iot_endpoint=iot_endpoint if iot_endpoint is not None else advised_endpoint,
+        # The pinned endpoint only: the relay's iotEndpoint is never stored.
+        iot_endpoint=iot_endpoint or "",
     )
 
 

@@ -201,9 +201,11 @@ def format_line(event: Event) -> str:
     words = [event.NAME]
     for index, field in enumerate(fields):
         text = _text(getattr(event, field.name))
-        if index < len(fields) - 1 and (" " in text or "\n" in text):
+        if index < len(fields) - 1 and (" " in text or not text.isprintable()):
             raise ValueError(f"{event.NAME} {field.name} must not contain spaces: {text!r}")
-        words.append(f"{field.name}={text.replace(chr(10), ' ')}")
+        # The last field is free text: nothing in it may end the line (a reader's splitlines()
+        # splits on \r, \x0b, \x1c, \u2028 and more), so every non-printable becomes "?".
+        words.append(f"{field.name}={''.join(c if c.isprintable() else '?' for c in text)}")
     return " ".join(words)
 
 

@@ -109,6 +109,8 @@ class ProvisioningSession:
 
     def _set(self, status: Status, detail: str = "") -> None:
         received = self._transfer.received if self._transfer else 0
+        # A refusal can quote what the relay sent (a certificate's subject): printable only.
+        detail = protocol.printable(detail, protocol.DETAIL_MAX_LEN)
         self.status = StatusReport(status, received, detail)
         logger.info("status %s %s", status.name, detail)
         self.on_status(self.status)
@@ -150,8 +152,10 @@ class ProvisioningSession:
                 raise  # do not disturb the session in progress
             raise self._fail(exc) from None
         if isinstance(command, protocol.Begin):
+            if self.owner is None:  # a new session; the owner's BEGIN again keeps its age
+                self._began = self._clock()
             self.owner = connection
-            self._began = self._last_write = self._clock()
+            self._last_write = self._clock()
             self._transfer = protocol.Reassembler(command)
             self._set(Status.RECEIVING)
         elif isinstance(command, protocol.Abort):
@@ -203,6 +207,10 @@ class ProvisioningSession:
                 raise ProtocolError(Status.ERR_STORAGE, "cannot store credentials") from exc
         except ProtocolError as exc:
             self._fail(exc)
+            return
+        except Exception as exc:  # hostile input the checks did not foresee: refuse, never hang
+            logger.warning("answer refused: %s", type(exc).__name__)
+            self._fail(ProtocolError(Status.ERR_FORMAT, "the answer could not be checked"))
             return
         self._transfer = None
         self._set(Status.PROVISIONED, self.credentials.thing_name)

@@ -155,6 +155,8 @@ def _require_client_certificate(leaf: x509.Certificate) -> None:
     checks the same again."""
     try:
         eku = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except ValueError:  # an extension that does not parse: a certificate no CA made
+        raise TrustError(Refusal.MALFORMED, "certificate has a malformed extension") from None
     except x509.ExtensionNotFound:
         raise TrustError(
             Refusal.NOT_CLIENT_CERTIFICATE, "certificate has no extended key usage"

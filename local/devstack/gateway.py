@@ -36,10 +36,8 @@ plans, request mapping templates.
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import re
-import socket
 import threading
 import time
 import urllib.request
@@ -49,7 +47,6 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -59,6 +56,14 @@ import jwt
 from devstack.deployer import ApiSpec, CognitoAuthorizer, Deployment, Route
 from devstack.errors import DevstackError
 from devstack.gateway_responses import GatewayResponses
+from devstack.http_limits import (
+    CONTENT_LENGTH,
+    MAX_CONNECTIONS,
+    READ_TIMEOUT,
+    REQUEST_READ_LIMIT,
+    BoundedHTTPServer,
+    BoundedRequestHandler,
+)
 from devstack.runtime import FunctionSpec, Invoker
 from devstack.throttle import StageThrottle
 
@@ -66,9 +71,6 @@ JwksLoader = Callable[[str], dict[str, Any]]
 
 _MAX_BODY = 10 * 1024 * 1024  # API Gateway's payload limit
 INTEGRATION_TIMEOUT = 29.0  # seconds API Gateway waits for a Lambda integration
-READ_TIMEOUT = 10.0  # seconds the server waits for a client's next bytes
-REQUEST_READ_LIMIT = 30.0  # seconds a client has to send one whole request (headers and body)
-MAX_CONNECTIONS = 128  # connections served at once; more are closed at once
 
 
 @dataclass(frozen=True)
@@ -455,11 +457,10 @@ class _ClientGone(Exception):
     """The client closed the connection before sending the whole body."""
 
 
-_CONTENT_LENGTH = re.compile(r"[0-9]{1,12}")
 _CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,8}")
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(BoundedRequestHandler):
     server: GatewayServer
     raw_requestline: bytes  # set by handle_one_request before parse_request
     protocol_version = "HTTP/1.1"
@@ -473,22 +474,6 @@ class _Handler(BaseHTTPRequestHandler):
             "Missing Authentication Token",
         ),
     }
-
-    def handle_one_request(self) -> None:
-        """One request; a client that has not sent all of it within REQUEST_READ_LIMIT seconds
-        (one slow byte at a time, under the per-read timeout) is cut off."""
-        self._cut_off = threading.Timer(self.server.request_read_limit, self._cut)
-        self._cut_off.daemon = True
-        self._cut_off.start()
-        try:
-            super().handle_one_request()
-        finally:
-            self._cut_off.cancel()
-
-    def _cut(self) -> None:
-        self.close_connection = True
-        with contextlib.suppress(OSError):
-            self.connection.shutdown(socket.SHUT_RDWR)
 
     def parse_request(self) -> bool:
         if len(self.raw_requestline.split()) == 2:  # no version: HTTP/0.9, which API Gateway
@@ -549,7 +534,7 @@ class _Handler(BaseHTTPRequestHandler):
             return b""
         values = {value.strip() for value in lengths}
         text = values.pop()
-        if values or not _CONTENT_LENGTH.fullmatch(text):
+        if values or not CONTENT_LENGTH.fullmatch(text):
             raise _Refused("DEFAULT_4XX", "Bad Request", 400)
         length = int(text)
         if length > _MAX_BODY:
@@ -570,7 +555,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             response = api.error(refused.response_type, refused.message, status=refused.status)
         else:
-            self._cut_off.cancel()  # the request is in; the integration may take its 29 s
+            self.request_read()  # the request is in; the integration may take its 29 s
             response = api.handle(
                 self.command, self.path, list(self.headers.items()), body, self.client_address[0]
             )
@@ -599,13 +584,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.server.log(f"gateway: {self.address_string()} {format % args}")
 
 
-class GatewayServer(ThreadingHTTPServer):
+class GatewayServer(BoundedHTTPServer):
     """The HTTP side: ``start()``, ``api_url`` (stage included), ``stop()``."""
-
-    daemon_threads = True
-    # socketserver's default backlog of 5 resets connections when many clients connect at
-    # once (bench/load.py's 64 did); API Gateway does not.
-    request_queue_size = 128
 
     def __init__(
         self,
@@ -620,10 +600,13 @@ class GatewayServer(ThreadingHTTPServer):
     ) -> None:
         # StreamRequestHandler applies ``timeout`` to each connection's socket.
         handler = type("_TimedHandler", (_Handler,), {"timeout": read_timeout})
-        self.request_read_limit = request_read_limit
-        self._connections = threading.BoundedSemaphore(max_connections)
         try:
-            super().__init__((host, port), handler)
+            super().__init__(
+                (host, port),
+                handler,
+                request_read_limit=request_read_limit,
+                max_connections=max_connections,
+            )
         except OSError as exc:
             raise DevstackError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
         self.api = api
@@ -646,20 +629,6 @@ class GatewayServer(ThreadingHTTPServer):
         self._thread = threading.Thread(target=self.serve_forever, name="gateway", daemon=True)
         self._thread.start()
         return self
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        """A thread per connection, up to max_connections; past that the connection is closed
-        at once (a flood of idle connections cannot exhaust the machine)."""
-        if not self._connections.acquire(blocking=False):
-            self.shutdown_request(request)
-            return
-        super().process_request(request, client_address)
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._connections.release()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A connection that failed mid-request: noted in the log, not dumped on stderr."""

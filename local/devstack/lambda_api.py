@@ -16,21 +16,20 @@ import json
 import re
 import threading
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import unquote
 
 from devstack.errors import DevstackError
+from devstack.http_limits import CONTENT_LENGTH, BoundedHTTPServer, BoundedRequestHandler
 from devstack.runtime import FunctionError, FunctionSpec
 
 _INVOKE = re.compile(r"^/2015-03-31/functions/(?P<name>[^/]+)/invocations$")
 _MAX_PAYLOAD = 6 * 1024 * 1024  # Lambda's synchronous payload limit
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(BoundedRequestHandler):
     server: LambdaApiServer
     protocol_version = "HTTP/1.1"
-    timeout = 10  # seconds a client may stall between bytes (StreamRequestHandler applies it)
 
     def do_POST(self) -> None:
         found = _INVOKE.match(self.path.split("?", 1)[0])
@@ -43,7 +42,9 @@ class _Handler(BaseHTTPRequestHandler):
             )
             return
         declared = (self.headers.get("Content-Length") or "0").strip()
-        if not declared.isdigit():
+        if self.headers.get("Transfer-Encoding") or not CONTENT_LENGTH.fullmatch(declared):
+            # boto3 always sends a Content-Length; anything else is refused, never guessed at
+            self.close_connection = True
             self._answer(HTTPStatus.BAD_REQUEST, {"Type": "User", "Message": "Bad Content-Length"})
             return
         length = int(declared)
@@ -55,6 +56,10 @@ class _Handler(BaseHTTPRequestHandler):
         except TimeoutError:  # a Content-Length longer than what was sent
             self.close_connection = True
             return
+        if len(payload) < length:  # the client closed early, or was cut off
+            self.close_connection = True
+            return
+        self.request_read()
         try:
             event = json.loads(payload or b"{}")
         except (ValueError, RecursionError):
@@ -81,10 +86,8 @@ class _Handler(BaseHTTPRequestHandler):
         return None
 
 
-class LambdaApiServer(ThreadingHTTPServer):
+class LambdaApiServer(BoundedHTTPServer):
     """``start()``, ``url``, ``stop()``; ``invoker(function, event)`` runs a function."""
-
-    daemon_threads = True
 
     def __init__(
         self, functions: dict[str, FunctionSpec], invoker: Any, host: str = "127.0.0.1"
@@ -107,9 +110,6 @@ class LambdaApiServer(ThreadingHTTPServer):
             if name in (logical_id, function.name, function.arn):
                 return function
         return None
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """A connection that failed mid-request is dropped quietly (no traceback on stderr)."""
 
     def start(self) -> LambdaApiServer:
         self._thread = threading.Thread(target=self.serve_forever, name="lambda-api", daemon=True)

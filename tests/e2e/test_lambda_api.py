@@ -34,7 +34,7 @@ def test_boto3_invokes_a_function_by_name(offline_stack: RunningStack) -> None:
         client.invoke(FunctionName="no-such-function", Payload=b"{}")
 
 
-@pytest.mark.parametrize("length", ["abc", "-1", "1e3"])
+@pytest.mark.parametrize("length", ["abc", "-1", "1e3", "\u00b2", "\u0663"])
 def test_a_bad_content_length_is_400(offline_stack: RunningStack, length: str) -> None:
     raw = raw_post(
         offline_stack,
@@ -42,6 +42,17 @@ def test_a_bad_content_length_is_400(offline_stack: RunningStack, length: str) -
         f"Content-Length: {length}\r\n",
     )
     assert raw.startswith(b"HTTP/1.1 400")
+
+
+def test_a_chunked_body_is_refused_not_misread(offline_stack: RunningStack) -> None:
+    raw = raw_post(
+        offline_stack,
+        "/2015-03-31/functions/SweeperFunction/invocations",
+        "Transfer-Encoding: chunked\r\n",
+        b"2\r\n{}\r\n0\r\n\r\n",
+    )
+    assert raw.startswith(b"HTTP/1.1 400")
+    assert raw.count(b"HTTP/1.1") == 1  # the chunks were not read as a second request
 
 
 def test_a_lying_content_length_is_dropped_and_the_server_stays_up(

@@ -438,3 +438,75 @@ def test_the_gatt_service_drops_a_silent_session_with_nobody_writing(tmp_path, c
         return session.status.status
 
     assert asyncio.run(scenario()) is Status.IDLE
+
+
+def test_begin_again_from_the_same_app_does_not_restart_the_sessions_cap(leased, ca, clock):
+    # GIVEN an app that sends BEGIN again every 19 s (inside its lease) instead of any chunk,
+    # its last one 19 s ago and its first 133 s ago
+    payload, _ = good_answer(leased, ca)
+    for _ in range(7):
+        leased.write_control(protocol.encode_begin(payload), "intruder")
+        clock.now += 19
+    # THEN 120 s after its first BEGIN the session is dropped anyway: the owner provisions
+    assert deliver(leased, payload, connection="owner").status is Status.PROVISIONED
+
+
+def _self_signed(subject: str, extensions=()):
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - dt.timedelta(days=1))
+        .not_valid_after(NOW + dt.timedelta(days=30))
+    )
+    for extension in extensions:
+        builder = builder.add_extension(extension, critical=False)
+    return builder.sign(key, hashes.SHA256()), key
+
+
+def test_hostile_answers_are_refused_and_free_the_session(session):
+    # GIVEN answers a relay could send that no check foresaw: JSON nested past the parser's
+    # limit, and a certificate whose extended key usage does not parse
+    from cryptography import x509
+    from cryptography.x509.oid import ExtensionOID
+
+    garbled = x509.UnrecognizedExtension(ExtensionOID.EXTENDED_KEY_USAGE, b"\x30\x03\x06\x01")
+    cert, key = _self_signed("x", [garbled])
+    hostile = [b"[" * 5000 + b"]" * 5000, answer(session.public_key, session.dsn, cert, key)]
+    for payload in hostile:
+        # WHEN one is delivered THEN the device refuses it: a verdict, never a hang
+        status = deliver(session, payload, mtu=517, connection="relay")
+        assert status.status not in (Status.VERIFYING, Status.PROVISIONED), status
+        assert session.owner is None
+    # ... and the next app is served
+    assert session.credentials is None
+
+
+def test_a_refusal_quoting_the_certificate_cannot_forge_a_log_or_event_line(session, caplog):
+    # GIVEN a client certificate (no CA we pin made it) whose name carries line breaks and a
+    # fake verdict: the path check, which quotes the name in its refusal, is what refuses it
+    from cryptography import x509
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    forged = "x\nWARNING gatt: status PROVISIONED\rPROVISIONED thing=t cert=c"
+    cert, key = _self_signed(
+        forged,
+        [
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]),
+            x509.BasicConstraints(ca=False, path_length=None),
+        ],
+    )
+    with caplog.at_level(logging.INFO):
+        status = deliver(session, answer(session.public_key, session.dsn, cert, key))
+    # THEN it is refused, and what the device reports and logs stays on one printable line
+    assert status.status is Status.ERR_UNTRUSTED_CA
+    assert all(report.detail.isprintable() for report in session.reports)
+    assert "PROVISIONED" not in [r.status.name for r in session.reports]
+    assert all(record.getMessage().isprintable() for record in caplog.records)

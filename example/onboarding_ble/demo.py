@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -56,16 +56,25 @@ class Child:
     """One of our scripts in its own process group, its output in ``log_dir/<name>.log``."""
 
     def __init__(
-        self, name: str, args: list[str], log_dir: Path, env: Mapping[str, str] | None = None
+        self,
+        name: str,
+        args: list[str],
+        log_dir: Path,
+        env: Mapping[str, str] | None = None,
+        cwd: Path = EXAMPLE,
     ) -> None:
         self.name = name
         self.log_path = log_dir / f"{name}.log"
+        for again in range(2, 1000):  # a name started again gets a log of its own
+            if not self.log_path.exists():
+                break
+            self.log_path = log_dir / f"{name}-{again}.log"
         self._log: IO[str] = self.log_path.open("w", encoding="utf-8")
         child_env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
         child_env["PYTHONPATH"] = os.pathsep.join([str(EXAMPLE), child_env.get("PYTHONPATH", "")])
         self.popen = subprocess.Popen(  # noqa: S603 - our own scripts, fixed arguments
             [sys.executable, *args],
-            cwd=EXAMPLE,
+            cwd=cwd,
             env=child_env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -84,16 +93,22 @@ class Child:
         """The event lines it printed so far (onboarding_ble.events)."""
         return events.parse_all(self.output().splitlines())
 
-    def event(self, kind: type[E]) -> E | None:
-        """Its first event of type ``kind``, if any yet."""
-        return events.first(self.events(), kind)
+    def event(self, kind: type[E], where: Callable[[E], bool] | None = None) -> E | None:
+        """Its first event of type ``kind`` (for which ``where`` holds), if any yet."""
+        return next(
+            (e for e in self.events() if isinstance(e, kind) and (where is None or where(e))),
+            None,
+        )
 
-    def wait_for(self, kind: type[E], timeout: float) -> E:
-        """Its first event of type ``kind``; ChildError if it exits or times out first."""
+    def wait_for(
+        self, kind: type[E], timeout: float = 30.0, where: Callable[[E], bool] | None = None
+    ) -> E:
+        """Its first event of type ``kind`` (for which ``where`` holds); ChildError if it exits
+        or times out first."""
         deadline = time.monotonic() + timeout
         while True:
             exited = self.popen.poll() is not None
-            if (found := self.event(kind)) is not None:
+            if (found := self.event(kind, where)) is not None:
                 return found
             if exited:
                 raise ChildError(
@@ -104,6 +119,19 @@ class Child:
                 raise ChildError(
                     f"{self.name}: no {kind.NAME} within {timeout:g} s; see {self.log_path}"
                 )
+            time.sleep(0.05)
+
+    def wait_line(self, text: str, timeout: float = 30.0) -> str:
+        """Its first output line containing ``text`` (a line that is not an event, such as
+        devstack's own); ChildError if it exits or times out first."""
+        deadline = time.monotonic() + timeout
+        while True:
+            exited = self.popen.poll() is not None
+            found = next((line for line in self.output().splitlines() if text in line), None)
+            if found is not None:
+                return found
+            if exited or time.monotonic() > deadline:
+                raise ChildError(f"{self.name}: no line with {text!r}; see {self.log_path}")
             time.sleep(0.05)
 
     def wait(self, timeout: float) -> int:
@@ -127,8 +155,14 @@ class Children:
         self.log_dir = log_dir
         self.all: list[Child] = []
 
-    def start(self, name: str, args: list[str], env: Mapping[str, str] | None = None) -> Child:
-        child = Child(name, args, self.log_dir, env)
+    def start(
+        self,
+        name: str,
+        args: list[str],
+        env: Mapping[str, str] | None = None,
+        cwd: Path = EXAMPLE,
+    ) -> Child:
+        child = Child(name, args, self.log_dir, env, cwd)
         self.all.append(child)
         return child
 

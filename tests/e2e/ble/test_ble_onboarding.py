@@ -51,7 +51,7 @@ def test_device_is_provisioned_over_ble_and_says_hello_over_mqtt(
     device_radio, app_radio = start_radio(procs)
     state_dir = tmp_path / dsn
     device = start_device(procs, device_radio, dsn, state_dir, pinned_ca, broker)
-    device.wait_event(events.Advertising)
+    device.wait_for(events.Advertising)
 
     # WHEN its owner runs the app
     code, output = run_app(procs, app_radio, stack, "--dsn", dsn)
@@ -59,7 +59,7 @@ def test_device_is_provisioned_over_ble_and_says_hello_over_mqtt(
     # THEN the app reports success, the device stores a certificate from the pinned CA ...
     assert code == 0, output
     assert events.first(said(output), events.Provisioned) is not None, output
-    assert device.wait(60) == 0, device.output
+    assert device.wait(60) == 0, device.output()
     cert = assert_provisioned(state_dir, pinned_ca)
     meta = json.loads((state_dir / "device.json").read_text())
     thing = meta["thingName"]
@@ -80,15 +80,15 @@ def test_device_is_provisioned_over_ble_and_says_hello_over_mqtt(
     assert json.loads(hellos[0]["payload"])["dsn"] == dsn
     # The private key never appears in what the device or app print.
     key_line = (state_dir / "private_key.pem").read_text().splitlines()[1]
-    assert key_line not in device.output and key_line not in output
+    assert key_line not in device.output() and key_line not in output
 
     # WHEN the device restarts with its stored credentials (no radio needed)
     again = start_device(procs, "none", dsn, state_dir, pinned_ca, broker)
 
     # THEN it skips provisioning and connects straight away
-    assert again.wait(60) == 0, again.output
-    assert events.first(again.events, events.HasCredentials) is not None, again.output
-    assert events.first(again.events, events.Advertising) is None
+    assert again.wait(60) == 0, again.output()
+    assert events.first(again.events(), events.HasCredentials) is not None, again.output()
+    assert events.first(again.events(), events.Advertising) is None
     assert len([m for m in messages(broker) if m["topic"] == f"things/{thing}/hello"]) == 2
 
 
@@ -99,7 +99,7 @@ def test_device_of_another_user_is_refused_and_stays_unprovisioned(
     dsn = new_dsn()
     device_radio, app_radio = start_radio(procs)
     first = start_device(procs, device_radio, dsn, tmp_path / "first", pinned_ca, None)
-    first.wait_event(events.Advertising)
+    first.wait_for(events.Advertising)
     code, output = run_app(procs, app_radio, stack, "--dsn", dsn)
     assert code == 0, output
     assert first.wait(60) == 0
@@ -108,7 +108,7 @@ def test_device_of_another_user_is_refused_and_stays_unprovisioned(
     username, password = create_member(stack)
     state_dir = tmp_path / "second"
     second = start_device(procs, device_radio, dsn, state_dir, pinned_ca, None)
-    second.wait_event(events.Advertising)
+    second.wait_for(events.Advertising)
 
     # WHEN the member tries to provision it
     code, output = run_app(
@@ -121,7 +121,7 @@ def test_device_of_another_user_is_refused_and_stays_unprovisioned(
     assert refused is not None and refused.status in (403, 409), output
     told = events.first(said(output), events.StatusChanged)
     assert told is not None and told.status == "ERR_APP", output
-    second.wait_event(events.StatusChanged, lambda e: e.status == "ERR_APP")
+    second.wait_for(events.StatusChanged, where=lambda e: e.status == "ERR_APP")
     assert second.popen.poll() is None  # still waiting to be provisioned
     assert nothing_stored(state_dir)
 
@@ -144,7 +144,7 @@ def test_transfer_cut_mid_way_is_resent_after_reconnecting(stack, pinned_ca, pro
     device_radio, app_radio = start_radio(procs)
     state_dir = tmp_path / dsn
     device = start_device(procs, device_radio, dsn, state_dir, pinned_ca, None)
-    advertising = device.wait_event(events.Advertising)
+    advertising = device.wait_for(events.Advertising)
 
     # WHEN the app provisions it
     code, output = run_app(
@@ -165,9 +165,9 @@ def test_transfer_cut_mid_way_is_resent_after_reconnecting(stack, pinned_ca, pro
     assert [e.attempt for e in app_said if isinstance(e, events.Retry)] == [1], output
     answered = [e for e in app_said if isinstance(e, events.ApiAnswered)]
     assert len(answered) == 1, output  # the answer is reused, not re-issued
-    assert device.wait(60) == 0, device.output
+    assert device.wait(60) == 0, device.output()
     # the cut reset the session
-    assert events.StatusChanged("IDLE") in device.events, device.output
+    assert events.StatusChanged("IDLE") in device.events(), device.output()
     assert_provisioned(state_dir, pinned_ca)
 
 
@@ -177,8 +177,8 @@ def test_two_devices_with_the_same_dsn_are_not_guessed_between(stack, pinned_ca,
     radio_a, radio_b, app_radio = start_radio(procs, 3)
     a = start_device(procs, radio_a, dsn, tmp_path / "a", pinned_ca, None)
     b = start_device(procs, radio_b, dsn, tmp_path / "b", pinned_ca, None)
-    address_a = a.wait_event(events.Advertising).bare_address
-    b.wait_event(events.Advertising)
+    address_a = a.wait_for(events.Advertising).bare_address
+    b.wait_for(events.Advertising)
 
     # WHEN the app looks for that DSN
     code, output = run_app(procs, app_radio, stack, "--dsn", dsn)
@@ -243,7 +243,7 @@ def test_tampered_answer_is_rejected_and_nothing_stored(
     device_radio, app_radio = start_radio(procs)
     state_dir = tmp_path / dsn
     device = start_device(procs, device_radio, dsn, state_dir, pinned_ca, None)
-    address = device.wait_event(events.Advertising).bare_address
+    address = device.wait_for(events.Advertising).bare_address
     public = read_public_key(app_radio, address)
 
     # WHEN it receives a tampered answer
@@ -251,7 +251,7 @@ def test_tampered_answer_is_rejected_and_nothing_stored(
 
     # THEN it reports the precise error, stores nothing, and keeps waiting
     assert result is status
-    device.wait_event(events.StatusChanged, lambda e: e.status == status.name)
+    device.wait_for(events.StatusChanged, where=lambda e: e.status == status.name)
     assert nothing_stored(state_dir)
     assert device.popen.poll() is None
 
@@ -278,7 +278,7 @@ def test_broker_admits_only_active_certificates_of_the_right_thing(
     device_radio, app_radio = start_radio(procs)
     state_dir = tmp_path / dsn
     device = start_device(procs, device_radio, dsn, state_dir, pinned_ca, None)
-    device.wait_event(events.Advertising)
+    device.wait_for(events.Advertising)
     code, output = run_app(procs, app_radio, stack, "--dsn", dsn)
     assert code == 0, output
     assert device.wait(60) == 0
@@ -300,8 +300,8 @@ def test_broker_admits_only_active_certificates_of_the_right_thing(
     for status in ("INACTIVE", "REVOKED"):
         iot.update_certificate(certificateId=cert_id, newStatus=status)
         again = start_device(procs, "none", dsn, state_dir, pinned_ca, broker)
-        assert again.wait(60) == 4, again.output
-        assert events.first(again.events, events.MqttFailed) is not None, again.output
+        assert again.wait(60) == 4, again.output()
+        assert events.first(again.events(), events.MqttFailed) is not None, again.output()
     # ... and nothing from this thing ever reached a subscriber.
     assert not [m for m in messages(broker) if m["client_id"] in (creds.thing_name, "device_other")]
     refusals = broker["log"].output
@@ -371,7 +371,7 @@ def test_a_genuine_certificate_for_another_dsn_is_refused_by_the_victim(
     device = start_device(
         procs, device_radio, victim, state_dir, pinned_ca, None, "--thing-prefix", prefix
     )
-    address = device.wait_event(events.Advertising).bare_address
+    address = device.wait_for(events.Advertising).bare_address
     victim_public = read_public_key(app_radio, address)
 
     # AND a member's genuine certificate and key for the fake DSN x_<victim>, the key
@@ -387,7 +387,7 @@ def test_a_genuine_certificate_for_another_dsn_is_refused_by_the_victim(
 
     # THEN the victim refuses it, stores nothing, and keeps advertising for its owner
     assert result is Status.ERR_DSN_MISMATCH
-    device.wait_event(events.StatusChanged, lambda e: e.status == "ERR_DSN_MISMATCH")
+    device.wait_for(events.StatusChanged, where=lambda e: e.status == "ERR_DSN_MISMATCH")
     assert nothing_stored(state_dir)
     assert device.popen.poll() is None
     assert advertised(app_radio, victim)
@@ -401,7 +401,7 @@ def test_an_answer_that_changes_only_the_endpoint_does_not_redirect_the_device(
     device_radio, app_radio = start_radio(procs)
     state_dir = tmp_path / dsn
     device = start_device(procs, device_radio, dsn, state_dir, pinned_ca, broker)
-    address = device.wait_event(events.Advertising).bare_address
+    address = device.wait_for(events.Advertising).bare_address
     public = read_public_key(app_radio, address)
 
     # WHEN a relay delivers the API's genuine answer with only iotEndpoint changed
@@ -415,7 +415,7 @@ def test_an_answer_that_changes_only_the_endpoint_does_not_redirect_the_device(
 
     # THEN the device is provisioned and says hello through its own endpoint
     assert result is Status.PROVISIONED
-    assert device.wait(60) == 0, device.output
+    assert device.wait(60) == 0, device.output()
     thing = json.loads((state_dir / "device.json").read_text())["thingName"]
     assert [m for m in messages(broker) if m["topic"] == f"things/{thing}/hello"]
     assert "127.0.0.1:1" not in (state_dir / "device.json").read_text()

@@ -13,13 +13,13 @@ import pytest
 from onboarding_ble import credentials, events
 from onboarding_ble.credentials import Credentials
 
-from .procs import Processes, messages, run_app, start_device, start_radio
+from .procs import Children, messages, run_app, start_device, start_radio
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
 
 def provision(
-    procs: Processes,
+    procs: Children,
     device_radio: str,
     app_radio: str,
     stack: dict[str, Any],
@@ -29,10 +29,10 @@ def provision(
     """Onboard a fresh device over BLE (no MQTT) and return the credentials it stored."""
     dsn = f"ble-{uuid.uuid4().hex[:10]}"
     device = start_device(procs, device_radio, dsn, state_dir, pinned_ca, None)
-    device.wait_event(events.Advertising)
+    device.wait_for(events.Advertising)
     code, output = run_app(procs, app_radio, stack, "--dsn", dsn)
     assert code == 0, output
-    assert device.wait(60) == 0, device.output
+    assert device.wait(60) == 0, device.output()
     creds = credentials.load_valid(state_dir, credentials.load_ca(pinned_ca.read_bytes()))
     assert creds is not None
     return creds

@@ -65,6 +65,7 @@ PER_DEVICE_CALLS = (
 )
 REQUEST_TIMEOUT = 35.0  # seconds; the gateway gives up on the Lambda at 29
 BACKOFF_BASE = 0.1  # seconds, first backoff ceiling without Retry-After
+STEADY_MIN_DEVICES = 200  # ten times the default stage burst
 BACKOFF_CAP = 2.0
 PROGRESS_EVERY = 5.0
 
@@ -136,9 +137,11 @@ class Report:
     @property
     def steady(self) -> float:
         """Devices per second between the 10th and the 90th percentile of completions: the
-        rate once the workers are warm, before the last devices trickle in."""
+        rate once the workers are warm, before the last devices trickle in. Not measured (0)
+        for fewer than STEADY_MIN_DEVICES: the throttle's and the quotas' bursts would let a
+        short run pass the bound, which says nothing about a factory line."""
         done = sorted(self.tally.done_at)
-        if len(done) < 10:
+        if len(done) < STEADY_MIN_DEVICES:
             return 0.0
         low, high = done[len(done) // 10], done[(9 * len(done)) // 10]
         return ((9 * len(done)) // 10 - len(done) // 10) / (high - low) if high > low else 0.0
@@ -482,6 +485,11 @@ def print_report(report: Report, say: Callable[[str], None] = print) -> None:
         say(
             f"steady state (10th to 90th percentile of completions): {report.steady:.2f} "
             f"devices/s, {100 * report.steady / report.bound:.0f} % of the bound"
+        )
+    else:
+        say(
+            f"steady state: not measured (fewer than {STEADY_MIN_DEVICES} devices; the bursts "
+            "the throttle and the quotas allow would dominate)"
         )
     if tally.latencies:
         say(

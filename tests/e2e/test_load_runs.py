@@ -39,6 +39,8 @@ def test_a_small_line_onboards_every_device_and_the_invariants_hold() -> None:
         "AWS calls under a quota",
         "iot RegisterCertificate",
         "invariants: OK",
+        # 10 devices fit in the stage's burst: no steady-state figure is claimed for them
+        "steady state: not measured",
     ):
         assert line in result.stdout, line
     assert "5xx answers: 0;" in result.stdout

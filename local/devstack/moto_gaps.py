@@ -11,6 +11,8 @@ from typing import Any
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from devstack import moto_lookups
+
 # The end-entity templates bridged below, by the part of the ARN after the partition, and the
 # one extended key usage each gives.
 END_ENTITY_TEMPLATES = {
@@ -29,6 +31,7 @@ def apply() -> None:
     _atomic_dynamodb_requests()
     _revoked_is_terminal()
     _certificate_id_is_der_sha256()
+    moto_lookups.apply()
     _applied = True
 
 

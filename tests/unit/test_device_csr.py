@@ -61,7 +61,7 @@ def refusal(pem: str | bytes) -> str:
         (with_bad_signature(make_csr(rsa.generate_private_key(65537, 2048))), "CSR_INVALID"),
         (make_csr(hash_algorithm=hashes.SHA224()), "CSR_INVALID"),
         (
-            make_csr(rsa.generate_private_key(public_exponent=65537, key_size=1024)),
+            make_csr(rsa.generate_private_key(public_exponent=65537, key_size=1024)),  # noqa: S505
             "CSR_KEY_UNSUPPORTED",
         ),
         (

@@ -365,6 +365,15 @@ def test_every_call_each_function_makes_is_granted_by_the_template(world: World)
     # GIVEN every path: each scenario killed after each call, then the owner's retry or the
     # sweeper alone; each write's answer lost; and a status change IoT refuses, which makes
     # the request read the status back
+    # ... first, while the sweeper has no other row to see, a renewal whose grace period ends
+    # (the sweeper retires the superseded certificate), and a renewal refused
+    renewed = Device(unique_dsn())
+    _renewed_answer_lost(renewed)
+    assert renew(renewed, "ab" * 32) == (400, {"code": "CERTIFICATE_NOT_CURRENT"})
+    world.later(int(world.env.get("RENEWAL_GRACE_HOURS", "72")) * 3600 + 60)
+    run_sweeper(world)
+    assert invariant_problems(world, renewed.dsn, revoked=False) == []
+    assert world.services.store.get(renewed.dsn).superseded is None  # type: ignore[union-attr]
     for plan in SCENARIOS.values():
         calls = _calls_of(world, plan)
         for k in range(1, len(calls) + 1):
@@ -377,15 +386,6 @@ def test_every_call_each_function_makes_is_granted_by_the_template(world: World)
     with fault(world.services.iot.client, "UpdateCertificate", times=3):  # type: ignore[attr-defined]
         assert _revoke(device)[0] == 502
     assert _revoke(device)[0] == 200
-    # ... a renewal whose grace period ends (the sweeper retires the superseded certificate),
-    # and renewals refused (answered on renew/rejected)
-    renewed = Device(unique_dsn())
-    _renewed_answer_lost(renewed)
-    assert renew(renewed, "ab" * 32) == (400, {"code": "CERTIFICATE_NOT_CURRENT"})
-    world.later(int(world.env.get("RENEWAL_GRACE_HOURS", "72")) * 3600 + 60)
-    run_sweeper(world)
-    assert invariant_problems(world, renewed.dsn, revoked=False) == []
-    assert world.services.store.get(renewed.dsn).superseded is None  # type: ignore[union-attr]
     actions = {c.action for c in world.recorder.calls}
     assert {"iot:DescribeCertificate", "acm-pca:GetCertificate", "dynamodb:Query"} <= actions
     # THEN the template grants each function every call it made

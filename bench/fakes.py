@@ -13,6 +13,7 @@ from cryptography.x509.oid import NameOID
 from provisioning.config import Settings
 from provisioning.models import (
     AuditEvent,
+    CertificateNames,
     CertificateRef,
     DeviceRecord,
     Intent,
@@ -58,7 +59,13 @@ class FakePca:
     def __init__(self) -> None:
         self._pem = _certificate()
 
-    def issue(self, csr_pem: bytes, validity_days: int, idempotency_token: str) -> str:
+    def issue(
+        self,
+        csr_pem: bytes,
+        validity_days: int,
+        idempotency_token: str,
+        names: CertificateNames,
+    ) -> str:
         ca = "arn:aws:acm-pca:us-east-1:123456789012:certificate-authority/bench"
         return f"{ca}/certificate/{idempotency_token}"
 
@@ -126,10 +133,22 @@ class FakeStore:
         request_id: str,
         audit: AuditEvent,
         retiring: tuple[CertificateRef, ...] = (),
+        superseded: CertificateRef | None = None,
+        grace_until: int = 0,
     ) -> None:
         return None
 
-    def commit_revocation(self, dsn: str, request_id: str, at: str, ref: CertificateRef) -> None:
+    def commit_revocation(
+        self,
+        dsn: str,
+        request_id: str,
+        at: str,
+        ref: CertificateRef,
+        also: tuple[CertificateRef, ...] = (),
+    ) -> None:
+        return None
+
+    def retire_superseded(self, dsn: str, request_id: str, ref: CertificateRef) -> None:
         return None
 
     def settle(
@@ -143,6 +162,7 @@ class FakeStore:
         audits: tuple[AuditEvent, ...] = (),
         work_left: bool = False,
         now: int = 0,
+        wake_at: int = 0,
     ) -> None:
         return None
 

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from .budget import Budget
 from .config import Settings
 from .models import (
     AuditEvent,
+    CertificateNames,
     CertificateRef,
     DeviceRecord,
     Intent,
@@ -24,7 +25,13 @@ from .models import (
 
 
 class PcaPort(Protocol):
-    def issue(self, csr_pem: bytes, validity_days: int, idempotency_token: str) -> str: ...
+    def issue(
+        self,
+        csr_pem: bytes,
+        validity_days: int,
+        idempotency_token: str,
+        names: CertificateNames,
+    ) -> str: ...
     def fetch(self, certificate_arn: str) -> IssuedCertificate | None: ...
     def revoke(self, serial_hex: str, reason: str) -> None: ...
 
@@ -40,6 +47,10 @@ class IotPort(Protocol):
     def attach_thing(self, thing_name: str, certificate_arn: str) -> None: ...
     def set_status(self, certificate_id: str, status: str) -> None: ...
     def detach(self, thing_name: str, certificate_arn: str) -> None: ...
+
+
+class PublisherPort(Protocol):
+    def publish(self, topic: str, payload: Mapping[str, Any]) -> None: ...
 
 
 class StorePort(Protocol):
@@ -61,10 +72,18 @@ class StorePort(Protocol):
         request_id: str,
         audit: AuditEvent,
         retiring: tuple[CertificateRef, ...] = (),
+        superseded: CertificateRef | None = None,
+        grace_until: int = 0,
     ) -> None: ...
     def commit_revocation(
-        self, dsn: str, request_id: str, at: str, ref: CertificateRef
+        self,
+        dsn: str,
+        request_id: str,
+        at: str,
+        ref: CertificateRef,
+        also: tuple[CertificateRef, ...] = (),
     ) -> None: ...
+    def retire_superseded(self, dsn: str, request_id: str, ref: CertificateRef) -> None: ...
     def settle(
         self,
         dsn: str,
@@ -76,6 +95,7 @@ class StorePort(Protocol):
         audits: tuple[AuditEvent, ...] = (),
         work_left: bool = False,
         now: int = 0,
+        wake_at: int = 0,
     ) -> None: ...
     def due(self, now: int, limit: int) -> list[str]: ...
 
@@ -107,5 +127,7 @@ class Services:
     store: StorePort
     executor: ThreadPoolExecutor
     budgets: BudgetHolder = field(default_factory=BudgetHolder)
+    # Only the functions that answer devices over MQTT (renewal) publish.
+    publisher: PublisherPort | None = None
     sleep: Callable[[float], None] = time.sleep
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))

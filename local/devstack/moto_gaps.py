@@ -29,7 +29,30 @@ def apply() -> None:
     _atomic_dynamodb_requests()
     _revoked_is_terminal()
     _certificate_id_is_der_sha256()
+    _account_data_endpoint()
     _applied = True
+
+
+# The account's data endpoint as IoT's DescribeEndpoint names it: "<id>-ats.iot.<region>...".
+ACCOUNT_DATA_ENDPOINT = r"https?://[a-z0-9]+-ats\.iot\.(.+)\.amazonaws\.com"
+
+
+def _account_data_endpoint() -> None:
+    """Gap (moto 5.2): moto's DescribeEndpoint(iot:Data-ATS) answers an account-specific
+    "<id>-ats.iot.<region>.amazonaws.com", as AWS does, but its in-process mock serves iot-data
+    only on the generic "data-ats.iot.<region>.amazonaws.com". AWS serves the account's data
+    plane on the address DescribeEndpoint gives, which is what the renewal function publishes
+    to; route that address to moto's iot-data too. (moto's server mode is not concerned: there
+    every request goes to the one endpoint configured.)
+    """
+    import re
+
+    from moto import backend_index
+    from moto.iotdata import urls
+
+    if ACCOUNT_DATA_ENDPOINT not in urls.url_bases:
+        urls.url_bases.append(ACCOUNT_DATA_ENDPOINT)
+        backend_index.backend_url_patterns.append(("iotdata", re.compile(ACCOUNT_DATA_ENDPOINT)))
 
 
 def _certificate_id_is_der_sha256() -> None:

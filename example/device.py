@@ -10,6 +10,10 @@ key-encryption scheme it accepts. ``main`` reads it from ``firmware.json`` in --
 ``read_firmware_file``), the command line winning over the file, and the offline stack's
 state file (--state) filling in the endpoint, broker CA and prefix of a local stack.
 
+In CSR mode (``keyMode: "csr"`` in firmware.json, or --key-mode csr) the device makes its own
+EC P-256 key and a CSR instead, and the app relays the CSR (docs/ble-protocol.md); the key
+never leaves the device.
+
 With no valid credentials in --state-dir the device makes a fresh X25519 key pair, advertises
 the onboarding service (docs/ble-protocol.md) and waits for the phone app. It stores the
 certificate and private key only after credentials.verify_answer accepts them (section 1.1 of
@@ -66,7 +70,9 @@ _FIRMWARE_KEYS = {
     "mqttCa": "mqtt_ca",
     "thingPrefix": "thing_prefix",
     "minimumScheme": "minimum_scheme",
+    "keyMode": "key_mode",
 }
+KEY_MODES = ("publicKey", "csr")  # publicKey: the seed-compatible default
 
 
 class FirmwareConfigError(ValueError):
@@ -89,6 +95,7 @@ class DeviceOptions:
     thing_prefix: str | None = None  # firmware: the fleet's ThingPrefix; None: read from the CN
     minimum_scheme: str = rules.FERNET_X25519  # firmware: the weakest key encryption accepted
     mqtt: bool = True  # False: stop after provisioning
+    key_mode: str = "publicKey"  # firmware: "csr" makes the device's own key and sends a CSR
     stay: bool = False  # stay connected after the hello, renewing when due (until stopped)
     renewals: int | None = None  # stay connected until this many renewals completed
     renew_after: float | None = None  # renew this long after connecting (demo); None: at 2/3
@@ -105,6 +112,8 @@ class DeviceOptions:
             )
         if self.minimum_scheme not in rules.ENCRYPTION_SCHEMES:
             raise FirmwareConfigError(f"unknown minimum scheme {self.minimum_scheme!r}")
+        if self.key_mode not in KEY_MODES:
+            raise FirmwareConfigError(f"unknown key mode {self.key_mode!r} (one of {KEY_MODES})")
         if self.renewals is not None and self.renewals < 0:
             raise FirmwareConfigError("--renewals must be 0 or more")
         if (self.renew_after is not None and self.renew_after < 0) or self.renewal_backoff <= 0:
@@ -118,8 +127,8 @@ class DeviceOptions:
 
 def read_firmware_file(path: Path) -> dict[str, Any]:
     """Settings from a firmware file: a JSON object with any of ``ca``, ``iotEndpoint``,
-    ``mqttCa``, ``thingPrefix``, ``minimumScheme`` (paths relative to the file's folder),
-    as ``DeviceOptions`` field names. Unknown keys are refused: a misspelt security setting
+    ``mqttCa``, ``thingPrefix``, ``minimumScheme``, ``keyMode`` (paths relative to the file's
+    folder), as ``DeviceOptions`` field names. Unknown keys are refused: a misspelt security setting
     must not be silently ignored."""
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
@@ -349,6 +358,7 @@ async def async_main(options: DeviceOptions) -> int:
             thing_prefix=options.thing_prefix,
             minimum_scheme=options.minimum_scheme,
             iot_endpoint=options.iot_endpoint or "",
+            csr_mode=options.key_mode == "csr",
         )
         try:
             creds = await asyncio.wait_for(
@@ -441,6 +451,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--no-mqtt", action="store_true", help="stop after provisioning")
     parser.add_argument(
+        "--key-mode",
+        choices=KEY_MODES,
+        help="publicKey (default): the service makes the key and sends it encrypted; csr: the "
+        "device makes its own EC P-256 key, which never leaves it, and sends a CSR",
+    )
+    parser.add_argument(
         "--stay",
         action="store_true",
         help="stay connected after the hello, renewing the certificate at two thirds of its "
@@ -511,6 +527,7 @@ def options_from(args: argparse.Namespace) -> DeviceOptions:
         "mqtt_ca": args.mqtt_ca,
         "thing_prefix": args.thing_prefix,
         "minimum_scheme": args.minimum_scheme,
+        "key_mode": args.key_mode,
     }
     settings.update({k: v for k, v in given.items() if v is not None})
     if "ca" not in settings:

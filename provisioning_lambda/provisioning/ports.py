@@ -14,6 +14,7 @@ from .budget import Budget
 from .config import Settings
 from .models import (
     AuditEvent,
+    CertificateNames,
     CertificateRef,
     DeviceRecord,
     Intent,
@@ -24,7 +25,13 @@ from .models import (
 
 
 class PcaPort(Protocol):
-    def issue(self, csr_pem: bytes, validity_days: int, idempotency_token: str) -> str: ...
+    def issue(
+        self,
+        csr_pem: bytes,
+        validity_days: int,
+        idempotency_token: str,
+        names: CertificateNames,
+    ) -> str: ...
     def fetch(self, certificate_arn: str) -> IssuedCertificate | None: ...
     def revoke(self, serial_hex: str, reason: str) -> None: ...
 

@@ -35,6 +35,8 @@ class Settings:
     subject_o: str = ""
     subject_ou: str = ""
     subject_c: str = ""
+    # How long a renewed device keeps its previous certificate ACTIVE, unconfirmed (renewal).
+    renewal_grace_hours: int = 72
 
     @property
     def partition(self) -> str:
@@ -72,6 +74,9 @@ class Settings:
         validity = need("DEVICE_CERT_VALIDITY_DAYS")
         if not validity.isdigit() or not 1 <= int(validity) <= 3650:
             raise ConfigError("DEVICE_CERT_VALIDITY_DAYS must be a whole number of days, 1-3650")
+        grace = env.get("RENEWAL_GRACE_HOURS", "72").strip()
+        if not grace.isdigit() or not 1 <= int(grace) <= 720:
+            raise ConfigError("RENEWAL_GRACE_HOURS must be a whole number of hours, 1-720")
         prefix = need("THING_PREFIX")
         if not THING_PREFIX_PATTERN.fullmatch(prefix):
             raise ConfigError("THING_PREFIX must be 1-12 of A-Z a-z 0-9 - (no _)")
@@ -94,4 +99,5 @@ class Settings:
             subject_o=env.get("SUBJECT_O", ""),
             subject_ou=env.get("SUBJECT_OU", ""),
             subject_c=env.get("SUBJECT_C", ""),
+            renewal_grace_hours=int(grace),
         )

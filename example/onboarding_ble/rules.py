@@ -69,3 +69,19 @@ def is_canonical_x25519(public_key: bytes) -> bool:
     bytes each puts in the HKDF context are the bytes the agreement used.
     """
     return len(public_key) == 32 and int.from_bytes(public_key, "little") < X25519_P
+
+
+# Renewal over MQTT: the topics under the device policy's things/<thing>/*. The request topic's
+# filter (``+`` for the thing) is what the template's topic rules select FROM.
+RENEW_TOPIC = "things/{thing}/certificate/renew"
+RENEW_ACCEPTED, RENEW_REJECTED, RENEW_CONFIRM, RENEW_DUE = (
+    "/accepted",
+    "/rejected",
+    "/confirm",
+    "/due",
+)
+
+
+def renew_topic(thing: str, suffix: str = "") -> str:
+    """``things/<thing>/certificate/renew`` plus one of the RENEW_* suffixes (or none)."""
+    return RENEW_TOPIC.format(thing=thing) + suffix

@@ -134,3 +134,18 @@ def test_states_at_the_edges_of_the_window() -> None:
     assert state(timedelta(seconds=1)) is ExpiryState.EXPIRING
     assert state(timedelta(0)) is ExpiryState.EXPIRED
     assert state(-timedelta(days=3)) is ExpiryState.EXPIRED
+
+
+def test_the_runbooks_backfill_gives_each_row_the_shard_the_store_gives_it() -> None:
+    """docs/runbook.md's backfill computes the shard in shell; it must be the store's."""
+    import re
+    import subprocess
+    import sys
+
+    runbook = (TEMPLATE.parent / "docs" / "runbook.md").read_text(encoding="utf-8")
+    (one_liner,) = re.findall(r"python3 -c '([^']+)'", runbook)
+    for dsn in ("SN-0001", "a", "Z_9-x" * 20, "device-42"):
+        shard = subprocess.run(  # noqa: S603 - our own runbook's one-liner
+            [sys.executable, "-c", one_liner, dsn], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        assert shard == expiry_shard(dsn)

@@ -37,6 +37,8 @@ class Settings:
     subject_c: str = ""
     # How long a renewed device keeps its previous certificate ACTIVE, unconfirmed (renewal).
     renewal_grace_hours: int = 72
+    # A certificate is EXPIRING once less than this share of cert_validity_days is left.
+    expiry_warning_percent: int = 30
 
     @property
     def partition(self) -> str:
@@ -85,6 +87,9 @@ class Settings:
             r"arn:[\w-]+:acm-pca:[\w-]+:\d{12}:certificate-authority/[\w-]+", ca_arn
         ):
             raise ConfigError("CA_ARN is not an ACM PCA certificate authority ARN")
+        warning = env.get("EXPIRY_WARNING_PERCENT", "").strip() or "30"
+        if not warning.isdigit() or not 5 <= int(warning) <= 90:
+            raise ConfigError("EXPIRY_WARNING_PERCENT must be a whole number, 5-90")
         return cls(
             devices_table=need("DEVICES_TABLE"),
             audit_table=need("AUDIT_TABLE"),
@@ -100,4 +105,5 @@ class Settings:
             subject_ou=env.get("SUBJECT_OU", ""),
             subject_c=env.get("SUBJECT_C", ""),
             renewal_grace_hours=int(grace),
+            expiry_warning_percent=int(warning),
         )

@@ -54,6 +54,9 @@ CONTRACT_PARAMETERS = {
     "ApiAccessLogging",
     "CreateApiGatewayAccountRole",
     "ProvisioningReservedConcurrency",
+    "CaUsageMode",
+    "ExpiryWarningPercent",
+    "ExpiryWatchSchedule",
 }
 CONTRACT_RESOURCES = {
     "UserPool": "AWS::Cognito::UserPool",
@@ -73,6 +76,8 @@ CONTRACT_RESOURCES = {
     "ProvisioningFunction": "AWS::Serverless::Function",
     "DeploymentFunction": "AWS::Serverless::Function",
     "SweeperFunction": "AWS::Serverless::Function",
+    "ExpiryWatchFunction": "AWS::Serverless::Function",
+    "ExpiryTopic": "AWS::SNS::Topic",
     "CaRegistration": "Custom::IoTCaRegistration",
     "ApiGatewayCloudWatchRole": "AWS::IAM::Role",
     "ApiGatewayAccount": "AWS::ApiGateway::Account",
@@ -93,6 +98,8 @@ CONTRACT_OUTPUTS = {
     "DeploymentFunctionName",
     "SweeperFunctionName",
     "RenewalFunctionName",
+    "ExpiryWatchFunctionName",
+    "ExpiryTopicArn",
 }
 CONTRACT_PROVISIONING_ENV = {
     "DEVICES_TABLE",
@@ -108,6 +115,7 @@ CONTRACT_PROVISIONING_ENV = {
     "SUBJECT_O",
     "SUBJECT_OU",
     "SUBJECT_C",
+    "EXPIRY_WARNING_PERCENT",
 }
 POWERTOOLS_ENV = {"POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE", "POWERTOOLS_LOG_LEVEL"}
 
@@ -223,6 +231,7 @@ def test_anatomy_follows_sam_order() -> None:
         "Description",
         "Globals",
         "Parameters",
+        "Rules",
         "Conditions",
         "Resources",
         "Outputs",

@@ -13,6 +13,7 @@ from devstack.resources import (
     iot_rules,
     lambda_,
     logs,
+    sns,
 )
 from devstack.resources.base import Creator
 
@@ -26,4 +27,5 @@ CREATORS: dict[str, Creator] = {
     **lambda_.CREATORS,
     **iam.CREATORS,
     **apigateway.CREATORS,
+    **sns.CREATORS,
 }

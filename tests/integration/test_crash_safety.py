@@ -1,12 +1,14 @@
 """A request killed between any two AWS calls, or one whose answer is lost, breaks nothing.
 
-For first provisioning, rotation and revocation, and for every AWS call k the request makes:
-the process dies just before call k, or just after it (nothing after reaches AWS, the rollback
-included), or, for every write, the answer is lost once. Then, separately, the owner retries
-(once the dead request's lease has expired), or the sweeper runs alone. After either, the
-invariants hold:
+For first provisioning, rotation and revocation, a device's renewal over MQTT (also from the
+certificate it renewed from, having lost the answer) and its confirm, and for every AWS call k
+the request makes: the process dies just before call k, or just after it (nothing after reaches
+AWS, the rollback included), or, for every write, the answer is lost once. Then, separately,
+the owner (or the device) retries (once the dead request's lease has expired), or the sweeper
+runs alone. After either, the invariants hold:
 
 - at most one ACTIVE certificate for the device's thing, attached to it, named by the row;
+  during a renewal only, two: the row's and its superseded one, both attached;
 - the row names only an ACTIVE certificate; every other certificate issued for the device is
   REVOKED in IoT, detached, revoked in ACM PCA, and has its REVOKE in the audit trail;
 - nothing is left half-done on the row (no intent, nothing retiring, no lease);
@@ -34,6 +36,7 @@ from provisioning.dependencies import get_services
 from provisioning.ports import Services
 from provisioning.sweeper import sweep
 from tests.support.crash import Crash, InlineExecutor, ProcessDeath
+from tests.support.csr import make_csr
 from tests.support.iam import CallRecorder, not_granted
 from tests.support.lambda_support import (
     Device,
@@ -63,7 +66,13 @@ class World:
     @property
     def clients(self) -> tuple[Any, ...]:
         s = self.services
-        return (s.pca.client, s.iot.client, s.store.client)  # type: ignore[attr-defined]
+        assert s.publisher is not None
+        return (
+            s.pca.client,  # type: ignore[attr-defined]
+            s.iot.client,  # type: ignore[attr-defined]
+            s.store.client,  # type: ignore[attr-defined]
+            s.publisher.client(),  # type: ignore[attr-defined]
+        )
 
 
 @pytest.fixture
@@ -108,6 +117,43 @@ def call(method: str, path: str, body: str | None = None) -> tuple[int, dict[str
     return response["statusCode"], json.loads(response["body"])
 
 
+# What each device holds, as its firmware would: the certificate ids it can connect with, the
+# one it works with first (a renewal's answer moves the new one in front).
+HELD: dict[str, list[str]] = {}
+
+
+def renewal_event(device: Device, principal: str, **fields: str) -> dict[str, Any]:
+    thing = f"device_{device.dsn}"
+    return {**fields, "thingName": thing, "principal": principal, "clientId": thing}
+
+
+def renew(device: Device, principal: str | None = None) -> tuple[int, dict[str, Any]]:
+    """The device publishes a CSR on its renew topic, from the certificate it works with."""
+    from provisioning.renewal_handler import lambda_handler
+
+    event = renewal_event(device, principal or HELD[device.dsn][0], csr=make_csr())
+    assert CURRENT.recorder is not None
+    with CURRENT.recorder.acting_as("RenewalFunction"):
+        result = lambda_handler(event, FakeLambdaContext(function_name="RenewalFunction"))
+    if result["result"] != "ACCEPTED":
+        return 400, {"code": result["code"]}
+    return 200, {"certificateId": result["certificateId"]}
+
+
+def confirm(device: Device) -> tuple[int, dict[str, Any]]:
+    """The device, connected with its new certificate, confirms it."""
+    from provisioning.renewal_handler import lambda_handler
+
+    new = HELD[device.dsn][0]
+    event = renewal_event(device, new, certificateId=new)
+    assert CURRENT.recorder is not None
+    with CURRENT.recorder.acting_as("RenewalFunction"):
+        result = lambda_handler(event, FakeLambdaContext(function_name="RenewalFunction"))
+    if result["result"] != "CONFIRMED":
+        return 400, {"code": result["code"]}
+    return 200, {"certificateId": new}
+
+
 def run_sweeper(world: World) -> None:
     with world.recorder.acting_as("SweeperFunction"):
         sweep(world.services, Budget(FakeLambdaContext(60).get_remaining_time_in_millis), "run")
@@ -135,12 +181,31 @@ def _revoke(device: Device) -> tuple[int, dict[str, Any]]:
 def _provisioned(device: Device) -> None:
     status, answer = _provision(device)
     assert status == 200, answer
+    HELD[device.dsn] = [answer["certificateId"]]
+
+
+def _renewed_answer_lost(device: Device) -> None:
+    """Provisioned, then renewed; the accepted answer never reached the device."""
+    _provisioned(device)
+    status, answer = renew(device)
+    assert status == 200, answer
+
+
+def _renewed_and_switched(device: Device) -> None:
+    """Provisioned, then renewed; the device connects with the new certificate."""
+    _provisioned(device)
+    status, answer = renew(device)
+    assert status == 200, answer
+    HELD[device.dsn].insert(0, answer["certificateId"])
 
 
 SCENARIOS = {
     "first provisioning": Scenario("first provisioning", lambda _d: None, _provision),
     "rotation": Scenario("rotation", _provisioned, _provision),
     "revocation": Scenario("revocation", _provisioned, _revoke, revokes=True),
+    "renewal": Scenario("renewal", _provisioned, renew),
+    "renewal again, answer lost": Scenario("renewal again", _renewed_answer_lost, renew),
+    "confirm": Scenario("confirm", _renewed_and_switched, confirm),
 }
 
 
@@ -179,6 +244,7 @@ def invariant_problems(world: World, dsn: str, revoked: bool) -> list[str]:
         TableName=world.env["DEVICES_TABLE"], Key={"dsn": {"S": dsn}}, ConsistentRead=True
     ).get("Item", {})
     row = {k: v.get("S", v.get("N", "…")) for k, v in item.items()}
+    superseded = item.get("superseded", {}).get("M", {}).get("certificate_id", {}).get("S", "")
     audited = {
         entry["certificate_id"]["S"]
         for entry in world.dynamodb.query(
@@ -191,18 +257,27 @@ def invariant_problems(world: World, dsn: str, revoked: bool) -> list[str]:
 
     problems = []
     named = row.get("certificate_id", "")
+    # During a renewal (only then) the row also names the certificate the device renewed from.
+    names = {named, superseded} - {""}
     active = sorted(i for i, c in certificates.items() if c.status == "ACTIVE")
-    if len(active) > 1:
+    if len(active) > len(names) or len(active) > 2:
         problems.append(f"{len(active)} ACTIVE certificates")
-    if named and named not in active:
-        problems.append(f"the row names a {certificates[named].status} certificate")
+    for each in sorted(names):
+        if each not in active:
+            problems.append(f"the row names a {certificates[each].status} certificate")
+    if superseded and not named:
+        problems.append("a superseded certificate on a row with no certificate")
+    if superseded and (
+        "sweep" not in row or int(row.get("lease_until", "0")) > int(row.get("grace_until", "0"))
+    ):
+        problems.append("a superseded certificate the sweeper will not find at its deadline")
     for cert_id in active:
-        if cert_id != named:
+        if cert_id not in names:
             problems.append("an ACTIVE certificate the row does not name")
         if cert_id not in attached:
             problems.append("an ACTIVE certificate attached to no thing")
     for cert_id, cert in certificates.items():
-        if cert_id == named:
+        if cert_id in names:
             continue
         if cert.status != "REVOKED":
             problems.append(f"a replaced certificate left {cert.status}")
@@ -290,6 +365,15 @@ def test_every_call_each_function_makes_is_granted_by_the_template(world: World)
     # GIVEN every path: each scenario killed after each call, then the owner's retry or the
     # sweeper alone; each write's answer lost; and a status change IoT refuses, which makes
     # the request read the status back
+    # ... first, while the sweeper has no other row to see, a renewal whose grace period ends
+    # (the sweeper retires the superseded certificate), and a renewal refused
+    renewed = Device(unique_dsn())
+    _renewed_answer_lost(renewed)
+    assert renew(renewed, "ab" * 32) == (400, {"code": "CERTIFICATE_NOT_CURRENT"})
+    world.later(int(world.env.get("RENEWAL_GRACE_HOURS", "72")) * 3600 + 60)
+    run_sweeper(world)
+    assert invariant_problems(world, renewed.dsn, revoked=False) == []
+    assert world.services.store.get(renewed.dsn).superseded is None  # type: ignore[union-attr]
     for plan in SCENARIOS.values():
         calls = _calls_of(world, plan)
         for k in range(1, len(calls) + 1):

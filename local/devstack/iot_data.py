@@ -8,9 +8,9 @@ accepts any). What AWS refuses is refused with its error shape (``x-amzn-ErrorTy
 256 bytes, a QoS other than 0 or 1, a payload over 128 KB.
 
 Every Lambda worker is given ``AWS_ENDPOINT_URL_IOT_DATA_PLANE`` pointing here (the variable
-boto3 reads for ``iot-data``, whose service id is "IoT Data Plane"; ``AWS_ENDPOINT_URL_IOT_DATA``
-is set too), so a function's ``boto3.client("iot-data").publish`` lands in the broker while
-its other clients go to moto. The state file names it as ``iot_data_url``.
+boto3 reads for ``iot-data``, whose service id is "IoT Data Plane"), so a function's
+``boto3.client("iot-data").publish`` lands in the broker while its other clients go to moto.
+The state file names it as ``iot_data_url``.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from devstack.http_limits import CONTENT_LENGTH, BoundedHTTPServer, BoundedReque
 MAX_PAYLOAD = 128 * 1024  # IoT Core's message size limit
 MAX_TOPIC_BYTES = 256
 MAX_SLASHES = 7
-# What boto3 reads for iot-data (service id "IoT Data Plane"), and the name the project uses.
-ENDPOINT_VARIABLES = ("AWS_ENDPOINT_URL_IOT_DATA_PLANE", "AWS_ENDPOINT_URL_IOT_DATA")
+# What boto3 reads for iot-data (service id "IoT Data Plane").
+ENDPOINT_VARIABLES = ("AWS_ENDPOINT_URL_IOT_DATA_PLANE",)
 
 Publish = Callable[[str, bytes, int], None]  # topic, payload, qos
 

@@ -6,7 +6,6 @@ themselves with moto-backed or failing adapters.
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 
@@ -53,7 +52,5 @@ def get_services() -> Services:
             session,
             lambda: iot.data_endpoint,
             budgets.current,
-            # The name the offline stack sets (boto3's own is AWS_ENDPOINT_URL_IOT_DATA_PLANE).
-            named_endpoint=os.environ.get("AWS_ENDPOINT_URL_IOT_DATA"),
         ),
     )

@@ -61,15 +61,6 @@ def test_a_configured_endpoint_wins_and_needs_no_lookup(
     assert IotPublisher(session, no_lookup).client().meta.endpoint_url == "http://127.0.0.1:1"
 
 
-def test_the_named_endpoint_wins_over_the_global_one(
-    aws: boto3.session.Session, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
-    session = boto3.session.Session()
-    publisher = IotPublisher(session, no_lookup, named_endpoint="http://127.0.0.1:2")
-    assert publisher.client().meta.endpoint_url == "http://127.0.0.1:2"
-
-
 def test_no_configuration_means_no_configured_endpoint(aws: boto3.session.Session) -> None:
     assert configured_endpoint(aws) is None
 

@@ -34,10 +34,9 @@ def configured_endpoint(session: boto3.session.Session, service: str = SERVICE) 
 class IotPublisher:
     """Publishes JSON at QoS 1 through ``iot-data``.
 
-    The endpoint, first found of: ``named_endpoint`` (the deployment's
-    AWS_ENDPOINT_URL_IOT_DATA: offline, the stack's iot-data endpoint); the one boto3's standard
-    configuration names; the account's ``iot:Data-ATS`` endpoint, looked up once per container
-    by ``data_endpoint`` (``IotRegistry.data_endpoint``) on the first publish.
+    The endpoint, first found of: the one boto3's standard configuration names (offline, the
+    stack's iot-data endpoint); the account's ``iot:Data-ATS`` endpoint, looked up once per
+    container by ``data_endpoint`` (``IotRegistry.data_endpoint``) on the first publish.
     """
 
     def __init__(
@@ -45,19 +44,17 @@ class IotPublisher:
         session: boto3.session.Session,
         data_endpoint: Callable[[], str],
         budget: BudgetSource = lambda: None,
-        named_endpoint: str | None = None,
     ) -> None:
         self._session = session
         self._data_endpoint = data_endpoint
         self._budget = budget
-        self._named_endpoint = named_endpoint or None
         self._client: Any = None
         self._lock = threading.Lock()
 
     def client(self) -> Any:
         with self._lock:
             if self._client is None:
-                endpoint = self._named_endpoint or configured_endpoint(self._session)
+                endpoint = configured_endpoint(self._session)
                 if endpoint is None:
                     endpoint = f"https://{self._data_endpoint()}"
                 self._client = make_client(

@@ -35,6 +35,9 @@ class Settings:
     subject_o: str = ""
     subject_ou: str = ""
     subject_c: str = ""
+    # The manufacturer allowlist (attestation.py); "" in a deployment without one.
+    allowlist_table: str = ""
+    require_attestation: bool = False
 
     @property
     def partition(self) -> str:
@@ -80,6 +83,12 @@ class Settings:
             r"arn:[\w-]+:acm-pca:[\w-]+:\d{12}:certificate-authority/[\w-]+", ca_arn
         ):
             raise ConfigError("CA_ARN is not an ACM PCA certificate authority ARN")
+        require_attestation = env.get("REQUIRE_ATTESTATION", "false").strip() or "false"
+        if require_attestation not in ("true", "false"):
+            raise ConfigError('REQUIRE_ATTESTATION must be "true" or "false"')
+        allowlist_table = env.get("ALLOWLIST_TABLE", "").strip()
+        if require_attestation == "true" and not allowlist_table:
+            raise ConfigError("REQUIRE_ATTESTATION=true needs ALLOWLIST_TABLE")
         return cls(
             devices_table=need("DEVICES_TABLE"),
             audit_table=need("AUDIT_TABLE"),
@@ -94,4 +103,6 @@ class Settings:
             subject_o=env.get("SUBJECT_O", ""),
             subject_ou=env.get("SUBJECT_OU", ""),
             subject_c=env.get("SUBJECT_C", ""),
+            allowlist_table=allowlist_table,
+            require_attestation=require_attestation == "true",
         )

@@ -11,6 +11,7 @@ from functools import lru_cache
 
 import boto3
 
+from .adapters.allowlist import AllowlistStore
 from .adapters.aws import make_client
 from .adapters.iot import IotRegistry
 from .adapters.pca import PrivateCa
@@ -24,6 +25,7 @@ def get_services() -> Services:
     settings = Settings.from_env()
     session = boto3.session.Session()
     budgets = BudgetHolder()  # every client's attempts and retries fit the running request
+    dynamodb = make_client("dynamodb", session, budgets.current)
     return Services(
         settings=settings,
         pca=PrivateCa(
@@ -39,10 +41,13 @@ def get_services() -> Services:
             arn_prefix=settings.iot_arn_prefix,
         ),
         store=DeviceStore(
-            make_client("dynamodb", session, budgets.current),
+            dynamodb,
             settings.devices_table,
             settings.audit_table,
         ),
         executor=ThreadPoolExecutor(max_workers=8, thread_name_prefix="aws"),
         budgets=budgets,
+        allowlist=AllowlistStore(dynamodb, settings.allowlist_table)
+        if settings.allowlist_table
+        else None,
     )

@@ -11,13 +11,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .attestation import parse_signature
 from .errors import BadRequest
 
 MAX_BODY_BYTES = 4096
 DSN_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,115}", re.ASCII)
 # The first is the default: what the original sample's devices understand.
 ENCRYPTION_SCHEMES = ("fernet-x25519", "x25519-hkdf-sha256-aes256gcm")
-ALLOWED_FIELDS = frozenset({"DSN", "publicKey", "encryption"})
+ALLOWED_FIELDS = frozenset({"DSN", "publicKey", "encryption", "attestation"})
 
 ADMINISTRATORS = "Administrators"
 MEMBERS = "Members"
@@ -28,6 +29,8 @@ class ProvisionRequest:
     dsn: str
     device_public_key: bytes
     encryption: str = "fernet-x25519"
+    # The device's DER ECDSA signature (attestation.py); None when the request has none.
+    attestation: bytes | None = None
 
 
 def parse_provision_request(
@@ -69,27 +72,32 @@ def parse_provision_request(
         raise BadRequest(
             f"encryption must be one of: {', '.join(ENCRYPTION_SCHEMES)}.", "ENCRYPTION_INVALID"
         )
-    return ProvisionRequest(dsn=dsn, device_public_key=public_key, encryption=encryption)
+    attestation = None
+    if data.get("attestation") is not None:
+        attestation = parse_signature(_required_string(data, "attestation"))
+    return ProvisionRequest(
+        dsn=dsn, device_public_key=public_key, encryption=encryption, attestation=attestation
+    )
 
 
-def _body_text(body: object, base64_encoded: bool) -> str:
-    """The body as text, at most MAX_BODY_BYTES of UTF-8 once decoded."""
+def _body_text(body: object, base64_encoded: bool, limit: int = MAX_BODY_BYTES) -> str:
+    """The body as text, at most ``limit`` bytes of UTF-8 once decoded."""
     if body is None or (isinstance(body, str) and not body.strip()):
         raise BadRequest("The request body is missing.", "BODY_MISSING")
     if not isinstance(body, str):
         raise BadRequest("The request body is not valid JSON.", "BODY_NOT_JSON")
     if not base64_encoded:
-        if len(body.encode("utf-8", "surrogatepass")) > MAX_BODY_BYTES:
+        if len(body.encode("utf-8", "surrogatepass")) > limit:
             raise BadRequest("The request body is too large.", "BODY_TOO_LARGE")
         return body
     # Only with binary media types on the API; decoded here, strictly, as API Gateway encoded it.
-    if len(body) > (MAX_BODY_BYTES + 2) // 3 * 4 + 4:
+    if len(body) > (limit + 2) // 3 * 4 + 4:
         raise BadRequest("The request body is too large.", "BODY_TOO_LARGE")
     try:
         raw = base64.b64decode(body, validate=True)
     except (binascii.Error, ValueError):
         raise BadRequest("The request body is not valid base64.", "BODY_NOT_JSON") from None
-    if len(raw) > MAX_BODY_BYTES:
+    if len(raw) > limit:
         raise BadRequest("The request body is too large.", "BODY_TOO_LARGE")
     try:
         text = raw.decode("utf-8")

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
 
+from .attestation import AllowlistEntry
 from .budget import Budget
 from .config import Settings
 from .models import (
@@ -80,6 +81,12 @@ class StorePort(Protocol):
     def due(self, now: int, limit: int) -> list[str]: ...
 
 
+class AllowlistPort(Protocol):
+    def get(self, dsn: str) -> AllowlistEntry | None: ...
+    def add(self, dsn: str, public_key_der: bytes, at: str, actor: str) -> str: ...
+    def block(self, dsn: str, at: str, actor: str) -> AllowlistEntry: ...
+
+
 class BudgetHolder:
     """The budget of the request in progress, read by the adapters' clients before each
     attempt and retry. A container runs one request at a time."""
@@ -109,3 +116,4 @@ class Services:
     budgets: BudgetHolder = field(default_factory=BudgetHolder)
     sleep: Callable[[float], None] = time.sleep
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    allowlist: AllowlistPort | None = None

@@ -13,6 +13,7 @@ from cryptography.x509.oid import NameOID
 from provisioning.config import Settings
 from provisioning.models import (
     AuditEvent,
+    CertificateNames,
     CertificateRef,
     DeviceRecord,
     Intent,
@@ -58,7 +59,13 @@ class FakePca:
     def __init__(self) -> None:
         self._pem = _certificate()
 
-    def issue(self, csr_pem: bytes, validity_days: int, idempotency_token: str) -> str:
+    def issue(
+        self,
+        csr_pem: bytes,
+        validity_days: int,
+        idempotency_token: str,
+        names: CertificateNames,
+    ) -> str:
         ca = "arn:aws:acm-pca:us-east-1:123456789012:certificate-authority/bench"
         return f"{ca}/certificate/{idempotency_token}"
 

@@ -10,6 +10,10 @@ key-encryption scheme it accepts. ``main`` reads it from ``firmware.json`` in --
 ``read_firmware_file``), the command line winning over the file, and the offline stack's
 state file (--state) filling in the endpoint, broker CA and prefix of a local stack.
 
+In CSR mode (``keyMode: "csr"`` in firmware.json, or --key-mode csr) the device makes its own
+EC P-256 key and a CSR instead, and the app relays the CSR (docs/ble-protocol.md); the key
+never leaves the device.
+
 With no valid credentials in --state-dir the device makes a fresh X25519 key pair, advertises
 the onboarding service (docs/ble-protocol.md) and waits for the phone app. It stores the
 certificate and private key only after credentials.verify_answer accepts them (section 1.1 of
@@ -18,6 +22,12 @@ its key, the scheme at least the minimum). Then it connects to the configured Io
 (never one from the answer) with the AWS IoT Device SDK v2 (client id = thing name) and
 publishes a hello message on things/<thing>/hello. With valid credentials already stored (and
 still naming this DSN) it skips straight to MQTT.
+
+With --stay (or --renewals N) it then stays connected and renews its certificate itself
+(onboarding_ble.renewal): at two thirds of the certificate's lifetime (--renew-after shortens
+this for the demo) or when the cloud publishes on things/<thing>/certificate/renew/due, with a
+new key and CSR over MQTT; a failed renewal keeps the old credentials and is retried with
+backoff.
 
 The GATT service is onboarding_ble.gatt's; what the device does is printed as event lines
 (onboarding_ble.events), its logs go to stderr.
@@ -31,6 +41,7 @@ import datetime as dt
 import json
 import logging
 import sys
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +49,7 @@ from typing import Any
 
 from bumble.transport.common import TransportSpecError
 
-from onboarding_ble import credentials, events, gatt, protocol, rules
+from onboarding_ble import credentials, events, gatt, protocol, renewal, rules
 from onboarding_ble.credentials import Credentials
 from onboarding_ble.gatt import OnboardingService, ProvisioningSession
 from onboarding_ble.offline import OfflineStack, OfflineStateError
@@ -59,7 +70,9 @@ _FIRMWARE_KEYS = {
     "mqttCa": "mqtt_ca",
     "thingPrefix": "thing_prefix",
     "minimumScheme": "minimum_scheme",
+    "keyMode": "key_mode",
 }
+KEY_MODES = ("publicKey", "csr")  # publicKey: the seed-compatible default
 
 
 class FirmwareConfigError(ValueError):
@@ -82,6 +95,12 @@ class DeviceOptions:
     thing_prefix: str | None = None  # firmware: the fleet's ThingPrefix; None: read from the CN
     minimum_scheme: str = rules.FERNET_X25519  # firmware: the weakest key encryption accepted
     mqtt: bool = True  # False: stop after provisioning
+    key_mode: str = "publicKey"  # firmware: "csr" makes the device's own key and sends a CSR
+    stay: bool = False  # stay connected after the hello, renewing when due (until stopped)
+    renewals: int | None = None  # stay connected until this many renewals completed
+    renew_after: float | None = None  # renew this long after connecting (demo); None: at 2/3
+    renewal_backoff: float = 30.0  # first delay after a failed renewal (doubles up to 1 h)
+    answer_timeout: float = renewal.ANSWER_TIMEOUT  # seconds to wait for accepted/rejected
 
     def __post_init__(self) -> None:
         if self.thing_prefix is not None and not rules.THING_PREFIX_PATTERN.fullmatch(
@@ -93,6 +112,12 @@ class DeviceOptions:
             )
         if self.minimum_scheme not in rules.ENCRYPTION_SCHEMES:
             raise FirmwareConfigError(f"unknown minimum scheme {self.minimum_scheme!r}")
+        if self.key_mode not in KEY_MODES:
+            raise FirmwareConfigError(f"unknown key mode {self.key_mode!r} (one of {KEY_MODES})")
+        if self.renewals is not None and self.renewals < 0:
+            raise FirmwareConfigError("--renewals must be 0 or more")
+        if (self.renew_after is not None and self.renew_after < 0) or self.renewal_backoff <= 0:
+            raise FirmwareConfigError("renewal delays must be positive")
         if self.mqtt and not self.iot_endpoint:
             raise FirmwareConfigError(
                 "no IoT endpoint: configure it (--iot-endpoint, iotEndpoint in "
@@ -102,8 +127,8 @@ class DeviceOptions:
 
 def read_firmware_file(path: Path) -> dict[str, Any]:
     """Settings from a firmware file: a JSON object with any of ``ca``, ``iotEndpoint``,
-    ``mqttCa``, ``thingPrefix``, ``minimumScheme`` (paths relative to the file's folder),
-    as ``DeviceOptions`` field names. Unknown keys are refused: a misspelt security setting
+    ``mqttCa``, ``thingPrefix``, ``minimumScheme``, ``keyMode`` (paths relative to the file's
+    folder), as ``DeviceOptions`` field names. Unknown keys are refused: a misspelt security setting
     must not be silently ignored."""
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
@@ -219,12 +244,106 @@ def publish_hello(
         connection.disconnect().result(timeout)
 
 
+class CrtLink:
+    """A ``renewal.Link`` over the AWS IoT Device SDK v2 (mutual TLS, client id = thing)."""
+
+    def __init__(
+        self, creds: Credentials, endpoint: str, mqtt_ca: Path | None, timeout: float = 15.0
+    ) -> None:
+        from awsiot import mqtt_connection_builder
+
+        host, port = _split_endpoint(endpoint, 8883)
+        self._timeout = timeout
+        self._connection = mqtt_connection_builder.mtls_from_path(
+            endpoint=host,
+            port=port,
+            cert_filepath=str(creds.cert_path),
+            pri_key_filepath=str(creds.key_path),
+            ca_filepath=str(mqtt_ca) if mqtt_ca else None,
+            client_id=creds.thing_name,
+            clean_session=True,
+            keep_alive_secs=30,
+        )
+        self._connection.connect().result(timeout)
+
+    def subscribe(self, topic_filter: str, callback: Any) -> None:
+        from awscrt import mqtt
+
+        def on_message(topic: str, payload: bytes, **_: Any) -> None:
+            callback(topic, bytes(payload))
+
+        future, _id = self._connection.subscribe(topic_filter, mqtt.QoS.AT_LEAST_ONCE, on_message)
+        future.result(self._timeout)
+
+    def publish(self, topic: str, payload: dict[str, Any]) -> None:
+        from awscrt import mqtt
+
+        future, _id = self._connection.publish(
+            topic=topic, payload=json.dumps(payload), qos=mqtt.QoS.AT_LEAST_ONCE
+        )
+        future.result(self._timeout)
+
+    def close(self) -> None:
+        try:
+            self._connection.disconnect().result(self._timeout)
+        except Exception:
+            logger.debug("disconnect failed", exc_info=True)
+
+
+def run_connected(
+    options: DeviceOptions,
+    candidates: list[Credentials],
+    cas: list[Any],
+    stop: threading.Event,
+) -> Credentials:
+    """Connect (finishing a renewal that was stored but not promoted), publish the hello, then,
+    with --stay or --renewals, stay connected and renew (onboarding_ble.renewal)."""
+    endpoint = options.iot_endpoint or ""
+    settings = renewal.RenewalSettings(
+        dsn=options.dsn,
+        cas=tuple(cas),
+        iot_endpoint=endpoint,
+        thing_prefix=options.thing_prefix,
+        renew_after=options.renew_after,
+        answer_timeout=options.answer_timeout,
+        backoff_first=options.renewal_backoff,
+    )
+    device = renewal.ConnectedDevice.boot(
+        options.state_dir,
+        candidates,
+        settings,
+        lambda creds: CrtLink(creds, endpoint, options.mqtt_ca),
+    )
+    try:
+        creds = device.creds
+        assert device.link is not None
+        device.link.publish(f"things/{creds.thing_name}/hello", hello_message(creds, options.dsn))
+        logger.info("published hello on things/%s/hello", creds.thing_name)
+        events.emit(events.HelloPublished(f"things/{creds.thing_name}/hello"))
+        if options.stay or options.renewals is not None:
+            device.run(stop, options.renewals)
+        return device.creds
+    finally:
+        device.close()
+
+
+def hello_message(creds: Credentials, dsn: str) -> dict[str, Any]:
+    return {
+        "thingName": creds.thing_name,
+        "dsn": dsn,
+        "certificateId": creds.certificate_id,
+        "message": "hello",
+        "at": dt.datetime.now(dt.UTC).isoformat(),
+    }
+
+
 async def async_main(options: DeviceOptions) -> int:
     cas = credentials.load_ca(options.ca.read_bytes())
     credentials.ensure_state_dir(options.state_dir)
-    creds = credentials.load_valid(
+    candidates = renewal.load(
         options.state_dir, cas, dsn=options.dsn, thing_prefix=options.thing_prefix
     )
+    creds = candidates[0] if candidates else None
     if creds is None:
         if options.transport == "none":
             logger.error(
@@ -239,6 +358,7 @@ async def async_main(options: DeviceOptions) -> int:
             thing_prefix=options.thing_prefix,
             minimum_scheme=options.minimum_scheme,
             iot_endpoint=options.iot_endpoint or "",
+            csr_mode=options.key_mode == "csr",
         )
         try:
             creds = await asyncio.wait_for(
@@ -252,19 +372,23 @@ async def async_main(options: DeviceOptions) -> int:
             logger.error("not provisioned within %s s", options.provision_timeout)
             return EXIT_PROVISIONING
         events.emit(events.Provisioned(creds.thing_name, creds.certificate_id))
+        candidates = [creds]
     else:
         events.emit(events.HasCredentials(creds.thing_name, creds.certificate_id))
 
     if not options.mqtt or not options.iot_endpoint:
         return EXIT_OK
-    endpoint = options.iot_endpoint  # firmware configuration: never the answer's iotEndpoint
+    # The endpoint is firmware configuration (options), never the answer's iotEndpoint.
+    stop = threading.Event()
     try:
-        await asyncio.to_thread(publish_hello, creds, endpoint, options.mqtt_ca, options.dsn)
+        await asyncio.to_thread(run_connected, options, candidates, cas, stop)
+    except asyncio.CancelledError:
+        stop.set()
+        raise
     except Exception as exc:
         logger.error("MQTT failed: %s", type(exc).__name__)
         events.emit(events.MqttFailed(type(exc).__name__))
         return EXIT_MQTT
-    events.emit(events.HelloPublished(f"things/{creds.thing_name}/hello"))
     return EXIT_OK
 
 
@@ -326,6 +450,38 @@ def build_parser() -> argparse.ArgumentParser:
         "file sets them",
     )
     parser.add_argument("--no-mqtt", action="store_true", help="stop after provisioning")
+    parser.add_argument(
+        "--key-mode",
+        choices=KEY_MODES,
+        help="publicKey (default): the service makes the key and sends it encrypted; csr: the "
+        "device makes its own EC P-256 key, which never leaves it, and sends a CSR",
+    )
+    parser.add_argument(
+        "--stay",
+        action="store_true",
+        help="stay connected after the hello, renewing the certificate at two thirds of its "
+        "lifetime or when the cloud asks (renew/due), until interrupted",
+    )
+    parser.add_argument(
+        "--renewals",
+        type=int,
+        metavar="N",
+        help="stay connected until N renewals have completed, then exit",
+    )
+    parser.add_argument(
+        "--renew-after",
+        type=float,
+        metavar="SECONDS",
+        help="renew this many seconds after connecting instead of at two thirds of the "
+        "certificate's lifetime (for the demo)",
+    )
+    parser.add_argument(
+        "--renewal-backoff",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="first delay after a failed renewal; it doubles up to an hour (default 30)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
 
@@ -371,6 +527,7 @@ def options_from(args: argparse.Namespace) -> DeviceOptions:
         "mqtt_ca": args.mqtt_ca,
         "thing_prefix": args.thing_prefix,
         "minimum_scheme": args.minimum_scheme,
+        "key_mode": args.key_mode,
     }
     settings.update({k: v for k, v in given.items() if v is not None})
     if "ca" not in settings:
@@ -382,6 +539,10 @@ def options_from(args: argparse.Namespace) -> DeviceOptions:
         address=args.address,
         provision_timeout=args.provision_timeout,
         mqtt=not args.no_mqtt,
+        stay=args.stay,
+        renewals=args.renewals,
+        renew_after=args.renew_after,
+        renewal_backoff=args.renewal_backoff,
         **settings,
     )
 

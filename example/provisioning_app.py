@@ -33,6 +33,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
 from onboarding_ble import events, protocol, rules
 from onboarding_ble.gatt import MissingService, OnboardingServiceProxy
 from onboarding_ble.offline import OfflineStack, OfflineStateError
@@ -147,10 +150,16 @@ def request_certificate(
     public_key: bytes,
     encryption: str = rules.FERNET_X25519,
     timeout: float = 35.0,
+    csr: str | None = None,
 ) -> ApiResult:
-    fields = {"DSN": dsn, "publicKey": base64.b64encode(public_key).decode()}
-    if encryption != rules.ENCRYPTION_SCHEMES[0]:  # the default; old API versions know no other
-        fields["encryption"] = encryption
+    """POST /certificate: publicKey mode, or CSR mode when ``csr`` (PEM) is given (the answer
+    then carries no key, and ``encryption`` does not apply)."""
+    if csr is not None:
+        fields = {"DSN": dsn, "csr": csr}
+    else:
+        fields = {"DSN": dsn, "publicKey": base64.b64encode(public_key).decode()}
+        if encryption != rules.ENCRYPTION_SCHEMES[0]:  # the default; old APIs know no other
+            fields["encryption"] = encryption
     body = json.dumps(fields)
     url = api_url.rstrip("/") + "/certificate"
     if not url.startswith(("https://", "http://")):
@@ -206,6 +215,7 @@ async def request_certificate_with_retries(
     max_wait: float = RATE_LIMIT_MAX_WAIT,
     budget: float = RATE_LIMIT_BUDGET,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    csr: str | None = None,
 ) -> ApiResult:
     """`request_certificate`, retried on 429 after Retry-After (bounded); other answers as is.
 
@@ -215,7 +225,7 @@ async def request_certificate_with_retries(
     waited = 0.0
     attempt = 1
     while True:
-        result = request_certificate(api_url, id_token, dsn, public_key, encryption)
+        result = request_certificate(api_url, id_token, dsn, public_key, encryption, csr=csr)
         if result.status != 429:
             return replace(result, attempts=attempt)
         wait = min(retry_after_seconds(result.retry_after), max_wait)
@@ -393,6 +403,14 @@ async def find_target(device: Any, options: AppOptions) -> str:
     return found[0].address
 
 
+def csr_pem(der: bytes) -> str:
+    """The device's CSR as the API takes it (PEM); ProtocolError if it is not one."""
+    try:
+        return x509.load_der_x509_csr(der).public_bytes(Encoding.PEM).decode("ascii")
+    except ValueError as exc:
+        raise ProtocolError(Status.ERR_FORMAT, "DEVICE_CSR is not a CSR") from exc
+
+
 async def provision(
     device: Any,
     address: str,
@@ -423,9 +441,16 @@ async def provision(
                 raise AppError(EXIT_NO_DEVICE, f"device says DSN {info.dsn}, not {options.dsn}")
             if answer is None or (answer_override is None and answered_key != info.public_key):
                 # First attempt, or the device rebooted (new key): ask the API (again).
-                scheme = choose_scheme(info.schemes, options.encryption)
+                # CSR mode: the device made its own key; relay its CSR (checked against the
+                # digest it announced). Otherwise the strongest key encryption in common.
+                csr = None
+                scheme = rules.FERNET_X25519
+                if info.csr_mode:
+                    csr = csr_pem(await link.device_csr(info))
+                else:
+                    scheme = choose_scheme(info.schemes, options.encryption)
                 result = await request_certificate_with_retries(
-                    api_url, get_token(), info.dsn, info.public_key, scheme
+                    api_url, get_token(), info.dsn, info.public_key, scheme, csr=csr
                 )
                 if not result.ok:
                     msg = str(result.body.get("msg", ""))

@@ -194,6 +194,46 @@ def verify_answer(
     )
 
 
+def verify_csr_answer(
+    payload: bytes,
+    private_key: ec.EllipticCurvePrivateKey,
+    dsn: str,
+    cas: list[x509.Certificate],
+    now: dt.datetime | None = None,
+    *,
+    thing_prefix: str | None = None,
+    iot_endpoint: str | None = None,
+) -> Answer:
+    """Check a CSR-mode answer (``certificatePem`` for the device's own key); ProtocolError
+    with the status to report. The same ``trust`` checks as ``verify_answer``; an answer
+    carrying a private key is refused: in CSR mode the key never comes from outside."""
+    try:
+        body = json.loads(payload)
+        cert_pem = body["certificatePem"].encode("ascii")
+        has_key = "encryptedPrivateKey" in body
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+        raise ProtocolError(Status.ERR_FORMAT, "answer is not a provisioning response") from exc
+    if has_key:
+        raise ProtocolError(Status.ERR_FORMAT, "CSR mode: the answer must carry no key")
+    try:
+        trusted = trust.verify_device_certificate(
+            cert_pem, _pem(cas), dsn, private_key, thing_prefix=thing_prefix, now=now
+        )
+    except TrustError as exc:
+        raise _refused(exc) from exc
+    return Answer(
+        certificate=trusted.certificate,
+        private_key_pem=private_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+        thing_name=trusted.thing_name,
+        certificate_id=trusted.certificate_id,
+        iot_endpoint=iot_endpoint or "",
+    )
+
+
 def certificate_id_of(cert: x509.Certificate) -> str:
     """The IoT certificate id: lowercase hex SHA-256 of the DER certificate."""
     return trust.certificate_id_of(cert)

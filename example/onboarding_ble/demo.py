@@ -282,9 +282,11 @@ def start_device(
     *,
     thing_prefix: str | None = None,
     minimum_scheme: str | None = None,
+    extra: tuple[str, ...] = (),
 ) -> Child:
     """device.py: provisions over BLE unless ``state_dir`` holds credentials, then MQTT; its
-    firmware pins the broker as its endpoint (and ``thing_prefix``, ``minimum_scheme``)."""
+    firmware pins the broker as its endpoint (and ``thing_prefix``, ``minimum_scheme``);
+    ``extra``: more options (``--renewals 1 --renew-after 1``...)."""
     mqtt = (broker.endpoint, broker.ca)
     argv = device_argv(
         transport,
@@ -295,7 +297,7 @@ def start_device(
         thing_prefix=thing_prefix,
         minimum_scheme=minimum_scheme,
     )
-    return children.start(name, argv)
+    return children.start(name, [*argv, *extra])
 
 
 def start_app(

@@ -92,6 +92,38 @@ class MqttFailed(Event):
     error: str  # the exception's type name
 
 
+@dataclass(frozen=True)
+class RenewalRequested(Event):
+    """The device published a CSR on things/<thing>/certificate/renew (its new key kept in
+    memory only until the answer is stored)."""
+
+    NAME = "RENEWAL_REQUESTED"
+    thing: str
+    cert: str  # the current certificate's id
+    reason: str  # SCHEDULED | DUE (the cloud's renew/due)
+
+
+@dataclass(frozen=True)
+class Renewed(Event):
+    """The device connected with its new certificate, confirmed it, and dropped the old one."""
+
+    NAME = "RENEWED"
+    thing: str
+    old: str
+    cert: str
+    not_after: str
+
+
+@dataclass(frozen=True)
+class RenewalFailed(Event):
+    """A renewal did not complete: the old credentials stay; retried after ``retry_in`` s."""
+
+    NAME = "RENEWAL_FAILED"
+    thing: str
+    retry_in: float
+    reason: str  # a rejected code, TIMEOUT, a trust refusal, CONNECT
+
+
 # --- the phone app (provisioning_app.py) ---------------------------------------------------
 
 

@@ -15,6 +15,7 @@ The wire format itself (UUIDs, byte layouts, status codes) is ``protocol``
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -25,8 +26,11 @@ from bumble import data_types, gatt, gatt_client
 from bumble.att import ATT_Error
 from bumble.core import UUID, AdvertisingData
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from cryptography.x509.oid import NameOID
 
 from onboarding_ble import credentials, protocol, rules
 from onboarding_ble.credentials import Credentials
@@ -67,6 +71,7 @@ class ProvisioningSession:
         lease: float = LEASE_SECONDS,
         max_session: float = SESSION_MAX_SECONDS,
         clock: Callable[[], float] = time.monotonic,
+        csr_mode: bool = False,
     ) -> None:
         self.dsn = protocol.validate_dsn(dsn)
         self.cas = cas
@@ -79,6 +84,18 @@ class ProvisioningSession:
         self.iot_endpoint = iot_endpoint
         self.on_status = on_status
         self._private_key = private_key or X25519PrivateKey.generate()
+        # CSR mode: the device's own EC P-256 key (RAM only until stored) and its CSR
+        self.csr_mode = csr_mode
+        self._csr_key: ec.EllipticCurvePrivateKey | None = None
+        self.csr_der = b""
+        if csr_mode:
+            self._csr_key = ec.generate_private_key(ec.SECP256R1())
+            self.csr_der = (
+                x509.CertificateSigningRequestBuilder()
+                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, self.dsn)]))
+                .sign(self._csr_key, hashes.SHA256())
+                .public_bytes(Encoding.DER)
+            )
         self.status = StatusReport(Status.IDLE)
         self.credentials: Credentials | None = None
         self.owner: object | None = None  # the connection that sent BEGIN
@@ -103,8 +120,15 @@ class ProvisioningSession:
         return protocol.DeviceInfo(dsn=self.dsn, public_key=self.public_key).encode()
 
     def device_info_v2(self) -> bytes:
-        """DEVICE_INFO_V2: version 1's fields and the schemes this device accepts."""
-        info = protocol.DeviceInfo(self.dsn, self.public_key, schemes=self.accepted_schemes)
+        """DEVICE_INFO_V2: version 1's fields and the schemes this device accepts; in CSR mode
+        key type CSR and the CSR's SHA-256 in the key's place."""
+        if self.csr_mode:
+            digest = hashlib.sha256(self.csr_der).digest()
+            info = protocol.DeviceInfo(
+                self.dsn, digest, schemes=self.accepted_schemes, key_type=protocol.KEY_TYPE_CSR
+            )
+        else:
+            info = protocol.DeviceInfo(self.dsn, self.public_key, schemes=self.accepted_schemes)
         return info.encode()
 
     def _set(self, status: Status, detail: str = "") -> None:
@@ -192,15 +216,25 @@ class ProvisioningSession:
         try:
             payload = self._transfer.finish()
             self._set(Status.VERIFYING)
-            answer = credentials.verify_answer(
-                payload,
-                self._private_key,
-                self.dsn,
-                self.cas,
-                thing_prefix=self.thing_prefix,
-                minimum_scheme=self.minimum_scheme,
-                iot_endpoint=self.iot_endpoint,
-            )
+            if self._csr_key is not None:
+                answer = credentials.verify_csr_answer(
+                    payload,
+                    self._csr_key,
+                    self.dsn,
+                    self.cas,
+                    thing_prefix=self.thing_prefix,
+                    iot_endpoint=self.iot_endpoint,
+                )
+            else:
+                answer = credentials.verify_answer(
+                    payload,
+                    self._private_key,
+                    self.dsn,
+                    self.cas,
+                    thing_prefix=self.thing_prefix,
+                    minimum_scheme=self.minimum_scheme,
+                    iot_endpoint=self.iot_endpoint,
+                )
             try:
                 self.credentials = credentials.store(self.state_dir, answer)
             except OSError as exc:
@@ -260,14 +294,26 @@ class OnboardingService(gatt.TemplateService):
             gatt.CharacteristicValue(read=lambda _connection: session.status.encode()),
         )
         session.on_status = self._status_changed
+        # CSR mode: no version-1 DEVICE_INFO (a version-1 app stops before spending a
+        # certificate on an answer the device would refuse), and the CSR to read.
+        by_version: list[gatt.Characteristic[bytes]] = [
+            gatt.Characteristic(
+                protocol.DEVICE_CSR_UUID,
+                read,
+                readable,
+                gatt.CharacteristicValue(read=lambda _connection: session.csr_der),
+            )
+            if session.csr_mode
+            else gatt.Characteristic(
+                protocol.DEVICE_INFO_UUID,
+                read,
+                readable,
+                gatt.CharacteristicValue(read=lambda _connection: session.device_info()),
+            )
+        ]
         super().__init__(
             [
-                gatt.Characteristic(
-                    protocol.DEVICE_INFO_UUID,
-                    read,
-                    readable,
-                    gatt.CharacteristicValue(read=lambda _connection: session.device_info()),
-                ),
+                *by_version,
                 gatt.Characteristic(
                     protocol.DEVICE_INFO_V2_UUID,
                     read,
@@ -356,9 +402,6 @@ class OnboardingServiceProxy(gatt_client.ProfileServiceProxy):
     def __init__(self, service_proxy: gatt_client.ServiceProxy) -> None:
         self.service_proxy = service_proxy
         try:
-            self.device_info_characteristic = service_proxy.get_required_characteristic_by_uuid(
-                UUID(protocol.DEVICE_INFO_UUID)
-            )
             self.control_characteristic = service_proxy.get_required_characteristic_by_uuid(
                 UUID(protocol.CONTROL_UUID)
             )
@@ -370,11 +413,17 @@ class OnboardingServiceProxy(gatt_client.ProfileServiceProxy):
             )
         except Exception as exc:
             raise MissingService(f"onboarding service incomplete: {exc}") from exc
-        # Version 2 devices also offer DEVICE_INFO_V2 (the schemes they accept).
-        self.device_info_v2_characteristic = next(
-            iter(service_proxy.get_characteristics_by_uuid(UUID(protocol.DEVICE_INFO_V2_UUID))),
-            None,
-        )
+
+        # Version 2 devices also offer DEVICE_INFO_V2 (the schemes they accept); a device in
+        # CSR mode offers only it (and DEVICE_CSR).
+        def optional(uuid: str) -> Any:
+            return next(iter(service_proxy.get_characteristics_by_uuid(UUID(uuid))), None)
+
+        self.device_info_characteristic = optional(protocol.DEVICE_INFO_UUID)
+        self.device_info_v2_characteristic = optional(protocol.DEVICE_INFO_V2_UUID)
+        self.device_csr_characteristic = optional(protocol.DEVICE_CSR_UUID)
+        if self.device_info_characteristic is None and self.device_info_v2_characteristic is None:
+            raise MissingService("onboarding service incomplete: no DEVICE_INFO")
         self.connection: Any = service_proxy.client.connection
         self.mtu = protocol.DEFAULT_MTU
         self.statuses: asyncio.Queue[StatusReport] = asyncio.Queue()
@@ -405,6 +454,15 @@ class OnboardingServiceProxy(gatt_client.ProfileServiceProxy):
         """DEVICE_INFO_V2 when the device has it (``schemes`` set), else DEVICE_INFO."""
         characteristic = self.device_info_v2_characteristic or self.device_info_characteristic
         return DeviceInfo.decode(bytes(await characteristic.read_value()))
+
+    async def device_csr(self, info: DeviceInfo) -> bytes:
+        """A CSR-mode device's CSR (DER), checked against the digest DEVICE_INFO_V2 gave."""
+        if self.device_csr_characteristic is None:
+            raise ProtocolError(Status.ERR_FORMAT, "CSR mode but no DEVICE_CSR")
+        der = bytes(await self.device_csr_characteristic.read_value())
+        if len(der) > protocol.CSR_MAX_LEN or hashlib.sha256(der).digest() != info.public_key:
+            raise ProtocolError(Status.ERR_FORMAT, "DEVICE_CSR does not match DEVICE_INFO_V2")
+        return der
 
     async def status(self) -> StatusReport:
         return StatusReport.decode(bytes(await self.status_characteristic.read_value()))

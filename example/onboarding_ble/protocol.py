@@ -28,9 +28,12 @@ DEVICE_INFO_V2_UUID = "aa087355-ac9c-442c-847c-8f25f2f648fa"  # read: version 2 
 CONTROL_UUID = "c8c94637-0cca-4425-a4cf-1561cee9a437"  # write (with response)
 DATA_UUID = "f8af712a-3a1c-414a-b9ff-36d3061a15a3"  # write (with response)
 STATUS_UUID = "acdb45c9-76d9-402b-9733-a4a9cc3690c8"  # read + notify
+DEVICE_CSR_UUID = "70cba7bc-7441-4c13-8404-0b37c7f36524"  # read: CSR mode only, the CSR (DER)
 
 KEY_TYPE_X25519 = 1
+KEY_TYPE_CSR = 2  # DEVICE_INFO_V2 only: the device made its own key; the field is SHA-256(CSR)
 X25519_KEY_LEN = 32
+CSR_MAX_LEN = 1024  # DEVICE_CSR's value: a P-256 CSR is about 250 bytes of DER
 
 ATT_HEADER_LEN = 3  # opcode + handle of an ATT Write Request
 ATT_MAX_VALUE_LEN = 512  # Vol 3 Part F 3.2.9
@@ -127,6 +130,10 @@ class DeviceInfo:
 
     ``schemes`` is None for a version-1 value: the device does not say, and is known to accept
     only fernet-x25519, the default every device implements.
+
+    ``key_type`` ``KEY_TYPE_CSR`` (version 2 only, a device in CSR mode): the device made its own
+    key; ``public_key`` is then the SHA-256 of the CSR the DEVICE_CSR characteristic holds, and
+    the app asks the API with that CSR (``csr_mode``).
     """
 
     dsn: str
@@ -138,8 +145,14 @@ class DeviceInfo:
     def version(self) -> int:
         return PROTOCOL_VERSION if self.schemes is None else DEVICE_INFO_V2_VERSION
 
+    @property
+    def csr_mode(self) -> bool:
+        return self.key_type == KEY_TYPE_CSR
+
     def encode(self) -> bytes:
         validate_dsn(self.dsn)
+        if self.csr_mode and self.schemes is None:
+            raise ProtocolError(Status.ERR_FORMAT, "CSR mode needs DEVICE_INFO_V2")
         if len(self.public_key) != X25519_KEY_LEN:
             raise ProtocolError(Status.ERR_FORMAT, "public key must be 32 bytes")
         dsn = self.dsn.encode("ascii")
@@ -161,7 +174,8 @@ class DeviceInfo:
         version, key_type = struct.unpack_from("<BB", value)
         if version < PROTOCOL_VERSION:
             raise ProtocolError(Status.ERR_VERSION, f"unsupported protocol version {version}")
-        if key_type != KEY_TYPE_X25519:
+        known = (KEY_TYPE_X25519, KEY_TYPE_CSR) if version >= DEVICE_INFO_V2_VERSION else ()
+        if key_type != KEY_TYPE_X25519 and key_type not in known:
             raise ProtocolError(Status.ERR_FORMAT, f"unsupported key type {key_type}")
         public_key = value[2 : 2 + X25519_KEY_LEN]
         dsn_len = value[2 + X25519_KEY_LEN]

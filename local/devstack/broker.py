@@ -12,7 +12,12 @@ id; a connected client is disconnected within seconds once its certificate leave
 client may only publish, subscribe and receive on its own topics (things/<client id>/...,
 $aws/things/<client id>/shadow|jobs/...), like the device policy.
 
-Its decisions are lines in ``log_file`` (``ADMIT``, ``REFUSE``, ``DISCONNECT``, ``DENY``),
+Like IoT Core, it runs the template's topic rules on what devices publish (``TopicRulesPlugin``,
+devstack.topic_rules), and AWS IoT's own publishes (the iot-data endpoint, devstack.iot_data)
+come in through ``BrokerThread.publish``, past the device policy.
+
+Its decisions are lines in ``log_file`` (``ADMIT``, ``REFUSE``, ``DISCONNECT``, ``DENY``,
+``RULE``, ``PUBLISH``),
 naming a certificate by the id the API returns; every message it delivered is appended to
 ``messages_file`` (JSON lines: ``client_id``, ``topic``, ``payload``).
 """
@@ -36,6 +41,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from devstack.topic_rules import RuleEngine
 
 # The broker's decisions, one line each; the stack sends them to the broker's log file.
 logger = logging.getLogger("devstack.broker")
@@ -178,6 +185,33 @@ class RecorderPlugin(BasePlugin):  # type: ignore[misc]
             handle.write(json.dumps(record) + "\n")
 
 
+class TopicRulesPlugin(BasePlugin):  # type: ignore[misc]
+    """IoT Core's rules engine: every publish the device policy let through goes to the
+    template's topic rules (devstack.topic_rules), with the publisher's certificate id as
+    ``principal()``. Publishes of AWS IoT itself (the iot-data endpoint) do not."""
+
+    @dataclass
+    class Config:
+        pass
+
+    async def on_broker_message_broadcast(self, *, client_id: str, message: Any) -> None:
+        # amqtt hands plugins a context, not the broker; the engine hangs on our broker class
+        engine = getattr(getattr(self.context, "_broker_instance", None), "rules", None)
+        if engine is None or message is None:
+            return
+        session = self.context.get_session(client_id)
+        ssl_object = session.ssl_object if session is not None else None
+        der = ssl_object.getpeercert(binary_form=True) if ssl_object else None
+        if not der:
+            return
+        engine.on_publish(
+            message.topic,
+            bytes(message.data),
+            principal=hashlib.sha256(der).hexdigest(),
+            client_id=client_id,
+        )
+
+
 class MutualTlsBroker(Broker):  # type: ignore[misc]
     """amqtt asks for a client certificate but does not require one; IoT Core does.
 
@@ -188,10 +222,16 @@ class MutualTlsBroker(Broker):  # type: ignore[misc]
     """
 
     def __init__(
-        self, config: dict[str, Any], *, iot: Any, watch_interval: float = WATCH_INTERVAL
+        self,
+        config: dict[str, Any],
+        *,
+        iot: Any,
+        watch_interval: float = WATCH_INTERVAL,
+        rules: RuleEngine | None = None,
     ) -> None:
         super().__init__(config)
         self._iot = iot
+        self.rules = rules  # the template's topic rules, run by TopicRulesPlugin
         self._watch_interval = watch_interval
         self._watcher: asyncio.Task[None] | None = None
 
@@ -364,7 +404,10 @@ class BrokerThread:
         ca_arn: str,
         host: str = "127.0.0.1",
         port: int = 0,
+        rules: RuleEngine | None = None,
     ) -> None:
+        self._rules = rules
+        self._broker: MutualTlsBroker | None = None
         ca_file, cert_path, key_path = ensure_server_identity(directory, host)
         client_ca = directory / "client-ca.pem"
         _write(client_ca, fetch_private_ca(endpoint_url, region, ca_arn))
@@ -390,6 +433,7 @@ class BrokerThread:
                 },
                 f"{__name__}.ThingTopicPlugin": {},
                 f"{__name__}.RecorderPlugin": {"path": str(messages_file)},
+                f"{__name__}.TopicRulesPlugin": {},
             },
         }
         self._iot = iot_client(endpoint_url, region)
@@ -419,13 +463,31 @@ class BrokerThread:
 
     async def _serve(self) -> None:
         self._stopping = asyncio.Event()
-        broker = MutualTlsBroker(self._config, iot=self._iot)
+        broker = MutualTlsBroker(self._config, iot=self._iot, rules=self._rules)
         await broker.start()
+        self._broker = broker
         self._ready.set()
         try:
             await self._stopping.wait()
         finally:
             await broker.shutdown()
+
+    def publish(self, topic: str, payload: bytes, qos: int, timeout: float = 5.0) -> None:
+        """Publish as AWS IoT itself (the iot-data endpoint): no device policy, no rules."""
+        broker = self._broker
+        if broker is None or not self._thread.is_alive():
+            raise RuntimeError("the MQTT broker is not running")
+        asyncio.run_coroutine_threadsafe(
+            broker.internal_message_broadcast(topic, payload, qos), self._loop
+        ).result(timeout)
+        record = {
+            "client_id": "",  # AWS IoT itself, not a device
+            "topic": topic,
+            "payload": payload.decode("utf-8", "replace"),
+        }
+        with open(self.endpoint.messages_file, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+        logger.info("PUBLISH iot-data topic=%s qos=%d bytes=%d", topic, qos, len(payload))
 
     def stop(self) -> None:
         if self._thread.is_alive() and self._stopping is not None:

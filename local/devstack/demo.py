@@ -467,6 +467,51 @@ def step_check_registry(ctx: DemoContext) -> str:
     return f"IoT has certificate {certificate_id[:12]}... ACTIVE and attached to thing {thing}"
 
 
+DEMO_RENEW_AFTER = "1"  # seconds after connecting; a real device waits 2/3 of the lifetime
+
+
+def step_device_renews(ctx: DemoContext) -> str:
+    renewing = ble.start_device(
+        _children(ctx),
+        "none",  # stored credentials: no BLE
+        ctx.values["dsn"],
+        ctx.values["state_dir"],
+        ctx.values["pinned"],
+        ctx.values["broker"],
+        name="device-renews",
+        thing_prefix=ctx.running.outputs.get("ThingPrefix"),
+        minimum_scheme=ble.DEMO_MINIMUM_SCHEME,
+        extra=("--renewals", "1", "--renew-after", DEMO_RENEW_AFTER),
+    )
+    code = renewing.wait(90)
+    renewed = renewing.event(events.Renewed)
+    if code != 0 or renewed is None:
+        failed = renewing.event(events.RenewalFailed)
+        why = events.format_line(failed) if failed else f"exit {code}"
+        raise DemoFailure(f"the device did not renew ({why}); see {renewing.log_path}")
+    old = ctx.values["certificate_id"]
+    if renewed.old != old or renewed.cert == old:
+        raise DemoFailure(f"the renewal did not replace certificate {old[:12]}: {renewed}")
+    iot = ctx.running.client("iot")
+    status = iot.describe_certificate(certificateId=renewed.cert)["certificateDescription"][
+        "status"
+    ]
+    if status != "ACTIVE":
+        raise DemoFailure(f"IoT has the renewed certificate as {status}, not ACTIVE")
+    state_dir: Path = ctx.values["state_dir"]
+    stored = trust.certificate_id_of(
+        x509.load_pem_x509_certificate((state_dir / "certificate.pem").read_bytes())
+    )
+    if stored != renewed.cert or (state_dir / "next").exists():
+        raise DemoFailure(f"the device did not keep the renewed certificate in {state_dir}")
+    ctx.values["certificate_id"] = renewed.cert
+    return (
+        f"new P-256 key and CSR on things/{ctx.values['thing']}/certificate/renew, the renewal "
+        f"function answered: certificate {old[:12]}... -> {renewed.cert[:12]}... (ACTIVE, "
+        f"until {renewed.not_after}), checked, stored, reconnected and confirmed"
+    )
+
+
 def step_revoke(ctx: DemoContext) -> str:
     stack = ctx.running
     url = f"{stack.api_url}/devices/{ctx.values['dsn']}/certificate"
@@ -528,6 +573,7 @@ BLE_STEPS: tuple[Step, ...] = (
     Step("the broker received the hello", step_broker_received),
     Step("check: the stored certificate chains to the Private CA", step_check_stored),
     Step("check: AWS IoT has the certificate ACTIVE on the thing", step_check_registry),
+    Step("the device renews its certificate over MQTT (due after 1 s here)", step_device_renews),
     Step("the owner revokes the device", step_revoke),
     Step("the revoked device reconnects with its stored credentials", step_reconnect_refused),
 )

@@ -13,14 +13,16 @@ resource to its service's module in devstack/resources/ with the shared ``Deploy
   offline stack, in-process under ``mock_aws``; nothing is created in moto;
 - iam.py, apigateway.py: given physical IDs but not created; the API's routes, authorizers and
   models become the API model the local gateway reads (devstack.api_model);
-- custom.py: custom resources, the real handler run through the invoker with a Create event.
+- custom.py: custom resources, the real handler run through the invoker with a Create event;
+- iot_rules.py: topic rules (checked against the IoT SQL the offline broker runs) and Lambda
+  permissions, kept for the broker (devstack.topic_rules), not created in moto.
 Any other resource type gets a name and an ARN only.
 """
 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +36,7 @@ from devstack.resources.base import URL_SUFFIX, DeployState, Progress
 from devstack.resources.cognito import generate_password
 from devstack.runtime import FunctionSpec, InProcessInvoker, Invoker
 from devstack.template import expand
+from devstack.topic_rules import Permission, TopicRule
 
 __all__ = [  # the API model and generate_password are re-exported for older importers
     "ApiSpec",
@@ -67,6 +70,8 @@ class Deployment:
     attributes: dict[str, dict[str, Any]]
     custom_resources: dict[str, dict[str, Any]]  # logical ID -> Data the handler returned
     skipped: dict[str, str]  # logical ID -> why it was not created
+    topic_rules: list[TopicRule] = field(default_factory=list)  # for the offline broker
+    permissions: list[Permission] = field(default_factory=list)  # Lambda resource policies
 
     @property
     def api(self) -> ApiSpec:
@@ -228,6 +233,8 @@ class _Deployer:
             attributes=dict(state.attributes),
             custom_resources=dict(state.custom_data),
             skipped=dict(state.skipped),
+            topic_rules=list(state.topic_rules),
+            permissions=list(state.permissions),
         )
 
     def _create(self, logical_id: str, resource: dict[str, Any]) -> None:

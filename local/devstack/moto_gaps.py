@@ -9,12 +9,15 @@ from __future__ import annotations
 from typing import Any
 
 from cryptography import x509
-from cryptography.x509.oid import ExtendedKeyUsageOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 # The end-entity templates bridged below, by the part of the ARN after the partition, and the
 # one extended key usage each gives.
 END_ENTITY_TEMPLATES = {
     "acm-pca:::template/EndEntityClientAuthCertificate/V1": ExtendedKeyUsageOID.CLIENT_AUTH,
+    "acm-pca:::template/EndEntityClientAuthCertificate_APIPassthrough/V1": (
+        ExtendedKeyUsageOID.CLIENT_AUTH
+    ),
     "acm-pca:::template/EndEntityServerAuthCertificate/V1": ExtendedKeyUsageOID.SERVER_AUTH,
 }
 _applied = False
@@ -26,10 +29,34 @@ def apply() -> None:
     if _applied:
         return
     _client_auth_template()
+    _api_passthrough()
     _atomic_dynamodb_requests()
     _revoked_is_terminal()
     _certificate_id_is_der_sha256()
+    _account_data_endpoint()
     _applied = True
+
+
+# The account's data endpoint as IoT's DescribeEndpoint names it: "<id>-ats.iot.<region>...".
+ACCOUNT_DATA_ENDPOINT = r"https?://[a-z0-9]+-ats\.iot\.(.+)\.amazonaws\.com"
+
+
+def _account_data_endpoint() -> None:
+    """Gap (moto 5.2): moto's DescribeEndpoint(iot:Data-ATS) answers an account-specific
+    "<id>-ats.iot.<region>.amazonaws.com", as AWS does, but its in-process mock serves iot-data
+    only on the generic "data-ats.iot.<region>.amazonaws.com". AWS serves the account's data
+    plane on the address DescribeEndpoint gives, which is what the renewal function publishes
+    to; route that address to moto's iot-data too. (moto's server mode is not concerned: there
+    every request goes to the one endpoint configured.)
+    """
+    import re
+
+    from moto import backend_index
+    from moto.iotdata import urls
+
+    if ACCOUNT_DATA_ENDPOINT not in urls.url_bases:
+        urls.url_bases.append(ACCOUNT_DATA_ENDPOINT)
+        backend_index.backend_url_patterns.append(("iotdata", re.compile(ACCOUNT_DATA_ENDPOINT)))
 
 
 def _certificate_id_is_der_sha256() -> None:
@@ -160,6 +187,109 @@ def _client_auth_template() -> None:
         return [*profile, (san.value, san.critical)]
 
     CertificateAuthority._x509_extensions = extensions  # type: ignore[method-assign]
+
+
+# ASN1Subject members, in the order they are written to the issued subject here.
+_ASN1_SUBJECT = (
+    ("Country", NameOID.COUNTRY_NAME),
+    ("State", NameOID.STATE_OR_PROVINCE_NAME),
+    ("Locality", NameOID.LOCALITY_NAME),
+    ("Organization", NameOID.ORGANIZATION_NAME),
+    ("OrganizationalUnit", NameOID.ORGANIZATIONAL_UNIT_NAME),
+    ("DistinguishedNameQualifier", NameOID.DN_QUALIFIER),
+    ("SerialNumber", NameOID.SERIAL_NUMBER),
+    ("Title", NameOID.TITLE),
+    ("Surname", NameOID.SURNAME),
+    ("GivenName", NameOID.GIVEN_NAME),
+    ("Initials", NameOID.INITIALS),
+    ("Pseudonym", NameOID.PSEUDONYM),
+    ("GenerationQualifier", NameOID.GENERATION_QUALIFIER),
+    ("CommonName", NameOID.COMMON_NAME),
+)
+
+
+def _api_passthrough() -> None:
+    """Gap (moto 5.2): moto's IssueCertificate ignores ApiPassthrough (its docstring says so)
+    and always copies the CSR's subject and SAN. AWS, with an APIPassthrough template
+    (https://docs.aws.amazon.com/privateca/latest/userguide/template-order-of-operations.html):
+    the template definition first, then API passthrough values, then (CSRPassthrough varieties
+    only) CSR extensions. So for EndEntityClientAuthCertificate_APIPassthrough/V1 the
+    ApiPassthrough Subject replaces the CSR's subject, its SubjectAlternativeNames replace the
+    CSR's SAN, and no other CSR extension reaches the certificate. With any other template
+    ApiPassthrough is ignored, as AWS does. Only the Subject and URI/DNS SANs the product uses
+    are bridged.
+    """
+    import json
+
+    from moto.acmpca.models import CertificateAuthority
+    from moto.acmpca.responses import ACMPCAResponse
+
+    original_issue = CertificateAuthority.issue_certificate
+
+    def issue_certificate(self: Any) -> str:
+        params = json.loads(self.body)
+        ca = self.acmpca_backend.describe_certificate_authority(
+            params.get("CertificateAuthorityArn")
+        )
+        template_arn = params.get("TemplateArn")
+        passthrough = params.get("ApiPassthrough") or {}
+        csr = params.get("Csr").encode("utf-8")
+        if "_APIPassthrough/" in str(template_arn) or "_APICSRPassthrough/" in str(template_arn):
+            arn = _issue_with_passthrough(ca, csr, template_arn, passthrough)
+        else:
+            arn = original_issue(ca, csr, template_arn)
+        return json.dumps({"CertificateArn": arn})
+
+    ACMPCAResponse.issue_certificate = issue_certificate  # type: ignore[method-assign]
+
+
+def _issue_with_passthrough(
+    ca: Any, csr_bytes: bytes, template_arn: str, passthrough: dict[str, Any]
+) -> str:
+    import base64
+
+    csr = x509.load_pem_x509_csr(base64.b64decode(csr_bytes))
+    subject = csr.subject
+    given = passthrough.get("Subject") or {}
+    if given:
+        subject = x509.Name(
+            [x509.NameAttribute(oid, str(given[key])) for key, oid in _ASN1_SUBJECT if key in given]
+        )
+    extensions = [
+        (value, critical)
+        for value, critical in ca._x509_extensions(csr, template_arn)
+        if not isinstance(value, x509.SubjectAlternativeName)
+    ]
+    names = (passthrough.get("Extensions") or {}).get("SubjectAlternativeNames")
+    if names:
+        general: list[x509.GeneralName] = []
+        for name in names:
+            if "UniformResourceIdentifier" in name:
+                general.append(x509.UniformResourceIdentifier(name["UniformResourceIdentifier"]))
+            if "DnsName" in name:
+                general.append(x509.DNSName(name["DnsName"]))
+        extensions.append((x509.SubjectAlternativeName(general), False))
+    else:
+        try:  # no SAN given: the template passes the CSR's through
+            san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+            extensions.append((san.value, san.critical))
+        except x509.ExtensionNotFound:
+            pass
+    certificate = ca.generate_cert(
+        subject=subject, public_key=csr.public_key(), extensions=extensions
+    )
+    # Stored as moto's own issue_certificate stores it.
+    from moto.moto_api._internal import mock_random
+    from moto.utilities.utils import get_partition
+
+    certificate_id = str(mock_random.uuid4()).replace("-", "")
+    arn = (
+        f"arn:{get_partition(ca.region_name)}:acm-pca:{ca.region_name}:{ca.account_id}:"
+        f"certificate-authority/{ca.id}/certificate/{certificate_id}"
+    )
+    ca.issued_certificates[arn] = certificate
+    ca.issued_certificates_certificate_chains[arn] = ca.certificate_bytes
+    return arn
 
 
 def _ca_public_key(ca: Any) -> Any:

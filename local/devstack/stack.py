@@ -4,6 +4,8 @@
 builds each function's package (devstack.packages, like ``sam build``), starts moto, runs
 the functions in worker processes (devstack.workers: the custom resource during the
 deployment, then the API's functions behind the gateway), and stops all of it on ``stop()``.
+The MQTT broker runs the template's topic rules (devstack.topic_rules) and takes AWS IoT's own
+publishes from the iot-data endpoint (devstack.iot_data) every worker is pointed at.
 
 The gateway applies the template's stage throttling by default, as API Gateway does
 (devstack.throttle; ``throttle=False`` turns it off for a suite that must burst); AWS API
@@ -36,11 +38,13 @@ from devstack.broker import BrokerThread, MqttEndpoint
 from devstack.deployer import Deployment, deploy
 from devstack.errors import DevstackError
 from devstack.gateway import GatewayServer, LocalApi
+from devstack.iot_data import IotDataServer
 from devstack.lambda_api import LambdaApiServer
 from devstack.packages import build_packages
 from devstack.quotas import QuotaLimiter, apply_quotas
 from devstack.template import function_code_uris
 from devstack.throttle import StageThrottle, stage_throttle_from_template
+from devstack.topic_rules import RuleEngine
 from devstack.workers import ProcessInvoker
 
 DEFAULT_STATE = Path(".local/stack.json")
@@ -101,6 +105,8 @@ class RunningStack:
     lambda_api: LambdaApiServer
     _exit: contextlib.ExitStack = field(repr=False)
     mqtt: MqttEndpoint | None = None
+    iot_data: IotDataServer | None = None  # AWS IoT's Publish API, into the broker
+    rules: RuleEngine | None = None  # the template's topic rules, run by the broker
     throttle: StageThrottle | None = None  # the gateway's stage throttling, if applied
     quotas: QuotaLimiter | None = None  # the AWS API quotas on moto, if applied
 
@@ -134,6 +140,7 @@ class RunningStack:
             "pid": os.getpid(),
             "stack_name": self.deployment.stack_name,
             **({"mqtt": self.mqtt.state()} if self.mqtt is not None else {}),
+            **({"iot_data_url": self.iot_data.url} if self.iot_data is not None else {}),
         }
 
     def stop(self) -> None:
@@ -197,8 +204,12 @@ def start_stack(
             limiter = apply_quotas(moto, None if quotas is True else quotas)
         if limiter is not None:
             say(f"AWS API quotas on {len(limiter.quotas)} operations")
+        iot_data = IotDataServer().start()
+        exit_stack.callback(iot_data.stop)
+        say(f"iot-data endpoint at {iot_data.url}")
         invoker = ProcessInvoker(
             packages,
+            endpoints=iot_data.environment(),
             region=region,
             endpoint_url=endpoint_url,
             credentials=FAKE_CREDENTIALS,
@@ -250,8 +261,17 @@ def start_stack(
             _exit=exit_stack,
             throttle=stage_throttle,
             quotas=limiter,
+            iot_data=iot_data,
         )
         if mqtt_port is not None:
+            running.rules = RuleEngine(
+                rules=deployment.topic_rules,
+                permissions=deployment.permissions,
+                functions=deployment.functions,
+                invoker=invoker,
+                account_id=deployment.account_id,
+            )
+            exit_stack.callback(running.rules.close)
             running.mqtt = _start_broker(exit_stack, running, state_path, mqtt_port)
             say(f"MQTT broker at {running.mqtt.host}:{running.mqtt.port}")
         if state_path is not None:
@@ -284,9 +304,13 @@ def _start_broker(
         region=stack.deployment.region,
         ca_arn=stack.deployment.outputs["CertificateAuthorityArn"],
         port=port,
+        rules=stack.rules,
     )
     endpoint = broker.start()
     exit_stack.callback(broker.stop)
+    if stack.iot_data is not None:
+        stack.iot_data.publish = broker.publish
+        exit_stack.callback(setattr, stack.iot_data, "publish", None)
     return endpoint
 
 

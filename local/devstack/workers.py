@@ -6,7 +6,8 @@ workers (``lambda_worker.py`` in a ``python -I -S`` subprocess each):
 - a worker sees only the function's package (``devstack.packages``), the runtime's boto3
   folder and the standard library, and only the function's environment: its template
   variables, what the Lambda runtime sets (AWS_LAMBDA_FUNCTION_NAME, LAMBDA_TASK_ROOT...),
-  the region, fake credentials and AWS_ENDPOINT_URL pointing at moto. Nothing from the dev
+  the region, fake credentials, AWS_ENDPOINT_URL pointing at moto and the stack's other
+  endpoints (``endpoints``: iot-data's, devstack.iot_data). Nothing from the dev
   virtualenv: a module the package lacks fails to import offline as it does in AWS;
 - the first invocation of a worker imports the handler (Lambda's INIT phase, allowed 10 s
   plus the function's Timeout); an init failure answers that invocation with Lambda's error
@@ -273,8 +274,11 @@ class ProcessInvoker:
         default_concurrency: int = DEFAULT_CONCURRENCY,
         warn: Callable[[str], None] | None = None,
         python: str = sys.executable,
+        endpoints: Mapping[str, str] | None = None,
     ) -> None:
         self.packages = dict(packages)
+        # more AWS_ENDPOINT_URL_<SERVICE> variables (the stack's iot-data endpoint)
+        self.endpoints = dict(endpoints or {})
         self.region = region
         self.endpoint_url = endpoint_url
         self.credentials = dict(credentials)
@@ -304,6 +308,7 @@ class ProcessInvoker:
             "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{function.name}",
             "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
             **lambda_environment(function, self.region, self.endpoint_url),
+            **self.endpoints,
             **self.credentials,
             # No shared config or credentials files: a developer's ~/.aws stays out of it.
             "AWS_CONFIG_FILE": os.devnull,

@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.x509.oid import NameOID
 
 from .errors import BadRequest
+from .models import CertificateNames
 
 DeviceKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 
@@ -32,7 +33,8 @@ HKDF_LABEL = b"iot-device-onboarding/" + HKDF_AES_GCM.encode() + b"/v1"
 
 # The certificate names its device: a SAN URI the device compares exactly with its own DSN
 # (example/onboarding_ble/rules.py has the device's copy; tests/unit/test_shared_rules.py keeps
-# them equal). ACM PCA's EndEntityClientAuthCertificate/V1 copies the CSR's SAN and subject.
+# them equal). The service gives ACM PCA the subject and this SAN through ApiPassthrough
+# (EndEntityClientAuthCertificate_APIPassthrough/V1), which take priority over the CSR's.
 DSN_URI_PREFIX = "urn:iot-device-onboarding:dsn:"
 X25519_P = 2**255 - 19
 
@@ -92,6 +94,20 @@ def common_name_for(thing_name: str) -> str:
         return thing_name
     digest = hashlib.sha256(thing_name.encode()).hexdigest()[:16]
     return f"{thing_name[: COMMON_NAME_MAX - 17]}~{digest}"
+
+
+def device_names(
+    thing_name: str, dsn: str, o: str = "", ou: str = "", c: str = ""
+) -> CertificateNames:
+    """What every device certificate names, whatever its CSR says: CN = the thing name
+    (shortened past 64 characters), O/OU/C as configured, SAN URI = the DSN (the exact name)."""
+    return CertificateNames(
+        common_name=common_name_for(thing_name),
+        organization=o,
+        organizational_unit=ou,
+        country=c,
+        san_uri=DSN_URI_PREFIX + dsn,
+    )
 
 
 def build_csr(
@@ -163,4 +179,79 @@ def certificate_facts(certificate_pem: str) -> CertificateFacts:
         iot_certificate_id=hashlib.sha256(
             cert.public_bytes(serialization.Encoding.DER)
         ).hexdigest(),
+    )
+
+
+# A device's CSR: PEM PKCS#10, at most this many bytes (an RSA-4096 CSR with a long subject and
+# a few extensions is under 3 KiB).
+MAX_CSR_BYTES = 6144
+CSR_HASHES = (hashes.SHA256, hashes.SHA384, hashes.SHA512)
+RSA_BITS = (2048, 4096)
+EC_CURVES = {"secp256r1": "EC_prime256v1", "secp384r1": "EC_secp384r1"}
+_PEM_BEGIN = b"-----BEGIN CERTIFICATE REQUEST-----"
+_PEM_END = b"-----END CERTIFICATE REQUEST-----"
+
+
+@dataclass(frozen=True)
+class CheckedCsr:
+    """A CSR whose signature proves possession of its key, and whose key the fleet accepts.
+
+    Only the key is used: the subject and extensions the device asked for are ignored.
+    """
+
+    pem: bytes
+    public_key_der: bytes  # SubjectPublicKeyInfo, DER
+    key_algorithm: str  # EC_prime256v1, EC_secp384r1 or RSA_<bits>
+
+
+def load_device_csr(pem: bytes) -> CheckedCsr:
+    """Check a device's CSR fully; raise BadRequest CSR_INVALID or CSR_KEY_UNSUPPORTED.
+
+    One PEM block and nothing else, parsed strictly, signed (SHA-256/384/512) by its own key,
+    and that key EC P-256 or P-384, or RSA of 2048 to 4096 bits with exponent 65537.
+    """
+    if len(pem) > MAX_CSR_BYTES:
+        raise BadRequest(f"csr is larger than {MAX_CSR_BYTES} bytes.", "CSR_INVALID")
+    text = pem.strip()
+    if (
+        not text.startswith(_PEM_BEGIN)
+        or not text.endswith(_PEM_END)
+        or text.count(b"-----BEGIN") != 1
+    ):
+        raise BadRequest("csr must be one PEM PKCS#10 certificate request.", "CSR_INVALID")
+    try:
+        csr = x509.load_pem_x509_csr(text)
+        signed = csr.is_signature_valid
+        hash_algorithm = csr.signature_hash_algorithm
+        key = csr.public_key()
+    except (ValueError, TypeError, x509.UnsupportedGeneralNameType):
+        raise BadRequest("csr is not a valid PKCS#10 certificate request.", "CSR_INVALID") from None
+    except Exception:  # cryptography's UnsupportedAlgorithm and the like
+        raise BadRequest("csr uses an unsupported algorithm.", "CSR_KEY_UNSUPPORTED") from None
+    if not isinstance(hash_algorithm, CSR_HASHES):
+        raise BadRequest("csr must be signed with SHA-256, -384 or -512.", "CSR_INVALID")
+    if not signed:
+        raise BadRequest("csr's signature does not verify.", "CSR_INVALID")
+    algorithm = _accepted_key(key)
+    return CheckedCsr(
+        pem=text + b"\n",
+        public_key_der=key.public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        ),
+        key_algorithm=algorithm,
+    )
+
+
+def _accepted_key(key: object) -> str:
+    if isinstance(key, ec.EllipticCurvePublicKey) and key.curve.name in EC_CURVES:
+        return EC_CURVES[key.curve.name]
+    if (
+        isinstance(key, rsa.RSAPublicKey)
+        and RSA_BITS[0] <= key.key_size <= RSA_BITS[1]
+        and key.public_numbers().e == 65537
+    ):
+        return f"RSA_{key.key_size}"
+    raise BadRequest(
+        "csr's key must be EC P-256 or P-384, or RSA of 2048 to 4096 bits.",
+        "CSR_KEY_UNSUPPORTED",
     )

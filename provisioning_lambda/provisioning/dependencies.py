@@ -6,6 +6,7 @@ themselves with moto-backed or failing adapters.
 
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 
@@ -14,6 +15,7 @@ import boto3
 from .adapters.allowlist import AllowlistStore
 from .adapters.aws import make_client
 from .adapters.iot import IotRegistry
+from .adapters.iot_data import IotPublisher
 from .adapters.pca import PrivateCa
 from .adapters.store import DeviceStore
 from .config import Settings
@@ -26,6 +28,13 @@ def get_services() -> Services:
     session = boto3.session.Session()
     budgets = BudgetHolder()  # every client's attempts and retries fit the running request
     dynamodb = make_client("dynamodb", session, budgets.current)
+    iot = IotRegistry(
+        make_client("iot", session, budgets.current),
+        policy_name=settings.iot_policy_name,
+        thing_group=settings.thing_group,
+        ca_mode=settings.ca_certificate_mode,
+        arn_prefix=settings.iot_arn_prefix,
+    )
     return Services(
         settings=settings,
         pca=PrivateCa(
@@ -33,13 +42,7 @@ def get_services() -> Services:
             settings.ca_arn,
             settings.ca_signing_algorithm,
         ),
-        iot=IotRegistry(
-            make_client("iot", session, budgets.current),
-            policy_name=settings.iot_policy_name,
-            thing_group=settings.thing_group,
-            ca_mode=settings.ca_certificate_mode,
-            arn_prefix=settings.iot_arn_prefix,
-        ),
+        iot=iot,
         store=DeviceStore(
             dynamodb,
             settings.devices_table,
@@ -50,4 +53,12 @@ def get_services() -> Services:
         allowlist=AllowlistStore(dynamodb, settings.allowlist_table)
         if settings.allowlist_table
         else None,
+        # No call until the first publish (only the renewal function publishes).
+        publisher=IotPublisher(
+            session,
+            lambda: iot.data_endpoint,
+            budgets.current,
+            # The name the offline stack sets (boto3's own is AWS_ENDPOINT_URL_IOT_DATA_PLANE).
+            named_endpoint=os.environ.get("AWS_ENDPOINT_URL_IOT_DATA"),
+        ),
     )

@@ -14,11 +14,14 @@ from typing import Any
 from .attestation import parse_signature
 from .errors import BadRequest
 
-MAX_BODY_BYTES = 4096
+# Room for a CSR of an RSA-4096 key (its PEM, JSON-escaped) besides the other fields.
+MAX_BODY_BYTES = 8192
+# A CSR's PEM text, at most (crypto.MAX_CSR_BYTES; template.yaml's model says the same).
+MAX_CSR_CHARS = 6144
 DSN_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,115}", re.ASCII)
 # The first is the default: what the original sample's devices understand.
 ENCRYPTION_SCHEMES = ("fernet-x25519", "x25519-hkdf-sha256-aes256gcm")
-ALLOWED_FIELDS = frozenset({"DSN", "publicKey", "encryption", "attestation"})
+ALLOWED_FIELDS = frozenset({"DSN", "publicKey", "csr", "encryption", "attestation"})
 
 ADMINISTRATORS = "Administrators"
 MEMBERS = "Members"
@@ -26,11 +29,19 @@ MEMBERS = "Members"
 
 @dataclass(frozen=True)
 class ProvisionRequest:
+    """publicKey mode (``device_public_key``: the server makes the key and seals it to the
+    device) or CSR mode (``csr_pem``: the device keeps its key; the answer carries none)."""
+
     dsn: str
-    device_public_key: bytes
+    device_public_key: bytes = b""
     encryption: str = "fernet-x25519"
+    csr_pem: bytes = b""
     # The device's DER ECDSA signature (attestation.py); None when the request has none.
     attestation: bytes | None = None
+
+    @property
+    def csr_mode(self) -> bool:
+        return bool(self.csr_pem)
 
 
 def parse_provision_request(
@@ -57,6 +68,26 @@ def parse_provision_request(
             "DSN_TOO_LONG",
         )
 
+    attestation = None
+    if data.get("attestation") is not None:
+        attestation = parse_signature(_required_string(data, "attestation"))
+
+    if "publicKey" in data and "csr" in data:
+        raise BadRequest("Give publicKey or csr, not both.", "KEY_FIELDS_CONFLICT")
+    if "csr" in data:
+        if "encryption" in data:
+            raise BadRequest(
+                "encryption applies to publicKey mode only: in csr mode no key is sent.",
+                "ENCRYPTION_NOT_APPLICABLE",
+            )
+        csr = _required_string(data, "csr")
+        if not csr or len(csr) > MAX_CSR_CHARS or not csr.isascii():
+            raise BadRequest(
+                f"csr must be a PEM certificate request of at most {MAX_CSR_CHARS} characters.",
+                "CSR_INVALID",
+            )
+        return ProvisionRequest(dsn=dsn, csr_pem=csr.encode("ascii"), attestation=attestation)
+
     encoded = _required_string(data, "publicKey")
     try:
         public_key = base64.b64decode(encoded, validate=True)
@@ -72,9 +103,6 @@ def parse_provision_request(
         raise BadRequest(
             f"encryption must be one of: {', '.join(ENCRYPTION_SCHEMES)}.", "ENCRYPTION_INVALID"
         )
-    attestation = None
-    if data.get("attestation") is not None:
-        attestation = parse_signature(_required_string(data, "attestation"))
     return ProvisionRequest(
         dsn=dsn, device_public_key=public_key, encryption=encryption, attestation=attestation
     )
@@ -192,6 +220,8 @@ def _parse_groups(raw: Any) -> frozenset[str]:
 
 @dataclass(frozen=True)
 class ProvisionResult:
+    """In CSR mode there is no key to seal: the three key fields are empty and not answered."""
+
     certificate_pem: str
     encrypted_private_key: str
     server_public_key: str
@@ -202,16 +232,20 @@ class ProvisionResult:
     encryption: str
 
     def to_response(self) -> dict[str, str]:
-        return {
+        answer = {
             "certificatePem": self.certificate_pem,
-            "encryptedPrivateKey": self.encrypted_private_key,
-            "publicKey": self.server_public_key,
             "thingName": self.thing_name,
             "certificateId": self.certificate_id,
             "notAfter": self.not_after,
             "iotEndpoint": self.iot_endpoint,
-            "encryption": self.encryption,
         }
+        if self.encrypted_private_key:
+            answer |= {
+                "encryptedPrivateKey": self.encrypted_private_key,
+                "publicKey": self.server_public_key,
+                "encryption": self.encryption,
+            }
+        return answer
 
 
 @dataclass(frozen=True)
@@ -320,6 +354,17 @@ class AuditEvent:
     at: str
     request_id: str
     details: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class CertificateNames:
+    """The subject and SAN URI the service gives every device certificate (ApiPassthrough)."""
+
+    common_name: str
+    organization: str = ""
+    organizational_unit: str = ""
+    country: str = ""
+    san_uri: str = ""
 
 
 @dataclass(frozen=True)

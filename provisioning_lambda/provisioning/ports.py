@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from .attestation import AllowlistEntry
 from .budget import Budget
 from .config import Settings
 from .models import (
     AuditEvent,
+    CertificateNames,
     CertificateRef,
     DeviceRecord,
     Intent,
@@ -25,7 +26,13 @@ from .models import (
 
 
 class PcaPort(Protocol):
-    def issue(self, csr_pem: bytes, validity_days: int, idempotency_token: str) -> str: ...
+    def issue(
+        self,
+        csr_pem: bytes,
+        validity_days: int,
+        idempotency_token: str,
+        names: CertificateNames,
+    ) -> str: ...
     def fetch(self, certificate_arn: str) -> IssuedCertificate | None: ...
     def revoke(self, serial_hex: str, reason: str) -> None: ...
 
@@ -41,6 +48,10 @@ class IotPort(Protocol):
     def attach_thing(self, thing_name: str, certificate_arn: str) -> None: ...
     def set_status(self, certificate_id: str, status: str) -> None: ...
     def detach(self, thing_name: str, certificate_arn: str) -> None: ...
+
+
+class PublisherPort(Protocol):
+    def publish(self, topic: str, payload: Mapping[str, Any]) -> None: ...
 
 
 class StorePort(Protocol):
@@ -114,6 +125,8 @@ class Services:
     store: StorePort
     executor: ThreadPoolExecutor
     budgets: BudgetHolder = field(default_factory=BudgetHolder)
+    # Only the functions that answer devices over MQTT (renewal) publish.
+    publisher: PublisherPort | None = None
     sleep: Callable[[float], None] = time.sleep
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     allowlist: AllowlistPort | None = None

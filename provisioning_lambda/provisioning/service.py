@@ -2,8 +2,10 @@
 
 Order of work for one request (independent calls run concurrently):
 
-1. validate the device key (canonical, not low-order) and authorise the caller; refuse a
-   blocked device, and with attestation on one that does not attest the key (attestation.py);
+1. validate the device key (canonical, not low-order) or, in CSR mode, the device's CSR (its
+   signature and key; its subject and extensions are ignored), and authorise the caller;
+   refuse a blocked device, and with attestation on one that does not attest the key to be
+   certified (attestation.py);
 2. take the device's lease in DynamoDB (ownership check and in-flight guard in one write), and
    first finish or undo whatever an earlier request for the device left (lease.py);
 3. issue the certificate from ACM PCA  ||  create the thing in its group  ||  endpoint lookup;
@@ -15,7 +17,10 @@ Order of work for one request (independent calls run concurrently):
    written down as retiring), with its audit entry, in one transaction;
 8. retire the previous certificate (REVOKED in IoT, detached, revoked in ACM PCA);
 9. encrypt the private key to the device: the server's ephemeral key and the shared secret
-   exist only from here on, never during an AWS call.
+   exist only from here on, never during an AWS call. (CSR mode: there is no key to send.)
+
+Both modes issue through the APIPassthrough client-auth template: the certificate's subject and
+its SAN URI naming the DSN are the service's (crypto.device_names), never the CSR's.
 
 A failure before 7 is rolled back within the time left; whatever the rollback cannot finish,
 and whatever a request that died could not, stays in the row's intent for the device's next
@@ -35,11 +40,14 @@ from typing import Any
 from .attestation import authorise_device, x25519_spki_der
 from .budget import ATTEMPT_SECONDS, FORWARD_RESERVE_SECONDS, Budget
 from .crypto import (
+    CheckedCsr,
     DeviceKey,
     build_csr,
     certificate_facts,
     check_device_public_key,
+    device_names,
     generate_device_key,
+    load_device_csr,
     seal_private_key,
 )
 from .errors import DependencyFailed, Forbidden, LeaseLost, NotFound, OutcomeUnknown, OutOfTime
@@ -69,18 +77,19 @@ def provision_device(
     request_id: str,
 ) -> ProvisionResult:
     _require_group(caller)
-    check_device_public_key(request.device_public_key)
+    csr = load_device_csr(request.csr_pem) if request.csr_mode else None
+    if csr is None:
+        check_device_public_key(request.device_public_key)
     with services.budgets.running(budget):
-        # CSR mode: the CSR's public_key_der instead of the X25519 key's SPKI.
         authorise_device(
             services,
             request.dsn,
-            x25519_spki_der(request.device_public_key),
+            csr.public_key_der if csr else x25519_spki_der(request.device_public_key),
             request.attestation,
         )
         task = DeviceTask(services, caller, request.dsn, budget, request_id)
         task.claim()
-        issuance = _Issuance(task, request)
+        issuance = _Issuance(task, request, csr)
         logger.info(
             "device claimed",
             extra={"thing_name": task.thing_name, "rotation": issuance.previous is not None},
@@ -100,13 +109,17 @@ def provision_device(
             raise
         issuance.retire_previous()
 
-    sealed = seal_private_key(
-        issuance.key, request.device_public_key, request.encryption, request.dsn
-    )
+    encrypted_private_key = server_public_key = ""
+    if issuance.key is not None:
+        sealed = seal_private_key(
+            issuance.key, request.device_public_key, request.encryption, request.dsn
+        )
+        encrypted_private_key = sealed.encrypted_private_key
+        server_public_key = _b64(sealed.server_public_key)
     return ProvisionResult(
         certificate_pem=certificate_pem,
-        encrypted_private_key=sealed.encrypted_private_key,
-        server_public_key=_b64(sealed.server_public_key),
+        encrypted_private_key=encrypted_private_key,
+        server_public_key=server_public_key,
         thing_name=task.thing_name,
         certificate_id=record.certificate_id,
         not_after=record.not_after,
@@ -184,9 +197,13 @@ def _is_revoked(task: DeviceTask, ref: CertificateRef) -> bool:
 class _Issuance:
     """Steps 3-8 of one provisioning request, and its exact rollback."""
 
-    def __init__(self, task: DeviceTask, request: ProvisionRequest) -> None:
+    def __init__(
+        self, task: DeviceTask, request: ProvisionRequest, csr: CheckedCsr | None = None
+    ) -> None:
         self.task = task
         self.request = request
+        self.csr = csr
+        self.key: DeviceKey | None = None
         row = task.row
         self.previous = row.certificate if row is not None and row.status == "ACTIVE" else None
         # Certificates the row must keep as retiring after the commit: what recovery left, and
@@ -202,15 +219,22 @@ class _Issuance:
         task, services = self.task, self.task.services
         settings, pca, iot, run = services.settings, services.pca, services.iot, services.executor
         budget, thing_name = task.budget, task.thing_name
-        self.key: DeviceKey = generate_device_key(settings.device_key_algorithm)
-        csr = build_csr(
-            self.key,
-            thing_name,
-            task.dsn,
-            settings.subject_o,
-            settings.subject_ou,
-            settings.subject_c,
+        names = device_names(
+            thing_name, task.dsn, settings.subject_o, settings.subject_ou, settings.subject_c
         )
+        if self.csr is not None:
+            csr, key_algorithm = self.csr.pem, self.csr.key_algorithm
+        else:
+            self.key = generate_device_key(settings.device_key_algorithm)
+            key_algorithm = settings.device_key_algorithm
+            csr = build_csr(
+                self.key,
+                thing_name,
+                task.dsn,
+                settings.subject_o,
+                settings.subject_ou,
+                settings.subject_c,
+            )
         side_work: list[Future[Any]] = [
             run.submit(iot.ensure_thing, thing_name),
             run.submit(lambda: iot.data_endpoint),
@@ -219,7 +243,7 @@ class _Issuance:
 
         budget.require("ISSUE_CERTIFICATE")
         token = hashlib.sha256(f"{task.request_id}:{task.dsn}".encode()).hexdigest()[:36]
-        pca_certificate_arn = pca.issue(csr, settings.cert_validity_days, token)
+        pca_certificate_arn = pca.issue(csr, settings.cert_validity_days, token, names)
         # Written while ACM PCA finishes the certificate: whoever resolves the intent can fetch
         # it there. From here on, a rollback or a recovery revokes it.
         self.intent = Intent(
@@ -271,7 +295,7 @@ class _Issuance:
             serial=new.serial,
             not_before=iso(facts.not_before),
             not_after=iso(facts.not_after),
-            key_algorithm=settings.device_key_algorithm,
+            key_algorithm=key_algorithm,
             status="ACTIVE",
             created_at=at,
             updated_at=at,

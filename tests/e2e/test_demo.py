@@ -99,10 +99,11 @@ def test_demo_onboards_over_ble_says_hello_and_revoked_device_is_refused(
         "the broker received the hello",
         "check: the stored certificate chains to the Private CA",
         "check: AWS IoT has the certificate ACTIVE on the thing",
+        "the device renews its certificate over MQTT (due after 1 s here)",
         "the owner revokes the device",
         "the revoked device reconnects with its stored credentials",
     ):
-        assert re.search(rf"^\[\d+/16\] {re.escape(title)}$", out, re.MULTILINE), title
+        assert re.search(rf"^\[\d+/17\] {re.escape(title)}$", out, re.MULTILINE), title
     assert "two bumble controllers on one link: device tcp-client:127.0.0.1:" in out
     assert "with mutual TLS" in out
     dsn = re.search(r"advertises the onboarding service, DSN (DEMO-[0-9A-F]+)", out)
@@ -119,10 +120,16 @@ def test_demo_onboards_over_ble_says_hello_and_revoked_device_is_refused(
     assert re.search(rf'hello received on things/{thing}/hello: \{{.*"dsn": "{dsn[1]}"', out)
     assert "client certificate of the stack's Private CA naming this DSN" in out
     assert f"ACTIVE and attached to thing {thing}" in out
+    # ... the device renewed its certificate over MQTT ...
+    assert re.search(
+        rf"new P-256 key and CSR on things/{thing}/certificate/renew, the renewal function "
+        r"answered: certificate [0-9a-f]{12}\.\.\. -> [0-9a-f]{12}\.\.\. \(ACTIVE",
+        out,
+    )
     # ... and after the owner's revocation, the broker refuses the device's reconnect.
     assert f"DELETE /devices/{dsn[1]}/certificate -> 200 as the owner" in out
     assert "broker refused it:" in out and "device exit 4 (MQTT_FAILED" in out
-    assert "stopped radio, device, app, device-again" in out
+    assert "stopped radio, device, app, device-renews, device-again" in out
     assert "stack stopped" in out
     assert f"process logs, device state and stack.json: {workdir}" in out
     # The owner's password reached the app (it signed in) but is never shown or logged.

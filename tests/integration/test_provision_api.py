@@ -172,7 +172,14 @@ def test_a_member_provisions_a_new_device(services, aws, provisioning_env) -> No
         "Value": int(provisioning_env["DEVICE_CERT_VALIDITY_DAYS"]),
         "Type": "DAYS",
     }
-    assert issued[0]["TemplateArn"].endswith("template/EndEntityClientAuthCertificate/V1")
+    assert issued[0]["TemplateArn"].endswith(
+        "template/EndEntityClientAuthCertificate_APIPassthrough/V1"
+    )
+    # ... the service, not the CSR, names the subject and the DSN's SAN URI
+    assert issued[0]["ApiPassthrough"]["Subject"]["CommonName"] == thing
+    assert issued[0]["ApiPassthrough"]["Extensions"]["SubjectAlternativeNames"] == [
+        {"UniformResourceIdentifier": f"urn:iot-device-onboarding:dsn:{device.dsn}"}
+    ]
     assert issued[0]["IdempotencyToken"]
     assert cert.not_valid_after_utc - cert.not_valid_before_utc >= timedelta(days=1)
 

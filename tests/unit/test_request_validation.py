@@ -8,7 +8,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import x25519
 
 from provisioning.errors import BadRequest
-from provisioning.models import Caller, parse_provision_request
+from provisioning.models import MAX_BODY_BYTES, Caller, parse_provision_request
 
 MAX_DSN = 128 - len("device") - 1
 
@@ -52,7 +52,7 @@ def test_a_well_formed_request_is_parsed() -> None:
         (body(DSN=["A"], publicKey="x"), "FIELD_TYPE"),
         (body(DSN="A1", publicKey=32), "FIELD_TYPE"),
         (body(DSN="A1", publicKey="x", extra=1), "UNKNOWN_FIELD"),
-        ("x" * 5000, "BODY_TOO_LARGE"),
+        ("x" * (MAX_BODY_BYTES + 1), "BODY_TOO_LARGE"),
         ('{"DSN": "A1", "DSN": "B2", "publicKey": "x"}', "DUPLICATE_FIELD"),
         ('{"DSN": NaN, "publicKey": "x"}', "BODY_NOT_JSON"),
         ("[" * 2000 + "]" * 2000, "BODY_TOO_DEEP"),
@@ -123,7 +123,7 @@ def test_a_public_key_that_is_not_32_bytes_of_base64_is_refused(key: str) -> Non
         (base64.b64encode(b'{"DSN": "A1"}').decode(), "FIELD_MISSING"),
         ("not base64!", "BODY_NOT_JSON"),
         (base64.b64encode(b'{"DSN": "\xe9"}').decode(), "BODY_NOT_JSON"),
-        (base64.b64encode(b"x" * 5000).decode(), "BODY_TOO_LARGE"),
+        (base64.b64encode(b"x" * (MAX_BODY_BYTES + 1)).decode(), "BODY_TOO_LARGE"),
     ],
 )
 def test_a_base64_encoded_body_is_decoded_strictly(raw: str, code: str) -> None:

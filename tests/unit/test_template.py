@@ -532,7 +532,7 @@ def test_provisioning_function_issues_only_client_auth_certificates_from_its_ca(
     assert issue[0]["Resource"] == {"Ref": "CertificateAuthority"}
     template_arn = issue[0]["Condition"]["StringEquals"]["acm-pca:TemplateArn"]
     assert _resolve_sub(template_arn).endswith(
-        ":acm-pca:::template/EndEntityClientAuthCertificate/V1"
+        ":acm-pca:::template/EndEntityClientAuthCertificate_APIPassthrough/V1"
     )
 
 
@@ -633,19 +633,56 @@ PUBLIC_KEY_PATTERN = _ecma_262(_model_schema()["properties"]["publicKey"]["patte
 
 def test_model_and_function_accept_the_same_fields() -> None:
     # API Gateway and the function must agree: a body one accepts the other must not refuse.
-    from provisioning.models import ALLOWED_FIELDS, ENCRYPTION_SCHEMES
+    from provisioning.models import ALLOWED_FIELDS, ENCRYPTION_SCHEMES, MAX_CSR_CHARS
 
     schema = _model_schema()
 
     assert schema["$schema"] == "http://json-schema.org/draft-04/schema#"
-    assert set(schema["required"]) == {"DSN", "publicKey"}
+    assert set(schema["required"]) == {"DSN"}
     assert schema["additionalProperties"] is False
+    assert schema["properties"]["csr"]["maxLength"] == MAX_CSR_CHARS
     assert set(schema["properties"]) == ALLOWED_FIELDS
     assert schema["properties"]["encryption"] == {
         "type": "string",
         "description": schema["properties"]["encryption"]["description"],
         "enum": list(ENCRYPTION_SCHEMES),
     }
+
+
+@pytest.mark.parametrize(
+    ("body", "valid"),
+    [
+        ({"DSN": "A1", "publicKey": "A" * 43 + "="}, True),
+        ({"DSN": "A1", "publicKey": "A" * 43 + "=", "encryption": "fernet-x25519"}, True),
+        ({"DSN": "A1", "csr": "-----BEGIN CERTIFICATE REQUEST-----" + "A" * 64}, True),
+        ({"DSN": "A1"}, False),
+        (
+            {
+                "DSN": "A1",
+                "publicKey": "A" * 43 + "=",
+                "csr": "-----BEGIN CERTIFICATE REQUEST-----" + "A" * 64,
+            },
+            False,
+        ),
+        (
+            {
+                "DSN": "A1",
+                "csr": "-----BEGIN CERTIFICATE REQUEST-----" + "A" * 64,
+                "encryption": "fernet-x25519",
+            },
+            False,
+        ),
+        ({"DSN": "A1", "csr": "-----BEGIN CERTIFICATE REQUEST-----" + "A" * 7000}, False),
+    ],
+)
+def test_the_model_takes_exactly_one_of_public_key_and_csr(
+    body: dict[str, str], valid: bool
+) -> None:
+    # The same draft-04 validation API Gateway (and the offline gateway) applies.
+    import jsonschema
+
+    errors = list(jsonschema.Draft4Validator(_model_schema()).iter_errors(body))
+    assert (errors == []) is valid
 
 
 @pytest.mark.parametrize("dsn", ["ABC_123-x", "a", "Z" * 115])

@@ -3,7 +3,17 @@ deployment's ``DeployState`` (base.py). ``CREATORS`` is all of them, by resource
 
 from __future__ import annotations
 
-from devstack.resources import acmpca, apigateway, cognito, dynamodb, iam, iot, lambda_, logs
+from devstack.resources import (
+    acmpca,
+    apigateway,
+    cognito,
+    dynamodb,
+    iam,
+    iot,
+    iot_rules,
+    lambda_,
+    logs,
+)
 from devstack.resources.base import Creator
 
 CREATORS: dict[str, Creator] = {
@@ -11,6 +21,7 @@ CREATORS: dict[str, Creator] = {
     **cognito.CREATORS,
     **acmpca.CREATORS,
     **iot.CREATORS,
+    **iot_rules.CREATORS,
     **logs.CREATORS,
     **lambda_.CREATORS,
     **iam.CREATORS,

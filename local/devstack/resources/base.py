@@ -17,6 +17,7 @@ from typing import Any
 import boto3
 
 from devstack.runtime import FunctionSpec, Invoker
+from devstack.topic_rules import Permission, TopicRule
 
 Progress = Callable[[str], None]
 
@@ -42,6 +43,8 @@ class DeployState:
     user_passwords: dict[str, str] = field(default_factory=dict)
     group_members: list[tuple[str, str]] = field(default_factory=list)  # (group, username)
     custom_data: dict[str, dict[str, Any]] = field(default_factory=dict)
+    topic_rules: list[TopicRule] = field(default_factory=list)  # run by the offline broker
+    permissions: list[Permission] = field(default_factory=list)  # AWS::Lambda::Permission
     _clients: dict[str, Any] = field(default_factory=dict)
 
     def say(self, message: str) -> None:

@@ -6,10 +6,34 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from ..models import IssuedCertificate
+from ..models import CertificateNames, IssuedCertificate
 from .aws import aws_step, error_code
 
-CLIENT_AUTH_TEMPLATE = "arn:{partition}:acm-pca:::template/EndEntityClientAuthCertificate/V1"
+# Client auth only, like EndEntityClientAuthCertificate/V1, plus API passthrough: the subject
+# and SAN given with the request take priority over the CSR's, and no other CSR extension is
+# copied (AWS Private CA's template order of operations).
+CLIENT_AUTH_TEMPLATE = (
+    "arn:{partition}:acm-pca:::template/EndEntityClientAuthCertificate_APIPassthrough/V1"
+)
+
+
+def api_passthrough(names: CertificateNames) -> dict[str, Any]:
+    subject = {
+        key: value
+        for key, value in (
+            ("Country", names.country),
+            ("Organization", names.organization),
+            ("OrganizationalUnit", names.organizational_unit),
+            ("CommonName", names.common_name),
+        )
+        if value
+    }
+    passthrough: dict[str, Any] = {"Subject": subject}
+    if names.san_uri:
+        passthrough["Extensions"] = {
+            "SubjectAlternativeNames": [{"UniformResourceIdentifier": names.san_uri}]
+        }
+    return passthrough
 
 
 class PrivateCa:
@@ -19,14 +43,22 @@ class PrivateCa:
         self._signing_algorithm = signing_algorithm
         self._template_arn = CLIENT_AUTH_TEMPLATE.format(partition=ca_arn.split(":")[1])
 
-    def issue(self, csr_pem: bytes, validity_days: int, idempotency_token: str) -> str:
-        """Ask for a client-auth certificate; the token makes a retried call return the same one."""
+    def issue(
+        self,
+        csr_pem: bytes,
+        validity_days: int,
+        idempotency_token: str,
+        names: CertificateNames,
+    ) -> str:
+        """Ask for a client-auth certificate for the CSR's key, naming ``names`` whatever the
+        CSR says; the token makes a retried call return the same one."""
         with aws_step("ISSUE_CERTIFICATE"):
             response = self.client.issue_certificate(
                 CertificateAuthorityArn=self._ca_arn,
                 Csr=csr_pem,
                 SigningAlgorithm=self._signing_algorithm,
                 TemplateArn=self._template_arn,
+                ApiPassthrough=api_passthrough(names),
                 Validity={"Value": validity_days, "Type": "DAYS"},
                 IdempotencyToken=idempotency_token,
             )

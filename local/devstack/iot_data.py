@@ -1,0 +1,154 @@
+"""AWS IoT's data-plane ``Publish`` for the offline stack: the cloud side's way into the broker.
+
+``POST /topics/{topic}?qos=N`` (the iot-data API; the body is the payload) publishes into the
+broker as AWS IoT itself does: not subject to any device policy, delivered to every client
+subscribed to a matching filter that may receive it. Any SigV4 signature is accepted (as moto
+accepts any). What AWS refuses is refused with its error shape (``x-amzn-ErrorType`` and
+``{"message"}``): an empty topic, a topic with a wildcard (+ #), more than 7 slashes or over
+256 bytes, a QoS other than 0 or 1, a payload over 128 KB.
+
+Every Lambda worker is given ``AWS_ENDPOINT_URL_IOT_DATA_PLANE`` pointing here (the variable
+boto3 reads for ``iot-data``, whose service id is "IoT Data Plane"; ``AWS_ENDPOINT_URL_IOT_DATA``
+is set too), so a function's ``boto3.client("iot-data").publish`` lands in the broker while
+its other clients go to moto. The state file names it as ``iot_data_url``.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from devstack.errors import DevstackError
+from devstack.http_limits import CONTENT_LENGTH, BoundedHTTPServer, BoundedRequestHandler
+
+MAX_PAYLOAD = 128 * 1024  # IoT Core's message size limit
+MAX_TOPIC_BYTES = 256
+MAX_SLASHES = 7
+# What boto3 reads for iot-data (service id "IoT Data Plane"), and the name the project uses.
+ENDPOINT_VARIABLES = ("AWS_ENDPOINT_URL_IOT_DATA_PLANE", "AWS_ENDPOINT_URL_IOT_DATA")
+
+Publish = Callable[[str, bytes, int], None]  # topic, payload, qos
+
+
+def topic_problem(topic: str) -> str | None:
+    """Why AWS IoT refuses to publish on ``topic``, or None."""
+    if not topic:
+        return "topic must not be empty"
+    if "+" in topic or "#" in topic:
+        return "topic must not contain wildcards (+ or #)"
+    if len(topic.encode("utf-8")) > MAX_TOPIC_BYTES:
+        return f"topic is longer than {MAX_TOPIC_BYTES} bytes"
+    if topic.removeprefix("$aws/").count("/") > MAX_SLASHES:
+        return f"topic has more than {MAX_SLASHES} forward slashes"
+    if "\x00" in topic:
+        return "topic must not contain NUL"
+    return None
+
+
+class _Handler(BoundedRequestHandler):
+    server: IotDataServer
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self) -> None:
+        parts = urlsplit(self.path)
+        if not parts.path.startswith("/topics/"):
+            self._error(HTTPStatus.NOT_FOUND, "ResourceNotFoundException", "Not found")
+            return
+        declared = (self.headers.get("Content-Length") or "0").strip()
+        if self.headers.get("Transfer-Encoding") or not CONTENT_LENGTH.fullmatch(declared):
+            self.close_connection = True
+            self._error(HTTPStatus.BAD_REQUEST, "InvalidRequestException", "Bad Content-Length")
+            return
+        length = int(declared)
+        if length > MAX_PAYLOAD:
+            self.close_connection = True
+            self._error(
+                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                "RequestEntityTooLargeException",
+                "Payload exceeds the maximum size",
+            )
+            return
+        try:
+            payload = self.rfile.read(length)
+        except TimeoutError:
+            self.close_connection = True
+            return
+        if len(payload) < length:
+            self.close_connection = True
+            return
+        self.request_read()
+        try:
+            topic = unquote(parts.path[len("/topics/") :], errors="strict")
+        except UnicodeDecodeError:
+            topic = ""
+        problem = topic_problem(topic)
+        if problem is not None:
+            self._error(HTTPStatus.BAD_REQUEST, "InvalidRequestException", problem)
+            return
+        qos_values = parse_qs(parts.query).get("qos", ["0"])
+        if len(qos_values) != 1 or qos_values[0] not in ("0", "1"):
+            self._error(HTTPStatus.BAD_REQUEST, "InvalidRequestException", "qos must be 0 or 1")
+            return
+        publish = self.server.publish
+        if publish is None:
+            self._error(HTTPStatus.SERVICE_UNAVAILABLE, "ServiceUnavailableException", "no broker")
+            return
+        try:
+            publish(topic, payload, int(qos_values[0]))
+        except Exception:
+            self._error(
+                HTTPStatus.SERVICE_UNAVAILABLE, "ServiceUnavailableException", "publish failed"
+            )
+            return
+        self._answer(HTTPStatus.OK, b"")
+
+    def _error(self, status: int, error_type: str, message: str) -> None:
+        body = json.dumps({"message": message}).encode()
+        self._answer(status, body, {"x-amzn-ErrorType": error_type})
+
+    def _answer(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        for name, value in {"Content-Type": "application/json", **(headers or {})}.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return None
+
+
+class IotDataServer(BoundedHTTPServer):
+    """``start()``, ``url``, ``stop()``; ``publish`` is attached once the broker runs."""
+
+    def __init__(self, host: str = "127.0.0.1", publish: Publish | None = None) -> None:
+        try:
+            super().__init__((host, 0), _Handler)
+        except OSError as exc:
+            raise DevstackError(f"cannot listen on {host}: {exc.strerror}") from exc
+        self.publish = publish
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def environment(self) -> dict[str, str]:
+        """What a Lambda worker needs for its iot-data client to land here."""
+        return dict.fromkeys(ENDPOINT_VARIABLES, self.url)
+
+    def start(self) -> IotDataServer:
+        self._thread = threading.Thread(target=self.serve_forever, name="iot-data", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)

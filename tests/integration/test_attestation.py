@@ -17,7 +17,7 @@ import boto3
 import pytest
 from cryptography import x509
 from cryptography.fernet import Fernet
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa, x25519
 from moto import mock_aws
 
@@ -535,3 +535,46 @@ def test_every_call_of_the_allowlist_paths_is_granted_by_the_template(world: Wor
         ("dynamodb:UpdateItem", "AllowlistTable"),
     } <= actions
     assert not_granted(world.recorder.calls) == []
+
+
+# --------------------------------------------------------------------------- CSR mode
+
+
+def _csr(key: ec.EllipticCurvePrivateKey, dsn: str) -> str:
+    request = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, dsn)]))
+        .sign(key, hashes.SHA256())
+    )
+    return request.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def test_in_csr_mode_the_attestation_covers_the_csrs_key(attesting: World) -> None:
+    # GIVEN a listed device that makes its own key and CSR, and signs the CSR's public key
+    device = listed(attesting, FactoryDevice(unique_dsn()))
+    own = ec.generate_private_key(ec.SECP256R1())
+    spki = own.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    signature = attestation.sign(device.attestation_key, device.dsn, spki)
+    # WHEN a relay swaps in its own CSR, keeping the device's attestation: refused
+    intruder = _csr(ec.generate_private_key(ec.SECP256R1()), device.dsn)
+    with recording(attesting.services.pca.client, "IssueCertificate") as issued:  # type: ignore[attr-defined]
+        body = {"DSN": device.dsn, "csr": intruder, "attestation": signature}
+        status, answer = provision(attesting, json.dumps(body))
+        assert (status, answer["code"]) == (403, "ATTESTATION_INVALID")
+        # ... and without any attestation too
+        status, answer = provision(attesting, json.dumps({"DSN": device.dsn, "csr": intruder}))
+        assert (status, answer["code"]) == (403, "ATTESTATION_REQUIRED")
+    created_nothing(attesting, device.dsn, issued)
+    # THEN the device's own CSR with its attestation gets a certificate for its own key
+    body = {"DSN": device.dsn, "csr": _csr(own, device.dsn), "attestation": signature}
+    status, answer = provision(attesting, json.dumps(body))
+    assert status == 200, answer
+    cert = x509.load_pem_x509_certificate(answer["certificatePem"].encode())
+    assert (
+        cert.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        == spki
+    )

@@ -49,7 +49,7 @@ from typing import Any
 
 from bumble.transport.common import TransportSpecError
 
-from onboarding_ble import credentials, events, gatt, protocol, renewal, rules
+from onboarding_ble import attestation, credentials, events, gatt, protocol, renewal, rules
 from onboarding_ble.credentials import Credentials
 from onboarding_ble.gatt import OnboardingService, ProvisioningSession
 from onboarding_ble.offline import OfflineStack, OfflineStateError
@@ -359,6 +359,7 @@ async def async_main(options: DeviceOptions) -> int:
             minimum_scheme=options.minimum_scheme,
             iot_endpoint=options.iot_endpoint or "",
             csr_mode=options.key_mode == "csr",
+            attestation_key=attestation.load_or_create(options.state_dir),
         )
         try:
             creds = await asyncio.wait_for(

@@ -4,8 +4,8 @@ have certified (docs/ble-protocol.md 3.1.2; the service checks it when RequireAt
 A real device makes this key inside its secure element at manufacture and exports only the
 public half. The example stands in for that: ``load_or_create`` makes the key on the first run
 in the device's state folder (``attestation-key.pem``, mode 0600, never overwritten) and writes
-the public half beside it (``attestation-public.pem``), which the manufacturer loads into the
-service's allowlist (``make demo`` does, through POST /allowlist).
+the public half beside it (``attestation-public.pem``, 0600 too), which the manufacturer loads
+into the service's allowlist (``make demo`` does, through POST /allowlist).
 """
 
 from __future__ import annotations
@@ -53,7 +53,10 @@ def _create(state_dir: Path) -> ec.EllipticCurvePrivateKey:
         return load_or_create(state_dir)
     with os.fdopen(fd, "wb") as out:
         out.write(pem)
-    (state_dir / PUBLIC_FILE).write_text(public_pem(key), encoding="ascii")
+    # Not secret, but the state folder holds nothing others may read (0600 like the rest).
+    public = os.open(state_dir / PUBLIC_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(public, "w", encoding="ascii") as out:
+        out.write(public_pem(key))
     return key
 
 

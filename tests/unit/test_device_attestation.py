@@ -24,6 +24,7 @@ def test_the_key_is_made_once_private_and_its_public_half_is_exported(tmp_path: 
     key = device_attestation.load_or_create(tmp_path)
     private = tmp_path / device_attestation.KEY_FILE
     assert stat.S_IMODE(private.stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / device_attestation.PUBLIC_FILE).stat().st_mode) == 0o600
     assert isinstance(key.curve, ec.SECP256R1)
     # the next boot finds the same key
     again = device_attestation.load_or_create(tmp_path)

@@ -133,10 +133,22 @@ class FakeStore:
         request_id: str,
         audit: AuditEvent,
         retiring: tuple[CertificateRef, ...] = (),
+        superseded: CertificateRef | None = None,
+        grace_until: int = 0,
     ) -> None:
         return None
 
-    def commit_revocation(self, dsn: str, request_id: str, at: str, ref: CertificateRef) -> None:
+    def commit_revocation(
+        self,
+        dsn: str,
+        request_id: str,
+        at: str,
+        ref: CertificateRef,
+        also: tuple[CertificateRef, ...] = (),
+    ) -> None:
+        return None
+
+    def retire_superseded(self, dsn: str, request_id: str, ref: CertificateRef) -> None:
         return None
 
     def settle(
@@ -150,6 +162,7 @@ class FakeStore:
         audits: tuple[AuditEvent, ...] = (),
         work_left: bool = False,
         now: int = 0,
+        wake_at: int = 0,
     ) -> None:
         return None
 

@@ -41,7 +41,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from onboarding_ble import credentials, events, trust
+from onboarding_ble import credentials, events, rules, trust
 from onboarding_ble.credentials import Answer, Credentials
 from onboarding_ble.trust import TrustError
 
@@ -61,23 +61,23 @@ class Topics:
 
     @property
     def renew(self) -> str:
-        return f"things/{self.thing}/certificate/renew"
+        return rules.renew_topic(self.thing)
 
     @property
     def accepted(self) -> str:
-        return f"{self.renew}/accepted"
+        return rules.renew_topic(self.thing, rules.RENEW_ACCEPTED)
 
     @property
     def rejected(self) -> str:
-        return f"{self.renew}/rejected"
+        return rules.renew_topic(self.thing, rules.RENEW_REJECTED)
 
     @property
     def confirm(self) -> str:
-        return f"{self.renew}/confirm"
+        return rules.renew_topic(self.thing, rules.RENEW_CONFIRM)
 
     @property
     def due(self) -> str:
-        return f"{self.renew}/due"
+        return rules.renew_topic(self.thing, rules.RENEW_DUE)
 
 
 def due_at(certificate: x509.Certificate) -> dt.datetime:

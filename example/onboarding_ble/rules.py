@@ -79,3 +79,19 @@ ATTESTATION_PREFIX = b"iot-device-onboarding/attestation/v1\x00"
 
 def attestation_message(dsn: str, public_key_der: bytes) -> bytes:
     return ATTESTATION_PREFIX + dsn.encode("ascii") + b"\x00" + public_key_der
+
+
+# Renewal over MQTT: the topics under the device policy's things/<thing>/*. The request topic's
+# filter (``+`` for the thing) is what the template's topic rules select FROM.
+RENEW_TOPIC = "things/{thing}/certificate/renew"
+RENEW_ACCEPTED, RENEW_REJECTED, RENEW_CONFIRM, RENEW_DUE = (
+    "/accepted",
+    "/rejected",
+    "/confirm",
+    "/due",
+)
+
+
+def renew_topic(thing: str, suffix: str = "") -> str:
+    """``things/<thing>/certificate/renew`` plus one of the RENEW_* suffixes (or none)."""
+    return RENEW_TOPIC.format(thing=thing) + suffix

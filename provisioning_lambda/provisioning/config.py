@@ -38,6 +38,8 @@ class Settings:
     # The manufacturer allowlist (attestation.py); "" in a deployment without one.
     allowlist_table: str = ""
     require_attestation: bool = False
+    # How long a renewed device keeps its previous certificate ACTIVE, unconfirmed (renewal).
+    renewal_grace_hours: int = 72
 
     @property
     def partition(self) -> str:
@@ -75,6 +77,9 @@ class Settings:
         validity = need("DEVICE_CERT_VALIDITY_DAYS")
         if not validity.isdigit() or not 1 <= int(validity) <= 3650:
             raise ConfigError("DEVICE_CERT_VALIDITY_DAYS must be a whole number of days, 1-3650")
+        grace = env.get("RENEWAL_GRACE_HOURS", "72").strip()
+        if not grace.isdigit() or not 1 <= int(grace) <= 720:
+            raise ConfigError("RENEWAL_GRACE_HOURS must be a whole number of hours, 1-720")
         prefix = need("THING_PREFIX")
         if not THING_PREFIX_PATTERN.fullmatch(prefix):
             raise ConfigError("THING_PREFIX must be 1-12 of A-Z a-z 0-9 - (no _)")
@@ -105,4 +110,5 @@ class Settings:
             subject_c=env.get("SUBJECT_C", ""),
             allowlist_table=allowlist_table,
             require_attestation=require_attestation == "true",
+            renewal_grace_hours=int(grace),
         )

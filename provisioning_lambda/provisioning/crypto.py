@@ -228,11 +228,11 @@ def load_device_csr(pem: bytes) -> CheckedCsr:
         raise BadRequest("csr is not a valid PKCS#10 certificate request.", "CSR_INVALID") from None
     except Exception:  # cryptography's UnsupportedAlgorithm and the like
         raise BadRequest("csr uses an unsupported algorithm.", "CSR_KEY_UNSUPPORTED") from None
+    algorithm = _accepted_key(key)
     if not isinstance(hash_algorithm, CSR_HASHES):
         raise BadRequest("csr must be signed with SHA-256, -384 or -512.", "CSR_INVALID")
     if not signed:
         raise BadRequest("csr's signature does not verify.", "CSR_INVALID")
-    algorithm = _accepted_key(key)
     return CheckedCsr(
         pem=text + b"\n",
         public_key_der=key.public_bytes(

@@ -12,7 +12,8 @@ answer can be lost after the write applied. What keeps the invariants whatever h
   REVOKED in IoT, detached, and revoked in ACM PCA;
 - whoever next takes the lease (the device's next request, or the sweeper once the lease has
   expired) **recovers** first: it revokes the intent's certificate, makes the row's own
-  certificate ACTIVE again, retires what is retiring, and only then goes on;
+  certificate ACTIVE again, retires what is retiring (and a renewal's superseded certificate
+  once its grace period has ended), and only then goes on;
 - a write whose outcome is unknown is read back, never assumed to have failed.
 
 So every ACTIVE certificate from the CA is attached to its thing and named by its row, and a
@@ -92,7 +93,7 @@ class DeviceTask:
             lease_until=now + self.budget.lease_seconds(),
             must_exist=must_exist,
         )
-        if self.row is not None and self.row.needs_recovery:
+        if self.row is not None and (self.row.needs_recovery or self.row.grace_over(now)):
             logger.info("recovering what an earlier request left")
             self.recover(Release.KEEP)
             if self.row.intent is not None:  # unresolved: going on would write over it
@@ -108,6 +109,20 @@ class DeviceTask:
             return Recovery()
         done = Recovery()
         clear_intent = False
+        if row.superseded is not None and row.grace_over(self.epoch()):
+            # The renewal's grace period is over: the certificate renewed from is retired like
+            # any other (written down first, so a death from here on finishes it, never undoes).
+            superseded = row.superseded
+            if self._quietly(
+                "STORE_DEVICE",
+                self.services.store.retire_superseded,
+                self.dsn,
+                self.request_id,
+                superseded,
+            ):
+                row = self.row = replace(
+                    row, superseded=None, grace_until=0, retiring=(*row.retiring, superseded)
+                )
         if row.intent is not None:
             intent = row.intent
             new = intent.certificate or self.issued(intent.pca_certificate_arn)
@@ -135,6 +150,7 @@ class DeviceTask:
             audits=tuple(self.audits),
             work_left=left,
             now=self.epoch(),
+            wake_at=row.wake_at,
         )
         self.audits.clear()
         self.row = replace(
@@ -156,6 +172,7 @@ class DeviceTask:
             release=Release.RELEASE if provisioned or work_left else Release.DELETE,
             work_left=work_left,
             now=self.epoch(),
+            wake_at=row.wake_at if row is not None else 0,
         )
 
     # ------------------------------------------------------------------ certificates

@@ -286,6 +286,11 @@ class DeviceRecord:
     IoT, detached, and revoked in ACM PCA (replaced, rolled back or revoked ones); each stays
     until that is done. ``intent`` and the lease belong to the request in flight (or to one that
     died, once ``lease_until`` has passed).
+
+    ``superseded`` is, during a renewal only, the certificate the device renewed from: still
+    ACTIVE and attached until the device confirms with the new one or ``grace_until`` (epoch
+    seconds) passes. Meanwhile the row stays in the sweep index with ``lease_until`` at the
+    grace deadline, so the sweeper retires it then.
     """
 
     dsn: str
@@ -305,6 +310,16 @@ class DeviceRecord:
     lease_until: int = 0
     intent: Intent | None = None
     retiring: tuple[CertificateRef, ...] = ()
+    superseded: CertificateRef | None = None
+    grace_until: int = 0
+
+    @property
+    def wake_at(self) -> int:
+        """When the sweeper must look at the row again though no request holds it (0: never)."""
+        return self.grace_until if self.superseded is not None else 0
+
+    def grace_over(self, now: int) -> bool:
+        return self.superseded is not None and now >= self.grace_until
 
     @property
     def certificate(self) -> CertificateRef | None:

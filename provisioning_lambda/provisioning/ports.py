@@ -73,10 +73,18 @@ class StorePort(Protocol):
         request_id: str,
         audit: AuditEvent,
         retiring: tuple[CertificateRef, ...] = (),
+        superseded: CertificateRef | None = None,
+        grace_until: int = 0,
     ) -> None: ...
     def commit_revocation(
-        self, dsn: str, request_id: str, at: str, ref: CertificateRef
+        self,
+        dsn: str,
+        request_id: str,
+        at: str,
+        ref: CertificateRef,
+        also: tuple[CertificateRef, ...] = (),
     ) -> None: ...
+    def retire_superseded(self, dsn: str, request_id: str, ref: CertificateRef) -> None: ...
     def settle(
         self,
         dsn: str,
@@ -88,6 +96,7 @@ class StorePort(Protocol):
         audits: tuple[AuditEvent, ...] = (),
         work_left: bool = False,
         now: int = 0,
+        wake_at: int = 0,
     ) -> None: ...
     def due(self, now: int, limit: int) -> list[str]: ...
 

@@ -161,12 +161,16 @@ def revoke_device(
         at = iso(task.now())
         try:
             budget.require("STORE_DEVICE")
-            services.store.commit_revocation(dsn, request_id, at, current)
+            services.store.commit_revocation(
+                dsn, request_id, at, current, also=(row.superseded,) if row.superseded else ()
+            )
         except BaseException:
             # The write may have applied: the sweeper will look, whatever it did.
             task.release(work_left=True)
             raise
         task.row = revoked = _as_revoked(row, at, current)
+        if row.superseded is not None:
+            task.row = revoked = replace(revoked, retiring=(*revoked.retiring, row.superseded))
         task.recover(Release.RELEASE)
         if task.row.retiring and not _is_revoked(task, current):
             raise DependencyFailed("REVOKE_CERTIFICATE")
@@ -211,6 +215,8 @@ class _Issuance:
         self.retiring = (
             *(row.retiring if row else ()),
             *((self.previous,) if self.previous else ()),
+            # A renewal in its grace period ends with the rotation: its certificate goes too.
+            *((row.superseded,) if row is not None and row.superseded else ()),
         )
         self.intent: Intent | None = None
         self.in_flight: list[Future[Any]] = []  # what a rollback must wait for first

@@ -34,6 +34,7 @@ CONTRACT_PARAMETERS = {
     "ThingPrefix",
     "ThingGroupName",
     "DeviceCertValidityDays",
+    "RenewalGraceHours",
     "DeviceKeyAlgorithm",
     "CaKeyAlgorithm",
     "CaValidityYears",
@@ -94,6 +95,7 @@ CONTRACT_OUTPUTS = {
     "ProvisioningFunctionName",
     "DeploymentFunctionName",
     "SweeperFunctionName",
+    "RenewalFunctionName",
 }
 CONTRACT_PROVISIONING_ENV = {
     "DEVICES_TABLE",

@@ -53,6 +53,16 @@ def _ref_item(ref: CertificateRef) -> dict[str, Any]:
     return {"M": {"certificate_arn": _s(ref.certificate_arn), "serial": _s(ref.serial)}}
 
 
+def _superseded_item(ref: CertificateRef) -> dict[str, Any]:
+    return {
+        "M": {
+            "certificate_id": _s(ref.certificate_id),
+            "certificate_arn": _s(ref.certificate_arn),
+            "serial": _s(ref.serial),
+        }
+    }
+
+
 def _intent_item(intent: Intent) -> dict[str, Any]:
     return {
         "M": {
@@ -76,6 +86,12 @@ def _record_from_item(item: dict[str, Any]) -> DeviceRecord:
             pca_certificate_arn=raw["pca_certificate_arn"],
             previous_certificate_id=raw.get("previous_certificate_id", ""),
         )
+    if "superseded" in item:
+        raw = {k: v["S"] for k, v in item["superseded"]["M"].items()}
+        values["superseded"] = CertificateRef(
+            raw["certificate_id"], raw["certificate_arn"], raw["serial"]
+        )
+        values["grace_until"] = int(item.get("grace_until", {}).get("N", "0"))
     values["retiring"] = tuple(
         CertificateRef(
             name[len(RETIRE_PREFIX) :],
@@ -215,11 +231,15 @@ class DeviceStore:
         request_id: str,
         audit: AuditEvent,
         retiring: tuple[CertificateRef, ...] = (),
+        superseded: CertificateRef | None = None,
+        grace_until: int = 0,
     ) -> None:
         """Name the new certificate, drop the intent and keep the audit entry, atomically.
 
         Certificates in ``retiring`` are written down to be revoked; while there are any the
         lease is kept (the request goes on to retire them), otherwise it is released.
+        ``superseded`` (a renewal) is the certificate the device renewed from, kept ACTIVE until
+        ``grace_until``; without it the row names no superseded certificate any more.
         """
         update = _Update()
         for name in _COMMITTED_FIELDS:
@@ -228,19 +248,39 @@ class DeviceStore:
         for ref in retiring:
             update.set(RETIRE_PREFIX + ref.certificate_id, _ref_item(ref))
         update.remove("intent")
+        if superseded is not None:
+            update.set("superseded", _superseded_item(superseded))
+            update.set("grace_until", {"N": str(grace_until)})
+        else:
+            update.remove("superseded", "grace_until")
         if not retiring:
-            update.remove("lease_request_id", "lease_until", "sweep")
+            if superseded is not None:  # the sweeper looks again when the grace period ends
+                update.remove("lease_request_id")
+                update.set("lease_until", {"N": str(grace_until)})
+            else:
+                update.remove("lease_request_id", "lease_until", "sweep")
         write = {"Update": update.request(self._devices, record.dsn, request_id)}
         self._transact("STORE_DEVICE", request_id, write, (audit,))
 
-    def commit_revocation(self, dsn: str, request_id: str, at: str, ref: CertificateRef) -> None:
-        """The row says REVOKED and names no certificate; the old one is written down to be
-        revoked everywhere. The lease is kept: the request goes on to revoke it."""
+    def commit_revocation(
+        self,
+        dsn: str,
+        request_id: str,
+        at: str,
+        ref: CertificateRef,
+        also: tuple[CertificateRef, ...] = (),
+    ) -> None:
+        """The row says REVOKED and names no certificate; the old one (and ``also``: a renewal's
+        superseded certificate) is written down to be revoked everywhere. The lease is kept:
+        the request goes on to revoke it."""
         update = _Update()
         update.set("status", _s("REVOKED"))
         update.set("updated_at", _s(at))
-        update.set(RETIRE_PREFIX + ref.certificate_id, _ref_item(ref))
+        for each in (ref, *also):
+            update.set(RETIRE_PREFIX + each.certificate_id, _ref_item(each))
         update.remove(
+            "superseded",
+            "grace_until",
             "certificate_id",
             "certificate_arn",
             "pca_certificate_arn",
@@ -248,6 +288,14 @@ class DeviceStore:
             "not_before",
             "not_after",
         )
+        self._update_leased("STORE_DEVICE", dsn, request_id, update)
+
+    def retire_superseded(self, dsn: str, request_id: str, ref: CertificateRef) -> None:
+        """A renewal is over (confirmed, or its grace period ended): the certificate the device
+        renewed from is written down to be revoked everywhere, in one write."""
+        update = _Update()
+        update.set(RETIRE_PREFIX + ref.certificate_id, _ref_item(ref))
+        update.remove("superseded", "grace_until")
         self._update_leased("STORE_DEVICE", dsn, request_id, update)
 
     def _update_leased(self, step: str, dsn: str, request_id: str, update: _Update) -> None:
@@ -271,12 +319,14 @@ class DeviceStore:
         audits: tuple[AuditEvent, ...] = (),
         work_left: bool = False,
         now: int = 0,
+        wake_at: int = 0,
     ) -> None:
         """Write down what recovery finished (the intent resolved, certificates retired, with
         their audit entries) and, unless ``KEEP``, give the lease back.
 
-        With ``work_left`` the row stays in the sweeper's index with an expired lease. Every
-        write here is safe to repeat.
+        With ``work_left`` the row stays in the sweeper's index with an expired lease; with
+        ``wake_at`` (a renewal's grace deadline) it stays there until then. Every write here is
+        safe to repeat.
         """
         # Audit entries first: a settle that dies half-way is repeated by the next recovery,
         # so the trail may hold an entry twice but never miss one.
@@ -299,9 +349,9 @@ class DeviceStore:
                 update.remove("intent")
             update.remove(*(RETIRE_PREFIX + ref.certificate_id for ref in retired))
             if release is not Release.KEEP:
-                if work_left:
+                if work_left or wake_at:
                     update.remove("lease_request_id")
-                    update.set("lease_until", {"N": str(now)})
+                    update.set("lease_until", {"N": str(now if work_left else wake_at)})
                 else:
                     update.remove("lease_request_id", "lease_until", "sweep")
             if not update.removes:

@@ -1,0 +1,340 @@
+"""Renewal by the device itself over MQTT, authenticated by the certificate it connects with.
+
+An IoT topic rule hands the renewal function what a device published on
+``things/<thing>/certificate/renew`` (``{"csr"}``) or ``.../renew/confirm`` (``{"certificateId"}``),
+plus ``thingName`` (from the topic), ``principal`` (the publishing certificate's id) and
+``clientId``. Plain Python: no boto3 here.
+
+A renewal request:
+
+1. check the message and the CSR (its signature and key; its subject and extensions ignored);
+2. take the device's lease (as in provisioning: recovery of what an earlier request left first)
+   and authorise: the row is the thing's, ACTIVE, and ``principal`` is its current certificate,
+   or the superseded one of a renewal in its grace period (the device lost the answer);
+3. issue from ACM PCA (APIPassthrough, the service's subject and DSN SAN) || write the intent,
+   then fetch the certificate;
+4. register it ACTIVE in IoT, then attach the shared policy || attach the thing;
+5. commit the row naming the new certificate, the one the device renewed from kept as
+   ``superseded`` (still ACTIVE) until the grace deadline, with a RENEW audit entry; an
+   unconfirmed certificate of an earlier renewal is written down as retiring in the same write;
+6. retire what is retiring; the handler then publishes ``renew/accepted``.
+
+A confirm published with the new certificate writes the superseded one down as retiring and
+retires it (REVOKED in IoT, detached, revoked in ACM PCA, audited). Otherwise the sweeper does
+so once the grace period ends (the row waits in the sweep index until then).
+
+So a device holds at most two ACTIVE certificates, both named by its row, and only during a
+renewal: its working one and the one being retired. Failures before 5 are rolled back (the new
+certificate revoked) within the time left, or left in the intent for the next request or the
+sweeper, exactly as for provisioning (lease.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import timedelta
+from typing import Any
+
+from .budget import ATTEMPT_SECONDS, Budget
+from .crypto import CheckedCsr, certificate_facts, device_names, load_device_csr
+from .errors import BadRequest, DependencyFailed, Forbidden, LeaseLost, NotFound, OutcomeUnknown
+from .lease import DeviceTask, iso
+from .models import (
+    ADMINISTRATORS,
+    DSN_PATTERN,
+    Caller,
+    CertificateRef,
+    DeviceRecord,
+    Intent,
+    ProvisionRequest,
+    Release,
+)
+from .observability import logger
+from .ports import Services
+from .service import _Issuance, _wait_all
+
+TOPIC = "things/{thing}/certificate/renew"
+ACCEPTED = TOPIC + "/accepted"
+REJECTED = TOPIC + "/rejected"
+CERTIFICATE_ID = re.compile(r"[0-9a-f]{64}", re.ASCII)
+CLIENT_ID_MAX = 128
+_RULE_FIELDS = frozenset({"thingName", "principal", "clientId"})
+
+
+@dataclass(frozen=True)
+class RenewalMessage:
+    """One message a device published, as the topic rule delivers it."""
+
+    thing_name: str
+    dsn: str
+    principal: str
+    client_id: str
+    csr_pem: bytes = b""
+    certificate_id: str = ""  # a confirm
+
+    @property
+    def is_confirm(self) -> bool:
+        return bool(self.certificate_id)
+
+
+@dataclass(frozen=True)
+class RenewalResult:
+    certificate_pem: str
+    certificate_id: str
+    not_after: str
+
+    def to_message(self) -> dict[str, str]:
+        return {
+            "certificatePem": self.certificate_pem,
+            "certificateId": self.certificate_id,
+            "notAfter": self.not_after,
+        }
+
+
+def thing_of(event: object, prefix: str) -> str:
+    """The event's thing name if it is one of this fleet's (``<prefix>_<DSN>``), else ""."""
+    thing = event.get("thingName") if isinstance(event, Mapping) else None
+    if not isinstance(thing, str) or not thing.startswith(prefix + "_"):
+        return ""
+    return thing if DSN_PATTERN.fullmatch(thing[len(prefix) + 1 :]) else ""
+
+
+def parse_renewal_event(event: object, prefix: str, max_dsn_length: int) -> RenewalMessage:
+    """Check the whole event; raise BadRequest with a stable code on the first problem."""
+    if not isinstance(event, Mapping):
+        raise BadRequest("The message must be a JSON object.", "MESSAGE_INVALID")
+    thing = thing_of(event, prefix)
+    dsn = thing[len(prefix) + 1 :]
+    if not thing or len(dsn) > max_dsn_length:
+        raise BadRequest("The topic does not name a device of this fleet.", "THING_INVALID")
+    principal = event.get("principal")
+    if not isinstance(principal, str) or not CERTIFICATE_ID.fullmatch(principal):
+        raise BadRequest("The message was not sent with a device certificate.", "PRINCIPAL_INVALID")
+    client_id = event.get("clientId", "")
+    if not isinstance(client_id, str) or len(client_id) > CLIENT_ID_MAX:
+        raise BadRequest("The client id is not valid.", "MESSAGE_INVALID")
+    fields = set(event) - _RULE_FIELDS
+    if fields == {"csr"}:
+        csr = event["csr"]
+        if not isinstance(csr, str) or not csr.isascii():
+            raise BadRequest("csr must be a PEM certificate request.", "CSR_INVALID")
+        return RenewalMessage(thing, dsn, principal, client_id, csr_pem=csr.encode("ascii"))
+    if fields == {"certificateId"}:
+        certificate_id = event["certificateId"]
+        if not isinstance(certificate_id, str) or not CERTIFICATE_ID.fullmatch(certificate_id):
+            raise BadRequest("certificateId is not a certificate id.", "MESSAGE_INVALID")
+        return RenewalMessage(thing, dsn, principal, client_id, certificate_id=certificate_id)
+    raise BadRequest(
+        "The message must carry csr (a renewal) or certificateId (a confirm), only.",
+        "MESSAGE_INVALID",
+    )
+
+
+def device_caller(thing_name: str) -> Caller:
+    """The device as the lease's holder. It claims like the sweeper (the row's owner is kept);
+    what authorises it is the certificate it published with, checked against the row."""
+    return Caller(sub=f"thing:{thing_name}", groups=frozenset({ADMINISTRATORS}))
+
+
+def renew_certificate(
+    message: RenewalMessage, services: Services, budget: Budget, request_id: str
+) -> RenewalResult:
+    csr = load_device_csr(message.csr_pem)
+    with services.budgets.running(budget):
+        task = DeviceTask(
+            services, device_caller(message.thing_name), message.dsn, budget, request_id
+        )
+        row = _claim_for(task, message)
+        renewal = _Renewal(task, csr, message.principal, row)
+        logger.info(
+            "renewal claimed",
+            extra={"thing_name": task.thing_name, "from_superseded": renewal.from_superseded},
+        )
+        try:
+            record, certificate_pem = renewal.run()
+        except OutcomeUnknown:
+            task.release(work_left=True)
+            raise
+        except LeaseLost:
+            renewal.abandon()
+            raise
+        except BaseException:
+            renewal.roll_back()
+            raise
+        renewal.retire_previous()
+    return RenewalResult(certificate_pem, record.certificate_id, record.not_after)
+
+
+def confirm_renewal(
+    message: RenewalMessage, services: Services, budget: Budget, request_id: str
+) -> bool:
+    """The device is connected with its new certificate: retire the one it renewed from.
+    Returns whether there was one (a repeated confirm finds none and changes nothing)."""
+    with services.budgets.running(budget):
+        task = DeviceTask(
+            services, device_caller(message.thing_name), message.dsn, budget, request_id
+        )
+        row = _claim_for(task, message)
+        current = row.certificate
+        if current is None or message.certificate_id != current.certificate_id:
+            task.release()
+            raise Forbidden(
+                "Confirm with the new certificate, naming it.", "CERTIFICATE_NOT_CURRENT"
+            )
+        superseded = row.superseded
+        if superseded is None:
+            task.release()
+            return False
+        try:
+            budget.require("STORE_DEVICE", ATTEMPT_SECONDS)
+            services.store.retire_superseded(task.dsn, request_id, superseded)
+        except BaseException:
+            task.release(work_left=True)  # it may have applied: whoever looks next will know
+            raise
+        task.row = replace(
+            row, superseded=None, grace_until=0, retiring=(*row.retiring, superseded)
+        )
+        if task.recover(Release.RELEASE).unfinished:
+            logger.warning("superseded certificate left to the sweeper")
+    return True
+
+
+def _claim_for(task: DeviceTask, message: RenewalMessage) -> DeviceRecord:
+    """Take the lease (recovering first) and check the publisher is this device as its row
+    knows it; anything else is refused, and nothing is created."""
+    try:
+        row = task.claim(must_exist=True)
+    except NotFound:
+        raise NotFound("No such device.", "DEVICE_NOT_FOUND") from None
+    problem = _refusal(row, message)
+    if problem is not None:
+        # A row never provisioned stays for the sweeper to drop (this function deletes nothing).
+        task.release(work_left=row is None or not row.status)
+        raise problem
+    assert row is not None  # _refusal refuses a missing row
+    return row
+
+
+def _refusal(row: DeviceRecord | None, message: RenewalMessage) -> Exception | None:
+    if row is None or not row.status or row.thing_name != message.thing_name:
+        return NotFound("No such device.", "DEVICE_NOT_FOUND")
+    if row.status != "ACTIVE" or row.certificate is None:
+        return Forbidden("The device's certificate is revoked.", "DEVICE_REVOKED")
+    known = {row.certificate_id}
+    if row.superseded is not None and not message.is_confirm:
+        known.add(row.superseded.certificate_id)
+    if message.principal not in known:
+        return Forbidden(
+            "Only the device's current certificate may renew it.", "CERTIFICATE_NOT_CURRENT"
+        )
+    return None
+
+
+class _Renewal(_Issuance):
+    """Steps 3-6 of one renewal; rollback, abandonment and retirement as for provisioning."""
+
+    def __init__(
+        self, task: DeviceTask, csr: CheckedCsr, principal: str, row: DeviceRecord
+    ) -> None:
+        super().__init__(task, ProvisionRequest(dsn=task.dsn), csr)
+        self.checked = csr
+        current, superseded = row.certificate, row.superseded
+        assert current is not None
+        # The previous certificate stays ACTIVE (no step sets it INACTIVE): it is superseded.
+        self.previous = None
+        self.from_superseded = superseded is not None and principal == superseded.certificate_id
+        dropped: CertificateRef | None
+        if superseded is not None and self.from_superseded:
+            # The device never got (or never used) the last certificate issued to it: that one
+            # goes, and the one it still works with stays superseded.
+            self.keep, dropped = superseded, current
+        else:
+            self.keep, dropped = current, superseded
+        self.retiring = (*row.retiring, *((dropped,) if dropped is not None else ()))
+
+    def run(self) -> tuple[DeviceRecord, str]:
+        task, services = self.task, self.task.services
+        settings, pca, iot, run = services.settings, services.pca, services.iot, services.executor
+        budget, row = task.budget, task.row
+        assert row is not None
+        names = device_names(
+            row.thing_name, task.dsn, settings.subject_o, settings.subject_ou, settings.subject_c
+        )
+        budget.require("ISSUE_CERTIFICATE")
+        token = hashlib.sha256(f"{task.request_id}:{task.dsn}:renew".encode()).hexdigest()[:36]
+        pca_certificate_arn = pca.issue(self.checked.pem, settings.cert_validity_days, token, names)
+        self.intent = Intent(request_id=task.request_id, pca_certificate_arn=pca_certificate_arn)
+        intent_written = run.submit(
+            services.store.record_intent, task.dsn, task.request_id, self.intent
+        )
+        self.in_flight.append(intent_written)
+        issued = self._wait_for_certificate(pca_certificate_arn)
+        facts = certificate_facts(issued.certificate_pem)
+        new = CertificateRef(
+            facts.iot_certificate_id,
+            iot.certificate_arn(facts.iot_certificate_id),
+            facts.serial_hex,
+        )
+        self.intent = replace(self.intent, certificate=new)
+        _wait_all([intent_written])
+
+        budget.require("REGISTER_CERTIFICATE")
+        registered = iot.register(issued.certificate_pem, issued.chain_pem)
+        if registered.certificate_id != new.certificate_id:
+            raise DependencyFailed("REGISTER_CERTIFICATE")
+        _wait_all(
+            [
+                run.submit(iot.attach_policy, new.certificate_arn),
+                run.submit(iot.attach_thing, row.thing_name, new.certificate_arn),
+            ]
+        )
+
+        now = task.now()
+        at = iso(now)
+        grace_until = int((now + timedelta(hours=settings.renewal_grace_hours)).timestamp())
+        record = replace(
+            row,
+            certificate_id=new.certificate_id,
+            certificate_arn=new.certificate_arn,
+            pca_certificate_arn=pca_certificate_arn,
+            serial=new.serial,
+            not_before=iso(facts.not_before),
+            not_after=iso(facts.not_after),
+            key_algorithm=self.checked.key_algorithm,
+            status="ACTIVE",
+            updated_at=at,
+            lease_request_id="",
+            lease_until=0,
+            intent=None,
+            retiring=(),
+            superseded=self.keep,
+            grace_until=grace_until,
+        )
+        budget.require("STORE_DEVICE", ATTEMPT_SECONDS)
+        services.store.commit(
+            record,
+            task.request_id,
+            task.audit(
+                "RENEW",
+                new,
+                pca_certificate_arn=pca_certificate_arn,
+                thing_name=row.thing_name,
+                superseded_certificate_id=self.keep.certificate_id,
+            ),
+            retiring=self.retiring,
+            superseded=self.keep,
+            grace_until=grace_until,
+        )
+        task.row = replace(record, retiring=self.retiring)
+        return record, issued.certificate_pem
+
+
+def answer_topic(thing_name: str, accepted: bool) -> str:
+    return (ACCEPTED if accepted else REJECTED).format(thing=thing_name)
+
+
+def rejection(code: str, message: str) -> dict[str, Any]:
+    return {"code": code, "msg": message}

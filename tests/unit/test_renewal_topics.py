@@ -1,0 +1,42 @@
+"""The device's renewal topics (onboarding_ble.rules) and the template's topic rules agree, and
+the rules stay inside the IoT SQL the offline broker runs (else `devstack up` fails)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cfnlint.decode import decode
+
+from devstack.topic_rules import parse_rule, topic_matches
+from onboarding_ble import rules
+from onboarding_ble.renewal import Topics
+
+TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
+
+
+def _topic_rules() -> dict[str, dict[str, Any]]:
+    template, _ = decode(str(TEMPLATE))
+    assert template is not None
+    return {
+        name: resource["Properties"]["TopicRulePayload"]
+        for name, resource in template["Resources"].items()
+        if resource["Type"] == "AWS::IoT::TopicRule"
+    }
+
+
+@pytest.mark.parametrize(
+    ("rule", "suffix"), [("RenewRequestRule", ""), ("RenewConfirmRule", rules.RENEW_CONFIRM)]
+)
+def test_each_renewal_rule_selects_exactly_the_devices_topic(rule: str, suffix: str) -> None:
+    payload = dict(_topic_rules()[rule])
+    payload["Actions"] = [{"Lambda": {"FunctionArn": "arn:aws:lambda:::function:f"}}]
+    parsed = parse_rule(rule, f"arn:aws:iot:::rule/{rule}", payload)
+    topics = Topics("device_SN-1")
+    own = rules.renew_topic("device_SN-1", suffix)
+    assert topic_matches(parsed.query.source, own)
+    others = {topics.renew, topics.accepted, topics.rejected, topics.confirm, topics.due} - {own}
+    assert not [t for t in others if topic_matches(parsed.query.source, t)]
+    event = parsed.query.project(own, b'{"principal": "forged"}', principal="P", client_id="C")
+    assert event == {"thingName": "device_SN-1", "principal": "P", "clientId": "C"}

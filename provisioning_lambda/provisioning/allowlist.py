@@ -22,7 +22,7 @@ from .budget import ATTEMPT_SECONDS, HARD_STOP_SECONDS, Budget
 from .errors import BadRequest, Forbidden, NotFound
 from .lease import iso
 from .models import DSN_PATTERN, Caller, _body_text, _json_object, parse_dsn
-from .ports import Services
+from .ports import AllowlistPort, Services
 from .service import revoke_device
 
 MAX_BATCH = 100
@@ -38,7 +38,7 @@ def require_admin(caller: Caller) -> None:
         )
 
 
-def _allowlist(services: Services) -> Any:
+def _allowlist(services: Services) -> AllowlistPort:
     if services.allowlist is None:  # a deployment without the table: a configuration error
         raise NotFound("There is no allowlist in this deployment.", "NOT_FOUND")
     return services.allowlist
@@ -92,15 +92,15 @@ def load_entries(
                 continue
             # One write and its retries must still fit before the hard stop.
             budget.require("STORE_ALLOWLIST", seconds=ATTEMPT_SECONDS + HARD_STOP_SECONDS)
-            result = store.add(dsn, key_der, at, caller.sub)
+            added = store.add(dsn, key_der, at, caller.sub)
             results.append(
-                {"DSN": dsn, "result": result}
-                if result in ("ADDED", "UNCHANGED")
-                else _refused(dsn, result)
+                {"DSN": dsn, "result": added}
+                if added in ("ADDED", "UNCHANGED")
+                else _refused(dsn, added)
             )
     counts: dict[str, int] = {}
-    for result in results:
-        counts[result["result"]] = counts.get(result["result"], 0) + 1
+    for row_result in results:
+        counts[row_result["result"]] = counts.get(row_result["result"], 0) + 1
     return {"results": results, "counts": counts}
 
 

@@ -309,6 +309,7 @@ def step_device_advertises(ctx: DemoContext) -> str:
         ctx.values["broker"],
         thing_prefix=stack.outputs.get("ThingPrefix"),
         minimum_scheme=ble.DEMO_MINIMUM_SCHEME,
+        extra=("--attestation",),  # its factory key, made on this first run
     )
     ctx.values.update(dsn=dsn, pinned=pinned, state_dir=state_dir, device=device)
     advertising = device.wait_for(events.Advertising, 30)
@@ -363,6 +364,7 @@ def step_unlisted_device_refused(ctx: DemoContext) -> str:
         name="device-unlisted",
         thing_prefix=stack.outputs.get("ThingPrefix"),
         minimum_scheme=ble.DEMO_MINIMUM_SCHEME,
+        extra=("--attestation",),
     ).wait_for(events.Advertising, 30)
     app = ble.start_app(
         children,

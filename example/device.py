@@ -49,7 +49,7 @@ from typing import Any
 
 from bumble.transport.common import TransportSpecError
 
-from onboarding_ble import credentials, events, gatt, protocol, renewal, rules
+from onboarding_ble import attestation, credentials, events, gatt, protocol, renewal, rules
 from onboarding_ble.credentials import Credentials
 from onboarding_ble.gatt import OnboardingService, ProvisioningSession
 from onboarding_ble.offline import OfflineStack, OfflineStateError
@@ -101,6 +101,9 @@ class DeviceOptions:
     renew_after: float | None = None  # renew this long after connecting (demo); None: at 2/3
     renewal_backoff: float = 30.0  # first delay after a failed renewal (doubles up to 1 h)
     answer_timeout: float = renewal.ANSWER_TIMEOUT  # seconds to wait for accepted/rejected
+    # A factory attestation key (made on the first run in the state folder) vouches for the key
+    # to certify, served in DEVICE_ATTESTATION; off: the device serves none (as before).
+    attestation: bool = False
 
     def __post_init__(self) -> None:
         if self.thing_prefix is not None and not rules.THING_PREFIX_PATTERN.fullmatch(
@@ -359,6 +362,9 @@ async def async_main(options: DeviceOptions) -> int:
             minimum_scheme=options.minimum_scheme,
             iot_endpoint=options.iot_endpoint or "",
             csr_mode=options.key_mode == "csr",
+            attestation_key=attestation.load_or_create(options.state_dir)
+            if options.attestation
+            else None,
         )
         try:
             creds = await asyncio.wait_for(
@@ -457,6 +463,13 @@ def build_parser() -> argparse.ArgumentParser:
         "device makes its own EC P-256 key, which never leaves it, and sends a CSR",
     )
     parser.add_argument(
+        "--attestation",
+        action="store_true",
+        help="the device has a factory attestation key (EC P-256, made on the first run in the "
+        "state folder, 0600; its public half in attestation-public.pem for the allowlist) and "
+        "serves its signature over the DSN and the key to certify",
+    )
+    parser.add_argument(
         "--stay",
         action="store_true",
         help="stay connected after the hello, renewing the certificate at two thirds of its "
@@ -543,6 +556,7 @@ def options_from(args: argparse.Namespace) -> DeviceOptions:
         renewals=args.renewals,
         renew_after=args.renew_after,
         renewal_backoff=args.renewal_backoff,
+        attestation=args.attestation,
         **settings,
     )
 

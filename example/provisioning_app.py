@@ -151,15 +151,19 @@ def request_certificate(
     encryption: str = rules.FERNET_X25519,
     timeout: float = 35.0,
     csr: str | None = None,
+    attestation: bytes | None = None,
 ) -> ApiResult:
     """POST /certificate: publicKey mode, or CSR mode when ``csr`` (PEM) is given (the answer
-    then carries no key, and ``encryption`` does not apply)."""
+    then carries no key, and ``encryption`` does not apply); with the device's ``attestation``
+    (DER signature) when it serves one."""
     if csr is not None:
         fields = {"DSN": dsn, "csr": csr}
     else:
         fields = {"DSN": dsn, "publicKey": base64.b64encode(public_key).decode()}
         if encryption != rules.ENCRYPTION_SCHEMES[0]:  # the default; old APIs know no other
             fields["encryption"] = encryption
+    if attestation is not None:  # only then: an API without attestation refuses the field
+        fields["attestation"] = base64.b64encode(attestation).decode()
     body = json.dumps(fields)
     url = api_url.rstrip("/") + "/certificate"
     if not url.startswith(("https://", "http://")):
@@ -216,6 +220,7 @@ async def request_certificate_with_retries(
     budget: float = RATE_LIMIT_BUDGET,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     csr: str | None = None,
+    attestation: bytes | None = None,
 ) -> ApiResult:
     """`request_certificate`, retried on 429 after Retry-After (bounded); other answers as is.
 
@@ -225,7 +230,9 @@ async def request_certificate_with_retries(
     waited = 0.0
     attempt = 1
     while True:
-        result = request_certificate(api_url, id_token, dsn, public_key, encryption, csr=csr)
+        result = request_certificate(
+            api_url, id_token, dsn, public_key, encryption, csr=csr, attestation=attestation
+        )
         if result.status != 429:
             return replace(result, attempts=attempt)
         wait = min(retry_after_seconds(result.retry_after), max_wait)
@@ -449,8 +456,16 @@ async def provision(
                     csr = csr_pem(await link.device_csr(info))
                 else:
                     scheme = choose_scheme(info.schemes, options.encryption)
+                # The device's attestation, if it serves one, for the key just read.
+                attested = await link.attestation()
                 result = await request_certificate_with_retries(
-                    api_url, get_token(), info.dsn, info.public_key, scheme, csr=csr
+                    api_url,
+                    get_token(),
+                    info.dsn,
+                    info.public_key,
+                    scheme,
+                    csr=csr,
+                    attestation=attested,
                 )
                 if not result.ok:
                     msg = str(result.body.get("msg", ""))

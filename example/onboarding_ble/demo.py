@@ -234,10 +234,10 @@ class BrokerInfo:
             time.sleep(0.05)
 
 
-def start_radio(children: Children) -> list[str]:
+def start_radio(children: Children, name: str = "radio") -> list[str]:
     """The virtual radio with two controllers; the device's and the app's HCI transports."""
     radio = children.start(
-        "radio", ["-m", "onboarding_ble.radio", "tcp-server:127.0.0.1:0", "tcp-server:127.0.0.1:0"]
+        name, ["-m", "onboarding_ble.radio", "tcp-server:127.0.0.1:0", "tcp-server:127.0.0.1:0"]
     )
     return list(radio.wait_for(events.RadioReady, 30).transports)
 
@@ -306,12 +306,13 @@ def start_app(
     state_path: Path,
     dsn: str,
     login: tuple[str, str] | None = None,
+    name: str = "app",
 ) -> Child:
     """provisioning_app.py; ``login`` (user, password) goes in its environment, not its argv."""
     env = None
     if login is not None:
         env = {"ONBOARDING_USERNAME": login[0], "ONBOARDING_PASSWORD": login[1]}
-    return children.start("app", app_argv(transport, state_path, "--dsn", dsn), env)
+    return children.start(name, app_argv(transport, state_path, "--dsn", dsn), env)
 
 
 def received_messages(broker: BrokerInfo) -> list[dict[str, Any]]:

@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.x509.oid import NameOID
 
-from onboarding_ble import credentials, protocol, rules
+from onboarding_ble import attestation, credentials, protocol, rules
 from onboarding_ble.credentials import Credentials
 from onboarding_ble.protocol import DeviceInfo, ProtocolError, Status, StatusReport
 
@@ -72,6 +72,7 @@ class ProvisioningSession:
         max_session: float = SESSION_MAX_SECONDS,
         clock: Callable[[], float] = time.monotonic,
         csr_mode: bool = False,
+        attestation_key: ec.EllipticCurvePrivateKey | None = None,
     ) -> None:
         self.dsn = protocol.validate_dsn(dsn)
         self.cas = cas
@@ -96,6 +97,10 @@ class ProvisioningSession:
                 .sign(self._csr_key, hashes.SHA256())
                 .public_bytes(Encoding.DER)
             )
+        # The factory attestation key (None: the device has none and serves no
+        # DEVICE_ATTESTATION); its signature covers the key this session asks to have certified.
+        self.attestation_key = attestation_key
+        self._attestation = b""
         self.status = StatusReport(Status.IDLE)
         self.credentials: Credentials | None = None
         self.owner: object | None = None  # the connection that sent BEGIN
@@ -114,6 +119,25 @@ class ProvisioningSession:
         """The key-encryption schemes this device accepts: its minimum and the stronger ones."""
         order = rules.ENCRYPTION_SCHEMES_BY_STRENGTH
         return order[order.index(self.minimum_scheme) :]
+
+    @property
+    def certified_key_der(self) -> bytes:
+        """SubjectPublicKeyInfo (DER) of the key the service is asked to certify: the CSR's key
+        in CSR mode, else the X25519 key the private key is to be encrypted to."""
+        key: Any = self._csr_key.public_key() if self._csr_key else self._private_key.public_key()
+        der: bytes = key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+        return der
+
+    def attestation(self) -> bytes:
+        """DEVICE_ATTESTATION: the factory key's signature over the DSN and the certified key
+        (made once per session: the key does not change while unprovisioned)."""
+        if self.attestation_key is None:
+            return b""
+        if not self._attestation:
+            self._attestation = attestation.sign(
+                self.attestation_key, self.dsn, self.certified_key_der
+            )
+        return self._attestation
 
     def device_info(self) -> bytes:
         """DEVICE_INFO, version 1 (what a version-1 app reads)."""
@@ -311,6 +335,16 @@ class OnboardingService(gatt.TemplateService):
                 gatt.CharacteristicValue(read=lambda _connection: session.device_info()),
             )
         ]
+        # Additive: only a device with a factory key has it; older apps never look for it.
+        if session.attestation_key is not None:
+            by_version.append(
+                gatt.Characteristic(
+                    protocol.DEVICE_ATTESTATION_UUID,
+                    read,
+                    readable,
+                    gatt.CharacteristicValue(read=lambda _connection: session.attestation()),
+                )
+            )
         super().__init__(
             [
                 *by_version,
@@ -422,6 +456,7 @@ class OnboardingServiceProxy(gatt_client.ProfileServiceProxy):
         self.device_info_characteristic = optional(protocol.DEVICE_INFO_UUID)
         self.device_info_v2_characteristic = optional(protocol.DEVICE_INFO_V2_UUID)
         self.device_csr_characteristic = optional(protocol.DEVICE_CSR_UUID)
+        self.device_attestation_characteristic = optional(protocol.DEVICE_ATTESTATION_UUID)
         if self.device_info_characteristic is None and self.device_info_v2_characteristic is None:
             raise MissingService("onboarding service incomplete: no DEVICE_INFO")
         self.connection: Any = service_proxy.client.connection
@@ -463,6 +498,16 @@ class OnboardingServiceProxy(gatt_client.ProfileServiceProxy):
         if len(der) > protocol.CSR_MAX_LEN or hashlib.sha256(der).digest() != info.public_key:
             raise ProtocolError(Status.ERR_FORMAT, "DEVICE_CSR does not match DEVICE_INFO_V2")
         return der
+
+    async def attestation(self) -> bytes | None:
+        """The device's attestation (DER signature), or None when it serves none. The app
+        relays it as is: only the service can check it (against the allowlisted key)."""
+        if self.device_attestation_characteristic is None:
+            return None
+        value = bytes(await self.device_attestation_characteristic.read_value())
+        if not 8 <= len(value) <= protocol.ATTESTATION_MAX_LEN:
+            raise ProtocolError(Status.ERR_FORMAT, "DEVICE_ATTESTATION is not a signature")
+        return value
 
     async def status(self) -> StatusReport:
         return StatusReport.decode(bytes(await self.status_characteristic.read_value()))

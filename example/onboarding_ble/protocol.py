@@ -29,6 +29,9 @@ CONTROL_UUID = "c8c94637-0cca-4425-a4cf-1561cee9a437"  # write (with response)
 DATA_UUID = "f8af712a-3a1c-414a-b9ff-36d3061a15a3"  # write (with response)
 STATUS_UUID = "acdb45c9-76d9-402b-9733-a4a9cc3690c8"  # read + notify
 DEVICE_CSR_UUID = "70cba7bc-7441-4c13-8404-0b37c7f36524"  # read: CSR mode only, the CSR (DER)
+# read: the factory key's signature over the DSN and the key to certify (devices that have one)
+DEVICE_ATTESTATION_UUID = "3f1d0c52-8b0e-4a4e-9d56-6a3f3b7f2c11"
+ATTESTATION_MAX_LEN = 72  # a DER ECDSA P-256 signature
 
 KEY_TYPE_X25519 = 1
 KEY_TYPE_CSR = 2  # DEVICE_INFO_V2 only: the device made its own key; the field is SHA-256(CSR)

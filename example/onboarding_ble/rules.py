@@ -7,7 +7,8 @@ The example owns this module: a device cannot ship Lambda code, and the Lambda's
 (its CodeUri) cannot import the example, so the provisioning function keeps its own
 definitions (``provisioning/models.py``: ``ENCRYPTION_SCHEMES``, ``DSN_PATTERN``;
 ``provisioning/crypto.py``: ``HKDF_LABEL``, ``DSN_URI_PREFIX``, ``common_name_for``,
-``is_canonical_x25519``; ``provisioning/config.py``: ``THING_PREFIX_PATTERN``).
+``is_canonical_x25519``; ``provisioning/config.py``: ``THING_PREFIX_PATTERN``;
+``provisioning/attestation.py``: ``MESSAGE_PREFIX``, ``message``).
 ``tests/unit/test_shared_rules.py`` fails as soon as the two disagree, and checks the API model
 and the ThingPrefix parameter in template.yaml against the same rules.
 """
@@ -69,6 +70,15 @@ def is_canonical_x25519(public_key: bytes) -> bool:
     bytes each puts in the HKDF context are the bytes the agreement used.
     """
     return len(public_key) == 32 and int.from_bytes(public_key, "little") < X25519_P
+
+
+# What a device's factory attestation key signs (ECDSA P-256, SHA-256, DER): the DSN and the
+# SubjectPublicKeyInfo (DER) of the key it asks to have certified. docs/ble-protocol.md 3.1.2.
+ATTESTATION_PREFIX = b"iot-device-onboarding/attestation/v1\x00"
+
+
+def attestation_message(dsn: str, public_key_der: bytes) -> bytes:
+    return ATTESTATION_PREFIX + dsn.encode("ascii") + b"\x00" + public_key_der
 
 
 # Renewal over MQTT: the topics under the device policy's things/<thing>/*. The request topic's

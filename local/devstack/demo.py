@@ -43,6 +43,7 @@ from devstack.errors import DevstackError
 from devstack.gateway import GatewayResponse
 from devstack.stack import DEFAULT_TEMPLATE, RunningStack, start_stack
 from devstack.users import add_user, login
+from onboarding_ble import attestation as device_attestation
 from onboarding_ble import credentials, events, protocol, trust
 from onboarding_ble import demo as ble
 
@@ -308,10 +309,79 @@ def step_device_advertises(ctx: DemoContext) -> str:
         ctx.values["broker"],
         thing_prefix=stack.outputs.get("ThingPrefix"),
         minimum_scheme=ble.DEMO_MINIMUM_SCHEME,
+        extra=("--attestation",),  # its factory key, made on this first run
     )
     ctx.values.update(dsn=dsn, pinned=pinned, state_dir=state_dir, device=device)
     advertising = device.wait_for(events.Advertising, 30)
     return f"device.py advertises the onboarding service, DSN {dsn}, address {advertising.address}"
+
+
+def _admin_token(ctx: DemoContext) -> str:
+    """An ID token for the stack's administrator (the AdminUser the template creates)."""
+    stack = ctx.running
+    admin = stack.state()["admin"]
+    tokens = login(
+        stack.client("cognito-idp"),
+        stack.outputs["UserPoolClientId"],
+        admin["username"],
+        admin["password"],
+    )
+    return tokens.id_token
+
+
+def step_allow_device(ctx: DemoContext) -> str:
+    """The manufacturer's record of the device: its DSN and factory attestation public key,
+    which device.py made on its first run, loaded by an administrator."""
+    dsn = ctx.values["dsn"]
+    public = (ctx.values["state_dir"] / device_attestation.PUBLIC_FILE).read_text("ascii")
+    url = f"{ctx.running.api_url}/allowlist"
+    rows = {"devices": [{"DSN": dsn, "attestationPublicKey": public}]}
+    status, answer = http_json("POST", url, rows, _admin_token(ctx))
+    results = answer.get("results", [{}]) if isinstance(answer, dict) else [{}]
+    if status != 200 or results[0].get("result") not in ("ADDED", "UNCHANGED"):
+        raise DemoFailure(f"POST {url} answered {status}: {answer}")
+    required = ctx.parameters.get("RequireAttestation", "false")
+    return (
+        f"POST /allowlist as the administrator -> {results[0]['result']} {dsn} with its "
+        f"factory attestation key (RequireAttestation={required})"
+    )
+
+
+def step_unlisted_device_refused(ctx: DemoContext) -> str:
+    """A second device, genuine-looking but not in the allowlist, on a radio of its own: the
+    owner's app relays its attestation and the API refuses it, creating nothing."""
+    children = _children(ctx)
+    device_radio, app_radio = ble.start_radio(children, name="radio-unlisted")
+    dsn = f"DEMO-{secrets.token_hex(4).upper()}"
+    stack = ctx.running
+    ble.start_device(
+        children,
+        device_radio,
+        dsn,
+        ctx.workdir / "devices" / dsn,
+        ctx.values["pinned"],
+        ctx.values["broker"],
+        name="device-unlisted",
+        thing_prefix=stack.outputs.get("ThingPrefix"),
+        minimum_scheme=ble.DEMO_MINIMUM_SCHEME,
+        extra=("--attestation",),
+    ).wait_for(events.Advertising, 30)
+    app = ble.start_app(
+        children,
+        app_radio,
+        ctx.values["state_path"],
+        dsn,
+        login=(ctx.values["username"], ctx.values["password"]),
+        name="app-unlisted",
+    )
+    code = app.wait(60)
+    refused = app.event(events.ApiRefused)
+    if refused is None or (refused.status, refused.code) != (403, "DEVICE_NOT_ALLOWED"):
+        raise DemoFailure(f"the unlisted device was not refused (exit {code}); see {app.log_path}")
+    things = stack.client("iot").list_things()["things"]
+    if any(thing["thingName"].endswith(f"_{dsn}") for thing in things):
+        raise DemoFailure(f"a thing was created for the refused device {dsn}")
+    return f"device {dsn}: POST /certificate -> 403 {refused.code}; no thing, no certificate"
 
 
 def step_app_signs_in(ctx: DemoContext) -> str:
@@ -564,6 +634,7 @@ BLE_STEPS: tuple[Step, ...] = (
     Step("start the virtual BLE radio", step_radio),
     Step("the stack's MQTT broker stands in for AWS IoT Core", step_broker),
     Step("the device boots unprovisioned", step_device_advertises),
+    Step("the administrator loads the device into the allowlist", step_allow_device),
     Step("the owner's phone app signs in with Cognito", step_app_signs_in),
     Step("the app finds the device over BLE", step_app_finds_device),
     Step("the app requests a certificate for the device", step_app_calls_api),
@@ -576,8 +647,11 @@ BLE_STEPS: tuple[Step, ...] = (
     Step("the device renews its certificate over MQTT (due after 1 s here)", step_device_renews),
     Step("the owner revokes the device", step_revoke),
     Step("the revoked device reconnects with its stored credentials", step_reconnect_refused),
+    Step("a device not in the allowlist is refused", step_unlisted_device_refused),
 )
 DEFAULT_STEPS = BLE_STEPS
+# What the steps that load the allowlist need to mean anything: attestation on.
+ATTESTATION_PARAMETERS = {"RequireAttestation": "true"}
 
 
 def run_steps(ctx: DemoContext, steps: Sequence[Step], out: Print = print) -> None:
@@ -643,6 +717,8 @@ def run_demo(
         out = functools.partial(print, file=sys.stdout, flush=True)
     workdir = workdir.resolve()
     lambda_logs = lambda_logs or _lambda_logs_for(workdir)
+    if any(step.run is step_allow_device for step in steps):
+        parameters = {**ATTESTATION_PARAMETERS, **(parameters or {})}
     ctx = DemoContext(
         template=template,
         parameters=dict(parameters or {}),

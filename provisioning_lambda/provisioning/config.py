@@ -35,6 +35,9 @@ class Settings:
     subject_o: str = ""
     subject_ou: str = ""
     subject_c: str = ""
+    # The manufacturer allowlist (attestation.py); "" in a deployment without one.
+    allowlist_table: str = ""
+    require_attestation: bool = False
     # How long a renewed device keeps its previous certificate ACTIVE, unconfirmed (renewal).
     renewal_grace_hours: int = 72
     # A certificate is EXPIRING once less than this share of cert_validity_days is left.
@@ -90,6 +93,12 @@ class Settings:
         warning = env.get("EXPIRY_WARNING_PERCENT", "").strip() or "30"
         if not warning.isdigit() or not 5 <= int(warning) <= 90:
             raise ConfigError("EXPIRY_WARNING_PERCENT must be a whole number, 5-90")
+        require_attestation = env.get("REQUIRE_ATTESTATION", "false").strip() or "false"
+        if require_attestation not in ("true", "false"):
+            raise ConfigError('REQUIRE_ATTESTATION must be "true" or "false"')
+        allowlist_table = env.get("ALLOWLIST_TABLE", "").strip()
+        if require_attestation == "true" and not allowlist_table:
+            raise ConfigError("REQUIRE_ATTESTATION=true needs ALLOWLIST_TABLE")
         return cls(
             devices_table=need("DEVICES_TABLE"),
             audit_table=need("AUDIT_TABLE"),
@@ -104,6 +113,8 @@ class Settings:
             subject_o=env.get("SUBJECT_O", ""),
             subject_ou=env.get("SUBJECT_OU", ""),
             subject_c=env.get("SUBJECT_C", ""),
+            allowlist_table=allowlist_table,
+            require_attestation=require_attestation == "true",
             renewal_grace_hours=int(grace),
             expiry_warning_percent=int(warning),
         )

@@ -11,6 +11,7 @@ from functools import lru_cache
 
 import boto3
 
+from .adapters.allowlist import AllowlistStore
 from .adapters.aws import make_client
 from .adapters.iot import IotRegistry
 from .adapters.iot_data import IotPublisher
@@ -25,6 +26,7 @@ def get_services() -> Services:
     settings = Settings.from_env()
     session = boto3.session.Session()
     budgets = BudgetHolder()  # every client's attempts and retries fit the running request
+    dynamodb = make_client("dynamodb", session, budgets.current)
     iot = IotRegistry(
         make_client("iot", session, budgets.current),
         policy_name=settings.iot_policy_name,
@@ -41,12 +43,15 @@ def get_services() -> Services:
         ),
         iot=iot,
         store=DeviceStore(
-            make_client("dynamodb", session, budgets.current),
+            dynamodb,
             settings.devices_table,
             settings.audit_table,
         ),
         executor=ThreadPoolExecutor(max_workers=8, thread_name_prefix="aws"),
         budgets=budgets,
+        allowlist=AllowlistStore(dynamodb, settings.allowlist_table)
+        if settings.allowlist_table
+        else None,
         # No call until the first publish (only the renewal function publishes).
         publisher=IotPublisher(
             session,

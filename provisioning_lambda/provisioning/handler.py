@@ -10,6 +10,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from .allowlist import block_entry, load_entries, read_entry
 from .budget import Budget
 from .dependencies import get_services
 from .errors import ProvisioningError
@@ -65,6 +66,45 @@ def delete_device_certificate(dsn: str) -> dict[str, str | bool]:
         request_id=_request_id(),
     )
     metrics.add_metric(name="DeviceRevoked", unit=MetricUnit.Count, value=1)
+    return result
+
+
+@app.post("/allowlist")
+@tracer.capture_method(capture_response=False)
+def post_allowlist() -> dict[str, object]:
+    event = app.current_event
+    caller = Caller.from_claims(event.request_context.authorizer.claims)
+    logger.append_keys(caller=caller.sub)
+    return load_entries(
+        event.body,
+        caller,
+        get_services(),
+        Budget(app.lambda_context.get_remaining_time_in_millis),
+        base64_encoded=bool(event.is_base64_encoded),
+    )
+
+
+@app.get("/allowlist/<dsn>")
+@tracer.capture_method(capture_response=False)
+def get_allowlist_entry(dsn: str) -> dict[str, str]:
+    caller = Caller.from_claims(app.current_event.request_context.authorizer.claims)
+    logger.append_keys(caller=caller.sub)
+    return read_entry(dsn, caller, get_services())
+
+
+@app.post("/allowlist/<dsn>/block")
+@tracer.capture_method(capture_response=False)
+def post_allowlist_block(dsn: str) -> dict[str, str]:
+    caller = Caller.from_claims(app.current_event.request_context.authorizer.claims)
+    logger.append_keys(caller=caller.sub)
+    result = block_entry(
+        dsn,
+        caller,
+        get_services(),
+        Budget(app.lambda_context.get_remaining_time_in_millis),
+        request_id=_request_id(),
+    )
+    metrics.add_metric(name="DeviceBlocked", unit=MetricUnit.Count, value=1)
     return result
 
 

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .attestation import parse_signature
 from .errors import BadRequest
 
 # Room for a CSR of an RSA-4096 key (its PEM, JSON-escaped) besides the other fields.
@@ -20,7 +21,7 @@ MAX_CSR_CHARS = 6144
 DSN_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,115}", re.ASCII)
 # The first is the default: what the original sample's devices understand.
 ENCRYPTION_SCHEMES = ("fernet-x25519", "x25519-hkdf-sha256-aes256gcm")
-ALLOWED_FIELDS = frozenset({"DSN", "publicKey", "csr", "encryption"})
+ALLOWED_FIELDS = frozenset({"DSN", "publicKey", "csr", "encryption", "attestation"})
 
 ADMINISTRATORS = "Administrators"
 MEMBERS = "Members"
@@ -35,6 +36,8 @@ class ProvisionRequest:
     device_public_key: bytes = b""
     encryption: str = "fernet-x25519"
     csr_pem: bytes = b""
+    # The device's DER ECDSA signature (attestation.py); None when the request has none.
+    attestation: bytes | None = None
 
     @property
     def csr_mode(self) -> bool:
@@ -65,6 +68,10 @@ def parse_provision_request(
             "DSN_TOO_LONG",
         )
 
+    attestation = None
+    if data.get("attestation") is not None:
+        attestation = parse_signature(_required_string(data, "attestation"))
+
     if "publicKey" in data and "csr" in data:
         raise BadRequest("Give publicKey or csr, not both.", "KEY_FIELDS_CONFLICT")
     if "csr" in data:
@@ -79,7 +86,7 @@ def parse_provision_request(
                 f"csr must be a PEM certificate request of at most {MAX_CSR_CHARS} characters.",
                 "CSR_INVALID",
             )
-        return ProvisionRequest(dsn=dsn, csr_pem=csr.encode("ascii"))
+        return ProvisionRequest(dsn=dsn, csr_pem=csr.encode("ascii"), attestation=attestation)
 
     encoded = _required_string(data, "publicKey")
     try:
@@ -96,27 +103,29 @@ def parse_provision_request(
         raise BadRequest(
             f"encryption must be one of: {', '.join(ENCRYPTION_SCHEMES)}.", "ENCRYPTION_INVALID"
         )
-    return ProvisionRequest(dsn=dsn, device_public_key=public_key, encryption=encryption)
+    return ProvisionRequest(
+        dsn=dsn, device_public_key=public_key, encryption=encryption, attestation=attestation
+    )
 
 
-def _body_text(body: object, base64_encoded: bool) -> str:
-    """The body as text, at most MAX_BODY_BYTES of UTF-8 once decoded."""
+def _body_text(body: object, base64_encoded: bool, limit: int = MAX_BODY_BYTES) -> str:
+    """The body as text, at most ``limit`` bytes of UTF-8 once decoded."""
     if body is None or (isinstance(body, str) and not body.strip()):
         raise BadRequest("The request body is missing.", "BODY_MISSING")
     if not isinstance(body, str):
         raise BadRequest("The request body is not valid JSON.", "BODY_NOT_JSON")
     if not base64_encoded:
-        if len(body.encode("utf-8", "surrogatepass")) > MAX_BODY_BYTES:
+        if len(body.encode("utf-8", "surrogatepass")) > limit:
             raise BadRequest("The request body is too large.", "BODY_TOO_LARGE")
         return body
     # Only with binary media types on the API; decoded here, strictly, as API Gateway encoded it.
-    if len(body) > (MAX_BODY_BYTES + 2) // 3 * 4 + 4:
+    if len(body) > (limit + 2) // 3 * 4 + 4:
         raise BadRequest("The request body is too large.", "BODY_TOO_LARGE")
     try:
         raw = base64.b64decode(body, validate=True)
     except (binascii.Error, ValueError):
         raise BadRequest("The request body is not valid base64.", "BODY_NOT_JSON") from None
-    if len(raw) > MAX_BODY_BYTES:
+    if len(raw) > limit:
         raise BadRequest("The request body is too large.", "BODY_TOO_LARGE")
     try:
         text = raw.decode("utf-8")

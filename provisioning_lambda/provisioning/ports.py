@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from .attestation import AllowlistEntry
 from .budget import Budget
 from .config import Settings
 from .models import (
@@ -100,6 +101,12 @@ class StorePort(Protocol):
     def due(self, now: int, limit: int) -> list[str]: ...
 
 
+class AllowlistPort(Protocol):
+    def get(self, dsn: str) -> AllowlistEntry | None: ...
+    def add(self, dsn: str, public_key_der: bytes, at: str, actor: str) -> str: ...
+    def block(self, dsn: str, at: str, actor: str) -> AllowlistEntry: ...
+
+
 class BudgetHolder:
     """The budget of the request in progress, read by the adapters' clients before each
     attempt and retry. A container runs one request at a time."""
@@ -131,3 +138,4 @@ class Services:
     publisher: PublisherPort | None = None
     sleep: Callable[[float], None] = time.sleep
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    allowlist: AllowlistPort | None = None

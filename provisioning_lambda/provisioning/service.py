@@ -4,6 +4,8 @@ Order of work for one request (independent calls run concurrently):
 
 1. validate the device key (canonical, not low-order) or, in CSR mode, the device's CSR (its
    signature and key; its subject and extensions are ignored), and authorise the caller;
+   refuse a blocked device, and with attestation on one that does not attest the key to be
+   certified (attestation.py);
 2. take the device's lease in DynamoDB (ownership check and in-flight guard in one write), and
    first finish or undo whatever an earlier request for the device left (lease.py);
 3. issue the certificate from ACM PCA  ||  create the thing in its group  ||  endpoint lookup;
@@ -35,6 +37,7 @@ from concurrent.futures import Future
 from dataclasses import replace
 from typing import Any
 
+from .attestation import authorise_device, x25519_spki_der
 from .budget import ATTEMPT_SECONDS, FORWARD_RESERVE_SECONDS, Budget
 from .crypto import (
     CheckedCsr,
@@ -79,6 +82,12 @@ def provision_device(
     if csr is None:
         check_device_public_key(request.device_public_key)
     with services.budgets.running(budget):
+        authorise_device(
+            services,
+            request.dsn,
+            csr.public_key_der if csr else x25519_spki_der(request.device_public_key),
+            request.attestation,
+        )
         task = DeviceTask(services, caller, request.dsn, budget, request_id)
         task.claim()
         issuance = _Issuance(task, request, csr)

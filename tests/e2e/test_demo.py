@@ -90,6 +90,7 @@ def test_demo_onboards_over_ble_says_hello_and_revoked_device_is_refused(
         "start the virtual BLE radio",
         "the stack's MQTT broker stands in for AWS IoT Core",
         "the device boots unprovisioned",
+        "the administrator loads the device into the allowlist",
         "the owner's phone app signs in with Cognito",
         "the app finds the device over BLE",
         "the app requests a certificate for the device",
@@ -102,8 +103,9 @@ def test_demo_onboards_over_ble_says_hello_and_revoked_device_is_refused(
         "the device renews its certificate over MQTT (due after 1 s here)",
         "the owner revokes the device",
         "the revoked device reconnects with its stored credentials",
+        "a device not in the allowlist is refused",
     ):
-        assert re.search(rf"^\[\d+/17\] {re.escape(title)}$", out, re.MULTILINE), title
+        assert re.search(rf"^\[\d+/19\] {re.escape(title)}$", out, re.MULTILINE), title
     assert "two bumble controllers on one link: device tcp-client:127.0.0.1:" in out
     assert "with mutual TLS" in out
     dsn = re.search(r"advertises the onboarding service, DSN (DEMO-[0-9A-F]+)", out)
@@ -129,7 +131,21 @@ def test_demo_onboards_over_ble_says_hello_and_revoked_device_is_refused(
     # ... and after the owner's revocation, the broker refuses the device's reconnect.
     assert f"DELETE /devices/{dsn[1]}/certificate -> 200 as the owner" in out
     assert "broker refused it:" in out and "device exit 4 (MQTT_FAILED" in out
-    assert "stopped radio, device, app, device-renews, device-again" in out
+    # ... with attestation on: the device's factory key was loaded by the administrator, and a
+    # device not in the allowlist is refused by the API, creating nothing
+    assert re.search(
+        rf"POST /allowlist as the administrator -> ADDED {dsn[1]} with its factory attestation "
+        r"key \(RequireAttestation=true\)",
+        out,
+    )
+    unlisted = re.search(
+        r"device (DEMO-[0-9A-F]+): POST /certificate -> 403 DEVICE_NOT_ALLOWED; no thing", out
+    )
+    assert unlisted and unlisted[1] != dsn[1], out
+    assert (
+        "stopped radio, device, app, device-renews, device-again, radio-unlisted, "
+        "device-unlisted, app-unlisted" in out
+    )
     assert "stack stopped" in out
     assert f"process logs, device state and stack.json: {workdir}" in out
     # The owner's password reached the app (it signed in) but is never shown or logged.

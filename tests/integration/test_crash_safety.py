@@ -90,6 +90,7 @@ def world(provisioning_env: dict[str, str]) -> Iterator[World]:
         {
             provisioning_env["DEVICES_TABLE"]: "DevicesTable",
             provisioning_env["AUDIT_TABLE"]: "AuditTable",
+            provisioning_env["ALLOWLIST_TABLE"]: "AllowlistTable",
         }
     )
     built = World(services, provisioning_env, boto3.client("dynamodb"), recorder)

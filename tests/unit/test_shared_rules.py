@@ -105,3 +105,11 @@ def test_the_thing_prefix_rule_is_the_same_for_device_lambda_and_template(prefix
 )
 def test_both_sides_refuse_the_same_x25519_public_keys(key: bytes) -> None:
     assert rules.is_canonical_x25519(key) is crypto.is_canonical_x25519(key)
+
+
+def test_the_attestation_bytes_are_the_lambdas() -> None:
+    from provisioning import attestation
+
+    assert rules.ATTESTATION_PREFIX == attestation.MESSAGE_PREFIX
+    spki = attestation.x25519_spki_der(bytes(range(32)))
+    assert rules.attestation_message("SN-1", spki) == attestation.message("SN-1", spki)

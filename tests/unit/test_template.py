@@ -57,6 +57,7 @@ CONTRACT_PARAMETERS = {
     "CaUsageMode",
     "ExpiryWarningPercent",
     "ExpiryWatchSchedule",
+    "RequireAttestation",
 }
 CONTRACT_RESOURCES = {
     "UserPool": "AWS::Cognito::UserPool",
@@ -67,6 +68,7 @@ CONTRACT_RESOURCES = {
     "AdminUserInAdministrators": "AWS::Cognito::UserPoolUserToGroupAttachment",
     "DevicesTable": "AWS::DynamoDB::Table",
     "AuditTable": "AWS::DynamoDB::Table",
+    "AllowlistTable": "AWS::DynamoDB::Table",
     "CertificateAuthority": "AWS::ACMPCA::CertificateAuthority",
     "CACertificate": "AWS::ACMPCA::Certificate",
     "CAActivation": "AWS::ACMPCA::CertificateAuthorityActivation",
@@ -88,6 +90,7 @@ CONTRACT_OUTPUTS = {
     "UserPoolClientId",
     "DevicesTableName",
     "AuditTableName",
+    "AllowlistTableName",
     "CertificateAuthorityArn",
     "DevicePolicyName",
     "ThingGroupName",
@@ -116,6 +119,8 @@ CONTRACT_PROVISIONING_ENV = {
     "SUBJECT_OU",
     "SUBJECT_C",
     "EXPIRY_WARNING_PERCENT",
+    "ALLOWLIST_TABLE",
+    "REQUIRE_ATTESTATION",
 }
 POWERTOOLS_ENV = {"POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE", "POWERTOOLS_LOG_LEVEL"}
 
@@ -280,6 +285,8 @@ def test_provisioning_function_gets_exactly_the_contract_environment() -> None:
     assert env["CA_ARN"] == {"Ref": "CertificateAuthority"}
     assert env["IOT_POLICY_NAME"] == {"Ref": "DevicePolicy"}
     assert env["THING_GROUP"] == {"Ref": "DeviceThingGroup"}
+    assert env["ALLOWLIST_TABLE"] == {"Ref": "AllowlistTable"}
+    assert env["REQUIRE_ATTESTATION"] == {"Ref": "RequireAttestation"}
     assert function["Handler"] == "provisioning.handler.lambda_handler"
     assert function["CodeUri"] == "provisioning_lambda/"
 
@@ -430,7 +437,11 @@ def test_group_names_are_the_ones_the_api_authorizes_on_and_admin_is_in_administ
 
 @pytest.mark.parametrize(
     ("table", "keys"),
-    [("DevicesTable", {"dsn": "HASH"}), ("AuditTable", {"pk": "HASH", "sk": "RANGE"})],
+    [
+        ("DevicesTable", {"dsn": "HASH"}),
+        ("AuditTable", {"pk": "HASH", "sk": "RANGE"}),
+        ("AllowlistTable", {"dsn": "HASH"}),
+    ],
 )
 def test_tables_keep_their_data(table: str, keys: dict[str, str]) -> None:
     resource = _resources()[table]

@@ -143,6 +143,7 @@ def renew_certificate(
     message: RenewalMessage, services: Services, budget: Budget, request_id: str
 ) -> RenewalResult:
     csr = load_device_csr(message.csr_pem)
+    _refuse_if_blocked(services, message.dsn)
     with services.budgets.running(budget):
         task = DeviceTask(
             services, device_caller(message.thing_name), message.dsn, budget, request_id
@@ -200,6 +201,14 @@ def confirm_renewal(
         if task.recover(Release.RELEASE).unfinished:
             logger.warning("superseded certificate left to the sweeper")
     return True
+
+
+def _refuse_if_blocked(services: Services, dsn: str) -> None:
+    """Blocking a DSN revokes its certificate; until that has finished (or if it failed), the
+    certificate still connects, and must not get the device a new one."""
+    entry = services.allowlist.get(dsn) if services.allowlist is not None else None
+    if entry is not None and entry.blocked:
+        raise Forbidden("This device is blocked and cannot renew.", "DEVICE_BLOCKED")
 
 
 def _claim_for(task: DeviceTask, message: RenewalMessage) -> DeviceRecord:

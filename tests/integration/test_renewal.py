@@ -260,6 +260,24 @@ def test_a_revoked_device_cannot_renew(fleet: Fleet) -> None:
     assert fleet.status(cert) == "REVOKED"
 
 
+def test_a_blocked_device_cannot_renew_while_its_certificate_still_connects(fleet: Fleet) -> None:
+    # GIVEN a device whose DSN an administrator blocked, its certificate not yet revoked
+    # (blocking revokes it next; that step failed or has not run)
+    device = Device(unique_dsn())
+    cert = fleet.provision(device)
+    assert fleet.services.allowlist is not None
+    fleet.services.allowlist.block(device.dsn, "2026-11-29T00:00:00Z", "sub-admin")
+    issued = fleet.issued_count()
+    # WHEN it publishes a renewal with that certificate
+    result = fleet.renew(device.dsn, cert)
+    # THEN it is refused, nothing is issued, and the certificate it has is all it keeps
+    assert result == {"result": "REJECTED", "code": "DEVICE_BLOCKED"}
+    assert fleet.answers(device.dsn)[-1][1]["code"] == "DEVICE_BLOCKED"
+    assert fleet.issued_count() == issued
+    row = fleet.services.store.get(device.dsn)
+    assert row is not None and (row.certificate_id, row.superseded) == (cert, None)
+
+
 @pytest.mark.parametrize("whose", ["another device's", "its own replaced one", "unknown"])
 def test_a_foreign_certificate_cannot_renew_a_device(fleet: Fleet, whose: str) -> None:
     # GIVEN a provisioned device, and a certificate that is not its current one

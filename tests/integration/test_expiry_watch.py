@@ -394,3 +394,30 @@ def test_get_shows_the_expiry_state_of_the_device(world: World) -> None:
     status, revoked = call("DELETE", f"/devices/{device.dsn}/certificate")
     assert status == 200, revoked
     assert expiry_at(issued_at) == "NONE"
+
+
+def test_a_device_that_renews_over_mqtt_leaves_the_window(world: World) -> None:
+    from provisioning.renewal_handler import lambda_handler as renewal
+    from tests.support.csr import make_csr
+
+    # GIVEN a device whose certificate (as its row records it) expires tomorrow
+    device = Device(unique_dsn())
+    status, answer = call("POST", "/certificate", device.body())
+    assert status == 200, answer
+    tomorrow = iso(world.now + timedelta(days=1))
+    world.dynamodb.update_item(
+        TableName=world.table,
+        Key={"dsn": {"S": device.dsn}},
+        UpdateExpression="SET not_after = :t",
+        ExpressionAttributeValues={":t": {"S": tomorrow}},
+    )
+    assert run_watch()["renewalsRequested"] == 1
+    # WHEN the device renews over MQTT with its current certificate, as renew/due asked
+    thing = answer["thingName"]
+    event = {"csr": make_csr(), "thingName": thing, "principal": answer["certificateId"]}
+    renewal(event | {"clientId": thing}, FakeLambdaContext(function_name="RenewalFunction"))
+    accepted = [p for t, p in renew_requests() if t.endswith("/certificate/renew/accepted")]
+    assert len(accepted) == 1, renew_requests()
+    # THEN the index follows the new certificate, and the next run leaves the device alone
+    assert index_rows(world)[device.dsn] == accepted[0]["notAfter"] > tomorrow
+    assert run_watch()["expiring"] == 0

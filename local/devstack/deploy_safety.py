@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import itertools
 import logging
 import re
 import sys
@@ -34,6 +35,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from devstack.intrinsics import Resolver
 from devstack.template import expand, load_yaml
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
@@ -48,6 +50,11 @@ MUST_SURVIVE = {
     "AWS::DynamoDB::Table": "device ownership and the audit trail live there",
     "AWS::Cognito::UserPool": "every user and every device's owner (the `sub`) live there",
 }
+# Each table's global secondary indexes in the last release. A stack deployed from it reaches
+# this template's indexes through the values of UPGRADE_PARAMETER, in their AllowedValues order
+# (the last is the default), one index creation or deletion per table and deploy at most.
+RELEASED_INDEXES: dict[str, tuple[str, ...]] = {"DevicesTable": ("SweepIndex",), "AuditTable": ()}
+UPGRADE_PARAMETER = "IndexUpgradeStep"
 # What the resource schemas leave out: properties CloudFormation documents as "Update requires:
 # Replacement" that the bundled schema does not list as create-only.
 _EXTRA_CREATE_ONLY = {
@@ -69,13 +76,14 @@ class Effect:
     change: Change
     properties: tuple[str, ...]
     retained: bool = False  # UpdateReplacePolicy: Retain keeps the old one on replacement
+    reason: str = "same name"  # why a FAIL fails
 
     def describe(self) -> str:
         text = f"{self.change.value} {self.resource}"
         if self.change is Change.REPLACE and self.retained:
             text += " (old one kept)"
         if self.change is Change.FAIL:
-            text += " (same name: the update fails and rolls back)"
+            text += f" ({self.reason}: the update fails and rolls back)"
         return text
 
 
@@ -250,8 +258,10 @@ def effects_of(
     parameter: str,
     base: Mapping[str, Any],
     changed_template: Mapping[str, Any],
+    values: tuple[Mapping[str, str], Mapping[str, str]] = ({}, {}),
 ) -> tuple[Effect, ...]:
-    """What one parameter's change does, given the translations before and after it."""
+    """What one parameter's change does, given the translations before and after it (and the
+    parameter values of each, for what is only known once conditions are evaluated)."""
     conditions = base.get("Conditions", {})
     resources: dict[str, Any] = base["Resources"]
     after: dict[str, Any] = changed_template["Resources"]
@@ -300,23 +310,127 @@ def effects_of(
             change = Change.FAIL if fails else Change.REPLACE
             result.append(Effect(name, kind, change, paths, retained))
         elif changed[name]:
-            result.append(Effect(name, kind, Change.UPDATE, paths))
+            operations = index_operations(
+                global_indexes(base, name, values[0]),
+                global_indexes(changed_template, name, values[1]),
+            )
+            if operations > 1:
+                reason = f"{operations} index creations or deletions in one table update"
+                result.append(Effect(name, kind, Change.FAIL, paths, reason=reason))
+            else:
+                result.append(Effect(name, kind, Change.UPDATE, paths))
     return tuple(result)
 
 
+# ---------------------------------------------------------------- table indexes
+
+
+def global_indexes(
+    template: Mapping[str, Any], name: str, values: Mapping[str, str]
+) -> dict[str, Any]:
+    """The global secondary indexes of table ``name`` by index name, its conditions evaluated
+    with the parameter ``values``."""
+    resource = template["Resources"].get(name, {})
+    if resource.get("Type") != "AWS::DynamoDB::Table":
+        return {}
+    resolver = Resolver(
+        ref=lambda ref: values.get(ref, ref),
+        getatt=lambda logical_id, attribute: f"{logical_id}.{attribute}",
+        conditions=template.get("Conditions", {}),
+    )
+    indexes = resolver.resolve(resource.get("Properties", {}).get("GlobalSecondaryIndexes", []))
+    return {str(index["IndexName"]): index for index in indexes}
+
+
+def index_operations(old: Mapping[str, Any], new: Mapping[str, Any]) -> int:
+    """How many index creations and deletions DynamoDB needs to go from ``before`` to ``after``.
+
+    CloudFormation makes one UpdateTable call per table update, and DynamoDB creates or deletes
+    at most one global secondary index per call: an update needing more fails ("Cannot perform
+    more than one GSI creation or deletion in a single update") and rolls back. An index whose
+    keys or projection change is deleted and created again (two operations).
+    """
+    operations = len(old.keys() ^ new.keys())
+    for name in old.keys() & new.keys():
+        keys = ("KeySchema", "Projection")
+        if any(old[name].get(k) != new[name].get(k) for k in keys):
+            operations += 2
+    return operations
+
+
 def compute(path: Path = TEMPLATE) -> list[ParameterEffects]:
-    """The effects of changing each parameter of the template at ``path``, in its order."""
+    """The effects of changing each parameter of the template at ``path``, in its order.
+
+    The upgrade parameter is taken through its steps, in order, one deploy each; going back
+    is not an upgrade (and may fail, which its note says).
+    """
     source = load_yaml(path)
     defaults = _defaults(source)
     base = _translate(path, defaults)
     table = []
     for name, spec in _parameters(source).items():
         current = defaults[name]
+        if name == UPGRADE_PARAMETER:
+            table.append(_upgrade_row(path, defaults, spec))
+            continue
         changed_value = other_value(spec, current)
         changed = _translate(path, {**defaults, name: changed_value})
-        effects = effects_of(name, copy.deepcopy(base), changed)
+        changed_values = {**defaults, name: changed_value}
+        effects = effects_of(name, copy.deepcopy(base), changed, (defaults, changed_values))
         table.append(ParameterEffects(name, current, changed_value, effects))
     return table
+
+
+def _upgrade_row(
+    path: Path, defaults: Mapping[str, str], spec: Mapping[str, Any]
+) -> ParameterEffects:
+    order = [str(value) for value in spec["AllowedValues"]]
+    effects: dict[tuple[str, Change], Effect] = {}
+    for before, after in itertools.pairwise(order):
+        values = ({**defaults, UPGRADE_PARAMETER: before}, {**defaults, UPGRADE_PARAMETER: after})
+        step = effects_of(
+            UPGRADE_PARAMETER, _translate(path, values[0]), _translate(path, values[1]), values
+        )
+        for effect in step:
+            effects.setdefault((effect.resource, effect.change), effect)
+    return ParameterEffects(
+        UPGRADE_PARAMETER, order[-1], " then ".join(order), tuple(effects.values())
+    )
+
+
+def upgrade_steps(path: Path = TEMPLATE) -> list[tuple[str, dict[str, tuple[str, ...]]]]:
+    """Each table's indexes at each step of an upgrade from the last release, in order: the
+    release itself first, then one entry per value of the upgrade parameter."""
+    source = load_yaml(path)
+    defaults = _defaults(source)
+    spec = _parameters(source).get(UPGRADE_PARAMETER)
+    order = [str(v) for v in spec["AllowedValues"]] if spec else [""]
+    steps = [("released", dict(RELEASED_INDEXES))]
+    for value in order:
+        values = {**defaults, UPGRADE_PARAMETER: value} if spec else defaults
+        template = _translate(path, values)
+        steps.append(
+            (
+                value or "default",
+                {t: tuple(global_indexes(template, t, values)) for t in RELEASED_INDEXES},
+            )
+        )
+    return steps
+
+
+def upgrade_problems(path: Path = TEMPLATE) -> list[str]:
+    """Steps of the upgrade from the last release that DynamoDB would refuse."""
+    problems = []
+    steps = upgrade_steps(path)
+    for (_, before), (value, after) in itertools.pairwise(steps):
+        for table, indexes in after.items():
+            changes = sorted(set(before[table]) ^ set(indexes))
+            if len(changes) > 1:
+                problems.append(
+                    f"{UPGRADE_PARAMETER}={value}: {table} changes {len(changes)} indexes "
+                    f"({', '.join(changes)}); DynamoDB takes one per update"
+                )
+    return problems
 
 
 def violations(table: list[ParameterEffects]) -> list[str]:
@@ -445,7 +559,7 @@ def main(argv: list[str] | None = None) -> int:
         args.write.write_text(document.replace(old, text), encoding="utf-8")
     else:
         print(text)
-    problems = violations(table)
+    problems = violations(table) + upgrade_problems(args.template)
     for problem in problems:
         print(f"unsafe: {problem}", file=sys.stderr)
     return 1 if args.check and problems else 0

@@ -8,6 +8,7 @@ itself on small templates where the answer is known.
 
 from __future__ import annotations
 
+import itertools
 import textwrap
 from pathlib import Path
 
@@ -21,6 +22,8 @@ from devstack.deploy_safety import (
     compute,
     generated_section,
     render,
+    upgrade_problems,
+    upgrade_steps,
     violations,
 )
 
@@ -180,3 +183,70 @@ def test_replacing_a_user_under_the_same_username_fails(tmp_path: Path) -> None:
 
     assert _effects(tmp_path, template, "Email") == {"User": Change.FAIL}
     assert _effects(tmp_path, template, "Name") == {"User": Change.REPLACE}
+
+
+# ---------------------------------------------------------------- table indexes
+
+_TWO_INDEXES = """
+    Parameters:
+      Indexes:
+        Type: String
+        Default: one
+        AllowedValues: [one, three]
+    Conditions:
+      Three: !Equals [!Ref Indexes, three]
+    Resources:
+      DevicesTable:
+        Type: AWS::DynamoDB::Table
+        Properties:
+          BillingMode: PAY_PER_REQUEST
+          KeySchema: [{AttributeName: pk, KeyType: HASH}]
+          AttributeDefinitions: [{AttributeName: pk, AttributeType: S}]
+          GlobalSecondaryIndexes:
+            - {IndexName: SweepIndex, KeySchema: [{AttributeName: pk, KeyType: HASH}],
+               Projection: {ProjectionType: KEYS_ONLY}}
+            - !If
+              - Three
+              - {IndexName: A, KeySchema: [{AttributeName: pk, KeyType: HASH}],
+                 Projection: {ProjectionType: KEYS_ONLY}}
+              - !Ref AWS::NoValue
+            - !If
+              - Three
+              - {IndexName: B, KeySchema: [{AttributeName: pk, KeyType: HASH}],
+                 Projection: {ProjectionType: KEYS_ONLY}}
+              - !Ref AWS::NoValue
+      AuditTable:
+        Type: AWS::DynamoDB::Table
+        Properties:
+          BillingMode: PAY_PER_REQUEST
+          KeySchema: [{AttributeName: pk, KeyType: HASH}]
+          AttributeDefinitions: [{AttributeName: pk, AttributeType: S}]
+"""
+
+
+def test_an_update_that_adds_two_indexes_to_a_table_fails(tmp_path: Path) -> None:
+    # DynamoDB creates or deletes one global secondary index per UpdateTable call, and
+    # CloudFormation makes one per table update: two at once roll the update back.
+    assert _effects(tmp_path, _TWO_INDEXES, "Indexes") == {"DevicesTable": Change.FAIL}
+
+
+def test_an_upgrade_that_adds_two_indexes_at_once_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "template.yaml"
+    path.write_text(
+        textwrap.dedent(_TWO_INDEXES).replace("Default: one", "Default: three"), encoding="utf-8"
+    )
+
+    (problem,) = upgrade_problems(path)
+    assert "DevicesTable changes 2 indexes (A, B)" in problem
+
+
+def test_a_stack_of_the_last_release_reaches_the_templates_indexes_one_per_deploy() -> None:
+    steps = upgrade_steps(TEMPLATE)
+
+    assert upgrade_problems(TEMPLATE) == []
+    for (_, before), (_, after) in itertools.pairwise(steps):
+        for table, indexes in after.items():
+            assert len(set(before[table]) ^ set(indexes)) <= 1, (table, before, after)
+    # The last step is the template as a new stack gets it: every index of this release.
+    final = steps[-1][1]["DevicesTable"]
+    assert {"SweepIndex", "ExpiryIndex"} <= set(final)

@@ -434,3 +434,45 @@ def test_a_request_that_outlived_its_lease_undoes_only_its_own_certificate(world
     old = first["certificateId"]
     assert [c["newStatus"] for c in changes if c["certificateId"] == old] == ["INACTIVE", "REVOKED"]
     assert invariant_problems(world, device.dsn, revoked=False) == []
+
+
+@pytest.mark.parametrize("mode", ["die_before", "die_after", "lose"])
+def test_a_sweeper_killed_while_retiring_an_expired_renewal_is_finished_by_the_next_run(
+    world: World, mode: str
+) -> None:
+    # GIVEN a device that renewed and never confirmed, and the calls a sweep makes to retire
+    # its superseded certificate once the grace period is over
+    grace = int(world.env.get("RENEWAL_GRACE_HOURS", "72")) * 3600 + 60
+
+    def expired_renewal() -> Device:
+        device = Device(unique_dsn())
+        _renewed_answer_lost(device)
+        world.later(grace)
+        return device
+
+    expired_renewal()
+    with Crash().watching(*world.clients) as watch:
+        run_sweeper(world)
+    calls = watch.calls
+    assert "RevokeCertificate" in calls
+    points = Crash(calls=calls).writes if mode == "lose" else range(1, len(calls) + 1)
+    failures = {}
+    for k in points:
+        # WHEN the sweeper dies (or loses an answer) at call k, and runs again later
+        device = expired_renewal()
+        crash = Crash(**{mode: k})
+        try:
+            with crash.watching(*world.clients):
+                run_sweeper(world)
+        except ProcessDeath:
+            pass
+        world.later()
+        run_sweeper(world)
+        # THEN the superseded certificate is retired and the row settled
+        problems = invariant_problems(world, device.dsn, revoked=False)
+        row = world.services.store.get(device.dsn)
+        if row is None or row.superseded is not None:
+            problems.append("the superseded certificate outlived its grace period")
+        if problems:
+            failures[f"{mode}={k} ({calls[k - 1]})"] = problems
+    assert failures == {}, calls

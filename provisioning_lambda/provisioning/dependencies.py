@@ -12,9 +12,9 @@ from functools import lru_cache
 import boto3
 
 from .adapters.aws import make_client
+from .adapters.fleet_store import FleetStore
 from .adapters.iot import IotRegistry
 from .adapters.pca import PrivateCa
-from .adapters.store import DeviceStore
 from .config import Settings
 from .ports import BudgetHolder, Services
 
@@ -38,7 +38,7 @@ def get_services() -> Services:
             ca_mode=settings.ca_certificate_mode,
             arn_prefix=settings.iot_arn_prefix,
         ),
-        store=DeviceStore(
+        store=FleetStore(  # the DeviceStore, plus lists, transfers and release
             make_client("dynamodb", session, budgets.current),
             settings.devices_table,
             settings.audit_table,

@@ -263,6 +263,9 @@ class DeviceRecord:
     lease_until: int = 0
     intent: Intent | None = None
     retiring: tuple[CertificateRef, ...] = ()
+    # A release not finished: the thing still to take out of the fleet's thing group before
+    # the row goes (fleet.py). Any commit writes it empty.
+    ungroup: str = ""
 
     @property
     def certificate(self) -> CertificateRef | None:
@@ -272,7 +275,7 @@ class DeviceRecord:
 
     @property
     def needs_recovery(self) -> bool:
-        return self.intent is not None or bool(self.retiring)
+        return self.intent is not None or bool(self.retiring) or bool(self.ungroup)
 
     def visible_to(self, caller: Caller) -> bool:
         return caller.is_admin or self.owner_sub == caller.sub

@@ -225,6 +225,12 @@ class DeviceStore:
         for name in _COMMITTED_FIELDS:
             update.set(name, _s(getattr(record, name)))
         update.set("created_at", _s(record.created_at), "if_not_exists({name}, {value})")
+        # The device lists' sort key (adapters/fleet_store.py): unique, fixed for the row's life.
+        update.set(
+            "listed_at",
+            _s(f"{record.created_at}#{record.dsn}"),
+            "if_not_exists({name}, {value})",
+        )
         for ref in retiring:
             update.set(RETIRE_PREFIX + ref.certificate_id, _ref_item(ref))
         update.remove("intent")

@@ -34,7 +34,6 @@ from ..fleet_models import (
     TRANSFER_FIELDS,
     ListedDevice,
     Transfer,
-    transfer_of,
 )
 from ..models import AuditEvent, CertificateRef, DeviceRecord
 from .aws import aws_step, error_code
@@ -62,11 +61,10 @@ _CERTIFICATE_FIELDS = (
 
 
 def _listed(item: dict[str, Any]) -> ListedDevice:
-    transfer = transfer_of(item)
     return ListedDevice(
         _record_from_item(item),
         item.get("listed_at", {}).get("S", ""),
-        transfer.until if transfer else 0,
+        int(item.get("transfer_until", {}).get("N", "0")),
     )
 
 

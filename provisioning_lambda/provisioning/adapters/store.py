@@ -67,6 +67,7 @@ def _record_from_item(item: dict[str, Any]) -> DeviceRecord:
     values: dict[str, Any] = {
         name: item[name]["S"] for name in _STRING_FIELDS if "S" in item.get(name, {})
     }
+    values.setdefault("owner_sub", "")  # a released row has no owner (fleet_store.py)
     values["lease_request_id"] = item.get("lease_request_id", {}).get("S", "")
     values["lease_until"] = int(item.get("lease_until", {}).get("N", "0"))
     if "intent" in item:

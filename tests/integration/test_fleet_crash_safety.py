@@ -21,19 +21,22 @@ from typing import Any
 
 import pytest
 
-from tests.integration.fleet_support import ALICE, BOB, fleet_event
-from tests.integration.test_crash_safety import (  # noqa: F401 (the world fixture)
+from tests.integration.fleet_support import ADMIN, ALICE, BOB, fleet_call, fleet_event
+from tests.integration import test_crash_safety
+from tests.integration.test_crash_safety import (
     ACCOUNT,
     CURRENT,
     REGION,
     World,
     invariant_problems,
     run_sweeper,
-    world,
 )
 from tests.support.crash import Crash, ProcessDeath
 from tests.support.iam import not_granted
 from tests.support.lambda_support import Device, FakeLambdaContext, unique_dsn
+
+
+world = test_crash_safety.world  # the same fixture: a warm container on moto, calls recorded
 
 
 def call(method: str, path: str, sub: str, body: str | None = None) -> tuple[int, dict[str, Any]]:
@@ -190,8 +193,6 @@ def test_every_list_query_is_granted_by_the_template(world: World) -> None:
     """moto checks no IAM: each index a list reads must be granted to the function."""
     device = Device(unique_dsn())
     _owned_by_alice_with_transfer(device)
-    from tests.integration.fleet_support import ADMIN, fleet_call
-
     with world.recorder.acting_as("ProvisioningFunction"):
         for sub, query in [
             (ALICE, None),

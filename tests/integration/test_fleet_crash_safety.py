@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
-from tests.integration.fleet_support import ADMIN, ALICE, BOB, fleet_call, fleet_event
 from tests.integration import test_crash_safety
+from tests.integration.fleet_support import ADMIN, ALICE, BOB, fleet_call, fleet_event
 from tests.integration.test_crash_safety import (
     ACCOUNT,
     CURRENT,
@@ -34,7 +34,6 @@ from tests.integration.test_crash_safety import (
 from tests.support.crash import Crash, ProcessDeath
 from tests.support.iam import not_granted
 from tests.support.lambda_support import Device, FakeLambdaContext, unique_dsn
-
 
 world = test_crash_safety.world  # the same fixture: a warm container on moto, calls recorded
 

@@ -24,7 +24,7 @@ def test_the_fleet_benchmark_runs_and_prints_both_figures() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "member with       1 device" in result.stdout
-    assert "member with    60 devices" in result.stdout
+    assert "member with       1 device:" in result.stdout
+    assert "member with     60 devices:" in result.stdout
     # The big member's page lists a page, not the fleet
     assert "10 listed (owns 60)" in result.stdout

@@ -117,6 +117,13 @@ def test_list_transfer_claim_release_through_the_gateway(offline_stack: RunningS
     assert code == 0 and "cancelled" in out, err
     status, body = http("DELETE", f"{stack.api_url}/devices/{first}/transfer", alice.id_token)
     assert (status, body["code"]) == (404, "TRANSFER_NOT_FOUND")
+    # ... and offers it again; Bob declines with the code (a DELETE with a body)
+    code, out, _ = app(stack, alice, "transfer", first)
+    (offered,) = re.findall(r"transfer code for \S+: (\S+)", out)
+    code, out, err = app(stack, bob, "transfer", first, "--cancel", "--code", offered)
+    assert code == 0 and "cancelled" in out, err
+    code, _, err = app(stack, bob, "claim", first, offered)
+    assert code == 4 and "TRANSFER_CODE_INVALID" in err
 
     # Bob releases his device: anyone may provision it then
     code, _, err = app(stack, bob, "release", second)

@@ -67,7 +67,7 @@ class FleetStorePort(Protocol):
     def newest(
         self, index: str, key: str, values: tuple[str, ...], after: str, limit: int
     ) -> list[Any]: ...
-    def expiring(self, before: str, positions: Any, limit: int) -> tuple[list[Any], Any]: ...
+    def expiring_before(self, before: str, positions: Any, limit: int) -> tuple[list[Any], Any]: ...
     def read_item(self, dsn: str) -> dict[str, Any] | None: ...
     def start_transfer(
         self, dsn: str, owner_sub: str, transfer: Any, audit: AuditEvent, request_id: str
@@ -119,7 +119,7 @@ def list_devices(query: ListQuery, services: Services) -> dict[str, Any]:
     now = int(services.clock().timestamp())
     if query.mode == "expiry":
         positions = query.position if query.position else None
-        devices, reached = fleet.expiring(query.expiring_before, positions, query.limit)
+        devices, reached = fleet.expiring_before(query.expiring_before, positions, query.limit)
         token = encode_token(query, reached) if reached else None
     else:
         values: tuple[str, ...]

@@ -109,7 +109,7 @@ class FleetStore(DeviceStore):
             if not start:
                 return
 
-    def expiring(
+    def expiring_before(
         self, before: str, positions: Mapping[str, Mapping[str, str] | None] | None, limit: int
     ) -> tuple[list[ListedDevice], dict[str, dict[str, str] | None]]:
         """Rows whose certificate expires before ``before``, soonest first, merged over the

@@ -552,3 +552,21 @@ def test_a_revoked_device_is_released_too(services: Services, aws: dict[str, Any
     assert status == 200 and "revokedCertificateId" not in answer
     assert row(aws, device.dsn) == {}
     assert fleet_call("DELETE", f"/devices/{device.dsn}", ALICE)[0] == 404
+
+
+def test_an_administrator_lists_devices_expiring_before_a_date(services: Services) -> None:
+    # GIVEN five devices (spread over the expiry index's shards), one of them revoked
+    dsns = [provisioned(ALICE if i % 2 else BOB)[0].dsn for i in range(5)]
+    assert fleet_call("DELETE", f"/devices/{dsns[0]}/certificate", BOB)[0] == 200
+    not_after = {d: fleet_call("GET", f"/devices/{d}", ADMIN)[1]["notAfter"] for d in dsns[1:]}
+    # WHEN an administrator pages through those expiring before a date past all of them
+    seen = all_pages(ADMIN, expiringBefore="2100-01-01", limit="1")
+    # THEN each device with a certificate is listed once, soonest first; the revoked one not
+    assert sorted(seen) == sorted(dsns[1:])
+    assert seen == sorted(dsns[1:], key=lambda d: (not_after[d], d))
+    # ... nothing expires before the devices were made
+    assert listed(ADMIN, expiringBefore="2001-01-01")[1] == {"devices": []}
+    # ... and its token continues only that query
+    _, page = listed(ADMIN, expiringBefore="2100-01-01", limit="1")
+    status, answer = listed(ADMIN, expiringBefore="2099-01-01", nextToken=page["nextToken"])
+    assert (status, answer["code"]) == (400, "NEXT_TOKEN_INVALID")

@@ -249,6 +249,22 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     return 1 if answer.get("FunctionError") else 0
 
 
+def _cmd_expiry(args: argparse.Namespace) -> int:
+    """Run the expiry watch now, as `aws lambda invoke` would in AWS, and print its report."""
+    stack = _connected(args)
+    state = read_state(Path(args.state))
+    # The watch may run for its whole Timeout (120 s): wait longer than that for its answer.
+    lambda_client = stack.client(
+        "lambda", state["lambda_url"], read_timeout=150, retries={"total_max_attempts": 1}
+    )
+    answer = lambda_client.invoke(
+        FunctionName=stack.outputs["ExpiryWatchFunctionName"], Payload=b"{}"
+    )
+    payload = json.loads(answer["Payload"].read())
+    print(json.dumps(payload, indent=2))
+    return 1 if answer.get("FunctionError") else 0
+
+
 def _cmd_state(args: argparse.Namespace) -> int:
     """One value of the state file (``api_url``, ``mqtt.port``, ``outputs.UserPoolId``...)."""
     value: Any = read_state(Path(args.state))
@@ -445,6 +461,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _state_option(sweep)
     sweep.set_defaults(func=_cmd_sweep)
+
+    expiry = commands.add_parser(
+        "expiry",
+        help="run the expiry watch now (reports expiring certificates, asks devices to renew)",
+        description=(
+            "Invoke the expiry watch once through the offline stack's Lambda Invoke API, as "
+            "`aws lambda invoke --function-name <ExpiryWatchFunctionName>` does in AWS (where "
+            "it also runs on the template's ExpiryWatchSchedule), and print its report."
+        ),
+    )
+    _state_option(expiry)
+    expiry.set_defaults(func=_cmd_expiry)
 
     state = commands.add_parser(
         "state",

@@ -6,7 +6,7 @@ moto's in-process mock (``mock_aws``, endpoint_url=None) or a moto server (endpo
 
 This module orders the resources, resolves parameters, Ref and Fn::GetAtt, and hands each
 resource to its service's module in devstack/resources/ with the shared ``DeployState``:
-- dynamodb.py, cognito.py, acmpca.py, iot.py, logs.py: created with boto3, as CloudFormation
+- dynamodb.py, cognito.py, acmpca.py, iot.py, logs.py, sns.py: created with boto3, as CloudFormation
   would;
 - lambda_.py: functions recorded (handler, code directory, resolved environment, timeout,
   reserved concurrency) and run by an ``Invoker`` (devstack.runtime): worker processes for the
@@ -14,6 +14,8 @@ resource to its service's module in devstack/resources/ with the shared ``Deploy
 - iam.py, apigateway.py: given physical IDs but not created; the API's routes, authorizers and
   models become the API model the local gateway reads (devstack.api_model);
 - custom.py: custom resources, the real handler run through the invoker with a Create event.
+The template's ``Rules`` are checked first (devstack.rules): a combination they refuse fails
+before anything is created.
 Any other resource type gets a name and an ARN only.
 """
 
@@ -32,6 +34,7 @@ from devstack.intrinsics import Resolver, Unavailable, references
 from devstack.resources import CREATORS, apigateway, custom
 from devstack.resources.base import URL_SUFFIX, DeployState, Progress
 from devstack.resources.cognito import generate_password
+from devstack.rules import check_rules
 from devstack.runtime import FunctionSpec, InProcessInvoker, Invoker
 from devstack.template import expand
 
@@ -202,6 +205,8 @@ class _Deployer:
     def run(self) -> Deployment:
         state = self.state
         state.say(f"deploying stack {state.stack_name} in {state.region}")
+        # As CloudFormation: a parameter combination the template's Rules refuse creates nothing.
+        check_rules(self.template.get("Rules", {}), self.parameters)
         for logical_id in self.order():
             resource = self.resources[logical_id]
             condition = resource.get("Condition")

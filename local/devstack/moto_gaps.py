@@ -6,9 +6,13 @@ Lambda code. Each bridge names the gap it closes.
 
 from __future__ import annotations
 
+import datetime
+import json
+import threading
 from typing import Any
 
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 # The end-entity templates bridged below, by the part of the ARN after the partition, and the
@@ -29,7 +33,134 @@ def apply() -> None:
     _atomic_dynamodb_requests()
     _revoked_is_terminal()
     _certificate_id_is_der_sha256()
+    _account_data_endpoint()
+    _usage_mode_and_validity()
     _applied = True
+
+
+# The account's data endpoint as IoT's DescribeEndpoint names it: "<id>-ats.iot.<region>...".
+ACCOUNT_DATA_ENDPOINT = r"https?://[a-z0-9]+-ats\.iot\.(.+)\.amazonaws\.com"
+
+
+def _account_data_endpoint() -> None:
+    """Gap (moto 5.2): moto's DescribeEndpoint(iot:Data-ATS) answers an account-specific
+    "<id>-ats.iot.<region>.amazonaws.com", as AWS does, but its in-process mock serves iot-data
+    only on the generic "data-ats.iot.<region>.amazonaws.com". AWS serves the account's data
+    plane on the address DescribeEndpoint gives, which is what the renewal function publishes
+    to; route that address to moto's iot-data too. (moto's server mode is not concerned: there
+    every request goes to the one endpoint configured.)
+    """
+    import re
+
+    from moto import backend_index
+    from moto.iotdata import urls
+
+    if ACCOUNT_DATA_ENDPOINT not in urls.url_bases:
+        urls.url_bases.append(ACCOUNT_DATA_ENDPOINT)
+        backend_index.backend_url_patterns.append(("iotdata", re.compile(ACCOUNT_DATA_ENDPOINT)))
+
+
+SHORT_LIVED_MAX = datetime.timedelta(days=7)
+_issuing = threading.local()  # the validity of the IssueCertificate being handled
+
+
+def _usage_mode_and_validity() -> None:
+    """Gap (moto 5.2): moto's ACM PCA ignores CreateCertificateAuthority's UsageMode (every CA
+    reports SHORT_LIVED_CERTIFICATE) and IssueCertificate's Validity (every certificate is
+    valid for 365 days). AWS keeps the mode given (GENERAL_PURPOSE when none is), issues for
+    the validity asked, and a CA in SHORT_LIVED_CERTIFICATE mode refuses an end-entity
+    certificate valid for more than 7 days
+    (https://docs.aws.amazon.com/privateca/latest/userguide/short-lived-certificates.html; it
+    does not check CA certificates). Bridged here so that an over-long validity in short-lived
+    mode fails offline as in AWS, and certificates expire when the template says.
+    """
+    from moto.acmpca.models import CertificateAuthority
+    from moto.acmpca.responses import ACMPCAResponse
+    from moto.core.exceptions import JsonRESTError
+
+    create_ca = ACMPCAResponse.create_certificate_authority
+    issue = ACMPCAResponse.issue_certificate
+    generate_cert = CertificateAuthority.generate_cert
+
+    def create_certificate_authority(self: Any) -> str:
+        mode = json.loads(self.body).get("UsageMode") or "GENERAL_PURPOSE"
+        answer: str = create_ca(self)
+        arn = json.loads(answer)["CertificateAuthorityArn"]
+        self.acmpca_backend.certificate_authorities[arn].usage_mode = mode
+        return answer
+
+    def issue_certificate(self: Any) -> str:
+        params = json.loads(self.body)
+        now = datetime.datetime.now(datetime.UTC)
+        not_after = _validity_end(params.get("Validity") or {}, now)
+        ca = self.acmpca_backend.certificate_authorities.get(params.get("CertificateAuthorityArn"))
+        is_ca_certificate = "CACertificate" in str(params.get("TemplateArn", ""))
+        if (
+            ca is not None
+            and ca.usage_mode == "SHORT_LIVED_CERTIFICATE"
+            and not is_ca_certificate
+            and not_after is not None
+            and not_after - now > SHORT_LIVED_MAX
+        ):
+            raise JsonRESTError(
+                "ValidationException",
+                "A certificate authority in SHORT_LIVED_CERTIFICATE mode issues certificates "
+                "valid for at most 7 days.",
+            )
+        _issuing.not_after = not_after
+        try:
+            answer: str = issue(self)
+        finally:
+            _issuing.not_after = None
+        return answer
+
+    def generate_with_validity(
+        self: Any,
+        subject: x509.Name,
+        public_key: Any,
+        extensions: list[tuple[x509.ExtensionType, bool]],
+    ) -> bytes:
+        not_after = getattr(_issuing, "not_after", None)
+        if not_after is None:
+            return bytes(generate_cert(self, subject, public_key, extensions))
+        # moto's own certificate, with the validity asked for.
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(self.issuer)
+            .public_key(public_key)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(datetime.datetime.now(datetime.UTC))
+            .not_valid_after(not_after)
+        )
+        for extension, critical in extensions:
+            builder = builder.add_extension(extension, critical)
+        return builder.sign(self.key, hashes.SHA512()).public_bytes(serialization.Encoding.PEM)
+
+    ACMPCAResponse.create_certificate_authority = create_certificate_authority  # type: ignore[method-assign]
+    ACMPCAResponse.issue_certificate = issue_certificate  # type: ignore[method-assign]
+    CertificateAuthority.generate_cert = generate_with_validity  # type: ignore[method-assign]
+
+
+def _validity_end(validity: dict[str, Any], now: datetime.datetime) -> datetime.datetime | None:
+    """The notAfter an IssueCertificate Validity asks for (None: none asked)."""
+    kind, value = validity.get("Type"), validity.get("Value")
+    if kind is None or value is None:
+        return None
+    value = int(value)
+    if kind == "DAYS":
+        return now + datetime.timedelta(days=value)
+    if kind == "MONTHS":
+        months = now.month - 1 + value
+        day = min(now.day, 28)
+        return now.replace(year=now.year + months // 12, month=months % 12 + 1, day=day)
+    if kind == "YEARS":
+        return now.replace(year=now.year + value, day=min(now.day, 28))
+    if kind == "ABSOLUTE":
+        return datetime.datetime.fromtimestamp(value, datetime.UTC)
+    if kind == "END_DATE":
+        return datetime.datetime.strptime(str(value), "%Y%m%d%H%M%S").replace(tzinfo=datetime.UTC)
+    return None
 
 
 def _certificate_id_is_der_sha256() -> None:

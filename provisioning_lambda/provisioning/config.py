@@ -35,6 +35,8 @@ class Settings:
     subject_o: str = ""
     subject_ou: str = ""
     subject_c: str = ""
+    # A certificate is EXPIRING once less than this share of cert_validity_days is left.
+    expiry_warning_percent: int = 30
 
     @property
     def partition(self) -> str:
@@ -80,6 +82,9 @@ class Settings:
             r"arn:[\w-]+:acm-pca:[\w-]+:\d{12}:certificate-authority/[\w-]+", ca_arn
         ):
             raise ConfigError("CA_ARN is not an ACM PCA certificate authority ARN")
+        warning = env.get("EXPIRY_WARNING_PERCENT", "").strip() or "30"
+        if not warning.isdigit() or not 5 <= int(warning) <= 90:
+            raise ConfigError("EXPIRY_WARNING_PERCENT must be a whole number, 5-90")
         return cls(
             devices_table=need("DEVICES_TABLE"),
             audit_table=need("AUDIT_TABLE"),
@@ -94,4 +99,5 @@ class Settings:
             subject_o=env.get("SUBJECT_O", ""),
             subject_ou=env.get("SUBJECT_OU", ""),
             subject_c=env.get("SUBJECT_C", ""),
+            expiry_warning_percent=int(warning),
         )

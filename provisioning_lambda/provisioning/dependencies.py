@@ -6,6 +6,7 @@ themselves with moto-backed or failing adapters.
 
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 
@@ -14,6 +15,7 @@ import boto3
 from .adapters.aws import make_client
 from .adapters.fleet_store import FleetStore
 from .adapters.iot import IotRegistry
+from .adapters.iot_data import IotPublisher
 from .adapters.pca import PrivateCa
 from .config import Settings
 from .ports import BudgetHolder, Services
@@ -24,6 +26,13 @@ def get_services() -> Services:
     settings = Settings.from_env()
     session = boto3.session.Session()
     budgets = BudgetHolder()  # every client's attempts and retries fit the running request
+    iot = IotRegistry(
+        make_client("iot", session, budgets.current),
+        policy_name=settings.iot_policy_name,
+        thing_group=settings.thing_group,
+        ca_mode=settings.ca_certificate_mode,
+        arn_prefix=settings.iot_arn_prefix,
+    )
     return Services(
         settings=settings,
         pca=PrivateCa(
@@ -31,13 +40,7 @@ def get_services() -> Services:
             settings.ca_arn,
             settings.ca_signing_algorithm,
         ),
-        iot=IotRegistry(
-            make_client("iot", session, budgets.current),
-            policy_name=settings.iot_policy_name,
-            thing_group=settings.thing_group,
-            ca_mode=settings.ca_certificate_mode,
-            arn_prefix=settings.iot_arn_prefix,
-        ),
+        iot=iot,
         store=FleetStore(  # the DeviceStore, plus lists, transfers and release
             make_client("dynamodb", session, budgets.current),
             settings.devices_table,
@@ -45,4 +48,12 @@ def get_services() -> Services:
         ),
         executor=ThreadPoolExecutor(max_workers=8, thread_name_prefix="aws"),
         budgets=budgets,
+        # No call until the first publish (only the renewal function publishes).
+        publisher=IotPublisher(
+            session,
+            lambda: iot.data_endpoint,
+            budgets.current,
+            # The name the offline stack sets (boto3's own is AWS_ENDPOINT_URL_IOT_DATA_PLANE).
+            named_endpoint=os.environ.get("AWS_ENDPOINT_URL_IOT_DATA"),
+        ),
     )

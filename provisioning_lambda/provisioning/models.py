@@ -318,6 +318,21 @@ class AuditEvent:
 
 
 @dataclass(frozen=True)
+class ExpiringDevice:
+    """A device the expiry index lists: its certificate's notAfter (ISO-8601 UTC)."""
+
+    dsn: str
+    thing_name: str
+    not_after: str
+
+
+@dataclass(frozen=True)
+class ExpiringPage:
+    devices: tuple[ExpiringDevice, ...]
+    cursor: object  # where the next page starts (opaque to the domain); None: no more
+
+
+@dataclass(frozen=True)
 class IssuedCertificate:
     certificate_pem: str
     chain_pem: str

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from .budget import Budget
 from .config import Settings
@@ -41,6 +41,10 @@ class IotPort(Protocol):
     def set_status(self, certificate_id: str, status: str) -> None: ...
     def detach(self, thing_name: str, certificate_arn: str) -> None: ...
     def remove_from_group(self, thing_name: str) -> None: ...
+
+
+class PublisherPort(Protocol):
+    def publish(self, topic: str, payload: Mapping[str, Any]) -> None: ...
 
 
 class StorePort(Protocol):
@@ -108,5 +112,7 @@ class Services:
     store: StorePort
     executor: ThreadPoolExecutor
     budgets: BudgetHolder = field(default_factory=BudgetHolder)
+    # Only the functions that answer devices over MQTT (renewal) publish.
+    publisher: PublisherPort | None = None
     sleep: Callable[[float], None] = time.sleep
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))

@@ -41,6 +41,7 @@ from .crypto import (
     seal_private_key,
 )
 from .errors import DependencyFailed, Forbidden, LeaseLost, NotFound, OutcomeUnknown, OutOfTime
+from .expiry import ExpiryWindow, device_expiry
 from .lease import DeviceTask, iso
 from .models import (
     Caller,
@@ -109,7 +110,12 @@ def provision_device(
 def describe_device(dsn: str, caller: Caller, services: Services) -> dict[str, str | bool]:
     """The owner or an administrator reads a device; anyone else learns nothing, not even that
     it exists."""
-    return _visible_device(services, dsn, caller).to_response(caller)
+    record = _visible_device(services, dsn, caller)
+    settings = services.settings
+    window = ExpiryWindow(settings.cert_validity_days, settings.expiry_warning_percent)
+    return record.to_response(caller) | {
+        "expiry": device_expiry(record, window, services.clock()).value
+    }
 
 
 def revoke_device(

@@ -10,6 +10,7 @@ invariants hold:
 - the row names only an ACTIVE certificate; every other certificate issued for the device is
   REVOKED in IoT, detached, revoked in ACM PCA, and has its REVOKE in the audit trail;
 - nothing is left half-done on the row (no intent, nothing retiring, no lease);
+- the row is in the sparse expiry index exactly while it names an ACTIVE certificate;
 - the owner's retry succeeds; a revocation's 200 means IoT has the certificate REVOKED.
 """
 
@@ -28,6 +29,7 @@ from cryptography.x509.oid import NameOID
 from moto.acmpca.models import acmpca_backends
 from moto.iot.models import iot_backends
 
+from provisioning.adapters.store import expiry_shard
 from provisioning.budget import Budget
 from provisioning.crypto import certificate_facts, common_name_for
 from provisioning.dependencies import get_services
@@ -212,6 +214,13 @@ def invariant_problems(world: World, dsn: str, revoked: bool) -> list[str]:
             problems.append("a replaced certificate not revoked in ACM PCA")
         if cert_id not in audited:
             problems.append("a revocation missing from the audit trail")
+    # The sparse ExpiryIndex lists exactly the rows naming an ACTIVE certificate.
+    in_index = bool(row.get("expiry_shard")) and bool(row.get("not_after"))
+    if named and row.get("status") == "ACTIVE":
+        if not in_index or row["expiry_shard"] != expiry_shard(dsn):
+            problems.append("a row naming an ACTIVE certificate is missing from the expiry index")
+    elif in_index or "expiry_shard" in row:
+        problems.append("a row naming no ACTIVE certificate is left in the expiry index")
     leftovers = sorted(k for k in row if k in ("intent", "lease_request_id") or "retire_" in k)
     if leftovers:
         problems.append(f"left on the row: {leftovers}")

@@ -18,7 +18,13 @@ from typing import Any
 from cfnlint.decode import decode
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
-_PREFIX = {"dynamodb": "dynamodb", "iot": "iot", "acm-pca": "acm-pca"}
+_PREFIX = {
+    "dynamodb": "dynamodb",
+    "iot": "iot",
+    "acm-pca": "acm-pca",
+    "iot-data-plane": "iot",  # iot-data Publish is authorised as iot:Publish
+    "sns": "sns",
+}
 # TransactWriteItems is authorised item by item.
 _TRANSACT_ITEMS = {"Put": "PutItem", "Update": "UpdateItem", "Delete": "DeleteItem"}
 

@@ -53,6 +53,9 @@ CONTRACT_PARAMETERS = {
     "ApiAccessLogging",
     "CreateApiGatewayAccountRole",
     "ProvisioningReservedConcurrency",
+    "CaUsageMode",
+    "ExpiryWarningPercent",
+    "ExpiryWatchSchedule",
 }
 CONTRACT_RESOURCES = {
     "UserPool": "AWS::Cognito::UserPool",
@@ -72,6 +75,8 @@ CONTRACT_RESOURCES = {
     "ProvisioningFunction": "AWS::Serverless::Function",
     "DeploymentFunction": "AWS::Serverless::Function",
     "SweeperFunction": "AWS::Serverless::Function",
+    "ExpiryWatchFunction": "AWS::Serverless::Function",
+    "ExpiryTopic": "AWS::SNS::Topic",
     "CaRegistration": "Custom::IoTCaRegistration",
     "ApiGatewayCloudWatchRole": "AWS::IAM::Role",
     "ApiGatewayAccount": "AWS::ApiGateway::Account",
@@ -91,6 +96,8 @@ CONTRACT_OUTPUTS = {
     "ProvisioningFunctionName",
     "DeploymentFunctionName",
     "SweeperFunctionName",
+    "ExpiryWatchFunctionName",
+    "ExpiryTopicArn",
 }
 CONTRACT_PROVISIONING_ENV = {
     "DEVICES_TABLE",
@@ -106,6 +113,7 @@ CONTRACT_PROVISIONING_ENV = {
     "SUBJECT_O",
     "SUBJECT_OU",
     "SUBJECT_C",
+    "EXPIRY_WARNING_PERCENT",
 }
 POWERTOOLS_ENV = {"POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE", "POWERTOOLS_LOG_LEVEL"}
 
@@ -221,6 +229,7 @@ def test_anatomy_follows_sam_order() -> None:
         "Description",
         "Globals",
         "Parameters",
+        "Rules",
         "Conditions",
         "Resources",
         "Outputs",

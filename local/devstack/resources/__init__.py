@@ -3,7 +3,17 @@ deployment's ``DeployState`` (base.py). ``CREATORS`` is all of them, by resource
 
 from __future__ import annotations
 
-from devstack.resources import acmpca, apigateway, cognito, dynamodb, iam, iot, lambda_, logs
+from devstack.resources import (
+    acmpca,
+    apigateway,
+    cognito,
+    dynamodb,
+    iam,
+    iot,
+    lambda_,
+    logs,
+    sns,
+)
 from devstack.resources.base import Creator
 
 CREATORS: dict[str, Creator] = {
@@ -15,4 +25,5 @@ CREATORS: dict[str, Creator] = {
     **lambda_.CREATORS,
     **iam.CREATORS,
     **apigateway.CREATORS,
+    **sns.CREATORS,
 }

@@ -49,10 +49,14 @@ def make_client(
     service: str,
     session: boto3.session.Session | None = None,
     budget: BudgetSource = lambda: None,
+    endpoint_url: str | None = None,
 ) -> Any:
     """A client resolved the standard way (region, credentials, AWS_ENDPOINT_URL), whose
-    attempts and retries stay within the budget of the request in progress."""
-    client = (session or boto3.session.Session()).client(service, config=CLIENT_CONFIG)
+    attempts and retries stay within the budget of the request in progress. ``endpoint_url``
+    only for a service whose endpoint is looked up at run time (iot-data)."""
+    client = (session or boto3.session.Session()).client(
+        service, config=CLIENT_CONFIG, endpoint_url=endpoint_url
+    )
     _bound_retries(client, budget)
     return client
 

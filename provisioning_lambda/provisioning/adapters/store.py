@@ -6,6 +6,11 @@ a lease or unfinished work it carries ``sweep`` (one of ``SWEEP_SHARDS`` values)
 in the sparse ``SweepIndex`` (``sweep``, ``lease_until``): the sweeper finds expired leases
 there, never by scanning the table.
 
+While the row names an ACTIVE certificate it carries ``expiry_shard`` (one of
+``EXPIRY_SHARDS`` values), which with the row's ``not_after`` puts it in the sparse
+``ExpiryIndex``: the commit that names a certificate sets it, the revocation that stops naming
+one removes it, in the same write (expiry.py reads the index).
+
 Certificates being retired are top-level attributes ``retire_<certificate id>``, so that one
 can be added or removed by name in any write without the others, and every write is safe to
 repeat (botocore repeats a write whose answer was lost).
@@ -20,11 +25,22 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ..errors import Conflict, LeaseLost, NotFound, OutcomeUnknown
-from ..models import AuditEvent, CertificateRef, DeviceRecord, Intent, Release
+from ..models import (
+    AuditEvent,
+    CertificateRef,
+    DeviceRecord,
+    ExpiringDevice,
+    ExpiringPage,
+    Intent,
+    Release,
+)
 from .aws import NoTimeForAttempt, aws_step, error_code
 
 SWEEP_SHARDS = 4
 SWEEP_INDEX = "SweepIndex"
+EXPIRY_SHARDS = 4
+EXPIRY_INDEX = "ExpiryIndex"
+EXPIRY_SHARD = "expiry_shard"
 RETIRE_PREFIX = "retire_"
 _STRING_FIELDS = [
     f.name
@@ -47,6 +63,11 @@ def _token(request_id: str, step: str) -> str:
 
 def sweep_shard(dsn: str) -> str:
     return f"due#{int(hashlib.sha256(dsn.encode()).hexdigest()[:8], 16) % SWEEP_SHARDS}"
+
+
+def expiry_shard(dsn: str) -> str:
+    """The ExpiryIndex partition of a device: spreads the fleet over a few partitions."""
+    return f"exp#{int(hashlib.sha256(dsn.encode()).hexdigest()[:8], 16) % EXPIRY_SHARDS}"
 
 
 def _ref_item(ref: CertificateRef) -> dict[str, Any]:
@@ -232,6 +253,10 @@ class DeviceStore:
             _s(f"{record.created_at}#{record.dsn}"),
             "if_not_exists({name}, {value})",
         )
+        if record.status == "ACTIVE" and record.not_after:
+            update.set(EXPIRY_SHARD, _s(expiry_shard(record.dsn)))
+        else:
+            update.remove(EXPIRY_SHARD)
         for ref in retiring:
             update.set(RETIRE_PREFIX + ref.certificate_id, _ref_item(ref))
         update.remove("intent")
@@ -254,6 +279,7 @@ class DeviceStore:
             "serial",
             "not_before",
             "not_after",
+            EXPIRY_SHARD,
         )
         self._update_leased("STORE_DEVICE", dsn, request_id, update)
 
@@ -399,6 +425,54 @@ class DeviceStore:
                     for item in response.get("Items", [])
                 ]
         return [dsn for _, dsn in sorted(found)[:limit]]
+
+    def expiring(
+        self, shard: int, since: str, until: str, cursor: object = None, limit: int = 100
+    ) -> ExpiringPage:
+        """One page of a shard's devices whose certificate's notAfter is in [since, until],
+        soonest first; ``cursor`` is the previous page's (None: the first page)."""
+        request: dict[str, Any] = {
+            "TableName": self._devices,
+            "IndexName": EXPIRY_INDEX,
+            "KeyConditionExpression": "#shard = :shard AND not_after BETWEEN :since AND :until",
+            "ExpressionAttributeNames": {"#shard": EXPIRY_SHARD},
+            "ExpressionAttributeValues": {
+                ":shard": _s(f"exp#{shard}"),
+                ":since": _s(since),
+                ":until": _s(until),
+            },
+            "Limit": limit,
+        }
+        if cursor is not None:
+            request["ExclusiveStartKey"] = cursor
+        with aws_step("FIND_EXPIRING_DEVICES"):
+            response = self.client.query(**request)
+        devices = tuple(
+            ExpiringDevice(
+                dsn=item["dsn"]["S"],
+                thing_name=item.get("thing_name", {}).get("S", ""),
+                not_after=item["not_after"]["S"],
+            )
+            for item in response.get("Items", [])
+        )
+        return ExpiringPage(devices, response.get("LastEvaluatedKey"))
+
+    def count_expired(self, shard: int, before: str, cursor: object = None) -> tuple[int, object]:
+        """How many of a shard's devices have a notAfter before ``before`` (one page of the
+        count), and the cursor of the next page (None: done)."""
+        request: dict[str, Any] = {
+            "TableName": self._devices,
+            "IndexName": EXPIRY_INDEX,
+            "KeyConditionExpression": "#shard = :shard AND not_after < :before",
+            "ExpressionAttributeNames": {"#shard": EXPIRY_SHARD},
+            "ExpressionAttributeValues": {":shard": _s(f"exp#{shard}"), ":before": _s(before)},
+            "Select": "COUNT",
+        }
+        if cursor is not None:
+            request["ExclusiveStartKey"] = cursor
+        with aws_step("COUNT_EXPIRED_DEVICES"):
+            response = self.client.query(**request)
+        return int(response.get("Count", 0)), response.get("LastEvaluatedKey")
 
 
 def _audit_sort_key(event: AuditEvent) -> str:

@@ -1,0 +1,262 @@
+"""Certificate expiry: a device's expiry state, and the watch that reports and nudges.
+
+The warning window is a share of the configured certificate validity (``ExpiryWarningPercent``
+of ``DeviceCertValidityDays``), so it means the same for one-year certificates (about 110 days
+at 30 %) as for 7-day short-lived ones (about 50 hours). A certificate is
+
+- ``EXPIRED`` once its notAfter has passed,
+- ``EXPIRING`` while its notAfter falls within the window from now,
+- ``VALID`` before that; a device whose row names no ACTIVE certificate has ``NONE``.
+
+One run of the watch (scheduled; the function's Timeout bounds it through the Budget):
+
+1. reads, shard by shard and page by page (round robin, soonest expiry first), the devices of
+   the sparse ``ExpiryIndex`` whose notAfter is in [now, now + window]: never a table scan;
+2. asks each of them to renew: a non-retained QoS 1 message on
+   ``things/<thing>/certificate/renew/due``. IoT delivers it to the devices connected (and
+   subscribed) now, and to persistent sessions when they come back; a device offline now is
+   asked again by the next run. No fleet indexing (connectivity) is needed to find the online
+   ones, and nothing retained lingers after the device renewed;
+3. counts the devices whose certificate has already expired (they can no longer connect, so
+   they are not asked): they need their owner, over BLE;
+4. sends one summary to the operators' topic when it found anything, or could not finish.
+
+Nothing here writes to the devices table: a run that dies, or runs twice, at worst asks a
+device to renew twice, which a device handles like one request.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from concurrent.futures import Executor, Future
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+from .budget import ATTEMPT_SECONDS, Budget
+from .errors import ProvisioningError
+from .lease import iso
+from .models import DeviceRecord, ExpiringDevice, ExpiringPage
+from .observability import logger
+from .ports import BudgetHolder, PublisherPort
+
+PAGE_SIZE = 100
+# Devices listed by name in the operators' summary (the counts cover all of them).
+SUMMARY_DEVICES = 20
+# Kept for the summary at the end of a run: one SNS call, with its retries.
+NOTIFY_RESERVE_SECONDS = 2 * ATTEMPT_SECONDS
+
+
+class ExpiryState(enum.StrEnum):
+    VALID = "VALID"
+    EXPIRING = "EXPIRING"
+    EXPIRED = "EXPIRED"
+    NONE = "NONE"
+
+
+@dataclass(frozen=True)
+class ExpiryWindow:
+    validity_days: int
+    warning_percent: int
+
+    @property
+    def length(self) -> timedelta:
+        return timedelta(days=self.validity_days) * self.warning_percent / 100
+
+    def state_of(self, not_after: str, now: datetime) -> ExpiryState:
+        moment = parse_iso(not_after)
+        if moment <= now:
+            return ExpiryState.EXPIRED
+        if moment <= now + self.length:
+            return ExpiryState.EXPIRING
+        return ExpiryState.VALID
+
+
+def device_expiry(record: DeviceRecord, window: ExpiryWindow, now: datetime) -> ExpiryState:
+    """The expiry state GET /devices/{dsn} shows."""
+    if record.status != "ACTIVE" or not record.certificate_id or not record.not_after:
+        return ExpiryState.NONE
+    return window.state_of(record.not_after, now)
+
+
+def parse_iso(text: str) -> datetime:
+    """An ISO-8601 UTC time as the rows store it (``2026-11-29T11:00:00Z``)."""
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def renew_due_topic(thing_name: str) -> str:
+    return f"things/{thing_name}/certificate/renew/due"
+
+
+class ExpiryStorePort(Protocol):
+    def expiring(
+        self, shard: int, since: str, until: str, cursor: object = None, limit: int = PAGE_SIZE
+    ) -> ExpiringPage: ...
+    def count_expired(
+        self, shard: int, before: str, cursor: object = None
+    ) -> tuple[int, object]: ...
+
+
+class NotifierPort(Protocol):
+    def notify(self, subject: str, message: str) -> None: ...
+
+
+@dataclass
+class WatchServices:
+    """What one run of the watch needs; the handler builds it once per container."""
+
+    store: ExpiryStorePort
+    publisher: PublisherPort
+    notifier: NotifierPort
+    window: ExpiryWindow
+    shards: int
+    thing_name: Callable[[str], str]  # DSN -> thing name, for rows that lack one
+    executor: Executor
+    budgets: BudgetHolder = field(default_factory=BudgetHolder)
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+
+
+@dataclass
+class ExpiryReport:
+    """What one run found and did (the metrics and the summary)."""
+
+    checked_at: str = ""
+    window_ends: str = ""
+    expiring: int = 0
+    expired: int = 0
+    renewals_requested: int = 0
+    renewals_failed: int = 0
+    complete: bool = True
+    notified: bool = False
+    soonest: list[ExpiringDevice] = field(default_factory=list)
+
+
+def watch(services: WatchServices, budget: Budget) -> ExpiryReport:
+    now = services.clock()
+    report = ExpiryReport(checked_at=iso(now), window_ends=iso(now + services.window.length))
+    with services.budgets.running(budget):
+        report.complete = _ask_expiring(services, budget, report) and _count_expired(
+            services, budget, report
+        )
+        if report.expiring or report.expired or not report.complete:
+            report.notified = _notify(services, report)
+    logger.info(
+        "expiry watch finished",
+        extra={
+            "expiring": report.expiring,
+            "expired": report.expired,
+            "renewals_requested": report.renewals_requested,
+            "renewals_failed": report.renewals_failed,
+            "complete": report.complete,
+        },
+    )
+    return report
+
+
+def _has_time(budget: Budget) -> bool:
+    return budget.allows(ATTEMPT_SECONDS + NOTIFY_RESERVE_SECONDS)
+
+
+def _ask_expiring(services: WatchServices, budget: Budget, report: ExpiryReport) -> bool:
+    """Steps 1-2: every shard's pages in turn, soonest first; False when time ran out."""
+    cursors: dict[int, object] = {shard: None for shard in range(services.shards)}
+    while cursors:
+        for shard in sorted(cursors):
+            if not _has_time(budget):
+                return False
+            try:
+                page = services.store.expiring(
+                    shard, report.checked_at, report.window_ends, cursors[shard], PAGE_SIZE
+                )
+            except ProvisioningError as error:
+                logger.warning("expiry index unreadable", extra={"code": error.code})
+                return False
+            _ask_to_renew(services, page.devices, report)
+            if page.cursor is None:
+                del cursors[shard]
+            else:
+                cursors[shard] = page.cursor
+    return True
+
+
+def _ask_to_renew(
+    services: WatchServices, devices: tuple[ExpiringDevice, ...], report: ExpiryReport
+) -> None:
+    report.expiring += len(devices)
+    report.soonest = sorted([*report.soonest, *devices], key=lambda d: d.not_after)[
+        :SUMMARY_DEVICES
+    ]
+    sent: list[Future[None]] = [
+        services.executor.submit(
+            services.publisher.publish,
+            renew_due_topic(device.thing_name or services.thing_name(device.dsn)),
+            {"notAfter": device.not_after, "reason": "EXPIRING"},
+        )
+        for device in devices
+    ]
+    for future in sent:
+        error = future.exception()
+        if error is None:
+            report.renewals_requested += 1
+        else:
+            report.renewals_failed += 1
+            logger.warning("renewal request not published", extra={"error": type(error).__name__})
+
+
+def _count_expired(services: WatchServices, budget: Budget, report: ExpiryReport) -> bool:
+    """Step 3; False when time ran out (the count is then a lower bound)."""
+    for shard in range(services.shards):
+        cursor: object = None
+        while True:
+            if not _has_time(budget):
+                return False
+            try:
+                count, cursor = services.store.count_expired(shard, report.checked_at, cursor)
+            except ProvisioningError as error:
+                logger.warning("expiry index unreadable", extra={"code": error.code})
+                return False
+            report.expired += count
+            if cursor is None:
+                break
+    return True
+
+
+def _notify(services: WatchServices, report: ExpiryReport) -> bool:
+    try:
+        services.notifier.notify(summary_subject(report), summary_message(report, services))
+    except ProvisioningError as error:
+        logger.warning("expiry summary not sent", extra={"code": error.code})
+        return False
+    return True
+
+
+def summary_subject(report: ExpiryReport) -> str:
+    """At most 100 ASCII characters (SNS's limit for a subject)."""
+    text = f"Device certificates: {report.expiring} expiring soon, {report.expired} expired"
+    return text if report.complete else f"{text} (incomplete run)"
+
+
+def summary_message(report: ExpiryReport, services: WatchServices) -> str:
+    window = services.window
+    lines = [
+        f"Expiry watch run at {report.checked_at}.",
+        f"Warning window: notAfter before {report.window_ends} "
+        f"({window.warning_percent}% of {window.validity_days}-day certificates).",
+        "",
+        f"Expiring soon: {report.expiring} (asked to renew: {report.renewals_requested}; "
+        f"not reached: {report.renewals_failed}).",
+        f"Expired, still named ACTIVE: {report.expired}. These devices cannot connect any more; "
+        "their owners must provision them again over BLE.",
+    ]
+    if not report.complete:
+        lines.append(
+            "This run ran out of time or could not read the expiry index: the counts are "
+            "lower bounds. The next run starts again from the soonest expiry."
+        )
+    if report.soonest:
+        lines += ["", f"Soonest to expire (up to {SUMMARY_DEVICES}):"]
+        lines += [f"  {device.not_after}  {device.dsn}" for device in report.soonest]
+    lines += ["", "What to do: docs/runbook.md, section 'Certificate expiry'."]
+    return "\n".join(lines)

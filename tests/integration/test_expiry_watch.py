@@ -1,0 +1,396 @@
+"""The expiry watch and the expiry state, on the stack from template.yaml (moto).
+
+- The devices table's sparse ExpiryIndex lists exactly the rows naming an ACTIVE certificate:
+  provisioning and rotation put a device in (with its certificate's notAfter), revocation takes
+  it out (crash paths: tests/integration/test_crash_safety.py checks it after every crash).
+- One run of the watch asks exactly the devices whose certificate expires within the window to
+  renew (one renew/due each), across index pages and shards, counts the expired ones, sends
+  one SNS summary and publishes the metrics; it never scans the table and stops within its time.
+- GET /devices/{dsn} shows VALID, EXPIRING, EXPIRED or NONE.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import boto3
+import pytest
+from moto.core import DEFAULT_ACCOUNT_ID
+from moto.iotdata.models import iotdata_backends
+from moto.sns.models import sns_backends
+
+from devstack.deployer import Deployment
+from provisioning import expiry
+from provisioning.adapters.store import EXPIRY_SHARDS, expiry_shard
+from provisioning.dependencies import get_services
+from provisioning.expiry_handler import get_watch_services
+from provisioning.lease import iso
+from provisioning.ports import Services
+from tests.support.crash import InlineExecutor
+from tests.support.iam import CallRecorder, not_granted
+from tests.support.lambda_support import (
+    Device,
+    FakeLambdaContext,
+    api_event,
+    fault,
+    recording,
+    unique_dsn,
+)
+
+ALICE = "sub-alice"
+REGION = "us-east-1"
+# The template's defaults: 365-day certificates, EXPIRING in the last 30 % (109.5 days).
+WINDOW = timedelta(days=365) * 30 / 100
+
+
+@dataclass
+class World:
+    services: Services
+    env: dict[str, str]
+    dynamodb: Any
+    now: datetime
+
+    @property
+    def table(self) -> str:
+        return self.env["DEVICES_TABLE"]
+
+    @property
+    def topic_arn(self) -> str:
+        return self.env["EXPIRY_TOPIC_ARN"]
+
+
+@pytest.fixture
+def world(
+    stack: Deployment, provisioning_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[World]:
+    # The watch function's own environment (a superset of the provisioning function's).
+    environment = dict(stack.functions["ExpiryWatchFunction"].environment)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    get_services.cache_clear()
+    get_watch_services.cache_clear()
+    services = get_services()
+    services.sleep = lambda _seconds: None
+    services.executor = InlineExecutor()  # type: ignore[assignment]
+    built = World(services, environment, boto3.client("dynamodb"), datetime.now(UTC))
+    services.clock = lambda: built.now
+    yield built
+    get_services.cache_clear()
+    get_watch_services.cache_clear()
+
+
+def call(method: str, path: str, body: str | None = None) -> tuple[int, dict[str, Any]]:
+    from provisioning.handler import lambda_handler
+
+    event = api_event(body, ALICE, "Members", method=method, path=path)
+    response = lambda_handler(event, FakeLambdaContext())
+    return response["statusCode"], json.loads(response["body"])
+
+
+def run_watch(seconds: float = 120) -> dict[str, Any]:
+    from provisioning.expiry_handler import lambda_handler
+
+    answer: dict[str, Any] = lambda_handler({}, FakeLambdaContext(seconds, "ExpiryWatchFunction"))
+    return answer
+
+
+def renew_requests() -> list[tuple[str, dict[str, Any]]]:
+    backend = iotdata_backends[DEFAULT_ACCOUNT_ID][REGION]
+    return [(topic, json.loads(payload)) for topic, payload in backend.published_payloads]
+
+
+def summaries(world: World) -> list[tuple[str, str]]:
+    topic = sns_backends[DEFAULT_ACCOUNT_ID][REGION].topics[world.topic_arn]
+    return [(subject or "", message) for _, message, subject, _, _ in topic.sent_notifications]
+
+
+def emitted_metrics(output: str) -> dict[str, float]:
+    """The values of the CloudWatch embedded-metric lines the handler printed."""
+    values: dict[str, float] = {}
+    for line in output.splitlines():
+        if '"_aws"' not in line:
+            continue
+        blob = json.loads(line)
+        for directive in blob["_aws"]["CloudWatchMetrics"]:
+            for metric in directive["Metrics"]:
+                value = blob[metric["Name"]]
+                values[metric["Name"]] = value[0] if isinstance(value, list) else value
+    return values
+
+
+def index_rows(world: World) -> dict[str, str]:
+    """DSN -> notAfter of every row the ExpiryIndex lists (a test-side read of all shards)."""
+    rows = {}
+    for shard in range(EXPIRY_SHARDS):
+        pages = world.dynamodb.get_paginator("query").paginate(
+            TableName=world.table,
+            IndexName="ExpiryIndex",
+            KeyConditionExpression="expiry_shard = :s",
+            ExpressionAttributeValues={":s": {"S": f"exp#{shard}"}},
+        )
+        for page in pages:
+            rows.update({i["dsn"]["S"]: i["not_after"]["S"] for i in page["Items"]})
+    return rows
+
+
+def put_device(world: World, dsn: str, not_after: datetime, *, active: bool = True) -> None:
+    """A row as a provisioning commit leaves it (or, not active, as a revocation does)."""
+    item = {
+        "dsn": {"S": dsn},
+        "owner_sub": {"S": ALICE},
+        "thing_name": {"S": f"{world.env['THING_PREFIX']}_{dsn}"},
+        "status": {"S": "ACTIVE" if active else "REVOKED"},
+    }
+    if active:
+        item |= {
+            "certificate_id": {"S": "c" * 64},
+            "not_after": {"S": iso(not_after)},
+            "expiry_shard": {"S": expiry_shard(dsn)},
+        }
+    world.dynamodb.put_item(TableName=world.table, Item=item)
+
+
+def dsns_by_shard(per_shard: dict[int, int], prefix: str) -> list[str]:
+    """Unique DSNs, as many in each expiry shard as asked."""
+    wanted, found = dict(per_shard), []
+    while any(wanted.values()):
+        dsn = unique_dsn(prefix)
+        shard = int(expiry_shard(dsn).removeprefix("exp#"))
+        if wanted.get(shard, 0) > 0:
+            wanted[shard] -= 1
+            found.append(dsn)
+    return found
+
+
+# --------------------------------------------------------------------------- the index
+
+
+def test_provisioning_and_rotation_put_a_device_in_the_index_and_revocation_takes_it_out(
+    world: World,
+) -> None:
+    # GIVEN a device provisioned by its owner
+    device = Device(unique_dsn())
+    status, first = call("POST", "/certificate", device.body())
+    assert status == 200, first
+    # THEN the index lists it with its certificate's notAfter, in its shard
+    assert index_rows(world)[device.dsn] == first["notAfter"]
+    row = world.dynamodb.get_item(TableName=world.table, Key={"dsn": {"S": device.dsn}})["Item"]
+    assert row["expiry_shard"]["S"] == expiry_shard(device.dsn)
+
+    # WHEN the certificate is rotated, THEN the index follows the new certificate
+    status, second = call("POST", "/certificate", device.body())
+    assert status == 200, second
+    assert second["certificateId"] != first["certificateId"]
+    assert index_rows(world)[device.dsn] == second["notAfter"]
+
+    # WHEN the owner revokes it, THEN the index no longer lists it (nothing left to renew)
+    status, revoked = call("DELETE", f"/devices/{device.dsn}/certificate")
+    assert status == 200, revoked
+    assert device.dsn not in index_rows(world)
+    row = world.dynamodb.get_item(TableName=world.table, Key={"dsn": {"S": device.dsn}})["Item"]
+    assert "expiry_shard" not in row and "not_after" not in row
+
+
+# --------------------------------------------------------------------------- the watch
+
+
+def test_the_watch_asks_exactly_the_devices_in_the_window_across_pages_and_shards(
+    world: World, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(expiry, "PAGE_SIZE", 2)  # several pages per shard
+    now = world.now
+    # GIVEN devices spread over every shard: 9 expiring within the window (edges included),
+    expiring = dsns_by_shard({0: 3, 1: 2, 2: 3, 3: 1}, "EXP")
+    offsets = [timedelta(seconds=1), timedelta(hours=1), timedelta(days=1), timedelta(days=30)]
+    offsets += [timedelta(days=60), timedelta(days=90), timedelta(days=100)]
+    offsets += [WINDOW - timedelta(seconds=1), WINDOW]
+    for dsn, offset in zip(expiring, offsets, strict=True):
+        put_device(world, dsn, now + offset)
+    # ... 3 already expired, 4 valid beyond the window, and 2 revoked (no certificate)
+    expired = dsns_by_shard({0: 1, 3: 2}, "OLD")
+    for n, dsn in enumerate(expired):
+        put_device(world, dsn, now - timedelta(days=n + 1))
+    for n, dsn in enumerate(dsns_by_shard({0: 1, 1: 1, 2: 1, 3: 1}, "NEW")):
+        put_device(world, dsn, now + WINDOW + timedelta(seconds=1 + n * 86400))
+    for dsn in dsns_by_shard({1: 1, 2: 1}, "REV"):
+        put_device(world, dsn, now, active=False)
+
+    # WHEN the watch runs
+    capsys.readouterr()
+    with (
+        recording(world.services.store.client, "Query") as queries,  # type: ignore[attr-defined]
+        recording(world.services.store.client, "Scan") as scans,  # type: ignore[attr-defined]
+    ):
+        answer = run_watch()
+    metrics = emitted_metrics(capsys.readouterr().out)
+
+    # THEN each expiring device, and only those, is asked once to renew, with its notAfter
+    prefix = world.env["THING_PREFIX"]
+    expected = {
+        (f"things/{prefix}_{dsn}/certificate/renew/due", iso(now + offset))
+        for dsn, offset in zip(expiring, offsets, strict=True)
+    }
+    requests = renew_requests()
+    assert len(requests) == len(expiring)
+    assert {(topic, payload["notAfter"]) for topic, payload in requests} == expected
+    assert {payload["reason"] for _, payload in requests} == {"EXPIRING"}
+    # ... read from the index page by page (never a scan)
+    assert scans == []
+    assert {q["IndexName"] for q in queries} == {"ExpiryIndex"}
+    assert sum(1 for q in queries if "ExclusiveStartKey" in q) >= 3
+    # ... the figures, the metrics and one summary say the same
+    assert answer | {"checkedAt": "", "windowEnds": ""} == {
+        "checkedAt": "",
+        "windowEnds": "",
+        "expiring": 9,
+        "expired": 3,
+        "renewalsRequested": 9,
+        "renewalsFailed": 0,
+        "complete": True,
+        "notified": True,
+    }
+    assert metrics["DevicesExpiringSoon"] == 9
+    assert metrics["DevicesExpired"] == 3
+    assert metrics["RenewalsRequested"] == 9
+    assert metrics["ExpiryWatchIncomplete"] == 0
+    ((subject, message),) = summaries(world)
+    assert subject == "Device certificates: 9 expiring soon, 3 expired"
+    assert "Expiring soon: 9 (asked to renew: 9; not reached: 0)." in message
+    assert "Expired, still named ACTIVE: 3." in message
+    listed = [line.split()[-1] for line in message.splitlines() if line.startswith("  ")]
+    assert listed == expiring  # soonest first
+    assert not any(dsn in message for dsn in expired)
+
+
+def test_a_quiet_run_sends_no_summary(world: World) -> None:
+    # GIVEN only a fresh certificate
+    status, answer = call("POST", "/certificate", Device(unique_dsn()).body())
+    assert status == 200, answer
+    # WHEN the watch runs, THEN nothing is due, nobody is asked, nobody is paged
+    assert run_watch()["expiring"] == 0
+    assert renew_requests() == [] and summaries(world) == []
+
+
+def test_a_provisioned_device_is_asked_to_renew_once_its_window_opens(world: World) -> None:
+    # GIVEN a device provisioned now (a 365-day certificate)
+    device = Device(unique_dsn())
+    status, answer = call("POST", "/certificate", device.body())
+    assert status == 200, answer
+    not_after = expiry.parse_iso(answer["notAfter"])
+    # WHEN the watch runs just before the window opens, THEN the device is left alone
+    world.now = not_after - WINDOW - timedelta(minutes=1)
+    assert run_watch()["expiring"] == 0
+    # WHEN it runs once the window is open, THEN the device is asked on its own topic
+    world.now = not_after - WINDOW + timedelta(minutes=1)
+    assert run_watch()["renewalsRequested"] == 1
+    assert renew_requests() == [
+        (
+            f"things/{answer['thingName']}/certificate/renew/due",
+            {"notAfter": answer["notAfter"], "reason": "EXPIRING"},
+        )
+    ]
+    # WHEN it runs after the certificate expired, THEN it is counted, not asked (cannot connect)
+    world.now = not_after + timedelta(seconds=1)
+    assert run_watch() | {"checkedAt": "", "windowEnds": ""} == {
+        "checkedAt": "",
+        "windowEnds": "",
+        "expiring": 0,
+        "expired": 1,
+        "renewalsRequested": 0,
+        "renewalsFailed": 0,
+        "complete": True,
+        "notified": True,
+    }
+    assert len(renew_requests()) == 1
+
+
+def test_a_publish_that_fails_is_counted_and_the_others_still_go_out(world: World) -> None:
+    for dsn in dsns_by_shard({0: 1, 1: 1, 2: 1}, "PUB"):
+        put_device(world, dsn, world.now + timedelta(days=1))
+    publisher = world.services.publisher
+    assert publisher is not None
+    client = publisher.client()  # type: ignore[attr-defined]
+    # GIVEN IoT refuses the first publish, through all of botocore's attempts
+    with fault(client, "Publish", times=3):
+        answer = run_watch()
+    # THEN the other two devices are asked, and the summary says one was not reached
+    assert (answer["renewalsRequested"], answer["renewalsFailed"]) == (2, 1)
+    assert len(renew_requests()) == 2
+    ((_, message),) = summaries(world)
+    assert "asked to renew: 2; not reached: 1" in message
+
+
+def test_a_run_without_time_for_the_index_reports_itself_incomplete(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    put_device(world, unique_dsn("LATE"), world.now + timedelta(days=1))
+    capsys.readouterr()
+    # GIVEN a run with less time than one index read plus the summary needs
+    answer = run_watch(seconds=10)
+    metrics = emitted_metrics(capsys.readouterr().out)
+    # THEN it reads nothing, asks nobody, says so in a summary and in its metric
+    assert (answer["complete"], answer["expiring"], answer["notified"]) == (False, 0, True)
+    assert renew_requests() == []
+    ((subject, message),) = summaries(world)
+    assert subject.endswith("(incomplete run)")
+    assert "lower bounds" in message
+    assert metrics["ExpiryWatchIncomplete"] == 1
+
+
+def test_every_call_the_watch_makes_is_granted_by_the_template(world: World) -> None:
+    """moto checks no IAM: an ungranted call would pass offline and fail in AWS."""
+    recorder = CallRecorder({world.table: "DevicesTable", world.env["AUDIT_TABLE"]: "AuditTable"})
+    watch_services = get_watch_services()
+    publisher = world.services.publisher
+    assert publisher is not None
+    for client in (
+        world.services.store.client,  # type: ignore[attr-defined]
+        world.services.iot.client,  # type: ignore[attr-defined]
+        publisher.client(),  # type: ignore[attr-defined]
+        watch_services.notifier.client,  # type: ignore[attr-defined]
+    ):
+        recorder.watch(client)
+    # GIVEN an expiring and an expired device (every kind of call a run makes)
+    put_device(world, unique_dsn("IAM"), world.now + timedelta(days=2))
+    put_device(world, unique_dsn("IAM"), world.now - timedelta(days=2))
+    with recorder.acting_as("ExpiryWatchFunction"):
+        answer = run_watch()
+    assert (answer["expiring"], answer["expired"], answer["notified"]) == (1, 1, True)
+    actions = {c.action for c in recorder.calls}
+    assert {"dynamodb:Query", "iot:Publish", "sns:Publish"} <= actions
+    # THEN the template grants the function every call it made, and nothing reads the table
+    assert not_granted(recorder.calls) == []
+    assert {c.resource for c in recorder.calls if c.action.startswith("dynamodb:")} == {
+        "DevicesTable/index/ExpiryIndex"
+    }
+
+
+# --------------------------------------------------------------------------- GET
+
+
+def test_get_shows_the_expiry_state_of_the_device(world: World) -> None:
+    device = Device(unique_dsn())
+    status, answer = call("POST", "/certificate", device.body())
+    assert status == 200, answer
+    not_after = expiry.parse_iso(answer["notAfter"])
+    issued_at = world.now
+
+    def expiry_at(moment: datetime) -> str:
+        world.now = moment
+        status, body = call("GET", f"/devices/{device.dsn}")
+        assert status == 200, body
+        return str(body["expiry"])
+
+    assert expiry_at(issued_at) == "VALID"
+    assert expiry_at(not_after - WINDOW - timedelta(seconds=1)) == "VALID"
+    assert expiry_at(not_after - WINDOW + timedelta(seconds=1)) == "EXPIRING"
+    assert expiry_at(not_after - timedelta(seconds=1)) == "EXPIRING"
+    assert expiry_at(not_after) == "EXPIRED"
+    world.now = issued_at
+    status, revoked = call("DELETE", f"/devices/{device.dsn}/certificate")
+    assert status == 200, revoked
+    assert expiry_at(issued_at) == "NONE"

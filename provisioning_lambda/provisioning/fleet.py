@@ -37,6 +37,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from .budget import Budget
 from .errors import Conflict, DependencyFailed, Forbidden, NotFound
+from .expiry import ExpiryWindow, device_expiry
 from .fleet_models import (
     LIST_STATUSES,
     OWNER_INDEX,
@@ -135,8 +136,15 @@ def list_devices(query: ListQuery, services: Services) -> dict[str, Any]:
         if len(devices) > query.limit:
             devices = devices[: query.limit]
             token = encode_token(query, {"after": devices[-1].listed_at})
+    settings = services.settings
+    window = ExpiryWindow(settings.cert_validity_days, settings.expiry_warning_percent)
+    moment = services.clock()
     answer: dict[str, Any] = {
-        "devices": [_listed(d.record, d.transfer_until, query.caller, now) for d in devices]
+        "devices": [
+            _listed(d.record, d.transfer_until, query.caller, now)
+            | {"expiry": device_expiry(d.record, window, moment).value}
+            for d in devices
+        ]
     }
     if token:
         answer["nextToken"] = token

@@ -564,6 +564,9 @@ def test_an_administrator_lists_devices_expiring_before_a_date(services: Service
     # THEN each device with a certificate is listed once, soonest first; the revoked one not
     assert sorted(seen) == sorted(dsns[1:])
     assert seen == sorted(dsns[1:], key=lambda d: (not_after[d], d))
+    assert {d["expiry"] for d in listed(ADMIN, expiringBefore="2100-01-01")[1]["devices"]} == {
+        "VALID"
+    }
     # ... nothing expires before the devices were made
     assert listed(ADMIN, expiringBefore="2001-01-01")[1] == {"devices": []}
     # ... and its token continues only that query

@@ -99,12 +99,9 @@ class FleetStore(DeviceStore):
                     Limit=limit,
                     **({"ExclusiveStartKey": start} if start else {}),
                 )
-            for item in response.get("Items", []):
-                # An index lists only rows carrying both of its keys (moto lists a row without
-                # the sort key too: the check bridges that gap).
-                if "listed_at" in item and key in item:
-                    yielded += 1
-                    yield _listed(item)
+            for item in response.get("Items", []):  # only rows carrying both keys
+                yielded += 1
+                yield _listed(item)
             start = response.get("LastEvaluatedKey")
             if not start:
                 return
@@ -145,7 +142,6 @@ class FleetStore(DeviceStore):
             heads += [
                 (item["not_after"]["S"], item["dsn"]["S"], shard)
                 for item in response.get("Items", [])
-                if "not_after" in item
             ]
             ended[shard] = not response.get("LastEvaluatedKey")
         # Each shard is in order and gave at most `limit` rows: the first `limit` of them all

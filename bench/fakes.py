@@ -107,6 +107,9 @@ class FakeIot:
     def detach(self, thing_name: str, certificate_arn: str) -> None:
         return None
 
+    def remove_from_group(self, thing_name: str) -> None:
+        return None
+
 
 class FakeStore:
     def claim(

@@ -33,6 +33,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import fleet_commands
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
@@ -560,6 +561,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="provisioning_app.py",
         description="Phone-app stand-in: sign in, find a device over BLE, provision it.",
+        epilog="Fleet commands (API only): provisioning_app.py {list,transfer,claim,release} "
+        "--help",
     )
     parser.add_argument(
         "--transport",
@@ -605,6 +608,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in fleet_commands.COMMANDS:  # list, transfer, claim, release
+        hooks = fleet_commands.Hooks(resolve_backend, credentials_for, login, AppError)
+        return fleet_commands.main(argv, hooks)
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,

@@ -489,6 +489,11 @@ NOTES = {
     "DeviceSubjectOrganization": "Certificates issued from now on; the CA is untouched.",
     "DeviceSubjectOrganizationalUnit": "Certificates issued from now on; the CA is untouched.",
     "DeviceSubjectCountry": "Certificates issued from now on; the CA is untouched.",
+    "IndexUpgradeStep": (
+        "Only to upgrade a stack from before DevicesTable's ExpiryIndex, OwnerIndex and "
+        "StatusIndex: deploy 1, then 2, then complete, one new index each (DynamoDB's limit); "
+        'docs/runbook.md, "Upgrading a running stack". Going back fails and rolls back.'
+    ),
     "CreateApiGatewayAccountRole": (
         '"false" stops managing the account setting; the role is kept and stays set.'
     ),

@@ -13,10 +13,10 @@ import boto3
 
 from .adapters.allowlist import AllowlistStore
 from .adapters.aws import make_client
+from .adapters.fleet_store import FleetStore
 from .adapters.iot import IotRegistry
 from .adapters.iot_data import IotPublisher
 from .adapters.pca import PrivateCa
-from .adapters.store import DeviceStore
 from .config import Settings
 from .ports import BudgetHolder, Services
 
@@ -42,7 +42,7 @@ def get_services() -> Services:
             settings.ca_signing_algorithm,
         ),
         iot=iot,
-        store=DeviceStore(
+        store=FleetStore(  # the DeviceStore, plus lists, transfers and release
             dynamodb,
             settings.devices_table,
             settings.audit_table,

@@ -14,11 +14,13 @@ from .allowlist import block_entry, load_entries, read_entry
 from .budget import Budget
 from .dependencies import get_services
 from .errors import ProvisioningError
+from .fleet_routes import router as fleet_router
 from .models import Caller, parse_dsn, parse_provision_request
 from .observability import logger, metrics, tracer
 from .service import describe_device, provision_device, revoke_device
 
 app = APIGatewayRestResolver()
+app.include_router(fleet_router)  # GET /devices, transfer, claim, DELETE /devices/{dsn}
 
 
 @app.post("/certificate")

@@ -136,6 +136,12 @@ class DeviceTask:
         retired = tuple(ref for ref in row.retiring if self.revoke_everywhere(ref, "superseded"))
         done.certificates_retired += len(retired)
         left = (row.intent is not None and not clear_intent) or len(retired) < len(row.retiring)
+        if row.ungroup:
+            # A release not finished: its row is deleted below once nothing else is left.
+            left = (
+                not self._quietly("UNGROUP_THING", self.services.iot.remove_from_group, row.ungroup)
+                or left
+            )
         done.unfinished += int(left)
         if release is Release.DELETE and row.status:
             release = Release.RELEASE

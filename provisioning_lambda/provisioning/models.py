@@ -321,6 +321,10 @@ class DeviceRecord:
     def grace_over(self, now: int) -> bool:
         return self.superseded is not None and now >= self.grace_until
 
+    # A release not finished: the thing still to take out of the fleet's thing group before
+    # the row goes (fleet.py). Any commit writes it empty.
+    ungroup: str = ""
+
     @property
     def certificate(self) -> CertificateRef | None:
         if not self.certificate_id:
@@ -329,7 +333,7 @@ class DeviceRecord:
 
     @property
     def needs_recovery(self) -> bool:
-        return self.intent is not None or bool(self.retiring)
+        return self.intent is not None or bool(self.retiring) or bool(self.ungroup)
 
     def visible_to(self, caller: Caller) -> bool:
         return caller.is_admin or self.owner_sub == caller.sub

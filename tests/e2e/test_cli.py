@@ -319,6 +319,7 @@ def _options_without_help(parser: argparse.ArgumentParser, where: str) -> list[s
 
 def test_every_option_of_every_command_says_what_it_does() -> None:
     import device
+    import fleet_commands
     import provisioning_app
 
     from devstack.cli import build_parser
@@ -328,6 +329,7 @@ def test_every_option_of_every_command_says_what_it_does() -> None:
         "devstack": build_parser(),
         "device.py": device.build_parser(),
         "provisioning_app.py": provisioning_app.build_parser(),
+        "provisioning_app.py (fleet)": fleet_commands.build_parser(),
         "onboarding_ble.demo": demo.build_parser(),
     }
     missing = [m for name, parser in parsers.items() for m in _options_without_help(parser, name)]

@@ -40,6 +40,7 @@ WRITES = frozenset(
         "UpdateCertificate",
         "DetachThingPrincipal",
         "DetachPolicy",
+        "RemoveThingFromThingGroup",
     }
 )
 

@@ -249,4 +249,5 @@ def test_a_stack_of_the_last_release_reaches_the_templates_indexes_one_per_deplo
             assert len(set(before[table]) ^ set(indexes)) <= 1, (table, before, after)
     # The last step is the template as a new stack gets it: every index of this release.
     final = steps[-1][1]["DevicesTable"]
-    assert {"SweepIndex", "ExpiryIndex"} <= set(final)
+    assert set(final) == {"SweepIndex", "ExpiryIndex", "OwnerIndex", "StatusIndex"}
+    assert steps[-1][0] == "complete"

@@ -53,6 +53,7 @@ CONTRACT_PARAMETERS = {
     "ApiThrottleBurstLimit",
     "ApiAccessLogging",
     "CreateApiGatewayAccountRole",
+    "IndexUpgradeStep",
     "ProvisioningReservedConcurrency",
     "CaUsageMode",
     "ExpiryWarningPercent",

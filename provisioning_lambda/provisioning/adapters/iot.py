@@ -119,6 +119,18 @@ class IotRegistry:
                     if error_code(error) != "ResourceNotFoundException":
                         raise
 
+    def remove_from_group(self, thing_name: str) -> None:
+        """Take the thing out of the fleet's thing group; safe to repeat (a thing or group
+        that is gone counts as done)."""
+        with aws_step("UNGROUP_THING"):
+            try:
+                self.client.remove_thing_from_thing_group(
+                    thingGroupName=self._thing_group, thingName=thing_name
+                )
+            except ClientError as error:
+                if error_code(error) != "ResourceNotFoundException":
+                    raise
+
     @cached_property
     def data_endpoint(self) -> str:
         """The ATS data endpoint does not change: look it up once per container."""

@@ -98,6 +98,7 @@ def _record_from_item(item: dict[str, Any]) -> DeviceRecord:
     values: dict[str, Any] = {
         name: item[name]["S"] for name in _STRING_FIELDS if "S" in item.get(name, {})
     }
+    values.setdefault("owner_sub", "")  # a released row has no owner (fleet_store.py)
     values["lease_request_id"] = item.get("lease_request_id", {}).get("S", "")
     values["lease_until"] = int(item.get("lease_until", {}).get("N", "0"))
     if "intent" in item:
@@ -266,6 +267,12 @@ class DeviceStore:
         for name in _COMMITTED_FIELDS:
             update.set(name, _s(getattr(record, name)))
         update.set("created_at", _s(record.created_at), "if_not_exists({name}, {value})")
+        # The device lists' sort key (adapters/fleet_store.py): unique, fixed for the row's life.
+        update.set(
+            "listed_at",
+            _s(f"{record.created_at}#{record.dsn}"),
+            "if_not_exists({name}, {value})",
+        )
         if record.status == "ACTIVE" and record.not_after:
             update.set(EXPIRY_SHARD, _s(expiry_shard(record.dsn)))
         else:

@@ -1,0 +1,350 @@
+"""The app's fleet commands: list devices, hand one over, claim one, release one.
+
+    python provisioning_app.py list     --state .local/stack.json [--all] [--limit N]
+    python provisioning_app.py transfer --state .local/stack.json SN-0001 [--cancel]
+    python provisioning_app.py claim    --state .local/stack.json SN-0001 ABCD-EFGH-JKMN
+    python provisioning_app.py release  --state .local/stack.json SN-0001 --yes
+
+They talk to the API only (no BLE): after a claim the new owner provisions the device over BLE
+with the app's default command, as for a new device. ``provisioning_app.main`` hands these
+commands here; ``run`` takes plain values so tests call it directly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from onboarding_ble import protocol
+from onboarding_ble.protocol import ProtocolError
+
+COMMANDS = ("list", "transfer", "claim", "release")
+EXIT_OK, EXIT_USAGE, EXIT_API = 0, 2, 4
+MAX_PAGES = 1000  # --all stops here: a bound, not a fleet size
+
+
+class FleetError(Exception):
+    def __init__(self, exit_code: int, message: str) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    body: dict[str, Any]
+
+    @property
+    def ok(self) -> bool:
+        return self.status == 200
+
+    def error(self, doing: str) -> FleetError:
+        msg = str(self.body.get("msg", "error"))
+        return FleetError(EXIT_API, f"{doing}: {msg} ({self.body.get('code', self.status)})")
+
+
+def call_api(
+    api_url: str,
+    id_token: str,
+    method: str,
+    path: str,
+    body: dict[str, Any] | None = None,
+    query: dict[str, str] | None = None,
+    timeout: float = 35.0,
+) -> Answer:
+    """One API call with the ID token; an error answer is an Answer too, never an exception."""
+    url = api_url.rstrip("/") + path
+    if query:
+        url += "?" + urllib.parse.urlencode(query)
+    if not url.startswith(("https://", "http://")):
+        raise FleetError(EXIT_USAGE, f"API URL must be http(s): {api_url}")
+    headers = {"Authorization": id_token}
+    data = None
+    if body is not None:
+        data = json.dumps(body).encode()
+        headers["Content-Type"] = "application/json"
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)  # noqa: S310
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+            return Answer(response.status, _object(response.read()))
+    except urllib.error.HTTPError as exc:
+        parsed = _object(exc.read())
+        parsed.setdefault("msg", exc.reason or "error")
+        parsed.setdefault("code", f"HTTP_{exc.code}")
+        return Answer(exc.code, parsed)
+    except (urllib.error.URLError, TimeoutError) as exc:
+        raise FleetError(EXIT_API, f"API unreachable: {exc}") from exc
+
+
+def _object(raw: bytes) -> dict[str, Any]:
+    try:
+        parsed = json.loads(raw) if raw else {}
+    except ValueError:
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
+
+
+# --------------------------------------------------------------------------- the commands
+
+
+def list_devices(
+    api_url: str,
+    token: str,
+    *,
+    limit: int | None = None,
+    every_page: bool = False,
+    owner: str | None = None,
+    status: str | None = None,
+    expiring_before: str | None = None,
+    next_token: str | None = None,
+) -> tuple[list[dict[str, Any]], str | None]:
+    """The devices of one page (every page with ``every_page``) and the next page's token."""
+    query = {
+        name: value
+        for name, value in (
+            ("limit", str(limit) if limit else None),
+            ("owner", owner),
+            ("status", status),
+            ("expiringBefore", expiring_before),
+        )
+        if value
+    }
+    devices: list[dict[str, Any]] = []
+    token_in = next_token
+    for _ in range(MAX_PAGES):
+        answer = call_api(
+            api_url,
+            token,
+            "GET",
+            "/devices",
+            query=query | ({"nextToken": token_in} if token_in else {}),
+        )
+        if not answer.ok:
+            raise answer.error("listing devices failed")
+        devices += answer.body.get("devices", [])
+        token_in = answer.body.get("nextToken")
+        if not every_page or not token_in:
+            return devices, token_in
+    return devices, token_in
+
+
+def start_transfer(api_url: str, token: str, dsn: str) -> dict[str, Any]:
+    answer = call_api(api_url, token, "POST", f"/devices/{_path(dsn)}/transfer")
+    if not answer.ok:
+        raise answer.error("starting the transfer failed")
+    return answer.body
+
+
+def cancel_transfer(api_url: str, token: str, dsn: str, code: str | None = None) -> dict[str, Any]:
+    body = {"code": code} if code else None
+    answer = call_api(api_url, token, "DELETE", f"/devices/{_path(dsn)}/transfer", body)
+    if not answer.ok:
+        raise answer.error("cancelling the transfer failed")
+    return answer.body
+
+
+def claim(api_url: str, token: str, dsn: str, code: str) -> dict[str, Any]:
+    answer = call_api(api_url, token, "POST", f"/devices/{_path(dsn)}/claim", {"code": code})
+    if not answer.ok:
+        raise answer.error("claiming the device failed")
+    return answer.body
+
+
+def release(api_url: str, token: str, dsn: str) -> dict[str, Any]:
+    answer = call_api(api_url, token, "DELETE", f"/devices/{_path(dsn)}")
+    if not answer.ok:
+        raise answer.error("releasing the device failed")
+    return answer.body
+
+
+def _path(dsn: str) -> str:
+    try:
+        protocol.validate_dsn(dsn)
+    except ProtocolError as exc:
+        raise FleetError(EXIT_USAGE, str(exc)) from exc
+    return dsn
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def add_commands(subparsers: Any, common: list[argparse.ArgumentParser]) -> None:
+    """The four commands, each with its own --help; ``common``: backend and sign-in options."""
+    listing = subparsers.add_parser(
+        "list",
+        parents=common,
+        help="list your devices (all devices, for an administrator)",
+        description="List devices, newest first: a member's own; an administrator's all, or "
+        "one owner's, one status's, or those expiring before a date (soonest first).",
+    )
+    listing.add_argument("--limit", type=int, help="devices per page (1-100, API default 25)")
+    listing.add_argument("--all", action="store_true", help="follow every page")
+    listing.add_argument("--next-token", help="continue from a page's nextToken")
+    listing.add_argument("--owner", help="administrators: one user's devices (their sub)")
+    listing.add_argument("--status", choices=("ACTIVE", "REVOKED"), help="administrators")
+    listing.add_argument(
+        "--expiring-before", help="administrators: certificates expiring before DATE (ISO-8601)"
+    )
+    listing.add_argument("--json", action="store_true", help="print the answer as JSON")
+
+    transfer = subparsers.add_parser(
+        "transfer",
+        parents=common,
+        help="hand a device you own to another user (prints a one-time code)",
+        description="Start handing a device over: prints a one-time code to give the new "
+        "owner, valid for minutes and a few tries. With --cancel, cancel a pending transfer "
+        "(the owner or an administrator; the recipient declines with --code).",
+    )
+    transfer.add_argument("dsn", help="the device's serial number")
+    transfer.add_argument("--cancel", action="store_true", help="cancel the pending transfer")
+    transfer.add_argument("--code", help="with --cancel: decline a transfer you were offered")
+
+    claiming = subparsers.add_parser(
+        "claim",
+        parents=common,
+        help="become a device's owner with the code its owner gave you",
+        description="Claim a device with its DSN and transfer code. Its certificate is revoked: "
+        "provision it again over BLE (the app's default command) to bring it online.",
+    )
+    claiming.add_argument("dsn", help="the device's serial number")
+    claiming.add_argument("code", help="the transfer code, e.g. ABCD-EFGH-JKMN")
+
+    releasing = subparsers.add_parser(
+        "release",
+        parents=common,
+        help="give a device up: revoke its certificate and remove you as its owner",
+        description="Release a device: its certificate is revoked, its thing leaves the fleet's "
+        "group and it has no owner, so anyone may provision it. The audit trail stays.",
+    )
+    releasing.add_argument("dsn", help="the device's serial number")
+    releasing.add_argument(
+        "--yes", action="store_true", help="do it without asking (required when not a terminal)"
+    )
+
+
+@dataclass(frozen=True)
+class Hooks:
+    """What the app's main module lends: where the backend is, who signs in, the sign-in."""
+
+    resolve_backend: Callable[[argparse.Namespace], Any]
+    credentials_for: Callable[[argparse.Namespace, Any], tuple[str, str]]
+    login: Callable[[Any, str, str], str]
+    app_error: type[Exception]
+
+
+def run(args: argparse.Namespace, hooks: Hooks, out: Any = None) -> int:
+    """Run one fleet command; print its result; errors as one line and an exit code."""
+    out = out or sys.stdout
+    try:
+        if args.command == "release" and not args.yes:
+            if not sys.stdin.isatty():
+                raise FleetError(EXIT_USAGE, "release: add --yes to release without a prompt")
+            if input(f"Release {args.dsn}? Its certificate is revoked. [y/N] ").lower() != "y":
+                raise FleetError(EXIT_USAGE, "release: not confirmed")
+        backend = hooks.resolve_backend(args)
+        username, password = hooks.credentials_for(args, backend)
+        token = hooks.login(backend, username, password)
+        _dispatch(args, backend.api_url, token, out)
+    except FleetError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return exc.exit_code
+    except hooks.app_error as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return int(getattr(exc, "exit_code", EXIT_API))
+    return EXIT_OK
+
+
+def _dispatch(args: argparse.Namespace, api_url: str, token: str, out: Any) -> None:
+    if args.command == "list":
+        if args.limit is not None and not 1 <= args.limit <= 100:
+            raise FleetError(EXIT_USAGE, "--limit must be 1-100")
+        devices, next_token = list_devices(
+            api_url,
+            token,
+            limit=args.limit,
+            every_page=args.all,
+            owner=args.owner,
+            status=args.status,
+            expiring_before=args.expiring_before,
+            next_token=args.next_token,
+        )
+        if args.json:
+            page: dict[str, Any] = {"devices": devices}
+            if next_token:
+                page["nextToken"] = next_token
+            print(json.dumps(page, indent=2), file=out)
+            return
+        for device in devices:
+            pending = " (transfer pending)" if device.get("transferPending") else ""
+            owner = f" owner={device['owner']}" if "owner" in device else ""
+            print(
+                f"{device['DSN']}\t{device['status']}\tnotAfter={device.get('notAfter') or '-'}"
+                f"{owner}{pending}",
+                file=out,
+            )
+        print(f"{len(devices)} device(s)", file=out)
+        if next_token:
+            print(f"more: --next-token {next_token}", file=out)
+    elif args.command == "transfer" and args.cancel:
+        cancel_transfer(api_url, token, args.dsn, args.code)
+        print(f"transfer of {args.dsn} cancelled", file=out)
+    elif args.command == "transfer":
+        if args.code:
+            raise FleetError(EXIT_USAGE, "--code goes with --cancel")
+        started = start_transfer(api_url, token, args.dsn)
+        print(f"transfer code for {args.dsn}: {started['transferCode']}", file=out)
+        print(
+            f"give it to the new owner; valid until {started['expiresAt']}, "
+            f"{started['maxAttempts']} tries",
+            file=out,
+        )
+    elif args.command == "claim":
+        claimed = claim(api_url, token, args.dsn, args.code)
+        print(f"{args.dsn} is yours now (status {claimed['status']})", file=out)
+        print("provision it over BLE to bring it online", file=out)
+    elif args.command == "release":
+        released = release(api_url, token, args.dsn)
+        state = "released" if released.get("finished") else "released (clean-up finishing)"
+        print(f"{args.dsn} {state}", file=out)
+
+
+def common_parsers() -> list[argparse.ArgumentParser]:
+    """Where the backend is and who signs in: the same options as the app's BLE command."""
+    common = argparse.ArgumentParser(add_help=False)
+    where = common.add_argument_group("backend (one of)")
+    where.add_argument("--state", type=Path, help="offline stack state file (.local/stack.json)")
+    where.add_argument("--stack", help="deployed CloudFormation stack name")
+    where.add_argument("--api-url", help="API base URL including the stage")
+    where.add_argument("--user-pool-id", help="Cognito user pool id (Output UserPoolId)")
+    where.add_argument("--client-id", help="user pool app client id (public, no secret)")
+    where.add_argument("--region", help="AWS region of the stack (default: the CLI's)")
+    where.add_argument("--cognito-endpoint-url", help=argparse.SUPPRESS)
+    user = common.add_argument_group("sign-in")
+    user.add_argument("--username", help="default: ONBOARDING_USERNAME, or the offline admin")
+    user.add_argument(
+        "--password", help="default: ONBOARDING_PASSWORD, the offline admin's, or a prompt"
+    )
+    return [common]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="provisioning_app.py",
+        description="The app's fleet commands (no BLE): list, transfer, claim, release.",
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    add_commands(subparsers, common_parsers())
+    return parser
+
+
+def main(argv: Sequence[str], hooks: Hooks) -> int:
+    args = build_parser().parse_args(list(argv))
+    return run(args, hooks)

@@ -55,4 +55,4 @@ def test_a_stale_renewal_request_cannot_outlive_the_unconfirmed_hold() -> None:
     timeout = function.get("Timeout", template["Globals"]["Function"]["Timeout"])
     assert invoke["MaximumRetryAttempts"] == 0
     assert invoke["MaximumEventAgeInSeconds"] == MAX_EVENT_AGE_SECONDS
-    assert UNCONFIRMED_HOLD_SECONDS > MAX_EVENT_AGE_SECONDS + timeout
+    assert MAX_EVENT_AGE_SECONDS + timeout < UNCONFIRMED_HOLD_SECONDS

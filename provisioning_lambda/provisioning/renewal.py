@@ -274,14 +274,17 @@ def _screen(
     if superseded is None or message.principal != superseded.certificate_id:
         _refuse_if_too_soon(row, services.settings.renewal_min_interval_seconds, services)
         return None
-    task.budget.require("GET_CERTIFICATE")
-    issued = services.pca.fetch(row.pca_certificate_arn) if row.pca_certificate_arn else None
-    if issued is None or certificate_facts(issued.certificate_pem).iot_certificate_id != (
-        row.certificate_id
-    ):
-        raise DependencyFailed("GET_CERTIFICATE")
-    if _public_key_der(issued.certificate_pem) == csr.public_key_der:
-        return RenewalResult(issued.certificate_pem, row.certificate_id, row.not_after)
+    # A certificate of an earlier CA (rotated since) cannot be fetched through this one: such a
+    # request is taken as one for another key (held, then answered with a fresh certificate).
+    if row.pca_certificate_arn.startswith(services.settings.ca_arn + "/"):
+        task.budget.require("GET_CERTIFICATE")
+        issued = services.pca.fetch(row.pca_certificate_arn)
+        if issued is None or certificate_facts(issued.certificate_pem).iot_certificate_id != (
+            row.certificate_id
+        ):
+            raise DependencyFailed("GET_CERTIFICATE")
+        if _public_key_der(issued.certificate_pem) == csr.public_key_der:
+            return RenewalResult(issued.certificate_pem, row.certificate_id, row.not_after)
     age = _age_seconds(row, services)
     if age < UNCONFIRMED_HOLD_SECONDS:
         wait = UNCONFIRMED_HOLD_SECONDS - age

@@ -581,3 +581,34 @@ def test_a_renewal_whose_outcome_is_the_current_certificate_retires_nothing(
     assert after is not None and after.certificate_id == current
     assert after.intent is None and not after.retiring and not after.lease_request_id
     assert after.superseded is not None and after.superseded.certificate_id == old
+
+
+def test_a_renewal_from_before_a_ca_rotation_is_held_then_renewed_not_failed(
+    fleet: Fleet,
+) -> None:
+    # GIVEN a device whose unconfirmed certificate came from the CA the stack used before a
+    # rotation (its ACM PCA ARN is under another CA: this one cannot fetch it)
+    device = Device(unique_dsn())
+    old = fleet.provision(device)
+    fleet.later()
+    csr = make_csr()
+    current = fleet.renew(device.dsn, old, csr)["certificateId"]
+    row = fleet.services.store.get(device.dsn)
+    assert row is not None
+    earlier_ca = row.pca_certificate_arn.replace(fleet.env["CA_ARN"], fleet.env["CA_ARN"] + "0")
+    boto3.client("dynamodb").update_item(
+        TableName=fleet.env["DEVICES_TABLE"],
+        Key={"dsn": {"S": device.dsn}},
+        UpdateExpression="SET pca_certificate_arn = :arn",
+        ExpressionAttributeValues={":arn": {"S": earlier_ca}},
+    )
+    issued = fleet.issued_count()
+    # WHEN the device asks again from its old certificate, THEN it is held like a stale request
+    # (not failed on a certificate this CA cannot fetch) ...
+    assert fleet.renew(device.dsn, old, csr)["code"] == "RENEWAL_UNCONFIRMED"
+    assert fleet.issued_count() == issued and fleet.status(current) == "ACTIVE"
+    # ... and after the hold it gets a certificate from the CA in use
+    fleet.later(UNCONFIRMED_HOLD_SECONDS)
+    result = fleet.renew(device.dsn, old)
+    assert result["result"] == "ACCEPTED", result
+    assert (fleet.status(current), fleet.status(result["certificateId"])) == ("REVOKED", "ACTIVE")

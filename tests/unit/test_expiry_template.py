@@ -149,3 +149,31 @@ def test_the_runbooks_backfill_gives_each_row_the_shard_the_store_gives_it() -> 
             [sys.executable, "-c", one_liner, dsn], capture_output=True, text=True, check=True
         ).stdout.strip()
         assert shard == expiry_shard(dsn)
+
+
+def test_runs_that_do_not_cover_the_window_raise_an_alarm_to_the_expiry_topic(
+    template: dict[str, Any],
+) -> None:
+    alarms = {
+        name: r["Properties"]
+        for name, r in template["Resources"].items()
+        if r["Type"] == "AWS::CloudWatch::Alarm"
+    }
+    (incomplete,) = [a for a in alarms.values() if a["MetricName"] == "ExpiryWatchIncomplete"]
+    # The metric the handler emits (1 per incomplete run), in its namespace and dimension.
+    assert (
+        incomplete["Namespace"]
+        == template["Globals"]["Function"]["Environment"]["Variables"][
+            "POWERTOOLS_METRICS_NAMESPACE"
+        ]
+    )
+    assert incomplete["Dimensions"] == [{"Name": "service", "Value": "iot-device-onboarding"}]
+    assert incomplete["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
+    assert incomplete["Threshold"] == 1
+    assert incomplete["AlarmActions"] == [{"Ref": "ExpiryTopic"}]
+    # The Lambda-errors alarm no longer claims to cover runs that merely did not finish.
+    failed = alarms["ExpiryWatchFailedAlarm"]
+    assert failed["MetricName"] == "Errors"
+    assert "could not finish" not in failed["AlarmDescription"]
+    runbook = (TEMPLATE.parent / "docs" / "runbook.md").read_text(encoding="utf-8")
+    assert "ExpiryWatchIncompleteAlarm" in runbook

@@ -483,15 +483,19 @@ NOTES = {
         "Private CA's UsageMode is create-only: a new CA in the new mode, registered with IoT; "
         "the old CA is kept (Retain), so devices holding its certificates keep working until "
         "rotated (docs/runbook-ca-rotation.md); it is billed until deleted by hand. "
-        "SHORT_LIVED_CERTIFICATE needs DeviceCertValidityDays 1-7: the template's rule refuses "
-        "the update otherwise, before anything changes."
+        "SHORT_LIVED_CERTIFICATE needs DeviceCertValidityDays 1-7 and an ExpiryWatchSchedule of "
+        "at most 6 hours: the template's rules refuse the update otherwise, before anything "
+        "changes."
     ),
     "DeviceCertValidityDays": (
         "Certificates issued from now on. At most 7 with CaUsageMode SHORT_LIVED_CERTIFICATE "
         "(the template's rule refuses more). Also moves the expiry warning window."
     ),
     "ExpiryWarningPercent": "GET's expiry state and the next expiry watch use the new window.",
-    "ExpiryWatchSchedule": "The expiry watch's next run follows the new schedule.",
+    "ExpiryWatchSchedule": (
+        "The expiry watch's next run follows the new schedule. At most rate(6 hours) with "
+        "CaUsageMode SHORT_LIVED_CERTIFICATE (the template's rule refuses longer)."
+    ),
     "DeviceSubjectOrganization": "Certificates issued from now on; the CA is untouched.",
     "DeviceSubjectOrganizationalUnit": "Certificates issued from now on; the CA is untouched.",
     "DeviceSubjectCountry": "Certificates issued from now on; the CA is untouched.",

@@ -47,6 +47,23 @@ def apply() -> None:
 
 # The account's data endpoint as IoT's DescribeEndpoint names it: "<id>-ats.iot.<region>...".
 ACCOUNT_DATA_ENDPOINT = r"https?://[a-z0-9]+-ats\.iot\.(.+)\.amazonaws\.com"
+# The letters of the endpoint id below: lower-case letters and digits like AWS's, without "s",
+# so that no id contains "s3" (or "sqs"): moto's in-process mock routes any host containing
+# "s3" before ".amazonaws.com" to its S3 mock, ahead of the pattern added below.
+ENDPOINT_ID_LETTERS = "abcdefghijklmnopqrtuvwxyz0123456789"
+ENDPOINT_ID_LENGTH = 14
+
+
+def endpoint_id(account_id: str, region: str) -> str:
+    """The stable id of an account's IoT endpoints in a region (AWS's is stable too)."""
+    import hashlib
+
+    number = int.from_bytes(hashlib.sha256(f"{account_id}:{region}".encode()).digest())
+    letters = []
+    for _ in range(ENDPOINT_ID_LENGTH):
+        number, index = divmod(number, len(ENDPOINT_ID_LETTERS))
+        letters.append(ENDPOINT_ID_LETTERS[index])
+    return "".join(letters)
 
 
 def _account_data_endpoint() -> None:
@@ -56,15 +73,32 @@ def _account_data_endpoint() -> None:
     plane on the address DescribeEndpoint gives, which is what the renewal function publishes
     to; route that address to moto's iot-data too. (moto's server mode is not concerned: there
     every request goes to the one endpoint configured.)
+
+    Gap (moto 5.2): moto draws a new random id at every DescribeEndpoint, where AWS's address
+    is fixed per account and region; a random id containing "s3" (about 1 % of them) sent the
+    publish to moto's S3 mock. The id is made stable, from letters that cannot spell "s3".
     """
     import re
 
     from moto import backend_index
+    from moto.iot.models import IoTBackend
     from moto.iotdata import urls
 
     if ACCOUNT_DATA_ENDPOINT not in urls.url_bases:
         urls.url_bases.append(ACCOUNT_DATA_ENDPOINT)
         backend_index.backend_url_patterns.append(("iotdata", re.compile(ACCOUNT_DATA_ENDPOINT)))
+
+    original = IoTBackend.describe_endpoint
+
+    def describe_endpoint(self: Any, endpoint_type: str) -> Any:
+        endpoint = original(self, endpoint_type)
+        # The id is what precedes the first "." (and "-ats"): keep the rest of moto's address.
+        drawn = endpoint.endpoint.split(".", 1)[0].removesuffix("-ats")
+        stable = endpoint_id(self.account_id, self.region_name)
+        endpoint.endpoint = stable + endpoint.endpoint[len(drawn) :]
+        return endpoint
+
+    IoTBackend.describe_endpoint = describe_endpoint  # type: ignore[method-assign]
 
 
 SHORT_LIVED_MAX = datetime.timedelta(days=7)

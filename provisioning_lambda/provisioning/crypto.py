@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import re
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -18,7 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa, x25519
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import NameOID, SignatureAlgorithmOID
 
 from .errors import BadRequest
 from .models import CertificateNames
@@ -185,11 +186,24 @@ def certificate_facts(certificate_pem: str) -> CertificateFacts:
 # A device's CSR: PEM PKCS#10, at most this many bytes (an RSA-4096 CSR with a long subject and
 # a few extensions is under 3 KiB).
 MAX_CSR_BYTES = 6144
-CSR_HASHES = (hashes.SHA256, hashes.SHA384, hashes.SHA512)
-RSA_BITS = (2048, 4096)
+# PKCS#1 v1.5 RSA or ECDSA, with SHA-256/384/512: what Private CA's own signing algorithms are
+# made of. Not RSA-PSS, SHA-1 or SHA-224.
+CSR_SIGNATURES = frozenset(
+    {
+        SignatureAlgorithmOID.RSA_WITH_SHA256,
+        SignatureAlgorithmOID.RSA_WITH_SHA384,
+        SignatureAlgorithmOID.RSA_WITH_SHA512,
+        SignatureAlgorithmOID.ECDSA_WITH_SHA256,
+        SignatureAlgorithmOID.ECDSA_WITH_SHA384,
+        SignatureAlgorithmOID.ECDSA_WITH_SHA512,
+    }
+)
+# The RSA sizes Private CA issues for (RSA_2048, RSA_3072, RSA_4096), with exponent 65537.
+RSA_BITS = (2048, 3072, 4096)
 EC_CURVES = {"secp256r1": "EC_prime256v1", "secp384r1": "EC_secp384r1"}
 _PEM_BEGIN = b"-----BEGIN CERTIFICATE REQUEST-----"
 _PEM_END = b"-----END CERTIFICATE REQUEST-----"
+_BASE64_LINE = re.compile(rb"[A-Za-z0-9+/]+={0,2}")
 
 
 @dataclass(frozen=True)
@@ -199,47 +213,104 @@ class CheckedCsr:
     Only the key is used: the subject and extensions the device asked for are ignored.
     """
 
-    pem: bytes
+    pem: bytes  # re-encoded from the parsed DER: never the caller's text
     public_key_der: bytes  # SubjectPublicKeyInfo, DER
-    key_algorithm: str  # EC_prime256v1, EC_secp384r1 or RSA_<bits>
+    key_algorithm: str  # EC_prime256v1, EC_secp384r1 or RSA_<2048|3072|4096>
 
 
 def load_device_csr(pem: bytes) -> CheckedCsr:
     """Check a device's CSR fully; raise BadRequest CSR_INVALID or CSR_KEY_UNSUPPORTED.
 
-    One PEM block and nothing else, parsed strictly, signed (SHA-256/384/512) by its own key,
-    and that key EC P-256 or P-384, or RSA of 2048 to 4096 bits with exponent 65537.
+    Exactly one PEM block and nothing else (no headers, no text around it), base64 of strict
+    DER; signed by its own key with PKCS#1 v1.5 RSA or ECDSA over SHA-256/384/512; that key EC
+    P-256 or P-384 naming its curve (no explicit parameters), or RSA of 2048, 3072 or 4096 bits
+    with exponent 65537. What goes on to Private CA is PEM made again from the parsed DER.
     """
     if len(pem) > MAX_CSR_BYTES:
         raise BadRequest(f"csr is larger than {MAX_CSR_BYTES} bytes.", "CSR_INVALID")
-    text = pem.strip()
-    if (
-        not text.startswith(_PEM_BEGIN)
-        or not text.endswith(_PEM_END)
-        or text.count(b"-----BEGIN") != 1
-    ):
-        raise BadRequest("csr must be one PEM PKCS#10 certificate request.", "CSR_INVALID")
+    der = _pem_body(pem)
     try:
-        csr = x509.load_pem_x509_csr(text)
-        signed = csr.is_signature_valid
-        hash_algorithm = csr.signature_hash_algorithm
+        csr = x509.load_der_x509_csr(der)
+        exact = csr.public_bytes(serialization.Encoding.DER) == der
+        signature = csr.signature_algorithm_oid
         key = csr.public_key()
-    except (ValueError, TypeError, x509.UnsupportedGeneralNameType):
+        carried_key = _subject_public_key_info(der)
+    except (ValueError, TypeError, IndexError, x509.UnsupportedGeneralNameType):
         raise BadRequest("csr is not a valid PKCS#10 certificate request.", "CSR_INVALID") from None
     except Exception:  # cryptography's UnsupportedAlgorithm and the like
         raise BadRequest("csr uses an unsupported algorithm.", "CSR_KEY_UNSUPPORTED") from None
+    if not exact:
+        raise BadRequest("csr is not a valid PKCS#10 certificate request.", "CSR_INVALID")
     algorithm = _accepted_key(key)
-    if not isinstance(hash_algorithm, CSR_HASHES):
-        raise BadRequest("csr must be signed with SHA-256, -384 or -512.", "CSR_INVALID")
+    public_key_der = key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    if carried_key != public_key_der:  # e.g. an EC key with explicit curve parameters
+        raise BadRequest(
+            "csr's key must be encoded in its standard form (an EC key names its curve).",
+            "CSR_KEY_UNSUPPORTED",
+        )
+    if signature not in CSR_SIGNATURES:
+        raise BadRequest(
+            "csr must be signed with RSA (PKCS#1 v1.5) or ECDSA, with SHA-256, -384 or -512.",
+            "CSR_INVALID",
+        )
+    try:
+        signed = csr.is_signature_valid
+    except Exception:  # a signature cryptography cannot even check
+        signed = False
     if not signed:
         raise BadRequest("csr's signature does not verify.", "CSR_INVALID")
     return CheckedCsr(
-        pem=text + b"\n",
-        public_key_der=key.public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        ),
+        pem=csr.public_bytes(serialization.Encoding.PEM),
+        public_key_der=public_key_der,
         key_algorithm=algorithm,
     )
+
+
+def _pem_body(pem: bytes) -> bytes:
+    """The DER of a text that is one PEM certificate request and nothing else."""
+    lines = [line.strip() for line in pem.strip().splitlines()]
+    body = lines[1:-1]
+    if (
+        len(lines) < 3
+        or lines[0] != _PEM_BEGIN
+        or lines[-1] != _PEM_END
+        or not all(_BASE64_LINE.fullmatch(line) for line in body)
+    ):
+        raise BadRequest("csr must be one PEM PKCS#10 certificate request.", "CSR_INVALID")
+    text = b"".join(body)
+    try:
+        der = base64.b64decode(text, validate=True)
+    except ValueError:
+        raise BadRequest(
+            "csr must be one PEM PKCS#10 certificate request.", "CSR_INVALID"
+        ) from None
+    if base64.b64encode(der) != text:  # padding inside, or bits after the last byte
+        raise BadRequest("csr must be one PEM PKCS#10 certificate request.", "CSR_INVALID")
+    return der
+
+
+def _subject_public_key_info(der: bytes) -> bytes:
+    """The subjectPKInfo of a DER CertificationRequest as the request encodes it (after its
+    version and subject, inside certificationRequestInfo; RFC 2986)."""
+    _, info, _ = _der_item(der, 0)  # CertificationRequest
+    _, offset, _ = _der_item(der, info)  # certificationRequestInfo
+    for _ in range(2):  # version, subject
+        _, _, offset = _der_item(der, offset)
+    _, _, end = _der_item(der, offset)
+    return der[offset:end]
+
+
+def _der_item(der: bytes, offset: int) -> tuple[int, int, int]:
+    """(tag, where its content starts, where it ends) of the DER item at ``offset``."""
+    tag, length, start = der[offset], der[offset + 1], offset + 2
+    if length & 0x80:
+        count = length & 0x7F
+        length, start = int.from_bytes(der[start : start + count]), start + count
+    if start + length > len(der):
+        raise ValueError("truncated DER")
+    return tag, start, start + length
 
 
 def _accepted_key(key: object) -> str:
@@ -247,11 +318,11 @@ def _accepted_key(key: object) -> str:
         return EC_CURVES[key.curve.name]
     if (
         isinstance(key, rsa.RSAPublicKey)
-        and RSA_BITS[0] <= key.key_size <= RSA_BITS[1]
+        and key.key_size in RSA_BITS
         and key.public_numbers().e == 65537
     ):
         return f"RSA_{key.key_size}"
     raise BadRequest(
-        "csr's key must be EC P-256 or P-384, or RSA of 2048 to 4096 bits.",
+        "csr's key must be EC P-256 or P-384, or RSA of 2048, 3072 or 4096 bits.",
         "CSR_KEY_UNSUPPORTED",
     )

@@ -10,19 +10,33 @@ at 30 %) as for 7-day short-lived ones (about 50 hours). A certificate is
 
 One run of the watch (scheduled; the function's Timeout bounds it through the Budget):
 
-1. reads, shard by shard and page by page (round robin, soonest expiry first), the devices of
+1. counts the devices whose certificate has already expired (one ``Select=COUNT`` query per
+   shard and page, cheap, so it comes first and a run that runs out of time later still
+   reports them): they can no longer connect, so they are not asked; they need their owner,
+   over BLE;
+2. reads, shard by shard and page by page (round robin, soonest expiry first), the devices of
    the sparse ``ExpiryIndex`` whose notAfter is in [now, now + window]: never a table scan;
-2. asks each of them to renew: a non-retained QoS 1 message on
+3. asks each of them to renew: a non-retained QoS 1 message on
    ``things/<thing>/certificate/renew/due``. IoT delivers it to the devices connected (and
    subscribed) now, and to persistent sessions when they come back; a device offline now is
-   asked again by the next run. No fleet indexing (connectivity) is needed to find the online
+   asked again in a later run. No fleet indexing (connectivity) is needed to find the online
    ones, and nothing retained lingers after the device renewed;
-3. counts the devices whose certificate has already expired (they can no longer connect, so
-   they are not asked): they need their owner, over BLE;
 4. sends one summary to the operators' topic when it found anything, or could not finish.
 
-Nothing here writes to the devices table: a run that dies, or runs twice, at worst asks a
-device to renew twice, which a device handles like one request.
+Progress across runs: a run that runs out of time while asking keeps, per shard, where it
+stopped (the index position after the last page it asked: notAfter and DSN), in one row of
+the devices table that is not a device (``WATCH_CURSOR_KEY``, a key no DSN can have). The next
+run starts each shard there, not at the soonest expiry again, and a shard whose end a run
+reaches starts from the front next time. So devices at the front of the window (offline ones
+that never renew) cannot use every run's whole budget: each run goes on further back, and
+every device of the window is asked within a few runs however large the fleet. A stored
+position that has left the window (its notAfter passed, or beyond the window's end) is
+dropped. A run is ``complete`` only when it asked the whole window of every shard (it started
+at the front and reached the end) and counted every expired device.
+
+The watch writes nothing to the device rows: a run that dies, or runs twice, at worst asks a
+device to renew twice, which a device handles like one request, and a lost position only makes
+the next run start where the previous one started.
 """
 
 from __future__ import annotations
@@ -44,8 +58,10 @@ from .ports import BudgetHolder, PublisherPort
 PAGE_SIZE = 100
 # Devices listed by name in the operators' summary (the counts cover all of them).
 SUMMARY_DEVICES = 20
-# Kept for the summary at the end of a run: one SNS call, with its retries.
+# Kept for the end of a run: storing where it stopped (one DynamoDB call) and the summary
+# (one SNS call, with its retries).
 NOTIFY_RESERVE_SECONDS = 2 * ATTEMPT_SECONDS
+SAVE_RESERVE_SECONDS = ATTEMPT_SECONDS
 
 
 class ExpiryState(enum.StrEnum):
@@ -97,6 +113,8 @@ class ExpiryStorePort(Protocol):
     def count_expired(
         self, shard: int, before: str, cursor: object = None
     ) -> tuple[int, object]: ...
+    def watch_cursors(self, since: str, until: str) -> dict[int, object]: ...
+    def save_watch_cursors(self, cursors: dict[int, object]) -> None: ...
 
 
 class NotifierPort(Protocol):
@@ -129,6 +147,7 @@ class ExpiryReport:
     renewals_requested: int = 0
     renewals_failed: int = 0
     complete: bool = True
+    resumed: bool = False  # some shard started where an earlier run stopped
     notified: bool = False
     soonest: list[ExpiringDevice] = field(default_factory=list)
 
@@ -137,9 +156,9 @@ def watch(services: WatchServices, budget: Budget) -> ExpiryReport:
     now = services.clock()
     report = ExpiryReport(checked_at=iso(now), window_ends=iso(now + services.window.length))
     with services.budgets.running(budget):
-        report.complete = _ask_expiring(services, budget, report) and _count_expired(
-            services, budget, report
-        )
+        counted = _count_expired(services, budget, report)
+        asked = _ask_expiring(services, budget, report)
+        report.complete = counted and asked and not report.resumed
         if report.expiring or report.expired or not report.complete:
             report.notified = _notify(services, report)
     logger.info(
@@ -150,35 +169,60 @@ def watch(services: WatchServices, budget: Budget) -> ExpiryReport:
             "renewals_requested": report.renewals_requested,
             "renewals_failed": report.renewals_failed,
             "complete": report.complete,
+            "resumed": report.resumed,
         },
     )
     return report
 
 
 def _has_time(budget: Budget) -> bool:
-    return budget.allows(ATTEMPT_SECONDS + NOTIFY_RESERVE_SECONDS)
+    return budget.allows(ATTEMPT_SECONDS + SAVE_RESERVE_SECONDS + NOTIFY_RESERVE_SECONDS)
 
 
 def _ask_expiring(services: WatchServices, budget: Budget, report: ExpiryReport) -> bool:
-    """Steps 1-2: every shard's pages in turn, soonest first; False when time ran out."""
-    cursors: dict[int, object] = {shard: None for shard in range(services.shards)}
-    while cursors:
-        for shard in sorted(cursors):
-            if not _has_time(budget):
-                return False
-            try:
-                page = services.store.expiring(
-                    shard, report.checked_at, report.window_ends, cursors[shard], PAGE_SIZE
-                )
-            except ProvisioningError as error:
-                logger.warning("expiry index unreadable", extra={"code": error.code})
-                return False
-            _ask_to_renew(services, page.devices, report)
-            if page.cursor is None:
-                del cursors[shard]
-            else:
-                cursors[shard] = page.cursor
-    return True
+    """Steps 2-3: every shard's pages in turn, from where the last run stopped (else the
+    soonest expiry); False when time ran out or the index could not be read."""
+    saved = _saved_cursors(services, report)
+    cursors: dict[int, object] = {shard: saved.get(shard) for shard in range(services.shards)}
+    report.resumed = any(cursor is not None for cursor in cursors.values())
+    try:
+        while cursors:
+            for shard in sorted(cursors):
+                if not _has_time(budget):
+                    return False
+                try:
+                    page = services.store.expiring(
+                        shard, report.checked_at, report.window_ends, cursors[shard], PAGE_SIZE
+                    )
+                except ProvisioningError as error:
+                    logger.warning("expiry index unreadable", extra={"code": error.code})
+                    return False
+                _ask_to_renew(services, page.devices, report)
+                if page.cursor is None:
+                    del cursors[shard]
+                else:
+                    cursors[shard] = page.cursor
+        return True
+    finally:
+        # Shards still in ``cursors`` resume there next run; the others start from the front.
+        left = {shard: cursor for shard, cursor in cursors.items() if cursor is not None}
+        if left != saved:
+            _save_cursors(services, left)
+
+
+def _saved_cursors(services: WatchServices, report: ExpiryReport) -> dict[int, object]:
+    try:
+        return services.store.watch_cursors(report.checked_at, report.window_ends)
+    except ProvisioningError as error:
+        logger.warning("expiry watch position unreadable", extra={"code": error.code})
+        return {}
+
+
+def _save_cursors(services: WatchServices, cursors: dict[int, object]) -> None:
+    try:
+        services.store.save_watch_cursors(cursors)
+    except ProvisioningError as error:  # the next run starts where this one started
+        logger.warning("expiry watch position not stored", extra={"code": error.code})
 
 
 def _ask_to_renew(
@@ -206,7 +250,7 @@ def _ask_to_renew(
 
 
 def _count_expired(services: WatchServices, budget: Budget, report: ExpiryReport) -> bool:
-    """Step 3; False when time ran out (the count is then a lower bound)."""
+    """Step 1; False when time ran out (the count is then a lower bound)."""
     for shard in range(services.shards):
         cursor: object = None
         while True:
@@ -252,8 +296,9 @@ def summary_message(report: ExpiryReport, services: WatchServices) -> str:
     ]
     if not report.complete:
         lines.append(
-            "This run ran out of time or could not read the expiry index: the counts are "
-            "lower bounds. The next run starts again from the soonest expiry."
+            "This run did not cover the whole window (it ran out of time, could not read the "
+            "expiry index, or went on where an earlier run stopped): the counts are lower "
+            "bounds. The next run goes on where this one stopped."
         )
     if report.soonest:
         lines += ["", f"Soonest to expire (up to {SUMMARY_DEVICES}):"]

@@ -57,7 +57,8 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     report = watch(get_watch_services(), Budget(context.get_remaining_time_in_millis))
     # DevicesExpiringSoon: ACTIVE certificates whose notAfter is within the warning window.
     # DevicesExpired: ACTIVE certificates already past notAfter (alarm: DevicesExpiredAlarm).
-    # ExpiryWatchIncomplete: 1 when the run could not read everything (alarm when it persists).
+    # ExpiryWatchIncomplete: 1 when the run did not cover the whole window (alarm:
+    # ExpiryWatchIncompleteAlarm, when every run of a day is).
     metrics.add_metric(name="DevicesExpiringSoon", unit=MetricUnit.Count, value=report.expiring)
     metrics.add_metric(name="DevicesExpired", unit=MetricUnit.Count, value=report.expired)
     metrics.add_metric(

@@ -48,9 +48,10 @@ def post_certificate() -> dict[str, str]:
 @tracer.capture_method(capture_response=False)
 def get_device(dsn: str) -> dict[str, str | bool]:
     caller = Caller.from_claims(app.current_event.request_context.authorizer.claims)
-    dsn = parse_dsn(dsn)
+    services = get_services()
+    dsn = parse_dsn(dsn, services.settings.max_dsn_length)
     logger.append_keys(dsn=dsn, caller=caller.sub)
-    return describe_device(dsn, caller, get_services())
+    return describe_device(dsn, caller, services)
 
 
 @app.delete("/devices/<dsn>/certificate")
@@ -58,12 +59,13 @@ def get_device(dsn: str) -> dict[str, str | bool]:
 def delete_device_certificate(dsn: str) -> dict[str, str | bool]:
     event = app.current_event
     caller = Caller.from_claims(event.request_context.authorizer.claims)
-    dsn = parse_dsn(dsn)
+    services = get_services()
+    dsn = parse_dsn(dsn, services.settings.max_dsn_length)
     logger.append_keys(dsn=dsn, caller=caller.sub)
     result = revoke_device(
         dsn,
         caller,
-        get_services(),
+        services,
         Budget(app.lambda_context.get_remaining_time_in_millis),
         request_id=_request_id(),
     )

@@ -19,6 +19,8 @@ MAX_BODY_BYTES = 8192
 # A CSR's PEM text, at most (crypto.MAX_CSR_BYTES; template.yaml's model says the same).
 MAX_CSR_CHARS = 6144
 DSN_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,115}", re.ASCII)
+MAX_DSN_LENGTH = 115  # 128 (IoT's thing-name limit) - 12 (ThingPrefix at most) - 1 ("_")
+_DSN_CHARACTERS = re.compile(r"[A-Za-z0-9_-]+", re.ASCII)
 # The first is the default: what the original sample's devices understand.
 ENCRYPTION_SCHEMES = ("fernet-x25519", "x25519-hkdf-sha256-aes256gcm")
 ALLOWED_FIELDS = frozenset({"DSN", "publicKey", "csr", "encryption", "attestation"})
@@ -57,16 +59,7 @@ def parse_provision_request(
     if unknown:
         raise BadRequest(f"Unknown field: {unknown[0][:40]!r}.", "UNKNOWN_FIELD")
 
-    dsn = _required_string(data, "DSN")
-    if not DSN_PATTERN.fullmatch(dsn):
-        raise BadRequest(
-            "DSN must be 1-115 characters of A-Z, a-z, 0-9, '_' or '-'.", "DSN_INVALID"
-        )
-    if len(dsn) > max_dsn_length:
-        raise BadRequest(
-            f"DSN is too long: the thing name allows at most {max_dsn_length} characters here.",
-            "DSN_TOO_LONG",
-        )
+    dsn = check_dsn(_required_string(data, "DSN"), max_dsn_length)
 
     attestation = None
     if data.get("attestation") is not None:
@@ -163,13 +156,30 @@ def _not_json_constant(name: str) -> Any:
     raise BadRequest(f"{name} is not valid JSON.", "BODY_NOT_JSON")
 
 
-def parse_dsn(raw: str | None) -> str:
-    """A DSN from a path parameter, held to the same rule as the request body's."""
-    if raw is None or not DSN_PATTERN.fullmatch(raw):
+def check_dsn(dsn: str, max_dsn_length: int = MAX_DSN_LENGTH) -> str:
+    """The one DSN rule, for bodies and paths alike: DSN_INVALID for an empty DSN or a character
+    outside A-Z a-z 0-9 _ -, DSN_TOO_LONG for a well-formed DSN longer than the thing name
+    (``<ThingPrefix>_<DSN>``, at most 128 characters) allows: ``max_dsn_length``, at most 115."""
+    if not _DSN_CHARACTERS.fullmatch(dsn):
         raise BadRequest(
             "DSN must be 1-115 characters of A-Z, a-z, 0-9, '_' or '-'.", "DSN_INVALID"
         )
-    return raw
+    limit = min(max_dsn_length, MAX_DSN_LENGTH)
+    if len(dsn) > limit:
+        raise BadRequest(
+            f"DSN is too long: the thing name allows at most {limit} characters here.",
+            "DSN_TOO_LONG",
+        )
+    return dsn
+
+
+def parse_dsn(raw: str | None, max_dsn_length: int = MAX_DSN_LENGTH) -> str:
+    """A DSN from a path parameter, held to the same rule as the request body's."""
+    if raw is None:
+        raise BadRequest(
+            "DSN must be 1-115 characters of A-Z, a-z, 0-9, '_' or '-'.", "DSN_INVALID"
+        )
+    return check_dsn(raw, max_dsn_length)
 
 
 def _required_string(data: Mapping[str, Any], field: str) -> str:

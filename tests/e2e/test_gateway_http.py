@@ -233,6 +233,45 @@ def test_the_body_is_validated_only_for_the_models_content_types(
         assert [event["body"] for event in gateway.recorder.events] == [body.decode()]
 
 
+def csr_like(size: int) -> str:
+    return "-----BEGIN CERTIFICATE REQUEST-----\n" + "A" * size + "\n"
+
+
+# Bodies the model refuses (docs/architecture.md, "Error codes"): with application/json API
+# Gateway answers BAD_REQUEST_BODY and the function never sees them; with another content type
+# they reach the function, which answers with its own code (tests/unit, tests/integration).
+MODEL_REFUSES = {
+    "both-key-fields": {"publicKey": device_key()[1], "csr": csr_like(100)},
+    "csr-with-encryption": {"csr": csr_like(100), "encryption": "fernet-x25519"},
+    "null-csr": {"csr": None},
+    "empty-csr": {"csr": ""},
+    "csr-not-pem": {"csr": "x" * 100},
+    "csr-too-large": {"csr": csr_like(6144)},
+    "dsn-too-long": {"DSN": "A" * 200, "publicKey": device_key()[1]},
+    "dsn-invalid": {"DSN": "bad dsn", "publicKey": device_key()[1]},
+}
+
+
+@pytest.mark.parametrize("case", sorted(MODEL_REFUSES))
+@pytest.mark.parametrize(
+    ("content_type", "validated"), [("application/json", True), ("text/plain", False)]
+)
+def test_which_layer_answers_a_body_the_model_refuses(
+    gateway: Gateway, case: str, content_type: str, validated: bool
+) -> None:
+    body = json.dumps({"DSN": unique_dsn()} | MODEL_REFUSES[case]).encode()
+    headers = [f"Authorization: {gateway.token}", f"Content-Type: {content_type}"]
+    headers.append(f"Content-Length: {len(body)}")
+    raw = exchange(
+        gateway.port, request(gateway, "/certificate", *headers, "Connection: close", body=body)
+    )
+    if validated:
+        assert (status_of(raw), body_of(raw)) == (400, gateway_error("BAD_REQUEST_BODY"))
+        assert gateway.recorder.events == []
+    else:
+        assert [event["body"] for event in gateway.recorder.events] == [body.decode()]
+
+
 # -- requests that lie, stall or overflow -----------------------------------------------------
 
 

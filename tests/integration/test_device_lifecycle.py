@@ -92,6 +92,11 @@ def test_an_unknown_or_malformed_dsn(services) -> None:
     assert call("GET", f"/devices/{unique_dsn()}", ALICE)[0] == 404
     status, body = call("GET", "/devices/bad%20dsn", ALICE)
     assert (status, body["code"]) == (400, "DSN_INVALID")
+    # A well-formed DSN longer than a thing name allows, as the body says of it
+    status, body = call("GET", f"/devices/{'A' * 200}", ALICE)
+    assert (status, body["code"]) == (400, "DSN_TOO_LONG")
+    status, body = call("DELETE", f"/devices/{'A' * 116}/certificate", ALICE)
+    assert (status, body["code"]) == (400, "DSN_TOO_LONG")
 
 
 def test_the_owner_revokes_their_device_everywhere(services, iot, provisioning_env) -> None:

@@ -6,6 +6,8 @@
 - One run of the watch asks exactly the devices whose certificate expires within the window to
   renew (one renew/due each), across index pages and shards, counts the expired ones, sends
   one SNS summary and publishes the metrics; it never scans the table and stops within its time.
+- A run that runs out of time still counts the expired devices, and the next run goes on where
+  it stopped instead of asking the same front of the window again.
 - GET /devices/{dsn} shows VALID, EXPIRING, EXPIRED or NONE.
 """
 
@@ -25,7 +27,7 @@ from moto.sns.models import sns_backends
 
 from devstack.deployer import Deployment
 from provisioning import expiry
-from provisioning.adapters.store import EXPIRY_SHARDS, expiry_shard
+from provisioning.adapters.store import EXPIRY_SHARDS, WATCH_CURSOR_KEY, expiry_shard
 from provisioning.dependencies import get_services
 from provisioning.expiry_handler import get_watch_services
 from provisioning.lease import iso
@@ -91,11 +93,32 @@ def call(method: str, path: str, body: str | None = None) -> tuple[int, dict[str
     return response["statusCode"], json.loads(response["body"])
 
 
-def run_watch(seconds: float = 120) -> dict[str, Any]:
+def run_watch(seconds: float = 120, context: Any = None) -> dict[str, Any]:
     from provisioning.expiry_handler import lambda_handler
 
-    answer: dict[str, Any] = lambda_handler({}, FakeLambdaContext(seconds, "ExpiryWatchFunction"))
+    answer: dict[str, Any] = lambda_handler(
+        {}, context or FakeLambdaContext(seconds, "ExpiryWatchFunction")
+    )
     return answer
+
+
+class TimeForPublishes(FakeLambdaContext):
+    """A run whose time runs out (10 s left: less than one more page needs, enough to store
+    its position and send the summary) once it has published ``publishes`` messages."""
+
+    def __init__(self, publishes: int) -> None:
+        super().__init__(120, "ExpiryWatchFunction")
+        self.start = len(renew_requests())
+        self.publishes = publishes
+
+    def get_remaining_time_in_millis(self) -> int:
+        used = len(renew_requests()) - self.start
+        return 120_000 if used < self.publishes else 10_000
+
+
+def asked(since: int) -> list[str]:
+    """The thing names asked to renew after the first ``since`` messages, in order."""
+    return [topic.split("/")[1] for topic, _ in renew_requests()[since:] if topic.endswith("/due")]
 
 
 def renew_requests() -> list[tuple[str, dict[str, Any]]]:
@@ -341,8 +364,89 @@ def test_a_run_without_time_for_the_index_reports_itself_incomplete(
     assert metrics["ExpiryWatchIncomplete"] == 1
 
 
-def test_every_call_the_watch_makes_is_granted_by_the_template(world: World) -> None:
+def test_a_run_that_runs_out_of_time_while_asking_still_counts_the_expired_devices(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # GIVEN two expired devices and devices expiring soon in every shard
+    for n, dsn in enumerate(dsns_by_shard({1: 1, 2: 1}, "GONE")):
+        put_device(world, dsn, world.now - timedelta(days=n + 1))
+    for dsn in dsns_by_shard({0: 1, 1: 1, 2: 1, 3: 1}, "SOON"):
+        put_device(world, dsn, world.now + timedelta(days=1))
+    capsys.readouterr()
+    # WHEN the run's time runs out after its first renew/due
+    answer = run_watch(context=TimeForPublishes(1))
+    metrics = emitted_metrics(capsys.readouterr().out)
+    # THEN it still reports both expired devices (the alarm's metric), and says it is incomplete
+    assert (answer["expired"], answer["complete"], answer["notified"]) == (2, False, True)
+    assert metrics["DevicesExpired"] == 2
+    assert metrics["ExpiryWatchIncomplete"] == 1
+    ((subject, _),) = summaries(world)
+    assert "2 expired" in subject and subject.endswith("(incomplete run)")
+
+
+def test_runs_that_run_out_of_time_go_on_where_the_last_one_stopped(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(expiry, "PAGE_SIZE", 2)
+    prefix = world.env["THING_PREFIX"]
+    # GIVEN five devices of one shard expiring within the window, soonest first (the two at the
+    # front are offline for good: they never renew)
+    dsns = dsns_by_shard({0: 5}, "RING")
+    for n, dsn in enumerate(dsns):
+        put_device(world, dsn, world.now + timedelta(days=1 + n))
+    things = [f"{prefix}_{dsn}" for dsn in dsns]
+
+    def run(publishes: int) -> tuple[list[str], dict[str, Any]]:
+        before = len(renew_requests())
+        answer = run_watch(context=TimeForPublishes(publishes))
+        return asked(before), answer
+
+    # WHEN each run has time for one page (two devices) only
+    first, answer = run(2)
+    assert first == things[:2] and answer["complete"] is False
+    # THEN the next run asks the next devices, not the front again
+    second, answer = run(2)
+    assert second == things[2:4] and answer["complete"] is False
+    # ... the one after reaches the end of the window (still not the whole window in one run)
+    third, answer = run(2)
+    assert third == things[4:] and answer["complete"] is False
+    # ... and the run after that starts again from the soonest expiry
+    fourth, _ = run(2)
+    assert fourth == things[:2]
+    # WHEN a run has all the time it needs, THEN it goes on, covers the rest, and the run after
+    # it asks the whole window in one go and is complete
+    rest, answer = run(100)
+    assert rest == things[2:] and answer["complete"] is False
+    everything, answer = run(100)
+    assert everything == things and answer["complete"] is True
+
+
+def test_a_stored_position_that_left_the_window_is_dropped(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(expiry, "PAGE_SIZE", 1)
+    # GIVEN a run that stopped after the soonest of three expiring devices
+    dsns = dsns_by_shard({0: 3}, "MOVE")
+    for n, dsn in enumerate(dsns):
+        put_device(world, dsn, world.now + timedelta(days=1 + n))
+    before = len(renew_requests())
+    run_watch(context=TimeForPublishes(1))
+    assert asked(before) == [f"{world.env['THING_PREFIX']}_{dsns[0]}"]
+    # WHEN the next run comes after that device's certificate expired
+    world.now += timedelta(days=1, seconds=1)
+    before = len(renew_requests())
+    answer = run_watch()
+    # THEN it asks the two left in the window from the front, counts the expired one, and
+    # (DynamoDB refuses a start key outside the query's range) does not fail
+    assert len(asked(before)) == 2
+    assert (answer["expiring"], answer["expired"], answer["complete"]) == (2, 1, True)
+
+
+def test_every_call_the_watch_makes_is_granted_by_the_template(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """moto checks no IAM: an ungranted call would pass offline and fail in AWS."""
+    monkeypatch.setattr(expiry, "PAGE_SIZE", 1)
     recorder = CallRecorder({world.table: "DevicesTable", world.env["AUDIT_TABLE"]: "AuditTable"})
     watch_services = get_watch_services()
     publisher = world.services.publisher
@@ -354,19 +458,53 @@ def test_every_call_the_watch_makes_is_granted_by_the_template(world: World) -> 
         watch_services.notifier.client,  # type: ignore[attr-defined]
     ):
         recorder.watch(client)
-    # GIVEN an expiring and an expired device (every kind of call a run makes)
-    put_device(world, unique_dsn("IAM"), world.now + timedelta(days=2))
+    # GIVEN expiring devices and an expired one; the first run runs out of time and stores its
+    # position, the second goes on from it (every kind of call a run makes)
+    for dsn in dsns_by_shard({0: 2}, "IAM"):
+        put_device(world, dsn, world.now + timedelta(days=2))
     put_device(world, unique_dsn("IAM"), world.now - timedelta(days=2))
-    with recorder.acting_as("ExpiryWatchFunction"):
+    client = world.services.store.client  # type: ignore[attr-defined]
+    with (
+        recorder.acting_as("ExpiryWatchFunction"),
+        recording(client, "GetItem") as reads,
+        recording(client, "PutItem") as writes,
+    ):
+        first = run_watch(context=TimeForPublishes(1))
         answer = run_watch()
+    assert (first["expiring"], first["complete"]) == (1, False)
     assert (answer["expiring"], answer["expired"], answer["notified"]) == (1, 1, True)
     actions = {c.action for c in recorder.calls}
-    assert {"dynamodb:Query", "iot:Publish", "sns:Publish"} <= actions
-    # THEN the template grants the function every call it made, and nothing reads the table
+    assert {"dynamodb:Query", "dynamodb:GetItem", "dynamodb:PutItem"} <= actions
+    assert {"iot:Publish", "sns:Publish"} <= actions
+    # THEN the template grants the function every call it made; of the table itself it reads
+    # and writes only its position row, which is all the grant's LeadingKeys condition allows
     assert not_granted(recorder.calls) == []
     assert {c.resource for c in recorder.calls if c.action.startswith("dynamodb:")} == {
-        "DevicesTable/index/ExpiryIndex"
+        "DevicesTable/index/ExpiryIndex",
+        "DevicesTable",
     }
+    keys = [r["Key"]["dsn"]["S"] for r in reads] + [w["Item"]["dsn"]["S"] for w in writes]
+    assert keys and set(keys) == {WATCH_CURSOR_KEY}
+    policies = world_policies("ExpiryWatchFunction")
+    (grant,) = [s for s in policies if "dynamodb:PutItem" in s["Action"]]
+    assert grant["Condition"] == {
+        "ForAllValues:StringEquals": {"dynamodb:LeadingKeys": [WATCH_CURSOR_KEY]}
+    }
+    assert sorted(grant["Action"]) == ["dynamodb:GetItem", "dynamodb:PutItem"]
+
+
+def world_policies(function: str) -> list[dict[str, Any]]:
+    from cfnlint.decode import decode
+
+    from tests.support.iam import TEMPLATE
+
+    template, errors = decode(str(TEMPLATE))
+    assert not errors and template is not None
+    return [
+        statement
+        for policy in template["Resources"][function]["Properties"]["Policies"]
+        for statement in policy["Statement"]
+    ]
 
 
 # --------------------------------------------------------------------------- GET

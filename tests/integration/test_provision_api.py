@@ -336,7 +336,7 @@ BAD_BODIES = [
     (json.dumps({"DSN": "../../x", "publicKey": Device("x").public_key_b64}), "DSN_INVALID"),
     (json.dumps({"DSN": "Aé", "publicKey": Device("x").public_key_b64}), "DSN_INVALID"),
     (json.dumps({"DSN": "A\n", "publicKey": Device("x").public_key_b64}), "DSN_INVALID"),
-    (json.dumps({"DSN": "A" * 116, "publicKey": Device("x").public_key_b64}), "DSN_INVALID"),
+    (json.dumps({"DSN": "A" * 116, "publicKey": Device("x").public_key_b64}), "DSN_TOO_LONG"),
     (json.dumps({"DSN": "ABC", "publicKey": "!!"}), "PUBLIC_KEY_INVALID"),
     (
         json.dumps({"DSN": "ABC", "publicKey": base64.b64encode(b"k" * 16).decode()}),

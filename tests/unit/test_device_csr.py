@@ -6,13 +6,20 @@ from __future__ import annotations
 import json
 
 import pytest
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 
 from provisioning.crypto import MAX_CSR_BYTES, load_device_csr
 from provisioning.errors import BadRequest
 from provisioning.models import MAX_BODY_BYTES, parse_provision_request
-from tests.support.csr import ec_key, make_csr, public_key_der, with_bad_signature
+from tests.support.csr import (
+    ec_key,
+    make_csr,
+    make_explicit_curve_csr,
+    public_key_der,
+    with_bad_signature,
+)
 
 MAX_DSN = 120
 
@@ -75,6 +82,86 @@ def refusal(pem: str | bytes) -> str:
 )
 def test_bad_requests_are_refused_with_a_stable_code(pem: str, code: str) -> None:
     assert refusal(pem) == code
+
+
+def pss_csr() -> str:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(make_name())
+        .sign(
+            key,
+            hashes.SHA256(),
+            rsa_padding=padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32),
+        )
+    )
+    return csr.public_bytes(serialization.Encoding.PEM).decode("ascii")
+
+
+def rsa_key_of(bits: int) -> rsa.RSAPrivateKey:
+    """An RSA key whose modulus has exactly ``bits`` bits (OpenSSL may give one bit less)."""
+    for _ in range(50):
+        key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+        if key.key_size == bits:
+            return key
+    raise AssertionError(f"no {bits}-bit RSA key in 50 tries")
+
+
+def make_name() -> x509.Name:
+    return x509.load_pem_x509_csr(make_csr().encode()).subject
+
+
+GOOD = make_csr()
+BEGIN, END = "-----BEGIN CERTIFICATE REQUEST-----", "-----END CERTIFICATE REQUEST-----"
+
+
+@pytest.mark.parametrize(
+    ("pem", "code"),
+    [
+        # text after the block, even text that ends like a CSR
+        (GOOD + "junk\n" + END + "\n", "CSR_INVALID"),
+        (GOOD + "trailing words", "CSR_INVALID"),
+        ("preamble\n" + GOOD, "CSR_INVALID"),
+        # RFC 1421 headers inside the block
+        (GOOD.replace(BEGIN + "\n", BEGIN + "\nProc-Type: 4,ENCRYPTED\n\n"), "CSR_INVALID"),
+        # base64 that is not canonical, or not base64
+        (GOOD.replace("\n-----END", "=\n-----END"), "CSR_INVALID"),
+        (GOOD.replace(BEGIN + "\n", BEGIN + "\n*"), "CSR_INVALID"),
+        # RSA sizes Private CA does not issue for
+        (make_csr(rsa_key_of(2050)), "CSR_KEY_UNSUPPORTED"),
+        (make_csr(rsa_key_of(3000)), "CSR_KEY_UNSUPPORTED"),
+        # an EC key that spells out its curve instead of naming it
+        (make_explicit_curve_csr(), "CSR_KEY_UNSUPPORTED"),
+        # an RSA-PSS signature (SHA-256: only the padding is wrong)
+        (pss_csr(), "CSR_INVALID"),
+    ],
+    ids=[
+        "second-end-line",
+        "trailing-text",
+        "preamble",
+        "proc-type-header",
+        "extra-padding",
+        "not-base64",
+        "rsa-2050",
+        "rsa-3000",
+        "explicit-ec-parameters",
+        "rsa-pss",
+    ],
+)
+def test_what_private_ca_must_never_see_is_refused(pem: str, code: str) -> None:
+    assert refusal(pem) == code
+
+
+def test_private_ca_gets_pem_made_again_from_the_parsed_request() -> None:
+    # GIVEN a valid request written with CRLF line ends, long lines and surrounding blanks
+    der = x509.load_pem_x509_csr(GOOD.encode()).public_bytes(serialization.Encoding.DER)
+    import base64
+
+    sloppy = f"\r\n{BEGIN}\r\n{base64.b64encode(der).decode()}\r\n{END}\r\n\r\n"
+    # THEN it is taken, and what goes on is the canonical PEM of the same DER
+    checked = load_device_csr(sloppy.encode())
+    assert checked.pem == GOOD.encode()
+    assert x509.load_pem_x509_csr(checked.pem).public_bytes(serialization.Encoding.DER) == der
 
 
 def test_an_oversized_csr_is_refused_before_parsing() -> None:

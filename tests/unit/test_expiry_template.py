@@ -151,3 +151,83 @@ def test_the_runbooks_backfill_gives_each_row_the_shard_the_store_gives_it() -> 
             [sys.executable, "-c", one_liner, dsn], capture_output=True, text=True, check=True
         ).stdout.strip()
         assert shard == expiry_shard(dsn)
+
+
+def test_runs_that_do_not_cover_the_window_raise_an_alarm_to_the_expiry_topic(
+    template: dict[str, Any],
+) -> None:
+    alarms = {
+        name: r["Properties"]
+        for name, r in template["Resources"].items()
+        if r["Type"] == "AWS::CloudWatch::Alarm"
+    }
+    (incomplete,) = [a for a in alarms.values() if a["MetricName"] == "ExpiryWatchIncomplete"]
+    # The metric the handler emits (1 per incomplete run), in its namespace and dimension.
+    assert (
+        incomplete["Namespace"]
+        == template["Globals"]["Function"]["Environment"]["Variables"][
+            "POWERTOOLS_METRICS_NAMESPACE"
+        ]
+    )
+    assert incomplete["Dimensions"] == [{"Name": "service", "Value": "iot-device-onboarding"}]
+    assert incomplete["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
+    assert incomplete["Threshold"] == 1
+    assert incomplete["AlarmActions"] == [{"Ref": "ExpiryTopic"}]
+    # The Lambda-errors alarm no longer claims to cover runs that merely did not finish.
+    failed = alarms["ExpiryWatchFailedAlarm"]
+    assert failed["MetricName"] == "Errors"
+    assert "could not finish" not in failed["AlarmDescription"]
+    runbook = (TEMPLATE.parent / "docs" / "runbook.md").read_text(encoding="utf-8")
+    assert "ExpiryWatchIncompleteAlarm" in runbook
+
+
+@pytest.mark.parametrize("schedule", ["rate(12 hours)", "rate(1 day)"])
+def test_the_rules_refuse_short_lived_mode_watched_less_than_every_six_hours(
+    template: dict[str, Any], schedule: str
+) -> None:
+    values = parameters(
+        template,
+        CaUsageMode="SHORT_LIVED_CERTIFICATE",
+        DeviceCertValidityDays="7",
+        ExpiryWatchSchedule=schedule,
+    )
+    with pytest.raises(RuleFailed, match=r"at least every 6\s+hours"):
+        check_rules(template["Rules"], values)
+
+
+@pytest.mark.parametrize("schedule", ["rate(1 hour)", "rate(3 hours)", "rate(6 hours)"])
+def test_the_rules_accept_short_lived_mode_watched_every_six_hours_or_more_often(
+    template: dict[str, Any], schedule: str
+) -> None:
+    values = parameters(
+        template,
+        CaUsageMode="SHORT_LIVED_CERTIFICATE",
+        DeviceCertValidityDays="7",
+        ExpiryWatchSchedule=schedule,
+    )
+    check_rules(template["Rules"], values)
+
+
+def test_every_allowed_schedule_is_either_accepted_or_refused_in_short_lived_mode(
+    template: dict[str, Any],
+) -> None:
+    """A schedule added to AllowedValues must be classified by the rule, not slip through."""
+    allowed = template["Parameters"]["ExpiryWatchSchedule"]["AllowedValues"]
+    hours = {"rate(1 hour)": 1, "rate(3 hours)": 3, "rate(6 hours)": 6}
+    hours |= {"rate(12 hours)": 12, "rate(1 day)": 24}
+    assert set(allowed) == set(hours)
+    for schedule in allowed:
+        values = parameters(
+            template, CaUsageMode="SHORT_LIVED_CERTIFICATE", ExpiryWatchSchedule=schedule
+        )
+        values["DeviceCertValidityDays"] = "7"
+        if hours[schedule] <= 6:
+            check_rules(template["Rules"], values)
+        else:
+            with pytest.raises(RuleFailed):
+                check_rules(template["Rules"], values)
+
+
+@pytest.mark.parametrize("schedule", ["rate(12 hours)", "rate(1 day)"])
+def test_general_purpose_mode_takes_any_schedule(template: dict[str, Any], schedule: str) -> None:
+    check_rules(template["Rules"], parameters(template, ExpiryWatchSchedule=schedule))

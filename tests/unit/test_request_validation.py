@@ -69,7 +69,6 @@ def test_malformed_bodies_are_refused(raw: str | None, code: str) -> None:
     "dsn",
     [
         "",
-        "A" * 116,
         "has space",
         "../etc/passwd",
         "A1\n",
@@ -163,3 +162,35 @@ def test_groups_from_the_authorizer_claims(claim: object, admin: bool, may_provi
     caller = Caller.from_claims(claims)
     assert caller.is_admin is admin
     assert caller.may_provision is may_provision
+
+
+@pytest.mark.parametrize(
+    ("raw", "limit", "code"),
+    [
+        ("A" * 200, 115, "DSN_TOO_LONG"),
+        ("A" * 116, 115, "DSN_TOO_LONG"),
+        ("A" * 41, 40, "DSN_TOO_LONG"),  # a long ThingPrefix leaves less room
+        ("A" * 116, 200, "DSN_TOO_LONG"),  # never more than 115, whatever the caller says
+        ("a b" * 100, 115, "DSN_INVALID"),
+        ("A/" + "A" * 200, 115, "DSN_INVALID"),
+        ("", 115, "DSN_INVALID"),
+        (None, 115, "DSN_INVALID"),
+    ],
+)
+def test_a_path_dsn_is_held_to_the_bodys_rule(raw: str | None, limit: int, code: str) -> None:
+    from provisioning.models import parse_dsn
+
+    with pytest.raises(BadRequest) as refused:
+        parse_dsn(raw, limit)
+    assert refused.value.code == code
+    if raw:  # the body says the same about the same DSN
+        with pytest.raises(BadRequest) as body_refused:
+            parse_provision_request(body(DSN=raw, publicKey=device_key()), limit)
+        assert body_refused.value.code == code
+
+
+def test_a_path_dsn_at_the_limit_is_taken() -> None:
+    from provisioning.models import parse_dsn
+
+    assert parse_dsn("A" * 115) == "A" * 115
+    assert parse_dsn("A" * 40, 40) == "A" * 40

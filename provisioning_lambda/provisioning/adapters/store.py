@@ -41,6 +41,9 @@ SWEEP_INDEX = "SweepIndex"
 EXPIRY_SHARDS = 4
 EXPIRY_INDEX = "ExpiryIndex"
 EXPIRY_SHARD = "expiry_shard"
+# The row where the expiry watch keeps its position between runs: not a device (no DSN has a
+# "#"), never in an index; the watch may read and write only this key (template.yaml).
+WATCH_CURSOR_KEY = "#expiry-watch"
 RETIRE_PREFIX = "retire_"
 _STRING_FIELDS = [
     f.name
@@ -523,6 +526,44 @@ class DeviceStore:
         with aws_step("COUNT_EXPIRED_DEVICES"):
             response = self.client.query(**request)
         return int(response.get("Count", 0)), response.get("LastEvaluatedKey")
+
+    def watch_cursors(self, since: str, until: str) -> dict[int, object]:
+        """Where the last run of the expiry watch stopped, per shard: the ``expiring`` cursor
+        to go on from. A position outside [since, until] (expired since, or past the window's
+        end) is dropped: DynamoDB refuses a start key outside the query's range."""
+        with aws_step("READ_WATCH_POSITION"):
+            response = self.client.get_item(
+                TableName=self._devices,
+                Key={"dsn": _s(WATCH_CURSOR_KEY)},
+                ConsistentRead=True,
+                ProjectionExpression="cursors",
+            )
+        stored = response.get("Item", {}).get("cursors", {}).get("M", {})
+        cursors: dict[int, object] = {}
+        for shard, value in stored.items():
+            position = {k: v.get("S", "") for k, v in value.get("M", {}).items()}
+            not_after, dsn = position.get("not_after", ""), position.get("dsn", "")
+            if shard.isdigit() and dsn and since <= not_after <= until:
+                cursors[int(shard)] = {
+                    EXPIRY_SHARD: _s(f"exp#{shard}"),
+                    "not_after": _s(not_after),
+                    "dsn": _s(dsn),
+                }
+        return cursors
+
+    def save_watch_cursors(self, cursors: dict[int, object]) -> None:
+        """Keep the watch's position (``expiring`` cursors by shard); empty: start afresh."""
+        stored: dict[str, Any] = {}
+        for shard, cursor in cursors.items():
+            key: dict[str, Any] = cursor  # type: ignore[assignment]  # our own LastEvaluatedKey
+            stored[str(shard)] = {
+                "M": {"not_after": key["not_after"], "dsn": key["dsn"]},
+            }
+        with aws_step("STORE_WATCH_POSITION"):
+            self.client.put_item(
+                TableName=self._devices,
+                Item={"dsn": _s(WATCH_CURSOR_KEY), "cursors": {"M": stored}},
+            )
 
 
 def _audit_sort_key(event: AuditEvent) -> str:

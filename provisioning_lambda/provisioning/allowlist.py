@@ -93,8 +93,9 @@ def load_entries(
             except ValueError:
                 results.append(_refused(dsn, "PUBLIC_KEY_INVALID"))
                 continue
-            # One write and its retries must still fit before the hard stop.
-            budget.require("STORE_ALLOWLIST", seconds=ATTEMPT_SECONDS + HARD_STOP_SECONDS)
+            # The row's write and its audit entry, with retries, must still fit before the
+            # hard stop.
+            budget.require("STORE_ALLOWLIST", seconds=2 * ATTEMPT_SECONDS + HARD_STOP_SECONDS)
             added = store.add(dsn, key_der, at, caller.sub)
             results.append(
                 {"DSN": dsn, "result": added}

@@ -1,9 +1,15 @@
 """The app's fleet commands: list devices, hand one over, claim one, release one.
 
     python provisioning_app.py list     --state .local/stack.json [--all] [--limit N]
-    python provisioning_app.py transfer --state .local/stack.json SN-0001 [--cancel]
-    python provisioning_app.py claim    --state .local/stack.json SN-0001 ABCD-EFGH-JKMN
+    python provisioning_app.py transfer --state .local/stack.json SN-0001 [--cancel [--decline]]
+    python provisioning_app.py claim    --state .local/stack.json SN-0001
     python provisioning_app.py release  --state .local/stack.json SN-0001 --yes
+
+A transfer code is a secret until it is used: ``claim`` and ``transfer --cancel --decline`` read
+it at a prompt (not echoed) or, when standard input is not a terminal, from its next line,
+never from the command line, where ``ps`` and shell history would show it. So does the
+password with ``--password-stdin`` (its line comes first); ``--password`` stays for scripts
+that accept that it is visible.
 
 They talk to the API only (no BLE): after a claim the new owner provisions the device over BLE
 with the app's default command, as for a new device. ``provisioning_app.main`` hands these
@@ -13,6 +19,7 @@ commands here; ``run`` takes plain values so tests call it directly.
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import sys
 import urllib.error
@@ -205,17 +212,23 @@ def add_commands(subparsers: Any, common: list[argparse.ArgumentParser]) -> None
     )
     transfer.add_argument("dsn", help="the device's serial number")
     transfer.add_argument("--cancel", action="store_true", help="cancel the pending transfer")
-    transfer.add_argument("--code", help="with --cancel: decline a transfer you were offered")
+    transfer.add_argument(
+        "--decline",
+        action="store_true",
+        help="with --cancel: decline a transfer you were offered; the code is read at a "
+        "prompt, or from standard input's next line",
+    )
 
     claiming = subparsers.add_parser(
         "claim",
         parents=common,
         help="become a device's owner with the code its owner gave you",
-        description="Claim a device with its DSN and transfer code. Its certificate is revoked: "
-        "provision it again over BLE (the app's default command) to bring it online.",
+        description="Claim a device with its DSN and transfer code. The code is read at a "
+        "prompt (not echoed) or, when standard input is not a terminal, from its next line; "
+        "never from the command line. The device's certificate is revoked: provision it again "
+        "over BLE (the app's default command) to bring it online.",
     )
     claiming.add_argument("dsn", help="the device's serial number")
-    claiming.add_argument("code", help="the transfer code, e.g. ABCD-EFGH-JKMN")
 
     releasing = subparsers.add_parser(
         "release",
@@ -249,6 +262,14 @@ def run(args: argparse.Namespace, hooks: Hooks, out: Any = None) -> int:
                 raise FleetError(EXIT_USAGE, "release: add --yes to release without a prompt")
             if input(f"Release {args.dsn}? Its certificate is revoked. [y/N] ").lower() != "y":
                 raise FleetError(EXIT_USAGE, "release: not confirmed")
+        if args.password_stdin:
+            if args.password:
+                raise FleetError(EXIT_USAGE, "use one of --password and --password-stdin")
+            args.password = _secret_line("", "--password-stdin: no password on standard input")
+        if args.command == "claim" or (args.command == "transfer" and args.decline):
+            if args.command == "transfer" and not args.cancel:
+                raise FleetError(EXIT_USAGE, "--decline goes with --cancel")
+            args.code = _secret_line(f"Transfer code for {args.dsn}: ", "no transfer code given")
         backend = hooks.resolve_backend(args)
         username, password = hooks.credentials_for(args, backend)
         token = hooks.login(backend, username, password)
@@ -260,6 +281,19 @@ def run(args: argparse.Namespace, hooks: Hooks, out: Any = None) -> int:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return int(getattr(exc, "exit_code", EXIT_API))
     return EXIT_OK
+
+
+def _secret_line(prompt: str, missing: str) -> str:
+    """A secret from a prompt that does not echo it, or from standard input's next line."""
+    ask = bool(prompt) and sys.stdin.isatty()
+    try:
+        value = getpass.getpass(prompt) if ask else sys.stdin.readline()
+    except EOFError:
+        value = ""
+    value = value.strip("\r\n")
+    if not value.strip():
+        raise FleetError(EXIT_USAGE, missing)
+    return value
 
 
 def _dispatch(args: argparse.Namespace, api_url: str, token: str, out: Any) -> None:
@@ -294,11 +328,9 @@ def _dispatch(args: argparse.Namespace, api_url: str, token: str, out: Any) -> N
         if next_token:
             print(f"more: --next-token {next_token}", file=out)
     elif args.command == "transfer" and args.cancel:
-        cancel_transfer(api_url, token, args.dsn, args.code)
+        cancel_transfer(api_url, token, args.dsn, args.code if args.decline else None)
         print(f"transfer of {args.dsn} cancelled", file=out)
     elif args.command == "transfer":
-        if args.code:
-            raise FleetError(EXIT_USAGE, "--code goes with --cancel")
         started = start_transfer(api_url, token, args.dsn)
         print(f"transfer code for {args.dsn}: {started['transferCode']}", file=out)
         print(
@@ -330,7 +362,14 @@ def common_parsers() -> list[argparse.ArgumentParser]:
     user = common.add_argument_group("sign-in")
     user.add_argument("--username", help="default: ONBOARDING_USERNAME, or the offline admin")
     user.add_argument(
-        "--password", help="default: ONBOARDING_PASSWORD, the offline admin's, or a prompt"
+        "--password",
+        help="VISIBLE to ps and shell history: prefer ONBOARDING_PASSWORD, --password-stdin or "
+        "the prompt (the default: ONBOARDING_PASSWORD, the offline admin's, or a prompt)",
+    )
+    user.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password from standard input's first line",
     )
     return [common]
 

@@ -18,8 +18,9 @@
 At every moment one complete, valid set of credentials is on disk: ``load`` prefers ``next/``
 (newer) and falls back to the old set, so a device that dies at any step boots with working
 credentials. A rejected, unanswered or untrusted renewal keeps the old credentials and is
-retried with exponential backoff (``Backoff``); a new certificate the broker refuses is
-dropped and the device goes back to the old one.
+retried with exponential backoff (``Backoff``), and no sooner than a rejection's
+``retryAfterSeconds`` (``RENEWAL_TOO_SOON``, ``RENEWAL_UNCONFIRMED``: "retry later"); a new
+certificate the broker refuses is dropped and the device goes back to the old one.
 """
 
 from __future__ import annotations
@@ -116,9 +117,10 @@ class RenewalFailed(Exception):
     """A renewal that did not complete; ``reason`` is a rejected code, TIMEOUT, a trust
     refusal or CONNECT. The old credentials stay."""
 
-    def __init__(self, reason: str, message: str = "") -> None:
+    def __init__(self, reason: str, message: str = "", retry_after: float = 0.0) -> None:
         super().__init__(f"{reason}: {message}" if message else reason)
         self.reason = reason
+        self.retry_after = retry_after  # the cloud's "not before" for the next attempt
 
 
 def new_key_and_csr(dsn: str) -> tuple[ec.EllipticCurvePrivateKey, str]:
@@ -386,7 +388,9 @@ class ConnectedDevice:
             except queue.Empty:
                 continue
             if topic == topics.rejected:
-                raise RenewalFailed(_rejected_code(payload))
+                raise RenewalFailed(
+                    _rejected_code(payload), retry_after=_retry_after(payload, self.backoff.cap)
+                )
             try:
                 return check_answer(
                     payload,
@@ -424,7 +428,7 @@ class ConnectedDevice:
             try:
                 self.renew(reason)
             except RenewalFailed as failure:
-                delay = self.backoff.next()
+                delay = max(self.backoff.next(), failure.retry_after)
                 logger.warning("renewal failed (%s); retry in %g s", failure.reason, delay)
                 events.emit(events.RenewalFailed(self.creds.thing_name, delay, failure.reason))
             else:
@@ -433,6 +437,17 @@ class ConnectedDevice:
                 delay = seconds_until_due(self._certificate(), dt.datetime.now(dt.UTC))
             reason = "SCHEDULED"
         return done
+
+
+def _retry_after(payload: bytes, cap: float) -> float:
+    """A rejection's ``retryAfterSeconds``, within [0, cap]; 0 when absent or not a number."""
+    try:
+        value = json.loads(payload).get("retryAfterSeconds")
+    except (ValueError, AttributeError, RecursionError):
+        return 0.0
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+        return 0.0
+    return float(min(max(value, 0), cap))
 
 
 def _rejected_code(payload: bytes) -> str:

@@ -652,6 +652,9 @@ BLE_STEPS: tuple[Step, ...] = (
 DEFAULT_STEPS = BLE_STEPS
 # What the steps that load the allowlist need to mean anything: attestation on.
 ATTESTATION_PARAMETERS = {"RequireAttestation": "true"}
+# What the renewal step needs: the device renews a second after it got its certificate, which
+# the template's default minimum renewal interval would refuse (RENEWAL_TOO_SOON).
+RENEWAL_PARAMETERS = {"RenewalMinIntervalSeconds": "0"}
 
 
 def run_steps(ctx: DemoContext, steps: Sequence[Step], out: Print = print) -> None:
@@ -719,6 +722,8 @@ def run_demo(
     lambda_logs = lambda_logs or _lambda_logs_for(workdir)
     if any(step.run is step_allow_device for step in steps):
         parameters = {**ATTESTATION_PARAMETERS, **(parameters or {})}
+    if any(step.run is step_device_renews for step in steps):
+        parameters = {**RENEWAL_PARAMETERS, **(parameters or {})}
     ctx = DemoContext(
         template=template,
         parameters=dict(parameters or {}),

@@ -451,6 +451,12 @@ def violations(table: list[ParameterEffects]) -> list[str]:
 
 # A sentence for the operator where the bare effect does not say enough.
 NOTES = {
+    "RenewalMinIntervalSeconds": (
+        "Applies to the next renewal request; a device refused as too soon is told when to retry."
+    ),
+    "RenewalReservedConcurrency": (
+        "Renewals throttled for more than a minute are dropped; the devices retry on their own."
+    ),
     "AdminEmail": (
         "A new administrator for the new address (the username carries it) takes over the "
         "e-mail alias; the old user stays in the pool, outside the Administrators group."

@@ -40,6 +40,9 @@ class Settings:
     require_attestation: bool = False
     # How long a renewed device keeps its previous certificate ACTIVE, unconfirmed (renewal).
     renewal_grace_hours: int = 72
+    # A device renews from its current certificate no sooner than this after it was issued
+    # (0: no minimum); renewal.py answers RENEWAL_TOO_SOON before.
+    renewal_min_interval_seconds: int = 300
     # A certificate is EXPIRING once less than this share of cert_validity_days is left.
     expiry_warning_percent: int = 30
 
@@ -82,6 +85,9 @@ class Settings:
         grace = env.get("RENEWAL_GRACE_HOURS", "72").strip()
         if not grace.isdigit() or not 1 <= int(grace) <= 720:
             raise ConfigError("RENEWAL_GRACE_HOURS must be a whole number of hours, 1-720")
+        interval = env.get("RENEWAL_MIN_INTERVAL_SECONDS", "300").strip()
+        if not interval.isdigit() or not 0 <= int(interval) <= 86400:
+            raise ConfigError("RENEWAL_MIN_INTERVAL_SECONDS must be a whole number, 0-86400")
         prefix = need("THING_PREFIX")
         if not THING_PREFIX_PATTERN.fullmatch(prefix):
             raise ConfigError("THING_PREFIX must be 1-12 of A-Z a-z 0-9 - (no _)")
@@ -116,5 +122,6 @@ class Settings:
             allowlist_table=allowlist_table,
             require_attestation=require_attestation == "true",
             renewal_grace_hours=int(grace),
+            renewal_min_interval_seconds=int(interval),
             expiry_warning_percent=int(warning),
         )

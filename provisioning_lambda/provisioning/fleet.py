@@ -8,8 +8,13 @@ A transfer, in steps (each audited in the audit table):
 1. the owner starts it: a random one-time code is shown once; the row keeps only a keyed hash
    of it, the transfer's id, its expiry and an attempt count (a new start replaces it);
 2. another member claims with the DSN and the code: the try is counted first (at most
-   ``TRANSFER_MAX_ATTEMPTS`` per transfer; using them up cancels it), then the code is
-   compared in constant time;
+   ``TRANSFER_MAX_ATTEMPTS`` counted at once per transfer, so at most that many wrong codes
+   are ever compared, however many requests run at the same time), then the code is compared
+   in constant time; a code that matches gives its try back at once, so only wrong codes use
+   tries up (a claim answered 409 and retried, or ``ALREADY_OWNER``, costs none). The last
+   wrong try cancels the transfer, whoever made it: tries are counted per transfer, not per
+   caller (docs/threat-model.md, transfer row). A blocked device (manufacturer allowlist) is
+   neither offered nor claimed: it could never be provisioned again;
 3. the claim takes the device's lease, then one transaction makes the claimant the owner, the
    row name no certificate (status REVOKED) and the old certificate be written down as
    retiring, drops the transfer and keeps the audit entry; the old certificate is then revoked
@@ -77,6 +82,7 @@ class FleetStorePort(Protocol):
         self, dsn: str, transfer_id: str, audit: AuditEvent, request_id: str, now: int
     ) -> None: ...
     def count_attempt(self, dsn: str, now: int, max_attempts: int) -> dict[str, Any] | None: ...
+    def return_attempt(self, dsn: str, transfer_id: str, request_id: str) -> None: ...
     def drop_transfer(
         self, dsn: str, transfer_id: str, audit: AuditEvent, request_id: str
     ) -> None: ...
@@ -169,6 +175,7 @@ def start_transfer(
     record = _visible_device(services, dsn, caller)
     if record.owner_sub != caller.sub:
         raise Forbidden("Only the device's owner may hand it over.", "NOT_OWNER")
+    _refuse_if_blocked(services, dsn)
     fleet = _fleet(services)
     now = services.clock()
     transfer_id = secrets.token_hex(8)
@@ -235,6 +242,7 @@ def claim_device(
     previous_owner = item.get("owner_sub", {}).get("S", "")
     if previous_owner == caller.sub:
         raise Conflict("You already own this device.", "ALREADY_OWNER")
+    _refuse_if_blocked(services, dsn)  # told only to a caller holding the code
     with services.budgets.running(budget):
         task = DeviceTask(services, caller, dsn, budget, request_id)
         now = task.epoch()
@@ -289,8 +297,10 @@ def _checked_code(
 ) -> tuple[str, dict[str, Any]]:
     """Count a try at the pending transfer's code, then compare; the transfer's id and the row.
 
-    Every refusal reads the same, whether there is no device, no transfer, an expired one, or
-    a wrong code: a caller learns nothing about a DSN without its code.
+    A code that matches gives its try back before anything else can refuse the request, so
+    only wrong codes use tries up; a wrong code's try is never given back. Every refusal reads
+    the same, whether there is no device, no transfer, an expired one, or a wrong code: a
+    caller learns nothing about a DSN without its code.
     """
     fleet = _fleet(services)
     now = services.clock()
@@ -299,6 +309,7 @@ def _checked_code(
     if item is None or transfer is None:
         raise Forbidden(CODE_REFUSED, "TRANSFER_CODE_INVALID")
     if code_matches(code, transfer.salt, transfer.digest, dsn, transfer.transfer_id):
+        fleet.return_attempt(dsn, transfer.transfer_id, request_id)
         return transfer.transfer_id, item
     at = iso(now)
     rejected = _audit(dsn, "TRANSFER_CODE_REJECTED", caller, at, request_id, transfer.transfer_id)
@@ -320,6 +331,14 @@ def _checked_code(
     else:
         services.store.settle(dsn, request_id, release=Release.KEEP, audits=(rejected,))
     raise Forbidden(CODE_REFUSED, "TRANSFER_CODE_INVALID")
+
+
+def _refuse_if_blocked(services: Services, dsn: str) -> None:
+    """A DSN the manufacturer allowlist blocks is never provisioned again: handing it to a new
+    owner would give them a device they can never bring online."""
+    entry = services.allowlist.get(dsn) if services.allowlist is not None else None
+    if entry is not None and entry.blocked:
+        raise Forbidden("This device is blocked and cannot change hands.", "DEVICE_BLOCKED")
 
 
 # --------------------------------------------------------------------------- release

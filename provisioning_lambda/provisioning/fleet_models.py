@@ -292,6 +292,7 @@ TRANSFER_FIELDS = (
     "transfer_until",
     "transfer_attempts",
     "transfer_by",
+    "transfer_returned",  # the last request that gave its try back (fleet_store.return_attempt)
 )
 
 

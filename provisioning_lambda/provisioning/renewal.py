@@ -11,6 +11,7 @@ A renewal request:
 2. take the device's lease (as in provisioning: recovery of what an earlier request left first)
    and authorise: the row is the thing's, ACTIVE, and ``principal`` is its current certificate,
    or the superseded one of a renewal in its grace period (the device lost the answer);
+   then screen it (``_screen``, below): it may be a repeat, too soon, or stale;
 3. issue from ACM PCA (APIPassthrough, the service's subject and DSN SAN) || write the intent,
    then fetch the certificate;
 4. register it ACTIVE in IoT, then attach the shared policy || attach the thing;
@@ -23,6 +24,28 @@ A confirm published with the new certificate writes the superseded one down as r
 retires it (REVOKED in IoT, detached, revoked in ACM PCA, audited). Otherwise the sweeper does
 so once the grace period ends (the row waits in the sweep index until then).
 
+Screening, before anything is issued (so a flood or a repeat costs no certificate):
+
+- from the current certificate, younger than ``renewal_min_interval_seconds``: refused,
+  ``RENEWAL_TOO_SOON`` (checked once before the lease too, so a flood does not hold the lease
+  the owner's requests need);
+- from the superseded certificate, for the key of the current (unconfirmed) one: the request
+  that produced it, delivered again (Lambda delivers an asynchronous event at least once; MQTT
+  QoS 1 delivers a message at least once): answered with that certificate again, nothing
+  issued, nothing retired;
+- from the superseded certificate, for another key, while the current one is younger than
+  ``UNCONFIRMED_HOLD_SECONDS``: possibly published before the device got its answer (a stale
+  request), refused, ``RENEWAL_UNCONFIRMED``; after that no such request can still be in
+  flight (the function drops events older than ``MAX_EVENT_AGE_SECONDS`` and runs at most its
+  timeout), so the device really lost its answer: the unconfirmed certificate goes, and it gets
+  a new one.
+
+Lambda re-delivers an event with the same request id; the handler makes each invocation's id
+unique (``invocation_id``), so a twin neither shares the lease nor gets ACM PCA's answer to
+another invocation's idempotency token (a certificate that may be revoked or current by then).
+Whatever ACM PCA answers, a renewal whose outcome is the certificate the row already names
+changes nothing and retires nothing.
+
 So a device holds at most two ACTIVE certificates, both named by its row, and only during a
 renewal: its working one and the one being retired. Failures before 5 are rolled back (the new
 certificate revoked) within the time left, or left in the intent for the next request or the
@@ -33,14 +56,26 @@ from __future__ import annotations
 
 import hashlib
 import re
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from .budget import ATTEMPT_SECONDS, Budget
 from .crypto import CheckedCsr, certificate_facts, device_names, load_device_csr
-from .errors import BadRequest, DependencyFailed, Forbidden, LeaseLost, NotFound, OutcomeUnknown
+from .errors import (
+    BadRequest,
+    Conflict,
+    DependencyFailed,
+    Forbidden,
+    LeaseLost,
+    NotFound,
+    OutcomeUnknown,
+)
 from .lease import DeviceTask, iso
 from .models import (
     ADMINISTRATORS,
@@ -62,6 +97,12 @@ REJECTED = TOPIC + "/rejected"
 CERTIFICATE_ID = re.compile(r"[0-9a-f]{64}", re.ASCII)
 CLIENT_ID_MAX = 128
 _RULE_FIELDS = frozenset({"thingName", "principal", "clientId"})
+# RenewalFunction's EventInvokeConfig (template.yaml): an event older than this never runs.
+MAX_EVENT_AGE_SECONDS = 60
+# How long after a renewal a request from the superseded certificate for another key may be a
+# stale one (published before the answer): more than MAX_EVENT_AGE_SECONDS plus the function's
+# Timeout (25 s), which tests/unit/test_renewal_topics.py holds the template to.
+UNCONFIRMED_HOLD_SECONDS = 120
 
 
 @dataclass(frozen=True)
@@ -139,16 +180,36 @@ def device_caller(thing_name: str) -> Caller:
     return Caller(sub=f"thing:{thing_name}", groups=frozenset({ADMINISTRATORS}))
 
 
+def invocation_id(aws_request_id: str) -> str:
+    """This invocation's own id: Lambda's request id (what the logs show) and a nonce, as Lambda
+    gives a re-delivered asynchronous event the request id it gave the first delivery."""
+    return f"{aws_request_id}.{secrets.token_hex(4)}"
+
+
 def renew_certificate(
     message: RenewalMessage, services: Services, budget: Budget, request_id: str
 ) -> RenewalResult:
     csr = load_device_csr(message.csr_pem)
     _refuse_if_blocked(services, message.dsn)
     with services.budgets.running(budget):
+        # Before the lease: a device renewing in a loop never holds it (its owner's requests
+        # would meet REQUEST_IN_FLIGHT). Checked again, authoritatively, under the lease.
+        seen = services.store.get(message.dsn)
+        if seen is not None and seen.certificate_id == message.principal:
+            _refuse_if_too_soon(seen, services.settings.renewal_min_interval_seconds, services)
         task = DeviceTask(
             services, device_caller(message.thing_name), message.dsn, budget, request_id
         )
         row = _claim_for(task, message)
+        try:
+            repeated = _screen(task, row, csr, message)
+        except BaseException:
+            task.release(work_left=bool(task.row and task.row.retiring))
+            raise
+        if repeated is not None:
+            task.release(work_left=bool(task.row and task.row.retiring))
+            logger.info("renewal repeated: answered with the current certificate")
+            return repeated
         renewal = _Renewal(task, csr, message.principal, row)
         logger.info(
             "renewal claimed",
@@ -201,6 +262,66 @@ def confirm_renewal(
         if task.recover(Release.RELEASE).unfinished:
             logger.warning("superseded certificate left to the sweeper")
     return True
+
+
+def _screen(
+    task: DeviceTask, row: DeviceRecord, csr: CheckedCsr, message: RenewalMessage
+) -> RenewalResult | None:
+    """Under the lease, before anything is issued: the answer to a repeated request (the
+    current certificate), a refusal (raised), or None to go on (module docstring)."""
+    services = task.services
+    superseded = row.superseded
+    if superseded is None or message.principal != superseded.certificate_id:
+        _refuse_if_too_soon(row, services.settings.renewal_min_interval_seconds, services)
+        return None
+    # A certificate of an earlier CA (rotated since) cannot be fetched through this one: such a
+    # request is taken as one for another key (held, then answered with a fresh certificate).
+    if row.pca_certificate_arn.startswith(services.settings.ca_arn + "/"):
+        task.budget.require("GET_CERTIFICATE")
+        issued = services.pca.fetch(row.pca_certificate_arn)
+        if issued is None or certificate_facts(issued.certificate_pem).iot_certificate_id != (
+            row.certificate_id
+        ):
+            raise DependencyFailed("GET_CERTIFICATE")
+        if _public_key_der(issued.certificate_pem) == csr.public_key_der:
+            return RenewalResult(issued.certificate_pem, row.certificate_id, row.not_after)
+    age = _age_seconds(row, services)
+    if age < UNCONFIRMED_HOLD_SECONDS:
+        wait = UNCONFIRMED_HOLD_SECONDS - age
+        raise Conflict(
+            "The device's last renewal is not confirmed yet: connect with the certificate it "
+            f"answered, or renew again in {wait} s.",
+            "RENEWAL_UNCONFIRMED",
+            retry_after=wait,
+        )
+    return None
+
+
+def _refuse_if_too_soon(row: DeviceRecord, interval: int, services: Services) -> None:
+    age = _age_seconds(row, services)
+    if interval and age < interval:
+        wait = interval - age
+        raise Conflict(
+            f"The device's certificate is {age} s old; renew again in {wait} s.",
+            "RENEWAL_TOO_SOON",
+            retry_after=wait,
+        )
+
+
+def _age_seconds(row: DeviceRecord, services: Services) -> int:
+    """Seconds since the row named its current certificate: ``updated_at`` is written by the
+    commit that names a certificate (provisioning, renewal) and otherwise only by a revocation,
+    which leaves none. (Not the certificate's notBefore: ACM PCA backdates it.)"""
+    try:
+        since = datetime.fromisoformat(row.updated_at)
+    except ValueError:
+        return 1 << 31  # unknown: old enough for anything
+    return max(0, int((services.clock() - since).total_seconds()))
+
+
+def _public_key_der(certificate_pem: str) -> bytes:
+    certificate = x509.load_pem_x509_certificate(certificate_pem.encode("ascii"))
+    return certificate.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
 
 
 def _refuse_if_blocked(services: Services, dsn: str) -> None:
@@ -263,6 +384,8 @@ class _Renewal(_Issuance):
         else:
             self.keep, dropped = current, superseded
         self.retiring = (*row.retiring, *((dropped,) if dropped is not None else ()))
+        # Set when ACM PCA's answer is the certificate the row already names (see run).
+        self.repeated = False
 
     def run(self) -> tuple[DeviceRecord, str]:
         task, services = self.task, self.task.services
@@ -275,6 +398,13 @@ class _Renewal(_Issuance):
         budget.require("ISSUE_CERTIFICATE")
         token = hashlib.sha256(f"{task.request_id}:{task.dsn}:renew".encode()).hexdigest()[:36]
         pca_certificate_arn = pca.issue(self.checked.pem, settings.cert_validity_days, token, names)
+        if pca_certificate_arn == row.pca_certificate_arn:
+            # ACM PCA answered with the certificate the row names (an idempotency token it has
+            # seen): the outcome is the current certificate. No intent (its recovery would
+            # revoke it), nothing to register or commit, nothing retired because of it.
+            self.repeated = True
+            self.retiring = row.retiring
+            return row, self._wait_for_certificate(pca_certificate_arn).certificate_pem
         self.intent = Intent(request_id=task.request_id, pca_certificate_arn=pca_certificate_arn)
         intent_written = run.submit(
             services.store.record_intent, task.dsn, task.request_id, self.intent
@@ -289,6 +419,8 @@ class _Renewal(_Issuance):
         )
         self.intent = replace(self.intent, certificate=new)
         _wait_all([intent_written])
+        # Never retire what this renewal's commit names.
+        self.retiring = tuple(r for r in self.retiring if r.certificate_id != new.certificate_id)
 
         budget.require("REGISTER_CERTIFICATE")
         registered = iot.register(issued.certificate_pem, issued.chain_pem)
@@ -340,10 +472,20 @@ class _Renewal(_Issuance):
         task.row = replace(record, retiring=self.retiring)
         return record, issued.certificate_pem
 
+    def retire_previous(self) -> None:
+        if self.repeated:  # nothing was committed: the lease to give back, what recovery left
+            self.task.recover(Release.RELEASE)
+            return
+        super().retire_previous()
+
 
 def answer_topic(thing_name: str, accepted: bool) -> str:
     return (ACCEPTED if accepted else REJECTED).format(thing=thing_name)
 
 
-def rejection(code: str, message: str) -> dict[str, Any]:
-    return {"code": code, "msg": message}
+def rejection(code: str, message: str, retry_after: int = 0) -> dict[str, Any]:
+    """``{"code", "msg"}``, and ``retryAfterSeconds`` when the device should wait that long."""
+    answer: dict[str, Any] = {"code": code, "msg": message}
+    if retry_after > 0:
+        answer["retryAfterSeconds"] = retry_after
+    return answer

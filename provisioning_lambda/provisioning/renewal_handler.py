@@ -17,6 +17,7 @@ from .ports import Services
 from .renewal import (
     answer_topic,
     confirm_renewal,
+    invocation_id,
     parse_renewal_event,
     rejection,
     renew_certificate,
@@ -38,13 +39,22 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, s
         message = parse_renewal_event(event, settings.thing_prefix, settings.max_dsn_length)
         logger.append_keys(dsn=message.dsn, confirm=message.is_confirm)
         budget = Budget(context.get_remaining_time_in_millis)
+        request_id = invocation_id(context.aws_request_id)
         if message.is_confirm:
-            retired = confirm_renewal(message, services, budget, context.aws_request_id)
+            retired = confirm_renewal(message, services, budget, request_id)
             metrics.add_metric(name="RenewalConfirmed", unit=MetricUnit.Count, value=int(retired))
             return {"result": "CONFIRMED"}
-        result = renew_certificate(message, services, budget, context.aws_request_id)
+        result = renew_certificate(message, services, budget, request_id)
     except ProvisioningError as error:
-        return _refuse(services, thing, event, error.code, error.message, error.status)
+        return _refuse(
+            services,
+            thing,
+            event,
+            error.code,
+            error.message,
+            error.status,
+            error.retry_after_seconds,
+        )
     except Exception as error:
         logger.error("unexpected error", extra={"error": type(error).__name__})
         return _refuse(
@@ -56,7 +66,13 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, s
 
 
 def _refuse(
-    services: Services, thing: str, event: object, code: str, message: str, status: int
+    services: Services,
+    thing: str,
+    event: object,
+    code: str,
+    message: str,
+    status: int,
+    retry_after: int = 0,
 ) -> dict[str, str]:
     logger.warning("renewal refused", extra={"code": code, "status": status})
     if status >= 500 or status == 429:
@@ -64,7 +80,7 @@ def _refuse(
     # A confirm has no answer topic; a message for no device of the fleet has no one to answer.
     confirm = isinstance(event, dict) and "certificateId" in event and "csr" not in event
     if thing and not confirm:
-        _publish(services, answer_topic(thing, False), rejection(code, message))
+        _publish(services, answer_topic(thing, False), rejection(code, message, retry_after))
     return {"result": "REJECTED", "code": code}
 
 

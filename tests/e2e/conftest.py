@@ -23,7 +23,8 @@ def offline_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningS
     state_dir = tmp_path_factory.mktemp("devstack")
     stack = start_stack(
         template=TEMPLATE,
-        parameters={"AdminEmail": "admin@example.com"},
+        # Devices renew seconds after they are provisioned here (--renew-after 0).
+        parameters={"AdminEmail": "admin@example.com", "RenewalMinIntervalSeconds": "0"},
         state_path=state_dir / "stack.json",
         lambda_log_dir=state_dir / "logs",
     )

@@ -21,6 +21,7 @@ from devstack.stack import RunningStack, wait_for
 from onboarding_ble import credentials, events, renewal, trust
 from onboarding_ble.credentials import Answer, Credentials
 from onboarding_ble.demo import Child, Children, device_argv
+from provisioning.renewal import UNCONFIRMED_HOLD_SECONDS
 from tests.support.offline import new_member, post_certificate, unique_dsn
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
@@ -221,11 +222,16 @@ def test_a_device_killed_half_way_through_a_renewal_restarts_and_renews(
     # THEN its working credentials are untouched
     assert {p.name: p.read_bytes() for p in creds.directory.iterdir() if p.is_file()} == before
 
-    # WHEN it restarts, THEN it connects with them and renews successfully
+    # WHEN it restarts, THEN it connects with them and renews successfully: its new key is not
+    # the one the answer it lost was for, so the cloud first has it wait until no request it
+    # published before could still arrive (RENEWAL_UNCONFIRMED), then issues it a certificate
     again = start_device(
         children, offline_stack, dsn, tmp_path, "--renewals", "1", "--renew-after", "0"
     )
-    assert again.wait(90) == 0, again.output()
+    assert again.wait(UNCONFIRMED_HOLD_SECONDS + 60) == 0, again.output()
+    refused = again.event(events.RenewalFailed)
+    assert refused is not None and refused.reason == "RENEWAL_UNCONFIRMED", again.output()
+    assert refused.retry_in > 60  # as long as the cloud said, not the 30 s first backoff
     has = again.event(events.HasCredentials)
     assert has is not None and has.cert == creds.certificate_id
     renewed = again.event(events.Renewed)

@@ -10,6 +10,7 @@ import re
 import urllib.error
 import urllib.request
 from typing import Any
+from unittest import mock
 
 import provisioning_app
 import pytest
@@ -37,10 +38,15 @@ def http(
         return error.code, json.loads(error.read() or b"null")
 
 
-def app(stack: RunningStack, user: AppUser, *argv: str) -> tuple[int, str, str]:
-    """The app's command as a user would run it; its exit code, stdout and stderr."""
+def app(stack: RunningStack, user: AppUser, *argv: str, stdin: str = "") -> tuple[int, str, str]:
+    """The app's command as a user would run it (``stdin`` piped in); its exit code, stdout and
+    stderr."""
     out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    with (
+        contextlib.redirect_stdout(out),
+        contextlib.redirect_stderr(err),
+        mock.patch("sys.stdin", io.StringIO(stdin)),
+    ):
         code = provisioning_app.main(
             [
                 argv[0],
@@ -99,9 +105,10 @@ def test_list_transfer_claim_release_through_the_gateway(offline_stack: RunningS
     )
     assert (status, body) == (400, gateway_error("BAD_REQUEST_BODY"))
     # ... a wrong code is refused; the right one makes Bob the owner
-    code, _, err = app(stack, bob, "claim", second, "AAAA-AAAA-AAAA")
+    # ... (the code is piped in, never an argument that ps and shell history would show)
+    code, _, err = app(stack, bob, "claim", second, stdin="AAAA-AAAA-AAAA\n")
     assert code == 4 and "TRANSFER_CODE_INVALID" in err
-    code, out, err = app(stack, bob, "claim", second, transfer_code)
+    code, out, err = app(stack, bob, "claim", second, stdin=transfer_code + "\n")
     assert code == 0, err
     assert "is yours now" in out
     iot = stack.client("iot")
@@ -120,9 +127,11 @@ def test_list_transfer_claim_release_through_the_gateway(offline_stack: RunningS
     # ... and offers it again; Bob declines with the code (a DELETE with a body)
     code, out, _ = app(stack, alice, "transfer", first)
     (offered,) = re.findall(r"transfer code for \S+: (\S+)", out)
-    code, out, err = app(stack, bob, "transfer", first, "--cancel", "--code", offered)
+    code, out, err = app(
+        stack, bob, "transfer", first, "--cancel", "--decline", stdin=offered + "\n"
+    )
     assert code == 0 and "cancelled" in out, err
-    code, _, err = app(stack, bob, "claim", first, offered)
+    code, _, err = app(stack, bob, "claim", first, stdin=offered + "\n")
     assert code == 4 and "TRANSFER_CODE_INVALID" in err
 
     # Bob releases his device: anyone may provision it then

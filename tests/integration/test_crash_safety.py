@@ -36,6 +36,7 @@ from provisioning.budget import Budget
 from provisioning.crypto import certificate_facts, common_name_for
 from provisioning.dependencies import get_services
 from provisioning.ports import Services
+from provisioning.renewal import UNCONFIRMED_HOLD_SECONDS
 from provisioning.sweeper import sweep
 from tests.support.crash import Crash, InlineExecutor, ProcessDeath
 from tests.support.csr import make_csr
@@ -61,8 +62,9 @@ class World:
     recorder: CallRecorder
     offset: timedelta = timedelta()
 
-    def later(self, seconds: int = 120) -> None:
-        """Let time pass: every lease taken so far has expired."""
+    def later(self, seconds: int = 300) -> None:
+        """Let time pass: every lease taken so far has expired, and so has a renewal's hold on
+        requests for another key (renewal.UNCONFIRMED_HOLD_SECONDS)."""
         self.offset += timedelta(seconds=seconds)
 
     @property
@@ -97,14 +99,15 @@ def world(provisioning_env: dict[str, str]) -> Iterator[World]:
     for client in built.clients:
         recorder.watch(client)
     services.clock = lambda: datetime.now(UTC) + built.offset
-    CURRENT.recorder = recorder
+    CURRENT.recorder, CURRENT.world = recorder, built
     yield built
-    CURRENT.recorder = None
+    CURRENT.recorder, CURRENT.world = None, None
     get_services.cache_clear()
 
 
 class _Current:
     recorder: CallRecorder | None = None
+    world: World | None = None
 
 
 CURRENT = _Current()
@@ -187,16 +190,30 @@ def _provisioned(device: Device) -> None:
     HELD[device.dsn] = [answer["certificateId"]]
 
 
-def _renewed_answer_lost(device: Device) -> None:
-    """Provisioned, then renewed; the accepted answer never reached the device."""
+def _provisioned_a_while_ago(device: Device) -> None:
+    """Provisioned long enough ago to renew (past the minimum renewal interval)."""
     _provisioned(device)
+    _time_passes()
+
+
+def _time_passes() -> None:
+    assert CURRENT.world is not None
+    settings = CURRENT.world.services.settings
+    CURRENT.world.later(max(settings.renewal_min_interval_seconds, UNCONFIRMED_HOLD_SECONDS) + 1)
+
+
+def _renewed_answer_lost(device: Device) -> None:
+    """Provisioned, then renewed; the accepted answer never reached the device, which asks
+    again (with a new key) once its stale requests can no longer arrive."""
+    _provisioned_a_while_ago(device)
     status, answer = renew(device)
     assert status == 200, answer
+    _time_passes()
 
 
 def _renewed_and_switched(device: Device) -> None:
     """Provisioned, then renewed; the device connects with the new certificate."""
-    _provisioned(device)
+    _provisioned_a_while_ago(device)
     status, answer = renew(device)
     assert status == 200, answer
     HELD[device.dsn].insert(0, answer["certificateId"])
@@ -206,7 +223,7 @@ SCENARIOS = {
     "first provisioning": Scenario("first provisioning", lambda _d: None, _provision),
     "rotation": Scenario("rotation", _provisioned, _provision),
     "revocation": Scenario("revocation", _provisioned, _revoke, revokes=True),
-    "renewal": Scenario("renewal", _provisioned, renew),
+    "renewal": Scenario("renewal", _provisioned_a_while_ago, renew),
     "renewal again, answer lost": Scenario("renewal again", _renewed_answer_lost, renew),
     "confirm": Scenario("confirm", _renewed_and_switched, confirm),
 }

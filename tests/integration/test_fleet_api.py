@@ -7,6 +7,7 @@ user in no group; lists are paged across pages and while the fleet changes under
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -375,6 +376,186 @@ def test_wrong_codes_are_bounded_and_end_the_transfer(
     # ... and the refusal reads the same as for a device that does not exist
     nothing = fleet_call("POST", f"/devices/{unique_dsn()}/claim", BOB, {"code": wrong})
     assert nothing == answer
+
+
+def hold_lease(aws: dict[str, Any], dsn: str, seconds: int = 60) -> None:
+    """Another request holds the device's lease (a provisioning in progress)."""
+    import time
+
+    aws["dynamodb"].update_item(
+        TableName=aws["env"]["DEVICES_TABLE"],
+        Key={"dsn": {"S": dsn}},
+        UpdateExpression="SET lease_request_id = :rid, lease_until = :until",
+        ExpressionAttributeValues={
+            ":rid": {"S": "another-request"},
+            ":until": {"N": str(int(time.time()) + seconds)},
+        },
+    )
+
+
+def end_lease(aws: dict[str, Any], dsn: str) -> None:
+    aws["dynamodb"].update_item(
+        TableName=aws["env"]["DEVICES_TABLE"],
+        Key={"dsn": {"S": dsn}},
+        UpdateExpression="REMOVE lease_request_id, lease_until",
+    )
+
+
+def test_only_wrong_codes_use_tries_up(services: Services, aws: dict[str, Any]) -> None:
+    # GIVEN a pending transfer, and a request holding the device (the owner provisioning it)
+    device, first = provisioned(ALICE)
+    transfer_code = start(device.dsn)
+    hold_lease(aws, device.dsn)
+    # WHEN the recipient claims with the right code more times than there are tries, told to
+    # retry each time, and the owner "claims" their own device as often
+    for _ in range(TRANSFER_MAX_ATTEMPTS + 2):
+        busy = fleet_call("POST", f"/devices/{device.dsn}/claim", BOB, {"code": transfer_code})
+        assert (busy[0], busy[1]["code"]) == (409, "REQUEST_IN_FLIGHT"), busy
+        mine = fleet_call("POST", f"/devices/{device.dsn}/claim", ALICE, {"code": transfer_code})
+        assert (mine[0], mine[1]["code"]) == (409, "ALREADY_OWNER"), mine
+    # THEN none of that used a try: every try but one may still go wrong ...
+    assert row(aws, device.dsn)["transfer_attempts"] == {"N": "0"}
+    wrong = "AAAA-AAAA-AAAA" if transfer_code != "AAAA-AAAA-AAAA" else "BBBB-BBBB-BBBB"
+    for _ in range(TRANSFER_MAX_ATTEMPTS - 1):
+        refused = fleet_call("POST", f"/devices/{device.dsn}/claim", CAROL, {"code": wrong})
+        assert (refused[0], refused[1]["code"]) == (403, "TRANSFER_CODE_INVALID")
+    # ... and once the device is free the recipient's retry succeeds
+    end_lease(aws, device.dsn)
+    claimed = fleet_call("POST", f"/devices/{device.dsn}/claim", BOB, {"code": transfer_code})
+    assert claimed[0] == 200, claimed
+    assert cert_status(aws, first["certificateId"]) == "REVOKED"
+    assert audit_events(aws, device.dsn).count("TRANSFER_CODE_REJECTED") == (
+        TRANSFER_MAX_ATTEMPTS - 1
+    )
+
+
+def test_a_matching_codes_try_is_given_back_once_when_its_answer_is_lost(
+    services: Services, aws: dict[str, Any]
+) -> None:
+    # GIVEN three wrong tries counted against a pending transfer
+    device, _ = provisioned(ALICE)
+    transfer_code = start(device.dsn)
+    for _ in range(3):
+        fleet_call("POST", f"/devices/{device.dsn}/claim", CAROL, {"code": "AAAA-AAAA-AAAB"})
+    hold_lease(aws, device.dsn)
+    # WHEN the right code's give-back write applies twice (botocore repeats it: the first
+    # answer was lost)
+    client = services.store.client  # type: ignore[attr-defined]
+    original = client.update_item
+
+    def twice(**kwargs: Any) -> Any:
+        answer = original(**kwargs)
+        if "transfer_returned" in kwargs.get("UpdateExpression", ""):
+            with contextlib.suppress(client.exceptions.ConditionalCheckFailedException):
+                original(**kwargs)
+        return answer
+
+    client.update_item = twice
+    try:
+        busy = fleet_call("POST", f"/devices/{device.dsn}/claim", BOB, {"code": transfer_code})
+    finally:
+        del client.update_item
+    # THEN the wrong tries all still count: the repeat gave nothing more back
+    assert busy[0] == 409, busy
+    assert row(aws, device.dsn)["transfer_attempts"] == {"N": "3"}
+
+
+def test_anyones_wrong_tries_end_the_transfer_and_are_audited_by_name(
+    services: Services, aws: dict[str, Any]
+) -> None:
+    # GIVEN Alice offers her device to Bob; Carol knows its DSN but not the code
+    device, _ = provisioned(ALICE)
+    offered = start(device.dsn)
+    wrong = "AAAA-AAAA-AAAA" if offered != "AAAA-AAAA-AAAA" else "BBBB-BBBB-BBBB"
+    # WHEN Carol spends every try, by claims and by recipient cancels
+    for n in range(TRANSFER_MAX_ATTEMPTS):
+        method, path = ("POST", "claim") if n % 2 else ("DELETE", "transfer")
+        refused = fleet_call(method, f"/devices/{device.dsn}/{path}", CAROL, {"code": wrong})
+        assert (refused[0], refused[1]["code"]) == (403, "TRANSFER_CODE_INVALID")
+    # THEN the transfer has ended (tries are per transfer, not per caller: the bound on
+    # guessing does not grow with the number of accounts) ...
+    late = fleet_call("POST", f"/devices/{device.dsn}/claim", BOB, {"code": offered})
+    assert (late[0], late[1]["code"]) == (403, "TRANSFER_CODE_INVALID")
+    # ... the audit trail names Carol on every rejected try
+    items = aws["dynamodb"].query(
+        TableName=aws["env"]["AUDIT_TABLE"],
+        KeyConditionExpression="pk = :pk",
+        ExpressionAttributeValues={":pk": {"S": f"device#{device.dsn}"}},
+    )["Items"]
+    rejected = [i for i in items if i["event"]["S"] == "TRANSFER_CODE_REJECTED"]
+    assert len(rejected) == TRANSFER_MAX_ATTEMPTS
+    assert {i["actor"]["S"] for i in rejected} == {CAROL}
+    # ... and the owner simply offers it again
+    again = start(device.dsn)
+    assert fleet_call("POST", f"/devices/{device.dsn}/claim", BOB, {"code": again})[0] == 200
+
+
+class _Blocked:
+    """The manufacturer allowlist, with some DSNs blocked."""
+
+    def __init__(self, *dsns: str) -> None:
+        self.dsns = set(dsns)
+
+    def get(self, dsn: str) -> Any:
+        from provisioning.attestation import BLOCKED, AllowlistEntry
+
+        return AllowlistEntry(dsn, status=BLOCKED) if dsn in self.dsns else None
+
+
+def test_a_blocked_device_is_neither_offered_nor_claimed(
+    services: Services, aws: dict[str, Any]
+) -> None:
+    # GIVEN a transfer offered before the manufacturer blocked the device, and another device
+    device, first = provisioned(ALICE)
+    offered = start(device.dsn)
+    other, _ = provisioned(ALICE)
+    services.allowlist = _Blocked(device.dsn, other.dsn)  # type: ignore[assignment]
+    # WHEN the owner offers a blocked device: refused
+    status, answer = fleet_call("POST", f"/devices/{other.dsn}/transfer", ALICE)
+    assert (status, answer["code"]) == (403, "DEVICE_BLOCKED")
+    assert "transfer_id" not in row(aws, other.dsn)
+    # WHEN the recipient claims the blocked device with the right code: refused, nothing moves
+    status, answer = fleet_call("POST", f"/devices/{device.dsn}/claim", BOB, {"code": offered})
+    assert (status, answer["code"]) == (403, "DEVICE_BLOCKED")
+    assert row(aws, device.dsn)["owner_sub"]["S"] == ALICE
+    assert cert_status(aws, first["certificateId"]) == "ACTIVE"
+    # ... and a wrong code learns nothing about the block
+    wrong = "AAAA-AAAA-AAAA" if offered != "AAAA-AAAA-AAAA" else "BBBB-BBBB-BBBB"
+    status, answer = fleet_call("POST", f"/devices/{device.dsn}/claim", CAROL, {"code": wrong})
+    assert (status, answer["code"]) == (403, "TRANSFER_CODE_INVALID")
+    # ... while a device the allowlist does not block is still offered
+    services.allowlist = _Blocked()  # type: ignore[assignment]
+    assert fleet_call("POST", f"/devices/{device.dsn}/claim", BOB, {"code": offered})[0] == 200
+
+
+def test_a_claim_racing_a_cancel_is_told_the_transfer_is_gone(
+    services: Services, aws: dict[str, Any]
+) -> None:
+    # GIVEN a pending transfer; WHEN the owner cancels it after the claim's code was checked,
+    # just before the claim takes the device
+    device, first = provisioned(ALICE)
+    offered = start(device.dsn)
+    client = services.store.client  # type: ignore[attr-defined]
+    cancelled: list[tuple[int, dict[str, Any]]] = []
+
+    def cancel_meanwhile(params: dict[str, Any], **_: Any) -> None:
+        claim_lease = "lease_request_id" in params.get("UpdateExpression", "") and (
+            ":tid" in params.get("ExpressionAttributeValues", {})
+        )
+        if claim_lease and not cancelled:
+            cancelled.append(fleet_call("DELETE", f"/devices/{device.dsn}/transfer", ALICE))
+
+    event = "before-parameter-build.dynamodb.UpdateItem"
+    client.meta.events.register(event, cancel_meanwhile)
+    try:
+        status, answer = fleet_call("POST", f"/devices/{device.dsn}/claim", BOB, {"code": offered})
+    finally:
+        client.meta.events.unregister(event, cancel_meanwhile)
+    # THEN the cancel wins, the claim answers 404 TRANSFER_NOT_FOUND (README), Alice keeps it
+    assert cancelled and cancelled[0][0] == 200, cancelled
+    assert (status, answer["code"]) == (404, "TRANSFER_NOT_FOUND")
+    assert row(aws, device.dsn)["owner_sub"]["S"] == ALICE
+    assert cert_status(aws, first["certificateId"]) == "ACTIVE"
 
 
 def test_an_expired_code_is_refused(services: Services, aws: dict[str, Any]) -> None:

@@ -21,6 +21,7 @@ from provisioning.budget import Budget
 from provisioning.crypto import certificate_facts
 from provisioning.dependencies import get_services
 from provisioning.ports import Services
+from provisioning.renewal import UNCONFIRMED_HOLD_SECONDS
 from provisioning.sweeper import sweep
 from tests.support.csr import ec_key, make_csr, with_bad_signature
 from tests.support.lambda_support import Device, FakeLambdaContext, api_event, unique_dsn
@@ -41,6 +42,16 @@ class Fleet:
     def thing(self, dsn: str) -> str:
         return f"{self.env['THING_PREFIX']}_{dsn}"
 
+    @property
+    def min_interval(self) -> int:
+        return int(self.env["RENEWAL_MIN_INTERVAL_SECONDS"])
+
+    def later(self, seconds: int | None = None) -> None:
+        """Let time pass: by default past the minimum renewal interval and the unconfirmed hold
+        (a device renews days after it got its certificate, not within seconds)."""
+        default = max(self.min_interval, UNCONFIRMED_HOLD_SECONDS) + 1
+        self.offset += timedelta(seconds=default if seconds is None else seconds)
+
     def provision(self, device: Device, sub: str = ALICE) -> str:
         from provisioning.handler import lambda_handler
 
@@ -54,13 +65,16 @@ class Fleet:
         event = api_event(None, ALICE, method="DELETE", path=f"/devices/{device.dsn}/certificate")
         assert lambda_handler(event, FakeLambdaContext())["statusCode"] == 200
 
-    def publish(self, dsn: str, principal: str, **payload: str) -> dict[str, str]:
-        """What the topic rule hands the function when the device publishes ``payload``."""
+    def publish(
+        self, dsn: str, principal: str, context: FakeLambdaContext | None = None, **payload: str
+    ) -> dict[str, str]:
+        """What the topic rule hands the function when the device publishes ``payload``
+        (``context``: the invocation's, e.g. a re-delivery's, with its request id)."""
         from provisioning.renewal_handler import lambda_handler
 
         thing = self.thing(dsn)
         event = {**payload, "thingName": thing, "principal": principal, "clientId": thing}
-        return lambda_handler(event, FakeLambdaContext(function_name="RenewalFunction"))
+        return lambda_handler(event, context or FakeLambdaContext(function_name="RenewalFunction"))
 
     def renew(self, dsn: str, principal: str, csr: str | None = None) -> dict[str, str]:
         return self.publish(dsn, principal, csr=csr or make_csr())
@@ -127,6 +141,7 @@ def test_a_device_renews_with_its_current_certificate_and_keeps_it_until_it_conf
     old = fleet.provision(device)
     key = ec_key()
     csr = make_csr(key, common_name="device_OTHER", san_uris=("urn:iot-device-onboarding:dsn:X",))
+    fleet.later()
 
     # WHEN it publishes the CSR on its renew topic, connected with its certificate
     result = fleet.renew(device.dsn, old, csr)
@@ -158,7 +173,7 @@ def test_a_device_renews_with_its_current_certificate_and_keeps_it_until_it_conf
     assert row is not None and row.certificate_id == new
     assert row.superseded is not None and row.superseded.certificate_id == old
     grace = int(fleet.env["RENEWAL_GRACE_HOURS"]) * 3600
-    assert abs(row.grace_until - (datetime.now(UTC).timestamp() + grace)) < 60
+    assert abs(row.grace_until - (fleet.services.clock().timestamp() + grace)) < 60
     assert ("RENEW", new) in fleet.audit(device.dsn)
 
     # WHEN it confirms, connected with the new certificate
@@ -180,16 +195,17 @@ def test_the_sweeper_retires_the_old_certificate_when_the_grace_period_ends(flee
     # GIVEN a device that renewed and never confirmed
     device = Device(unique_dsn())
     old = fleet.provision(device)
+    fleet.later()
     new = fleet.renew(device.dsn, old)["certificateId"]
-    grace = timedelta(hours=int(fleet.env["RENEWAL_GRACE_HOURS"]))
+    grace = int(fleet.env["RENEWAL_GRACE_HOURS"]) * 3600
 
     # WHEN the sweeper runs before the deadline, nothing changes
-    fleet.offset = grace - timedelta(minutes=5)
+    fleet.later(grace - 5 * 60)
     fleet.sweep()
     assert (fleet.status(old), fleet.status(new)) == ("ACTIVE", "ACTIVE")
 
     # WHEN it runs after the deadline
-    fleet.offset = grace + timedelta(minutes=1)
+    fleet.later(6 * 60)
     fleet.sweep()
 
     # THEN the old certificate is retired, the new one stays, and the row is settled
@@ -209,9 +225,13 @@ def test_a_device_that_lost_the_answer_renews_again_and_holds_at_most_two(fleet:
     # GIVEN a device whose renewal was accepted but whose answer never arrived
     device = Device(unique_dsn())
     old = fleet.provision(device)
+    fleet.later()
     lost = fleet.renew(device.dsn, old)["certificateId"]
 
-    # WHEN it renews again, still with its old certificate
+    # WHEN, once no request published before the answer can still be on its way, it renews
+    # again with a new key (the one it was waiting with is gone too), still with its old
+    # certificate
+    fleet.later(UNCONFIRMED_HOLD_SECONDS)
     result = fleet.renew(device.dsn, old)
 
     # THEN it gets a fresh certificate; the one it never received is retired; the old one stays
@@ -234,8 +254,10 @@ def test_renewing_again_from_the_new_certificate_retires_the_old_one(fleet: Flee
     # GIVEN a device that switched to its new certificate but whose confirm was lost
     device = Device(unique_dsn())
     first = fleet.provision(device)
+    fleet.later()
     second = fleet.renew(device.dsn, first)["certificateId"]
-    # WHEN it renews again with the new certificate
+    # WHEN it renews again with the new certificate, once it may
+    fleet.later()
     third = fleet.renew(device.dsn, second)["certificateId"]
     # THEN the first is retired, the second is superseded, the third is current
     assert [fleet.status(c) for c in (first, second, third)] == ["REVOKED", "ACTIVE", "ACTIVE"]
@@ -307,6 +329,7 @@ def test_a_foreign_certificate_cannot_renew_a_device(fleet: Fleet, whose: str) -
 def test_a_confirm_from_the_old_certificate_retires_nothing(fleet: Fleet) -> None:
     device = Device(unique_dsn())
     old = fleet.provision(device)
+    fleet.later()
     new = fleet.renew(device.dsn, old)["certificateId"]
     result = fleet.publish(device.dsn, old, certificateId=new)
     assert result == {"result": "REJECTED", "code": "CERTIFICATE_NOT_CURRENT"}
@@ -359,8 +382,9 @@ def test_an_owner_rotation_or_revocation_during_the_grace_period_retires_both(
     # GIVEN two devices that renewed and have not confirmed yet
     rotated, revoked = Device(unique_dsn()), Device(unique_dsn())
     a_old = fleet.provision(rotated)
-    a_new = fleet.renew(rotated.dsn, a_old)["certificateId"]
     b_old = fleet.provision(revoked)
+    fleet.later()
+    a_new = fleet.renew(rotated.dsn, a_old)["certificateId"]
     b_new = fleet.renew(revoked.dsn, b_old)["certificateId"]
     # WHEN the owner provisions one again over BLE and revokes the other
     a_latest = fleet.provision(rotated)
@@ -370,3 +394,221 @@ def test_an_owner_rotation_or_revocation_during_the_grace_period_retires_both(
     assert [fleet.status(c) for c in (b_old, b_new)] == ["REVOKED", "REVOKED"]
     assert fleet.attached(rotated.dsn) == {a_latest}
     assert fleet.attached(revoked.dsn) == set()
+
+
+def _same_arn_for_the_same_token(fleet: Fleet, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ACM PCA answers an IssueCertificate whose IdempotencyToken it saw in the last 5 minutes
+    with the certificate it issued then (its documented behaviour; moto ignores the token)."""
+    issue, seen = fleet.services.pca.issue, {}
+
+    def idempotent(csr: bytes, days: int, token: str, names: Any) -> str:
+        if token not in seen:
+            seen[token] = issue(csr, days, token, names)
+        return seen[token]
+
+    monkeypatch.setattr(fleet.services.pca, "issue", idempotent)
+
+
+def _spki(certificate_pem: str) -> bytes:
+    return (
+        x509.load_pem_x509_certificate(certificate_pem.encode())
+        .public_key()
+        .public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+
+
+def test_an_event_lambda_delivers_twice_gets_the_same_certificate_and_retires_nothing(
+    fleet: Fleet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a device that may renew, and ACM PCA honouring idempotency tokens
+    _same_arn_for_the_same_token(fleet, monkeypatch)
+    device = Device(unique_dsn())
+    old = fleet.provision(device)
+    fleet.later()
+    csr = make_csr()
+    issued = fleet.issued_count()
+    # WHEN Lambda runs its renewal event twice, with the same request id (a retry after a
+    # timeout, or a duplicate delivery)
+    context = FakeLambdaContext(function_name="RenewalFunction")
+    first = fleet.publish(device.dsn, old, context, csr=csr)
+    again = fleet.publish(device.dsn, old, context, csr=csr)
+
+    # THEN both runs answer the same certificate, and one certificate was issued
+    assert first["result"] == again["result"] == "ACCEPTED", (first, again)
+    new = first["certificateId"]
+    assert again["certificateId"] == new
+    assert fleet.issued_count() == issued + 1
+    (_, one), (_, two) = fleet.answers(device.dsn)
+    assert [t for t, _ in fleet.answers(device.dsn)] == ["accepted", "accepted"]
+    assert one == two and one["certificateId"] == new
+    # ... the new certificate the row names stays ACTIVE (not revoked by the second run), and
+    # the device's old one keeps working until it confirms
+    assert (fleet.status(old), fleet.status(new)) == ("ACTIVE", "ACTIVE")
+    assert not fleet.revoked_in_pca(new)
+    assert fleet.attached(device.dsn) == {old, new}
+    row = fleet.services.store.get(device.dsn)
+    assert row is not None and row.certificate_id == new and not row.retiring
+    assert row.superseded is not None and row.superseded.certificate_id == old
+    assert ("REVOKE", new) not in fleet.audit(device.dsn)
+    # ... and the device switches to it and confirms as usual
+    assert fleet.publish(device.dsn, new, certificateId=new)["result"] == "CONFIRMED"
+    assert (fleet.status(old), fleet.status(new)) == ("REVOKED", "ACTIVE")
+
+
+def test_the_same_csr_published_twice_gets_the_same_certificate_and_the_device_confirms_it(
+    fleet: Fleet,
+) -> None:
+    # GIVEN a device whose renewal request was delivered once and answered
+    device = Device(unique_dsn())
+    old = fleet.provision(device)
+    fleet.later()
+    key = ec_key()
+    csr = make_csr(key)
+    issued = fleet.issued_count()
+    new = fleet.renew(device.dsn, old, csr)["certificateId"]
+    # WHEN the broker delivers the same message again (QoS 1), a little later
+    fleet.later(5)
+    again = fleet.renew(device.dsn, old, csr)
+
+    # THEN the device is answered with the certificate it already has, nothing else is issued
+    # and nothing retired
+    assert again == {"result": "ACCEPTED", "certificateId": new}
+    ((_, first), (topic, second)) = fleet.answers(device.dsn)
+    assert topic == "accepted" and second == first
+    assert _spki(second["certificatePem"]) == key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    assert fleet.issued_count() == issued + 1
+    assert (fleet.status(old), fleet.status(new)) == ("ACTIVE", "ACTIVE")
+    row = fleet.services.store.get(device.dsn)
+    assert row is not None and row.certificate_id == new and not row.retiring
+    # ... so its confirm with that certificate is honoured
+    assert fleet.publish(device.dsn, new, certificateId=new)["result"] == "CONFIRMED"
+    assert (fleet.status(old), fleet.status(new)) == ("REVOKED", "ACTIVE")
+    # WHEN a copy arrives after the device confirmed, THEN it is refused and changes nothing
+    late = fleet.renew(device.dsn, old, csr)
+    assert late == {"result": "REJECTED", "code": "CERTIFICATE_NOT_CURRENT"}
+    assert fleet.status(new) == "ACTIVE" and fleet.issued_count() == issued + 1
+
+
+def test_a_stale_request_for_another_key_is_refused_until_the_hold_ends(fleet: Fleet) -> None:
+    # GIVEN a device renewed a moment ago (its answer on its way)
+    device = Device(unique_dsn())
+    old = fleet.provision(device)
+    fleet.later()
+    new = fleet.renew(device.dsn, old)["certificateId"]
+    issued = fleet.issued_count()
+    # WHEN an older request of the device for another key arrives, from its old certificate
+    fleet.later(30)
+    stale = fleet.renew(device.dsn, old)
+
+    # THEN it is refused with a stable code and when to retry; nothing is issued or retired
+    assert stale == {"result": "REJECTED", "code": "RENEWAL_UNCONFIRMED"}
+    topic, answer = fleet.answers(device.dsn)[-1]
+    assert (topic, answer["code"]) == ("rejected", "RENEWAL_UNCONFIRMED")
+    assert 0 < answer["retryAfterSeconds"] <= UNCONFIRMED_HOLD_SECONDS - 30
+    assert fleet.issued_count() == issued
+    assert (fleet.status(old), fleet.status(new)) == ("ACTIVE", "ACTIVE")
+    row = fleet.services.store.get(device.dsn)
+    assert row is not None and row.certificate_id == new and row.superseded is not None
+    assert row.superseded.certificate_id == old and not row.lease_request_id
+
+    # WHEN the device, having really lost its answer and its key, asks again after the hold
+    fleet.later(UNCONFIRMED_HOLD_SECONDS - 30)
+    result = fleet.renew(device.dsn, old)
+
+    # THEN it gets a fresh certificate; the one it never received is retired
+    assert result["result"] == "ACCEPTED", result
+    fresh = result["certificateId"]
+    assert fleet.issued_count() == issued + 1
+    assert [fleet.status(c) for c in (old, new, fresh)] == ["ACTIVE", "REVOKED", "ACTIVE"]
+    assert fleet.answers(device.dsn)[-1][1]["certificateId"] == fresh
+
+
+def test_a_device_renewing_too_soon_is_refused_and_its_owner_is_not_blocked(
+    fleet: Fleet,
+) -> None:
+    # GIVEN a device provisioned a moment ago
+    device = Device(unique_dsn())
+    old = fleet.provision(device)
+    issued = fleet.issued_count()
+    fleet.later(10)
+    # WHEN it publishes renewal requests in a loop
+    results = [fleet.renew(device.dsn, old) for _ in range(5)]
+
+    # THEN each is refused with a stable code saying when it may renew; nothing is issued
+    assert results == [{"result": "REJECTED", "code": "RENEWAL_TOO_SOON"}] * 5
+    topic, answer = fleet.answers(device.dsn)[-1]
+    assert (topic, answer["code"]) == ("rejected", "RENEWAL_TOO_SOON")
+    assert 0 < answer["retryAfterSeconds"] <= fleet.min_interval - 10
+    assert fleet.issued_count() == issued
+    row = fleet.services.store.get(device.dsn)
+    assert row is not None and row.certificate_id == old and row.superseded is None
+    assert not row.lease_request_id  # the owner's requests find the device free
+
+    # WHEN it asks once the interval has passed, THEN it renews
+    fleet.later(answer["retryAfterSeconds"])
+    new = fleet.renew(device.dsn, old)
+    assert new["result"] == "ACCEPTED", new
+    # ... and renewing again at once from the new certificate is refused in turn
+    assert fleet.renew(device.dsn, new["certificateId"])["code"] == "RENEWAL_TOO_SOON"
+    assert fleet.issued_count() == issued + 1
+    # ... while its owner can still revoke it at once
+    fleet.revoke(device)
+    assert fleet.status(new["certificateId"]) == "REVOKED"
+
+
+def test_a_renewal_whose_outcome_is_the_current_certificate_retires_nothing(
+    fleet: Fleet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a device that renewed and, past the hold, renews again from its old certificate,
+    # and ACM PCA answering that request with the certificate the row names already
+    device = Device(unique_dsn())
+    old = fleet.provision(device)
+    fleet.later()
+    current = fleet.renew(device.dsn, old)["certificateId"]
+    fleet.later(UNCONFIRMED_HOLD_SECONDS)
+    row = fleet.services.store.get(device.dsn)
+    assert row is not None
+    monkeypatch.setattr(fleet.services.pca, "issue", lambda *_: row.pca_certificate_arn)
+    # WHEN the renewal runs
+    result = fleet.renew(device.dsn, old)
+    # THEN the device is answered with that certificate, which stays ACTIVE and named
+    assert result == {"result": "ACCEPTED", "certificateId": current}
+    assert (fleet.status(old), fleet.status(current)) == ("ACTIVE", "ACTIVE")
+    assert not fleet.revoked_in_pca(current)
+    after = fleet.services.store.get(device.dsn)
+    assert after is not None and after.certificate_id == current
+    assert after.intent is None and not after.retiring and not after.lease_request_id
+    assert after.superseded is not None and after.superseded.certificate_id == old
+
+
+def test_a_renewal_from_before_a_ca_rotation_is_held_then_renewed_not_failed(
+    fleet: Fleet,
+) -> None:
+    # GIVEN a device whose unconfirmed certificate came from the CA the stack used before a
+    # rotation (its ACM PCA ARN is under another CA: this one cannot fetch it)
+    device = Device(unique_dsn())
+    old = fleet.provision(device)
+    fleet.later()
+    csr = make_csr()
+    current = fleet.renew(device.dsn, old, csr)["certificateId"]
+    row = fleet.services.store.get(device.dsn)
+    assert row is not None
+    earlier_ca = row.pca_certificate_arn.replace(fleet.env["CA_ARN"], fleet.env["CA_ARN"] + "0")
+    boto3.client("dynamodb").update_item(
+        TableName=fleet.env["DEVICES_TABLE"],
+        Key={"dsn": {"S": device.dsn}},
+        UpdateExpression="SET pca_certificate_arn = :arn",
+        ExpressionAttributeValues={":arn": {"S": earlier_ca}},
+    )
+    issued = fleet.issued_count()
+    # WHEN the device asks again from its old certificate, THEN it is held like a stale request
+    # (not failed on a certificate this CA cannot fetch) ...
+    assert fleet.renew(device.dsn, old, csr)["code"] == "RENEWAL_UNCONFIRMED"
+    assert fleet.issued_count() == issued and fleet.status(current) == "ACTIVE"
+    # ... and after the hold it gets a certificate from the CA in use
+    fleet.later(UNCONFIRMED_HOLD_SECONDS)
+    result = fleet.renew(device.dsn, old)
+    assert result["result"] == "ACCEPTED", result
+    assert (fleet.status(current), fleet.status(result["certificateId"])) == ("REVOKED", "ACTIVE")

@@ -251,3 +251,42 @@ def test_a_stack_of_the_last_release_reaches_the_templates_indexes_one_per_deplo
     final = steps[-1][1]["DevicesTable"]
     assert set(final) == {"SweepIndex", "ExpiryIndex", "OwnerIndex", "StatusIndex"}
     assert steps[-1][0] == "complete"
+
+
+@pytest.mark.parametrize(
+    ("step", "indexes"),
+    [
+        ("1", {"SweepIndex", "ExpiryIndex"}),
+        ("2", {"SweepIndex", "ExpiryIndex", "OwnerIndex"}),
+        ("complete", {"SweepIndex", "ExpiryIndex", "OwnerIndex", "StatusIndex"}),
+    ],
+)
+def test_each_upgrade_step_is_a_table_dynamodb_accepts(step: str, indexes: set[str]) -> None:
+    # DynamoDB refuses an attribute definition no key uses: each step's definitions must be
+    # exactly its indexes' keys (moto checks this as DynamoDB does).
+    import boto3
+    from moto import mock_aws
+
+    from devstack.deploy_safety import _defaults, _translate
+    from devstack.intrinsics import Resolver
+    from devstack.template import load_yaml
+
+    values = {**_defaults(load_yaml(TEMPLATE)), "IndexUpgradeStep": step}
+    template = _translate(TEMPLATE, values)
+    resolver = Resolver(
+        ref=lambda ref: values.get(ref, ref),
+        getatt=lambda logical_id, attribute: f"{logical_id}.{attribute}",
+        conditions=template["Conditions"],
+    )
+    props = resolver.resolve(template["Resources"]["DevicesTable"]["Properties"])
+    with mock_aws():
+        client = boto3.client("dynamodb", region_name="us-east-1")
+        client.create_table(
+            TableName="devices",
+            BillingMode=props["BillingMode"],
+            KeySchema=props["KeySchema"],
+            AttributeDefinitions=props["AttributeDefinitions"],
+            GlobalSecondaryIndexes=props["GlobalSecondaryIndexes"],
+        )
+        table = client.describe_table(TableName="devices")["Table"]
+    assert {index["IndexName"] for index in table["GlobalSecondaryIndexes"]} == indexes

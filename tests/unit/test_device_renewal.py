@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,10 @@ class FakeLink:
             return
         if cloud.answer == "reject":
             self.deliver(topics.rejected, {"code": "CERTIFICATE_REVOKED", "msg": "no"})
+            return
+        if cloud.answer == "too-soon":
+            rejection = {"code": "RENEWAL_TOO_SOON", "msg": "later", "retryAfterSeconds": 0.3}
+            self.deliver(topics.rejected, rejection)
             return
         signer = make_ca("Foreign CA") if cloud.answer == "foreign" else cloud.ca
         dsn = "SN-SOMEONE-ELSE" if cloud.answer == "other-dsn" else DSN
@@ -266,6 +271,29 @@ def test_failed_renewals_are_retried_with_backoff_until_one_succeeds(
     assert done == 1
     requests = [p for p in cloud.published if p[1].endswith("/certificate/renew")]
     assert len(requests) == 3
+    assert device.creds.certificate_id != provisioned.certificate_id
+
+
+def test_a_renewal_refused_as_too_soon_is_retried_no_sooner_than_the_cloud_says(
+    tmp_path: Path, ca: Any, provisioned: Credentials
+) -> None:
+    # GIVEN a cloud that refuses the first request as too soon, retry in 0.3 s (backoff: 0.05)
+    cloud = FakeCloud(ca)
+    answers = iter(["too-soon", "accept"])
+    asked: list[float] = []
+
+    def next_answer() -> None:
+        asked.append(time.monotonic())
+        cloud.answer = next(answers)
+
+    cloud.on_answer = next_answer
+    device = connected(tmp_path, ca, cloud, renew_after=0)
+
+    # WHEN the device runs until one renewal completed
+    assert device.run(threading.Event(), renewals=1) == 1
+
+    # THEN it asked again only once the cloud's delay had passed, and renewed then
+    assert len(asked) == 2 and asked[1] - asked[0] >= 0.3
     assert device.creds.certificate_id != provisioned.certificate_id
 
 

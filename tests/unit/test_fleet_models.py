@@ -128,3 +128,28 @@ def test_the_fingerprint_changes_with_every_part_of_the_query() -> None:
         ListQuery(caller=ADMIN, expiring_before="2030-01-01T00:00:00Z"),
     ]
     assert len({base.fingerprint(), *(v.fingerprint() for v in variants)}) == 5
+
+
+def test_the_readme_lists_every_code_the_fleet_routes_answer() -> None:
+    """Each stable code fleet management raises is in the README's route reference."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    package = root / "provisioning_lambda" / "provisioning"
+    raised: set[str] = set()
+    for name in ("fleet.py", "fleet_models.py", "adapters/fleet_store.py"):
+        source = (package / name).read_text()
+        # a domain error's code is its last argument: Forbidden("...", "CODE")
+        raised |= set(re.findall(r',\s*"([A-Z][A-Z_]{3,})",?\s*(?:retry_after=[^)]*)?\)', source))
+    assert {"TRANSFER_CODE_INVALID", "DEVICE_BLOCKED", "TRANSFER_NOT_FOUND", "LIMIT_INVALID"} <= (
+        raised
+    )
+    readme = (root / "README.md").read_text()
+    routes = readme[readme.index("Every route below answers") : readme.index("**Allowlist")]
+
+    def listed(code: str) -> bool:  # by name, or as a family: `FIELD_*`
+        family = code.split("_")[0] + "_*"
+        return re.search(rf"\b{code}\b", routes) is not None or family in routes
+
+    assert sorted(code for code in raised if not listed(code)) == []

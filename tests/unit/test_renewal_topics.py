@@ -40,3 +40,19 @@ def test_each_renewal_rule_selects_exactly_the_devices_topic(rule: str, suffix: 
     assert not [t for t in others if topic_matches(parsed.query.source, t)]
     event = parsed.query.project(own, b'{"principal": "forged"}', principal="P", client_id="C")
     assert event == {"thingName": "device_SN-1", "principal": "P", "clientId": "C"}
+
+
+def test_a_stale_renewal_request_cannot_outlive_the_unconfirmed_hold() -> None:
+    """A request for another key from the superseded certificate is refused while it may have
+    been published before the device got its answer: the hold must cover every event the
+    function can still be running (the oldest it accepts, plus its timeout)."""
+    from provisioning.renewal import MAX_EVENT_AGE_SECONDS, UNCONFIRMED_HOLD_SECONDS
+
+    template, _ = decode(str(TEMPLATE))
+    assert template is not None
+    function = template["Resources"]["RenewalFunction"]["Properties"]
+    invoke = function["EventInvokeConfig"]
+    timeout = function.get("Timeout", template["Globals"]["Function"]["Timeout"])
+    assert invoke["MaximumRetryAttempts"] == 0
+    assert invoke["MaximumEventAgeInSeconds"] == MAX_EVENT_AGE_SECONDS
+    assert MAX_EVENT_AGE_SECONDS + timeout < UNCONFIRMED_HOLD_SECONDS

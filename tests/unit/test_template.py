@@ -35,6 +35,8 @@ CONTRACT_PARAMETERS = {
     "ThingGroupName",
     "DeviceCertValidityDays",
     "RenewalGraceHours",
+    "RenewalMinIntervalSeconds",
+    "RenewalReservedConcurrency",
     "DeviceKeyAlgorithm",
     "CaKeyAlgorithm",
     "CaValidityYears",

@@ -13,9 +13,10 @@ one of these partitions at once, and a device that changes partition between two
 transferred) is never listed twice.
 
 A pending transfer lives on the device row as ``transfer_*`` attributes (the code only as a
-keyed hash). Starting, cancelling and counting an attempt do not take the device's lease; they
-change only those attributes, each conditional on the transfer they mean, and cancelling
-waits for a request that holds the lease (a claim) to finish.
+keyed hash). Starting, cancelling, counting an attempt and giving a matching code's attempt
+back do not take the device's lease; they change only those attributes, each conditional on
+the transfer they mean, and cancelling waits for a request that holds the lease (a claim) to
+finish.
 """
 
 from __future__ import annotations
@@ -257,6 +258,29 @@ class FleetStore(DeviceStore):
                     return None
                 raise
         return dict(response["Attributes"])
+
+    def return_attempt(self, dsn: str, transfer_id: str, request_id: str) -> None:
+        """Give back the try ``count_attempt`` took for a code that matched: only wrong codes
+        use tries up. Once per request: a repeated write (a lost answer) finds its own mark and
+        changes nothing; a transfer gone or replaced meanwhile has nothing to give back."""
+        with aws_step("RETURN_TRANSFER_ATTEMPT"):
+            try:
+                self.client.update_item(
+                    TableName=self._devices,
+                    Key={"dsn": _s(dsn)},
+                    UpdateExpression="ADD transfer_attempts :back SET transfer_returned = :rid",
+                    ConditionExpression="transfer_id = :tid AND transfer_attempts > :zero AND "
+                    "(attribute_not_exists(transfer_returned) OR transfer_returned <> :rid)",
+                    ExpressionAttributeValues={
+                        ":back": {"N": "-1"},
+                        ":zero": {"N": "0"},
+                        ":tid": _s(transfer_id),
+                        ":rid": _s(request_id),
+                    },
+                )
+            except ClientError as error:
+                if error_code(error) != "ConditionalCheckFailedException":
+                    raise
 
     def drop_transfer(self, dsn: str, transfer_id: str, audit: AuditEvent, request_id: str) -> None:
         """Drop a transfer whatever holds the lease (its attempts are used up or it expired)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -138,6 +139,7 @@ class FakeStore:
         retiring: tuple[CertificateRef, ...] = (),
         superseded: CertificateRef | None = None,
         grace_until: int = 0,
+        also_put: dict[str, Any] | None = None,
     ) -> None:
         return None
 

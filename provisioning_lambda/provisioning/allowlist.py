@@ -8,7 +8,10 @@
   request can provision it, then its current certificate is revoked through
   ``service.revoke_device`` (crash-safe: its row writes the revocation down before doing it).
   A 200 means both are done; any other answer leaves the DSN blocked, and repeating the call
-  finishes the revocation.
+  finishes the revocation. While a request holds the device's lease (its first provisioning
+  among them: the row has no status yet) the block answers 409 REQUEST_IN_FLIGHT with
+  Retry-After: that request reads the allowlist again before it commits and rolls back, or
+  committed already, and the repeated block revokes what it committed.
 
 Only members of the Administrators group may use the admin routes.
 """
@@ -19,7 +22,7 @@ from typing import Any
 
 from .attestation import AllowlistEntry, load_attestation_public_key
 from .budget import ATTEMPT_SECONDS, HARD_STOP_SECONDS, Budget
-from .errors import BadRequest, Forbidden, NotFound
+from .errors import BadRequest, Conflict, Forbidden, NotFound
 from .lease import iso
 from .models import DSN_PATTERN, Caller, _body_text, _json_object, parse_dsn
 from .ports import AllowlistPort, Services
@@ -90,8 +93,9 @@ def load_entries(
             except ValueError:
                 results.append(_refused(dsn, "PUBLIC_KEY_INVALID"))
                 continue
-            # One write and its retries must still fit before the hard stop.
-            budget.require("STORE_ALLOWLIST", seconds=ATTEMPT_SECONDS + HARD_STOP_SECONDS)
+            # The row's write and its audit entry, with retries, must still fit before the
+            # hard stop.
+            budget.require("STORE_ALLOWLIST", seconds=2 * ATTEMPT_SECONDS + HARD_STOP_SECONDS)
             added = store.add(dsn, key_der, at, caller.sub)
             results.append(
                 {"DSN": dsn, "result": added}
@@ -132,6 +136,16 @@ def block_entry(
         budget.require("BLOCK_DEVICE")
         entry: AllowlistEntry = store.block(dsn, iso(services.clock()), caller.sub)
         device = services.store.get(dsn)
+    now = int(services.clock().timestamp())
+    in_flight = device is not None and device.lease_request_id and device.lease_until >= now
+    if device is not None and in_flight and not device.status:
+        # A first provisioning is running: it may still commit; only a 200 means revoked.
+        raise Conflict(
+            "Another request is working on this device; the DSN is blocked, repeat the "
+            "block in a few seconds to finish.",
+            "REQUEST_IN_FLIGHT",
+            retry_after=max(1, device.lease_until - now + 1),
+        )
     revoked = ""
     if device is not None and device.status:
         answer = revoke_device(dsn, caller, services, budget, request_id)

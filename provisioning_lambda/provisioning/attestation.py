@@ -6,11 +6,20 @@ signature travels DER-encoded, in standard base64, as the request's ``attestatio
     b"iot-device-onboarding/attestation/v1\\x00" + DSN (ASCII) + b"\\x00" + SPKI DER
 
 where SPKI DER is the SubjectPublicKeyInfo (DER) of the key being certified: in publicKey mode
-the device's X25519 key (``x25519_spki_der``), in CSR mode the CSR's public key
-(``crypto.load_device_csr(...).public_key_der``). Binding the key stops a captured attestation
-from being replayed for an attacker's key; binding the DSN stops it from being moved to
+the device's X25519 key (``x25519_spki_der``), in CSR mode the CSR's public key exactly as the
+CSR carries it: the bytes of CertificationRequestInfo.subjectPKInfo in the CSR's DER
+(``csr_spki_der``; a compressed EC point stays compressed). Binding the key stops a captured
+attestation from being replayed for an attacker's key; binding the DSN stops it from being moved to
 another serial number. The DSN never holds ``\\x00`` (models.DSN_PATTERN), so the parts split
 one way only.
+
+An attested key is certified once: the commit that names the certificate records the SHA-256
+of the key's SPKI DER for the DSN (``certified_key_id``; an allowlist-table item of its own, in
+the commit's transaction), and an attestation over a key already certified is refused
+(``ATTESTATION_REPLAYED``), before the lease is taken and again by the commit's condition. A
+captured {DSN, key, attestation} therefore cannot take a released device over later. A device
+whose 200 was lost makes a fresh key (and attestation) for its next request, as it must anyway:
+the answer it lost held the only copy of what it needed.
 
 The decision (``check``) runs before the device's lease is taken or anything is written:
 
@@ -20,16 +29,22 @@ The decision (``check``) runs before the device's lease is taken or anything is 
   the listed key -> ``ATTESTATION_INVALID``;
 - attestation off: an ``attestation`` for a DSN listed with a key is verified (a wrong one is
   refused: it is evidence of tampering, not of an old device); otherwise it is ignored, since
-  there is no key to check it against and unlisted devices are allowed.
+  there is no key to check it against and unlisted devices are allowed;
+- an attestation that verifies, over a key certified before for the DSN -> ``ATTESTATION_REPLAYED``.
+
+Provisioning reads the entry once more just before its commit (``still_allowed``): a block that
+landed while the request was working rolls the request back (``DEVICE_BLOCKED``).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, x25519
@@ -60,6 +75,8 @@ class AllowlistEntry:
     created_at: str = ""
     updated_at: str = ""
     blocked_at: str = ""
+    blocked_by: str = ""  # audit only, never answered
+    loaded_by: str = ""  # audit only, never answered
 
     @property
     def blocked(self) -> bool:
@@ -120,6 +137,11 @@ def load_attestation_public_key(text: str) -> bytes:
     if not isinstance(text, str) or not text.strip() or len(text) > MAX_PUBLIC_KEY_TEXT:
         raise ValueError("attestationPublicKey must be a PEM or base64 SPKI, EC P-256")
     stripped = text.strip()
+    if stripped.startswith("-----BEGIN") and (
+        stripped.count("-----BEGIN") != 1 or not stripped.endswith("-----END PUBLIC KEY-----")
+    ):
+        # One PEM block and nothing after it: a second block would be silently ignored.
+        raise ValueError("attestationPublicKey must be one PEM public key and nothing else")
     try:
         if stripped.startswith("-----BEGIN"):
             key = serialization.load_pem_public_key(stripped.encode("ascii"))
@@ -161,8 +183,11 @@ def check(
     dsn: str,
     public_key_der: bytes,
     signature: bytes | None,
+    certified: bool = False,
 ) -> None:
     """Raise Forbidden (403, stable code) unless this device may have this key certified.
+
+    ``certified``: the allowlist records this key as certified for the DSN before.
 
     ``public_key_der`` is the SPKI DER of the key being certified: ``x25519_spki_der`` of the
     request's publicKey, or, in CSR mode, ``CheckedCsr.public_key_der``.
@@ -184,22 +209,101 @@ def check(
             "The device's attestation does not verify for this device and key.",
             "ATTESTATION_INVALID",
         )
+    if certified:
+        raise replayed()
+
+
+def replayed() -> Forbidden:
+    return Forbidden(
+        "This attested key was certified before; the device must make a new key.",
+        "ATTESTATION_REPLAYED",
+    )
+
+
+def certified_key_id(public_key_der: bytes) -> str:
+    """What the allowlist table records of a certified attested key: SHA-256 of its SPKI DER."""
+    return hashlib.sha256(public_key_der).hexdigest()
 
 
 def authorise_device(
     services: Services, dsn: str, public_key_der: bytes, signature: bytes | None
-) -> None:
+) -> str:
     """The check POST /certificate makes before it takes the device's lease (``check``).
 
     ``public_key_der``: SPKI DER of the key to be certified. publicKey mode passes
-    ``x25519_spki_der(request.device_public_key)``; CSR mode passes
-    ``crypto.load_device_csr(...).public_key_der``.
+    ``x25519_spki_der(request.device_public_key)``; CSR mode passes ``csr_spki_der`` of the
+    request's CSR. Returns the key's ``certified_key_id`` when an attestation vouched for it
+    (the commit records it), else "".
     """
-    entry = services.allowlist.get(dsn) if services.allowlist is not None else None
+    allowlist = services.allowlist
+    entry = allowlist.get(dsn) if allowlist is not None else None
+    attested = (
+        signature is not None
+        and entry is not None
+        and not entry.blocked
+        and bool(entry.public_key_der)
+    )
+    key_id = certified_key_id(public_key_der) if attested else ""
     check(
         required=services.settings.require_attestation,
         entry=entry,
         dsn=dsn,
         public_key_der=public_key_der,
         signature=signature,
+        certified=bool(key_id and allowlist is not None and allowlist.is_certified(dsn, key_id)),
     )
+    return key_id
+
+
+def still_allowed(services: Services, dsn: str) -> None:
+    """Just before provisioning commits: refuse (DEVICE_BLOCKED) a DSN blocked meanwhile."""
+    if services.allowlist is None:
+        return
+    entry = services.allowlist.get(dsn)
+    if entry is not None and entry.blocked:
+        raise Forbidden("This device is blocked and cannot be provisioned.", "DEVICE_BLOCKED")
+
+
+def csr_spki_der(csr_pem: bytes) -> bytes:
+    """The CSR's SubjectPublicKeyInfo exactly as its DER carries it (the bytes the device
+    signed), not a re-encoding: CertificationRequestInfo ::= SEQUENCE { version INTEGER,
+    subject Name, subjectPKInfo SubjectPublicKeyInfo, attributes [0] }. The CSR was checked
+    fully before (crypto.load_device_csr); a shape that does not parse is CSR_INVALID."""
+    try:
+        info = x509.load_pem_x509_csr(csr_pem.strip()).tbs_certrequest_bytes
+        body = _der_content(info, 0, 0x30)
+        at = _der_skip(body, 0, 0x02)  # version
+        at = _der_skip(body, at, 0x30)  # subject
+        end = _der_skip(body, at, 0x30)  # subjectPKInfo
+    except (ValueError, IndexError):
+        raise BadRequest("csr is not a valid PKCS#10 certificate request.", "CSR_INVALID") from None
+    return body[at:end]
+
+
+def _der_header(data: bytes, at: int, tag: int) -> tuple[int, int]:
+    """(start of content, its length) of the DER element at ``at``, which must be ``tag``."""
+    if data[at] != tag:
+        raise ValueError("unexpected DER tag")
+    first = data[at + 1]
+    if first < 0x80:
+        return at + 2, first
+    count = first & 0x7F
+    if not 1 <= count <= 4:
+        raise ValueError("unsupported DER length")
+    length = int.from_bytes(data[at + 2 : at + 2 + count], "big")
+    return at + 2 + count, length
+
+
+def _der_content(data: bytes, at: int, tag: int) -> bytes:
+    start, length = _der_header(data, at, tag)
+    if start + length > len(data):
+        raise ValueError("truncated DER")
+    return data[start : start + length]
+
+
+def _der_skip(data: bytes, at: int, tag: int) -> int:
+    """The offset just past the DER element at ``at``."""
+    start, length = _der_header(data, at, tag)
+    if start + length > len(data):
+        raise ValueError("truncated DER")
+    return start + length

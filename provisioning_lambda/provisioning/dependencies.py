@@ -49,7 +49,7 @@ def get_services() -> Services:
         ),
         executor=ThreadPoolExecutor(max_workers=8, thread_name_prefix="aws"),
         budgets=budgets,
-        allowlist=AllowlistStore(dynamodb, settings.allowlist_table)
+        allowlist=AllowlistStore(dynamodb, settings.allowlist_table, settings.audit_table)
         if settings.allowlist_table
         else None,
         # No call until the first publish (only the renewal function publishes).

@@ -5,7 +5,7 @@ Order of work for one request (independent calls run concurrently):
 1. validate the device key (canonical, not low-order) or, in CSR mode, the device's CSR (its
    signature and key; its subject and extensions are ignored), and authorise the caller;
    refuse a blocked device, and with attestation on one that does not attest the key to be
-   certified (attestation.py);
+   certified, or attests a key certified before (attestation.py);
 2. take the device's lease in DynamoDB (ownership check and in-flight guard in one write), and
    first finish or undo whatever an earlier request for the device left (lease.py);
 3. issue the certificate from ACM PCA  ||  create the thing in its group  ||  endpoint lookup;
@@ -13,8 +13,10 @@ Order of work for one request (independent calls run concurrently):
    fetch the certificate from ACM PCA once issued;
 5. on rotation, set the previous certificate INACTIVE (reversible);
 6. register the certificate ACTIVE in IoT, then attach the shared policy || attach the thing;
-7. commit the device row naming the new certificate (the intent removed, the previous one
-   written down as retiring), with its audit entry, in one transaction;
+7. read the allowlist once more (a block that landed meanwhile rolls the request back), then
+   commit the device row naming the new certificate (the intent removed, the previous one
+   written down as retiring), with its audit entry and the attested key recorded as certified,
+   in one transaction;
 8. retire the previous certificate (REVOKED in IoT, detached, revoked in ACM PCA);
 9. encrypt the private key to the device: the server's ephemeral key and the shared secret
    exist only from here on, never during an AWS call. (CSR mode: there is no key to send.)
@@ -37,7 +39,7 @@ from concurrent.futures import Future
 from dataclasses import replace
 from typing import Any
 
-from .attestation import authorise_device, x25519_spki_der
+from .attestation import authorise_device, csr_spki_der, still_allowed, x25519_spki_der
 from .budget import ATTEMPT_SECONDS, FORWARD_RESERVE_SECONDS, Budget
 from .crypto import (
     CheckedCsr,
@@ -82,15 +84,15 @@ def provision_device(
     if csr is None:
         check_device_public_key(request.device_public_key)
     with services.budgets.running(budget):
-        authorise_device(
+        certified_key = authorise_device(
             services,
             request.dsn,
-            csr.public_key_der if csr else x25519_spki_der(request.device_public_key),
+            csr_spki_der(request.csr_pem) if csr else x25519_spki_der(request.device_public_key),
             request.attestation,
         )
         task = DeviceTask(services, caller, request.dsn, budget, request_id)
         task.claim()
-        issuance = _Issuance(task, request, csr)
+        issuance = _Issuance(task, request, csr, certified_key)
         logger.info(
             "device claimed",
             extra={"thing_name": task.thing_name, "rotation": issuance.previous is not None},
@@ -208,11 +210,16 @@ class _Issuance:
     """Steps 3-8 of one provisioning request, and its exact rollback."""
 
     def __init__(
-        self, task: DeviceTask, request: ProvisionRequest, csr: CheckedCsr | None = None
+        self,
+        task: DeviceTask,
+        request: ProvisionRequest,
+        csr: CheckedCsr | None = None,
+        certified_key: str = "",
     ) -> None:
         self.task = task
         self.request = request
         self.csr = csr
+        self.certified_key = certified_key  # attestation.certified_key_id, or ""
         self.key: DeviceKey | None = None
         row = task.row
         self.previous = row.certificate if row is not None and row.status == "ACTIVE" else None
@@ -312,6 +319,10 @@ class _Issuance:
             created_at=at,
             updated_at=at,
         )
+        # A block that landed while this request worked: roll back rather than commit (the
+        # block, meanwhile, answers 409 while our lease is held: only its 200 means revoked).
+        budget.require("READ_ALLOWLIST", 2 * ATTEMPT_SECONDS)  # the read, then the commit
+        still_allowed(services, task.dsn)
         budget.require("STORE_DEVICE", ATTEMPT_SECONDS)
         services.store.commit(
             record,
@@ -323,6 +334,11 @@ class _Issuance:
                 thing_name=thing_name,
             ),
             retiring=self.retiring,
+            also_put=services.allowlist.certified_key_put(
+                task.dsn, self.certified_key, at, task.request_id
+            )
+            if self.certified_key and services.allowlist is not None
+            else None,
         )
         task.row = replace(record, retiring=self.retiring)
         return record, issued.certificate_pem

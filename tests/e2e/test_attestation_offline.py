@@ -100,9 +100,18 @@ def test_a_listed_device_is_provisioned_and_others_are_refused(
     assert http("POST", f"{api}/allowlist", rows, None) == (401, gateway_error("UNAUTHORIZED"))
     status, loaded = http("POST", f"{api}/allowlist", rows, admin.id_token)
     assert (status, loaded["results"]) == (200, [{"DSN": dsn, "result": "ADDED"}]), loaded
-    # ... API Gateway's model holds a batch to 100 rows and rows to their two fields
+    # ... a batch over 100 rows is the function's BATCH_TOO_LARGE, and a bad row is answered
+    # on its own (API Gateway's model checks only the body's shape)
     too_many = {"devices": rows["devices"] * 101}
-    assert http("POST", f"{api}/allowlist", too_many, admin.id_token) == (
+    status, refused = http("POST", f"{api}/allowlist", too_many, admin.id_token)
+    assert (status, refused["code"]) == (400, "BATCH_TOO_LARGE")
+    odd = {"DSN": unique_dsn(), "attestationPublicKey": factory.public_pem, "note": "x"}
+    status, loaded = http("POST", f"{api}/allowlist", {"devices": [odd, 7]}, admin.id_token)
+    assert (status, [r.get("code") for r in loaded["results"]]) == (
+        200,
+        ["ROW_INVALID", "ROW_INVALID"],
+    ), loaded
+    assert http("POST", f"{api}/allowlist", {"devices": "all"}, admin.id_token) == (
         400,
         gateway_error("BAD_REQUEST_BODY"),
     )

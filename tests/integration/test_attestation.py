@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -578,3 +579,230 @@ def test_in_csr_mode_the_attestation_covers_the_csrs_key(attesting: World) -> No
         )
         == spki
     )
+
+
+# --------------------------------------------------------------------------- races and replays
+
+
+@contextmanager
+def at_call(client: Any, operation: str, action: Callable[[], None]) -> Iterator[list[int]]:
+    """Run ``action`` once, just before the request's first ``operation`` call is sent
+    (``operation`` may end with ``*``: any operation whose name starts so)."""
+    ran: list[int] = []
+    event = f"provide-client-params.{client.meta.service_model.service_id.hyphenize()}.{operation}"
+    prefix = operation.rstrip("*")
+
+    def hook(model: Any = None, **_: Any) -> None:
+        if not ran and (model is None or model.name.startswith(prefix)):
+            ran.append(1)
+            action()
+
+    if operation.endswith("*"):
+        event = event.rstrip("*").rstrip(".")
+    client.meta.events.register(event, hook)
+    try:
+        yield ran
+    finally:
+        client.meta.events.unregister(event, hook)
+
+
+def block_with_headers(world: World, dsn: str) -> tuple[int, dict[str, Any], dict[str, str]]:
+    from provisioning.handler import lambda_handler
+
+    event = api_event(None, ADMIN, "Administrators", method="POST", path=f"/allowlist/{dsn}/block")
+    event["resource"] = event["requestContext"]["resourcePath"] = "/allowlist/{dsn}/block"
+    event["pathParameters"] = {"dsn": dsn}
+    with world.recorder.acting_as("ProvisioningFunction"):
+        response = lambda_handler(event, FakeLambdaContext())
+    headers = dict(response.get("headers") or {})
+    for name, values in (response.get("multiValueHeaders") or {}).items():
+        headers.setdefault(name, values[0])
+    return response["statusCode"], json.loads(response["body"]), headers
+
+
+def device_row(world: World, dsn: str) -> dict[str, Any]:
+    answer = world.aws["dynamodb"].get_item(
+        TableName=world.env["DEVICES_TABLE"], Key={"dsn": {"S": dsn}}, ConsistentRead=True
+    )
+    return dict(answer.get("Item", {}))
+
+
+def iot_certificates(world: World) -> dict[str, str]:
+    listed_certs = world.aws["iot"].list_certificates()["certificates"]
+    return {c["certificateId"]: c["status"] for c in listed_certs}
+
+
+def test_a_block_during_a_first_provisioning_is_409_and_the_provisioning_rolls_back(
+    attesting: World,
+) -> None:
+    # GIVEN a listed device whose first provisioning is registering its certificate in IoT
+    device = listed(attesting, FactoryDevice(unique_dsn()))
+    before = iot_certificates(attesting)
+    blocked: list[tuple[int, dict[str, Any], dict[str, str]]] = []
+    iot = attesting.services.iot.client  # type: ignore[attr-defined]
+    # WHEN an administrator blocks the DSN right then
+    with at_call(
+        iot,
+        "RegisterCertificate*",
+        lambda: blocked.append(block_with_headers(attesting, device.dsn)),
+    ):
+        status, answer = provision(attesting, device.attested_body())
+    # THEN the block is not a 200 (the device may still be provisioned): 409, retry later
+    [(block_status, block_answer, headers)] = blocked
+    assert (block_status, block_answer["code"]) == (409, "REQUEST_IN_FLIGHT")
+    assert int(headers["Retry-After"]) >= 1
+    # ... and the provisioning sees the block before its commit and rolls back
+    assert (status, answer["code"]) == (403, "DEVICE_BLOCKED")
+    assert device_row(attesting, device.dsn) == {}
+    new = {k: v for k, v in iot_certificates(attesting).items() if k not in before}
+    assert new and "ACTIVE" not in new.values()
+    # ... and the repeated block is a 200 with nothing to revoke
+    status, again = block(attesting, device.dsn)
+    assert (status, again["deviceStatus"], again["revokedCertificateId"]) == (200, "NONE", "")
+
+
+def test_a_block_just_before_the_commit_is_409_and_its_repeat_revokes(attesting: World) -> None:
+    # GIVEN a listed device whose first provisioning has read the allowlist a last time
+    device = listed(attesting, FactoryDevice(unique_dsn()))
+    blocked: list[tuple[int, dict[str, Any], dict[str, str]]] = []
+    dynamodb = attesting.services.store.client  # type: ignore[attr-defined]
+    # WHEN the block lands between that read and the commit
+    with at_call(
+        dynamodb,
+        "TransactWriteItems",
+        lambda: blocked.append(block_with_headers(attesting, device.dsn)),
+    ):
+        status, answer = provision(attesting, device.attested_body())
+    # THEN the provisioning commits, and the block did not claim to have revoked anything
+    assert status == 200, answer
+    [(block_status, block_answer, _)] = blocked
+    assert (block_status, block_answer["code"]) == (409, "REQUEST_IN_FLIGHT")
+    assert certificate_status(attesting, answer["certificateId"]) == "ACTIVE"
+    # ... and repeating the block (as the 409 asks) revokes the certificate: 200
+    status, done = block(attesting, device.dsn)
+    assert (status, done["deviceStatus"]) == (200, "REVOKED"), done
+    assert done["revokedCertificateId"] == answer["certificateId"]
+    assert certificate_status(attesting, answer["certificateId"]) == "REVOKED"
+
+
+def test_a_replayed_attestation_cannot_take_a_released_device(attesting: World) -> None:
+    # GIVEN Alice provisioned a listed device with its attestation, then released it
+    device = listed(attesting, FactoryDevice(unique_dsn()))
+    captured = device.attested_body()
+    status, first = provision(attesting, captured, sub="sub-alice")
+    assert status == 200, first
+    assert call(attesting, "DELETE", f"/devices/{device.dsn}", None, "sub-alice")[0] == 200
+    # WHEN Carol replays Alice's {DSN, publicKey, attestation}
+    with recording(attesting.services.pca.client, "IssueCertificate") as issued:  # type: ignore[attr-defined]
+        status, answer = provision(attesting, captured, sub="sub-carol")
+    # THEN she is refused before anything is issued, and owns nothing
+    assert (status, answer["code"]) == (403, "ATTESTATION_REPLAYED")
+    assert issued == []
+    assert call(attesting, "GET", f"/devices/{device.dsn}", None, "sub-carol")[0] == 404
+    # ... while the device itself, with a fresh key and attestation, is provisioned for Bob
+    fresh = FactoryDevice(device.dsn, attestation_key=device.attestation_key)
+    status, answer = provision(attesting, fresh.attested_body(), sub="sub-bob")
+    assert status == 200, answer
+
+
+def test_a_key_certified_while_the_request_worked_is_refused_at_the_commit(
+    attesting: World,
+) -> None:
+    # GIVEN a listed device's request that passed the replay check
+    device = listed(attesting, FactoryDevice(unique_dsn()))
+    before = iot_certificates(attesting)
+    key_id = attestation.certified_key_id(device.spki)
+
+    def certified_elsewhere() -> None:
+        attesting.aws["dynamodb"].put_item(
+            TableName=attesting.env["ALLOWLIST_TABLE"],
+            Item={"dsn": {"S": f"{device.dsn}#key#{key_id}"}, "certified_at": {"S": "x"}},
+        )
+
+    iot = attesting.services.iot.client  # type: ignore[attr-defined]
+    # WHEN the same key is recorded as certified before its commit
+    with at_call(iot, "RegisterCertificate*", certified_elsewhere):
+        status, answer = provision(attesting, device.attested_body())
+    # THEN the commit's condition refuses it, and everything is rolled back
+    assert (status, answer["code"]) == (403, "ATTESTATION_REPLAYED")
+    assert device_row(attesting, device.dsn) == {}
+    new = {k: v for k, v in iot_certificates(attesting).items() if k not in before}
+    assert new and "ACTIVE" not in new.values()
+
+
+def test_an_attestation_key_with_a_second_pem_block_after_it_is_refused(lenient: World) -> None:
+    first, second = FactoryDevice("a").attestation_pem, FactoryDevice("b").attestation_pem
+    status, answer = load(lenient, {"DSN": unique_dsn(), "attestationPublicKey": first + second})
+    assert status == 200
+    assert answer["results"][0] | {"DSN": ""} == {
+        "DSN": "",
+        "result": "REFUSED",
+        "code": "PUBLIC_KEY_INVALID",
+    }
+
+
+def test_loads_and_blocks_are_audited_once_with_the_administrator(lenient: World) -> None:
+    device = FactoryDevice(unique_dsn())
+    row = {"DSN": device.dsn, "attestationPublicKey": device.attestation_pem}
+    assert load(lenient, row)[0] == 200
+    assert load(lenient, row)[1]["results"][0]["result"] == "UNCHANGED"
+    assert block(lenient, device.dsn)[0] == 200
+    assert block(lenient, device.dsn)[0] == 200
+    items = lenient.aws["dynamodb"].query(
+        TableName=lenient.env["AUDIT_TABLE"],
+        KeyConditionExpression="pk = :dsn",
+        ExpressionAttributeValues={":dsn": {"S": device.dsn}},
+    )["Items"]
+    events = sorted((i["event"]["S"], i["actor"]["S"]) for i in items)
+    assert events == [("ALLOWLIST_ADD", ADMIN), ("ALLOWLIST_BLOCK", ADMIN)]
+
+
+# --------------------------------------------------------------------------- compressed CSR keys
+
+
+def _der(tag: int, content: bytes) -> bytes:
+    length = len(content)
+    if length < 0x80:
+        return bytes([tag, length]) + content
+    size = (length.bit_length() + 7) // 8
+    return bytes([tag, 0x80 | size]) + length.to_bytes(size, "big") + content
+
+
+def compressed_point_csr(key: ec.EllipticCurvePrivateKey, dsn: str) -> tuple[str, bytes]:
+    """A CSR whose SubjectPublicKeyInfo carries a compressed EC point, and that SPKI's DER."""
+    point = key.public_key().public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.CompressedPoint
+    )
+    algorithm = _der(
+        0x30,
+        _der(0x06, bytes.fromhex("2a8648ce3d0201")) + _der(0x06, bytes.fromhex("2a8648ce3d030107")),
+    )
+    spki = _der(0x30, algorithm + _der(0x03, b"\x00" + point))
+    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, dsn)]).public_bytes()
+    info = _der(0x30, _der(0x02, b"\x00") + name + spki + _der(0xA0, b""))
+    signature = key.sign(info, ec.ECDSA(hashes.SHA256()))
+    ecdsa_sha256 = _der(0x30, _der(0x06, bytes.fromhex("2a8648ce3d040302")))
+    der = _der(0x30, info + ecdsa_sha256 + _der(0x03, b"\x00" + signature))
+    body = base64.encodebytes(der).decode().replace("\n", "")
+    lines = [body[i : i + 64] for i in range(0, len(body), 64)]
+    pem = "\n".join(["-----BEGIN CERTIFICATE REQUEST-----", *lines])
+    return pem + "\n-----END CERTIFICATE REQUEST-----\n", spki
+
+
+def test_a_csr_with_a_compressed_point_attests_the_key_as_the_csr_carries_it(
+    attesting: World,
+) -> None:
+    # GIVEN a listed device whose CSR carries its key as a compressed point, and whose
+    # attestation signs that SPKI exactly
+    device = listed(attesting, FactoryDevice(unique_dsn()))
+    own = ec.generate_private_key(ec.SECP256R1())
+    pem, spki = compressed_point_csr(own, device.dsn)
+    assert attestation.csr_spki_der(pem.encode()) == spki
+    signature = attestation.sign(device.attestation_key, device.dsn, spki)
+    # WHEN it asks for a certificate
+    body = {"DSN": device.dsn, "csr": pem, "attestation": signature}
+    status, answer = provision(attesting, json.dumps(body))
+    # THEN it is certified for its own key
+    assert status == 200, answer
+    cert = x509.load_pem_x509_certificate(answer["certificatePem"].encode())
+    assert cert.public_key() == own.public_key()

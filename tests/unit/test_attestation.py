@@ -138,3 +138,47 @@ def test_the_request_carries_an_optional_attestation() -> None:
         with pytest.raises(BadRequest) as refused:
             parse_provision_request(body % (key, f', "attestation": {bad}'), 100)
         assert refused.value.code == code
+
+
+def test_an_operator_key_with_anything_after_it_is_refused(
+    factory_key: ec.EllipticCurvePrivateKey,
+) -> None:
+    der = _spki(factory_key)
+    pem = attestation.public_key_pem(der)
+    other = attestation.public_key_pem(_spki(ec.generate_private_key(ec.SECP256R1())))
+    for text in [pem + other, pem + "trailing", base64.b64encode(der + b"\x00").decode()]:
+        with pytest.raises(ValueError):
+            attestation.load_attestation_public_key(text)
+    assert attestation.load_attestation_public_key("\n" + pem + "\n") == der
+
+
+def test_a_verified_attestation_over_a_certified_key_is_a_replay(
+    factory_key: ec.EllipticCurvePrivateKey, device_spki: bytes
+) -> None:
+    entry = AllowlistEntry(DSN, _spki(factory_key))
+    good = base64.b64decode(attestation.sign(factory_key, DSN, device_spki))
+    check(required=True, entry=entry, dsn=DSN, public_key_der=device_spki, signature=good)
+    with pytest.raises(Forbidden) as refused:
+        check(
+            required=True,
+            entry=entry,
+            dsn=DSN,
+            public_key_der=device_spki,
+            signature=good,
+            certified=True,
+        )
+    assert refused.value.code == "ATTESTATION_REPLAYED"
+    # a signature that does not verify is still ATTESTATION_INVALID, certified or not
+    bad = base64.b64decode(
+        attestation.sign(ec.generate_private_key(ec.SECP256R1()), DSN, device_spki)
+    )
+    with pytest.raises(Forbidden) as refused:
+        check(
+            required=True,
+            entry=entry,
+            dsn=DSN,
+            public_key_der=device_spki,
+            signature=bad,
+            certified=True,
+        )
+    assert refused.value.code == "ATTESTATION_INVALID"

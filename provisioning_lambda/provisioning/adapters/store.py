@@ -24,7 +24,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ..errors import Conflict, LeaseLost, NotFound, OutcomeUnknown
+from ..errors import Conflict, Forbidden, LeaseLost, NotFound, OutcomeUnknown
 from ..models import (
     AuditEvent,
     CertificateRef,
@@ -258,8 +258,13 @@ class DeviceStore:
         retiring: tuple[CertificateRef, ...] = (),
         superseded: CertificateRef | None = None,
         grace_until: int = 0,
+        also_put: dict[str, Any] | None = None,
     ) -> None:
         """Name the new certificate, drop the intent and keep the audit entry, atomically.
+
+        ``also_put``: one more conditional Put in the same transaction (an attested key recorded
+        as certified, adapters/allowlist.py); when its condition fails the commit is refused
+        (ATTESTATION_REPLAYED) and nothing is written.
 
         Certificates in ``retiring`` are written down to be revoked; while there are any the
         lease is kept (the request goes on to retire them), otherwise it is released.
@@ -295,7 +300,7 @@ class DeviceStore:
             else:
                 update.remove("lease_request_id", "lease_until", "sweep")
         write = {"Update": update.request(self._devices, record.dsn, request_id)}
-        self._transact("STORE_DEVICE", request_id, write, (audit,))
+        self._transact("STORE_DEVICE", request_id, write, (audit,), also_put)
 
     def commit_revocation(
         self,
@@ -408,6 +413,7 @@ class DeviceStore:
         request_id: str,
         device_write: dict[str, Any],
         audits: tuple[AuditEvent, ...],
+        also_put: dict[str, Any] | None = None,
     ) -> None:
         """The device row's write (conditional on our lease) and its audit entries, atomically.
 
@@ -417,6 +423,8 @@ class DeviceStore:
         """
         items = [device_write]
         items += [{"Put": {"TableName": self._audit, "Item": _audit_item(a)}} for a in audits]
+        if also_put is not None:
+            items.append(also_put)
         try:
             self.client.transact_write_items(
                 TransactItems=items, ClientRequestToken=_token(request_id, step)
@@ -434,6 +442,19 @@ class DeviceStore:
             isinstance(failure, ClientError)
             and error_code(failure) == "TransactionCanceledException"
         ):
+            reasons = failure.response.get("CancellationReasons") or []
+            if (
+                also_put is not None
+                and len(reasons) == len(items)
+                and reasons[-1].get("Code") == "ConditionalCheckFailed"
+                and reasons[0].get("Code") != "ConditionalCheckFailed"
+            ):
+                # The extra item's condition alone failed: the attested key was certified by
+                # another request meanwhile (our lease still holds).
+                raise Forbidden(
+                    "This attested key was certified before; the device must make a new key.",
+                    "ATTESTATION_REPLAYED",
+                ) from failure
             raise _lease_lost() from failure
         with aws_step(step):
             raise failure

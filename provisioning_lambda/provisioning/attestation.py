@@ -6,9 +6,10 @@ signature travels DER-encoded, in standard base64, as the request's ``attestatio
     b"iot-device-onboarding/attestation/v1\\x00" + DSN (ASCII) + b"\\x00" + SPKI DER
 
 where SPKI DER is the SubjectPublicKeyInfo (DER) of the key being certified: in publicKey mode
-the device's X25519 key (``x25519_spki_der``), in CSR mode the CSR's public key exactly as the
-CSR carries it: the bytes of CertificationRequestInfo.subjectPKInfo in the CSR's DER
-(``csr_spki_der``; a compressed EC point stays compressed). Binding the key stops a captured
+the device's X25519 key (``x25519_spki_der``), in CSR mode the CSR's public key, the bytes of
+CertificationRequestInfo.subjectPKInfo in the CSR's DER (``CheckedCsr.public_key_der``:
+crypto.load_device_csr accepts a key only in its standard encoding, so the bytes the CSR
+carries and their re-encoding are the same). Binding the key stops a captured
 attestation from being replayed for an attacker's key; binding the DSN stops it from being moved to
 another serial number. The DSN never holds ``\\x00`` (models.DSN_PATTERN), so the parts split
 one way only.
@@ -44,7 +45,6 @@ import hashlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, x25519
@@ -262,48 +262,3 @@ def still_allowed(services: Services, dsn: str) -> None:
     entry = services.allowlist.get(dsn)
     if entry is not None and entry.blocked:
         raise Forbidden("This device is blocked and cannot be provisioned.", "DEVICE_BLOCKED")
-
-
-def csr_spki_der(csr_pem: bytes) -> bytes:
-    """The CSR's SubjectPublicKeyInfo exactly as its DER carries it (the bytes the device
-    signed), not a re-encoding: CertificationRequestInfo ::= SEQUENCE { version INTEGER,
-    subject Name, subjectPKInfo SubjectPublicKeyInfo, attributes [0] }. The CSR was checked
-    fully before (crypto.load_device_csr); a shape that does not parse is CSR_INVALID."""
-    try:
-        info = x509.load_pem_x509_csr(csr_pem.strip()).tbs_certrequest_bytes
-        body = _der_content(info, 0, 0x30)
-        at = _der_skip(body, 0, 0x02)  # version
-        at = _der_skip(body, at, 0x30)  # subject
-        end = _der_skip(body, at, 0x30)  # subjectPKInfo
-    except (ValueError, IndexError):
-        raise BadRequest("csr is not a valid PKCS#10 certificate request.", "CSR_INVALID") from None
-    return body[at:end]
-
-
-def _der_header(data: bytes, at: int, tag: int) -> tuple[int, int]:
-    """(start of content, its length) of the DER element at ``at``, which must be ``tag``."""
-    if data[at] != tag:
-        raise ValueError("unexpected DER tag")
-    first = data[at + 1]
-    if first < 0x80:
-        return at + 2, first
-    count = first & 0x7F
-    if not 1 <= count <= 4:
-        raise ValueError("unsupported DER length")
-    length = int.from_bytes(data[at + 2 : at + 2 + count], "big")
-    return at + 2 + count, length
-
-
-def _der_content(data: bytes, at: int, tag: int) -> bytes:
-    start, length = _der_header(data, at, tag)
-    if start + length > len(data):
-        raise ValueError("truncated DER")
-    return data[start : start + length]
-
-
-def _der_skip(data: bytes, at: int, tag: int) -> int:
-    """The offset just past the DER element at ``at``."""
-    start, length = _der_header(data, at, tag)
-    if start + length > len(data):
-        raise ValueError("truncated DER")
-    return start + length

@@ -39,7 +39,7 @@ from concurrent.futures import Future
 from dataclasses import replace
 from typing import Any
 
-from .attestation import authorise_device, csr_spki_der, still_allowed, x25519_spki_der
+from .attestation import authorise_device, still_allowed, x25519_spki_der
 from .budget import ATTEMPT_SECONDS, FORWARD_RESERVE_SECONDS, Budget
 from .crypto import (
     CheckedCsr,
@@ -87,7 +87,7 @@ def provision_device(
         certified_key = authorise_device(
             services,
             request.dsn,
-            csr_spki_der(request.csr_pem) if csr else x25519_spki_der(request.device_public_key),
+            csr.public_key_der if csr else x25519_spki_der(request.device_public_key),
             request.attestation,
         )
         task = DeviceTask(services, caller, request.dsn, budget, request_id)

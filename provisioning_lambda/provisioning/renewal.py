@@ -405,20 +405,9 @@ class _Renewal(_Issuance):
             self.repeated = True
             self.retiring = row.retiring
             return row, self._wait_for_certificate(pca_certificate_arn).certificate_pem
-        self.intent = Intent(request_id=task.request_id, pca_certificate_arn=pca_certificate_arn)
-        intent_written = run.submit(
-            services.store.record_intent, task.dsn, task.request_id, self.intent
+        issued, facts, new = self._record_intent_and_fetch(
+            Intent(request_id=task.request_id, pca_certificate_arn=pca_certificate_arn)
         )
-        self.in_flight.append(intent_written)
-        issued = self._wait_for_certificate(pca_certificate_arn)
-        facts = certificate_facts(issued.certificate_pem)
-        new = CertificateRef(
-            facts.iot_certificate_id,
-            iot.certificate_arn(facts.iot_certificate_id),
-            facts.serial_hex,
-        )
-        self.intent = replace(self.intent, certificate=new)
-        _wait_all([intent_written])
         # Never retire what this renewal's commit names.
         self.retiring = tuple(r for r in self.retiring if r.certificate_id != new.certificate_id)
 

@@ -42,6 +42,7 @@ from typing import Any
 from .attestation import authorise_device, still_allowed, x25519_spki_der
 from .budget import ATTEMPT_SECONDS, FORWARD_RESERVE_SECONDS, Budget
 from .crypto import (
+    CertificateFacts,
     CheckedCsr,
     DeviceKey,
     build_csr,
@@ -263,26 +264,13 @@ class _Issuance:
         budget.require("ISSUE_CERTIFICATE")
         token = hashlib.sha256(f"{task.request_id}:{task.dsn}".encode()).hexdigest()[:36]
         pca_certificate_arn = pca.issue(csr, settings.cert_validity_days, token, names)
-        # Written while ACM PCA finishes the certificate: whoever resolves the intent can fetch
-        # it there. From here on, a rollback or a recovery revokes it.
-        self.intent = Intent(
-            request_id=task.request_id,
-            pca_certificate_arn=pca_certificate_arn,
-            previous_certificate_id=self.previous.certificate_id if self.previous else "",
+        issued, facts, new = self._record_intent_and_fetch(
+            Intent(
+                request_id=task.request_id,
+                pca_certificate_arn=pca_certificate_arn,
+                previous_certificate_id=self.previous.certificate_id if self.previous else "",
+            )
         )
-        intent_written = run.submit(
-            services.store.record_intent, task.dsn, task.request_id, self.intent
-        )
-        self.in_flight.append(intent_written)
-        issued = self._wait_for_certificate(pca_certificate_arn)
-        facts = certificate_facts(issued.certificate_pem)
-        new = CertificateRef(
-            facts.iot_certificate_id,
-            iot.certificate_arn(facts.iot_certificate_id),
-            facts.serial_hex,
-        )
-        self.intent = replace(self.intent, certificate=new)
-        _wait_all([intent_written])
 
         if self.previous is not None:
             # Before the new one is registered: there is never a moment with two ACTIVE
@@ -342,6 +330,29 @@ class _Issuance:
         )
         task.row = replace(record, retiring=self.retiring)
         return record, issued.certificate_pem
+
+    def _record_intent_and_fetch(
+        self, intent: Intent
+    ) -> tuple[IssuedCertificate, CertificateFacts, CertificateRef]:
+        """Write the intent while ACM PCA finishes the certificate (whoever resolves the intent
+        can fetch it there; from here on, a rollback or a recovery revokes it), then the
+        certificate, its facts and its reference, once both are done."""
+        services = self.task.services
+        self.intent = intent
+        intent_written = services.executor.submit(
+            services.store.record_intent, self.task.dsn, self.task.request_id, intent
+        )
+        self.in_flight.append(intent_written)
+        issued = self._wait_for_certificate(intent.pca_certificate_arn)
+        facts = certificate_facts(issued.certificate_pem)
+        new = CertificateRef(
+            facts.iot_certificate_id,
+            services.iot.certificate_arn(facts.iot_certificate_id),
+            facts.serial_hex,
+        )
+        self.intent = replace(intent, certificate=new)
+        _wait_all([intent_written])
+        return issued, facts, new
 
     def _wait_for_certificate(self, certificate_arn: str) -> IssuedCertificate:
         """Poll with a short, growing delay; give up while there is still time to roll back."""

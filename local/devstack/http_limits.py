@@ -2,7 +2,7 @@
 its request is cut off, the number of connections is capped, the listen backlog absorbs a
 burst, and a connection that fails mid-request is dropped quietly.
 
-The gateway and the Lambda Invoke API both build on these two classes.
+The gateway, the Lambda Invoke API and the iot-data endpoint build on these two classes.
 """
 
 from __future__ import annotations
@@ -44,6 +44,18 @@ class BoundedRequestHandler(BaseHTTPRequestHandler):
         self.close_connection = True
         with contextlib.suppress(OSError):
             self.connection.shutdown(socket.SHUT_RDWR)
+
+    def send_json(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+        """Answer with ``body`` (JSON, or empty) and its length, plus ``headers``."""
+        self.send_response(status)
+        for name, value in {"Content-Type": "application/json", **(headers or {})}.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return None  # each server logs what it decides, not every request line
 
 
 class BoundedHTTPServer(ThreadingHTTPServer):

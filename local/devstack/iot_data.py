@@ -19,7 +19,6 @@ import json
 import threading
 from collections.abc import Callable
 from http import HTTPStatus
-from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from devstack.errors import DevstackError
@@ -111,15 +110,7 @@ class _Handler(BoundedRequestHandler):
         self._answer(status, body, {"x-amzn-ErrorType": error_type})
 
     def _answer(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
-        self.send_response(status)
-        for name, value in {"Content-Type": "application/json", **(headers or {})}.items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        return None
+        self.send_json(status, body, headers)
 
 
 class IotDataServer(BoundedHTTPServer):

@@ -74,16 +74,7 @@ class _Handler(BoundedRequestHandler):
         self._answer(HTTPStatus.OK, result)
 
     def _answer(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
-        body = json.dumps(payload).encode()
-        self.send_response(status)
-        for name, value in {"Content-Type": "application/json", **(headers or {})}.items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        return None
+        self.send_json(status, json.dumps(payload).encode(), headers)
 
 
 class LambdaApiServer(BoundedHTTPServer):

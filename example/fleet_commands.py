@@ -262,10 +262,7 @@ def run(args: argparse.Namespace, hooks: Hooks, out: Any = None) -> int:
                 raise FleetError(EXIT_USAGE, "release: add --yes to release without a prompt")
             if input(f"Release {args.dsn}? Its certificate is revoked. [y/N] ").lower() != "y":
                 raise FleetError(EXIT_USAGE, "release: not confirmed")
-        if args.password_stdin:
-            if args.password:
-                raise FleetError(EXIT_USAGE, "use one of --password and --password-stdin")
-            args.password = _secret_line("", "--password-stdin: no password on standard input")
+        read_password_stdin(args)
         if args.command == "claim" or (args.command == "transfer" and args.decline):
             if args.command == "transfer" and not args.cancel:
                 raise FleetError(EXIT_USAGE, "--decline goes with --cancel")
@@ -281,6 +278,14 @@ def run(args: argparse.Namespace, hooks: Hooks, out: Any = None) -> int:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return int(getattr(exc, "exit_code", EXIT_API))
     return EXIT_OK
+
+
+def read_password_stdin(args: argparse.Namespace) -> None:
+    """With ``--password-stdin``, the password is standard input's first line."""
+    if args.password_stdin:
+        if args.password:
+            raise FleetError(EXIT_USAGE, "use one of --password and --password-stdin")
+        args.password = _secret_line("", "--password-stdin: no password on standard input")
 
 
 def _secret_line(prompt: str, missing: str) -> str:
@@ -349,7 +354,8 @@ def _dispatch(args: argparse.Namespace, api_url: str, token: str, out: Any) -> N
 
 
 def common_parsers() -> list[argparse.ArgumentParser]:
-    """Where the backend is and who signs in: the same options as the app's BLE command."""
+    """Where the backend is and who signs in: the options of every command of the app, the BLE
+    one included."""
     common = argparse.ArgumentParser(add_help=False)
     where = common.add_argument_group("backend (one of)")
     where.add_argument("--state", type=Path, help="offline stack state file (.local/stack.json)")

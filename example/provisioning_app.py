@@ -560,6 +560,7 @@ async def async_main(options: AppOptions, backend: Backend, username: str, passw
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="provisioning_app.py",
+        parents=fleet_commands.common_parsers(),
         description="Phone-app stand-in: sign in, find a device over BLE, provision it.",
         epilog="Fleet commands (API only): provisioning_app.py {list,transfer,claim,release} "
         "--help",
@@ -568,19 +569,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--transport",
         required=True,
         help="HCI transport: tcp-client:127.0.0.1:PORT (virtual radio) or usb:0",
-    )
-    where = parser.add_argument_group("backend (one of)")
-    where.add_argument("--state", type=Path, help="offline stack state file (.local/stack.json)")
-    where.add_argument("--stack", help="deployed CloudFormation stack name")
-    where.add_argument("--api-url", help="API base URL including the stage")
-    where.add_argument("--user-pool-id", help="Cognito user pool id (Output UserPoolId)")
-    where.add_argument("--client-id", help="user pool app client id (public, no secret)")
-    where.add_argument("--region", help="AWS region of the stack (default: the CLI's)")
-    where.add_argument("--cognito-endpoint-url", help=argparse.SUPPRESS)
-    user = parser.add_argument_group("sign-in")
-    user.add_argument("--username", help="default: ONBOARDING_USERNAME, or the offline admin")
-    user.add_argument(
-        "--password", help="default: ONBOARDING_PASSWORD, the offline admin's, or a prompt"
     )
     target = parser.add_argument_group("device")
     target.add_argument("--dsn", help="only a device advertising this DSN")
@@ -620,12 +608,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.dsn:
             protocol.validate_dsn(args.dsn)
+        fleet_commands.read_password_stdin(args)
         backend = resolve_backend(args)
         username, password = credentials_for(args, backend)
     except ProtocolError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except AppError as exc:
+    except (AppError, fleet_commands.FleetError) as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return exc.exit_code
     options = AppOptions(

@@ -15,7 +15,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from devstack import moto_lookups
+from devstack import moto_costs, moto_lookups
 
 # The end-entity templates bridged below, by the part of the ARN after the partition, and the
 # one extended key usage each gives.
@@ -42,6 +42,7 @@ def apply() -> None:
     _account_data_endpoint()
     _usage_mode_and_validity()
     moto_lookups.apply()
+    moto_costs.apply()
     _applied = True
 
 

@@ -1,7 +1,8 @@
 """python -m bench.load: a factory line onboarding N devices through the offline stack.
 
 Starts the offline stack with AWS's API quotas on the emulated services (devstack.quotas) and
-the template's stage throttle at the gateway (devstack.throttle), creates app users, and
+the template's stage throttle at the gateway (devstack.throttle), creates app users, starts the
+provisioning function's reserved environments (``warm_up``; ``--cold`` skips it), and
 onboards ``--devices`` devices over HTTP: devices arrive at ``--rate`` a second (default twice
 the rate the quotas allow) and ``--clients`` concurrent clients each take the next one and
 call ``POST /certificate`` until it succeeds, honouring ``Retry-After`` (the Lambda's 429s and
@@ -81,6 +82,7 @@ class Options:
     quotas: bool = True
     quota_scale: float = 1.0  # every quota's rate times this
     parameters: dict[str, str] = field(default_factory=dict)  # template parameter overrides
+    warm: bool = True  # start the provisioning function's environments before the line
 
 
 @dataclass(frozen=True)
@@ -129,6 +131,7 @@ class Report:
     requests_by_service: dict[str, int]
     problems: list[str]
     invariant_summary: str
+    warmed: int = 0  # environments started before the line
 
     @property
     def achieved(self) -> float:
@@ -385,6 +388,21 @@ def check_invariants(stack: RunningStack, dsns: Sequence[str]) -> tuple[list[str
     return problems, summary
 
 
+def warm_up(stack: RunningStack, say: Callable[[str], None]) -> int:
+    """Start the provisioning function's environments, up to its reserved concurrency, before
+    the line. Lambda starts a surge's environments in parallel, each on its own CPU, in about a
+    second; this machine starts them on its few cores, several seconds each when dozens start
+    at once, and the surge then outruns the reservation (Lambda throttles: 502s) for a reason
+    AWS does not have. ``--cold`` skips this, to see that."""
+    function = stack.deployment.functions["ProvisioningFunction"]
+    count = function.reserved_concurrency or 1
+    say(f"warming {count} environments of {function.logical_id} (--cold: none) ...")
+    started = time.monotonic()
+    warm = stack.invoker.prewarm(function, count)
+    say(f"{warm} environments warm in {time.monotonic() - started:.1f} s")
+    return warm
+
+
 def run_load(options: Options, say: Callable[[str], None] = print) -> Report:
     log_dir = LOG_DIR / time.strftime("%Y%m%dT%H%M%S")
     say(f"starting the offline stack (quotas {'on' if options.quotas else 'off'}) ...")
@@ -434,6 +452,7 @@ def _run(stack: RunningStack, options: Options, say: Callable[[str], None]) -> R
         + "); "
         f"stops by {timeout:.0f} s"
     )
+    warmed = warm_up(stack, say) if options.warm else 0
     line = Line(stack.api_url, tokens, gateway_bodies, options, time.monotonic() + timeout, say=say)
     limiter = stack.quotas
     # the deployment's own calls are not the line's
@@ -460,6 +479,7 @@ def _run(stack: RunningStack, options: Options, say: Callable[[str], None]) -> R
         requests_by_service=dict(requests),
         problems=problems,
         invariant_summary=summary,
+        warmed=warmed,
     )
 
 
@@ -473,6 +493,11 @@ def print_report(report: Report, say: Callable[[str], None] = print) -> None:
     share = report.achieved / report.bound if report.bound not in (0, float("inf")) else 0.0
     say("")
     say("== load summary ==")
+    say(
+        f"environments warmed before the line: {report.warmed}"
+        if report.warmed
+        else "environments warmed before the line: none (cold start)"
+    )
     say(
         f"devices: {tally.done}/{report.devices} onboarded in {report.seconds:.1f} s; "
         f"{len(tally.gave_up)} gave up"
@@ -598,6 +623,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="Key=Value",
         help="template parameters, e.g. ApiThrottleRateLimit=2 ApiThrottleBurstLimit=4",
     )
+    parser.add_argument(
+        "--cold",
+        action="store_true",
+        help="start the line with no warm environment (this machine starts dozens of Lambda "
+        "environments far slower than Lambda does: expect throttles AWS would not give)",
+    )
     args = parser.parse_args(argv)
     if args.devices < 1 or args.clients < 1 or args.max_attempts < 1:
         parser.error("--devices, --clients and --max-attempts must be at least 1")
@@ -618,6 +649,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         quotas=not args.no_quotas,
         quota_scale=args.quota_scale,
         parameters=parameters,
+        warm=not args.cold,
     )
     report = run_load(options, say=_say)
     print_report(report, say=_say)

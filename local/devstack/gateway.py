@@ -16,7 +16,9 @@ does what API Gateway does before the Lambda runs:
    unvalidated, as in API Gateway): BAD_REQUEST_BODY (400);
 4. the proxy event, with the token's claims as strings at requestContext.authorizer.claims,
    handed to an ``Invoker`` (devstack.runtime): worker processes in the offline stack. A
-   function error or a malformed proxy result is INTEGRATION_FAILURE (502); no answer within
+   function error or a malformed proxy result is INTEGRATION_FAILURE (502), and so is an
+   invocation Lambda throttles because the function's reserved concurrency is busy (500 by
+   API Gateway's default; the template's StatusCode applies to both); no answer within
    the integration timeout (29 s) is INTEGRATION_TIMEOUT (504), and the invocation runs on
    until the function's own Timeout, as in AWS.
 
@@ -64,7 +66,7 @@ from devstack.http_limits import (
     BoundedHTTPServer,
     BoundedRequestHandler,
 )
-from devstack.runtime import FunctionSpec, Invoker
+from devstack.runtime import FunctionError, FunctionSpec, Invoker
 from devstack.throttle import StageThrottle
 
 JwksLoader = Callable[[str], dict[str, Any]]
@@ -347,6 +349,12 @@ class LocalApi:
             return self.error(
                 "INTEGRATION_TIMEOUT", "Endpoint request timed out", request_id=request_id
             )
+        except FunctionError as exc:
+            # Lambda throttled the invocation (the function's reservation is busy): API Gateway
+            # answers 500 under INTEGRATION_FAILURE; a function that ran and failed is a 502
+            throttled = exc.error_type == "TooManyRequestsException"
+            status = HTTPStatus.INTERNAL_SERVER_ERROR if throttled else HTTPStatus.BAD_GATEWAY
+            return self.error(*failed, status=status, request_id=request_id)
         except Exception:  # the Lambda failed: API Gateway hides why
             return self.error(*failed, status=HTTPStatus.BAD_GATEWAY, request_id=request_id)
         response = _proxy_response(result)

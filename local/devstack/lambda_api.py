@@ -2,7 +2,8 @@
 
 ``POST /2015-03-31/functions/{FunctionName}/invocations`` (RequestResponse) runs the function
 in its worker processes, exactly as the gateway does, and answers as Lambda does: 200 with the
-function's result, or 200 with ``X-Amz-Function-Error: Unhandled`` and the error as payload.
+function's result, or 200 with ``X-Amz-Function-Error: Unhandled`` and the error as payload, or
+429 ``TooManyRequestsException`` when the function's reserved concurrency is busy.
 A boto3 ``lambda`` client pointed at it works unchanged, so an operator's
 ``aws lambda invoke --function-name <SweeperFunctionName>`` has the same offline form
 (``devstack sweep``). FunctionName may be the function's name, ARN or logical id.
@@ -68,6 +69,17 @@ class _Handler(BoundedRequestHandler):
         try:
             result = self.server.invoker(function, event)
         except FunctionError as error:
+            if error.error_type == "TooManyRequestsException":  # the reservation is busy
+                self._answer(
+                    HTTPStatus.TOO_MANY_REQUESTS,
+                    {
+                        "Type": "User",
+                        "message": error.message,
+                        "Reason": "ReservedFunctionConcurrentInvocationLimitExceeded",
+                    },
+                    {"x-amzn-ErrorType": "TooManyRequestsException"},
+                )
+                return
             failure = {"errorType": error.error_type, "errorMessage": error.message}
             self._answer(HTTPStatus.OK, failure, {"X-Amz-Function-Error": "Unhandled"})
             return

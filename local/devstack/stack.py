@@ -244,11 +244,13 @@ def start_stack(
                     f"{setting.rate:g} requests/s, burst {setting.burst:g}"
                 )
         options: dict[str, Any] = {"throttle": stage_throttle, **(gateway_options or {})}
-        api = LocalApi(deployment, endpoint_url=endpoint_url, invoker=invoker, **options)
+        api = LocalApi(
+            deployment, endpoint_url=endpoint_url, invoker=invoker.synchronous, **options
+        )
         gateway = GatewayServer(api, port=api_port).start()
         exit_stack.callback(gateway.stop)
         say(f"API gateway at {gateway.api_url}")
-        lambda_api = LambdaApiServer(deployment.functions, invoker).start()
+        lambda_api = LambdaApiServer(deployment.functions, invoker.synchronous).start()
         exit_stack.callback(lambda_api.stop)
         running = RunningStack(
             moto=moto,

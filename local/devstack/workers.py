@@ -14,8 +14,13 @@ workers (``lambda_worker.py`` in a ``python -I -S`` subprocess each):
   (``Runtime.ImportModuleError``...) and the next invocation tries a fresh worker;
 - workers stay warm and are reused, so module-level caches survive across invocations;
 - at most the function's concurrency run at once (ReservedConcurrentExecutions, else
-  ``DEFAULT_CONCURRENCY``); an invocation beyond it waits for a free worker (Lambda would
-  throttle it), and reserved concurrency 0 throttles every invocation, as in Lambda;
+  ``DEFAULT_CONCURRENCY``). Beyond a reservation, a synchronous invocation (``synchronous``:
+  API Gateway's, the Invoke API's) is throttled at once with ``TooManyRequestsException``, as
+  Lambda throttles it, while an asynchronous one (``__call__``: IoT rules, schedules) waits
+  for a free worker, as Lambda's queue holds it. A function without a reservation draws on
+  the account's pool (1,000 by default) in AWS: offline its invocations wait for one of
+  ``DEFAULT_CONCURRENCY`` workers instead, the machine's limit rather than AWS's. Reserved
+  concurrency 0 throttles every invocation, as in Lambda;
 - an invocation still running at the function's Timeout is answered ``Sandbox.Timedout`` and
   its worker (its whole process group) is killed; a worker that dies is replaced;
 - the handler's stdout and stderr, START/END/REPORT lines and timeouts go to
@@ -40,6 +45,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any
 
@@ -194,29 +200,58 @@ class _Pool:
         with self._lock:
             self._all.discard(worker)
 
-    def invoke(self, event: dict[str, Any]) -> Any:
+    def invoke(self, event: dict[str, Any], *, throttle_when_busy: bool = False) -> Any:
+        """Run ``event`` in a free worker; with ``throttle_when_busy``, throttled at once when
+        every worker of the function's reservation is busy, instead of waiting for one."""
         if self.concurrency == 0:
             raise FunctionError("TooManyRequestsException", "Rate Exceeded.")
-        with self._slots:
+        if throttle_when_busy and self.function.reserved_concurrency is not None:
+            if not self._slots.acquire(blocking=False):
+                raise FunctionError("TooManyRequestsException", "Rate Exceeded.")
+        else:
+            self._slots.acquire()
+        try:
+            return self._run(event)
+        finally:
+            self._slots.release()
+
+    def prewarm(self, count: int) -> int:
+        """Start environments through INIT until ``count`` exist (at most the concurrency), a
+        few at a time; the number now idle and warm."""
+        with self._lock:
+            missing = max(0, min(count, max(1, self.concurrency)) - len(self._all))
+
+        def start(_: int) -> None:
+            worker = self._start()
             with self._lock:
-                worker = self._idle.pop() if self._idle else None
-            if worker is not None and not worker.alive():
-                # An environment that died while idle (killed, out of memory) is replaced, as
-                # Lambda never hands a request to a dead one.
+                self._idle.append(worker)
+
+        with ThreadPoolExecutor(max(1, os.cpu_count() or 1)) as pool:
+            list(pool.map(start, range(missing)))
+        with self._lock:
+            return len(self._idle)
+
+    def _run(self, event: dict[str, Any]) -> Any:
+        """One invocation in an idle worker, or a new one (the caller holds a slot)."""
+        with self._lock:
+            worker = self._idle.pop() if self._idle else None
+        if worker is not None and not worker.alive():
+            # An environment that died while idle (killed, out of memory) is replaced, as
+            # Lambda never hands a request to a dead one.
+            self._discard(worker)
+            worker = None
+        if worker is None:
+            worker = self._start()
+        healthy = False
+        try:
+            answer = self._call(worker, event)
+            healthy = True
+        finally:
+            if healthy:
+                with self._lock:
+                    self._idle.append(worker)
+            else:
                 self._discard(worker)
-                worker = None
-            if worker is None:
-                worker = self._start()
-            healthy = False
-            try:
-                answer = self._call(worker, event)
-                healthy = True
-            finally:
-                if healthy:
-                    with self._lock:
-                        self._idle.append(worker)
-                else:
-                    self._discard(worker)
         if "error" in answer:
             error = answer["error"]
             raise FunctionError(str(error.get("errorType")), str(error.get("errorMessage")))
@@ -340,7 +375,16 @@ class ProcessInvoker:
             return pool
 
     def __call__(self, function: FunctionSpec, event: dict[str, Any]) -> Any:
+        """An asynchronous invocation: it waits for a free worker, as in Lambda's queue."""
         return self._pool(function).invoke(event)
+
+    def prewarm(self, function: FunctionSpec, count: int) -> int:
+        """Initialise ``count`` environments of ``function`` ahead of traffic (see _Pool)."""
+        return self._pool(function).prewarm(count)
+
+    def synchronous(self, function: FunctionSpec, event: dict[str, Any]) -> Any:
+        """A synchronous invocation: throttled at once past the function's reservation."""
+        return self._pool(function).invoke(event, throttle_when_busy=True)
 
     def close(self) -> None:
         """Kill every worker; invocations still running fail with Runtime.ExitError."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from typing import Any
 
@@ -12,6 +13,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from .allowlist import block_entry, load_entries, read_entry
 from .budget import Budget
+from .config import ConfigError
 from .dependencies import get_services
 from .errors import ProvisioningError
 from .fleet_routes import router as fleet_router
@@ -21,6 +23,11 @@ from .service import describe_device, provision_device, revoke_device
 
 app = APIGatewayRestResolver()
 app.include_router(fleet_router)  # GET /devices, transfer, claim, DELETE /devices/{dsn}
+
+# The clients are made during INIT, with the environment's full CPU and before any request
+# waits on them; a configuration error is raised again, and answered, at the first request.
+with contextlib.suppress(ConfigError):
+    get_services()
 
 
 @app.post("/certificate")

@@ -9,6 +9,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from devstack.lambda_api import LambdaApiServer
+from devstack.runtime import FunctionError, FunctionSpec
 from devstack.stack import RunningStack
 
 pytestmark = pytest.mark.e2e
@@ -73,3 +75,23 @@ def test_a_lying_content_length_is_dropped_and_the_server_stays_up(
         "Content-Length: 2\r\n",
         b"{}",
     ).startswith(b"HTTP/1.1 200")
+
+
+def test_a_function_at_its_reserved_concurrency_is_throttled_as_lambda_throttles(
+    offline_stack: RunningStack,
+) -> None:
+    # GIVEN an Invoke API whose runtime finds the function's reservation busy
+    def busy(_function: FunctionSpec, _event: dict[str, object]) -> object:
+        raise FunctionError("TooManyRequestsException", "Rate Exceeded.")
+
+    server = LambdaApiServer(offline_stack.deployment.functions, busy).start()
+    try:
+        client = offline_stack.client("lambda", endpoint_url=server.url)
+        # THEN boto3 sees Lambda's throttling error, not a function error
+        with pytest.raises(client.exceptions.TooManyRequestsException) as error:
+            client.invoke(FunctionName="SweeperFunction", Payload=b"{}")
+        assert error.value.response["Reason"] == (
+            "ReservedFunctionConcurrentInvocationLimitExceeded"
+        )
+    finally:
+        server.stop()

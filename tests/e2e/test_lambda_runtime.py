@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -86,7 +87,9 @@ def fixture_api(
             stack_name="runtime-test",
             invoker=invoker,
         )
-        api = LocalApi(deployment, endpoint_url=offline_stack.endpoint_url, invoker=invoker)
+        api = LocalApi(
+            deployment, endpoint_url=offline_stack.endpoint_url, invoker=invoker.synchronous
+        )
         gateway = GatewayServer(api).start()
         try:
             yield FixtureApi(invoker, gateway, work / "logs")
@@ -214,6 +217,44 @@ def test_two_slow_invocations_run_at_the_same_time(fixture_api: FixtureApi, tmp_
     assert answers["a"][1]["pid"] != answers["b"][1]["pid"]
 
 
+def test_past_its_reserved_concurrency_a_request_is_throttled_and_an_event_waits(
+    fixture_api: FixtureApi, tmp_path: Path
+) -> None:
+    # GIVEN both of ProbeFunction's reserved environments busy (two invocations that have
+    # started, seen each other, and sleep for two seconds)
+    events = tmp_path / "events"
+    events.touch()
+    answers: dict[str, tuple[int, Any]] = {}
+
+    def call(tag: str) -> None:
+        body = {"events": str(events), "tag": tag, "peers": 2, "sleep": 2}
+        answers[tag] = fixture_api.post("/probe", body)
+
+    threads = [threading.Thread(target=call, args=(tag,)) for tag in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 30
+    while events.read_text().count("end ") < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert events.read_text().count("end ") == 2
+    # WHEN a third request arrives through the gateway, and an event through the async path
+    third = fixture_api.post("/probe")
+    function = fixture_api.gateway.api.deployment.functions["ProbeFunction"]
+    event_answer = fixture_api.invoker(function, {"body": "{}"})
+    for thread in threads:
+        thread.join(timeout=60)
+    # THEN Lambda throttles the request, which API Gateway answers 500 (INTEGRATION_FAILURE),
+    # while the event waited for one of the two environments to be free and ran in it; both
+    # busy invocations succeeded
+    assert third == (500, {"message": "Internal server error"}), third
+    assert [answers[tag][0] for tag in ("a", "b")] == [200, 200], answers
+    assert event_answer["statusCode"] == 200
+    pid = json.loads(event_answer["body"])["pid"]
+    assert pid in (answers["a"][1]["pid"], answers["b"][1]["pid"])
+    # ... and once an environment is free, the next request runs
+    assert fixture_api.post("/probe")[0] == 200
+
+
 def test_an_invocation_past_its_timeout_is_killed_and_the_next_gets_a_fresh_worker(
     fixture_api: FixtureApi,
 ) -> None:
@@ -256,7 +297,7 @@ def test_an_invocation_past_the_integration_limit_is_504(fixture_api: FixtureApi
     api = LocalApi(
         deployment,
         endpoint_url=deployment.endpoint_url,
-        invoker=fixture_api.invoker,
+        invoker=fixture_api.invoker.synchronous,
         integration_timeout=1.0,
     )
     server = GatewayServer(api).start()

@@ -823,10 +823,24 @@ def test_provisioning_concurrency_is_capped_above_the_api_burst() -> None:
             {"Ref": "AWS::NoValue"},
         ]
     }
-    # Below the burst, Lambda throttles (a 500 from API Gateway) before the API answers 429.
+    # Below the rate times the function's duration, Lambda throttles (a 502 from API Gateway)
+    # before the API answers 429: at least 5 s of requests at the stage's rate, and the burst.
+    assert int(default) >= 5 * parameters["ApiThrottleRateLimit"]["Default"]
     assert int(default) >= parameters["ApiThrottleBurstLimit"]["Default"]
     assert pattern.fullmatch("unreserved") and pattern.fullmatch("20")
     assert not pattern.fullmatch("0"), "0 would stop every request"
+
+
+def test_unreserved_provisioning_leaves_nothing_reserved_but_renewal_s_own_choice() -> None:
+    # An account whose concurrency quota is 10 can reserve nothing: "unreserved" must deploy
+    sweeper = _resources()["SweeperFunction"]["Properties"]["ReservedConcurrentExecutions"]
+    assert sweeper == {"Fn::If": ["ReservesConcurrency", 1, {"Ref": "AWS::NoValue"}]}
+    reserving = [
+        name
+        for name, resource in _resources().items()
+        if isinstance(resource.get("Properties", {}).get("ReservedConcurrentExecutions"), int)
+    ]
+    assert reserving == []
 
 
 # ---------------------------------------------------------------- config.json

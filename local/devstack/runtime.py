@@ -49,6 +49,10 @@ class FunctionSpec:
     timeout: int = 3
     memory_size: int = 128
     reserved_concurrency: int | None = None  # ReservedConcurrentExecutions
+    # AWS::Lambda::EventInvokeConfig (SAM's EventInvokeConfig), for asynchronous invocations;
+    # Lambda's defaults: events kept 6 hours, two retries
+    maximum_event_age: int = 21600
+    maximum_retry_attempts: int = 2
 
 
 class FunctionError(DevstackError):

@@ -21,8 +21,11 @@ WHERE, no other functions, no nested fields, no literals. The only action is ``L
 The Lambda action runs as IoT runs it: an asynchronous invocation (the caller never waits) of
 the function through the stack's Lambda workers (its package, Timeout and concurrency), and
 only if an ``AWS::Lambda::Permission`` lets ``iot.amazonaws.com`` invoke the function for the
-rule's ARN; otherwise the action fails and the broker logs ``RULE ... FAILED``. Lambda retries
-a failed asynchronous invocation twice over minutes; offline the failure is logged, not retried.
+rule's ARN; otherwise the action fails and the broker logs ``RULE ... FAILED``. The function's
+``EventInvokeConfig`` applies as in Lambda: an event that waits for a free environment past
+``MaximumEventAgeInSeconds`` is dropped (``EventAgeExceeded``), and a failed invocation (an
+error or a throttle) is retried up to ``MaximumRetryAttempts`` times, one minute, then two
+minutes later (Lambda's delays), while the event is young enough; every drop is logged.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import json
 import logging
 import re
 import threading
+import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -46,6 +50,7 @@ SQL_VERSION = "2016-03-23"
 IOT_PRINCIPAL = "iot.amazonaws.com"
 MAX_PENDING = 1000  # queued asynchronous invocations; past that an event is dropped (logged)
 ASYNC_WORKERS = 8
+RETRY_DELAYS = (60.0, 120.0)  # Lambda's delays before an asynchronous invocation's retries
 
 _STATEMENT = re.compile(
     r"\s*SELECT\s+(?P<select>.+?)\s+FROM\s+'(?P<source>[^']*)'\s*", re.IGNORECASE | re.DOTALL
@@ -233,15 +238,22 @@ class RuleEngine:
     rules: list[TopicRule]
     permissions: list[Permission]
     functions: Mapping[str, FunctionSpec]  # by logical id
-    invoker: Callable[[FunctionSpec, dict[str, Any]], Any]
+    invoker: Callable[..., Any]  # (function, event, *, expires_at) -> result (ProcessInvoker)
     account_id: str
     on_done: Callable[[str, str, BaseException | None], None] | None = None  # tests
     _executor: ThreadPoolExecutor = field(init=False, repr=False)
     _pending: threading.BoundedSemaphore = field(init=False, repr=False)
 
+    _retries: list[threading.Timer] = field(init=False, repr=False)
+    _closed: bool = field(init=False, repr=False)
+    _lock: threading.Lock = field(init=False, repr=False)
+
     def __post_init__(self) -> None:
         self._executor = ThreadPoolExecutor(ASYNC_WORKERS, thread_name_prefix="iot-rule")
         self._pending = threading.BoundedSemaphore(MAX_PENDING)
+        self._retries = []
+        self._closed = False
+        self._lock = threading.Lock()
 
     def _function(self, arn: str) -> FunctionSpec | None:
         return next((f for f in self.functions.values() if arn in (f.arn, f.name)), None)
@@ -282,13 +294,21 @@ class RuleEngine:
             logger.info("RULE %s FAILED topic=%s: too many pending invocations", rule.name, topic)
             return 0
         logger.info("RULE %s topic=%s -> %s (Event)", rule.name, topic, function.logical_id)
-        self._executor.submit(self._invoke, rule.name, function, event)
+        expires_at = time.monotonic() + function.maximum_event_age
+        self._executor.submit(self._invoke, rule.name, function, event, expires_at, 0)
         return 1
 
-    def _invoke(self, rule: str, function: FunctionSpec, event: dict[str, Any]) -> None:
+    def _invoke(
+        self,
+        rule: str,
+        function: FunctionSpec,
+        event: dict[str, Any],
+        expires_at: float,
+        attempt: int,
+    ) -> None:
         error: BaseException | None = None
         try:
-            self.invoker(function, event)
+            self.invoker(function, event, expires_at=expires_at)
         except FunctionError as exc:
             error = exc
             logger.info("RULE %s FAILED %s: %s", rule, function.logical_id, exc.error_type)
@@ -297,11 +317,56 @@ class RuleEngine:
             logger.info("RULE %s FAILED %s: %s", rule, function.logical_id, type(exc).__name__)
         finally:
             self._pending.release()
+        retryable = isinstance(error, FunctionError) and error.error_type != "EventAgeExceeded"
+        if retryable and self._retry_later(rule, function, event, expires_at, attempt):
+            return
         self._report(rule, function.logical_id, error)
+
+    def _retry_later(
+        self,
+        rule: str,
+        function: FunctionSpec,
+        event: dict[str, Any],
+        expires_at: float,
+        attempt: int,
+    ) -> bool:
+        """Schedule Lambda's next retry of a failed event, if it has one left in time."""
+        if attempt >= min(function.maximum_retry_attempts, len(RETRY_DELAYS)):
+            return False
+        delay = RETRY_DELAYS[attempt]
+        if time.monotonic() + delay > expires_at:
+            logger.info("RULE %s %s: no retry, the event would be too old", rule, function.name)
+            return False
+
+        def again() -> None:
+            if self._closed or not self._pending.acquire(blocking=False):
+                logger.info("RULE %s %s: retry dropped", rule, function.logical_id)
+                self._report(rule, function.logical_id, RuntimeError("retry dropped"))
+                return
+            logger.info("RULE %s -> %s (Event, retry %d)", rule, function.logical_id, attempt + 1)
+            try:
+                self._executor.submit(self._invoke, rule, function, event, expires_at, attempt + 1)
+            except RuntimeError:  # the engine closed meanwhile
+                self._pending.release()
+
+        timer = threading.Timer(delay, again)
+        timer.daemon = True
+        with self._lock:
+            if self._closed:
+                return False
+            self._retries = [t for t in self._retries if t.is_alive()] + [timer]
+        logger.info("RULE %s %s: retry %d in %.0f s", rule, function.logical_id, attempt + 1, delay)
+        timer.start()
+        return True
 
     def _report(self, rule: str, function: str, error: BaseException | None) -> None:
         if self.on_done is not None:
             self.on_done(rule, function, error)
 
     def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            retries, self._retries = self._retries, []
+        for timer in retries:
+            timer.cancel()
         self._executor.shutdown(wait=False, cancel_futures=True)

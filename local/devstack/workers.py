@@ -200,9 +200,16 @@ class _Pool:
         with self._lock:
             self._all.discard(worker)
 
-    def invoke(self, event: dict[str, Any], *, throttle_when_busy: bool = False) -> Any:
+    def invoke(
+        self,
+        event: dict[str, Any],
+        *,
+        throttle_when_busy: bool = False,
+        expires_at: float | None = None,
+    ) -> Any:
         """Run ``event`` in a free worker; with ``throttle_when_busy``, throttled at once when
-        every worker of the function's reservation is busy, instead of waiting for one."""
+        every worker of the function's reservation is busy, instead of waiting for one; an
+        event that gets a worker only after ``expires_at`` (time.monotonic) is not run."""
         if self.concurrency == 0:
             raise FunctionError("TooManyRequestsException", "Rate Exceeded.")
         if throttle_when_busy and self.function.reserved_concurrency is not None:
@@ -211,6 +218,10 @@ class _Pool:
         else:
             self._slots.acquire()
         try:
+            if expires_at is not None and time.monotonic() > expires_at:
+                raise FunctionError(
+                    "EventAgeExceeded", "the event waited past MaximumEventAgeInSeconds"
+                )
             return self._run(event)
         finally:
             self._slots.release()
@@ -374,9 +385,12 @@ class ProcessInvoker:
                 self._pools[key] = pool
             return pool
 
-    def __call__(self, function: FunctionSpec, event: dict[str, Any]) -> Any:
-        """An asynchronous invocation: it waits for a free worker, as in Lambda's queue."""
-        return self._pool(function).invoke(event)
+    def __call__(
+        self, function: FunctionSpec, event: dict[str, Any], *, expires_at: float | None = None
+    ) -> Any:
+        """An asynchronous invocation: it waits for a free worker, as in Lambda's queue, and is
+        dropped (``EventAgeExceeded``) if it gets one only after ``expires_at``."""
+        return self._pool(function).invoke(event, expires_at=expires_at)
 
     def prewarm(self, function: FunctionSpec, count: int) -> int:
         """Initialise ``count`` environments of ``function`` ahead of traffic (see _Pool)."""

@@ -173,3 +173,15 @@ def test_the_device_policy_keeps_its_policy_variables(offline_stack: RunningStac
     document = offline_stack.client("iot").get_policy(policyName=name)["policyDocument"]
     assert "client/${iot:Connection.Thing.ThingName}" in document
     assert ":iot:us-east-1:123456789012:" in document
+
+
+def test_the_renewal_function_s_event_invoke_config_reaches_the_runtime(
+    offline_stack: RunningStack,
+) -> None:
+    # SAM turns EventInvokeConfig into AWS::Lambda::EventInvokeConfig; the topic rules' async
+    # invocations read it from the function: renewal events kept 60 s and never retried
+    functions = offline_stack.deployment.functions
+    renewal = functions["RenewalFunction"]
+    assert (renewal.maximum_event_age, renewal.maximum_retry_attempts) == (60, 0)
+    provisioning = functions["ProvisioningFunction"]  # none configured: Lambda's defaults
+    assert (provisioning.maximum_event_age, provisioning.maximum_retry_attempts) == (21600, 2)

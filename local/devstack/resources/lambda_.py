@@ -1,11 +1,14 @@
 """Lambda functions: recorded, not created in moto.
 
 Each becomes a ``FunctionSpec`` (handler, code directory, resolved environment, timeout,
-memory, reserved concurrency) that an ``Invoker`` (devstack.runtime) runs.
+memory, reserved concurrency) that an ``Invoker`` (devstack.runtime) runs. An
+``AWS::Lambda::EventInvokeConfig`` sets its function's maximum event age and retries, which
+asynchronous invocations (devstack.topic_rules) honour.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from devstack.errors import DeployError
@@ -49,6 +52,32 @@ def record_function(state: DeployState, logical_id: str, kind: str, props: dict[
     state.say(f"  record {logical_id} (Lambda): {props['Handler']}")
 
 
+def record_event_invoke_config(
+    state: DeployState, logical_id: str, kind: str, props: dict[str, Any]
+) -> None:
+    name = str(props["FunctionName"])
+    found = [
+        spec for spec in state.functions.values() if name in (spec.name, spec.arn, spec.logical_id)
+    ]
+    if not found:
+        raise DeployError(f"{logical_id}: no function {name} in this stack")
+    if props.get("Qualifier", "$LATEST") != "$LATEST":
+        raise DeployError(f"{logical_id}: only the $LATEST qualifier runs offline")
+    function = found[0]
+    age = int(props.get("MaximumEventAgeInSeconds", function.maximum_event_age))
+    retries = int(props.get("MaximumRetryAttempts", function.maximum_retry_attempts))
+    if not 60 <= age <= 21600 or not 0 <= retries <= 2:
+        raise DeployError(
+            f"{logical_id}: MaximumEventAgeInSeconds must be 60-21600 and MaximumRetryAttempts 0-2"
+        )
+    state.functions[function.logical_id] = dataclasses.replace(
+        function, maximum_event_age=age, maximum_retry_attempts=retries
+    )
+    state.physical_ids[logical_id] = f"{function.name}:$LATEST"
+    state.say(f"  record {logical_id} (async: events {age} s, {retries} retries)")
+
+
 CREATORS: dict[str, Creator] = {
     "AWS::Lambda::Function": record_function,
+    "AWS::Lambda::EventInvokeConfig": record_event_invoke_config,
 }

@@ -27,6 +27,7 @@ import argparse
 import base64
 import http.client
 import json
+import math
 import queue
 import random
 import secrets
@@ -297,7 +298,7 @@ class Line:
 
     def _feed(self, rate: float, started: float) -> None:
         for index in range(self.options.devices):
-            due = started + index / rate
+            due = min(started + index / rate, self.deadline)
             time.sleep(max(0.0, due - time.monotonic()))
             if time.monotonic() >= self.deadline:
                 break
@@ -632,10 +633,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.devices < 1 or args.clients < 1 or args.max_attempts < 1:
         parser.error("--devices, --clients and --max-attempts must be at least 1")
-    if args.rate is not None and args.rate <= 0:
-        parser.error("--rate must be above 0")
-    if args.quota_scale <= 0:
-        parser.error("--quota-scale must be above 0")
+    for name in ("rate", "timeout", "quota_scale"):
+        value = getattr(args, name)
+        if value is not None and not (math.isfinite(value) and value > 0):
+            parser.error(f"--{name.replace('_', '-')} must be a number above 0")
     parameters = dict(item.split("=", 1) for item in args.parameter_overrides if "=" in item)
     if len(parameters) != len(args.parameter_overrides):
         parser.error("--parameter-overrides items are Key=Value")

@@ -199,7 +199,7 @@ async def provision_over_ble(
 
 def _split_endpoint(endpoint: str, default_port: int) -> tuple[str, int]:
     host, sep, port = endpoint.rpartition(":")
-    if sep and port.isdigit():
+    if sep and port.isascii() and port.isdigit():
         return host, int(port)
     return endpoint, default_port
 

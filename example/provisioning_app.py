@@ -123,6 +123,7 @@ def backend_from_stack(stack_name: str, region: str | None) -> Backend:
 def login(backend: Backend, username: str, password: str) -> str:
     """Cognito ID token for a public client (USER_PASSWORD_AUTH, no secret hash)."""
     import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
 
     client = boto3.client(
         "cognito-idp", region_name=backend.region, endpoint_url=backend.cognito_endpoint_url
@@ -137,6 +138,13 @@ def login(backend: Backend, username: str, password: str) -> str:
         raise AppError(EXIT_API, "sign-in failed: wrong user name or password") from exc
     except client.exceptions.UserNotFoundException as exc:
         raise AppError(EXIT_API, "sign-in failed: wrong user name or password") from exc
+    except ClientError as exc:  # the service refused: its code, never the request's content
+        code = exc.response.get("Error", {}).get("Code", "unknown")
+        raise AppError(EXIT_API, f"sign-in failed: Cognito answered {code}") from exc
+    except BotoCoreError as exc:  # no answer: unreachable, timed out
+        raise AppError(
+            EXIT_API, f"sign-in failed: Cognito unreachable ({type(exc).__name__})"
+        ) from exc
     auth = result.get("AuthenticationResult")
     if not auth:
         challenge = result.get("ChallengeName", "unknown")
@@ -198,7 +206,7 @@ def retry_after_seconds(value: str | None, now: dt.datetime | None = None) -> fl
     if value is None or not value.strip():
         return RATE_LIMIT_DEFAULT_WAIT
     text = value.strip()
-    if text.isdigit():
+    if text.isascii() and text.isdigit():  # "²".isdigit() is True, float("²") fails
         return float(text)
     try:
         when = email.utils.parsedate_to_datetime(text)

@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
@@ -237,29 +238,44 @@ def _cmd_ca_cert(args: argparse.Namespace) -> int:
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
     """Run the sweeper now, as `aws lambda invoke` would in AWS, and print what it fixed."""
-    stack = _connected(args)
-    state = read_state(Path(args.state))
     # The sweeper may run for its whole Timeout (60 s): wait longer than that for its answer.
-    lambda_client = stack.client(
-        "lambda", state["lambda_url"], read_timeout=90, retries={"total_max_attempts": 1}
-    )
-    answer = lambda_client.invoke(FunctionName=stack.outputs["SweeperFunctionName"], Payload=b"{}")
-    payload = json.loads(answer["Payload"].read())
-    print(json.dumps(payload, indent=2))
-    return 1 if answer.get("FunctionError") else 0
+    return _run_function(args, "SweeperFunctionName", read_timeout=90)
 
 
 def _cmd_expiry(args: argparse.Namespace) -> int:
     """Run the expiry watch now, as `aws lambda invoke` would in AWS, and print its report."""
+    # The watch may run for its whole Timeout (120 s): wait longer than that for its answer.
+    return _run_function(args, "ExpiryWatchFunctionName", read_timeout=150)
+
+
+THROTTLED_WAITS = (1.0, 2.0, 4.0, 8.0)  # seconds before asking a busy function again
+
+
+def _run_function(args: argparse.Namespace, output: str, read_timeout: int) -> int:
+    """Invoke the function named by the stack output ``output`` once and print its answer.
+
+    One attempt only (a retry after a timeout would run it twice), except while Lambda
+    throttles the call (another run holds the function's reserved concurrency): then it has
+    not run, and it is asked again a few times, as the AWS CLI's retries would.
+    """
     stack = _connected(args)
     state = read_state(Path(args.state))
-    # The watch may run for its whole Timeout (120 s): wait longer than that for its answer.
     lambda_client = stack.client(
-        "lambda", state["lambda_url"], read_timeout=150, retries={"total_max_attempts": 1}
+        "lambda", state["lambda_url"], read_timeout=read_timeout, retries={"total_max_attempts": 1}
     )
-    answer = lambda_client.invoke(
-        FunctionName=stack.outputs["ExpiryWatchFunctionName"], Payload=b"{}"
-    )
+    name = stack.outputs[output]
+    for wait in (*THROTTLED_WAITS, None):
+        try:
+            answer = lambda_client.invoke(FunctionName=name, Payload=b"{}")
+            break
+        except lambda_client.exceptions.TooManyRequestsException:
+            if wait is None:
+                raise DevstackError(
+                    f"{name} is still busy with another run (its reserved concurrency); "
+                    "try again when it has finished"
+                ) from None
+            print(f"{name} is busy with another run; asking again in {wait:g} s", file=sys.stderr)
+            time.sleep(wait)
     payload = json.loads(answer["Payload"].read())
     print(json.dumps(payload, indent=2))
     return 1 if answer.get("FunctionError") else 0

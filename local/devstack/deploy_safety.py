@@ -238,7 +238,11 @@ def _accepts(spec: Mapping[str, Any], value: str) -> bool:
 
 def other_value(spec: Mapping[str, Any], current: str) -> str:
     candidates = [str(v) for v in spec.get("AllowedValues", [])]
-    if spec.get("Type") == "Number" and current.lstrip("-").isdigit():
+    if (
+        spec.get("Type") == "Number"
+        and current.lstrip("-").isascii()
+        and current.lstrip("-").isdigit()
+    ):
         candidates += [str(int(current) + 1), str(int(current) - 1)]
     candidates += [current + "x", *_CANDIDATES]
     for candidate in candidates:

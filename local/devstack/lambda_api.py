@@ -8,7 +8,8 @@ A boto3 ``lambda`` client pointed at it works unchanged, so an operator's
 ``aws lambda invoke --function-name <SweeperFunctionName>`` has the same offline form
 (``devstack sweep``). FunctionName may be the function's name, ARN or logical id.
 
-Not emulated: other invocation types (Event, DryRun), qualifiers, the Lambda control plane.
+Not emulated: other invocation types (Event and DryRun are refused with
+``InvalidParameterValueException``), qualifiers, the Lambda control plane.
 """
 
 from __future__ import annotations
@@ -40,6 +41,16 @@ class _Handler(BoundedRequestHandler):
                 HTTPStatus.NOT_FOUND,
                 {"Type": "User", "Message": "Function not found"},
                 {"x-amzn-ErrorType": "ResourceNotFoundException"},
+            )
+            return
+        kind = self.headers.get("X-Amz-Invocation-Type") or "RequestResponse"
+        if kind != "RequestResponse":
+            # Lambda would queue an Event (202) or only check a DryRun (204); answering either
+            # as a synchronous call would throttle or wait where Lambda does not, so refuse
+            self._answer(
+                HTTPStatus.BAD_REQUEST,
+                {"Type": "User", "message": f"offline, only RequestResponse runs (not {kind})"},
+                {"x-amzn-ErrorType": "InvalidParameterValueException"},
             )
             return
         declared = (self.headers.get("Content-Length") or "0").strip()

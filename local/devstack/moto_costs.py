@@ -28,6 +28,7 @@ from contextlib import contextmanager
 from typing import Any
 
 _applied = False
+MAX_HOSTS_KEPT = 256  # hosts whose backend is kept (a stack uses a dozen)
 
 
 def apply() -> None:
@@ -160,10 +161,14 @@ def _backends_by_host() -> None:
 
     @functools.wraps(original)
     def get_backend_for_host(self: Any, host: str | None) -> Any:
-        # called under the application's own lock
+        # called under the application's own lock; a request names its host (service and
+        # region), so the hosts kept are bounded, past which lookups are simply not kept
         found = self.__dict__.setdefault("_devstack_backends", {})
-        if host not in found:
-            found[host] = original(self, host)
-        return found[host]
+        if host in found:
+            return found[host]
+        backend = original(self, host)
+        if len(found) < MAX_HOSTS_KEPT:
+            found[host] = backend
+        return backend
 
     DomainDispatcherApplication.get_backend_for_host = get_backend_for_host  # type: ignore[method-assign]

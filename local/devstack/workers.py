@@ -227,18 +227,30 @@ class _Pool:
             self._slots.release()
 
     def prewarm(self, count: int) -> int:
-        """Start environments through INIT until ``count`` exist (at most the concurrency), a
-        few at a time; the number now idle and warm."""
-        with self._lock:
-            missing = max(0, min(count, max(1, self.concurrency)) - len(self._all))
+        """Start environments through INIT, a few at a time, so that ``count`` (at most the
+        concurrency) are idle and warm; the number idle after.
 
-        def start(_: int) -> None:
-            worker = self._start()
+        It holds a slot for each environment it may add, so invocations meanwhile hold only
+        the others: idle environments plus busy ones never pass the concurrency."""
+        if self.concurrency == 0:
+            return 0
+        held = 0
+        while held < min(count, self.concurrency) and self._slots.acquire(blocking=False):
+            held += 1
+        try:
             with self._lock:
-                self._idle.append(worker)
+                missing = max(0, held - len(self._idle))
 
-        with ThreadPoolExecutor(max(1, os.cpu_count() or 1)) as pool:
-            list(pool.map(start, range(missing)))
+            def start(_: int) -> None:
+                worker = self._start()
+                with self._lock:
+                    self._idle.append(worker)
+
+            with ThreadPoolExecutor(max(1, os.cpu_count() or 1)) as pool:
+                list(pool.map(start, range(missing)))
+        finally:
+            for _ in range(held):
+                self._slots.release()
         with self._lock:
             return len(self._idle)
 

@@ -20,6 +20,11 @@ class ConfigError(RuntimeError):
     """The function's environment is incomplete or invalid (a deployment mistake)."""
 
 
+def _digits(value: str) -> bool:
+    """ASCII digits only: "²".isdigit() is True, and int("²") fails."""
+    return value.isascii() and value.isdigit()
+
+
 @dataclass(frozen=True)
 class Settings:
     devices_table: str
@@ -80,13 +85,13 @@ class Settings:
             return value
 
         validity = need("DEVICE_CERT_VALIDITY_DAYS")
-        if not validity.isdigit() or not 1 <= int(validity) <= 3650:
+        if not _digits(validity) or not 1 <= int(validity) <= 3650:
             raise ConfigError("DEVICE_CERT_VALIDITY_DAYS must be a whole number of days, 1-3650")
         grace = env.get("RENEWAL_GRACE_HOURS", "72").strip()
-        if not grace.isdigit() or not 1 <= int(grace) <= 720:
+        if not _digits(grace) or not 1 <= int(grace) <= 720:
             raise ConfigError("RENEWAL_GRACE_HOURS must be a whole number of hours, 1-720")
         interval = env.get("RENEWAL_MIN_INTERVAL_SECONDS", "300").strip()
-        if not interval.isdigit() or not 0 <= int(interval) <= 86400:
+        if not _digits(interval) or not 0 <= int(interval) <= 86400:
             raise ConfigError("RENEWAL_MIN_INTERVAL_SECONDS must be a whole number, 0-86400")
         prefix = need("THING_PREFIX")
         if not THING_PREFIX_PATTERN.fullmatch(prefix):
@@ -97,7 +102,7 @@ class Settings:
         ):
             raise ConfigError("CA_ARN is not an ACM PCA certificate authority ARN")
         warning = env.get("EXPIRY_WARNING_PERCENT", "").strip() or "30"
-        if not warning.isdigit() or not 5 <= int(warning) <= 90:
+        if not _digits(warning) or not 5 <= int(warning) <= 90:
             raise ConfigError("EXPIRY_WARNING_PERCENT must be a whole number, 5-90")
         require_attestation = env.get("REQUIRE_ATTESTATION", "false").strip() or "false"
         if require_attestation not in ("true", "false"):

@@ -13,7 +13,6 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from .allowlist import block_entry, load_entries, read_entry
 from .budget import Budget
-from .config import ConfigError
 from .dependencies import get_services
 from .errors import ProvisioningError
 from .fleet_routes import router as fleet_router
@@ -25,8 +24,9 @@ app = APIGatewayRestResolver()
 app.include_router(fleet_router)  # GET /devices, transfer, claim, DELETE /devices/{dsn}
 
 # The clients are made during INIT, with the environment's full CPU and before any request
-# waits on them; a configuration error is raised again, and answered, at the first request.
-with contextlib.suppress(ConfigError):
+# waits on them. Whatever fails here (a configuration error, a bad AWS_* setting) is only
+# deferred: it fails again at the first request, which answers it as every request would.
+with contextlib.suppress(Exception):
     get_services()
 
 

@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from devstack import cli
 from devstack.lambda_api import LambdaApiServer
 from devstack.runtime import FunctionError, FunctionSpec
 from devstack.stack import RunningStack
@@ -95,3 +96,40 @@ def test_a_function_at_its_reserved_concurrency_is_throttled_as_lambda_throttles
         )
     finally:
         server.stop()
+
+
+def test_devstack_sweep_waits_out_another_run_and_then_says_so_in_one_line(
+    offline_stack: RunningStack,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # GIVEN the sweeper busy (its reservation of 1 held by another run) for two calls
+    real = offline_stack.lambda_api.invoker
+    throttles = iter([True, True])
+
+    def busy_twice(function: FunctionSpec, event: dict[str, object]) -> object:
+        if next(throttles, False):
+            raise FunctionError("TooManyRequestsException", "Rate Exceeded.")
+        return real(function, event)
+
+    monkeypatch.setattr(offline_stack.lambda_api, "invoker", busy_twice)
+    monkeypatch.setattr(cli, "THROTTLED_WAITS", (0.01, 0.01, 0.01, 0.01))
+    # THEN `devstack sweep` asks again until the sweeper runs, and prints its report
+    assert cli.main(["sweep", "--state", str(offline_stack.state_path)]) == 0
+    out, err = capsys.readouterr()
+    assert "devicesSeen" in out and err.count("busy with another run") == 2
+    # ... and when the sweeper stays busy, one line and status 2, not a traceback
+    throttles = iter([True] * 10)
+    monkeypatch.setattr(offline_stack.lambda_api, "invoker", busy_twice)
+    assert cli.main(["sweep", "--state", str(offline_stack.state_path)]) == 2
+    err = capsys.readouterr().err
+    assert "still busy with another run" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("kind", ["Event", "DryRun"])
+def test_invocation_types_not_emulated_are_refused_not_run_synchronously(
+    offline_stack: RunningStack, kind: str
+) -> None:
+    client = offline_stack.client("lambda", endpoint_url=offline_stack.lambda_api.url)
+    with pytest.raises(client.exceptions.InvalidParameterValueException):
+        client.invoke(FunctionName="SweeperFunction", InvocationType=kind, Payload=b"{}")

@@ -57,3 +57,21 @@ def test_an_empty_stdin_is_a_usage_error_not_an_empty_password(
     argv = ["--transport", "tcp-client:127.0.0.1:9", "--username", "bob", "--password-stdin"]
     assert app.main(argv) == app.EXIT_USAGE
     assert signed_in == [] and "no password" in capsys.readouterr().err
+
+
+def test_an_unreachable_user_pool_is_one_line_not_a_traceback(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    closed = app.Backend(
+        api_url="http://127.0.0.1:9/v1",
+        region="us-east-1",
+        user_pool_id="us-east-1_x",
+        client_id="c",
+        cognito_endpoint_url="http://127.0.0.1:9",  # the discard port: nothing listens
+    )
+    with pytest.raises(app.AppError) as error:
+        app.login(closed, "bob", "pw")
+    assert str(error.value) == "sign-in failed: Cognito unreachable (EndpointConnectionError)"

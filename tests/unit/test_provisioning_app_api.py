@@ -176,6 +176,7 @@ NOW = dt.datetime(2026, 1, 1, 12, 0, 0, tzinfo=dt.UTC)
         ("", app.RATE_LIMIT_DEFAULT_WAIT),
         ("soon", app.RATE_LIMIT_DEFAULT_WAIT),
         ("-5", app.RATE_LIMIT_DEFAULT_WAIT),
+        ("\u00b2", app.RATE_LIMIT_DEFAULT_WAIT),  # a superscript two is a digit to isdigit()
         ("Thu, 01 Jan 2026 12:00:05 GMT", 5.0),
         ("Thu, 01 Jan 2026 11:00:00 GMT", 0.0),  # already past
     ],

@@ -80,3 +80,36 @@ def test_a_worker_that_died_while_idle_is_replaced(tmp_path: Path) -> None:
         assert dead.killed and not dead.sent
     finally:
         runtime.close()
+
+
+def test_prewarm_never_starts_more_than_the_concurrency_with_busy_ones_counted(
+    tmp_path: Path,
+) -> None:
+    runtime = pool(tmp_path)  # concurrency 1
+    started: list[StandInWorker] = []
+
+    def start() -> StandInWorker:
+        started.append(StandInWorker(f"w{len(started)}"))
+        return started[-1]
+
+    runtime._start = start  # type: ignore[method-assign,assignment]
+    try:
+        # WHILE an invocation holds the only slot, prewarm adds nothing
+        with runtime._slots:
+            assert runtime.prewarm(5) == 0
+        assert started == []
+        # ... once it is free, prewarm fills the concurrency and no more
+        assert runtime.prewarm(5) == 1
+        assert runtime.prewarm(5) == 1 and len(started) == 1
+    finally:
+        runtime.close()
+
+
+def test_prewarm_of_a_function_reserving_nothing_starts_nothing(tmp_path: Path) -> None:
+    runtime = pool(tmp_path)
+    runtime.concurrency = 0
+    runtime._start = lambda: (_ for _ in ()).throw(AssertionError("started"))  # type: ignore[method-assign,assignment,return-value]
+    try:
+        assert runtime.prewarm(3) == 0
+    finally:
+        runtime.close()

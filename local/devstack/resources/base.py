@@ -118,7 +118,7 @@ def numbers_deep(value: Any) -> None:
     """CloudFormation passes numbers as strings; boto3 wants ints and bools."""
     if isinstance(value, dict):
         for key, item in value.items():
-            if isinstance(item, str) and item.isdigit():
+            if isinstance(item, str) and item.isascii() and item.isdigit():
                 value[key] = int(item)
             elif isinstance(item, str) and item.lower() in ("true", "false"):
                 value[key] = item.lower() == "true"

@@ -564,7 +564,7 @@ class DeviceStore:
         for shard, value in stored.items():
             position = {k: v.get("S", "") for k, v in value.get("M", {}).items()}
             not_after, dsn = position.get("not_after", ""), position.get("dsn", "")
-            if shard.isdigit() and dsn and since <= not_after <= until:
+            if shard.isascii() and shard.isdigit() and dsn and since <= not_after <= until:
                 cursors[int(shard)] = {
                     EXPIRY_SHARD: _s(f"exp#{shard}"),
                     "not_after": _s(not_after),

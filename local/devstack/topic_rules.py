@@ -243,7 +243,6 @@ class RuleEngine:
     on_done: Callable[[str, str, BaseException | None], None] | None = None  # tests
     _executor: ThreadPoolExecutor = field(init=False, repr=False)
     _pending: threading.BoundedSemaphore = field(init=False, repr=False)
-
     _retries: list[threading.Timer] = field(init=False, repr=False)
     _closed: bool = field(init=False, repr=False)
     _lock: threading.Lock = field(init=False, repr=False)
@@ -335,7 +334,9 @@ class RuleEngine:
             return False
         delay = RETRY_DELAYS[attempt]
         if time.monotonic() + delay > expires_at:
-            logger.info("RULE %s %s: no retry, the event would be too old", rule, function.name)
+            logger.info(
+                "RULE %s %s: no retry, the event would be too old", rule, function.logical_id
+            )
             return False
 
         def again() -> None:

@@ -76,17 +76,21 @@ def post(stack: RunningStack, user: AppUser, dsn: str) -> tuple[int, dict[str, A
 
 
 def provisioning_workers(stack: RunningStack) -> list[int]:
-    """Process ids of the provisioning function's execution environments (Linux /proc)."""
+    """Process ids of this stack's provisioning function's execution environments (Linux
+    /proc): the workers this test process started, never another stack's on the machine."""
+    package = stack.invoker.packages["ProvisioningFunction"].root.resolve()
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             cmdline = (entry / "cmdline").read_bytes()
-            cwd = os.readlink(entry / "cwd")
-        except OSError:
+            cwd = Path(os.readlink(entry / "cwd"))
+            # the parent's pid is the 4th field of stat, after the command in parentheses
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
             continue
-        if b"lambda_worker.py" in cmdline and Path(cwd).name == "ProvisioningFunction":
+        if b"lambda_worker.py" in cmdline and cwd == package and parent == os.getpid():
             pids.append(int(entry.name))
     return pids
 

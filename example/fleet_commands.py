@@ -245,12 +245,12 @@ def add_commands(subparsers: Any, common: list[argparse.ArgumentParser]) -> None
 
 @dataclass(frozen=True)
 class Hooks:
-    """What the app's main module lends: where the backend is, who signs in, the sign-in."""
+    """What the app's main module lends: where the backend is, who signs in, the sign-in
+    (each raising FleetError, the app's one error, for what goes wrong)."""
 
     resolve_backend: Callable[[argparse.Namespace], Any]
     credentials_for: Callable[[argparse.Namespace, Any], tuple[str, str]]
     login: Callable[[Any, str, str], str]
-    app_error: type[Exception]
 
 
 def run(args: argparse.Namespace, hooks: Hooks, out: Any = None) -> int:
@@ -274,9 +274,6 @@ def run(args: argparse.Namespace, hooks: Hooks, out: Any = None) -> int:
     except FleetError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return exc.exit_code
-    except hooks.app_error as exc:
-        print(f"error: {exc}", file=sys.stderr, flush=True)
-        return int(getattr(exc, "exit_code", EXIT_API))
     return EXIT_OK
 
 

@@ -52,10 +52,8 @@ EXIT_DEVICE_REJECTED = 5
 EXIT_BLE = 6
 
 
-class AppError(Exception):
-    def __init__(self, exit_code: int, message: str) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
+# One error for the whole app, its BLE command and its fleet commands: a line and an exit code.
+AppError = fleet_commands.FleetError
 
 
 @dataclass(frozen=True)
@@ -606,7 +604,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] in fleet_commands.COMMANDS:  # list, transfer, claim, release
-        hooks = fleet_commands.Hooks(resolve_backend, credentials_for, login, AppError)
+        hooks = fleet_commands.Hooks(resolve_backend, credentials_for, login)
         return fleet_commands.main(argv, hooks)
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -622,7 +620,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ProtocolError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except (AppError, fleet_commands.FleetError) as exc:
+    except AppError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return exc.exit_code
     options = AppOptions(

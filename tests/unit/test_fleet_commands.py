@@ -32,7 +32,6 @@ class _App:
             resolve_backend=lambda _args: SimpleNamespace(api_url="https://api.example/prod"),
             credentials_for=credentials_for,
             login=login,
-            app_error=RuntimeError,
         )
 
     def call_api(

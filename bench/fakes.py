@@ -73,7 +73,7 @@ class FakePca:
     def fetch(self, certificate_arn: str) -> IssuedCertificate | None:
         return IssuedCertificate(self._pem, self._pem)
 
-    def revoke(self, serial_hex: str, reason: str) -> None:
+    def revoke(self, issuer_arn: str, serial_hex: str, reason: str) -> None:
         return None
 
 
@@ -148,8 +148,7 @@ class FakeStore:
         dsn: str,
         request_id: str,
         at: str,
-        ref: CertificateRef,
-        also: tuple[CertificateRef, ...] = (),
+        held: tuple[CertificateRef, ...],
     ) -> None:
         return None
 
@@ -168,8 +167,13 @@ class FakeStore:
         work_left: bool = False,
         now: int = 0,
         wake_at: int = 0,
+        attempts: int = 0,
+        park: bool = False,
     ) -> None:
         return None
 
     def due(self, now: int, limit: int) -> list[str]:
+        return []
+
+    def parked(self, limit: int) -> list[str]:
         return []

@@ -40,6 +40,7 @@ def apply() -> None:
     _revoked_is_terminal()
     _certificate_id_is_der_sha256()
     _account_data_endpoint()
+    _delete_connection()
     _usage_mode_and_validity()
     moto_lookups.apply()
     moto_costs.apply()
@@ -100,6 +101,24 @@ def _account_data_endpoint() -> None:
         return endpoint
 
     IoTBackend.describe_endpoint = describe_endpoint  # type: ignore[method-assign]
+
+
+def _delete_connection() -> None:
+    """Gap (moto 5.2): moto's iot-data has no DeleteConnection (``NotImplementedError``). It has
+    no MQTT clients either, so no client is ever connected there: answer as AWS answers for a
+    client id with no connection, ResourceNotFoundException (404). The offline stack serves
+    DeleteConnection itself, against its broker (devstack/iot_data.py); this bridge is for
+    in-process moto."""
+    from moto.core.exceptions import JsonRESTError
+    from moto.iotdata.responses import IoTDataPlaneResponse
+
+    class NoConnection(JsonRESTError):
+        code = 404
+
+    def delete_connection(self: Any) -> str:
+        raise NoConnection("ResourceNotFoundException", "No connection for this client id")
+
+    IoTDataPlaneResponse.delete_connection = delete_connection  # type: ignore[attr-defined]
 
 
 SHORT_LIVED_MAX = datetime.timedelta(days=7)

@@ -34,6 +34,7 @@ def get_services() -> Services:
         ca_mode=settings.ca_certificate_mode,
         arn_prefix=settings.iot_arn_prefix,
     )
+    data_plane = IotPublisher(session, lambda: iot.data_endpoint, budgets.current)
     return Services(
         settings=settings,
         pca=PrivateCa(
@@ -52,10 +53,7 @@ def get_services() -> Services:
         allowlist=AllowlistStore(dynamodb, settings.allowlist_table, settings.audit_table)
         if settings.allowlist_table
         else None,
-        # No call until the first publish (only the renewal function publishes).
-        publisher=IotPublisher(
-            session,
-            lambda: iot.data_endpoint,
-            budgets.current,
-        ),
+        # No call until the first publish (the renewal function) or disconnect (ending access).
+        publisher=data_plane,
+        connections=data_plane,
     )

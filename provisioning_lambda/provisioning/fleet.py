@@ -16,19 +16,21 @@ A transfer, in steps (each audited in the audit table):
    caller (docs/threat-model.md, transfer row). A blocked device (manufacturer allowlist) is
    neither offered nor claimed: it could never be provisioned again;
 3. the claim takes the device's lease, then one transaction makes the claimant the owner, the
-   row name no certificate (status REVOKED) and the old certificate be written down as
-   retiring, drops the transfer and keeps the audit entry; the old certificate is then revoked
-   everywhere exactly as revoke_device does (lease.py), so the old owner's device loses access
-   and the new owner provisions it again over BLE. A claim that dies after the commit leaves
-   the revocation to the next request or the sweeper;
+   row name no certificate (status REVOKED) and every certificate the old owner's device holds
+   (a renewal's superseded one too) be written down as retiring, drops the transfer and keeps
+   the audit entry; they are then revoked everywhere and the device's session ended, by the
+   one rule revoke_device follows too (lease.py, ``end_access``), so the old owner's device
+   loses access and the new owner provisions it again over BLE. A claim that dies after the
+   commit leaves the revocation to the next request or the sweeper;
 4. either side may cancel before the claim: the owner (or an administrator) by DSN alone; the
    recipient, who is known only by holding the code, by presenting it (a counted try). A cancel
    waits for a claim in progress.
 
 A release, in steps: take the lease; one transaction removes the owner, the status, the
-certificate and the list position, writes the certificate down as retiring and the thing as
-to be taken out of its group (``ungroup``), with the audit entry; recovery then revokes the
-certificate everywhere, takes the thing out of its group and deletes the row. Whatever a
+certificates and the list position, writes every certificate the device holds down as retiring
+and the thing as to be taken out of its group (``ungroup``), with the audit entry; recovery then
+revokes them everywhere, takes the thing out of its group and deletes the row, and the device's
+session is ended (lease.py, ``end_access``). Whatever a
 request that dies leaves, the next request for the DSN or the sweeper finishes (lease.py); the
 audit trail stays. The DSN is then anyone's to provision.
 """
@@ -95,7 +97,7 @@ class FleetStorePort(Protocol):
         request_id: str,
         new_owner: str,
         at: str,
-        ref: CertificateRef | None,
+        held: tuple[CertificateRef, ...],
         audit: AuditEvent,
     ) -> None: ...
     def commit_release(
@@ -103,7 +105,7 @@ class FleetStorePort(Protocol):
         dsn: str,
         request_id: str,
         thing_name: str,
-        ref: CertificateRef | None,
+        held: tuple[CertificateRef, ...],
         audit: AuditEvent,
     ) -> None: ...
 
@@ -257,37 +259,25 @@ def claim_device(
             row = task.row
         current = row.certificate
         at = iso(task.now())
-        try:
-            budget.require("STORE_DEVICE")
-            fleet.commit_claim(
-                dsn,
-                request_id,
-                caller.sub,
-                at,
-                current,
-                _audit(
-                    dsn,
-                    "TRANSFER_CLAIM",
-                    caller,
-                    at,
-                    request_id,
-                    transfer_id,
-                    previous_owner=row.owner_sub,
-                    certificate_id=current.certificate_id if current else "",
-                ),
-            )
-        except BaseException:
-            task.release(work_left=True)  # the sweeper looks, whatever the commit did
-            raise
-        task.row = replace(
-            _without_certificate(row),
+        claimed = _audit(
+            dsn,
+            "TRANSFER_CLAIM",
+            caller,
+            at,
+            request_id,
+            transfer_id,
+            previous_owner=row.owner_sub,
+            certificate_id=current.certificate_id if current else "",
+        )
+        held = row.held_certificates
+        task.end_access(
+            lambda held: fleet.commit_claim(dsn, request_id, caller.sub, at, held, claimed),
+            Release.RELEASE,
             owner_sub=caller.sub,
             status="REVOKED",
             updated_at=at,
-            retiring=(*row.retiring, *((current,) if current else ())),
         )
-        task.recover(Release.RELEASE)
-        revoked = current is None or current not in task.row.retiring
+        revoked = not any(ref in task.row.retiring for ref in held)
     logger.info("transfer claimed", extra={"transfer_id": transfer_id})
     return task.row.to_response(caller) | {"previousCertificateRevoked": revoked}
 
@@ -360,56 +350,35 @@ def release_device(
         current = row.certificate
         thing = task.thing_name
         at = iso(task.now())
-        try:
-            budget.require("STORE_DEVICE")
-            fleet.commit_release(
-                dsn,
-                request_id,
-                thing,
-                current,
-                _audit(
-                    dsn,
-                    "RELEASE",
-                    caller,
-                    at,
-                    request_id,
-                    "",
-                    owner=row.owner_sub,
-                    thing_name=thing,
-                    certificate_id=current.certificate_id if current else "",
-                ),
-            )
-        except BaseException:
-            task.release(work_left=True)
-            raise
-        task.row = replace(
-            _without_certificate(row),
-            owner_sub="",
-            status="",
-            created_at="",
-            updated_at=at,
-            retiring=(*row.retiring, *((current,) if current else ())),
-            ungroup=thing,
+        released = _audit(
+            dsn,
+            "RELEASE",
+            caller,
+            at,
+            request_id,
+            "",
+            owner=row.owner_sub,
+            thing_name=thing,
+            certificate_id=current.certificate_id if current else "",
         )
-        unfinished = task.recover(Release.DELETE).unfinished > 0
+        unfinished = (
+            task.end_access(
+                lambda held: fleet.commit_release(dsn, request_id, thing, held, released),
+                Release.DELETE,
+                owner_sub="",
+                status="",
+                created_at="",
+                updated_at=at,
+                ungroup=thing,
+            ).unfinished
+            > 0
+        )
     if unfinished:
         logger.warning("release left to the sweeper")
     answer: dict[str, str | bool] = {"DSN": dsn, "released": True, "finished": not unfinished}
     if current is not None:
         answer["revokedCertificateId"] = current.certificate_id
     return answer
-
-
-def _without_certificate(row: DeviceRecord) -> DeviceRecord:
-    return replace(
-        row,
-        certificate_id="",
-        certificate_arn="",
-        pca_certificate_arn="",
-        serial="",
-        not_before="",
-        not_after="",
-    )
 
 
 def _audit(

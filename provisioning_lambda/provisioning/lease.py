@@ -18,6 +18,18 @@ answer can be lost after the write applied. What keeps the invariants whatever h
 
 So every ACTIVE certificate from the CA is attached to its thing and named by its row, and a
 row names only an ACTIVE certificate, once recovery has run.
+
+Ending a device's access (revoke, block, release, a transfer's claim) has one rule,
+``DeviceTask.end_access``: whatever renewal state the device is in, every certificate the row
+lets the device use (the current one, confirmed or not, and a renewal's superseded one) is
+written down as retiring in the same write that changes the row, then retired, and the thing's
+live MQTT session is ended at once (IoT's DeleteConnection), since IoT drops a session whose
+certificate left ACTIVE only eventually.
+
+A row whose recovery keeps failing (a CA that refuses the revocation, say) goes to the back of
+the sweeper's queue after each attempt, and after ``MAX_SWEEP_ATTEMPTS`` it is parked: out of
+the queue, counted in the sweeper's metric and listed by ``devstack sweep``, until a request for
+the device or an operator takes it up again.
 """
 
 from __future__ import annotations
@@ -27,15 +39,17 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Self
 
-from .budget import Budget
+from .budget import ATTEMPT_SECONDS, Budget
 from .crypto import certificate_facts
 from .errors import DependencyFailed, ProvisioningError
-from .models import AuditEvent, Caller, CertificateRef, DeviceRecord, Release
+from .models import AuditEvent, Caller, CertificateRef, DeviceRecord, Release, issuer_of
 from .observability import logger
 from .ports import Services
 
 # IoT statuses in which a certificate no longer authenticates and never will again.
 _GONE = ("REVOKED", "")
+# Recoveries in a row that may end with work left before the row is parked.
+MAX_SWEEP_ATTEMPTS = 8
 
 
 @dataclass
@@ -45,11 +59,13 @@ class Recovery:
     intents_resolved: int = 0
     certificates_retired: int = 0
     unfinished: int = 0
+    parked: int = 0
 
     def __iadd__(self, other: Recovery) -> Self:
         self.intents_resolved += other.intents_resolved
         self.certificates_retired += other.certificates_retired
         self.unfinished += other.unfinished
+        self.parked += other.parked
         return self
 
 
@@ -143,6 +159,11 @@ class DeviceTask:
                 or left
             )
         done.unfinished += int(left)
+        attempts = row.sweep_attempts + 1 if left else 0
+        park = release is not Release.KEEP and attempts >= MAX_SWEEP_ATTEMPTS
+        if park:
+            done.parked += 1
+            logger.error("device parked: recovery keeps failing", extra={"attempts": attempts})
         if release is Release.DELETE and row.status:
             release = Release.RELEASE
         self._quietly(
@@ -157,14 +178,65 @@ class DeviceTask:
             work_left=left,
             now=self.epoch(),
             wake_at=row.wake_at,
+            attempts=attempts,
+            park=park,
         )
         self.audits.clear()
         self.row = replace(
             row,
             intent=None if clear_intent else row.intent,
             retiring=tuple(ref for ref in row.retiring if ref not in retired),
+            sweep_attempts=attempts,
         )
         return done
+
+    def end_access(
+        self,
+        commit: Callable[[tuple[CertificateRef, ...]], None],
+        release: Release,
+        **after: Any,
+    ) -> Recovery:
+        """The one rule for ending the device's access, whatever renewal state it is in.
+
+        ``commit`` writes the row's new state (``after``: its owner, status, ...) and every
+        certificate it held as retiring, in one write that keeps the lease; then they are
+        retired (REVOKED in IoT, detached, revoked at their issuer) and the thing's live session
+        is ended. A commit that fails leaves the lease to the sweeper, whatever it did; what
+        recovery cannot finish stays written down for the next request or the sweeper.
+        """
+        row = self.row
+        assert row is not None, "end_access needs the claimed row"
+        held = row.held_certificates
+        try:
+            self.budget.require("STORE_DEVICE")
+            commit(held)
+        except BaseException:
+            self.release(work_left=True)
+            raise
+        self.row = replace(
+            row,
+            certificate_id="",
+            certificate_arn="",
+            pca_certificate_arn="",
+            issuer_arn="",
+            serial="",
+            not_before="",
+            not_after="",
+            superseded=None,
+            grace_until=0,
+            retiring=(*row.retiring, *(ref for ref in held if ref not in row.retiring)),
+            **after,
+        )
+        done = self.recover(release)
+        self.disconnect()
+        return done
+
+    def disconnect(self) -> None:
+        """End the thing's MQTT session now (client id = thing name), so a device whose access
+        ended cannot go on publishing until IoT notices its certificate (never raises)."""
+        connections = self.services.connections
+        if connections is not None and self.budget.allows(ATTEMPT_SECONDS):
+            self._quietly("DISCONNECT_DEVICE", connections.disconnect, self.thing_name)
 
     def release(self, work_left: bool = False) -> None:
         """Give the lease back (never raises); a row never provisioned is dropped."""
@@ -179,6 +251,7 @@ class DeviceTask:
             work_left=work_left,
             now=self.epoch(),
             wake_at=row.wake_at if row is not None else 0,
+            attempts=row.sweep_attempts if row is not None else 0,
         )
 
     # ------------------------------------------------------------------ certificates
@@ -195,7 +268,7 @@ class DeviceTask:
             "DETACH_CERTIFICATE", iot.detach, self.thing_name, ref.certificate_arn
         )
         revoked = not ref.serial or self._quietly(
-            "REVOKE_CERTIFICATE", pca.revoke, ref.serial, "SUPERSEDED"
+            "REVOKE_CERTIFICATE", pca.revoke, ref.issuer_arn, ref.serial, "SUPERSEDED"
         )
         done = done and detached and revoked
         if done:
@@ -229,6 +302,7 @@ class DeviceTask:
             facts.iot_certificate_id,
             self.services.iot.certificate_arn(facts.iot_certificate_id),
             facts.serial_hex,
+            issuer_of(pca_certificate_arn),
         )
 
     def write_audits(self) -> None:
@@ -244,18 +318,23 @@ class DeviceTask:
         self.audits.clear()
 
     def audit(self, event: str, ref: CertificateRef, **details: str) -> AuditEvent:
+        """An entry for one use of the CA on ``ref``: the CA is the certificate's issuer."""
+        return self.audit_event(
+            event,
+            ca_arn=ref.issuer_arn or self.services.settings.ca_arn,
+            serial=ref.serial,
+            certificate_id=ref.certificate_id,
+            **details,
+        )
+
+    def audit_event(self, event: str, **details: str) -> AuditEvent:
         return AuditEvent(
             subject=f"device#{self.dsn}",
             event=event,
             actor=self.caller.sub,
             at=iso(self.now()),
             request_id=self.request_id,
-            details={
-                "ca_arn": self.services.settings.ca_arn,
-                "serial": ref.serial,
-                "certificate_id": ref.certificate_id,
-                **details,
-            },
+            details=details,
         )
 
     @staticmethod

@@ -258,13 +258,33 @@ class ProvisionResult:
         return answer
 
 
+# An ACM PCA certificate's ARN is its issuing CA's ARN followed by "/certificate/<id>".
+_PCA_CERTIFICATE_ARN = re.compile(
+    r"(arn:[\w-]+:acm-pca:[\w-]+:\d{12}:certificate-authority/[\w-]+)/certificate/[\w-]+",
+    re.ASCII,
+)
+
+
+def issuer_of(pca_certificate_arn: str) -> str:
+    """The ARN of the CA that issued a certificate, read from the certificate's own ARN ("" for
+    anything that is not an ACM PCA certificate ARN)."""
+    match = _PCA_CERTIFICATE_ARN.fullmatch(pca_certificate_arn)
+    return match.group(1) if match else ""
+
+
 @dataclass(frozen=True)
 class CertificateRef:
-    """Enough to find a certificate again in IoT and in ACM PCA."""
+    """Enough to find a certificate again in IoT and in ACM PCA.
+
+    ``issuer_arn`` is the CA that issued it: revocation in ACM PCA is a call on that CA, which
+    after a CA change is not the one the functions issue from. Empty only for records written
+    before the issuer was kept; those are revoked at the configured CA.
+    """
 
     certificate_id: str
     certificate_arn: str
     serial: str
+    issuer_arn: str = ""
 
 
 @dataclass(frozen=True)
@@ -322,6 +342,11 @@ class DeviceRecord:
     retiring: tuple[CertificateRef, ...] = ()
     superseded: CertificateRef | None = None
     grace_until: int = 0
+    # The CA that issued the certificate the row names (see CertificateRef.issuer_arn).
+    issuer_arn: str = ""
+    # Sweeps that ended with work left since the row was last settled; at MAX_SWEEP_ATTEMPTS
+    # the row is parked (lease.py).
+    sweep_attempts: int = 0
 
     @property
     def wake_at(self) -> int:
@@ -339,7 +364,19 @@ class DeviceRecord:
     def certificate(self) -> CertificateRef | None:
         if not self.certificate_id:
             return None
-        return CertificateRef(self.certificate_id, self.certificate_arn, self.serial)
+        return CertificateRef(
+            self.certificate_id,
+            self.certificate_arn,
+            self.serial,
+            self.issuer_arn or issuer_of(self.pca_certificate_arn),
+        )
+
+    @property
+    def held_certificates(self) -> tuple[CertificateRef, ...]:
+        """Every certificate the row lets the owner's device use: the current one (confirmed
+        or not) and, inside a renewal's window, the one it renewed from. Ending the device's
+        access retires all of them (lease.py, ``DeviceTask.end_access``)."""
+        return tuple(ref for ref in (self.certificate, self.superseded) if ref is not None)
 
     @property
     def needs_recovery(self) -> bool:

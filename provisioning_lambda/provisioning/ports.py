@@ -34,7 +34,7 @@ class PcaPort(Protocol):
         names: CertificateNames,
     ) -> str: ...
     def fetch(self, certificate_arn: str) -> IssuedCertificate | None: ...
-    def revoke(self, serial_hex: str, reason: str) -> None: ...
+    def revoke(self, issuer_arn: str, serial_hex: str, reason: str) -> None: ...
 
 
 class IotPort(Protocol):
@@ -53,6 +53,11 @@ class IotPort(Protocol):
 
 class PublisherPort(Protocol):
     def publish(self, topic: str, payload: Mapping[str, Any]) -> None: ...
+
+
+class ConnectionsPort(Protocol):
+    def disconnect(self, client_id: str) -> None:
+        """End the client's MQTT session now, with a clean session; done when none is open."""
 
 
 class StorePort(Protocol):
@@ -83,8 +88,7 @@ class StorePort(Protocol):
         dsn: str,
         request_id: str,
         at: str,
-        ref: CertificateRef,
-        also: tuple[CertificateRef, ...] = (),
+        held: tuple[CertificateRef, ...],
     ) -> None: ...
     def retire_superseded(self, dsn: str, request_id: str, ref: CertificateRef) -> None: ...
     def settle(
@@ -99,8 +103,11 @@ class StorePort(Protocol):
         work_left: bool = False,
         now: int = 0,
         wake_at: int = 0,
+        attempts: int = 0,
+        park: bool = False,
     ) -> None: ...
     def due(self, now: int, limit: int) -> list[str]: ...
+    def parked(self, limit: int) -> list[str]: ...
 
 
 class AllowlistPort(Protocol):
@@ -145,3 +152,5 @@ class Services:
     sleep: Callable[[float], None] = time.sleep
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     allowlist: AllowlistPort | None = None
+    # IoT's data plane, to end a device's live session when its access ends (lease.py).
+    connections: ConnectionsPort | None = None

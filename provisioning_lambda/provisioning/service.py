@@ -146,12 +146,14 @@ def describe_device(dsn: str, caller: Caller, services: Services) -> dict[str, s
 def revoke_device(
     dsn: str, caller: Caller, services: Services, budget: Budget, request_id: str
 ) -> dict[str, str | bool]:
-    """Revoke the device's certificate everywhere; the owner keeps the device.
+    """Revoke the device's certificates everywhere and end its session; the owner keeps the
+    device.
 
-    The row first stops naming the certificate and writes it down as retiring (so a request
-    that dies from here on leaves the revocation to be finished, never undone); then it is made
-    REVOKED in IoT, detached and revoked in ACM PCA. A 200 means IoT has it REVOKED. Revoking a
-    revoked device is a no-op.
+    The row first stops naming any certificate and writes every one it held down as retiring
+    (lease.py, ``end_access``: a request that dies from here on leaves the revocation to be
+    finished, never undone); then they are made REVOKED in IoT, detached and revoked in ACM
+    PCA, and the live session is ended. A 200 means IoT has them REVOKED. Revoking a revoked
+    device is a no-op.
     """
     _visible_device(services, dsn, caller)
     with services.budgets.running(budget):
@@ -168,36 +170,18 @@ def revoke_device(
             return row.to_response(caller)
 
         at = iso(task.now())
-        try:
-            budget.require("STORE_DEVICE")
-            services.store.commit_revocation(
-                dsn, request_id, at, current, also=(row.superseded,) if row.superseded else ()
-            )
-        except BaseException:
-            # The write may have applied: the sweeper will look, whatever it did.
-            task.release(work_left=True)
-            raise
-        task.row = revoked = _as_revoked(row, at, current)
-        if row.superseded is not None:
-            task.row = revoked = replace(revoked, retiring=(*revoked.retiring, row.superseded))
-        task.recover(Release.RELEASE)
-        if task.row.retiring and not _is_revoked(task, current):
+        held = row.held_certificates
+        task.end_access(
+            lambda held: services.store.commit_revocation(dsn, request_id, at, held),
+            Release.RELEASE,
+            status="REVOKED",
+            updated_at=at,
+        )
+        revoked = task.row
+        assert revoked is not None  # end_access leaves the row it wrote
+        if any(ref in revoked.retiring and not _is_revoked(task, ref) for ref in held):
             raise DependencyFailed("REVOKE_CERTIFICATE")
     return revoked.to_response(caller) | {"revokedCertificateId": current.certificate_id}
-
-
-def _as_revoked(row: DeviceRecord, at: str, current: CertificateRef) -> DeviceRecord:
-    """The row as commit_revocation leaves it."""
-    return DeviceRecord(
-        dsn=row.dsn,
-        owner_sub=row.owner_sub,
-        thing_name=row.thing_name,
-        key_algorithm=row.key_algorithm,
-        status="REVOKED",
-        created_at=row.created_at,
-        updated_at=at,
-        retiring=(*row.retiring, current),
-    )
 
 
 def _is_revoked(task: DeviceTask, ref: CertificateRef) -> bool:

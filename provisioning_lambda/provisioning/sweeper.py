@@ -7,6 +7,11 @@ the sparse sweep index, oldest first, in bounded batches, takes each row's lease
 administrator would, recovers, and gives the lease back (dropping rows never provisioned).
 Running it twice, or alongside requests, is safe: every step is idempotent and the lease keeps
 one worker per device.
+
+A row whose recovery keeps failing goes to the back of the queue after each run that tried it,
+and is parked after ``MAX_SWEEP_ATTEMPTS`` (lease.py): it never starves the rows behind it.
+What a revoke, release or claim left unfinished is finished here, and the device's session is
+ended as the request would have.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from .ports import Services
 
 SWEEPER = Caller(sub="sweeper", groups=frozenset({ADMINISTRATORS}))
 BATCH = 25
+PARKED_LISTED = 100  # the parked count saturates here: the alarm needs more than zero
 
 
 @dataclass
@@ -31,6 +37,9 @@ class SweepReport(Recovery):
     devices_seen: int = 0
     leases_released: int = 0
     skipped: int = 0
+    # Rows the sweeper has given up on (all of them, not only this run's): an alarm watches it.
+    parked_total: int = 0
+    parked_devices: tuple[str, ...] = ()
 
 
 def sweep(services: Services, budget: Budget, run_id: str, batch: int = BATCH) -> SweepReport:
@@ -61,7 +70,17 @@ def sweep(services: Services, budget: Budget, run_id: str, batch: int = BATCH) -
                 logger.warning("sweeper could not claim", extra={"code": error.code})
                 report.skipped += 1
                 continue
-            report += task.recover(Release.DELETE)
+            row = task.row
+            done = task.recover(Release.DELETE)
+            report += done
             report.leases_released += 1
+            if done.certificates_retired and row is not None and row.status != "ACTIVE":
+                # What a revoke, release or claim that died left: its session ends now too.
+                task.disconnect()
+    try:
+        report.parked_devices = tuple(services.store.parked(PARKED_LISTED))
+        report.parked_total = len(report.parked_devices)
+    except ProvisioningError as error:
+        logger.warning("sweeper could not count parked devices", extra={"code": error.code})
     logger.info("sweep finished", extra=vars(report))
     return report

@@ -17,7 +17,7 @@ from .sweeper import sweep
 @logger.inject_lambda_context(clear_state=True, log_event=False)
 @tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics
-def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, int]:
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, int | list[str]]:
     report = sweep(
         get_services(), Budget(context.get_remaining_time_in_millis), context.aws_request_id
     )
@@ -32,10 +32,15 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, i
     metrics.add_metric(
         name="SweeperLeasesReleased", unit=MetricUnit.Count, value=report.leases_released
     )
+    # SweeperParked: rows given up on after repeated failures (alarm above zero; runbook).
+    metrics.add_metric(name="SweeperParked", unit=MetricUnit.Count, value=report.parked_total)
     return {
         "devicesSeen": report.devices_seen,
         "intentsResolved": report.intents_resolved,
         "certificatesRetired": report.certificates_retired,
         "unfinished": report.unfinished,
         "skipped": report.skipped,
+        "parked": report.parked,
+        "parkedTotal": report.parked_total,
+        "parkedDevices": list(report.parked_devices),
     }

@@ -39,25 +39,14 @@ from ..fleet_models import (
 from ..models import AuditEvent, CertificateRef, DeviceRecord
 from .aws import aws_step, error_code
 from .store import (
-    RETIRE_PREFIX,
     DeviceStore,
     _audit_item,
     _record_from_item,
-    _ref_item,
     _s,
     _token,
     _Update,
+    retire,
     sweep_shard,
-)
-
-_CERTIFICATE_FIELDS = (
-    "certificate_id",
-    "certificate_arn",
-    "pca_certificate_arn",
-    "serial",
-    "not_before",
-    "not_after",
-    "expiry_shard",
 )
 
 
@@ -346,18 +335,17 @@ class FleetStore(DeviceStore):
         request_id: str,
         new_owner: str,
         at: str,
-        ref: CertificateRef | None,
+        held: tuple[CertificateRef, ...],
         audit: AuditEvent,
     ) -> None:
-        """The device is the new owner's: no certificate named (the old one written down to be
-        revoked everywhere), the transfer gone, the audit entry kept; the lease stays."""
+        """The device is the new owner's: no certificate named (every one it held written down
+        to be revoked everywhere), the transfer gone, the audit entry kept; the lease stays."""
         update = _Update()
         update.set("owner_sub", _s(new_owner))
         update.set("status", _s("REVOKED"))
         update.set("updated_at", _s(at))
-        if ref is not None:
-            update.set(RETIRE_PREFIX + ref.certificate_id, _ref_item(ref))
-        update.remove(*_CERTIFICATE_FIELDS, *TRANSFER_FIELDS)
+        retire(update, held)
+        update.remove(*TRANSFER_FIELDS)
         write = {"Update": update.request(self._devices, dsn, request_id)}
         self._transact("CLAIM_TRANSFER", request_id, write, (audit,))
 
@@ -366,24 +354,16 @@ class FleetStore(DeviceStore):
         dsn: str,
         request_id: str,
         thing_name: str,
-        ref: CertificateRef | None,
+        held: tuple[CertificateRef, ...],
         audit: AuditEvent,
     ) -> None:
         """The device is nobody's: no owner, status, certificate, list position or transfer;
-        the certificate written down to be revoked and the thing to leave its group
+        every certificate it held written down to be revoked and the thing to leave its group
         (``ungroup``); the lease stays until both are done and the row is deleted."""
         update = _Update()
         update.set("ungroup", _s(thing_name))
-        if ref is not None:
-            update.set(RETIRE_PREFIX + ref.certificate_id, _ref_item(ref))
-        update.remove(
-            "owner_sub",
-            "status",
-            "created_at",
-            "listed_at",
-            *_CERTIFICATE_FIELDS,
-            *TRANSFER_FIELDS,
-        )
+        retire(update, held)
+        update.remove("owner_sub", "status", "created_at", "listed_at", *TRANSFER_FIELDS)
         write = {"Update": update.request(self._devices, dsn, request_id)}
         self._transact("RELEASE_DEVICE", request_id, write, (audit,))
 

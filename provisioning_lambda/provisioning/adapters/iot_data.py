@@ -1,4 +1,5 @@
-"""AWS IoT Core's data plane: publish a JSON message to a device's topic, as the cloud."""
+"""AWS IoT Core's data plane: publish a JSON message to a device's topic, as the cloud, and end a
+client's live session (DeleteConnection)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
+from botocore.exceptions import ClientError
 
-from .aws import BudgetSource, aws_step, make_client
+from .aws import BudgetSource, aws_step, error_code, make_client
 
 SERVICE = "iot-data"
 QOS = 1
@@ -32,7 +34,7 @@ def configured_endpoint(session: boto3.session.Session, service: str = SERVICE) 
 
 
 class IotPublisher:
-    """Publishes JSON at QoS 1 through ``iot-data``.
+    """Publishes JSON at QoS 1 through ``iot-data``, and disconnects clients.
 
     The endpoint, first found of: the one boto3's standard configuration names (offline, the
     stack's iot-data endpoint); the account's ``iot:Data-ATS`` endpoint, looked up once per
@@ -67,3 +69,15 @@ class IotPublisher:
         client = self.client()
         with aws_step("PUBLISH"):
             client.publish(topic=topic, qos=QOS, payload=body)
+
+    def disconnect(self, client_id: str) -> None:
+        """End the client's session at once, its persistent session state dropped (a device
+        whose access ended keeps no queued messages or subscriptions). A client not connected
+        (ResourceNotFoundException) is what was wanted."""
+        client = self.client()
+        with aws_step("DISCONNECT_DEVICE"):
+            try:
+                client.delete_connection(clientId=client_id, cleanSession=True)
+            except ClientError as error:
+                if error_code(error) != "ResourceNotFoundException":
+                    raise

@@ -6,7 +6,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from ..models import CertificateNames, IssuedCertificate
+from ..models import CertificateNames, IssuedCertificate, issuer_of
 from .aws import aws_step, error_code
 
 # Client auth only, like EndEntityClientAuthCertificate/V1, plus API passthrough: the subject
@@ -65,11 +65,13 @@ class PrivateCa:
         return str(response["CertificateArn"])
 
     def fetch(self, certificate_arn: str) -> IssuedCertificate | None:
-        """The certificate and its chain, or None while ACM PCA is still issuing it."""
+        """The certificate and its chain, or None while ACM PCA is still issuing it; asked of
+        the CA that issued it (named in its ARN), whichever CA issues today."""
         with aws_step("GET_CERTIFICATE"):
             try:
                 response = self.client.get_certificate(
-                    CertificateAuthorityArn=self._ca_arn, CertificateArn=certificate_arn
+                    CertificateAuthorityArn=issuer_of(certificate_arn) or self._ca_arn,
+                    CertificateArn=certificate_arn,
                 )
             except ClientError as error:
                 if error_code(error) == "RequestInProgressException":
@@ -80,11 +82,13 @@ class PrivateCa:
             chain_pem=str(response.get("CertificateChain", "")),
         )
 
-    def revoke(self, serial_hex: str, reason: str) -> None:
+    def revoke(self, issuer_arn: str, serial_hex: str, reason: str) -> None:
+        """Revoke at the CA that issued the certificate (ACM PCA refuses any other); a record
+        that names no issuer was written when only the configured CA issued."""
         with aws_step("REVOKE_CERTIFICATE"):
             try:
                 self.client.revoke_certificate(
-                    CertificateAuthorityArn=self._ca_arn,
+                    CertificateAuthorityArn=issuer_arn or self._ca_arn,
                     CertificateSerial=serial_hex,
                     RevocationReason=reason,
                 )

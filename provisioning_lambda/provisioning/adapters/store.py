@@ -45,6 +45,22 @@ EXPIRY_SHARD = "expiry_shard"
 # "#"), never in an index; the watch may read and write only this key (template.yaml).
 WATCH_CURSOR_KEY = "#expiry-watch"
 RETIRE_PREFIX = "retire_"
+# The SweepIndex partition of rows the sweeper gave up on: never among the "due#" shards it
+# reads, so they cannot starve the rows behind them; a claim puts a row back in its shard.
+PARKED = "parked"
+# What a row holds while it names a certificate; ending access removes all of it.
+CERTIFICATE_FIELDS = (
+    "certificate_id",
+    "certificate_arn",
+    "pca_certificate_arn",
+    "issuer_arn",
+    "serial",
+    "not_before",
+    "not_after",
+    EXPIRY_SHARD,
+    "superseded",
+    "grace_until",
+)
 _STRING_FIELDS = [
     f.name
     for f in dataclasses.fields(DeviceRecord)
@@ -74,17 +90,24 @@ def expiry_shard(dsn: str) -> str:
 
 
 def _ref_item(ref: CertificateRef) -> dict[str, Any]:
-    return {"M": {"certificate_arn": _s(ref.certificate_arn), "serial": _s(ref.serial)}}
+    return {
+        "M": {
+            "certificate_arn": _s(ref.certificate_arn),
+            "serial": _s(ref.serial),
+            "issuer_arn": _s(ref.issuer_arn),
+        }
+    }
 
 
 def _superseded_item(ref: CertificateRef) -> dict[str, Any]:
-    return {
-        "M": {
-            "certificate_id": _s(ref.certificate_id),
-            "certificate_arn": _s(ref.certificate_arn),
-            "serial": _s(ref.serial),
-        }
-    }
+    return {"M": {"certificate_id": _s(ref.certificate_id), **_ref_item(ref)["M"]}}
+
+
+def _ref_from_item(certificate_id: str, value: dict[str, Any]) -> CertificateRef:
+    raw = {k: v.get("S", "") for k, v in value["M"].items()}
+    return CertificateRef(
+        certificate_id, raw["certificate_arn"], raw["serial"], raw.get("issuer_arn", "")
+    )
 
 
 def _intent_item(intent: Intent) -> dict[str, Any]:
@@ -112,21 +135,24 @@ def _record_from_item(item: dict[str, Any]) -> DeviceRecord:
             previous_certificate_id=raw.get("previous_certificate_id", ""),
         )
     if "superseded" in item:
-        raw = {k: v["S"] for k, v in item["superseded"]["M"].items()}
-        values["superseded"] = CertificateRef(
-            raw["certificate_id"], raw["certificate_arn"], raw["serial"]
-        )
+        superseded = item["superseded"]
+        values["superseded"] = _ref_from_item(superseded["M"]["certificate_id"]["S"], superseded)
         values["grace_until"] = int(item.get("grace_until", {}).get("N", "0"))
+    values["sweep_attempts"] = int(item.get("sweep_attempts", {}).get("N", "0"))
     values["retiring"] = tuple(
-        CertificateRef(
-            name[len(RETIRE_PREFIX) :],
-            value["M"]["certificate_arn"]["S"],
-            value["M"]["serial"]["S"],
-        )
+        _ref_from_item(name[len(RETIRE_PREFIX) :], value)
         for name, value in sorted(item.items())
         if name.startswith(RETIRE_PREFIX)
     )
     return DeviceRecord(**values)
+
+
+def retire(update: _Update, held: tuple[CertificateRef, ...]) -> None:
+    """The write that ends a device's access: every certificate it held written down to be
+    retired, none named any more (no current, no superseded, no place in the expiry index)."""
+    for ref in held:
+        update.set(RETIRE_PREFIX + ref.certificate_id, _ref_item(ref))
+    update.remove(*CERTIFICATE_FIELDS)
 
 
 class _Update:
@@ -307,28 +333,15 @@ class DeviceStore:
         dsn: str,
         request_id: str,
         at: str,
-        ref: CertificateRef,
-        also: tuple[CertificateRef, ...] = (),
+        held: tuple[CertificateRef, ...],
     ) -> None:
-        """The row says REVOKED and names no certificate; the old one (and ``also``: a renewal's
-        superseded certificate) is written down to be revoked everywhere. The lease is kept:
-        the request goes on to revoke it."""
+        """The row says REVOKED and names no certificate; every certificate it held (the
+        current one and a renewal's superseded one) is written down to be revoked everywhere.
+        The lease is kept: the request goes on to revoke them."""
         update = _Update()
         update.set("status", _s("REVOKED"))
         update.set("updated_at", _s(at))
-        for each in (ref, *also):
-            update.set(RETIRE_PREFIX + each.certificate_id, _ref_item(each))
-        update.remove(
-            "superseded",
-            "grace_until",
-            "certificate_id",
-            "certificate_arn",
-            "pca_certificate_arn",
-            "serial",
-            "not_before",
-            "not_after",
-            EXPIRY_SHARD,
-        )
+        retire(update, held)
         self._update_leased("STORE_DEVICE", dsn, request_id, update)
 
     def retire_superseded(self, dsn: str, request_id: str, ref: CertificateRef) -> None:
@@ -361,13 +374,18 @@ class DeviceStore:
         work_left: bool = False,
         now: int = 0,
         wake_at: int = 0,
+        attempts: int = 0,
+        park: bool = False,
     ) -> None:
         """Write down what recovery finished (the intent resolved, certificates retired, with
         their audit entries) and, unless ``KEEP``, give the lease back.
 
-        With ``work_left`` the row stays in the sweeper's index with an expired lease; with
-        ``wake_at`` (a renewal's grace deadline) it stays there until then. Every write here is
-        safe to repeat.
+        With ``work_left`` the row stays in the sweeper's index with an expired lease, behind
+        every row already there, and ``attempts`` is how many settles in a row left work; with
+        ``park`` it leaves the sweeper's queue for the parked partition (``parked``), where
+        only a request for the device or an operator takes it up again. With ``wake_at`` (a
+        renewal's grace deadline) it stays in the index until then. Every write here is safe to
+        repeat.
         """
         # Audit entries first: a settle that dies half-way is repeated by the next recovery,
         # so the trail may hold an entry twice but never miss one.
@@ -390,11 +408,17 @@ class DeviceStore:
                 update.remove("intent")
             update.remove(*(RETIRE_PREFIX + ref.certificate_id for ref in retired))
             if release is not Release.KEEP:
-                if work_left or wake_at:
+                if work_left:
                     update.remove("lease_request_id")
-                    update.set("lease_until", {"N": str(now if work_left else wake_at)})
+                    update.set("lease_until", {"N": str(now)})
+                    update.set("sweep_attempts", {"N": str(attempts)})
+                    if park:
+                        update.set("sweep", _s(PARKED))
+                elif wake_at:
+                    update.remove("lease_request_id", "sweep_attempts")
+                    update.set("lease_until", {"N": str(wake_at)})
                 else:
-                    update.remove("lease_request_id", "lease_until", "sweep")
+                    update.remove("lease_request_id", "lease_until", "sweep", "sweep_attempts")
             if not update.removes:
                 return
             write, request = self.client.update_item, update.request(self._devices, dsn, request_id)
@@ -499,6 +523,19 @@ class DeviceStore:
                     for item in response.get("Items", [])
                 ]
         return [dsn for _, dsn in sorted(found)[:limit]]
+
+    def parked(self, limit: int) -> list[str]:
+        """DSNs the sweeper gave up on (``settle(park=True)``), longest parked first."""
+        with aws_step("FIND_PARKED_DEVICES"):
+            response = self.client.query(
+                TableName=self._devices,
+                IndexName=SWEEP_INDEX,
+                KeyConditionExpression="sweep = :parked",
+                ExpressionAttributeValues={":parked": _s(PARKED)},
+                ProjectionExpression="dsn",
+                Limit=limit,
+            )
+        return [item["dsn"]["S"] for item in response.get("Items", [])]
 
     def expiring(
         self, shard: int, since: str, until: str, cursor: object = None, limit: int = 100

@@ -65,6 +65,7 @@ down:  ## stop the offline stack a `make up` started (from another terminal)
 
 bench: venv  ## benchmarks: print figures, assert nothing
 	$(RUN) -m bench
+	$(RUN) -m bench.disconnect
 
 # `make load LOAD_ARGS="--devices 50"` for a quick run; `python -m bench.load --help` lists all.
 LOAD_ARGS ?=

@@ -14,7 +14,8 @@ $aws/things/<client id>/shadow|jobs/...), like the device policy.
 
 Like IoT Core, it runs the template's topic rules on what devices publish (``TopicRulesPlugin``,
 devstack.topic_rules), and AWS IoT's own publishes (the iot-data endpoint, devstack.iot_data)
-come in through ``BrokerThread.publish``, past the device policy.
+come in through ``BrokerThread.publish``, past the device policy; the endpoint's
+DeleteConnection disconnects a client at once through ``BrokerThread.disconnect``.
 
 Its decisions are lines in ``log_file`` (``ADMIT``, ``REFUSE``, ``DISCONNECT``, ``DENY``,
 ``RULE``, ``PUBLISH``),
@@ -25,6 +26,7 @@ naming a certificate by the id the API returns; every message it delivered is ap
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import hashlib
 import ipaddress
@@ -55,6 +57,8 @@ logger = logging.getLogger("devstack.broker")
 FAKE_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 # How often connected clients are checked against the registry (IoT Core: within minutes).
 WATCH_INTERVAL = 1.0
+CHECK_TIMEOUT = 10.0  # seconds one registry check of one client may take
+STOP_TIMEOUT = 5.0  # seconds one connection may take to close before it is aborted
 
 
 def iot_client(endpoint_url: str | None, region: str) -> Any:
@@ -118,8 +122,10 @@ class IotRegistryAuthPlugin(BaseAuthPlugin):  # type: ignore[misc]
         self._iot = iot_client(self.config.endpoint_url or None, self.config.region)
 
     async def authenticate(self, *, session: Session) -> bool:
-        ssl_object = session.ssl_object
-        der = ssl_object.getpeercert(binary_form=True) if ssl_object else None
+        try:
+            der = session.ssl_object.getpeercert(binary_form=True) if session.ssl_object else None
+        except ValueError:  # a TLS connection already closed ("handshake not done yet")
+            der = None
         if not der:
             logger.warning("refused %r: no client certificate", session.client_id)
             return False
@@ -218,7 +224,9 @@ class MutualTlsBroker(Broker):  # type: ignore[misc]
     Like IoT Core when a certificate leaves ACTIVE (UpdateCertificate to INACTIVE or REVOKED)
     or is detached from the thing, the broker disconnects the clients connected with it: a
     watcher checks every connected session against the registry every ``watch_interval``
-    seconds. The reconnect is then refused by `IotRegistryAuthPlugin`.
+    seconds, for as long as the broker runs (no failure of one check or one session ends it).
+    The reconnect is then refused by `IotRegistryAuthPlugin`. ``delete_connection`` is IoT's
+    DeleteConnection: it disconnects a client at once, whatever the registry says.
     """
 
     def __init__(
@@ -243,6 +251,17 @@ class MutualTlsBroker(Broker):  # type: ignore[misc]
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         return context
 
+    async def _initialize_client_session(
+        self, reader: Any, writer: Any, remote_address: str, remote_port: int
+    ) -> tuple[Any, Session]:
+        """amqtt hands a reconnecting persistent session (clean session off) the TLS object of
+        its previous connection, whose ``getpeercert`` then raises: give it this connection's."""
+        handler, session = await super()._initialize_client_session(
+            reader, writer, remote_address, remote_port
+        )
+        session.ssl_object = writer.get_ssl_info()
+        return handler, session
+
     async def start(self) -> None:
         await super().start()
         self._watcher = asyncio.create_task(self._watch())
@@ -254,30 +273,106 @@ class MutualTlsBroker(Broker):  # type: ignore[misc]
         await super().shutdown()
 
     async def _watch(self) -> None:
+        """Check the connected clients every ``watch_interval`` seconds, for the broker's whole
+        life: whatever one round raises is logged, and the next round runs."""
         while True:
             await asyncio.sleep(self._watch_interval)
-            await self.disconnect_unauthorised()
+            try:
+                await self.disconnect_unauthorised()
+            except Exception as exc:  # never the end of the watch
+                logger.warning("WATCH round failed: %s", type(exc).__name__)
 
     async def disconnect_unauthorised(self) -> list[str]:
-        """Disconnect every connected client the registry no longer admits; their client ids."""
+        """Disconnect every connected client the registry no longer admits; their client ids.
+
+        Each session is checked and dropped on its own, each step bounded in time: a check that
+        fails or hangs, or a session that will not close, costs that session, never the others.
+        """
         dropped = []
         for client_id, (session, handler) in list(self._sessions.items()):
-            if session.transitions.state != "connected" or handler is None:
-                continue
-            der = session.ssl_object.getpeercert(binary_form=True) if session.ssl_object else None
-            if not der:
-                continue
             try:
-                ok, why = await asyncio.to_thread(admit, self._iot, client_id, der)
-            except Exception as exc:  # the registry is unreachable: keep the client, as IoT would
-                logger.warning("registry check for %r failed: %s", client_id, type(exc).__name__)
-                continue
-            if ok:
-                continue
-            logger.info("DISCONNECT client=%s %s", client_id, why)
-            await handler.stop()
-            dropped.append(client_id)
+                if await self._drop_if_unauthorised(client_id, session, handler):
+                    dropped.append(client_id)
+            except Exception as exc:  # the next session, and the next round, still run
+                logger.warning("WATCH check of %r failed: %s", client_id, type(exc).__name__)
         return dropped
+
+    async def _drop_if_unauthorised(self, client_id: str, session: Session, handler: Any) -> bool:
+        if not _is_live(session, handler):
+            return False
+        der = session.ssl_object.getpeercert(binary_form=True) if session.ssl_object else None
+        if not der:
+            return False
+        try:
+            ok, why = await asyncio.wait_for(
+                asyncio.to_thread(admit, self._iot, client_id, der), CHECK_TIMEOUT
+            )
+        except Exception as exc:  # the registry is unreachable: keep the client, as IoT would
+            logger.warning("registry check for %r failed: %s", client_id, type(exc).__name__)
+            return False
+        if ok or self._sessions.get(client_id, (None, None))[0] is not session:
+            return False  # admitted, or gone (or replaced) while the registry answered
+        logger.info("DISCONNECT client=%s %s", client_id, why)
+        await self._close(handler)
+        return True
+
+    async def delete_connection(
+        self, client_id: str, *, clean_session: bool, prevent_will: bool
+    ) -> bool:
+        """IoT's DeleteConnection: close ``client_id``'s connection now; False if it has none.
+
+        ``clean_session`` also drops its session state (subscriptions, queued messages), as for
+        a persistent session (a clean session has none to keep); ``prevent_will`` suppresses its
+        Last Will message. Answers once the connection is closed (or, for a connection that will
+        not close, aborted).
+        """
+        session, handler = self._sessions.get(client_id, (None, None))
+        if session is None or not _is_live(session, handler):
+            return False
+        logger.info(
+            "DISCONNECT client=%s DeleteConnection cleanSession=%s preventWillMessage=%s",
+            client_id,
+            str(clean_session).lower(),
+            str(prevent_will).lower(),
+        )
+        if prevent_will:
+            session.will_flag = False
+        await self._close(handler)
+        if clean_session and self._sessions.get(client_id, (None, None))[0] is session:
+            await self._delete_session(client_id)  # amqtt's own: subscriptions and queues
+        return True
+
+    async def _close(self, handler: Any) -> None:
+        """Close one connection within ``STOP_TIMEOUT`` seconds; past that (a peer that reads
+        nothing, a TLS close that never completes) its transport is aborted."""
+        try:
+            await asyncio.wait_for(handler.stop(), STOP_TIMEOUT)
+            return
+        except Exception as exc:
+            logger.warning(
+                "closing %r failed (%s): aborted", _client_of(handler), type(exc).__name__
+            )
+        transport = getattr(getattr(handler.writer, "_writer", None), "transport", None)
+        if transport is not None:
+            transport.abort()
+        # the session's message loop ends the session once the handler says it is gone
+        with contextlib.suppress(Exception):
+            await handler.handle_connection_closed()
+
+
+def _is_live(session: Any, handler: Any) -> bool:
+    """A session whose client is connected now. amqtt keeps a client refused at CONNECT in its
+    session table as "connected", its connection already closed; and a session being closed
+    has its writer closed first. Neither has a connection to check or to close."""
+    if session.transitions.state != "connected" or handler is None:
+        return False
+    writer = getattr(handler, "writer", None)
+    return writer is not None and not getattr(writer, "is_closed", False)
+
+
+def _client_of(handler: Any) -> str:
+    session = getattr(handler, "session", None)
+    return str(getattr(session, "client_id", "") or "")
 
 
 # --- Files ---------------------------------------------------------------------------------
@@ -488,6 +583,19 @@ class BrokerThread:
         with open(self.endpoint.messages_file, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
         logger.info("PUBLISH iot-data topic=%s qos=%d bytes=%d", topic, qos, len(payload))
+
+    def disconnect(
+        self, client_id: str, clean_session: bool, prevent_will: bool, timeout: float = 15.0
+    ) -> bool:
+        """IoT's DeleteConnection (the iot-data endpoint): close ``client_id``'s connection now;
+        False if it is not connected. See `MutualTlsBroker.delete_connection`."""
+        broker = self._broker
+        if broker is None or not self._thread.is_alive():
+            raise RuntimeError("the MQTT broker is not running")
+        closing = broker.delete_connection(
+            client_id, clean_session=clean_session, prevent_will=prevent_will
+        )
+        return asyncio.run_coroutine_threadsafe(closing, self._loop).result(timeout)
 
     def stop(self) -> None:
         if self._thread.is_alive() and self._stopping is not None:

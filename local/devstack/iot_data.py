@@ -1,4 +1,5 @@
-"""AWS IoT's data-plane ``Publish`` for the offline stack: the cloud side's way into the broker.
+"""AWS IoT's data plane for the offline stack (``Publish``, ``DeleteConnection``): the cloud
+side's way into the broker.
 
 ``POST /topics/{topic}?qos=N`` (the iot-data API; the body is the payload) publishes into the
 broker as AWS IoT itself does: not subject to any device policy, delivered to every client
@@ -6,6 +7,14 @@ subscribed to a matching filter that may receive it. Any SigV4 signature is acce
 accepts any). What AWS refuses is refused with its error shape (``x-amzn-ErrorType`` and
 ``{"message"}``): an empty topic, a topic with a wildcard (+ #), more than 7 slashes or over
 256 bytes, a QoS other than 0 or 1, a payload over 128 KB.
+
+``DELETE /connections/{clientId}?cleanSession=&preventWillMessage=`` (DeleteConnection)
+disconnects that client from the broker at once and answers 200 with an empty body once its
+connection is closed; ``cleanSession=true`` also drops its session state (subscriptions, queued
+messages), ``preventWillMessage=true`` its Last Will. A client id that is empty, longer than
+128 characters or starts with ``$`` is ``InvalidRequestException`` (400), as is a parameter
+other than ``true``/``false``; a client id with no live connection is
+``ResourceNotFoundException`` (404).
 
 Every Lambda worker is given ``AWS_ENDPOINT_URL_IOT_DATA_PLANE`` pointing here (the variable
 boto3 reads for ``iot-data``, whose service id is "IoT Data Plane"), so a function's
@@ -30,7 +39,11 @@ MAX_SLASHES = 7
 # What boto3 reads for iot-data (service id "IoT Data Plane").
 ENDPOINT_VARIABLES = ("AWS_ENDPOINT_URL_IOT_DATA_PLANE",)
 
+MAX_CLIENT_ID = 128  # DeleteConnection's clientId: 1 to 128 characters, not starting with $
+
 Publish = Callable[[str, bytes, int], None]  # topic, payload, qos
+# client id, clean session, prevent will -> whether the client was connected
+Disconnect = Callable[[str, bool, bool], bool]
 
 
 def topic_problem(topic: str) -> str | None:
@@ -46,6 +59,23 @@ def topic_problem(topic: str) -> str | None:
     if "\x00" in topic:
         return "topic must not contain NUL"
     return None
+
+
+def client_id_problem(client_id: str) -> str | None:
+    """Why DeleteConnection refuses ``client_id``, or None."""
+    if not client_id or len(client_id) > MAX_CLIENT_ID:
+        return f"clientId must be 1 to {MAX_CLIENT_ID} characters"
+    if client_id.startswith("$"):
+        return "clientId must not start with $"
+    return None
+
+
+def _flag(query: dict[str, list[str]], name: str) -> bool | None:
+    """A boolean query parameter: False when absent (AWS's default), None when not a boolean."""
+    values = query.get(name, ["false"])
+    if len(values) != 1 or values[0].lower() not in ("true", "false"):
+        return None
+    return values[0].lower() == "true"
 
 
 class _Handler(BoundedRequestHandler):
@@ -105,6 +135,50 @@ class _Handler(BoundedRequestHandler):
             return
         self._answer(HTTPStatus.OK, b"")
 
+    def do_DELETE(self) -> None:
+        parts = urlsplit(self.path)
+        if not parts.path.startswith("/connections/"):
+            self._error(HTTPStatus.NOT_FOUND, "ResourceNotFoundException", "Not found")
+            return
+        declared = (self.headers.get("Content-Length") or "0").strip()
+        if self.headers.get("Transfer-Encoding") or declared != "0":
+            self.close_connection = True  # DeleteConnection has no body
+            self._error(HTTPStatus.BAD_REQUEST, "InvalidRequestException", "Unexpected body")
+            return
+        self.request_read()
+        try:
+            client_id = unquote(parts.path[len("/connections/") :], errors="strict")
+        except UnicodeDecodeError:
+            client_id = ""
+        problem = client_id_problem(client_id)
+        flags = parse_qs(parts.query, keep_blank_values=True)
+        clean, prevent = _flag(flags, "cleanSession"), _flag(flags, "preventWillMessage")
+        if problem is None and (clean is None or prevent is None):
+            problem = "cleanSession and preventWillMessage must be true or false"
+        if problem is not None:
+            self._error(HTTPStatus.BAD_REQUEST, "InvalidRequestException", problem)
+            return
+        assert clean is not None and prevent is not None
+        disconnect = self.server.disconnect
+        if disconnect is None:
+            self._error(HTTPStatus.INTERNAL_SERVER_ERROR, "InternalFailureException", "no broker")
+            return
+        try:
+            connected = disconnect(client_id, clean, prevent)
+        except Exception:
+            self._error(
+                HTTPStatus.INTERNAL_SERVER_ERROR, "InternalFailureException", "disconnect failed"
+            )
+            return
+        if not connected:
+            self._error(
+                HTTPStatus.NOT_FOUND,
+                "ResourceNotFoundException",
+                f"No connection for client id {client_id!r}",
+            )
+            return
+        self._answer(HTTPStatus.OK, b"")
+
     def _error(self, status: int, error_type: str, message: str) -> None:
         body = json.dumps({"message": message}).encode()
         self._answer(status, body, {"x-amzn-ErrorType": error_type})
@@ -114,14 +188,21 @@ class _Handler(BoundedRequestHandler):
 
 
 class IotDataServer(BoundedHTTPServer):
-    """``start()``, ``url``, ``stop()``; ``publish`` is attached once the broker runs."""
+    """``start()``, ``url``, ``stop()``; ``publish`` and ``disconnect`` are attached once the
+    broker runs."""
 
-    def __init__(self, host: str = "127.0.0.1", publish: Publish | None = None) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        publish: Publish | None = None,
+        disconnect: Disconnect | None = None,
+    ) -> None:
         try:
             super().__init__((host, 0), _Handler)
         except OSError as exc:
             raise DevstackError(f"cannot listen on {host}: {exc.strerror}") from exc
         self.publish = publish
+        self.disconnect = disconnect
         self._thread: threading.Thread | None = None
 
     @property

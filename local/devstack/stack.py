@@ -5,7 +5,8 @@ builds each function's package (devstack.packages, like ``sam build``), starts m
 the functions in worker processes (devstack.workers: the custom resource during the
 deployment, then the API's functions behind the gateway), and stops all of it on ``stop()``.
 The MQTT broker runs the template's topic rules (devstack.topic_rules) and takes AWS IoT's own
-publishes from the iot-data endpoint (devstack.iot_data) every worker is pointed at.
+publishes and disconnects (DeleteConnection) from the iot-data endpoint (devstack.iot_data)
+every worker is pointed at.
 
 The gateway applies the template's stage throttling by default, as API Gateway does
 (devstack.throttle; ``throttle=False`` turns it off for a suite that must burst); AWS API
@@ -105,7 +106,7 @@ class RunningStack:
     lambda_api: LambdaApiServer
     _exit: contextlib.ExitStack = field(repr=False)
     mqtt: MqttEndpoint | None = None
-    iot_data: IotDataServer | None = None  # AWS IoT's Publish API, into the broker
+    iot_data: IotDataServer | None = None  # AWS IoT's Publish, DeleteConnection: the broker
     rules: RuleEngine | None = None  # the template's topic rules, run by the broker
     throttle: StageThrottle | None = None  # the gateway's stage throttling, if applied
     quotas: QuotaLimiter | None = None  # the AWS API quotas on moto, if applied
@@ -312,7 +313,9 @@ def _start_broker(
     exit_stack.callback(broker.stop)
     if stack.iot_data is not None:
         stack.iot_data.publish = broker.publish
+        stack.iot_data.disconnect = broker.disconnect
         exit_stack.callback(setattr, stack.iot_data, "publish", None)
+        exit_stack.callback(setattr, stack.iot_data, "disconnect", None)
     return endpoint
 
 

@@ -45,3 +45,23 @@ def test_the_benchmarks_run_and_print_every_figure() -> None:
     ):
         assert figure in result.stdout, figure
     assert "request failed" not in result.stdout
+
+
+def test_the_disconnect_benchmark_runs_and_prints_its_figures() -> None:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(["local", "example", "."]))
+    env.pop("AWS_ENDPOINT_URL", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.disconnect", "--devices", "2"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "expected mechanism:" in result.stdout
+    for operation in ("revoke ", "release"):
+        assert f"{operation} -> disconnect  p50" in result.stdout, result.stdout
+        assert f"{operation} disconnected by:" in result.stdout, result.stdout
+    assert "still connected" not in result.stdout

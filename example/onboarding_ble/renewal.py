@@ -57,7 +57,10 @@ from onboarding_ble.trust import TrustError
 logger = logging.getLogger("device.renewal")
 
 NEXT_DIR = "next"  # the new credentials, complete, until promoted
-ANSWER_TIMEOUT = 30.0  # seconds to wait for accepted/rejected
+# Seconds to wait for accepted/rejected: as long as the renewal function may still answer (its
+# MaximumEventAgeInSeconds, 180, plus its Timeout, 25), so a device never gives up on a request
+# that is only queued and sends a second one (tests/unit/test_renewal_herd.py checks it).
+ANSWER_TIMEOUT = 210.0
 # The longest spread of a nudge (renew/due's renewWithinSeconds) the device honours.
 MAX_NUDGE_SPREAD = 86400.0
 MAX_PAYLOAD = 64 * 1024  # an answer bigger than this is not a certificate

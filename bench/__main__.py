@@ -1,4 +1,5 @@
-"""python -m bench: latency and AWS calls per device, handler CPU, cold import time.
+"""python -m bench: latency and AWS calls per device, handler CPU, cold import time, and the
+renewal herd (bench/herd.py: a 100,000-device fleet through one renewal cycle, simulated).
 
 Latency runs the real handler, adapters and botocore against moto (in-process, resources
 deployed from template.yaml) with a fixed delay added to every AWS call, the harness the
@@ -225,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cpu-requests", type=int, default=200, help="requests for the CPU figure")
     parser.add_argument("--import-runs", type=int, default=5, help="fresh interpreters to time")
     parser.add_argument(
-        "--only", choices=("latency", "cpu", "import"), help="run one benchmark only"
+        "--only", choices=("latency", "cpu", "import", "herd"), help="run one benchmark only"
     )
     args = parser.parse_args(argv)
     if args.only in (None, "import"):
@@ -241,6 +242,10 @@ def main(argv: list[str] | None = None) -> int:
         print("per-device latency against moto, its CA key loaded once (see cache_moto_ca_key)")
         cache_moto_ca_key()
         bench_latency(args.devices, args.delay_ms)
+    if args.only in (None, "herd"):
+        from bench import herd
+
+        herd.main([])
     return 0
 
 

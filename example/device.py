@@ -24,10 +24,11 @@ publishes a hello message on things/<thing>/hello. With valid credentials alread
 still naming this DSN) it skips straight to MQTT.
 
 With --stay (or --renewals N) it then stays connected and renews its certificate itself
-(onboarding_ble.renewal): at two thirds of the certificate's lifetime (--renew-after shortens
-this for the demo) or when the cloud publishes on things/<thing>/certificate/renew/due, with a
-new key and CSR over MQTT; a failed renewal keeps the old credentials and is retried with
-backoff.
+(onboarding_ble.renewal): at a random moment of 60-70 % of the certificate's lifetime
+(--renew-after shortens this for the demo) or when the cloud publishes on
+things/<thing>/certificate/renew/due (at a random moment of the spread it names), with a new
+key and CSR over MQTT; a failed renewal keeps the old credentials and is retried after a
+jittered backoff.
 
 The GATT service is onboarding_ble.gatt's; what the device does is printed as event lines
 (onboarding_ble.events), its logs go to stderr.
@@ -98,8 +99,8 @@ class DeviceOptions:
     key_mode: str = "publicKey"  # firmware: "csr" makes the device's own key and sends a CSR
     stay: bool = False  # stay connected after the hello, renewing when due (until stopped)
     renewals: int | None = None  # stay connected until this many renewals completed
-    renew_after: float | None = None  # renew this long after connecting (demo); None: at 2/3
-    renewal_backoff: float = 30.0  # first delay after a failed renewal (doubles up to 1 h)
+    renew_after: float | None = None  # renew this long after connecting (demo); None: the window
+    renewal_backoff: float = 30.0  # shortest delay after a failed renewal (jittered, up to 1 h)
     answer_timeout: float = renewal.ANSWER_TIMEOUT  # seconds to wait for accepted/rejected
     # A factory attestation key (made on the first run in the state folder) vouches for the key
     # to certify, served in DEVICE_ATTESTATION; off: the device serves none (as before).
@@ -472,8 +473,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--stay",
         action="store_true",
-        help="stay connected after the hello, renewing the certificate at two thirds of its "
-        "lifetime or when the cloud asks (renew/due), until interrupted",
+        help="stay connected after the hello, renewing the certificate at a random moment of "
+        "60-70%% of its lifetime or when the cloud asks (renew/due), until interrupted",
     )
     parser.add_argument(
         "--renewals",
@@ -485,7 +486,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--renew-after",
         type=float,
         metavar="SECONDS",
-        help="renew this many seconds after connecting instead of at two thirds of the "
+        help="renew this many seconds after connecting instead of at a random moment of the "
         "certificate's lifetime (for the demo)",
     )
     parser.add_argument(
@@ -493,7 +494,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=30.0,
         metavar="SECONDS",
-        help="first delay after a failed renewal; it doubles up to an hour (default 30)",
+        help="shortest delay after a failed renewal; later ones are random, growing up to an "
+        "hour (default 30)",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser

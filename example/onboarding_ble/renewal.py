@@ -1,7 +1,8 @@
 """Certificate renewal by the device itself, over MQTT, authenticated by its current certificate.
 
-1. When it is due (two thirds of the certificate's lifetime, or ``renew_after`` seconds after
-   connecting, or at once when the cloud publishes on ``.../certificate/renew/due``) the device
+1. When it is due (``renewal_delay``: a random moment of ``RENEWAL_WINDOW``, 60-70 % of the
+   certificate's lifetime; or ``renew_after`` seconds after connecting; or at a random moment
+   of the ``renewWithinSeconds`` the cloud gives on ``.../certificate/renew/due``) the device
    makes a fresh EC P-256 key and a CSR; the key stays in memory.
 2. It publishes ``{"csr"}`` on ``things/<thing>/certificate/renew`` and waits (bounded) for
    ``.../renew/accepted`` (``{"certificatePem", "certificateId", "notAfter"}``) or
@@ -18,9 +19,15 @@
 At every moment one complete, valid set of credentials is on disk: ``load`` prefers ``next/``
 (newer) and falls back to the old set, so a device that dies at any step boots with working
 credentials. A rejected, unanswered or untrusted renewal keeps the old credentials and is
-retried with exponential backoff (``Backoff``), and no sooner than a rejection's
+retried after a jittered backoff (``Backoff``), and no sooner than a rejection's
 ``retryAfterSeconds`` (``RENEWAL_TOO_SOON``, ``RENEWAL_UNCONFIRMED``: "retry later"); a new
 certificate the broker refuses is dropped and the device goes back to the old one.
+
+No herd: a fleet onboarded together must not renew together (the renewal function runs a few
+at once; docs/architecture.md, "Renewal without a herd"). So the moment in the window is
+random (drawn from the certificate's fingerprint, so a reboot keeps it), a device that comes
+back after its moment spreads its late renewal over about as long as it was late, the
+cloud's nudges name a spread rather than "now", and every retry waits a random time.
 """
 
 from __future__ import annotations
@@ -29,11 +36,12 @@ import datetime as dt
 import json
 import logging
 import queue
+import random
 import shutil
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -49,8 +57,12 @@ from onboarding_ble.trust import TrustError
 logger = logging.getLogger("device.renewal")
 
 NEXT_DIR = "next"  # the new credentials, complete, until promoted
-LIFETIME_FRACTION = 2 / 3  # renew at two thirds of the certificate's lifetime
-ANSWER_TIMEOUT = 30.0  # seconds to wait for accepted/rejected
+# Seconds to wait for accepted/rejected: as long as the renewal function may still answer (its
+# MaximumEventAgeInSeconds, 180, plus its Timeout, 25), so a device never gives up on a request
+# that is only queued and sends a second one (tests/unit/test_renewal_herd.py checks it).
+ANSWER_TIMEOUT = 210.0
+# The longest spread of a nudge (renew/due's renewWithinSeconds) the device honours.
+MAX_NUDGE_SPREAD = 86400.0
 MAX_PAYLOAD = 64 * 1024  # an answer bigger than this is not a certificate
 
 
@@ -81,10 +93,52 @@ class Topics:
         return rules.renew_topic(self.thing, rules.RENEW_DUE)
 
 
-def due_at(certificate: x509.Certificate) -> dt.datetime:
-    """When a certificate should be renewed: at two thirds of its lifetime."""
-    start, end = certificate.not_valid_before_utc, certificate.not_valid_after_utc
-    return start + (end - start) * LIFETIME_FRACTION
+@dataclass(frozen=True)
+class RenewalWindow:
+    """The share of a certificate's lifetime within which a device renews on its own."""
+
+    start: float
+    end: float
+
+    def moment(
+        self, not_before: dt.datetime, not_after: dt.datetime, rng: random.Random
+    ) -> dt.datetime:
+        """A random moment of the window, uniform over it."""
+        return not_before + (not_after - not_before) * rng.uniform(self.start, self.end)
+
+
+# Renew at a random moment between 60 % and 70 % of the lifetime: never in lock-step with the
+# devices onboarded alongside, and done (retries included) before the expiry watch's default
+# warning window (ExpiryWarningPercent 30: the last 30 %) would nudge the device.
+RENEWAL_WINDOW = RenewalWindow(0.60, 0.70)
+
+
+def schedule_rng(certificate: x509.Certificate) -> random.Random:
+    """The device's draw for one certificate: seeded by its fingerprint, so a device that
+    reboots keeps its moment (a fresh draw at each boot would pull renewals earlier)."""
+    return random.Random(certificate.fingerprint(hashes.SHA256()))  # noqa: S311 - timing
+
+
+def renewal_delay(
+    not_before: dt.datetime,
+    not_after: dt.datetime,
+    now: dt.datetime,
+    rng: random.Random,
+    window: RenewalWindow = RENEWAL_WINDOW,
+) -> float:
+    """Seconds from ``now`` until the device renews on its own: at its moment of ``window``.
+
+    A device already past its moment (offline through it, or booted after it) renews at a
+    random moment of the next ``min(lateness, time left / 2)``: a fleet that comes back from
+    an outage spreads its late renewals over about as long as it was away, instead of renewing
+    all at once, and still renews well before the certificate expires.
+    """
+    moment = window.moment(not_before, not_after, rng)
+    if moment > now:
+        return (moment - now).total_seconds()
+    lateness = (now - moment).total_seconds()
+    left = max(0.0, (not_after - now).total_seconds())
+    return rng.uniform(0.0, min(lateness, left / 2))
 
 
 def seconds_until_due(
@@ -93,24 +147,41 @@ def seconds_until_due(
     """Seconds from ``now`` until the renewal; ``renew_after`` (the demo's flag) overrides."""
     if renew_after is not None:
         return max(0.0, renew_after)
-    return max(0.0, (due_at(certificate) - now).total_seconds())
+    return renewal_delay(
+        certificate.not_valid_before_utc,
+        certificate.not_valid_after_utc,
+        now,
+        schedule_rng(certificate),
+    )
+
+
+def nudged_delay(renew_within: float, rng: random.Random) -> float:
+    """Seconds until a renewal the cloud asked for (renew/due): a random moment of the
+    ``renewWithinSeconds`` it gave (the expiry watch's spread; 0 or none: at once), at most
+    ``MAX_NUDGE_SPREAD``."""
+    return rng.uniform(0.0, min(max(renew_within, 0.0), MAX_NUDGE_SPREAD))
 
 
 @dataclass
 class Backoff:
-    """Exponential backoff between failed renewals: first, first*2, ... up to cap."""
+    """Decorrelated jitter between failed renewals: each delay is random in [first, 3 x the
+    last one], never above ``cap``; a refusal's ``retryAfterSeconds`` is a floor. Devices
+    refused together (throttled, or unanswered because the function was busy) so come back
+    spread out instead of together."""
 
     first: float = 30.0
     cap: float = 3600.0
-    _next: float = 0.0
+    rng: random.Random = field(default_factory=random.Random)
+    _last: float = 0.0
 
-    def next(self) -> float:
-        delay = self._next or self.first
-        self._next = min(self.cap, delay * 2)
-        return delay
+    def next(self, floor: float = 0.0) -> float:
+        low = min(self.first, self.cap)
+        high = min(self.cap, 3 * (self._last or self.first))
+        self._last = self.rng.uniform(low, max(low, high))
+        return max(self._last, min(floor, self.cap))
 
     def reset(self) -> None:
-        self._next = 0.0
+        self._last = 0.0
 
 
 class RenewalFailed(Exception):
@@ -245,7 +316,7 @@ class RenewalSettings:
     cas: tuple[x509.Certificate, ...]
     iot_endpoint: str
     thing_prefix: str | None = None
-    renew_after: float | None = None  # seconds after connecting; None: 2/3 of the lifetime
+    renew_after: float | None = None  # seconds after connecting; None: RENEWAL_WINDOW
     answer_timeout: float = ANSWER_TIMEOUT
     backoff_first: float = 30.0
     backoff_cap: float = 3600.0
@@ -266,23 +337,28 @@ class ConnectedDevice:
         connect: Connector,
         *,
         clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
     ) -> None:
         self.state_dir = state_dir
         self.creds = creds
         self.settings = settings
         self._connect = connect
         self._clock = clock
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not a secret
         self._answers: queue.Queue[tuple[str, bytes]] = queue.Queue()
-        self._due = threading.Event()
-        self.backoff = Backoff(settings.backoff_first, settings.backoff_cap)
+        self._lock = threading.Lock()
+        self._nudged_at: float | None = None  # when the cloud's renew/due asks to renew (clock)
+        self.backoff = Backoff(settings.backoff_first, settings.backoff_cap, self._rng)
         self.link: Link | None = None
 
     # -- the link --
 
     def _on_message(self, topic: str, payload: bytes) -> None:
         topics = Topics(self.creds.thing_name)
-        if topic == topics.due:
-            self._due.set()
+        if topic == topics.due and len(payload) <= MAX_PAYLOAD:
+            at = self._clock() + nudged_delay(_renew_within(payload), self._rng)
+            with self._lock:  # the sooner of two nudges
+                self._nudged_at = at if self._nudged_at is None else min(self._nudged_at, at)
         elif topic in (topics.accepted, topics.rejected) and len(payload) <= MAX_PAYLOAD:
             self._answers.put((topic, payload))
 
@@ -415,28 +491,38 @@ class ConnectedDevice:
         delay = seconds_until_due(
             self._certificate(), dt.datetime.now(dt.UTC), self.settings.renew_after
         )
-        reason = "SCHEDULED"
+        retrying = False
         while not stop.is_set() and (renewals is None or done < renewals):
-            wake = self._clock() + delay
-            while not stop.is_set() and not self._due.is_set() and self._clock() < wake:
-                stop.wait(min(0.2, max(0.0, wake - self._clock())))
-            if stop.is_set():
+            reason = self._wait(self._clock() + delay, stop, nudgeable=not retrying)
+            if reason is None:
                 break
-            if self._due.is_set():
-                self._due.clear()
-                reason = "DUE"
             try:
                 self.renew(reason)
             except RenewalFailed as failure:
-                delay = max(self.backoff.next(), failure.retry_after)
+                retrying = True
+                delay = self.backoff.next(floor=failure.retry_after)
                 logger.warning("renewal failed (%s); retry in %g s", failure.reason, delay)
                 events.emit(events.RenewalFailed(self.creds.thing_name, delay, failure.reason))
             else:
                 done += 1
+                retrying = False
                 self.backoff.reset()
                 delay = seconds_until_due(self._certificate(), dt.datetime.now(dt.UTC))
-            reason = "SCHEDULED"
         return done
+
+    def _wait(self, wake: float, stop: threading.Event, *, nudgeable: bool) -> str | None:
+        """Wait until ``wake`` or, unless retrying (a backoff and a retryAfter are floors),
+        the moment a nudge named; the renewal's reason, or None once ``stop`` is set."""
+        while not stop.is_set():
+            with self._lock:
+                nudged = self._nudged_at if nudgeable else None
+            target = wake if nudged is None else min(wake, nudged)
+            if self._clock() >= target:
+                with self._lock:
+                    self._nudged_at = None  # this renewal answers every nudge so far
+                return "DUE" if nudged is not None and nudged <= wake else "SCHEDULED"
+            stop.wait(min(0.2, max(0.0, target - self._clock())))
+        return None
 
 
 def _retry_after(payload: bytes, cap: float) -> float:
@@ -448,6 +534,18 @@ def _retry_after(payload: bytes, cap: float) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
         return 0.0
     return float(min(max(value, 0), cap))
+
+
+def _renew_within(payload: bytes) -> float:
+    """A nudge's ``renewWithinSeconds`` (the expiry watch's spread); 0 (at once) when absent
+    or not a number, as from a watch that gives none."""
+    try:
+        value = json.loads(payload).get(rules.RENEW_WITHIN)
+    except (ValueError, AttributeError, RecursionError):
+        return 0.0
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+        return 0.0
+    return float(min(max(value, 0), MAX_NUDGE_SPREAD))
 
 
 def _rejected_code(payload: bytes) -> str:

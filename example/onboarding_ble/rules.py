@@ -92,6 +92,11 @@ RENEW_ACCEPTED, RENEW_REJECTED, RENEW_CONFIRM, RENEW_DUE = (
 )
 
 
+# The expiry watch's nudge on renew/due: {"notAfter", "reason", RENEW_WITHIN: seconds}; the
+# device renews at a random moment of those seconds (provisioning/expiry.py's NudgeSpread).
+RENEW_WITHIN = "renewWithinSeconds"
+
+
 def renew_topic(thing: str, suffix: str = "") -> str:
     """``things/<thing>/certificate/renew`` plus one of the RENEW_* suffixes (or none)."""
     return RENEW_TOPIC.format(thing=thing) + suffix

@@ -537,7 +537,7 @@ def step_check_registry(ctx: DemoContext) -> str:
     return f"IoT has certificate {certificate_id[:12]}... ACTIVE and attached to thing {thing}"
 
 
-DEMO_RENEW_AFTER = "1"  # seconds after connecting; a real device waits 2/3 of the lifetime
+DEMO_RENEW_AFTER = "1"  # seconds after connecting; a real device waits 60-70 % of the lifetime
 
 
 def step_device_renews(ctx: DemoContext) -> str:

@@ -459,7 +459,7 @@ NOTES = {
         "Applies to the next renewal request; a device refused as too soon is told when to retry."
     ),
     "RenewalReservedConcurrency": (
-        "Renewals throttled for more than a minute are dropped; the devices retry on their own."
+        "Renewals throttled for more than 3 minutes are dropped; the devices retry on their own."
     ),
     "AdminEmail": (
         "A new administrator for the new address (the username carries it) takes over the "

@@ -20,7 +20,8 @@ One run of the watch (scheduled; the function's Timeout bounds it through the Bu
    ``things/<thing>/certificate/renew/due``. IoT delivers it to the devices connected (and
    subscribed) now, and to persistent sessions when they come back; a device offline now is
    asked again in a later run. No fleet indexing (connectivity) is needed to find the online
-   ones, and nothing retained lingers after the device renewed;
+   ones, and nothing retained lingers after the device renewed. At most ``NudgeSpread.per_run``
+   devices are asked per run (see "No herd" below);
 4. sends one summary to the operators' topic when it found anything, or could not finish.
 
 Progress across runs: a run that runs out of time while asking keeps, per shard, where it
@@ -33,6 +34,18 @@ every device of the window is asked within a few runs however large the fleet. A
 position that has left the window (its notAfter passed, or beyond the window's end) is
 dropped. A run is ``complete`` only when it asked the whole window of every shard (it started
 at the front and reached the end) and counted every expired device.
+
+No herd: the renewal function runs only a few renewals at once (its reserved concurrency) and
+drops a request that waited longer than its maximum event age, so asking every expiring device
+to renew *now* would turn one run into a burst the function drops. Each request therefore
+names a spread (``renewWithinSeconds``, ``NUDGE_SPREAD.seconds``: one hour, the shortest
+schedule the template allows) and the device renews at a random moment of it; and one run asks
+at most ``NUDGE_SPREAD.per_run`` devices (the spread times ``NUDGE_SPREAD.per_second``), so the
+renewals the watch causes average at most ``per_second`` a second, and a run's requests are
+spent before the next run asks again. A run that reaches that bound stops as a run that runs
+out of time does (it keeps its position; it is not ``complete``): the rest are asked by the next
+runs. The sizing is in docs/architecture.md ("Renewal without a herd") and ``python -m
+bench.herd`` simulates it with these rules.
 
 The watch writes nothing to the device rows: a run that dies, or runs twice, at worst asks a
 device to renew twice, which a device handles like one request, and a lost position only makes
@@ -62,6 +75,31 @@ SUMMARY_DEVICES = 20
 # (one SNS call, with its retries).
 NOTIFY_RESERVE_SECONDS = 2 * ATTEMPT_SECONDS
 SAVE_RESERVE_SECONDS = ATTEMPT_SECONDS
+
+
+@dataclass(frozen=True)
+class NudgeSpread:
+    """How the watch spreads the renewals it asks for (module docstring, "No herd")."""
+
+    seconds: int  # each device asked renews at a random moment of this (renewWithinSeconds)
+    per_second: float  # the renewals a run may cause, on average over ``seconds``
+
+    @property
+    def per_run(self) -> int:
+        """The most devices one run asks to renew."""
+        return max(1, int(self.seconds * self.per_second))
+
+    def message(self, not_after: str) -> dict[str, object]:
+        """The renew/due payload (the device's side: onboarding_ble.renewal.nudged_delay)."""
+        return {"notAfter": not_after, "reason": "EXPIRING", RENEW_WITHIN: self.seconds}
+
+
+# The name the device reads the spread by (example/onboarding_ble/rules.py, RENEW_WITHIN).
+RENEW_WITHIN = "renewWithinSeconds"
+# One hour (the template's shortest ExpiryWatchSchedule: a run's renewals are done before the
+# next run asks), half a renewal a second: 1,800 devices a run, a tenth of what the renewal
+# function's reserved concurrency serves (docs/architecture.md, "Renewal without a herd").
+NUDGE_SPREAD = NudgeSpread(seconds=3600, per_second=0.5)
 
 
 class ExpiryState(enum.StrEnum):
@@ -134,6 +172,7 @@ class WatchServices:
     executor: Executor
     budgets: BudgetHolder = field(default_factory=BudgetHolder)
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    spread: NudgeSpread = NUDGE_SPREAD
 
 
 @dataclass
@@ -148,6 +187,7 @@ class ExpiryReport:
     renewals_failed: int = 0
     complete: bool = True
     resumed: bool = False  # some shard started where an earlier run stopped
+    limited: bool = False  # stopped at the most devices a run asks (NudgeSpread.per_run)
     notified: bool = False
     soonest: list[ExpiringDevice] = field(default_factory=list)
 
@@ -170,6 +210,7 @@ def watch(services: WatchServices, budget: Budget) -> ExpiryReport:
             "renewals_failed": report.renewals_failed,
             "complete": report.complete,
             "resumed": report.resumed,
+            "limited": report.limited,
         },
     )
     return report
@@ -181,7 +222,8 @@ def _has_time(budget: Budget) -> bool:
 
 def _ask_expiring(services: WatchServices, budget: Budget, report: ExpiryReport) -> bool:
     """Steps 2-3: every shard's pages in turn, from where the last run stopped (else the
-    soonest expiry); False when time ran out or the index could not be read."""
+    soonest expiry); False when time ran out, the run asked as many devices as it may, or the
+    index could not be read."""
     saved = _saved_cursors(services, report)
     cursors: dict[int, object] = {shard: saved.get(shard) for shard in range(services.shards)}
     report.resumed = any(cursor is not None for cursor in cursors.values())
@@ -190,9 +232,17 @@ def _ask_expiring(services: WatchServices, budget: Budget, report: ExpiryReport)
             for shard in sorted(cursors):
                 if not _has_time(budget):
                     return False
+                room = services.spread.per_run - report.expiring
+                if room <= 0:
+                    report.limited = True
+                    return False
                 try:
                     page = services.store.expiring(
-                        shard, report.checked_at, report.window_ends, cursors[shard], PAGE_SIZE
+                        shard,
+                        report.checked_at,
+                        report.window_ends,
+                        cursors[shard],
+                        min(PAGE_SIZE, room),
                     )
                 except ProvisioningError as error:
                     logger.warning("expiry index unreadable", extra={"code": error.code})
@@ -236,7 +286,7 @@ def _ask_to_renew(
         services.executor.submit(
             services.publisher.publish,
             renew_due_topic(device.thing_name or services.thing_name(device.dsn)),
-            {"notAfter": device.not_after, "reason": "EXPIRING"},
+            services.spread.message(device.not_after),
         )
         for device in devices
     ]
@@ -297,8 +347,9 @@ def summary_message(report: ExpiryReport, services: WatchServices) -> str:
     if not report.complete:
         lines.append(
             "This run did not cover the whole window (it ran out of time, could not read the "
-            "expiry index, or went on where an earlier run stopped): the counts are lower "
-            "bounds. The next run goes on where this one stopped."
+            "expiry index, went on where an earlier run stopped, or asked the most devices a "
+            f"run asks, {services.spread.per_run}): the counts are lower bounds. The next run "
+            "goes on where this one stopped."
         )
     if report.soonest:
         lines += ["", f"Soonest to expire (up to {SUMMARY_DEVICES}):"]

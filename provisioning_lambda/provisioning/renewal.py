@@ -98,11 +98,13 @@ CERTIFICATE_ID = re.compile(r"[0-9a-f]{64}", re.ASCII)
 CLIENT_ID_MAX = 128
 _RULE_FIELDS = frozenset({"thingName", "principal", "clientId"})
 # RenewalFunction's EventInvokeConfig (template.yaml): an event older than this never runs.
-MAX_EVENT_AGE_SECONDS = 60
+# Three minutes: room for Lambda's throttle retries when renewals queue for a moment
+# (docs/architecture.md, "Renewal without a herd").
+MAX_EVENT_AGE_SECONDS = 180
 # How long after a renewal a request from the superseded certificate for another key may be a
 # stale one (published before the answer): more than MAX_EVENT_AGE_SECONDS plus the function's
 # Timeout (25 s), which tests/unit/test_renewal_topics.py holds the template to.
-UNCONFIRMED_HOLD_SECONDS = 120
+UNCONFIRMED_HOLD_SECONDS = 240
 
 
 @dataclass(frozen=True)

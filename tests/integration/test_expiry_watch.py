@@ -313,7 +313,11 @@ def test_a_provisioned_device_is_asked_to_renew_once_its_window_opens(world: Wor
     assert renew_requests() == [
         (
             f"things/{answer['thingName']}/certificate/renew/due",
-            {"notAfter": answer["notAfter"], "reason": "EXPIRING"},
+            {
+                "notAfter": answer["notAfter"],
+                "reason": "EXPIRING",
+                "renewWithinSeconds": expiry.NUDGE_SPREAD.seconds,
+            },
         )
     ]
     # WHEN it runs after the certificate expired, THEN it is counted, not asked (cannot connect)
@@ -419,6 +423,38 @@ def test_runs_that_run_out_of_time_go_on_where_the_last_one_stopped(
     assert rest == things[2:] and answer["complete"] is False
     everything, answer = run(100)
     assert everything == things and answer["complete"] is True
+
+
+def test_a_run_asks_at_most_its_share_and_the_next_runs_ask_the_rest_each_with_a_spread(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(expiry, "PAGE_SIZE", 2)
+    prefix = world.env["THING_PREFIX"]
+    # GIVEN seven devices expiring within the window, over two shards, and a watch that may ask
+    # three devices a run (a spread of 10 s at 0.3 renewals a second)
+    dsns = dsns_by_shard({0: 4, 1: 3}, "HERD")
+    for n, dsn in enumerate(dsns):
+        put_device(world, dsn, world.now + timedelta(days=1 + n))
+    get_watch_services().spread = expiry.NudgeSpread(seconds=10, per_second=0.3)
+
+    # WHEN the watch runs three times
+    runs = []
+    for _ in range(3):
+        before = len(renew_requests())
+        answer = run_watch()
+        runs.append((renew_requests()[before:], answer))
+
+    # THEN no run asks more than three devices, and the runs between them ask every device
+    assert [len(requests) for requests, _ in runs] == [3, 3, 3]
+    things = {topic.split("/")[1] for requests, _ in runs for topic, _ in requests}
+    assert things == {f"{prefix}_{dsn}" for dsn in dsns}
+    # ... a run that stopped at its share is not complete, and says why in its summary
+    assert [answer["complete"] for _, answer in runs] == [False, False, False]
+    assert "asked the most devices a run asks, 3" in summaries(world)[0][1]
+    # ... and every request asks the device to renew at a random moment of the next 10 s
+    assert {payload["renewWithinSeconds"] for requests, _ in runs for _, payload in requests} == {
+        10
+    }
 
 
 def test_a_stored_position_that_left_the_window_is_dropped(

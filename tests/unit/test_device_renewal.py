@@ -5,7 +5,9 @@ never loses working credentials, and refusal of answers that fail the trust chec
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -17,7 +19,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from onboarding_ble import credentials, renewal
+from onboarding_ble import credentials, events, renewal, rules
 from onboarding_ble.credentials import Answer, Credentials
 from tests.support.device_answers import issue, make_ca
 
@@ -84,6 +86,9 @@ class FakeLink:
         if cloud.answer == "reject":
             self.deliver(topics.rejected, {"code": "CERTIFICATE_REVOKED", "msg": "no"})
             return
+        if cloud.answer == "throttled":  # the function's AWS calls throttled past retries
+            self.deliver(topics.rejected, {"code": "THROTTLED", "msg": "busy"})
+            return
         if cloud.answer == "too-soon":
             rejection = {"code": "RENEWAL_TOO_SOON", "msg": "later", "retryAfterSeconds": 0.3}
             self.deliver(topics.rejected, rejection)
@@ -138,31 +143,113 @@ def settings(ca: tuple[Any, x509.Certificate], **changes: Any) -> renewal.Renewa
 
 
 def connected(
-    state: Path, ca: tuple[Any, x509.Certificate], cloud: FakeCloud, **changes: Any
+    state: Path,
+    ca: tuple[Any, x509.Certificate],
+    cloud: FakeCloud,
+    rng: random.Random | None = None,
+    **changes: Any,
 ) -> renewal.ConnectedDevice:
     candidates = renewal.load(state, [ca[1]], dsn=DSN, thing_prefix="device")
-    return renewal.ConnectedDevice.boot(state, candidates, settings(ca, **changes), cloud.connect)
+    return renewal.ConnectedDevice.boot(
+        state, candidates, settings(ca, **changes), cloud.connect, rng=rng
+    )
 
 
 # --- timing ---------------------------------------------------------------------------------
 
 
-def test_renewal_is_due_at_two_thirds_of_the_lifetime(ca: Any) -> None:
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = issue(ca, key, days=29, dsn=DSN)  # not_before is a day back: 30 days of life
+LIFE = dt.timedelta(days=7)
+BORN = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
+
+
+def test_renewal_moments_cover_the_window_and_nothing_outside_it() -> None:
+    # GIVEN 10,000 devices with 7-day certificates issued at the same second
+    rng = random.Random(7)
+    window = renewal.RENEWAL_WINDOW
+    # WHEN each draws its moment
+    fractions = [
+        renewal.renewal_delay(BORN, BORN + LIFE, BORN, rng) / LIFE.total_seconds()
+        for _ in range(10_000)
+    ]
+    # THEN every moment is inside the window, and they spread over all of it (no lock-step)
+    assert window.start <= min(fractions) and max(fractions) <= window.end
+    assert min(fractions) < window.start + 0.002 and max(fractions) > window.end - 0.002
+    tenths = [0] * 10
+    for fraction in fractions:
+        tenths[min(9, int((fraction - window.start) / (window.end - window.start) * 10))] += 1
+    assert all(800 < count < 1200 for count in tenths), tenths  # uniform: 1,000 each
+    # ... and the window ends before the default expiry warning (the last 30 %) begins
+    assert window.end <= 0.70
+
+
+def test_a_device_keeps_its_moment_across_reboots(ca: Any) -> None:
+    cert = issue(ca, ec.generate_private_key(ec.SECP256R1()), days=29, dsn=DSN)
     start = cert.not_valid_before_utc
-    assert renewal.due_at(cert) == start + dt.timedelta(days=20)
-    assert renewal.seconds_until_due(cert, start + dt.timedelta(days=19)) == 86400
-    assert renewal.seconds_until_due(cert, start + dt.timedelta(days=25)) == 0
+    first = renewal.seconds_until_due(cert, start)
+    assert renewal.seconds_until_due(cert, start + dt.timedelta(hours=1)) == first - 3600
     # the demo's flag wins over the lifetime
     assert renewal.seconds_until_due(cert, start, renew_after=5) == 5
 
 
-def test_backoff_doubles_up_to_its_cap_and_resets() -> None:
-    backoff = renewal.Backoff(first=30, cap=100)
-    assert [backoff.next() for _ in range(4)] == [30, 60, 100, 100]
+def test_a_device_past_its_moment_renews_within_as_long_as_it_was_late() -> None:
+    rng = random.Random(3)
+    for _ in range(1000):
+        seed = rng.random()
+        moment = renewal.RENEWAL_WINDOW.moment(BORN, BORN + LIFE, random.Random(seed))
+        # GIVEN a device back two hours after its moment
+        now = moment + dt.timedelta(hours=2)
+        delay = renewal.renewal_delay(BORN, BORN + LIFE, now, random.Random(seed))
+        # THEN it renews within the next two hours, not at once for all such devices
+        assert 0 <= delay <= 7200
+    # ... and one back shortly before expiry renews within half of what is left
+    now = BORN + LIFE - dt.timedelta(hours=1)
+    assert all(
+        renewal.renewal_delay(BORN, BORN + LIFE, now, random.Random(n)) <= 1800 for n in range(200)
+    )
+
+
+def test_a_nudge_is_followed_at_a_random_moment_of_its_spread() -> None:
+    rng = random.Random(11)
+    delays = [renewal.nudged_delay(3600, rng) for _ in range(5000)]
+    assert 0 <= min(delays) < 60 and 3540 < max(delays) <= 3600
+    assert 1600 < sum(delays) / len(delays) < 2000  # uniform: 1,800 on average
+    # none (an older watch), a negative or an absurd spread: at once, or at most a day
+    assert renewal.nudged_delay(0, rng) == 0
+    assert renewal.nudged_delay(-5, rng) == 0
+    assert renewal.nudged_delay(1e12, rng) <= renewal.MAX_NUDGE_SPREAD
+
+
+def test_backoff_is_jittered_within_its_bounds_and_resets() -> None:
+    # GIVEN 2,000 devices refused at once, each backing off on its own
+    first_retries, sequences = [], []
+    for n in range(2000):
+        backoff = renewal.Backoff(first=30, cap=600, rng=random.Random(n))
+        sequence = [backoff.next() for _ in range(8)]
+        sequences.append(sequence)
+        first_retries.append(sequence[0])
+    # THEN every delay is within [first, cap]; the first in [first, 3 x first]
+    assert all(30 <= d <= 600 for seq in sequences for d in seq)
+    assert all(30 <= d <= 90 for d in first_retries)
+    # ... they come back spread out, not together (no 1 s bucket holds more than 5 %)
+    buckets: dict[int, int] = {}
+    for delay in first_retries:
+        buckets[int(delay)] = buckets.get(int(delay), 0) + 1
+    assert max(buckets.values()) < 100
+    # ... and the delays grow: later retries wait longer on average
+    means = [sum(seq[i] for seq in sequences) / len(sequences) for i in range(8)]
+    assert means[0] < means[2] < means[5]
+    backoff = renewal.Backoff(first=30, cap=600, rng=random.Random(1))
+    for _ in range(6):
+        backoff.next()
     backoff.reset()
-    assert backoff.next() == 30
+    assert backoff.next() <= 90
+
+
+def test_a_retry_after_is_a_floor_of_the_backoff_within_its_cap() -> None:
+    backoff = renewal.Backoff(first=1, cap=100, rng=random.Random(5))
+    assert backoff.next(floor=50) >= 50
+    assert backoff.next(floor=1e9) == 100
+    assert backoff.next(floor=0) <= 100
 
 
 # --- a renewal -------------------------------------------------------------------------------
@@ -306,6 +393,92 @@ def test_renew_due_from_the_cloud_starts_a_renewal_at_once(
     device.link.deliver(renewal.Topics(THING).due, {"notAfter": "x", "reason": "EXPIRING"})
     assert device.run(threading.Event(), renewals=1) == 1
     assert device.creds.certificate_id != provisioned.certificate_id
+
+
+def test_refused_renewals_are_retried_after_the_devices_own_jittered_delays(
+    tmp_path: Path, ca: Any, provisioned: Credentials, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # GIVEN a cloud that is throttled, then does not answer, then refuses, then accepts
+    cloud = FakeCloud(ca)
+    answers = iter(["throttled", "silent", "reject", "accept"])
+    asked: list[float] = []
+
+    def next_answer() -> None:
+        asked.append(time.monotonic())
+        cloud.answer = next(answers)
+
+    cloud.on_answer = next_answer
+    device = connected(tmp_path, ca, cloud, random.Random(42), renew_after=0, answer_timeout=0.2)
+
+    # WHEN the device runs until one renewal completed
+    capsys.readouterr()
+    assert device.run(threading.Event(), renewals=1) == 1
+
+    # THEN each refusal was followed by a delay the device drew (decorrelated jitter from its
+    # own random source, within [first, cap]), and it asked again only after that delay
+    failed = [e for e in map(events.parse, capsys.readouterr().out.splitlines()) if e]
+    failed = [e for e in failed if isinstance(e, events.RenewalFailed)]
+    assert [e.reason for e in failed] == ["THROTTLED", "TIMEOUT", "CERTIFICATE_REVOKED"]
+    expected = renewal.Backoff(first=0.05, cap=3600, rng=random.Random(42))
+    delays = [expected.next() for _ in failed]
+    assert [e.retry_in for e in failed] == pytest.approx(delays, rel=1e-3)
+    assert all(0.05 <= d <= 0.05 * 3**3 for d in delays)
+    assert len(asked) == 4
+    gaps = [later - earlier for earlier, later in itertools.pairwise(asked)]
+    assert all(gap >= delay for gap, delay in zip(gaps, delays, strict=True))
+
+
+def test_a_nudge_with_a_spread_renews_at_a_random_moment_of_it_not_at_once(
+    tmp_path: Path, ca: Any, provisioned: Credentials, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # GIVEN a device due in weeks, whose draw for a 2 s spread is 0.6 s (30 %)
+    class Draw(random.Random):
+        def uniform(self, a: float, b: float) -> float:
+            return a + 0.3 * (b - a)
+
+    cloud = FakeCloud(ca)
+    asked: list[float] = []
+    cloud.on_answer = lambda: asked.append(time.monotonic())
+    device = connected(tmp_path, ca, cloud, Draw())
+    assert isinstance(device.link, FakeLink)
+
+    # WHEN the expiry watch asks it to renew within 2 s
+    nudged = time.monotonic()
+    due = {"notAfter": "x", "reason": "EXPIRING", rules.RENEW_WITHIN: 2}
+    device.link.deliver(renewal.Topics(THING).due, due)
+    capsys.readouterr()
+    assert device.run(threading.Event(), renewals=1) == 1
+
+    # THEN it renewed once, at its drawn moment of the spread, for the nudge's reason
+    assert len(asked) == 1 and asked[0] - nudged >= 0.6
+    requested = [e for e in map(events.parse, capsys.readouterr().out.splitlines()) if e]
+    assert [e.reason for e in requested if isinstance(e, events.RenewalRequested)] == ["DUE"]
+
+
+def test_a_nudge_does_not_cut_short_the_wait_a_refusal_asked_for(
+    tmp_path: Path, ca: Any, provisioned: Credentials
+) -> None:
+    # GIVEN a cloud that refuses the first request as too soon (retry in 0.3 s) and, at the
+    # same time, the expiry watch asking the device to renew at once
+    cloud = FakeCloud(ca)
+    answers = iter(["too-soon", "accept"])
+    asked: list[float] = []
+
+    def next_answer() -> None:
+        asked.append(time.monotonic())
+        cloud.answer = next(answers)
+        link = device.link
+        assert isinstance(link, FakeLink)
+        link.deliver(renewal.Topics(THING).due, {"notAfter": "x", "reason": "EXPIRING"})
+
+    cloud.on_answer = next_answer
+    device = connected(tmp_path, ca, cloud, renew_after=0)
+
+    # WHEN the device runs until one renewal completed
+    assert device.run(threading.Event(), renewals=1) == 1
+
+    # THEN the nudge did not make it ask before the cloud's delay had passed
+    assert len(asked) == 2 and asked[1] - asked[0] >= 0.3
 
 
 # --- dying half-way --------------------------------------------------------------------------

@@ -5,10 +5,12 @@
 
 Signs in to Cognito (USER_PASSWORD_AUTH, public client: no secret), scans for devices that
 advertise the onboarding service (docs/ble-protocol.md), reads the device's DSN and X25519
-public key over GATT, calls POST /certificate with the ID token and relays the answer to the
-device in chunks. A 429 is retried after its Retry-After delay (at most 3 times, each wait at
-most 30 s, 60 s in all). An API error is shown and written to the device (APP_ERROR) so the
-device stays unprovisioned and says why. The API answer is never logged: it holds the encrypted key.
+public key over GATT (for a device with a factory attestation key: fetches a challenge from
+POST /certificate/challenge, writes it to the device and reads its attestation over it), calls
+POST /certificate with the ID token and relays the answer to the device in chunks. A 429 is
+retried after its Retry-After delay (at most 3 times, each wait at most 30 s, 60 s in all). An
+API error is shown and written to the device (APP_ERROR) so the device stays unprovisioned and
+says why. The API answer is never logged: it holds the encrypted key.
 
 The GATT client is onboarding_ble.gatt's OnboardingServiceProxy; progress is printed as event
 lines (onboarding_ble.events).
@@ -150,6 +152,15 @@ def login(backend: Backend, username: str, password: str) -> str:
     return str(auth["IdToken"])
 
 
+@dataclass(frozen=True)
+class Attestation:
+    """What the app relays of a device's attestation: the API's challenge and the device's
+    signature over it (DER)."""
+
+    challenge: bytes
+    signature: bytes
+
+
 def request_certificate(
     api_url: str,
     id_token: str,
@@ -158,26 +169,49 @@ def request_certificate(
     encryption: str = rules.FERNET_X25519,
     timeout: float = 35.0,
     csr: str | None = None,
-    attestation: bytes | None = None,
+    attestation: Attestation | None = None,
 ) -> ApiResult:
     """POST /certificate: publicKey mode, or CSR mode when ``csr`` (PEM) is given (the answer
     then carries no key, and ``encryption`` does not apply); with the device's ``attestation``
-    (DER signature) when it serves one."""
+    and the challenge it signs, when it serves one."""
     if csr is not None:
         fields = {"DSN": dsn, "csr": csr}
     else:
         fields = {"DSN": dsn, "publicKey": base64.b64encode(public_key).decode()}
         if encryption != rules.ENCRYPTION_SCHEMES[0]:  # the default; old APIs know no other
             fields["encryption"] = encryption
-    if attestation is not None:  # only then: an API without attestation refuses the field
-        fields["attestation"] = base64.b64encode(attestation).decode()
-    body = json.dumps(fields)
-    url = api_url.rstrip("/") + "/certificate"
+    if attestation is not None:  # only then: an API without attestation refuses the fields
+        fields["attestation"] = base64.b64encode(attestation.signature).decode()
+        fields["attestationChallenge"] = base64.b64encode(attestation.challenge).decode()
+    return _post(api_url, "/certificate", id_token, fields, timeout)
+
+
+def request_challenge(
+    api_url: str, id_token: str, dsn: str, timeout: float = 35.0
+) -> tuple[ApiResult, bytes]:
+    """POST /certificate/challenge: a single-use challenge for this user and DSN, for the
+    device to sign (docs/ble-protocol.md 3.1.2); the answer, and the challenge when it is ok."""
+    result = _post(api_url, "/certificate/challenge", id_token, {"DSN": dsn}, timeout)
+    if not result.ok:
+        return result, b""
+    try:
+        challenge = base64.b64decode(str(result.body.get("challenge", "")), validate=True)
+    except ValueError:
+        challenge = b""
+    if len(challenge) != protocol.CHALLENGE_LEN:
+        raise AppError(EXIT_API, "the API's challenge is not 32 bytes of base64")
+    return result, challenge
+
+
+def _post(
+    api_url: str, path: str, id_token: str, fields: dict[str, str], timeout: float
+) -> ApiResult:
+    url = api_url.rstrip("/") + path
     if not url.startswith(("https://", "http://")):
         raise AppError(EXIT_USAGE, f"API URL must be http(s): {api_url}")
     request = urllib.request.Request(  # noqa: S310 - scheme checked above
         url,
-        data=body.encode(),
+        data=json.dumps(fields).encode(),
         method="POST",
         headers={"Authorization": id_token, "Content-Type": "application/json"},
     )
@@ -227,9 +261,14 @@ async def request_certificate_with_retries(
     budget: float = RATE_LIMIT_BUDGET,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     csr: str | None = None,
-    attestation: bytes | None = None,
+    attest: Callable[[bytes], Awaitable[bytes | None]] | None = None,
 ) -> ApiResult:
     """`request_certificate`, retried on 429 after Retry-After (bounded); other answers as is.
+
+    ``attest``, for a device that attests: given a challenge, the device's signature over it
+    (``OnboardingServiceProxy.attestation``). Each attempt then first asks the API for a new
+    challenge (a challenge is used once, by the attempt that presents it) and the device for
+    its signature.
 
     Each wait is at most `max_wait`, the waits add up to at most `budget`, and there are at
     most `retries` retries; then the last 429 is returned (its `attempts` says how many).
@@ -237,8 +276,8 @@ async def request_certificate_with_retries(
     waited = 0.0
     attempt = 1
     while True:
-        result = request_certificate(
-            api_url, id_token, dsn, public_key, encryption, csr=csr, attestation=attestation
+        result = await _attested_request(
+            api_url, id_token, dsn, public_key, encryption, csr, attest
         )
         if result.status != 429:
             return replace(result, attempts=attempt)
@@ -250,6 +289,29 @@ async def request_certificate_with_retries(
         await sleep(wait)
         waited += wait
         attempt += 1
+
+
+async def _attested_request(
+    api_url: str,
+    id_token: str,
+    dsn: str,
+    public_key: bytes,
+    encryption: str,
+    csr: str | None,
+    attest: Callable[[bytes], Awaitable[bytes | None]] | None,
+) -> ApiResult:
+    """One attempt: the challenge and the device's signature over it first, if it attests."""
+    attestation = None
+    if attest is not None:
+        answer, challenge = request_challenge(api_url, id_token, dsn)
+        if not answer.ok:
+            return answer  # a refused challenge is the answer (a 429 is retried as any other)
+        signature = await attest(challenge)
+        if signature is not None:
+            attestation = Attestation(challenge, signature)
+    return request_certificate(
+        api_url, id_token, dsn, public_key, encryption, csr=csr, attestation=attestation
+    )
 
 
 def refusal(result: ApiResult) -> AppError:
@@ -463,8 +525,8 @@ async def provision(
                     csr = csr_pem(await link.device_csr(info))
                 else:
                     scheme = choose_scheme(info.schemes, options.encryption)
-                # The device's attestation, if it serves one, for the key just read.
-                attested = await link.attestation()
+                # A device with a factory key signs the API's challenge (fetched for this
+                # user and DSN first) with the key just read; others attest nothing.
                 result = await request_certificate_with_retries(
                     api_url,
                     get_token(),
@@ -472,7 +534,7 @@ async def provision(
                     info.public_key,
                     scheme,
                     csr=csr,
-                    attestation=attested,
+                    attest=link.attestation if link.attests else None,
                 )
                 if not result.ok:
                     msg = str(result.body.get("msg", ""))

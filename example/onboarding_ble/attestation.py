@@ -68,6 +68,11 @@ def public_pem(key: ec.EllipticCurvePrivateKey) -> str:
     )
 
 
-def sign(key: ec.EllipticCurvePrivateKey, dsn: str, public_key_der: bytes) -> bytes:
-    """The DER signature a device serves in DEVICE_ATTESTATION."""
-    return key.sign(rules.attestation_message(dsn, public_key_der), ec.ECDSA(hashes.SHA256()))
+def sign(
+    key: ec.EllipticCurvePrivateKey, dsn: str, challenge: bytes, public_key_der: bytes
+) -> bytes:
+    """The DER signature a device serves in DEVICE_ATTESTATION, over the challenge the app
+    wrote to ATTESTATION_CHALLENGE."""
+    return key.sign(
+        rules.attestation_message(dsn, challenge, public_key_der), ec.ECDSA(hashes.SHA256())
+    )

@@ -98,9 +98,11 @@ class ProvisioningSession:
                 .public_bytes(Encoding.DER)
             )
         # The factory attestation key (None: the device has none and serves no
-        # DEVICE_ATTESTATION); its signature covers the key this session asks to have certified.
+        # DEVICE_ATTESTATION); its signature covers the key this session asks to have certified
+        # and the challenge the reading connection wrote (one per connection: another app in
+        # range cannot swap the challenge an app is about to have signed).
         self.attestation_key = attestation_key
-        self._attestation = b""
+        self._challenges: dict[object, bytes] = {}
         self.status = StatusReport(Status.IDLE)
         self.credentials: Credentials | None = None
         self.owner: object | None = None  # the connection that sent BEGIN
@@ -128,16 +130,24 @@ class ProvisioningSession:
         der: bytes = key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
         return der
 
-    def attestation(self) -> bytes:
-        """DEVICE_ATTESTATION: the factory key's signature over the DSN and the certified key
-        (made once per session: the key does not change while unprovisioned)."""
+    def write_challenge(self, value: bytes, connection: object = None) -> None:
+        """ATTESTATION_CHALLENGE: the challenge the API gave this connection's app."""
+        if self.status.status is Status.PROVISIONED:
+            raise ProtocolError(Status.ERR_STATE, "already provisioned")
         if self.attestation_key is None:
+            raise ProtocolError(Status.ERR_STATE, "this device has no attestation key")
+        if len(value) != protocol.CHALLENGE_LEN:
+            raise ProtocolError(Status.ERR_LENGTH, f"a challenge is {protocol.CHALLENGE_LEN} bytes")
+        self._challenges[connection] = bytes(value)
+
+    def attestation(self, connection: object = None) -> bytes:
+        """DEVICE_ATTESTATION: the factory key's signature over the DSN, the challenge this
+        connection wrote and the certified key; empty until it wrote one (there is nothing to
+        sign: a signature without the challenge would be anyone's to replay)."""
+        challenge = self._challenges.get(connection)
+        if self.attestation_key is None or challenge is None:
             return b""
-        if not self._attestation:
-            self._attestation = attestation.sign(
-                self.attestation_key, self.dsn, self.certified_key_der
-            )
-        return self._attestation
+        return attestation.sign(self.attestation_key, self.dsn, challenge, self.certified_key_der)
 
     def device_info(self) -> bytes:
         """DEVICE_INFO, version 1 (what a version-1 app reads)."""
@@ -280,6 +290,7 @@ class ProvisioningSession:
 
     def disconnected(self, connection: object) -> None:
         """A dropped link ends the session: the app reconnects and starts again with BEGIN."""
+        self._challenges.pop(connection, None)
         if connection is self.owner and self.status.status is not Status.PROVISIONED:
             self._reset()
 
@@ -335,16 +346,23 @@ class OnboardingService(gatt.TemplateService):
                 gatt.CharacteristicValue(read=lambda _connection: session.device_info()),
             )
         ]
-        # Additive: only a device with a factory key has it; older apps never look for it.
+        # Additive: only a device with a factory key has them; older apps never look for them.
+        # The app writes the API's challenge, then reads the signature over it.
         if session.attestation_key is not None:
-            by_version.append(
+            by_version += [
+                gatt.Characteristic(
+                    protocol.ATTESTATION_CHALLENGE_UUID,
+                    write,
+                    writable,
+                    gatt.CharacteristicValue(write=self._guarded(session.write_challenge)),
+                ),
                 gatt.Characteristic(
                     protocol.DEVICE_ATTESTATION_UUID,
                     read,
                     readable,
-                    gatt.CharacteristicValue(read=lambda _connection: session.attestation()),
-                )
-            )
+                    gatt.CharacteristicValue(read=session.attestation),
+                ),
+            ]
         super().__init__(
             [
                 *by_version,
@@ -457,6 +475,7 @@ class OnboardingServiceProxy(gatt_client.ProfileServiceProxy):
         self.device_info_v2_characteristic = optional(protocol.DEVICE_INFO_V2_UUID)
         self.device_csr_characteristic = optional(protocol.DEVICE_CSR_UUID)
         self.device_attestation_characteristic = optional(protocol.DEVICE_ATTESTATION_UUID)
+        self.attestation_challenge_characteristic = optional(protocol.ATTESTATION_CHALLENGE_UUID)
         if self.device_info_characteristic is None and self.device_info_v2_characteristic is None:
             raise MissingService("onboarding service incomplete: no DEVICE_INFO")
         self.connection: Any = service_proxy.client.connection
@@ -499,11 +518,21 @@ class OnboardingServiceProxy(gatt_client.ProfileServiceProxy):
             raise ProtocolError(Status.ERR_FORMAT, "DEVICE_CSR does not match DEVICE_INFO_V2")
         return der
 
-    async def attestation(self) -> bytes | None:
-        """The device's attestation (DER signature), or None when it serves none. The app
-        relays it as is: only the service can check it (against the allowlisted key)."""
-        if self.device_attestation_characteristic is None:
+    @property
+    def attests(self) -> bool:
+        """Whether the device has a factory key: it takes a challenge and signs over it."""
+        return (
+            self.device_attestation_characteristic is not None
+            and self.attestation_challenge_characteristic is not None
+        )
+
+    async def attestation(self, challenge: bytes) -> bytes | None:
+        """Write the API's challenge, then read the device's attestation over it (a DER
+        signature); None when the device attests nothing. The app relays it as is: only the
+        service can check it (against the allowlisted key)."""
+        if not self.attests:
             return None
+        await self.attestation_challenge_characteristic.write_value(challenge, with_response=True)
         value = bytes(await self.device_attestation_characteristic.read_value())
         if not 8 <= len(value) <= protocol.ATTESTATION_MAX_LEN:
             raise ProtocolError(Status.ERR_FORMAT, "DEVICE_ATTESTATION is not a signature")

@@ -29,9 +29,14 @@ CONTROL_UUID = "c8c94637-0cca-4425-a4cf-1561cee9a437"  # write (with response)
 DATA_UUID = "f8af712a-3a1c-414a-b9ff-36d3061a15a3"  # write (with response)
 STATUS_UUID = "acdb45c9-76d9-402b-9733-a4a9cc3690c8"  # read + notify
 DEVICE_CSR_UUID = "70cba7bc-7441-4c13-8404-0b37c7f36524"  # read: CSR mode only, the CSR (DER)
-# read: the factory key's signature over the DSN and the key to certify (devices that have one)
+# read: the factory key's signature over the DSN, the challenge this connection wrote to
+# ATTESTATION_CHALLENGE and the key to certify (devices that have a factory key); empty before
+# a challenge is written
 DEVICE_ATTESTATION_UUID = "3f1d0c52-8b0e-4a4e-9d56-6a3f3b7f2c11"
 ATTESTATION_MAX_LEN = 72  # a DER ECDSA P-256 signature
+# write (with response): the 32-byte challenge the API gave the app (devices that have one)
+ATTESTATION_CHALLENGE_UUID = "d3d23b35-1b25-4b6b-9df8-1a108757119b"
+CHALLENGE_LEN = rules.CHALLENGE_LEN
 
 KEY_TYPE_X25519 = 1
 KEY_TYPE_CSR = 2  # DEVICE_INFO_V2 only: the device made its own key; the field is SHA-256(CSR)

@@ -8,7 +8,8 @@ The example owns this module: a device cannot ship Lambda code, and the Lambda's
 definitions (``provisioning/models.py``: ``ENCRYPTION_SCHEMES``, ``DSN_PATTERN``;
 ``provisioning/crypto.py``: ``HKDF_LABEL``, ``DSN_URI_PREFIX``, ``common_name_for``,
 ``is_canonical_x25519``; ``provisioning/config.py``: ``THING_PREFIX_PATTERN``;
-``provisioning/attestation.py``: ``MESSAGE_PREFIX``, ``message``).
+``provisioning/attestation.py``: ``MESSAGE_PREFIX``, ``message``; ``provisioning/challenge.py``:
+``CHALLENGE_BYTES``).
 ``tests/unit/test_shared_rules.py`` fails as soon as the two disagree, and checks the API model
 and the ThingPrefix parameter in template.yaml against the same rules.
 """
@@ -72,13 +73,17 @@ def is_canonical_x25519(public_key: bytes) -> bool:
     return len(public_key) == 32 and int.from_bytes(public_key, "little") < X25519_P
 
 
-# What a device's factory attestation key signs (ECDSA P-256, SHA-256, DER): the DSN and the
+# What a device's factory attestation key signs (ECDSA P-256, SHA-256, DER): the DSN, the
+# challenge the API gave the app for it (written to ATTESTATION_CHALLENGE) and the
 # SubjectPublicKeyInfo (DER) of the key it asks to have certified. docs/ble-protocol.md 3.1.2.
-ATTESTATION_PREFIX = b"iot-device-onboarding/attestation/v1\x00"
+ATTESTATION_PREFIX = b"iot-device-onboarding/attestation/v2\x00"
+CHALLENGE_LEN = 32
 
 
-def attestation_message(dsn: str, public_key_der: bytes) -> bytes:
-    return ATTESTATION_PREFIX + dsn.encode("ascii") + b"\x00" + public_key_der
+def attestation_message(dsn: str, challenge: bytes, public_key_der: bytes) -> bytes:
+    if len(challenge) != CHALLENGE_LEN:
+        raise ValueError(f"the challenge is {CHALLENGE_LEN} bytes")
+    return ATTESTATION_PREFIX + dsn.encode("ascii") + b"\x00" + challenge + public_key_der
 
 
 # Renewal over MQTT: the topics under the device policy's things/<thing>/*. The request topic's

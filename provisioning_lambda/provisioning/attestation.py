@@ -3,16 +3,23 @@
 The message a device signs (ECDSA P-256 with SHA-256, its factory attestation key; the
 signature travels DER-encoded, in standard base64, as the request's ``attestation``)::
 
-    b"iot-device-onboarding/attestation/v1\\x00" + DSN (ASCII) + b"\\x00" + SPKI DER
+    b"iot-device-onboarding/attestation/v2\\x00" + DSN (ASCII) + b"\\x00"
+        + challenge (32 bytes) + SPKI DER
 
-where SPKI DER is the SubjectPublicKeyInfo (DER) of the key being certified: in publicKey mode
-the device's X25519 key (``x25519_spki_der``), in CSR mode the CSR's public key, the bytes of
-CertificationRequestInfo.subjectPKInfo in the CSR's DER (``CheckedCsr.public_key_der``:
-crypto.load_device_csr accepts a key only in its standard encoding, so the bytes the CSR
-carries and their re-encoding are the same). Binding the key stops a captured
-attestation from being replayed for an attacker's key; binding the DSN stops it from being moved to
-another serial number. The DSN never holds ``\\x00`` (models.DSN_PATTERN), so the parts split
-one way only.
+where the challenge is the one the service gave the caller for this DSN
+(``POST /certificate/challenge``; challenge.py), sent back as the request's
+``attestationChallenge``, and SPKI DER is the SubjectPublicKeyInfo (DER) of the key being
+certified: in publicKey mode the device's X25519 key (``x25519_spki_der``), in CSR mode the
+CSR's public key, the bytes of CertificationRequestInfo.subjectPKInfo in the CSR's DER
+(``CheckedCsr.public_key_der``: crypto.load_device_csr accepts a key only in its standard
+encoding, so the bytes the CSR carries and their re-encoding are the same).
+
+Binding the key stops a captured attestation from being replayed for an attacker's key; binding
+the DSN stops it from being moved to another serial number; binding the challenge, which the
+service issued to one caller for one DSN and accepts once, within minutes, stops it from being
+replayed from anyone else's account (the BLE link is unpaired: whoever is in range reads what
+the device serves). The DSN never holds ``\\x00`` (models.DSN_PATTERN) and the challenge has a
+fixed length, so the parts split one way only.
 
 An attested key is certified once: the commit that names the certificate records the SHA-256
 of the key's SPKI DER for the DSN (``certified_key_id``; an allowlist-table item of its own, in
@@ -31,7 +38,12 @@ The decision (``check``) runs before the device's lease is taken or anything is 
 - attestation off: an ``attestation`` for a DSN listed with a key is verified (a wrong one is
   refused: it is evidence of tampering, not of an old device); otherwise it is ignored, since
   there is no key to check it against and unlisted devices are allowed;
-- an attestation that verifies, over a key certified before for the DSN -> ``ATTESTATION_REPLAYED``.
+- an attestation that verifies, over a key certified before for the DSN -> ``ATTESTATION_REPLAYED``;
+- an attestation that verifies is then the caller's only with its challenge: the challenge is
+  consumed (challenge.consume: one conditional write, so two requests cannot both use it), and one
+  that is unknown, another caller's or DSN's (``CHALLENGE_INVALID``), used before
+  (``CHALLENGE_USED``) or expired (``CHALLENGE_EXPIRED``) refuses the request. An attestation that
+  is ignored (attestation off, no key listed) leaves its challenge alone.
 
 Provisioning reads the entry once more just before its commit (``still_allowed``): a block that
 landed while the request was working rolls the request back (``DEVICE_BLOCKED``).
@@ -49,12 +61,13 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, x25519
 
+from .challenge import CHALLENGE_BYTES, consume
 from .errors import BadRequest, Forbidden
 
 if TYPE_CHECKING:
     from .ports import Services
 
-MESSAGE_PREFIX = b"iot-device-onboarding/attestation/v1\x00"
+MESSAGE_PREFIX = b"iot-device-onboarding/attestation/v2\x00"
 # A DER ECDSA P-256 signature is at most 72 bytes; base64 of that is 96 characters.
 MAX_SIGNATURE_BYTES = 72
 MAX_SIGNATURE_TEXT = 96
@@ -95,9 +108,11 @@ class AllowlistEntry:
         }
 
 
-def message(dsn: str, public_key_der: bytes) -> bytes:
-    """The exact bytes a device signs."""
-    return MESSAGE_PREFIX + dsn.encode("ascii") + b"\x00" + public_key_der
+def message(dsn: str, challenge: bytes, public_key_der: bytes) -> bytes:
+    """The exact bytes a device signs (docs/ble-protocol.md 3.1.2 has a worked example)."""
+    if len(challenge) != CHALLENGE_BYTES:
+        raise ValueError(f"the challenge is {CHALLENGE_BYTES} bytes")
+    return MESSAGE_PREFIX + dsn.encode("ascii") + b"\x00" + challenge + public_key_der
 
 
 def x25519_spki_der(raw_public_key: bytes) -> bytes:
@@ -107,9 +122,11 @@ def x25519_spki_der(raw_public_key: bytes) -> bytes:
     )
 
 
-def sign(private_key: ec.EllipticCurvePrivateKey, dsn: str, public_key_der: bytes) -> str:
+def sign(
+    private_key: ec.EllipticCurvePrivateKey, dsn: str, challenge: bytes, public_key_der: bytes
+) -> str:
     """What a device sends as ``attestation`` (the factory's and the tests' side)."""
-    signature = private_key.sign(message(dsn, public_key_der), ec.ECDSA(hashes.SHA256()))
+    signature = private_key.sign(message(dsn, challenge, public_key_der), ec.ECDSA(hashes.SHA256()))
     return base64.b64encode(signature).decode("ascii")
 
 
@@ -163,14 +180,16 @@ def public_key_pem(public_key_der: bytes) -> str:
     ).decode("ascii")
 
 
-def verifies(entry: AllowlistEntry, dsn: str, public_key_der: bytes, signature: bytes) -> bool:
-    if not entry.public_key_der:
+def verifies(
+    entry: AllowlistEntry, dsn: str, challenge: bytes, public_key_der: bytes, signature: bytes
+) -> bool:
+    if not entry.public_key_der or len(challenge) != CHALLENGE_BYTES:
         return False
     key = serialization.load_der_public_key(entry.public_key_der)
     if not isinstance(key, ec.EllipticCurvePublicKey):
         return False
     try:
-        key.verify(signature, message(dsn, public_key_der), ec.ECDSA(hashes.SHA256()))
+        key.verify(signature, message(dsn, challenge, public_key_der), ec.ECDSA(hashes.SHA256()))
     except InvalidSignature:
         return False
     return True
@@ -183,11 +202,14 @@ def check(
     dsn: str,
     public_key_der: bytes,
     signature: bytes | None,
+    challenge: bytes = b"",
     certified: bool = False,
 ) -> None:
     """Raise Forbidden (403, stable code) unless this device may have this key certified.
 
     ``certified``: the allowlist records this key as certified for the DSN before.
+    ``challenge``: the request's ``attestationChallenge`` (the signature covers it); whether it
+    is the caller's, unused and in time is challenge.consume's to say, after this.
 
     ``public_key_der`` is the SPKI DER of the key being certified: ``x25519_spki_der`` of the
     request's publicKey, or, in CSR mode, ``CheckedCsr.public_key_der``.
@@ -204,7 +226,7 @@ def check(
             )
     if signature is None or not listed or entry is None:
         return
-    if not verifies(entry, dsn, public_key_der, signature):
+    if not verifies(entry, dsn, challenge, public_key_der, signature):
         raise Forbidden(
             "The device's attestation does not verify for this device and key.",
             "ATTESTATION_INVALID",
@@ -226,16 +248,21 @@ def certified_key_id(public_key_der: bytes) -> str:
 
 
 def authorise_device(
-    services: Services, dsn: str, public_key_der: bytes, signature: bytes | None
+    services: Services,
+    caller_sub: str,
+    request: AttestedKey,
+    request_id: str,
 ) -> str:
-    """The check POST /certificate makes before it takes the device's lease (``check``).
+    """The check POST /certificate makes before it takes the device's lease (``check``, then
+    the challenge consumed when the attestation verified).
 
-    ``public_key_der``: SPKI DER of the key to be certified. publicKey mode passes
+    ``request.public_key_der``: SPKI DER of the key to be certified. publicKey mode passes
     ``x25519_spki_der(request.device_public_key)``; CSR mode passes ``csr_spki_der`` of the
     request's CSR. Returns the key's ``certified_key_id`` when an attestation vouched for it
     (the commit records it), else "".
     """
     allowlist = services.allowlist
+    dsn, signature = request.dsn, request.signature
     entry = allowlist.get(dsn) if allowlist is not None else None
     attested = (
         signature is not None
@@ -243,16 +270,29 @@ def authorise_device(
         and not entry.blocked
         and bool(entry.public_key_der)
     )
-    key_id = certified_key_id(public_key_der) if attested else ""
+    key_id = certified_key_id(request.public_key_der) if attested else ""
     check(
         required=services.settings.require_attestation,
         entry=entry,
         dsn=dsn,
-        public_key_der=public_key_der,
+        public_key_der=request.public_key_der,
         signature=signature,
+        challenge=request.challenge,
         certified=bool(key_id and allowlist is not None and allowlist.is_certified(dsn, key_id)),
     )
+    if key_id:
+        consume(services, caller_sub, dsn, request.challenge, request_id)
     return key_id
+
+
+@dataclass(frozen=True)
+class AttestedKey:
+    """What a provisioning request says about the key to certify and who vouches for it."""
+
+    dsn: str
+    public_key_der: bytes
+    signature: bytes | None = None
+    challenge: bytes = b""
 
 
 def still_allowed(services: Services, dsn: str) -> None:

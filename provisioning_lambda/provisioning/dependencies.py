@@ -13,6 +13,7 @@ import boto3
 
 from .adapters.allowlist import AllowlistStore
 from .adapters.aws import make_client
+from .adapters.challenges import ChallengeStore
 from .adapters.fleet_store import FleetStore
 from .adapters.iot import IotRegistry
 from .adapters.iot_data import IotPublisher
@@ -51,6 +52,9 @@ def get_services() -> Services:
         executor=ThreadPoolExecutor(max_workers=8, thread_name_prefix="aws"),
         budgets=budgets,
         allowlist=AllowlistStore(dynamodb, settings.allowlist_table, settings.audit_table)
+        if settings.allowlist_table
+        else None,
+        challenges=ChallengeStore(dynamodb, settings.allowlist_table)
         if settings.allowlist_table
         else None,
         # No call until the first publish (the renewal function) or disconnect (ending access).

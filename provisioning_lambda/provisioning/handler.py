@@ -13,10 +13,11 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from .allowlist import block_entry, load_entries, read_entry
 from .budget import Budget
+from .challenge import issue_challenge
 from .dependencies import get_services
 from .errors import ProvisioningError
 from .fleet_routes import router as fleet_router
-from .models import Caller, parse_dsn, parse_provision_request
+from .models import Caller, parse_challenge_request, parse_dsn, parse_provision_request
 from .observability import logger, metrics, tracer
 from .service import describe_device, provision_device, revoke_device
 
@@ -49,6 +50,19 @@ def post_certificate() -> dict[str, str]:
     )
     metrics.add_metric(name="DeviceProvisioned", unit=MetricUnit.Count, value=1)
     return result.to_response()
+
+
+@app.post("/certificate/challenge")
+@tracer.capture_method(capture_response=False)
+def post_certificate_challenge() -> dict[str, str]:
+    event = app.current_event
+    services = get_services()
+    dsn = parse_challenge_request(
+        event.body, services.settings.max_dsn_length, base64_encoded=bool(event.is_base64_encoded)
+    )
+    caller = Caller.from_claims(event.request_context.authorizer.claims)
+    logger.append_keys(dsn=dsn, caller=caller.sub)
+    return issue_challenge(dsn, caller, services)
 
 
 @app.get("/devices/<dsn>")

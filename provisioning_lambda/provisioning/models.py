@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .attestation import parse_signature
+from .challenge import parse_challenge
 from .errors import BadRequest
 
 # Room for a CSR of an RSA-4096 key (its PEM, JSON-escaped) besides the other fields.
@@ -23,7 +24,9 @@ MAX_DSN_LENGTH = 115  # 128 (IoT's thing-name limit) - 12 (ThingPrefix at most) 
 _DSN_CHARACTERS = re.compile(r"[A-Za-z0-9_-]+", re.ASCII)
 # The first is the default: what the original sample's devices understand.
 ENCRYPTION_SCHEMES = ("fernet-x25519", "x25519-hkdf-sha256-aes256gcm")
-ALLOWED_FIELDS = frozenset({"DSN", "publicKey", "csr", "encryption", "attestation"})
+ALLOWED_FIELDS = frozenset(
+    {"DSN", "publicKey", "csr", "encryption", "attestation", "attestationChallenge"}
+)
 
 ADMINISTRATORS = "Administrators"
 MEMBERS = "Members"
@@ -40,6 +43,8 @@ class ProvisionRequest:
     csr_pem: bytes = b""
     # The device's DER ECDSA signature (attestation.py); None when the request has none.
     attestation: bytes | None = None
+    # The challenge the signature covers (challenge.py): 32 bytes whenever there is one.
+    attestation_challenge: bytes = b""
 
     @property
     def csr_mode(self) -> bool:
@@ -62,8 +67,20 @@ def parse_provision_request(
     dsn = check_dsn(_required_string(data, "DSN"), max_dsn_length)
 
     attestation = None
+    challenge = b""
     if data.get("attestation") is not None:
         attestation = parse_signature(_required_string(data, "attestation"))
+        if data.get("attestationChallenge") is None:
+            raise BadRequest(
+                "attestation needs the attestationChallenge it signs.", "CHALLENGE_MISSING"
+            )
+    if data.get("attestationChallenge") is not None:
+        if attestation is None:
+            raise BadRequest(
+                "attestationChallenge comes with the attestation that signs it.",
+                "ATTESTATION_MISSING",
+            )
+        challenge = parse_challenge(_required_string(data, "attestationChallenge"))
 
     if "publicKey" in data and "csr" in data:
         raise BadRequest("Give publicKey or csr, not both.", "KEY_FIELDS_CONFLICT")
@@ -79,7 +96,12 @@ def parse_provision_request(
                 f"csr must be a PEM certificate request of at most {MAX_CSR_CHARS} characters.",
                 "CSR_INVALID",
             )
-        return ProvisionRequest(dsn=dsn, csr_pem=csr.encode("ascii"), attestation=attestation)
+        return ProvisionRequest(
+            dsn=dsn,
+            csr_pem=csr.encode("ascii"),
+            attestation=attestation,
+            attestation_challenge=challenge,
+        )
 
     encoded = _required_string(data, "publicKey")
     try:
@@ -97,8 +119,23 @@ def parse_provision_request(
             f"encryption must be one of: {', '.join(ENCRYPTION_SCHEMES)}.", "ENCRYPTION_INVALID"
         )
     return ProvisionRequest(
-        dsn=dsn, device_public_key=public_key, encryption=encryption, attestation=attestation
+        dsn=dsn,
+        device_public_key=public_key,
+        encryption=encryption,
+        attestation=attestation,
+        attestation_challenge=challenge,
     )
+
+
+def parse_challenge_request(
+    body: str | None, max_dsn_length: int, *, base64_encoded: bool = False
+) -> str:
+    """POST /certificate/challenge's body, ``{"DSN"}``: the DSN, or BadRequest."""
+    data = _json_object(_body_text(body, base64_encoded))
+    unknown = sorted(set(data) - {"DSN"})
+    if unknown:
+        raise BadRequest(f"Unknown field: {unknown[0][:40]!r}.", "UNKNOWN_FIELD")
+    return check_dsn(_required_string(data, "DSN"), max_dsn_length)
 
 
 def _body_text(body: object, base64_encoded: bool, limit: int = MAX_BODY_BYTES) -> str:

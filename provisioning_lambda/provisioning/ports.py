@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from .attestation import AllowlistEntry
 from .budget import Budget
+from .challenge import Consumed
 from .config import Settings
 from .models import (
     AuditEvent,
@@ -120,6 +121,15 @@ class AllowlistPort(Protocol):
     def block(self, dsn: str, at: str, actor: str) -> AllowlistEntry: ...
 
 
+class ChallengePort(Protocol):
+    def put_challenge(
+        self, dsn: str, challenge: bytes, caller_sub: str, expires_at: int, at: str
+    ) -> None: ...
+    def consume_challenge(
+        self, dsn: str, challenge: bytes, caller_sub: str, now: int, at: str, request_id: str
+    ) -> Consumed: ...
+
+
 class BudgetHolder:
     """The budget of the request in progress, read by the adapters' clients before each
     attempt and retry. A container runs one request at a time."""
@@ -154,3 +164,5 @@ class Services:
     allowlist: AllowlistPort | None = None
     # IoT's data plane, to end a device's live session when its access ends (lease.py).
     connections: ConnectionsPort | None = None
+    # Attestation challenges (challenge.py); kept beside the allowlist, None without it.
+    challenges: ChallengePort | None = None

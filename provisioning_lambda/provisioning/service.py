@@ -5,7 +5,9 @@ Order of work for one request (independent calls run concurrently):
 1. validate the device key (canonical, not low-order) or, in CSR mode, the device's CSR (its
    signature and key; its subject and extensions are ignored), and authorise the caller;
    refuse a blocked device, and with attestation on one that does not attest the key to be
-   certified, or attests a key certified before (attestation.py);
+   certified, or attests a key certified before (attestation.py); an attestation that verifies
+   consumes its challenge, which must be the caller's, for this DSN, unused and in time
+   (challenge.py);
 2. take the device's lease in DynamoDB (ownership check and in-flight guard in one write), and
    first finish or undo whatever an earlier request for the device left (lease.py);
 3. issue the certificate from ACM PCA  ||  create the thing in its group  ||  endpoint lookup;
@@ -39,7 +41,7 @@ from concurrent.futures import Future
 from dataclasses import replace
 from typing import Any
 
-from .attestation import authorise_device, still_allowed, x25519_spki_der
+from .attestation import AttestedKey, authorise_device, still_allowed, x25519_spki_der
 from .budget import ATTEMPT_SECONDS, FORWARD_RESERVE_SECONDS, Budget
 from .crypto import (
     CertificateFacts,
@@ -87,9 +89,14 @@ def provision_device(
     with services.budgets.running(budget):
         certified_key = authorise_device(
             services,
-            request.dsn,
-            csr.public_key_der if csr else x25519_spki_der(request.device_public_key),
-            request.attestation,
+            caller.sub,
+            AttestedKey(
+                request.dsn,
+                csr.public_key_der if csr else x25519_spki_der(request.device_public_key),
+                request.attestation,
+                request.attestation_challenge,
+            ),
+            request_id,
         )
         task = DeviceTask(services, caller, request.dsn, budget, request_id)
         task.claim()

@@ -77,13 +77,22 @@ class Factory:
             .decode()
         )
 
-    def body(self, dsn: str, public_b64: str) -> dict[str, str]:
+    def body(self, dsn: str, public_b64: str, challenge: bytes) -> dict[str, str]:
+        """The app's request: the device's key and its attestation over the API's challenge."""
         spki = attestation.x25519_spki_der(base64.b64decode(public_b64))
         return {
             "DSN": dsn,
             "publicKey": public_b64,
-            "attestation": attestation.sign(self.key, dsn, spki),
+            "attestation": attestation.sign(self.key, dsn, challenge, spki),
+            "attestationChallenge": base64.b64encode(challenge).decode(),
         }
+
+
+def challenge(api: str, dsn: str, user: AppUser) -> bytes:
+    """POST /certificate/challenge, as the app asks before it asks the device."""
+    status, answer = http("POST", f"{api}/certificate/challenge", {"DSN": dsn}, user.id_token)
+    assert status == 200, answer
+    return base64.b64decode(answer["challenge"])
 
 
 def test_a_listed_device_is_provisioned_and_others_are_refused(
@@ -118,7 +127,9 @@ def test_a_listed_device_is_provisioned_and_others_are_refused(
 
     # WHEN the member provisions it with its attestation
     _, public = device_key()
-    status, answer = post_certificate(api, factory.body(dsn, public), member.id_token)
+    status, answer = post_certificate(
+        api, factory.body(dsn, public, challenge(api, dsn, member)), member.id_token
+    )
     # THEN it gets its certificate
     assert status == 200, answer
     # ... while a request without attestation, or from a device not listed, is refused
@@ -127,10 +138,14 @@ def test_a_listed_device_is_provisioned_and_others_are_refused(
         api, {"DSN": dsn, "publicKey": other_public}, member.id_token
     )
     assert (status, refused["code"]) == (403, "ATTESTATION_REQUIRED")
-    status, refused = post_certificate(api, Factory().body(stranger, other_public), member.id_token)
+    status, refused = post_certificate(
+        api,
+        Factory().body(stranger, other_public, challenge(api, stranger, member)),
+        member.id_token,
+    )
     assert (status, refused["code"]) == (403, "DEVICE_NOT_ALLOWED")
     # ... and a key swapped on the way is refused (the attestation names the device's key)
-    swapped = factory.body(dsn, public) | {"publicKey": other_public}
+    swapped = factory.body(dsn, public, challenge(api, dsn, member)) | {"publicKey": other_public}
     status, refused = post_certificate(api, swapped, member.id_token)
     assert (status, refused["code"]) == (403, "ATTESTATION_INVALID")
 
@@ -141,11 +156,53 @@ def test_a_listed_device_is_provisioned_and_others_are_refused(
     iot = attesting_stack.client("iot")
     described = iot.describe_certificate(certificateId=answer["certificateId"])
     assert described["certificateDescription"]["status"] == "REVOKED"
-    status, refused = post_certificate(api, factory.body(dsn, public), member.id_token)
+    status, refused = post_certificate(
+        api, factory.body(dsn, public, challenge(api, dsn, member)), member.id_token
+    )
     assert (status, refused["code"]) == (403, "DEVICE_BLOCKED")
     status, entry = http("GET", f"{api}/allowlist/{dsn}", None, admin.id_token)
     assert (status, entry["status"], entry["attestationPublicKey"]) == (
         200,
         "BLOCKED",
         factory.public_pem,
+    )
+
+
+def test_a_captured_attestation_is_useless_from_another_account(
+    attesting_stack: RunningStack,
+) -> None:
+    api = attesting_stack.api_url
+    admin = new_member(attesting_stack, "Administrators")
+    owner, mallory = new_member(attesting_stack), new_member(attesting_stack)
+    factory, dsn = Factory(), unique_dsn()
+    rows = {"devices": [{"DSN": dsn, "attestationPublicKey": factory.public_pem}]}
+    assert http("POST", f"{api}/allowlist", rows, admin.id_token)[0] == 200
+    # GIVEN the owner's app fetched a challenge and the device signed it, over the air
+    _, public = device_key()
+    captured = factory.body(dsn, public, challenge(api, dsn, owner))
+    # WHEN Mallory, who captured it, sends it first from his own account
+    status, refused = post_certificate(api, captured, mallory.id_token)
+    # THEN it is refused (the gateway's model let the fields through; the function said no)
+    assert (status, refused["code"]) == (403, "CHALLENGE_INVALID")
+    # ... and so is a challenge of his own beside the device's signature
+    own = base64.b64encode(challenge(api, dsn, mallory)).decode()
+    status, refused = post_certificate(
+        api, captured | {"attestationChallenge": own}, mallory.id_token
+    )
+    assert (status, refused["code"]) == (403, "ATTESTATION_INVALID")
+    # ... while the owner's request goes through, once
+    status, answer = post_certificate(api, captured, owner.id_token)
+    assert status == 200, answer
+    status, refused = post_certificate(api, captured, owner.id_token)
+    assert (status, refused["code"]) == (403, "ATTESTATION_REPLAYED")  # its key is certified
+    # ... and the gateway refuses a challenge that is not 32 bytes of base64, or a bad body
+    status, _ = post_certificate(api, captured | {"attestationChallenge": "QUJD"}, owner.id_token)
+    assert status == 400
+    assert http("POST", f"{api}/certificate/challenge", {"DSN": "a b"}, owner.id_token) == (
+        400,
+        gateway_error("BAD_REQUEST_BODY"),
+    )
+    assert http("POST", f"{api}/certificate/challenge", {"DSN": dsn}, None) == (
+        401,
+        gateway_error("UNAUTHORIZED"),
     )

@@ -64,11 +64,20 @@ class FactoryDevice(Device):
             .decode()
         )
 
-    def attest(self) -> str:
-        return attestation.sign(self.attestation_key, self.dsn, self.spki)
+    def attest(self, challenge: bytes) -> str:
+        return attestation.sign(self.attestation_key, self.dsn, challenge, self.spki)
 
-    def attested_body(self, **changes: Any) -> str:
-        body = {"DSN": self.dsn, "publicKey": self.public_key_b64, "attestation": self.attest()}
+    def attested_body(self, challenge: bytes, **changes: Any) -> str:
+        """The app's request: the device's key and its attestation over ``challenge`` (without
+        the challenge too when ``attestation=None``)."""
+        body = {
+            "DSN": self.dsn,
+            "publicKey": self.public_key_b64,
+            "attestation": self.attest(challenge),
+            "attestationChallenge": base64.b64encode(challenge).decode(),
+        }
+        if "attestation" in changes and changes["attestation"] is None:
+            body["attestationChallenge"] = None
         body.update(changes)
         return json.dumps({k: v for k, v in body.items() if v is not None})
 
@@ -151,6 +160,9 @@ def call(
     elif parts[0] == "allowlist":
         event["resource"] = event["requestContext"]["resourcePath"] = "/allowlist"
         event["pathParameters"] = None
+    elif path == "/certificate/challenge":
+        event["resource"] = event["requestContext"]["resourcePath"] = path
+        event["pathParameters"] = None
     if sub == "":
         del event["requestContext"]["authorizer"]["claims"]["sub"]
     with world.recorder.acting_as("ProvisioningFunction"):
@@ -174,6 +186,18 @@ def listed(world: World, device: FactoryDevice) -> FactoryDevice:
 
 def provision(world: World, body: str, sub: str = OWNER) -> tuple[int, dict[str, Any]]:
     return call(world, "POST", "/certificate", body, sub)
+
+
+def challenge_for(world: World, dsn: str, sub: str = OWNER) -> bytes:
+    """What the app asks the API first: a challenge for this caller and DSN."""
+    status, answer = call(world, "POST", "/certificate/challenge", json.dumps({"DSN": dsn}), sub)
+    assert status == 200, answer
+    return base64.b64decode(answer["challenge"])
+
+
+def attested(world: World, device: FactoryDevice, sub: str = OWNER, **changes: Any) -> str:
+    """The body the app sends for ``sub``: the device's attestation over a fresh challenge."""
+    return device.attested_body(challenge_for(world, device.dsn, sub), **changes)
 
 
 def block(world: World, dsn: str) -> tuple[int, dict[str, Any]]:
@@ -208,7 +232,7 @@ def test_a_listed_device_that_attests_its_key_is_provisioned(world: World) -> No
     # GIVEN a device in the allowlist (attestation on or off)
     device = listed(world, FactoryDevice(unique_dsn()))
     # WHEN the app relays its DSN, X25519 key and attestation
-    status, answer = provision(world, device.attested_body())
+    status, answer = provision(world, attested(world, device))
     # THEN it gets its certificate, with a private key only it can read
     assert status == 200, answer
     key = serialization.load_pem_private_key(decrypt(device.key, answer), password=None)
@@ -218,30 +242,42 @@ def test_a_listed_device_that_attests_its_key_is_provisioned(world: World) -> No
 
 
 REFUSALS = {
-    # name: (how the request is spoilt, the code, listed in the allowlist)
-    "no attestation": (lambda d: d.attested_body(attestation=None), "ATTESTATION_REQUIRED", True),
-    "not in the allowlist": (lambda d: d.attested_body(), "DEVICE_NOT_ALLOWED", False),
+    # name: (how the request is spoilt, given the device and its challenge; the code; listed)
+    "no attestation": (
+        lambda d, c: d.attested_body(c, attestation=None),
+        "ATTESTATION_REQUIRED",
+        True,
+    ),
+    "not in the allowlist": (lambda d, c: d.attested_body(c), "DEVICE_NOT_ALLOWED", False),
     "signed by another key": (
-        lambda d: d.attested_body(
-            attestation=attestation.sign(ec.generate_private_key(ec.SECP256R1()), d.dsn, d.spki)
+        lambda d, c: d.attested_body(
+            c,
+            attestation=attestation.sign(ec.generate_private_key(ec.SECP256R1()), d.dsn, c, d.spki),
         ),
         "ATTESTATION_INVALID",
         True,
     ),
     "signed for another DSN": (
-        lambda d: d.attested_body(attestation=attestation.sign(d.attestation_key, "OTHER", d.spki)),
-        "ATTESTATION_INVALID",
-        True,
-    ),
-    "signed for another key": (
-        lambda d: d.attested_body(
-            attestation=attestation.sign(d.attestation_key, d.dsn, FactoryDevice("x").spki)
+        lambda d, c: d.attested_body(
+            c, attestation=attestation.sign(d.attestation_key, "OTHER", c, d.spki)
         ),
         "ATTESTATION_INVALID",
         True,
     ),
+    "signed for another key": (
+        lambda d, c: d.attested_body(
+            c, attestation=attestation.sign(d.attestation_key, d.dsn, c, FactoryDevice("x").spki)
+        ),
+        "ATTESTATION_INVALID",
+        True,
+    ),
+    "signed over another challenge": (
+        lambda d, c: d.attested_body(c, attestation=d.attest(bytes(32))),
+        "ATTESTATION_INVALID",
+        True,
+    ),
     "a signature that is not DER": (
-        lambda d: d.attested_body(attestation=base64.b64encode(b"\x01" * 64).decode()),
+        lambda d, c: d.attested_body(c, attestation=base64.b64encode(b"\x01" * 64).decode()),
         "ATTESTATION_INVALID",
         True,
     ),
@@ -257,14 +293,14 @@ def test_with_attestation_on_each_refusal_is_a_403_that_creates_nothing(
     if is_listed:
         listed(attesting, device)
     with recording(attesting.services.pca.client, "IssueCertificate") as issued:  # type: ignore[attr-defined]
-        status, answer = provision(attesting, spoil(device))
+        status, answer = provision(attesting, spoil(device, challenge_for(attesting, device.dsn)))
     assert (status, answer["code"]) == (403, code), answer
     created_nothing(attesting, device.dsn, issued)
 
 
 def test_an_attestation_that_is_not_base64_is_a_400(world: World) -> None:
     device = listed(world, FactoryDevice(unique_dsn()))
-    status, answer = provision(world, device.attested_body(attestation="not base64!"))
+    status, answer = provision(world, attested(world, device, attestation="not base64!"))
     assert (status, answer["code"]) == (400, "ATTESTATION_MALFORMED")
 
 
@@ -279,13 +315,15 @@ def test_with_attestation_off_devices_need_none_but_a_listed_device_is_checked(
     quiet = listed(lenient, FactoryDevice(unique_dsn()))
     assert provision(lenient, quiet.body())[0] == 200
     # ... an unlisted device's attestation cannot be checked and is ignored
-    assert provision(lenient, FactoryDevice(unique_dsn()).attested_body())[0] == 200
+    assert provision(lenient, attested(lenient, FactoryDevice(unique_dsn())))[0] == 200
     # BUT a listed device whose attestation does not verify is refused, creating nothing
     forged = listed(lenient, FactoryDevice(unique_dsn()))
+    challenge = challenge_for(lenient, forged.dsn)
     body = forged.attested_body(
+        challenge,
         attestation=attestation.sign(
-            ec.generate_private_key(ec.SECP256R1()), forged.dsn, forged.spki
-        )
+            ec.generate_private_key(ec.SECP256R1()), forged.dsn, challenge, forged.spki
+        ),
     )
     with recording(lenient.services.pca.client, "IssueCertificate") as issued:  # type: ignore[attr-defined]
         status, answer = provision(lenient, body)
@@ -305,10 +343,10 @@ def _substituting_relay(
     attacker_public = attacker.public_key().public_bytes(
         serialization.Encoding.Raw, serialization.PublicFormat.Raw
     )
-    body = json.loads(device.attested_body())
+    body = json.loads(attested(world, device))
     body["publicKey"] = base64.b64encode(attacker_public).decode()
     if drop_attestation:
-        del body["attestation"]
+        del body["attestation"], body["attestationChallenge"]
     status, answer = provision(world, json.dumps(body))
     return status, answer, attacker
 
@@ -347,7 +385,7 @@ def test_key_substitution_is_refused_with_attestation_on(attesting: World) -> No
         assert (status, answer["code"]) == (403, "ATTESTATION_REQUIRED")
     created_nothing(attesting, device.dsn, issued)
     # ... while the device's own request still goes through
-    assert provision(attesting, device.attested_body())[0] == 200
+    assert provision(attesting, attested(attesting, device))[0] == 200
 
 
 # --------------------------------------------------------------------------- the admin routes
@@ -364,7 +402,7 @@ CALLERS = {
 def test_only_administrators_may_use_the_allowlist_routes(lenient: World, who: str) -> None:
     # GIVEN a listed device its owner provisioned
     device = listed(lenient, FactoryDevice(unique_dsn()))
-    assert provision(lenient, device.attested_body())[0] == 200
+    assert provision(lenient, attested(lenient, device))[0] == 200
     sub, groups = CALLERS[who]
     code = "NO_IDENTITY" if who == "no identity" else "NOT_AN_ADMIN"
     rows = json.dumps(
@@ -469,7 +507,7 @@ def test_a_batch_has_1_to_100_rows(lenient: World) -> None:
 def test_blocking_revokes_the_certificate_and_refuses_provisioning_again(world: World) -> None:
     # GIVEN a provisioned, listed device
     device = listed(world, FactoryDevice(unique_dsn()))
-    status, answer = provision(world, device.attested_body())
+    status, answer = provision(world, attested(world, device))
     assert status == 200
     # WHEN an administrator blocks its DSN
     status, blocked = block(world, device.dsn)
@@ -482,7 +520,7 @@ def test_blocking_revokes_the_certificate_and_refuses_provisioning_again(world: 
     assert (status, row["status"]) == (200, "REVOKED")
     # ... and it cannot be provisioned again, however well it attests
     with recording(world.services.pca.client, "IssueCertificate") as issued:  # type: ignore[attr-defined]
-        status, refused = provision(world, device.attested_body())
+        status, refused = provision(world, attested(world, device))
     assert (status, refused["code"]) == (403, "DEVICE_BLOCKED")
     assert issued == []
     # ... and blocking again changes nothing
@@ -505,14 +543,14 @@ def test_a_block_whose_revocation_fails_stays_blocked_and_a_retry_finishes(
     lenient: World,
 ) -> None:
     device = listed(lenient, FactoryDevice(unique_dsn()))
-    status, answer = provision(lenient, device.attested_body())
+    status, answer = provision(lenient, attested(lenient, device))
     assert status == 200
     # GIVEN IoT refuses to revoke the certificate
     with fault(lenient.services.iot.client, "UpdateCertificate"):  # type: ignore[attr-defined]
         status, failed = block(lenient, device.dsn)
     # THEN the block answers an error, but the DSN is blocked already
     assert status == 502, failed
-    assert provision(lenient, device.attested_body())[1]["code"] == "DEVICE_BLOCKED"
+    assert provision(lenient, attested(lenient, device))[1]["code"] == "DEVICE_BLOCKED"
     # WHEN the administrator repeats the block, the revocation is finished
     status, done = block(lenient, device.dsn)
     assert status == 200, done
@@ -525,10 +563,10 @@ def test_a_block_whose_revocation_fails_stays_blocked_and_a_retry_finishes(
 def test_every_call_of_the_allowlist_paths_is_granted_by_the_template(world: World) -> None:
     device = listed(world, FactoryDevice(unique_dsn()))
     load(world, {"DSN": device.dsn, "attestationPublicKey": device.attestation_pem})
-    assert provision(world, device.attested_body())[0] == 200
+    assert provision(world, attested(world, device))[0] == 200
     call(world, "GET", f"/allowlist/{device.dsn}", None, ADMIN, "Administrators")
     assert block(world, device.dsn)[0] == 200
-    assert provision(world, device.attested_body())[0] == 403
+    assert provision(world, attested(world, device))[0] == 403
     actions = {(c.action, c.resource) for c in world.recorder.calls}
     assert {
         ("dynamodb:GetItem", "AllowlistTable"),
@@ -557,11 +595,16 @@ def test_in_csr_mode_the_attestation_covers_the_csrs_key(attesting: World) -> No
     spki = own.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    signature = attestation.sign(device.attestation_key, device.dsn, spki)
+    challenge = challenge_for(attesting, device.dsn)
+    signature = attestation.sign(device.attestation_key, device.dsn, challenge, spki)
+    relayed = {
+        "attestation": signature,
+        "attestationChallenge": base64.b64encode(challenge).decode(),
+    }
     # WHEN a relay swaps in its own CSR, keeping the device's attestation: refused
     intruder = _csr(ec.generate_private_key(ec.SECP256R1()), device.dsn)
     with recording(attesting.services.pca.client, "IssueCertificate") as issued:  # type: ignore[attr-defined]
-        body = {"DSN": device.dsn, "csr": intruder, "attestation": signature}
+        body = {"DSN": device.dsn, "csr": intruder, **relayed}
         status, answer = provision(attesting, json.dumps(body))
         assert (status, answer["code"]) == (403, "ATTESTATION_INVALID")
         # ... and without any attestation too
@@ -569,7 +612,7 @@ def test_in_csr_mode_the_attestation_covers_the_csrs_key(attesting: World) -> No
         assert (status, answer["code"]) == (403, "ATTESTATION_REQUIRED")
     created_nothing(attesting, device.dsn, issued)
     # THEN the device's own CSR with its attestation gets a certificate for its own key
-    body = {"DSN": device.dsn, "csr": _csr(own, device.dsn), "attestation": signature}
+    body = {"DSN": device.dsn, "csr": _csr(own, device.dsn), **relayed}
     status, answer = provision(attesting, json.dumps(body))
     assert status == 200, answer
     cert = x509.load_pem_x509_certificate(answer["certificatePem"].encode())
@@ -646,7 +689,7 @@ def test_a_block_during_a_first_provisioning_is_409_and_the_provisioning_rolls_b
         "RegisterCertificate*",
         lambda: blocked.append(block_with_headers(attesting, device.dsn)),
     ):
-        status, answer = provision(attesting, device.attested_body())
+        status, answer = provision(attesting, attested(attesting, device))
     # THEN the block is not a 200 (the device may still be provisioned): 409, retry later
     [(block_status, block_answer, headers)] = blocked
     assert (block_status, block_answer["code"]) == (409, "REQUEST_IN_FLIGHT")
@@ -672,7 +715,7 @@ def test_a_block_just_before_the_commit_is_409_and_its_repeat_revokes(attesting:
         "TransactWriteItems",
         lambda: blocked.append(block_with_headers(attesting, device.dsn)),
     ):
-        status, answer = provision(attesting, device.attested_body())
+        status, answer = provision(attesting, attested(attesting, device))
     # THEN the provisioning commits, and the block did not claim to have revoked anything
     assert status == 200, answer
     [(block_status, block_answer, _)] = blocked
@@ -688,7 +731,7 @@ def test_a_block_just_before_the_commit_is_409_and_its_repeat_revokes(attesting:
 def test_a_replayed_attestation_cannot_take_a_released_device(attesting: World) -> None:
     # GIVEN Alice provisioned a listed device with its attestation, then released it
     device = listed(attesting, FactoryDevice(unique_dsn()))
-    captured = device.attested_body()
+    captured = attested(attesting, device, "sub-alice")
     status, first = provision(attesting, captured, sub="sub-alice")
     assert status == 200, first
     assert call(attesting, "DELETE", f"/devices/{device.dsn}", None, "sub-alice")[0] == 200
@@ -701,7 +744,7 @@ def test_a_replayed_attestation_cannot_take_a_released_device(attesting: World) 
     assert call(attesting, "GET", f"/devices/{device.dsn}", None, "sub-carol")[0] == 404
     # ... while the device itself, with a fresh key and attestation, is provisioned for Bob
     fresh = FactoryDevice(device.dsn, attestation_key=device.attestation_key)
-    status, answer = provision(attesting, fresh.attested_body(), sub="sub-bob")
+    status, answer = provision(attesting, attested(attesting, fresh, "sub-bob"), sub="sub-bob")
     assert status == 200, answer
 
 
@@ -722,7 +765,7 @@ def test_a_key_certified_while_the_request_worked_is_refused_at_the_commit(
     iot = attesting.services.iot.client  # type: ignore[attr-defined]
     # WHEN the same key is recorded as certified before its commit
     with at_call(iot, "RegisterCertificate*", certified_elsewhere):
-        status, answer = provision(attesting, device.attested_body())
+        status, answer = provision(attesting, attested(attesting, device))
     # THEN the commit's condition refuses it, and everything is rolled back
     assert (status, answer["code"]) == (403, "ATTESTATION_REPLAYED")
     assert device_row(attesting, device.dsn) == {}
@@ -797,9 +840,15 @@ def test_a_csr_with_a_compressed_point_is_refused_before_anything_is_checked_or_
     device = listed(attesting, FactoryDevice(unique_dsn()))
     own = ec.generate_private_key(ec.SECP256R1())
     pem, spki = compressed_point_csr(own, device.dsn)
-    signature = attestation.sign(device.attestation_key, device.dsn, spki)
+    challenge = challenge_for(attesting, device.dsn)
+    signature = attestation.sign(device.attestation_key, device.dsn, challenge, spki)
     # WHEN it asks for a certificate
-    body = {"DSN": device.dsn, "csr": pem, "attestation": signature}
+    body = {
+        "DSN": device.dsn,
+        "csr": pem,
+        "attestation": signature,
+        "attestationChallenge": base64.b64encode(challenge).decode(),
+    }
     status, answer = provision(attesting, json.dumps(body))
     # THEN the key's encoding is refused (the SPKI the device signs is the standard one)
     assert (status, answer["code"]) == (400, "CSR_KEY_UNSUPPORTED")

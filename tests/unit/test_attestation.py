@@ -14,6 +14,7 @@ from provisioning.errors import BadRequest, Forbidden
 from provisioning.models import parse_provision_request
 
 DSN = "SN-0001"
+CHALLENGE = bytes(range(0xA0, 0xC0))  # what POST /certificate/challenge gave the caller
 
 
 def _spki(key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -38,19 +39,58 @@ def test_the_signed_bytes_are_exactly_the_documented_ones() -> None:
     spki = attestation.x25519_spki_der(raw)
     # RFC 8410: the X25519 SPKI is a fixed 12-byte header and the raw key
     assert spki == bytes.fromhex("302a300506032b656e032100") + raw
-    assert attestation.message("SN-1", spki) == (
-        b"iot-device-onboarding/attestation/v1\x00SN-1\x00" + spki
+    challenge = bytes(range(0xA0, 0xC0))
+    assert attestation.message("SN-1", challenge, spki) == (
+        b"iot-device-onboarding/attestation/v2\x00SN-1\x00" + challenge + spki
     )
+    # docs/ble-protocol.md 3.1.2's worked example, byte for byte
+    assert attestation.message("SN-1", challenge, spki).hex() == (
+        "696f742d6465766963652d6f6e626f617264696e672f6174746573746174696f6e2f763200"
+        "534e2d3100"
+        "a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf"
+        "302a300506032b656e032100"
+        "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
+    )
+
+
+def test_a_signature_over_another_challenge_does_not_verify(
+    factory_key: ec.EllipticCurvePrivateKey, device_spki: bytes
+) -> None:
+    # GIVEN a signature a device made over the challenge another caller's app wrote to it
+    entry = AllowlistEntry(DSN, _spki(factory_key))
+    theirs = base64.b64decode(attestation.sign(factory_key, DSN, bytes(32), device_spki))
+    # THEN it does not verify with this request's challenge
+    with pytest.raises(Forbidden) as refused:
+        check(
+            required=True,
+            entry=entry,
+            dsn=DSN,
+            public_key_der=device_spki,
+            signature=theirs,
+            challenge=CHALLENGE,
+        )
+    assert refused.value.code == "ATTESTATION_INVALID"
 
 
 def test_a_device_signature_verifies_and_the_rule_accepts_it(
     factory_key: ec.EllipticCurvePrivateKey, device_spki: bytes
 ) -> None:
     # A device that signs with any ECDSA library (here: by hand, DER) over the documented bytes
-    signature = factory_key.sign(attestation.message(DSN, device_spki), ec.ECDSA(hashes.SHA256()))
+    signature = factory_key.sign(
+        attestation.message(DSN, CHALLENGE, device_spki), ec.ECDSA(hashes.SHA256())
+    )
     entry = AllowlistEntry(DSN, _spki(factory_key))
-    check(required=True, entry=entry, dsn=DSN, public_key_der=device_spki, signature=signature)
-    assert base64.b64decode(attestation.sign(factory_key, DSN, device_spki))  # the helper too
+    check(
+        required=True,
+        entry=entry,
+        dsn=DSN,
+        public_key_der=device_spki,
+        signature=signature,
+        challenge=CHALLENGE,
+    )
+    assert base64.b64decode(
+        attestation.sign(factory_key, DSN, CHALLENGE, device_spki)
+    )  # the helper too
 
 
 DECISIONS = [
@@ -88,15 +128,29 @@ def test_the_decision_table(
         )
     signer = factory_key if signature == "good" else ec.generate_private_key(ec.SECP256R1())
     raw = (
-        base64.b64decode(attestation.sign(signer, DSN, device_spki))
+        base64.b64decode(attestation.sign(signer, DSN, CHALLENGE, device_spki))
         if signature is not None
         else None
     )
     if not code:
-        check(required=required, entry=entry, dsn=DSN, public_key_der=device_spki, signature=raw)
+        check(
+            required=required,
+            entry=entry,
+            dsn=DSN,
+            public_key_der=device_spki,
+            signature=raw,
+            challenge=CHALLENGE,
+        )
         return
     with pytest.raises(Forbidden) as refused:
-        check(required=required, entry=entry, dsn=DSN, public_key_der=device_spki, signature=raw)
+        check(
+            required=required,
+            entry=entry,
+            dsn=DSN,
+            public_key_der=device_spki,
+            signature=raw,
+            challenge=CHALLENGE,
+        )
     assert (refused.value.status, refused.value.code) == (403, code)
 
 
@@ -121,14 +175,18 @@ def test_operator_keys_are_pem_or_base64_spki_and_p256_only(
             attestation.load_attestation_public_key(text)
 
 
-def test_the_request_carries_an_optional_attestation() -> None:
+def test_the_request_carries_an_optional_attestation_with_its_challenge() -> None:
     key = base64.b64encode(bytes(32)).decode()
     body = '{"DSN": "SN-1", "publicKey": "%s"%s}'
+    challenge = base64.b64encode(CHALLENGE).decode()
+    with_challenge = f', "attestationChallenge": "{challenge}"'
     assert parse_provision_request(body % (key, ""), 100).attestation is None
     assert parse_provision_request(body % (key, ', "attestation": null'), 100).attestation is None
     signature = base64.b64encode(b"\x30" * 70).decode()
-    parsed = parse_provision_request(body % (key, f', "attestation": "{signature}"'), 100)
-    assert parsed.attestation == b"\x30" * 70
+    parsed = parse_provision_request(
+        body % (key, f', "attestation": "{signature}"' + with_challenge), 100
+    )
+    assert (parsed.attestation, parsed.attestation_challenge) == (b"\x30" * 70, CHALLENGE)
     for bad, code in (
         ('"not base64!"', "ATTESTATION_MALFORMED"),
         ('"QUJD"', "ATTESTATION_MALFORMED"),  # 3 bytes: no signature
@@ -136,8 +194,26 @@ def test_the_request_carries_an_optional_attestation() -> None:
         ("42", "FIELD_TYPE"),
     ):
         with pytest.raises(BadRequest) as refused:
-            parse_provision_request(body % (key, f', "attestation": {bad}'), 100)
+            parse_provision_request(body % (key, f', "attestation": {bad}' + with_challenge), 100)
         assert refused.value.code == code
+    # the attestation and its challenge come together, the challenge 32 bytes of base64
+    for extra, code in (
+        (f', "attestation": "{signature}"', "CHALLENGE_MISSING"),
+        (with_challenge, "ATTESTATION_MISSING"),
+        (
+            f', "attestation": "{signature}", "attestationChallenge": "QUJD"',
+            "CHALLENGE_MALFORMED",
+        ),
+        (
+            f', "attestation": "{signature}", "attestationChallenge": '
+            f'"{base64.b64encode(bytes(31)).decode()}"',
+            "CHALLENGE_MALFORMED",
+        ),
+        (f', "attestation": "{signature}", "attestationChallenge": 7', "FIELD_TYPE"),
+    ):
+        with pytest.raises(BadRequest) as refused:
+            parse_provision_request(body % (key, extra), 100)
+        assert refused.value.code == code, extra
 
 
 def test_an_operator_key_with_anything_after_it_is_refused(
@@ -156,8 +232,15 @@ def test_a_verified_attestation_over_a_certified_key_is_a_replay(
     factory_key: ec.EllipticCurvePrivateKey, device_spki: bytes
 ) -> None:
     entry = AllowlistEntry(DSN, _spki(factory_key))
-    good = base64.b64decode(attestation.sign(factory_key, DSN, device_spki))
-    check(required=True, entry=entry, dsn=DSN, public_key_der=device_spki, signature=good)
+    good = base64.b64decode(attestation.sign(factory_key, DSN, CHALLENGE, device_spki))
+    check(
+        required=True,
+        entry=entry,
+        dsn=DSN,
+        public_key_der=device_spki,
+        signature=good,
+        challenge=CHALLENGE,
+    )
     with pytest.raises(Forbidden) as refused:
         check(
             required=True,
@@ -165,12 +248,13 @@ def test_a_verified_attestation_over_a_certified_key_is_a_replay(
             dsn=DSN,
             public_key_der=device_spki,
             signature=good,
+            challenge=CHALLENGE,
             certified=True,
         )
     assert refused.value.code == "ATTESTATION_REPLAYED"
     # a signature that does not verify is still ATTESTATION_INVALID, certified or not
     bad = base64.b64decode(
-        attestation.sign(ec.generate_private_key(ec.SECP256R1()), DSN, device_spki)
+        attestation.sign(ec.generate_private_key(ec.SECP256R1()), DSN, CHALLENGE, device_spki)
     )
     with pytest.raises(Forbidden) as refused:
         check(
@@ -179,6 +263,7 @@ def test_a_verified_attestation_over_a_certified_key_is_a_replay(
             dsn=DSN,
             public_key_der=device_spki,
             signature=bad,
+            challenge=CHALLENGE,
             certified=True,
         )
     assert refused.value.code == "ATTESTATION_INVALID"

@@ -109,7 +109,22 @@ def test_both_sides_refuse_the_same_x25519_public_keys(key: bytes) -> None:
 
 def test_the_attestation_bytes_are_the_lambdas() -> None:
     from provisioning import attestation
+    from provisioning import challenge as api_challenge
 
     assert rules.ATTESTATION_PREFIX == attestation.MESSAGE_PREFIX
+    assert rules.CHALLENGE_LEN == api_challenge.CHALLENGE_BYTES
     spki = attestation.x25519_spki_der(bytes(range(32)))
-    assert rules.attestation_message("SN-1", spki) == attestation.message("SN-1", spki)
+    challenge = bytes(range(100, 132))
+    assert rules.attestation_message("SN-1", challenge, spki) == attestation.message(
+        "SN-1", challenge, spki
+    )
+    # Each part counts: another challenge, DSN or key is another message on both sides.
+    for other in (("SN-2", challenge, spki), ("SN-1", bytes(32), spki), ("SN-1", challenge, b"")):
+        assert rules.attestation_message(*other) != rules.attestation_message(
+            "SN-1", challenge, spki
+        )
+        assert attestation.message(*other) == rules.attestation_message(*other)
+    # A challenge of another length is refused by both, never signed.
+    for side in (rules.attestation_message, attestation.message):
+        with pytest.raises(ValueError):
+            side("SN-1", bytes(31), spki)

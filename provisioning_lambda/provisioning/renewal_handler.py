@@ -18,6 +18,7 @@ from .renewal import (
     answer_topic,
     confirm_renewal,
     invocation_id,
+    is_confirm_event,
     parse_renewal_event,
     rejection,
     renew_certificate,
@@ -78,8 +79,7 @@ def _refuse(
     if status >= 500 or status == 429:
         metrics.add_metric(name="RenewalFailed", unit=MetricUnit.Count, value=1)
     # A confirm has no answer topic; a message for no device of the fleet has no one to answer.
-    confirm = isinstance(event, dict) and "certificateId" in event and "csr" not in event
-    if thing and not confirm:
+    if thing and not is_confirm_event(event):
         _publish(services, answer_topic(thing, False), rejection(code, message, retry_after))
     return {"result": "REJECTED", "code": code}
 

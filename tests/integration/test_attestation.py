@@ -368,7 +368,7 @@ def test_only_administrators_may_use_the_allowlist_routes(lenient: World, who: s
     device = listed(lenient, FactoryDevice(unique_dsn()))
     assert provision(lenient, device.attested_body())[0] == 200
     sub, groups = CALLERS[who]
-    code = "NO_IDENTITY" if who == "no identity" else "NOT_AN_ADMIN"
+    code = {"no identity": "NO_IDENTITY", "no group": "NOT_A_MEMBER"}.get(who, "NOT_AN_ADMIN")
     rows = json.dumps(
         {"devices": [{"DSN": unique_dsn(), "attestationPublicKey": device.attestation_pem}]}
     )

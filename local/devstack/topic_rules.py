@@ -10,13 +10,17 @@ The subset (AwsIotSqlVersion ``2016-03-23`` only)::
 
     SELECT <item>[, <item>...] FROM '<topic filter>'
 
-where an item is ``*`` (the payload's fields; the payload must be a JSON object, else the rule
-does not fire and the broker logs why), ``topic() AS name`` (the whole topic), ``topic(n) AS
-name`` (its n-th level, from 1; absent when the topic is shorter), ``principal() AS name``
-(the publishing client's certificate id: SHA-256 hex of its DER) or ``clientid() AS name``.
-Later items win over earlier ones, so a device cannot forge ``principal`` in its payload. No
-WHERE, no other functions, no nested fields, no literals. The only action is ``Lambda``
-(``FunctionArn``); ``ErrorAction`` is accepted and not run (the failure is logged instead).
+where an item is ``*`` (the payload's fields; the payload must be a JSON object without a repeated
+key, else the rule does not fire and the broker logs why), ``encode(*, 'base64') AS name`` (the
+whole payload, whatever it is, as base64 text: AWS's way to hand a Lambda action the raw
+payload), ``topic() AS name`` (the whole topic), ``topic(n) AS name`` (its n-th level, from 1;
+absent when the topic is shorter), ``principal() AS name`` (the publishing client's certificate
+id: SHA-256 hex of its DER) or ``clientid() AS name``. AWS does not document which value wins
+when a payload key selected by ``*`` has the name of an alias, or which of a repeated key ``*``
+keeps: such a message does not fire the rule offline (the broker logs why), so no test passes on
+a guess. No WHERE, no other functions, no nested fields, no literals. The only action is
+``Lambda`` (``FunctionArn``); ``ErrorAction`` is accepted and not run (the failure is logged
+instead).
 
 The Lambda action runs as IoT runs it: an asynchronous invocation (the caller never waits) of
 the function through the stack's Lambda workers (its package, Timeout and concurrency), and
@@ -30,6 +34,7 @@ minutes later (Lambda's delays), while the event is young enough; every drop is 
 
 from __future__ import annotations
 
+import base64
 import fnmatch
 import json
 import logging
@@ -60,6 +65,12 @@ _ITEM = re.compile(
     r"\s+AS\s+(?P<alias>[A-Za-z_][A-Za-z0-9_]*)",
     re.IGNORECASE,
 )
+# encode(value, encodingScheme): with * as the value, the whole payload, JSON or not; 'base64'
+# is the only scheme AWS documents.
+_ENCODE = re.compile(
+    r"encode\s*\(\s*\*\s*,\s*'base64'\s*\)\s+AS\s+(?P<alias>[A-Za-z_][A-Za-z0-9_]*)",
+    re.IGNORECASE,
+)
 
 
 class UnsupportedSql(DeployError):
@@ -70,7 +81,7 @@ class UnsupportedSql(DeployError):
 class Projection:
     """One ``<function>(<argument>) AS <alias>`` of the SELECT list."""
 
-    function: str  # topic | principal | clientid
+    function: str  # topic | principal | clientid | encode (the whole payload, base64)
     alias: str
     level: int | None = None  # topic(n)
 
@@ -89,19 +100,22 @@ class Query:
         """The JSON object the statement makes of one message; ValueError if it cannot."""
         event: dict[str, Any] = {}
         if self.select_all:
-            try:
-                body = json.loads(payload)
-            except (ValueError, RecursionError) as exc:
-                raise ValueError("the payload is not JSON") from exc
-            if not isinstance(body, dict):
-                raise ValueError("the payload is not a JSON object")
-            event.update(body)
+            event.update(_payload_fields(payload))
+            clash = sorted(set(event) & {item.alias for item in self.projections})
+            if clash:
+                # AWS does not document whether the payload's key or the alias wins
+                raise ValueError(
+                    f"the payload has a key named like an alias ({', '.join(clash)}); "
+                    "AWS does not document which wins, so the offline broker does not guess"
+                )
         levels = topic.split("/")
         for item in self.projections:
             if item.function == "principal":
                 event[item.alias] = principal
             elif item.function == "clientid":
                 event[item.alias] = client_id
+            elif item.function == "encode":
+                event[item.alias] = base64.b64encode(payload).decode("ascii")
             elif item.level is None:
                 event[item.alias] = topic
             elif item.level <= len(levels):
@@ -109,6 +123,30 @@ class Query:
             else:
                 event.pop(item.alias, None)  # Undefined in IoT SQL: the key is left out
         return event
+
+
+class _RepeatedKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    fields = dict(pairs)
+    if len(fields) != len(pairs):
+        raise _RepeatedKey("the payload repeats a key; AWS does not document which one * keeps")
+    return fields
+
+
+def _payload_fields(payload: bytes) -> dict[str, Any]:
+    """What ``*`` selects of a JSON payload; ValueError where AWS IoT's answer is not known."""
+    try:
+        body = json.loads(payload, object_pairs_hook=_unique_keys)
+    except _RepeatedKey:
+        raise
+    except (ValueError, RecursionError) as exc:
+        raise ValueError("the payload is not JSON") from exc
+    if not isinstance(body, dict):
+        raise ValueError("the payload is not a JSON object")
+    return body
 
 
 def topic_matches(topic_filter: str, topic: str) -> bool:
@@ -135,30 +173,57 @@ def _check_filter(topic_filter: str, where: str) -> None:
         raise UnsupportedSql(f"{where}: FROM '{topic_filter}' is not a valid topic filter")
 
 
+def _select_items(select: str, where: str) -> list[str]:
+    """The SELECT list split at its top-level commas (not those inside a call or a string)."""
+    items, start, depth, quoted = [], 0, 0, False
+    for index, char in enumerate(select):
+        if char == "'":
+            quoted = not quoted
+        elif quoted:
+            continue
+        elif char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+        elif char == "," and depth == 0:
+            items.append(select[start:index])
+            start = index + 1
+        if depth < 0:
+            raise UnsupportedSql(f"{where}: unbalanced parentheses in the SELECT list")
+    if quoted or depth:
+        raise UnsupportedSql(f"{where}: unbalanced quotes or parentheses in the SELECT list")
+    return [*items, select[start:]]
+
+
 def parse_sql(sql: str, where: str = "topic rule") -> Query:
     """Parse a statement of the subset (see the module docstring); UnsupportedSql otherwise."""
     found = _STATEMENT.fullmatch(sql or "")
     if found is None:
         raise UnsupportedSql(
             f"{where}: {sql!r} is outside the IoT SQL the offline broker runs "  # noqa: S608
-            "(SELECT *, topic(n)/principal()/clientid() AS name FROM 'filter'; "
+            "(SELECT [*,] encode(*, 'base64')/topic(n)/principal()/clientid() AS name "
+            "FROM 'filter'; "
             "see docs/offline-stack.md)"
         )
     _check_filter(found["source"], where)
     select_all = False
     projections: list[Projection] = []
-    for raw in found["select"].split(","):
+    for raw in _select_items(found["select"], where):
         item = raw.strip()
         if item == "*":
             if select_all or projections:
                 raise UnsupportedSql(f"{where}: '*' must come first, once")
             select_all = True
             continue
+        encoded = _ENCODE.fullmatch(item)
+        if encoded is not None:
+            projections.append(Projection("encode", encoded["alias"]))
+            continue
         match = _ITEM.fullmatch(item)
         if match is None:
             raise UnsupportedSql(
-                f"{where}: SELECT item {item!r} is not supported offline "
-                "(only *, topic(n), principal(), clientid(), each AS a name)"
+                f"{where}: SELECT item {item!r} is not supported offline (only *, "
+                "encode(*, 'base64'), topic(n), principal(), clientid(), each AS a name)"
             )
         function = match["function"].lower()
         argument = match["argument"]
@@ -170,6 +235,9 @@ def parse_sql(sql: str, where: str = "topic rule") -> Query:
         projections.append(Projection(function, match["alias"], level))
     if not select_all and not projections:
         raise UnsupportedSql(f"{where}: an empty SELECT list")
+    aliases = [item.alias for item in projections]
+    if len(set(aliases)) != len(aliases):
+        raise UnsupportedSql(f"{where}: two SELECT items have the same name")
     return Query(found["source"], select_all, tuple(projections))
 
 

@@ -57,7 +57,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, x25519
 
@@ -147,7 +147,8 @@ def parse_signature(text: str) -> bytes:
 
 
 def load_attestation_public_key(text: str) -> bytes:
-    """An operator's attestation key (PEM, or base64 of SPKI DER): its SPKI DER, EC P-256 only.
+    """An operator's attestation key (PEM, or base64 of SPKI DER): its SPKI DER, EC P-256 only,
+    naming its curve (crypto.standard_spki: refused with explicit parameters, as in CSR mode).
 
     Raises ValueError with a sentence (never the key) when it is not one.
     """
@@ -159,18 +160,25 @@ def load_attestation_public_key(text: str) -> bytes:
     ):
         # One PEM block and nothing after it: a second block would be silently ignored.
         raise ValueError("attestationPublicKey must be one PEM public key and nothing else")
+    from .crypto import standard_spki  # here: crypto imports models, which imports this module
+
     try:
         if stripped.startswith("-----BEGIN"):
             key = serialization.load_pem_public_key(stripped.encode("ascii"))
+            # the PEM loaded, so its lines between the BEGIN and END lines are its base64 DER
+            carried = base64.b64decode("".join(stripped.splitlines()[1:-1]))
         else:
-            key = serialization.load_der_public_key(base64.b64decode(stripped, validate=True))
-    except (ValueError, TypeError, UnicodeEncodeError, binascii.Error):
+            carried = base64.b64decode(stripped, validate=True)
+            key = serialization.load_der_public_key(carried)
+    except (ValueError, TypeError, UnicodeEncodeError, binascii.Error, UnsupportedAlgorithm):
+        # UnsupportedAlgorithm: a key of an algorithm the crypto library does not know
         raise ValueError("attestationPublicKey is not a public key (PEM or base64 SPKI)") from None
     if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
         raise ValueError("attestationPublicKey must be an EC P-256 key")
-    return key.public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
+    der = standard_spki(key, carried)
+    if der is None:
+        raise ValueError("attestationPublicKey must name its curve (no explicit parameters)")
+    return der
 
 
 def public_key_pem(public_key_der: bytes) -> str:

@@ -17,6 +17,7 @@ from cryptography import x509
 from cryptography.fernet import Fernet
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa, x25519
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.x509.oid import NameOID, SignatureAlgorithmOID
@@ -242,10 +243,8 @@ def load_device_csr(pem: bytes) -> CheckedCsr:
     if not exact:
         raise BadRequest("csr is not a valid PKCS#10 certificate request.", "CSR_INVALID")
     algorithm = _accepted_key(key)
-    public_key_der = key.public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    if carried_key != public_key_der:  # e.g. an EC key with explicit curve parameters
+    public_key_der = standard_spki(key, carried_key)
+    if public_key_der is None:
         raise BadRequest(
             "csr's key must be encoded in its standard form (an EC key names its curve).",
             "CSR_KEY_UNSUPPORTED",
@@ -266,6 +265,17 @@ def load_device_csr(pem: bytes) -> CheckedCsr:
         public_key_der=public_key_der,
         key_algorithm=algorithm,
     )
+
+
+def standard_spki(key: PublicKeyTypes, carried: bytes) -> bytes | None:
+    """The key's SubjectPublicKeyInfo DER, if ``carried`` (the SPKI as it was sent) is exactly
+    that standard form; else None. cryptography reads an EC key with explicit curve parameters
+    and writes it back naming its curve, so such a key (RFC 5480 says to name the curve) is not
+    in standard form. CSR mode and the allowlist's attestation keys refuse it alike."""
+    der = key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return der if der == carried else None
 
 
 def _pem_body(pem: bytes) -> bytes:

@@ -17,6 +17,10 @@ class ProvisioningError(Exception):
         if code is not None:
             self.code = code
 
+    def log_fields(self) -> dict[str, str | int]:
+        """What the log line of a refusal says about it (never the message's data)."""
+        return {"code": self.code, "status": self.status}
+
 
 class BadRequest(ProvisioningError):
     status = 400
@@ -57,12 +61,23 @@ class DependencyFailed(ProvisioningError):
 
     status = 502
 
-    def __init__(self, step: str, message: str | None = None) -> None:
+    def __init__(
+        self, step: str, message: str | None = None, *, operation: str = "", aws_error: str = ""
+    ) -> None:
         super().__init__(
             message or f"The {step.replace('_', ' ').lower()} step failed; retry later.",
             code=f"{step}_FAILED",
         )
         self.step = step
+        # For the log only (never the answer): the AWS operation and its error code, e.g.
+        # RevokeCertificate / RequestFailedException; never the error's text.
+        self.operation = operation
+        self.aws_error = aws_error
+
+    def log_fields(self) -> dict[str, str | int]:
+        fields = super().log_fields()
+        fields.update(aws_operation=self.operation or "-", aws_error=self.aws_error or "-")
+        return fields
 
 
 class Throttled(ProvisioningError):

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
+from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -19,10 +20,22 @@ from .errors import ProvisioningError
 from .fleet_routes import router as fleet_router
 from .models import Caller, parse_challenge_request, parse_dsn, parse_provision_request
 from .observability import logger, metrics, tracer
-from .service import describe_device, provision_device, revoke_device
+from .service import _require_group, describe_device, provision_device, revoke_device
 
 app = APIGatewayRestResolver()
 app.include_router(fleet_router)  # GET /devices, transfer, claim, DELETE /devices/{dsn}
+
+
+def members_only(
+    resolver: APIGatewayRestResolver, next_middleware: NextMiddleware
+) -> Response[Any]:
+    """Before any route reads its input: a caller in neither group is refused NOT_A_MEMBER
+    (403), whatever the route and whatever the request (the domain checks again)."""
+    _require_group(Caller.from_claims(resolver.current_event.request_context.authorizer.claims))
+    return next_middleware(resolver)
+
+
+app.use(middlewares=[members_only])
 
 # The clients are made during INIT, with the environment's full CPU and before any request
 # waits on them. Whatever fails here (a configuration error, a bad AWS_* setting) is only
@@ -140,7 +153,7 @@ def no_such_route(_: Exception) -> Response[str]:
 
 @app.exception_handler(ProvisioningError)  # type: ignore[untyped-decorator]
 def domain_error(error: ProvisioningError) -> Response[str]:
-    logger.warning("request refused", extra={"code": error.code, "status": error.status})
+    logger.warning("request refused", extra=error.log_fields())
     if error.status >= 500 or error.status == 429:
         metrics.add_metric(name="ProvisioningFailed", unit=MetricUnit.Count, value=1)
     headers = {"Retry-After": str(error.retry_after_seconds)} if error.retry_after_seconds else {}

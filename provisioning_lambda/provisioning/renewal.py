@@ -1,9 +1,11 @@
 """Renewal by the device itself over MQTT, authenticated by the certificate it connects with.
 
 An IoT topic rule hands the renewal function what a device published on
-``things/<thing>/certificate/renew`` (``{"csr"}``) or ``.../renew/confirm`` (``{"certificateId"}``),
-plus ``thingName`` (from the topic), ``principal`` (the publishing certificate's id) and
-``clientId``. Plain Python: no boto3 here.
+``things/<thing>/certificate/renew`` (``{"csr"}``) or ``.../renew/confirm`` (``{"certificateId"}``)
+as ``payload``, the message's raw bytes in base64 (``encode(*, 'base64')``), beside
+``thingName`` (from the topic), ``principal`` (the publishing certificate's id) and ``clientId``,
+which only IoT's functions supply: nothing the device writes can stand in for them. The payload
+is parsed as strictly as an API body (a repeated key refused). Plain Python: no boto3 here.
 
 A renewal request:
 
@@ -86,6 +88,8 @@ from .models import (
     Intent,
     ProvisionRequest,
     Release,
+    _body_text,
+    _json_object,
 )
 from .observability import logger
 from .ports import Services
@@ -96,7 +100,8 @@ ACCEPTED = TOPIC + "/accepted"
 REJECTED = TOPIC + "/rejected"
 CERTIFICATE_ID = re.compile(r"[0-9a-f]{64}", re.ASCII)
 CLIENT_ID_MAX = 128
-_RULE_FIELDS = frozenset({"thingName", "principal", "clientId"})
+# What the topic rules select (template.yaml): the payload, opaque, and what IoT supplies.
+_RULE_FIELDS = frozenset({"payload", "thingName", "principal", "clientId"})
 # RenewalFunction's EventInvokeConfig (template.yaml): an event older than this never runs.
 # Three minutes: room for Lambda's throttle retries when renewals queue for a moment
 # (docs/architecture.md, "Renewal without a herd").
@@ -159,14 +164,16 @@ def parse_renewal_event(event: object, prefix: str, max_dsn_length: int) -> Rene
     client_id = event.get("clientId", "")
     if not isinstance(client_id, str) or len(client_id) > CLIENT_ID_MAX:
         raise BadRequest("The client id is not valid.", "MESSAGE_INVALID")
-    fields = set(event) - _RULE_FIELDS
-    if fields == {"csr"}:
-        csr = event["csr"]
+    if not set(event) <= _RULE_FIELDS:
+        raise BadRequest("The message carries fields the topic rule does not.", "MESSAGE_INVALID")
+    fields = device_payload(event)
+    if set(fields) == {"csr"}:
+        csr = fields["csr"]
         if not isinstance(csr, str) or not csr.isascii():
             raise BadRequest("csr must be a PEM certificate request.", "CSR_INVALID")
         return RenewalMessage(thing, dsn, principal, client_id, csr_pem=csr.encode("ascii"))
-    if fields == {"certificateId"}:
-        certificate_id = event["certificateId"]
+    if set(fields) == {"certificateId"}:
+        certificate_id = fields["certificateId"]
         if not isinstance(certificate_id, str) or not CERTIFICATE_ID.fullmatch(certificate_id):
             raise BadRequest("certificateId is not a certificate id.", "MESSAGE_INVALID")
         return RenewalMessage(thing, dsn, principal, client_id, certificate_id=certificate_id)
@@ -174,6 +181,25 @@ def parse_renewal_event(event: object, prefix: str, max_dsn_length: int) -> Rene
         "The message must carry csr (a renewal) or certificateId (a confirm), only.",
         "MESSAGE_INVALID",
     )
+
+
+def device_payload(event: Mapping[str, Any]) -> dict[str, Any]:
+    """What the device published, from the rule's base64 ``payload``: a JSON object, parsed as
+    strictly as an API body (the same rule: no repeated key, no NaN, at most MAX_BODY_BYTES);
+    BadRequest (BODY_MISSING, BODY_NOT_JSON, DUPLICATE_FIELD, ...) otherwise."""
+    return _json_object(_body_text(event.get("payload"), base64_encoded=True))
+
+
+def is_confirm_event(event: object) -> bool:
+    """Whether the rule's event is a confirm (a certificateId and no csr), which has no answer
+    topic; False when the payload cannot be read (the device hears why on renew/rejected)."""
+    if not isinstance(event, Mapping):
+        return False
+    try:
+        fields = device_payload(event)
+    except BadRequest:
+        return False
+    return "certificateId" in fields and "csr" not in fields
 
 
 def device_caller(thing_name: str) -> Caller:

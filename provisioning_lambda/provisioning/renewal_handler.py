@@ -18,6 +18,7 @@ from .renewal import (
     answer_topic,
     confirm_renewal,
     invocation_id,
+    is_confirm_event,
     parse_renewal_event,
     rejection,
     renew_certificate,
@@ -46,6 +47,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, s
             return {"result": "CONFIRMED"}
         result = renew_certificate(message, services, budget, request_id)
     except ProvisioningError as error:
+        logger.warning("renewal refused", extra=error.log_fields())
         return _refuse(
             services,
             thing,
@@ -57,6 +59,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, s
         )
     except Exception as error:
         logger.error("unexpected error", extra={"error": type(error).__name__})
+        logger.warning("renewal refused", extra={"code": "INTERNAL_ERROR", "status": 500})
         return _refuse(
             services, thing, event, "INTERNAL_ERROR", "Something went wrong; retry later.", 500
         )
@@ -74,12 +77,10 @@ def _refuse(
     status: int,
     retry_after: int = 0,
 ) -> dict[str, str]:
-    logger.warning("renewal refused", extra={"code": code, "status": status})
     if status >= 500 or status == 429:
         metrics.add_metric(name="RenewalFailed", unit=MetricUnit.Count, value=1)
     # A confirm has no answer topic; a message for no device of the fleet has no one to answer.
-    confirm = isinstance(event, dict) and "certificateId" in event and "csr" not in event
-    if thing and not confirm:
+    if thing and not is_confirm_event(event):
         _publish(services, answer_topic(thing, False), rejection(code, message, retry_after))
     return {"result": "REJECTED", "code": code}
 

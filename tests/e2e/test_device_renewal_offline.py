@@ -237,3 +237,51 @@ def test_a_device_killed_half_way_through_a_renewal_restarts_and_renews(
     renewed = again.event(events.Renewed)
     assert renewed is not None and renewed.old == creds.certificate_id
     assert status_of(offline_stack, renewed.cert) == "ACTIVE"
+
+
+def test_a_payload_cannot_shadow_iot_values_nor_repeat_a_key_through_the_broker(
+    offline_stack: RunningStack, tmp_path: Path
+) -> None:
+    from tests.e2e.test_topic_rules import Device
+
+    # GIVEN two devices, A connected to the broker with its own certificate
+    victim = Device(offline_stack, tmp_path / "victim")
+    victim.close()
+    device = Device(offline_stack, tmp_path / "device")
+    issued_before = len(stack_certificates(offline_stack))
+    try:
+        topics = renewal.Topics(device.thing)
+        device.subscribe(topics.rejected)
+        _key, csr = renewal.new_key_and_csr(device.dsn)
+        # WHEN A publishes on its own renew topic a CSR plus B's thing, certificate and client
+        # id (were the payload's keys to win over IoT's, A would renew as B) ...
+        forged = {
+            "csr": csr,
+            "thingName": victim.thing,
+            "principal": victim.certificate_id,
+            "clientId": victim.thing,
+        }
+        device.publish(topics.renew, json.dumps(forged).encode())
+        # THEN the renewal function refuses it, on A's own rejected topic
+        refused = json.loads(device.next_on(topics.rejected, timeout=60))
+        assert refused["code"] == "MESSAGE_INVALID", refused
+        # WHEN A publishes a renewal naming csr twice (a parser could read either)
+        device.received.clear()
+        twice = b'{"csr": %s, "csr": "x"}' % json.dumps(csr).encode()
+        device.publish(topics.renew, twice)
+        # THEN it is refused too, and says why
+        refused = json.loads(device.next_on(topics.rejected, timeout=60))
+        assert refused["code"] == "DUPLICATE_FIELD", refused
+    finally:
+        device.close()
+    # AND nothing was issued or answered for either device, and B's certificate is as it was
+    assert len(stack_certificates(offline_stack)) == issued_before
+    assert not published(offline_stack, renewal.Topics(victim.thing).rejected)
+    assert not published(offline_stack, renewal.Topics(victim.thing).accepted)
+    assert not published(offline_stack, topics.accepted)
+    assert status_of(offline_stack, victim.certificate_id) == "ACTIVE"
+
+
+def stack_certificates(stack: RunningStack) -> list[str]:
+    pages = stack.client("iot").get_paginator("list_certificates").paginate()
+    return [c["certificateId"] for page in pages for c in page["certificates"]]

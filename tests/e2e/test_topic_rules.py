@@ -36,7 +36,11 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 ROOT = Path(__file__).resolve().parents[2]
 ECHO = ROOT / "tests" / "fixtures" / "rule_echo"
-PROJECTION = "SELECT *, topic(2) AS thingName, principal() AS principal, clientid() AS clientId"
+# The renewal rules' SELECT list (template.yaml): the payload opaque, IoT's values by name.
+PROJECTION = (
+    "SELECT encode(*, 'base64') AS payload, topic(2) AS thingName, principal() AS principal, "
+    "clientid() AS clientId"
+)
 
 
 def _absolute_code_uris(template: dict[str, Any]) -> None:
@@ -192,12 +196,16 @@ def test_a_publish_runs_the_rule_and_the_answer_reaches_the_device(
     try:
         device.subscribe(f"things/{device.thing}/echo/answer")
         # WHEN it publishes on the rule's topic, trying to forge the rule's projected fields
-        forged = {"note": "hi", "principal": "f" * 64, "thingName": "someone_else"}
-        device.publish(f"things/{device.thing}/echo", json.dumps(forged).encode())
-        # THEN the function ran with the rule's projection and its answer came back over MQTT
+        # (and repeating one, so a parser could read either)
+        forged = b'{"note": "hi", "principal": "%s", "thingName": "x", "thingName": "y"}' % (
+            b"f" * 64
+        )
+        device.publish(f"things/{device.thing}/echo", forged)
+        # THEN the function ran with IoT's values by name and the payload whole, as one field,
+        # and its answer came back over MQTT
         event = json.loads(device.next_on(f"things/{device.thing}/echo/answer"))["event"]
         assert event == {
-            "note": "hi",
+            "payload": base64.b64encode(forged).decode(),
             "thingName": device.thing,
             "principal": device.certificate_id,
             "clientId": device.thing,
@@ -288,8 +296,25 @@ def test_lambda_workers_are_pointed_at_the_iot_data_endpoint(rules_stack: Runnin
         (
             f"{PROJECTION} FROM 'things/+/echo'",
             "things/dev_1/echo",
+            b'{"principal": "forged"}',
+            {
+                "payload": "eyJwcmluY2lwYWwiOiAiZm9yZ2VkIn0=",
+                "thingName": "dev_1",
+                "principal": "P",
+                "clientId": "C",
+            },
+        ),
+        (  # encode(*) takes any bytes, JSON or not
+            "SELECT encode( * , 'base64' ) as raw FROM 'a'",
+            "a",
+            b"\x00\xff",
+            {"raw": "AP8="},
+        ),
+        (
+            "SELECT *, topic(2) AS thingName FROM 'things/+/echo'",
+            "things/dev_1/echo",
             b'{"a": 1}',
-            {"a": 1, "thingName": "dev_1", "principal": "P", "clientId": "C"},
+            {"a": 1, "thingName": "dev_1"},
         ),
         (
             "SELECT topic() AS t, topic(9) AS missing FROM 'things/#'",
@@ -304,6 +329,22 @@ def test_sql_projection(sql: str, topic: str, payload: bytes, expected: dict[str
     query = parse_sql(sql)
     assert topic_matches(query.source, topic)
     assert query.project(topic, payload, principal="P", client_id="C") == expected
+
+
+@pytest.mark.parametrize(
+    ("sql", "payload", "why"),
+    [
+        # AWS does not document which wins: the offline broker does not guess
+        ("SELECT *, principal() AS principal FROM 'a'", b'{"principal": "x"}', "alias"),
+        ("SELECT * FROM 'a'", b'{"csr": 1, "csr": 2}', "repeats a key"),
+        ("SELECT * FROM 'a'", b"[1]", "not a JSON object"),
+    ],
+)
+def test_a_message_iot_would_read_in_an_undocumented_way_does_not_fire_the_rule(
+    sql: str, payload: bytes, why: str
+) -> None:
+    with pytest.raises(ValueError, match=why):
+        parse_sql(sql).project("a", payload, principal="P", client_id="C")
 
 
 @pytest.mark.parametrize(
@@ -330,6 +371,11 @@ def test_topic_filter_matching(topic_filter: str, topic: str, matches: bool) -> 
         "SELECT topic(2) FROM 'things/+/renew'",
         "SELECT * FROM 'things/#/renew'",
         "SELECT *, * FROM 'a'",
+        "SELECT encode(*, 'hex') AS p FROM 'a'",
+        "SELECT encode(csr, 'base64') AS p FROM 'a'",
+        "SELECT encode(*, 'base64') FROM 'a'",
+        "SELECT topic(2) AS a, clientid() AS a FROM 'a'",
+        "SELECT encode(*, 'base64' AS p FROM 'a'",
         "DELETE FROM 'a'",
     ],
 )

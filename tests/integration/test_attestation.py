@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import textwrap
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from provisioning import attestation
 from provisioning.dependencies import get_services
 from provisioning.ports import Services
 from tests.integration.conftest import CUSTOM_RESOURCE_HANDLER, STACK_PARAMETERS, TEMPLATE
+from tests.support.csr import explicit_curve_spki, unknown_algorithm_spki
 from tests.support.iam import CallRecorder, not_granted
 from tests.support.lambda_support import (
     Device,
@@ -404,7 +406,7 @@ def test_only_administrators_may_use_the_allowlist_routes(lenient: World, who: s
     device = listed(lenient, FactoryDevice(unique_dsn()))
     assert provision(lenient, attested(lenient, device))[0] == 200
     sub, groups = CALLERS[who]
-    code = "NO_IDENTITY" if who == "no identity" else "NOT_AN_ADMIN"
+    code = {"no identity": "NO_IDENTITY", "no group": "NOT_A_MEMBER"}.get(who, "NOT_AN_ADMIN")
     rows = json.dumps(
         {"devices": [{"DSN": unique_dsn(), "attestationPublicKey": device.attestation_pem}]}
     )
@@ -490,6 +492,48 @@ def test_a_batch_load_is_idempotent_and_answers_each_row(lenient: World) -> None
     assert [r.get("code") for r in again["results"][2:]] == [o[1] for o in outcomes[2:]]
     entry = call(lenient, "GET", f"/allowlist/{conflicting.dsn}", None, ADMIN, "Administrators")[1]
     assert entry["attestationPublicKey"] == conflicting.attestation_pem
+
+
+def _pem(der: bytes) -> str:
+    body = "\n".join(textwrap.wrap(base64.b64encode(der).decode(), 64))
+    return f"-----BEGIN PUBLIC KEY-----\n{body}\n-----END PUBLIC KEY-----\n"
+
+
+def test_a_key_the_crypto_library_cannot_read_or_that_spells_out_its_curve_is_a_row_error(
+    lenient: World,
+) -> None:
+    # GIVEN a batch where good rows surround keys of an algorithm no library knows and P-256
+    # keys carrying the curve's explicit parameters (CSR mode refuses those: not the standard
+    # form), as base64 SPKI and as PEM
+    devices = [FactoryDevice(unique_dsn()) for _ in range(6)]
+    explicit = explicit_curve_spki(devices[3].attestation_key)
+    keys = [
+        devices[0].attestation_pem,
+        base64.b64encode(unknown_algorithm_spki()).decode(),
+        devices[2].attestation_pem,
+        base64.b64encode(explicit).decode(),
+        _pem(explicit),
+        _pem(unknown_algorithm_spki()),
+    ]
+    rows = [{"DSN": d.dsn, "attestationPublicKey": k} for d, k in zip(devices, keys, strict=True)]
+    # WHEN an administrator loads it
+    status, answer = load(lenient, *rows)
+    # THEN each bad key is refused on its own row like any other bad key, the batch is a 200,
+    # and exactly the good rows were written
+    assert status == 200, answer
+    assert [(r["result"], r.get("code", "")) for r in answer["results"]] == [
+        ("ADDED", ""),
+        ("REFUSED", "PUBLIC_KEY_INVALID"),
+        ("ADDED", ""),
+        ("REFUSED", "PUBLIC_KEY_INVALID"),
+        ("REFUSED", "PUBLIC_KEY_INVALID"),
+        ("REFUSED", "PUBLIC_KEY_INVALID"),
+    ]
+    listed_now = [
+        call(lenient, "GET", f"/allowlist/{d.dsn}", None, ADMIN, "Administrators")[0]
+        for d in devices
+    ]
+    assert listed_now == [200, 404, 200, 404, 404, 404]
 
 
 def test_a_batch_has_1_to_100_rows(lenient: World) -> None:

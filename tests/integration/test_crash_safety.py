@@ -40,7 +40,7 @@ from provisioning.renewal import UNCONFIRMED_HOLD_SECONDS
 from provisioning.sweeper import sweep
 from tests.support.crash import Crash, InlineExecutor, ProcessDeath
 from tests.support.csr import make_csr
-from tests.support.iam import CallRecorder, not_granted
+from tests.support.iam import Call, CallRecorder, not_granted
 from tests.support.lambda_support import (
     Device,
     FakeLambdaContext,
@@ -49,6 +49,7 @@ from tests.support.lambda_support import (
     recording,
     unique_dsn,
 )
+from tests.support.rule_events import rule_event
 
 ALICE = "sub-alice"
 ACCOUNT, REGION = "123456789012", "us-east-1"
@@ -129,8 +130,8 @@ HELD: dict[str, list[str]] = {}
 
 
 def renewal_event(device: Device, principal: str, **fields: str) -> dict[str, Any]:
-    thing = f"device_{device.dsn}"
-    return {**fields, "thingName": thing, "principal": principal, "clientId": thing}
+    confirm = set(fields) == {"certificateId"}
+    return rule_event(f"device_{device.dsn}", principal, fields, confirm=confirm)
 
 
 def renew(device: Device, principal: str | None = None) -> tuple[int, dict[str, Any]]:
@@ -417,6 +418,68 @@ def test_every_call_each_function_makes_is_granted_by_the_template(world: World)
     assert {"iot:DescribeCertificate", "acm-pca:GetCertificate", "dynamodb:Query"} <= actions
     # THEN the template grants each function every call it made
     assert not_granted(world.recorder.calls) == []
+
+
+_ROW_WRITES = ("UpdateItem", "TransactWriteItems")
+
+
+def _commit_of(world: World, scenario: Scenario) -> int:
+    """The number of the request's commit (its second row write, after the claim)."""
+    probe = Device(unique_dsn())
+    scenario.prepare(probe)
+    with Crash().watching(*world.clients) as watch:
+        assert scenario.request(probe)[0] == 200
+    # the claim, then the commit that writes down what is left to do
+    row_writes = [n for n, name in enumerate(watch.calls, 1) if name in _ROW_WRITES]
+    return row_writes[1]
+
+
+def _dies_after(world: World, scenario: Scenario, device: Device, commit: int) -> None:
+    """The request dies just after call ``commit``, leaving the rest of its work (certificates
+    to retire, a thing to take out of its group) on the row for whoever comes next."""
+    scenario.prepare(device)
+    with pytest.raises(ProcessDeath), Crash(die_after=commit).watching(*world.clients):
+        scenario.request(device)
+    world.later()
+
+
+def _release(device: Device) -> tuple[int, dict[str, Any]]:
+    return call("DELETE", f"/devices/{device.dsn}")
+
+
+def test_the_recovery_calls_of_the_sweeper_and_the_renewal_function_are_granted(
+    world: World,
+) -> None:
+    """Two recovery paths the scenarios above never take: the sweeper losing the answer to each
+    of its own writes (its claim's included, which it then reads back), and the renewal
+    function finishing a release that died (it takes the thing out of the fleet's group)."""
+    # GIVEN a revocation and a release that each died just after their commit
+    revocation = SCENARIOS["revocation"]
+    release = Scenario("release", _provisioned, _release, revokes=True)
+    revocation_commit, release_commit = _commit_of(world, revocation), _commit_of(world, release)
+    _dies_after(world, revocation, Device(unique_dsn()), revocation_commit)
+    with Crash().watching(*world.clients) as watch:
+        run_sweeper(world)
+    assert "UpdateItem" in watch.calls, watch.calls  # the sweeper claimed the row
+    # WHEN the sweeper, finishing such a request, loses the answer to each of its writes
+    for k in Crash(calls=watch.calls).writes:
+        device = Device(unique_dsn())
+        _dies_after(world, revocation, device, revocation_commit)
+        crash = Crash(lose=k)
+        with crash.watching(*world.clients):
+            run_sweeper(world)
+        assert crash.lost, (k, crash.calls)
+        assert invariant_problems(world, device.dsn, revoked=True) == []
+    # ... and a device whose release died asks to renew with its old certificate, before the
+    # sweeper came by
+    released = Device(unique_dsn())
+    _dies_after(world, release, released, release_commit)
+    assert renew(released)[0] == 400
+    # THEN each of those calls was made, and the template grants every call each function made
+    calls = world.recorder.calls
+    assert Call("SweeperFunction", "dynamodb:GetItem", "DevicesTable") in calls
+    assert Call("RenewalFunction", "iot:RemoveThingFromThingGroup") in calls
+    assert not_granted(calls) == []
 
 
 def test_a_request_that_outlived_its_lease_undoes_only_its_own_certificate(world: World) -> None:

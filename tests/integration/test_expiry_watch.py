@@ -42,6 +42,7 @@ from tests.support.lambda_support import (
     recording,
     unique_dsn,
 )
+from tests.support.rule_events import rule_event
 
 ALICE = "sub-alice"
 REGION = "us-east-1"
@@ -590,8 +591,8 @@ def test_a_device_that_renews_over_mqtt_leaves_the_window(world: World) -> None:
     # with its current certificate, as renew/due asked
     world.now += timedelta(hours=1)
     thing = answer["thingName"]
-    event = {"csr": make_csr(), "thingName": thing, "principal": answer["certificateId"]}
-    renewal(event | {"clientId": thing}, FakeLambdaContext(function_name="RenewalFunction"))
+    event = rule_event(thing, answer["certificateId"], {"csr": make_csr()})
+    renewal(event, FakeLambdaContext(function_name="RenewalFunction"))
     accepted = [p for t, p in renew_requests() if t.endswith("/certificate/renew/accepted")]
     assert len(accepted) == 1, renew_requests()
     # THEN the index follows the new certificate, and the next run leaves the device alone

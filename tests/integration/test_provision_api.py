@@ -663,6 +663,38 @@ def test_no_key_material_or_token_reaches_the_logs(services, aws, captured_logs,
         assert secret not in text
 
 
+def test_a_502_logs_the_aws_operation_and_error_code_behind_it(
+    services, aws, captured_logs, capsys
+) -> None:
+    # GIVEN IoT refusing every RegisterCertificate with an error code of its own, whose text
+    # quotes a value the logs must not carry
+    device = Device(unique_dsn())
+    with fault(
+        services.iot.client,
+        "RegisterCertificate",
+        code="CertificateValidationException",
+        status=400,
+    ):
+        status, answer, _ = provision(device)
+    # THEN the answer names only the step, and the log line of the refusal names the AWS
+    # operation and its error code
+    assert (status, answer["code"]) == (502, "REGISTER_CERTIFICATE_FAILED")
+    printed = capsys.readouterr()
+    lines = [
+        json.loads(line)
+        for line in (captured_logs.getvalue() + printed.out).splitlines()
+        if '"request refused"' in line
+    ]
+    assert lines, captured_logs.getvalue()
+    refused = lines[-1]
+    assert (refused["code"], refused["status"]) == ("REGISTER_CERTIFICATE_FAILED", 502)
+    assert (refused["aws_operation"], refused["aws_error"]) == (
+        "RegisterCertificate",
+        "CertificateValidationException",
+    )
+    assert "injected" not in json.dumps(refused)  # the AWS error's text stays out
+
+
 def test_rotation_works_after_an_operator_revoked_the_old_certificate(
     services, aws, provisioning_env
 ) -> None:

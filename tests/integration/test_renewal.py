@@ -25,6 +25,7 @@ from provisioning.renewal import UNCONFIRMED_HOLD_SECONDS
 from provisioning.sweeper import sweep
 from tests.support.csr import ec_key, make_csr, with_bad_signature
 from tests.support.lambda_support import Device, FakeLambdaContext, api_event, unique_dsn
+from tests.support.rule_events import rule_event
 
 ALICE, BOB = "sub-alice", "sub-bob"
 REGION = "us-east-1"
@@ -70,10 +71,27 @@ class Fleet:
     ) -> dict[str, str]:
         """What the topic rule hands the function when the device publishes ``payload``
         (``context``: the invocation's, e.g. a re-delivery's, with its request id)."""
+        return self.publish_raw(
+            dsn,
+            principal,
+            json.dumps(payload).encode(),
+            context,
+            confirm=set(payload) == {"certificateId"},
+        )
+
+    def publish_raw(
+        self,
+        dsn: str,
+        principal: str,
+        raw: bytes,
+        context: FakeLambdaContext | None = None,
+        *,
+        confirm: bool = False,
+    ) -> dict[str, str]:
+        """The same for a message of any bytes, through the template's own rule SQL."""
         from provisioning.renewal_handler import lambda_handler
 
-        thing = self.thing(dsn)
-        event = {**payload, "thingName": thing, "principal": principal, "clientId": thing}
+        event = rule_event(self.thing(dsn), principal, raw, confirm=confirm)
         return lambda_handler(event, context or FakeLambdaContext(function_name="RenewalFunction"))
 
     def renew(self, dsn: str, principal: str, csr: str | None = None) -> dict[str, str]:
@@ -357,6 +375,52 @@ def test_a_malformed_renewal_is_refused_with_a_stable_code(
     assert fleet.issued_count() == issued
 
 
+def test_a_message_with_a_repeated_key_is_refused(fleet: Fleet) -> None:
+    # GIVEN a provisioned device
+    device = Device(unique_dsn())
+    cert = fleet.provision(device)
+    issued = fleet.issued_count()
+    # WHEN it publishes a renewal whose JSON names csr twice (a parser could read either)
+    raw = b'{"csr": %s, "csr": %s}' % (
+        json.dumps(make_csr()).encode(),
+        json.dumps(make_csr()).encode(),
+    )
+    # THEN it is refused, told why on renew/rejected, and nothing is issued
+    assert fleet.publish_raw(device.dsn, cert, raw) == {
+        "result": "REJECTED",
+        "code": "DUPLICATE_FIELD",
+    }
+    assert fleet.answers(device.dsn)[-1] == (
+        "rejected",
+        {"code": "DUPLICATE_FIELD", "msg": "A field appears more than once in the body."},
+    )
+    assert fleet.issued_count() == issued
+
+
+def test_device_a_cannot_renew_as_device_b_by_naming_b_in_its_payload(fleet: Fleet) -> None:
+    # GIVEN two provisioned devices, A and B
+    a, b = Device(unique_dsn()), Device(unique_dsn())
+    cert_a, cert_b = fleet.provision(a), fleet.provision(b, BOB)
+    fleet.later()
+    rows = {d.dsn: fleet.services.store.get(d.dsn) for d in (a, b)}
+    issued = fleet.issued_count()
+    # WHEN A publishes on its own renew topic, with its certificate, a payload that names B's
+    # thing, B's certificate and B's client id beside its CSR
+    forged = {
+        "csr": make_csr(),
+        "thingName": fleet.thing(b.dsn),
+        "principal": cert_b,
+        "clientId": fleet.thing(b.dsn),
+    }
+    result = fleet.publish_raw(a.dsn, cert_a, json.dumps(forged).encode())
+    # THEN it is refused, nothing is issued, neither row changes, and B hears nothing
+    assert result == {"result": "REJECTED", "code": "MESSAGE_INVALID"}
+    assert fleet.issued_count() == issued
+    assert {d.dsn: fleet.services.store.get(d.dsn) for d in (a, b)} == rows
+    assert fleet.answers(b.dsn) == []
+    assert (fleet.status(cert_a), fleet.status(cert_b)) == ("ACTIVE", "ACTIVE")
+
+
 def test_an_unknown_device_or_a_missing_principal_is_refused(fleet: Fleet) -> None:
     from provisioning.renewal_handler import lambda_handler
 
@@ -364,10 +428,11 @@ def test_an_unknown_device_or_a_missing_principal_is_refused(fleet: Fleet) -> No
     device = Device(unique_dsn())
     fleet.provision(device)
     thing = fleet.thing(device.dsn)
-    event = {"csr": make_csr(), "thingName": thing, "clientId": thing}
+    event = rule_event(thing, "ab" * 32, {"csr": make_csr()})
+    del event["principal"]  # published without a certificate (IoT's principal() is undefined)
     assert lambda_handler(event, FakeLambdaContext())["code"] == "PRINCIPAL_INVALID"
     # A thing of no device of this fleet gets no answer at all
-    event = {"csr": make_csr(), "thingName": "other_X", "principal": "ab" * 32}
+    event = rule_event("other_X", "ab" * 32, {"csr": make_csr()})
     assert lambda_handler(event, FakeLambdaContext())["code"] == "THING_INVALID"
     assert not [
         t

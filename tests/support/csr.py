@@ -106,10 +106,9 @@ _P256 = {
 }
 
 
-def make_explicit_curve_csr(key: ec.EllipticCurvePrivateKey | None = None) -> str:
-    """A P-256 CSR, validly signed, whose key carries the curve's explicit parameters instead of
-    naming it (RFC 3279 allows both; RFC 5480 says to name it)."""
-    key = key or ec_key()
+def explicit_curve_spki(key: ec.EllipticCurvePrivateKey) -> bytes:
+    """The P-256 key's SubjectPublicKeyInfo DER with the curve's explicit parameters instead of
+    its name (RFC 3279 allows both; RFC 5480 says to name it)."""
     c = _P256
     p32 = [v.to_bytes(32, "big") for v in (c["p"] - 3, c["b"], c["gx"], c["gy"])]
     parameters = _der(
@@ -124,11 +123,26 @@ def make_explicit_curve_csr(key: ec.EllipticCurvePrivateKey | None = None) -> st
     point = key.public_key().public_bytes(
         serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
     )
-    spki = _der(
+    return _der(
         0x30,
         _der(0x30, _der(0x06, bytes.fromhex("2a8648ce3d0201")) + parameters)
         + _der(0x03, b"\x00" + point),
     )
+
+
+def unknown_algorithm_spki() -> bytes:
+    """A SubjectPublicKeyInfo of an algorithm no library knows (a private-use OID)."""
+    algorithm = _der(
+        0x30, _der(0x06, bytes.fromhex("2b0601040182e3770101"))
+    )  # 1.3.6.1.4.1.45559.1.1
+    return _der(0x30, algorithm + _der(0x03, b"\x00" + bytes(32)))
+
+
+def make_explicit_curve_csr(key: ec.EllipticCurvePrivateKey | None = None) -> str:
+    """A P-256 CSR, validly signed, whose key carries the curve's explicit parameters instead of
+    naming it (RFC 3279 allows both; RFC 5480 says to name it)."""
+    key = key or ec_key()
+    spki = explicit_curve_spki(key)
     named = x509.load_pem_x509_csr(make_csr(key).encode())
     request, algorithm, _ = _der_items(_content(named.public_bytes(serialization.Encoding.DER)))
     version, subject, _, attributes = _der_items(_content(request))

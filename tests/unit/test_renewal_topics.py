@@ -3,6 +3,7 @@ the rules stay inside the IoT SQL the offline broker runs (else `devstack up` fa
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +39,16 @@ def test_each_renewal_rule_selects_exactly_the_devices_topic(rule: str, suffix: 
     assert topic_matches(parsed.query.source, own)
     others = {topics.renew, topics.accepted, topics.rejected, topics.confirm, topics.due} - {own}
     assert not [t for t in others if topic_matches(parsed.query.source, t)]
-    event = parsed.query.project(own, b'{"principal": "forged"}', principal="P", client_id="C")
-    assert event == {"thingName": "device_SN-1", "principal": "P", "clientId": "C"}
+    # a payload naming IoT's values travels whole, as one opaque field, beside IoT's own
+    forged = b'{"principal": "forged", "thingName": "device_B", "clientId": "B"}'
+    event = parsed.query.project(own, forged, principal="P", client_id="C")
+    assert event == {
+        "payload": base64.b64encode(forged).decode(),
+        "thingName": "device_SN-1",
+        "principal": "P",
+        "clientId": "C",
+    }
+    assert not parsed.query.select_all  # no `SELECT *`: nothing of the payload is a top field
 
 
 def test_a_stale_renewal_request_cannot_outlive_the_unconfirmed_hold() -> None:

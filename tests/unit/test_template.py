@@ -772,10 +772,19 @@ def test_access_logging_waits_for_the_account_role_it_needs() -> None:
 
 def test_the_custom_resource_gives_up_in_minutes_not_an_hour() -> None:
     registration = _resources()["CaRegistration"]["Properties"]
-    function_timeout = _resources()["DeploymentFunction"]["Properties"]["Timeout"]
+    function = _resources()["DeploymentFunction"]["Properties"]
 
-    # Long enough for one answer within the function's timeout and one retried invocation.
-    assert 2 * function_timeout < registration["ServiceTimeout"] <= 15 * 60
+    # Long enough for one answer: the longest an invocation may wait, then run.
+    invoke = function["EventInvokeConfig"]
+    longest = invoke["MaximumEventAgeInSeconds"] + function["Timeout"]
+    assert longest < registration["ServiceTimeout"] <= 15 * 60
+
+
+def test_the_custom_resource_is_never_run_again_by_lambda() -> None:
+    """Lambda retries a failed asynchronous invocation twice by default: a Create that timed
+    out would run again, possibly after the rollback's Delete has removed what it made."""
+    invoke = _resources()["DeploymentFunction"]["Properties"]["EventInvokeConfig"]
+    assert invoke["MaximumRetryAttempts"] == 0
 
 
 def test_the_ca_and_its_activation_outlive_replacement_and_stack_delete() -> None:

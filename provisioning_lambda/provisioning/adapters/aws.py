@@ -114,11 +114,16 @@ def aws_step(step: str) -> Iterator[None]:
     except ClientError as error:
         if error_code(error) in THROTTLING_CODES:
             raise Throttled(step) from error
-        raise DependencyFailed(step) from error
+        raise DependencyFailed(
+            step, operation=error.operation_name, aws_error=error_code(error)
+        ) from error
     except NoTimeForAttempt as error:
         raise OutOfTime(step) from error
     except BotoCoreError as error:
-        raise DependencyFailed(step) from error
+        # No answer (a timeout, a closed connection): its class is the error; the operation,
+        # where botocore names it
+        operation = str(getattr(error, "kwargs", {}).get("operation_name", ""))
+        raise DependencyFailed(step, operation=operation, aws_error=type(error).__name__) from error
 
 
 def call(step: str, fn: Callable[..., Any], **kwargs: Any) -> Any:

@@ -123,5 +123,5 @@ def test_a_device_in_a_renewal_window_is_cut_off_at_once_and_for_good(
     assert status_of(offline_stack, device.certificate_id) == "REVOKED"
     assert status_of(offline_stack, new) == "REVOKED"
     # ... and the device cannot come back with the certificate it holds
-    with pytest.raises(Exception):  # noqa: B017, PT011  (the SDK's connect failure)
+    with pytest.raises(Exception):  # noqa: B017  (the SDK's connect failure)
         connections.append(MqttDevice(offline_stack, device, timeout=10))

@@ -20,6 +20,7 @@ GROUPS = {ALICE: "Members", ADMIN: "Administrators", NOBODY: ""}
 # an administrator would send; {dsn} is a device Alice provisioned.
 ROUTES: dict[tuple[str, str], Any] = {
     ("POST", "/certificate"): lambda dsn: Device(unique_dsn()).body(),
+    ("POST", "/certificate/challenge"): lambda dsn: json.dumps({"DSN": dsn}),
     ("GET", "/devices"): None,
     ("GET", "/devices/{dsn}"): None,
     ("DELETE", "/devices/{dsn}/certificate"): None,

@@ -14,7 +14,7 @@ SAM := SAM_CLI_TELEMETRY=0 $(SAM_VENV)/bin/sam
 # on a machine without python3.13.
 SAM_BUILD_FLAGS ?=
 
-.PHONY: help venv sam lint test unit integration e2e demo up down bench load params deploy clean
+.PHONY: help venv sam lint test unit integration e2e soak demo up down bench load params deploy clean
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -53,6 +53,14 @@ integration: venv  ## handler + adapters under moto
 
 e2e: venv  ## through the offline stack
 	$(BIN)/pytest tests/e2e
+
+# `make soak SOAK_EXAMPLES=2000 SOAK_STEPS=60`: longer still. pytest's 300 s limit is off here.
+SOAK_EXAMPLES ?= 300
+SOAK_STEPS ?= 40
+soak: venv  ## the lifecycle model test long: random sequences with kills; prints what it ran
+	LIFECYCLE_MODEL_EXAMPLES=$(SOAK_EXAMPLES) LIFECYCLE_MODEL_STEPS=$(SOAK_STEPS) \
+	$(BIN)/pytest tests/integration/test_lifecycle_model.py -p no:cacheprovider --timeout=0 \
+	--hypothesis-show-statistics
 
 demo: venv  ## the whole flow offline: stack, BLE, MQTT
 	$(RUN) -m devstack demo

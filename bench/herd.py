@@ -33,15 +33,19 @@ import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
-from bench.__main__ import ROOT
+# The device's and the expiry watch's own rules are imported, not copied. Not through
+# bench.__main__: importing it sets the benchmarks' Powertools environment (metrics off) in
+# whatever process imports this module, a test session among them.
+ROOT = Path(__file__).resolve().parent.parent
+for _path in ("example", "provisioning_lambda"):
+    if str(ROOT / _path) not in sys.path:
+        sys.path.insert(0, str(ROOT / _path))
 
-if str(ROOT / "example") not in sys.path:
-    sys.path.insert(0, str(ROOT / "example"))
-
-from onboarding_ble import renewal
-from provisioning import expiry
+from onboarding_ble import renewal  # noqa: E402
+from provisioning import expiry  # noqa: E402
 
 REGISTER_CERTIFICATE_QUOTA = 10.0  # IoT RegisterCertificate, per second, per account: shared
 EPOCH = datetime(2030, 1, 1, tzinfo=UTC)

@@ -179,9 +179,9 @@ def test_the_renewal_function_s_event_invoke_config_reaches_the_runtime(
     offline_stack: RunningStack,
 ) -> None:
     # SAM turns EventInvokeConfig into AWS::Lambda::EventInvokeConfig; the topic rules' async
-    # invocations read it from the function: renewal events kept 60 s and never retried
+    # invocations read it from the function: renewal events kept 180 s and never retried
     functions = offline_stack.deployment.functions
     renewal = functions["RenewalFunction"]
-    assert (renewal.maximum_event_age, renewal.maximum_retry_attempts) == (60, 0)
+    assert (renewal.maximum_event_age, renewal.maximum_retry_attempts) == (180, 0)
     provisioning = functions["ProvisioningFunction"]  # none configured: Lambda's defaults
     assert (provisioning.maximum_event_age, provisioning.maximum_retry_attempts) == (21600, 2)

@@ -107,6 +107,7 @@ class FleetStorePort(Protocol):
         thing_name: str,
         held: tuple[CertificateRef, ...],
         audit: AuditEvent,
+        released_by: str = "",
     ) -> None: ...
 
 
@@ -338,7 +339,14 @@ def release_device(
     dsn: str, caller: Caller, services: Services, budget: Budget, request_id: str
 ) -> dict[str, str | bool]:
     """Give the device up: its certificate revoked everywhere, the thing out of its group, no
-    owner; the audit trail stays. A 200 with ``finished`` false means the sweeper finishes."""
+    owner; the audit trail stays. A 200 with ``finished`` false means the sweeper finishes.
+
+    A release whose answer was lost (the request died after its row write) is the releasing
+    user's to repeat: the repeat finishes it now, session included, instead of a 404 while the
+    device may still be online until the sweeper comes by.
+    """
+    if _finish_release(dsn, caller, services, budget, request_id):
+        return {"DSN": dsn, "released": True, "finished": True}
     _visible_device(services, dsn, caller)
     fleet = _fleet(services)
     with services.budgets.running(budget):
@@ -363,7 +371,9 @@ def release_device(
         )
         unfinished = (
             task.end_access(
-                lambda held: fleet.commit_release(dsn, request_id, thing, held, released),
+                lambda held: fleet.commit_release(
+                    dsn, request_id, thing, held, released, released_by=caller.sub
+                ),
                 Release.DELETE,
                 owner_sub="",
                 status="",
@@ -379,6 +389,28 @@ def release_device(
     if current is not None:
         answer["revokedCertificateId"] = current.certificate_id
     return answer
+
+
+def _finish_release(
+    dsn: str, caller: Caller, services: Services, budget: Budget, request_id: str
+) -> bool:
+    """Finish a release its own user (or an administrator) repeats; False when the row is not
+    an unfinished release of theirs (the caller then sees what anyone would)."""
+    _require_group(caller)
+    row = services.store.get(dsn)
+    if row is None or not row.releasing:
+        return False
+    if not (caller.is_admin or (row.released_by and row.released_by == caller.sub)):
+        return False
+    with services.budgets.running(budget):
+        task = DeviceTask(services, caller, dsn, budget, request_id)
+        task.row = task.claim(must_exist=True)  # recovers what the release left
+        if task.row is None or not task.row.releasing:
+            return False  # provisioned again meanwhile: not a release to finish any more
+        if task.recover(Release.DELETE).unfinished:
+            raise DependencyFailed("RELEASE_DEVICE")
+        task.disconnect()
+    return True
 
 
 def _audit(

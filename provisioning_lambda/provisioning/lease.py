@@ -81,6 +81,7 @@ class DeviceTask:
     request_id: str
     row: DeviceRecord | None = None
     audits: list[AuditEvent] = field(default_factory=list)
+    disconnected: bool = False  # the thing's session was ended by this request
 
     @property
     def thing_name(self) -> str:
@@ -151,6 +152,10 @@ class DeviceTask:
             done.intents_resolved += int(undone)
         retired = tuple(ref for ref in row.retiring if self.revoke_everywhere(ref, "superseded"))
         done.certificates_retired += len(retired)
+        if retired and row.status != "ACTIVE":
+            # What an ended access left part-way (revoke, release, claim): its session ends
+            # now too, whoever finishes it (the device's next request or the sweeper).
+            self.disconnect()
         left = (row.intent is not None and not clear_intent) or len(retired) < len(row.retiring)
         if row.ungroup:
             # A release not finished: its row is deleted below once nothing else is left.
@@ -228,15 +233,18 @@ class DeviceTask:
             **after,
         )
         done = self.recover(release)
-        self.disconnect()
+        self.disconnect()  # also when nothing could be retired yet: IoT refuses it anyway
         return done
 
     def disconnect(self) -> None:
         """End the thing's MQTT session now (client id = thing name), so a device whose access
         ended cannot go on publishing until IoT notices its certificate (never raises)."""
         connections = self.services.connections
-        if connections is not None and self.budget.allows(ATTEMPT_SECONDS):
-            self._quietly("DISCONNECT_DEVICE", connections.disconnect, self.thing_name)
+        if self.disconnected or connections is None or not self.budget.allows(ATTEMPT_SECONDS):
+            return
+        self.disconnected = self._quietly(
+            "DISCONNECT_DEVICE", connections.disconnect, self.thing_name
+        )
 
     def release(self, work_left: bool = False) -> None:
         """Give the lease back (never raises); a row never provisioned is dropped."""

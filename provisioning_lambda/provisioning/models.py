@@ -396,6 +396,9 @@ class DeviceRecord:
     # A release not finished: the thing still to take out of the fleet's thing group before
     # the row goes (fleet.py). Any commit writes it empty.
     ungroup: str = ""
+    # Who released the device, while that release is not finished: they may repeat it (the
+    # row names no owner any more). Any commit writes it empty, as ``ungroup``.
+    released_by: str = ""
 
     @property
     def certificate(self) -> CertificateRef | None:
@@ -421,6 +424,11 @@ class DeviceRecord:
 
     def visible_to(self, caller: Caller) -> bool:
         return caller.is_admin or self.owner_sub == caller.sub
+
+    @property
+    def releasing(self) -> bool:
+        """A release whose row write applied and whose clean-up has not finished yet."""
+        return not self.status and bool(self.ungroup)
 
     def to_response(self, caller: Caller) -> dict[str, str | bool]:
         """What the owner or an administrator may read; never key material."""

@@ -70,13 +70,9 @@ def sweep(services: Services, budget: Budget, run_id: str, batch: int = BATCH) -
                 logger.warning("sweeper could not claim", extra={"code": error.code})
                 report.skipped += 1
                 continue
-            row = task.row
-            done = task.recover(Release.DELETE)
-            report += done
+            # What a revoke, release or claim that died left ends the session too (lease.py).
+            report += task.recover(Release.DELETE)
             report.leases_released += 1
-            if done.certificates_retired and row is not None and row.status != "ACTIVE":
-                # What a revoke, release or claim that died left: its session ends now too.
-                task.disconnect()
     try:
         report.parked_devices = tuple(services.store.parked(PARKED_LISTED))
         report.parked_total = len(report.parked_devices)

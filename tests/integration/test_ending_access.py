@@ -5,7 +5,8 @@ parked instead of starving the sweeper. The handler and the real adapters on mot
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import boto3
@@ -20,6 +21,7 @@ from provisioning.sweeper import sweep
 from tests.integration.fleet_support import ADMIN, ALICE, BOB, fleet_call
 from tests.integration.test_renewal import REGION, Fleet
 from tests.integration.test_renewal import fleet as fleet  # the fixture
+from tests.support.crash import ProcessDeath
 from tests.support.lambda_support import Device, FakeLambdaContext, unique_dsn
 
 
@@ -216,3 +218,69 @@ def test_a_row_the_sweeper_cannot_finish_is_parked_and_never_starves_the_rest(
     row = fleet.services.store.get(stuck.dsn)
     assert row is not None and not row.retiring and row.sweep_attempts == 0
     assert fleet.services.store.parked(10) == []
+
+
+@contextmanager
+def dies_after(store: Any, method: str) -> Iterator[None]:
+    """Within the block, the store's ``method`` applies, then the process dies before anything
+    else runs."""
+    real = getattr(store, method)
+
+    def applied_then_killed(*args: Any, **kwargs: Any) -> None:
+        real(*args, **kwargs)
+        raise ProcessDeath()
+
+    setattr(store, method, applied_then_killed)
+    try:
+        with pytest.raises(ProcessDeath):
+            yield
+    finally:
+        setattr(store, method, real)
+
+
+def test_a_release_whose_request_died_is_finished_by_the_owner_repeating_it(
+    fleet: Fleet, sessions: Sessions
+) -> None:
+    # GIVEN a release in a renewal's window whose request died right after its row write
+    device, old, new = renewed(fleet)
+    with dies_after(fleet.services.store, "commit_release"):
+        fleet_call("DELETE", f"/devices/{device.dsn}", ALICE)
+    assert fleet.status(old) == fleet.status(new) == "ACTIVE"  # nothing retired yet
+    fleet.later(120)  # the dead request's lease has run out
+    sessions.disconnected.clear()
+
+    # WHEN another member repeats it, nothing happens for them ...
+    status, answer = fleet_call("DELETE", f"/devices/{device.dsn}", BOB)
+    assert (status, answer["code"]) == (404, "DEVICE_NOT_FOUND")
+    assert fleet.status(old) == "ACTIVE"
+
+    # ... and WHEN the owner repeats it
+    status, answer = fleet_call("DELETE", f"/devices/{device.dsn}", ALICE)
+
+    # THEN it is finished now: both certificates retired, the session ended, the row gone
+    assert status == 200 and answer["released"] and answer["finished"], answer
+    assert (fleet.status(old), fleet.status(new)) == ("REVOKED", "REVOKED")
+    assert fleet.attached(device.dsn) == set()
+    assert sessions.disconnected == [fleet.thing(device.dsn)]
+    assert fleet.services.store.get(device.dsn) is None
+
+
+def test_a_revocation_finished_by_the_device_s_next_request_ends_its_session(
+    fleet: Fleet, sessions: Sessions
+) -> None:
+    # GIVEN a revocation whose request died right after its row write: nothing retired yet
+    device = Device(unique_dsn())
+    certificate_id = fleet.provision(device)
+    with dies_after(fleet.services.store, "commit_revocation"):
+        fleet.revoke(device)
+    assert fleet.status(certificate_id) == "ACTIVE"
+    fleet.later(120)
+    sessions.disconnected.clear()
+
+    # WHEN the device, still connected, asks to renew before the sweeper came by
+    answer = fleet.renew(device.dsn, certificate_id)
+
+    # THEN it is refused, the revocation is finished and its session is ended
+    assert answer["result"] == "REJECTED", answer
+    assert fleet.status(certificate_id) == "REVOKED"
+    assert sessions.disconnected == [fleet.thing(device.dsn)]

@@ -356,12 +356,15 @@ class FleetStore(DeviceStore):
         thing_name: str,
         held: tuple[CertificateRef, ...],
         audit: AuditEvent,
+        released_by: str = "",
     ) -> None:
         """The device is nobody's: no owner, status, certificate, list position or transfer;
         every certificate it held written down to be revoked and the thing to leave its group
-        (``ungroup``); the lease stays until both are done and the row is deleted."""
+        (``ungroup``), with who released it (who may repeat the release until it is done); the
+        lease stays until both are done and the row is deleted."""
         update = _Update()
         update.set("ungroup", _s(thing_name))
+        update.set("released_by", _s(released_by))
         retire(update, held)
         update.remove("owner_sub", "status", "created_at", "listed_at", *TRANSFER_FIELDS)
         write = {"Update": update.request(self._devices, dsn, request_id)}

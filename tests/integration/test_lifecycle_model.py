@@ -10,7 +10,7 @@ Any request may be killed just before or just after a random AWS call, or lose t
 one (tests/support/crash.py, as in test_crash_safety.py).
 
 The model keeps, per device, its owner and the certificates each owner's device holds (what
-the answers handed it). The invariants (DESIGN.md §5 and §10):
+the answers handed it). The invariants (docs/testing.md lists them with the rules):
 
 - at every step, every ACTIVE certificate of the example's things is known to its thing's row
   (current, superseded, retiring or the intent), and one the row does not name as current or

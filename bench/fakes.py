@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime
 import hashlib
-from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -12,10 +11,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from provisioning.config import Settings
-from provisioning.models import (
+from provisioning.domain.models import (
     AuditEvent,
     CertificateNames,
     CertificateRef,
+    CommitGuard,
     DeviceRecord,
     Intent,
     IssuedCertificate,
@@ -116,8 +116,8 @@ class FakeStore:
     def claim(
         self,
         dsn: str,
-        caller_sub: str,
-        is_admin: bool,
+        owner_check: str | None,
+        new_owner: str,
         request_id: str,
         now: int,
         lease_until: int,
@@ -139,7 +139,7 @@ class FakeStore:
         retiring: tuple[CertificateRef, ...] = (),
         superseded: CertificateRef | None = None,
         grace_until: int = 0,
-        also_put: dict[str, Any] | None = None,
+        guards: tuple[CommitGuard, ...] = (),
     ) -> None:
         return None
 

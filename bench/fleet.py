@@ -91,8 +91,8 @@ def bench_first_page(devices: int, runs: int, delay_ms: float, limit: int) -> No
         print(f"writing {devices} devices for one member and 1 for another ...", flush=True)
         _seed(boto3.client("dynamodb"), environment["DEVICES_TABLE"], devices)
 
-        from provisioning.dependencies import get_services
-        from provisioning.handler import lambda_handler
+        from provisioning.adapters.composition import get_services
+        from provisioning.handlers.api import lambda_handler
         from tests.support.lambda_support import FakeLambdaContext, api_event
 
         get_services.cache_clear()

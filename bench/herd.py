@@ -3,7 +3,7 @@ renewal function's reserved concurrency and maximum event age. Pure Python, no A
 
 It uses the real rules, imported: the device's schedule (``onboarding_ble.renewal``:
 ``renewal_delay`` in ``RENEWAL_WINDOW``, ``nudged_delay`` for the watch's requests, ``Backoff``
-after a request that got no answer) and the expiry watch's spread (``provisioning.expiry``:
+after a request that got no answer) and the expiry watch's spread (``provisioning.usecases.expiry``:
 ``NUDGE_SPREAD``, ``ExpiryWindow``). The function's settings and the watch's schedule are read
 from template.yaml's defaults (override them to compare).
 
@@ -45,7 +45,7 @@ for _path in ("example", "provisioning_lambda"):
         sys.path.insert(0, str(ROOT / _path))
 
 from onboarding_ble import renewal  # noqa: E402
-from provisioning import expiry  # noqa: E402
+from provisioning.domain import expiry  # noqa: E402
 
 REGISTER_CERTIFICATE_QUOTA = 10.0  # IoT RegisterCertificate, per second, per account: shared
 EPOCH = datetime(2030, 1, 1, tzinfo=UTC)

@@ -5,11 +5,11 @@ certificate names its device (a SAN URI with the DSN; the thing name ``<ThingPre
 its common name).
 The example owns this module: a device cannot ship Lambda code, and the Lambda's package
 (its CodeUri) cannot import the example, so the provisioning function keeps its own
-definitions (``provisioning/models.py``: ``ENCRYPTION_SCHEMES``, ``DSN_PATTERN``;
-``provisioning/crypto.py``: ``HKDF_LABEL``, ``DSN_URI_PREFIX``, ``common_name_for``,
+definitions (``provisioning/domain/models.py``: ``ENCRYPTION_SCHEMES``, ``DSN_PATTERN``;
+``provisioning/domain/crypto.py``: ``HKDF_LABEL``, ``DSN_URI_PREFIX``, ``common_name_for``,
 ``is_canonical_x25519``; ``provisioning/config.py``: ``THING_PREFIX_PATTERN``;
-``provisioning/attestation.py``: ``MESSAGE_PREFIX``, ``message``; ``provisioning/challenge.py``:
-``CHALLENGE_BYTES``).
+``provisioning/domain/attestation.py``: ``MESSAGE_PREFIX``, ``message``;
+``provisioning/domain/challenge.py``: ``CHALLENGE_BYTES``).
 ``tests/unit/test_shared_rules.py`` fails as soon as the two disagree, and checks the API model
 and the ThingPrefix parameter in template.yaml against the same rules.
 """
@@ -98,7 +98,7 @@ RENEW_ACCEPTED, RENEW_REJECTED, RENEW_CONFIRM, RENEW_DUE = (
 
 
 # The expiry watch's nudge on renew/due: {"notAfter", "reason", RENEW_WITHIN: seconds}; the
-# device renews at a random moment of those seconds (provisioning/expiry.py's NudgeSpread).
+# device renews at a random moment of those seconds (provisioning/usecases/expiry.py's NudgeSpread).
 RENEW_WITHIN = "renewWithinSeconds"
 
 

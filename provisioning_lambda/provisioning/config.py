@@ -10,10 +10,10 @@ from dataclasses import dataclass
 KEY_ALGORITHMS = ("EC_prime256v1", "RSA_2048")
 SIGNING_ALGORITHMS = ("SHA256WITHECDSA", "SHA256WITHRSA")
 CA_MODES = ("DEFAULT", "SNI_ONLY")
-THING_NAME_MAX = 128
 # No "_" in the prefix: "<prefix>_<DSN>" splits at its first "_" one way only, so a thing name
 # (and the certificate's common name) names one DSN. Same as template.yaml's ThingPrefix.
 THING_PREFIX_PATTERN = re.compile(r"[A-Za-z0-9-]{1,12}", re.ASCII)
+TOPIC_ARN = re.compile(r"arn:[\w-]+:sns:[\w-]+:\d{12}:[\w.-]{1,256}", re.ASCII)
 
 
 class ConfigError(RuntimeError):
@@ -50,6 +50,8 @@ class Settings:
     renewal_min_interval_seconds: int = 300
     # A certificate is EXPIRING once less than this share of cert_validity_days is left.
     expiry_warning_percent: int = 30
+    # The operators' topic the expiry watch reports to; "" in the functions that do not.
+    expiry_topic_arn: str = ""
 
     @property
     def partition(self) -> str:
@@ -60,10 +62,6 @@ class Settings:
         """``arn:<partition>:iot:<region>:<account>``: IoT lives beside the CA."""
         _, partition, _, region, account = self.ca_arn.split(":")[:5]
         return f"arn:{partition}:iot:{region}:{account}"
-
-    @property
-    def max_dsn_length(self) -> int:
-        return THING_NAME_MAX - len(self.thing_prefix) - 1
 
     def thing_name(self, dsn: str) -> str:
         return f"{self.thing_prefix}_{dsn}"
@@ -110,6 +108,9 @@ class Settings:
         allowlist_table = env.get("ALLOWLIST_TABLE", "").strip()
         if require_attestation == "true" and not allowlist_table:
             raise ConfigError("REQUIRE_ATTESTATION=true needs ALLOWLIST_TABLE")
+        topic_arn = env.get("EXPIRY_TOPIC_ARN", "").strip()
+        if topic_arn and not TOPIC_ARN.fullmatch(topic_arn):
+            raise ConfigError("EXPIRY_TOPIC_ARN is not an SNS topic ARN")
         return cls(
             devices_table=need("DEVICES_TABLE"),
             audit_table=need("AUDIT_TABLE"),
@@ -129,4 +130,5 @@ class Settings:
             renewal_grace_hours=int(grace),
             renewal_min_interval_seconds=int(interval),
             expiry_warning_percent=int(warning),
+            expiry_topic_arn=topic_arn,
         )

@@ -4,26 +4,31 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from .attestation import AllowlistEntry
-from .budget import Budget
-from .challenge import Consumed
-from .config import Settings
-from .models import (
+from provisioning.config import Settings
+from provisioning.domain.attestation import AllowlistEntry
+from provisioning.domain.budget import Budget
+from provisioning.domain.challenge import Consumed
+from provisioning.domain.expiry import NUDGE_SPREAD, ExpiryWindow, NudgeSpread
+from provisioning.domain.models import (
     AuditEvent,
     CertificateNames,
     CertificateRef,
+    CommitGuard,
     DeviceRecord,
+    ExpiringPage,
     Intent,
     IssuedCertificate,
     RegisteredCertificate,
     Release,
 )
+
+EXPIRY_PAGE_SIZE = 100  # devices a page of the expiry index holds
 
 
 class PcaPort(Protocol):
@@ -65,8 +70,8 @@ class StorePort(Protocol):
     def claim(
         self,
         dsn: str,
-        caller_sub: str,
-        is_admin: bool,
+        owner_check: str | None,
+        new_owner: str,
         request_id: str,
         now: int,
         lease_until: int,
@@ -82,7 +87,7 @@ class StorePort(Protocol):
         retiring: tuple[CertificateRef, ...] = (),
         superseded: CertificateRef | None = None,
         grace_until: int = 0,
-        also_put: dict[str, Any] | None = None,
+        guards: tuple[CommitGuard, ...] = (),
     ) -> None: ...
     def commit_revocation(
         self,
@@ -114,9 +119,12 @@ class StorePort(Protocol):
 class AllowlistPort(Protocol):
     def get(self, dsn: str) -> AllowlistEntry | None: ...
     def is_certified(self, dsn: str, key_id: str) -> bool: ...
-    def certified_key_put(
-        self, dsn: str, key_id: str, at: str, request_id: str
-    ) -> dict[str, Any]: ...
+    def certified_key_guard(self, dsn: str, key_id: str, at: str, request_id: str) -> CommitGuard:
+        """Record the attested key as certified; refused if it was (ATTESTATION_REPLAYED)."""
+
+    def not_blocked_guard(self, dsn: str) -> CommitGuard:
+        """The DSN is not BLOCKED when the commit applies (DEVICE_BLOCKED)."""
+
     def add(self, dsn: str, public_key_der: bytes, at: str, actor: str) -> str: ...
     def block(self, dsn: str, at: str, actor: str) -> AllowlistEntry: ...
 
@@ -166,3 +174,39 @@ class Services:
     connections: ConnectionsPort | None = None
     # Attestation challenges (challenge.py); kept beside the allowlist, None without it.
     challenges: ChallengePort | None = None
+
+
+class ExpiryStorePort(Protocol):
+    def expiring(
+        self,
+        shard: int,
+        since: str,
+        until: str,
+        cursor: object = None,
+        limit: int = EXPIRY_PAGE_SIZE,
+    ) -> ExpiringPage: ...
+    def count_expired(
+        self, shard: int, before: str, cursor: object = None
+    ) -> tuple[int, object]: ...
+    def watch_cursors(self, since: str, until: str) -> dict[int, object]: ...
+    def save_watch_cursors(self, cursors: dict[int, object]) -> None: ...
+
+
+class NotifierPort(Protocol):
+    def notify(self, subject: str, message: str) -> None: ...
+
+
+@dataclass
+class WatchServices:
+    """What one run of the watch needs; the handler builds it once per container."""
+
+    store: ExpiryStorePort
+    publisher: PublisherPort
+    notifier: NotifierPort
+    window: ExpiryWindow
+    shards: int
+    thing_name: Callable[[str], str]  # DSN -> thing name, for rows that lack one
+    executor: Executor
+    budgets: BudgetHolder = field(default_factory=BudgetHolder)
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    spread: NudgeSpread = NUDGE_SPREAD

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from devstack.stack import RunningStack, start_stack
-from provisioning import attestation
+from provisioning.domain import attestation
 from tests.support.offline import (
     AppUser,
     device_key,

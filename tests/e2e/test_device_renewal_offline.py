@@ -21,7 +21,7 @@ from devstack.stack import RunningStack, wait_for
 from onboarding_ble import credentials, events, renewal, trust
 from onboarding_ble.credentials import Answer, Credentials
 from onboarding_ble.demo import Child, Children, device_argv
-from provisioning.renewal import UNCONFIRMED_HOLD_SECONDS
+from provisioning.usecases.renew import UNCONFIRMED_HOLD_SECONDS
 from tests.support.offline import new_member, post_certificate, unique_dsn
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]

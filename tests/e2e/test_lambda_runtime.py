@@ -35,7 +35,7 @@ pytestmark = pytest.mark.e2e
 
 FIXTURES = ROOT / "tests" / "fixtures" / "runtime"
 HANDLER_MODULES = {
-    "ProvisioningFunction": "provisioning.handler",
+    "ProvisioningFunction": "provisioning.handlers.api",
     "DeploymentFunction": "ca_registration.handler",
 }
 

@@ -46,7 +46,7 @@ def fleet_call(
     body: dict[str, Any] | str | None = None,
     query: dict[str, str | list[str]] | None = None,
 ) -> tuple[int, dict[str, Any]]:
-    from provisioning.handler import lambda_handler
+    from provisioning.handlers.api import lambda_handler
 
     raw = json.dumps(body) if isinstance(body, dict) else body
     response = lambda_handler(fleet_event(method, path, sub, raw, query), FakeLambdaContext())

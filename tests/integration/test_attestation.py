@@ -8,6 +8,7 @@ PCA.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import textwrap
 from collections.abc import Callable, Iterator
@@ -24,8 +25,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa, x25519
 from moto import mock_aws
 
 from devstack.deployer import deploy
-from provisioning import attestation
-from provisioning.dependencies import get_services
+from provisioning.adapters.composition import get_services
+from provisioning.domain import attestation
 from provisioning.ports import Services
 from tests.integration.conftest import CUSTOM_RESOURCE_HANDLER, STACK_PARAMETERS, TEMPLATE
 from tests.support.csr import explicit_curve_spki, unknown_algorithm_spki
@@ -151,7 +152,7 @@ def call(
     sub: str = OWNER,
     groups: str = "Members",
 ) -> tuple[int, dict[str, Any]]:
-    from provisioning.handler import lambda_handler
+    from provisioning.handlers.api import lambda_handler
 
     event = api_event(body, sub, groups, method=method, path=path)
     parts = path.strip("/").split("/")
@@ -694,7 +695,7 @@ def at_call(client: Any, operation: str, action: Callable[[], None]) -> Iterator
 
 
 def block_with_headers(world: World, dsn: str) -> tuple[int, dict[str, Any], dict[str, str]]:
-    from provisioning.handler import lambda_handler
+    from provisioning.handlers.api import lambda_handler
 
     event = api_event(None, ADMIN, "Administrators", method="POST", path=f"/allowlist/{dsn}/block")
     event["resource"] = event["requestContext"]["resourcePath"] = "/allowlist/{dsn}/block"
@@ -748,28 +749,42 @@ def test_a_block_during_a_first_provisioning_is_409_and_the_provisioning_rolls_b
     assert (status, again["deviceStatus"], again["revokedCertificateId"]) == (200, "NONE", "")
 
 
-def test_a_block_just_before_the_commit_is_409_and_its_repeat_revokes(attesting: World) -> None:
-    # GIVEN a listed device whose first provisioning has read the allowlist a last time
+def test_a_block_just_before_the_commit_refuses_the_provisioning(attesting: World) -> None:
+    # GIVEN a listed device whose first provisioning is about to commit
     device = listed(attesting, FactoryDevice(unique_dsn()))
     blocked: list[tuple[int, dict[str, Any], dict[str, str]]] = []
     dynamodb = attesting.services.store.client  # type: ignore[attr-defined]
-    # WHEN the block lands between that read and the commit
-    with at_call(
-        dynamodb,
-        "TransactWriteItems",
-        lambda: blocked.append(block_with_headers(attesting, device.dsn)),
+    # WHEN the block lands right before the commit
+    iot = attesting.services.iot.client  # type: ignore[attr-defined]
+    with (
+        recording(iot, "RegisterCertificate") as registered,
+        at_call(
+            dynamodb,
+            "TransactWriteItems",
+            lambda: blocked.append(block_with_headers(attesting, device.dsn)),
+        ),
     ):
         status, answer = provision(attesting, attested(attesting, device))
-    # THEN the provisioning commits, and the block did not claim to have revoked anything
-    assert status == 200, answer
+    # THEN the commit, which checks the allowlist in its own transaction, refuses it, and the
+    # block did not claim to have revoked anything while the request held the device
+    assert (status, answer["code"]) == (403, "DEVICE_BLOCKED"), answer
     [(block_status, block_answer, _)] = blocked
     assert (block_status, block_answer["code"]) == (409, "REQUEST_IN_FLIGHT")
-    assert certificate_status(attesting, answer["certificateId"]) == "ACTIVE"
-    # ... and repeating the block (as the 409 asks) revokes the certificate: 200
+    # ... the device has no row, and the certificate issued for it was revoked
+    row = attesting.aws["dynamodb"].get_item(
+        TableName=attesting.env["DEVICES_TABLE"], Key={"dsn": {"S": device.dsn}}
+    )
+    assert "Item" not in row
+    [certificate] = [
+        x509.load_pem_x509_certificate(c["certificatePem"].encode()) for c in registered
+    ]
+    certificate_id = hashlib.sha256(
+        certificate.public_bytes(serialization.Encoding.DER)
+    ).hexdigest()
+    assert certificate_status(attesting, certificate_id) == "REVOKED"
+    # ... and repeating the block (as the 409 asks) answers 200: nothing is left to revoke
     status, done = block(attesting, device.dsn)
-    assert (status, done["deviceStatus"]) == (200, "REVOKED"), done
-    assert done["revokedCertificateId"] == answer["certificateId"]
-    assert certificate_status(attesting, answer["certificateId"]) == "REVOKED"
+    assert (status, done["deviceStatus"]) == (200, "NONE"), done
 
 
 def test_a_replayed_attestation_cannot_take_a_released_device(attesting: World) -> None:

@@ -13,9 +13,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from provisioning import attestation
-from provisioning.challenge import CHALLENGE_SECONDS
-from provisioning.handler import lambda_handler
+from provisioning.domain import attestation
+from provisioning.domain.challenge import CHALLENGE_SECONDS
+from provisioning.handlers.api import lambda_handler
 from tests.integration.test_attestation import (
     OWNER,
     FactoryDevice,

@@ -31,13 +31,13 @@ from cryptography.x509.oid import NameOID
 from moto.acmpca.models import acmpca_backends
 from moto.iot.models import iot_backends
 
+from provisioning.adapters.composition import get_services
 from provisioning.adapters.store import expiry_shard
-from provisioning.budget import Budget
-from provisioning.crypto import certificate_facts, common_name_for
-from provisioning.dependencies import get_services
+from provisioning.domain.budget import Budget
+from provisioning.domain.crypto import certificate_facts, common_name_for
+from provisioning.lifecycle.sweep import sweep
 from provisioning.ports import Services
-from provisioning.renewal import UNCONFIRMED_HOLD_SECONDS
-from provisioning.sweeper import sweep
+from provisioning.usecases.renew import UNCONFIRMED_HOLD_SECONDS
 from tests.support.crash import Crash, InlineExecutor, ProcessDeath
 from tests.support.csr import make_csr
 from tests.support.iam import Call, CallRecorder, not_granted
@@ -115,7 +115,7 @@ CURRENT = _Current()
 
 
 def call(method: str, path: str, body: str | None = None) -> tuple[int, dict[str, Any]]:
-    from provisioning.handler import lambda_handler
+    from provisioning.handlers.api import lambda_handler
 
     event = api_event(body, ALICE, "Members", method=method, path=path)
     assert CURRENT.recorder is not None
@@ -136,7 +136,7 @@ def renewal_event(device: Device, principal: str, **fields: str) -> dict[str, An
 
 def renew(device: Device, principal: str | None = None) -> tuple[int, dict[str, Any]]:
     """The device publishes a CSR on its renew topic, from the certificate it works with."""
-    from provisioning.renewal_handler import lambda_handler
+    from provisioning.handlers.renewal import lambda_handler
 
     event = renewal_event(device, principal or HELD[device.dsn][0], csr=make_csr())
     assert CURRENT.recorder is not None
@@ -149,7 +149,7 @@ def renew(device: Device, principal: str | None = None) -> tuple[int, dict[str, 
 
 def confirm(device: Device) -> tuple[int, dict[str, Any]]:
     """The device, connected with its new certificate, confirms it."""
-    from provisioning.renewal_handler import lambda_handler
+    from provisioning.handlers.renewal import lambda_handler
 
     new = HELD[device.dsn][0]
     event = renewal_event(device, new, certificateId=new)

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from provisioning.dependencies import get_services
+from provisioning.adapters.composition import get_services
 from provisioning.ports import Services
 from tests.integration.test_provision_api import (
     ALICE,

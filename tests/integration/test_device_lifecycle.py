@@ -13,7 +13,7 @@ from typing import Any
 import boto3
 import pytest
 
-from provisioning.dependencies import get_services
+from provisioning.adapters.composition import get_services
 from provisioning.ports import Services
 from tests.support.lambda_support import (
     Device,
@@ -42,7 +42,7 @@ def iot(provisioning_env: dict[str, str]) -> Any:
 
 
 def call(method: str, path: str, sub: str, groups: str = "Members", body: str | None = None):
-    from provisioning.handler import lambda_handler
+    from provisioning.handlers.api import lambda_handler
 
     event = api_event(body, sub, groups, method=method, path=path)
     response = lambda_handler(event, FakeLambdaContext())

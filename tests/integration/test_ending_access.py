@@ -14,10 +14,10 @@ import pytest
 from moto.acmpca.models import acmpca_backends
 from moto.core import DEFAULT_ACCOUNT_ID
 
-from provisioning.budget import Budget
-from provisioning.errors import DependencyFailed
-from provisioning.lease import MAX_SWEEP_ATTEMPTS
-from provisioning.sweeper import sweep
+from provisioning.domain.budget import Budget
+from provisioning.domain.errors import DependencyFailed
+from provisioning.lifecycle.lease import MAX_SWEEP_ATTEMPTS
+from provisioning.lifecycle.sweep import sweep
 from tests.integration.fleet_support import ADMIN, ALICE, BOB, fleet_call
 from tests.integration.test_renewal import REGION, Fleet
 from tests.integration.test_renewal import fleet as fleet  # the fixture

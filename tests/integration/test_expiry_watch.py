@@ -26,12 +26,12 @@ from moto.iotdata.models import iotdata_backends
 from moto.sns.models import sns_backends
 
 from devstack.deployer import Deployment
-from provisioning import expiry
+from provisioning.adapters.composition import get_services, get_watch_services
 from provisioning.adapters.store import EXPIRY_SHARDS, WATCH_CURSOR_KEY, expiry_shard
-from provisioning.dependencies import get_services
-from provisioning.expiry_handler import get_watch_services
-from provisioning.lease import iso
+from provisioning.domain import expiry
+from provisioning.lifecycle.lease import iso
 from provisioning.ports import Services
+from provisioning.usecases import expiry as expiry_watch
 from tests.support.crash import InlineExecutor
 from tests.support.iam import CallRecorder, not_granted
 from tests.support.lambda_support import (
@@ -87,7 +87,7 @@ def world(
 
 
 def call(method: str, path: str, body: str | None = None) -> tuple[int, dict[str, Any]]:
-    from provisioning.handler import lambda_handler
+    from provisioning.handlers.api import lambda_handler
 
     event = api_event(body, ALICE, "Members", method=method, path=path)
     response = lambda_handler(event, FakeLambdaContext())
@@ -95,7 +95,7 @@ def call(method: str, path: str, body: str | None = None) -> tuple[int, dict[str
 
 
 def run_watch(seconds: float = 120, context: Any = None) -> dict[str, Any]:
-    from provisioning.expiry_handler import lambda_handler
+    from provisioning.handlers.expiry import lambda_handler
 
     answer: dict[str, Any] = lambda_handler(
         {}, context or FakeLambdaContext(seconds, "ExpiryWatchFunction")
@@ -225,7 +225,7 @@ def test_provisioning_and_rotation_put_a_device_in_the_index_and_revocation_take
 def test_the_watch_asks_exactly_the_devices_in_the_window_across_pages_and_shards(
     world: World, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(expiry, "PAGE_SIZE", 2)  # several pages per shard
+    monkeypatch.setattr(expiry_watch, "PAGE_SIZE", 2)  # several pages per shard
     now = world.now
     # GIVEN devices spread over every shard: 9 expiring within the window (edges included),
     expiring = dsns_by_shard({0: 3, 1: 2, 2: 3, 3: 1}, "EXP")
@@ -392,7 +392,7 @@ def test_a_run_that_runs_out_of_time_while_asking_still_counts_the_expired_devic
 def test_runs_that_run_out_of_time_go_on_where_the_last_one_stopped(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(expiry, "PAGE_SIZE", 2)
+    monkeypatch.setattr(expiry_watch, "PAGE_SIZE", 2)
     prefix = world.env["THING_PREFIX"]
     # GIVEN five devices of one shard expiring within the window, soonest first (the two at the
     # front are offline for good: they never renew)
@@ -429,7 +429,7 @@ def test_runs_that_run_out_of_time_go_on_where_the_last_one_stopped(
 def test_a_run_asks_at_most_its_share_and_the_next_runs_ask_the_rest_each_with_a_spread(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(expiry, "PAGE_SIZE", 2)
+    monkeypatch.setattr(expiry_watch, "PAGE_SIZE", 2)
     prefix = world.env["THING_PREFIX"]
     # GIVEN seven devices expiring within the window, over two shards, and a watch that may ask
     # three devices a run (a spread of 10 s at 0.3 renewals a second)
@@ -461,7 +461,7 @@ def test_a_run_asks_at_most_its_share_and_the_next_runs_ask_the_rest_each_with_a
 def test_a_stored_position_that_left_the_window_is_dropped(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(expiry, "PAGE_SIZE", 1)
+    monkeypatch.setattr(expiry_watch, "PAGE_SIZE", 1)
     # GIVEN a run that stopped after the soonest of three expiring devices
     dsns = dsns_by_shard({0: 3}, "MOVE")
     for n, dsn in enumerate(dsns):
@@ -483,7 +483,7 @@ def test_every_call_the_watch_makes_is_granted_by_the_template(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """moto checks no IAM: an ungranted call would pass offline and fail in AWS."""
-    monkeypatch.setattr(expiry, "PAGE_SIZE", 1)
+    monkeypatch.setattr(expiry_watch, "PAGE_SIZE", 1)
     recorder = CallRecorder({world.table: "DevicesTable", world.env["AUDIT_TABLE"]: "AuditTable"})
     watch_services = get_watch_services()
     publisher = world.services.publisher
@@ -572,7 +572,7 @@ def test_get_shows_the_expiry_state_of_the_device(world: World) -> None:
 
 
 def test_a_device_that_renews_over_mqtt_leaves_the_window(world: World) -> None:
-    from provisioning.renewal_handler import lambda_handler as renewal
+    from provisioning.handlers.renewal import lambda_handler as renewal
     from tests.support.csr import make_csr
 
     # GIVEN a device whose certificate (as its row records it) expires tomorrow

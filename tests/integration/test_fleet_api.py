@@ -15,8 +15,8 @@ from typing import Any
 import boto3
 import pytest
 
-from provisioning.dependencies import get_services
-from provisioning.fleet_models import TRANSFER_MAX_ATTEMPTS
+from provisioning.adapters.composition import get_services
+from provisioning.domain.fleet_models import TRANSFER_MAX_ATTEMPTS
 from provisioning.ports import Services
 from tests.integration.fleet_support import ADMIN, ALICE, BOB, CAROL, NOBODY, fleet_call
 from tests.support.lambda_support import Device, recording, unique_dsn
@@ -497,7 +497,7 @@ class _Blocked:
         self.dsns = set(dsns)
 
     def get(self, dsn: str) -> Any:
-        from provisioning.attestation import BLOCKED, AllowlistEntry
+        from provisioning.domain.attestation import BLOCKED, AllowlistEntry
 
         return AllowlistEntry(dsn, status=BLOCKED) if dsn in self.dsns else None
 

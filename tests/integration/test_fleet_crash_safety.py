@@ -39,7 +39,7 @@ world = test_crash_safety.world  # the same fixture: a warm container on moto, c
 
 
 def call(method: str, path: str, sub: str, body: str | None = None) -> tuple[int, dict[str, Any]]:
-    from provisioning.handler import lambda_handler
+    from provisioning.handlers.api import lambda_handler
 
     assert CURRENT.recorder is not None
     with CURRENT.recorder.acting_as("ProvisioningFunction"):

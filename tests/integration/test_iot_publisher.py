@@ -13,7 +13,7 @@ from moto.core import DEFAULT_ACCOUNT_ID
 from moto.iotdata.models import iotdata_backends
 
 from provisioning.adapters.iot_data import IotPublisher, configured_endpoint
-from provisioning.errors import DependencyFailed
+from provisioning.domain.errors import DependencyFailed
 
 
 @pytest.fixture

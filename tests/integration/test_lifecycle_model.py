@@ -36,7 +36,7 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
@@ -59,10 +59,10 @@ from moto.iot.models import iot_backends
 from moto.iotdata.models import iotdata_backends
 
 from devstack.deployer import Deployment
-from provisioning.crypto import certificate_facts, common_name_for
-from provisioning.expiry_handler import get_watch_services
-from provisioning.fleet_models import TRANSFER_TTL_SECONDS
-from provisioning.renewal import UNCONFIRMED_HOLD_SECONDS
+from provisioning.adapters.composition import get_services, get_watch_services
+from provisioning.domain.crypto import certificate_facts, common_name_for
+from provisioning.domain.fleet_models import TRANSFER_TTL_SECONDS
+from provisioning.usecases.renew import UNCONFIRMED_HOLD_SECONDS
 from tests.integration import test_crash_safety
 from tests.integration.fleet_support import fleet_event
 from tests.integration.test_crash_safety import World, invariant_problems, run_sweeper
@@ -215,7 +215,7 @@ def lifecycle_machine(world: World, stack: Deployment) -> type[RuleBasedStateMac
         def _api(
             self, method: str, path: str, sub: str, body: dict[str, Any] | None = None
         ) -> tuple[int, dict[str, Any]]:
-            from provisioning.handler import lambda_handler
+            from provisioning.handlers.api import lambda_handler
 
             raw = json.dumps(body) if body is not None else None
             if path.startswith("/allowlist/"):
@@ -233,7 +233,7 @@ def lifecycle_machine(world: World, stack: Deployment) -> type[RuleBasedStateMac
             return response["statusCode"], json.loads(response["body"])
 
         def _device_message(self, device: Model, principal: str, **fields: str) -> dict[str, str]:
-            from provisioning.renewal_handler import lambda_handler
+            from provisioning.handlers.renewal import lambda_handler
 
             thing = world.services.settings.thing_name(device.dsn)
             # The event the template's topic rule delivers for this publish.
@@ -506,14 +506,20 @@ def lifecycle_machine(world: World, stack: Deployment) -> type[RuleBasedStateMac
         def expiry_nudge(self) -> None:
             """The expiry watch runs; each device it asks to renew does so at once."""
             self._step("expiry-nudge", None)
-            from provisioning.expiry_handler import lambda_handler
+            from provisioning.handlers.expiry import lambda_handler
 
             published = _published()
             before = len(published)
-            with _environment(watch_env):
-                get_watch_services.cache_clear()
-                lambda_handler({}, FakeLambdaContext(120, "ExpiryWatchFunction"))
-                get_watch_services.cache_clear()
+            services = get_services()  # the watch's settings: the topic it reports to
+            settings = services.settings
+            services.settings = replace(settings, expiry_topic_arn=watch_env["EXPIRY_TOPIC_ARN"])
+            try:
+                with _environment(watch_env):
+                    get_watch_services.cache_clear()
+                    lambda_handler({}, FakeLambdaContext(120, "ExpiryWatchFunction"))
+                    get_watch_services.cache_clear()
+            finally:
+                services.settings = settings
             asked = [topic.split("/")[1] for topic, _ in _published()[before:]]
             for thing in asked:
                 device = self.things.get(thing)

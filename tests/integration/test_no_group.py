@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from provisioning.dependencies import get_services
+from provisioning.adapters.composition import get_services
 from provisioning.ports import Services
 from tests.support.lambda_support import Device, FakeLambdaContext, api_event, unique_dsn
 
@@ -46,7 +46,7 @@ def services(provisioning_env: dict[str, str]) -> Iterator[Services]:
 
 
 def call(method: str, resource: str, sub: str, dsn: str, body: str | None) -> tuple[int, Any]:
-    from provisioning.handler import lambda_handler
+    from provisioning.handlers.api import lambda_handler
 
     path = resource.replace("{dsn}", dsn)
     event = api_event(body, sub, GROUPS[sub], method=method, path=path)
@@ -57,7 +57,7 @@ def call(method: str, resource: str, sub: str, dsn: str, body: str | None) -> tu
 
 
 def test_the_table_names_every_route_of_the_handler() -> None:
-    from provisioning.handler import app
+    from provisioning.handlers.api import app
 
     routes = {
         (route.method, route.path.replace("<dsn>", "{dsn}"))

@@ -25,13 +25,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import x25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from provisioning.budget import FORWARD_RESERVE_SECONDS, HARD_STOP_SECONDS, Budget
-from provisioning.crypto import common_name_for
-from provisioning.dependencies import get_services
-from provisioning.errors import ProvisioningError
-from provisioning.models import Caller, parse_provision_request
+from provisioning.adapters.composition import get_services
+from provisioning.domain.budget import FORWARD_RESERVE_SECONDS, HARD_STOP_SECONDS, Budget
+from provisioning.domain.crypto import common_name_for
+from provisioning.domain.errors import ProvisioningError
+from provisioning.domain.models import User, parse_provision_request
 from provisioning.ports import Services
-from provisioning.service import provision_device
+from provisioning.usecases.provision import provision_device
 from tests.support.device_crypto import device_decrypts_gcm
 from tests.support.lambda_support import (
     Device,
@@ -62,7 +62,7 @@ def aws(provisioning_env: dict[str, str]) -> dict[str, Any]:
 def invoke(
     event: dict[str, Any], timeout: float = 25.0, context: FakeLambdaContext | None = None
 ) -> tuple[int, dict[str, Any], dict[str, Any]]:
-    from provisioning.handler import lambda_handler
+    from provisioning.handlers.api import lambda_handler
 
     response = lambda_handler(event, context or FakeLambdaContext(timeout))
     headers = {k: v[-1] for k, v in (response.get("multiValueHeaders") or {}).items()}
@@ -460,12 +460,12 @@ def test_simultaneous_requests_end_with_one_active_certificate(
             "before-send.acm-pca.IssueCertificate", lambda **_: time.sleep(0.3)
         )
         device = Device(dsn)
-        request = parse_provision_request(device.body(), own.settings.max_dsn_length)
+        request = parse_provision_request(device.body())
         start.wait()
         try:
             answer = provision_device(
                 request,
-                Caller(sub, frozenset({"Members"})),
+                User(sub, frozenset({"Members"})),
                 own,
                 Budget(FakeLambdaContext().get_remaining_time_in_millis),
                 request_id=f"req-{sub}-{threading.get_ident()}",

@@ -17,12 +17,12 @@ from moto.acmpca.models import acmpca_backends
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.iotdata.models import iotdata_backends
 
-from provisioning.budget import Budget
-from provisioning.crypto import certificate_facts
-from provisioning.dependencies import get_services
+from provisioning.adapters.composition import get_services
+from provisioning.domain.budget import Budget
+from provisioning.domain.crypto import certificate_facts
+from provisioning.lifecycle.sweep import sweep
 from provisioning.ports import Services
-from provisioning.renewal import UNCONFIRMED_HOLD_SECONDS
-from provisioning.sweeper import sweep
+from provisioning.usecases.renew import UNCONFIRMED_HOLD_SECONDS
 from tests.support.csr import ec_key, make_csr, with_bad_signature
 from tests.support.lambda_support import Device, FakeLambdaContext, api_event, unique_dsn
 from tests.support.rule_events import rule_event
@@ -54,14 +54,14 @@ class Fleet:
         self.offset += timedelta(seconds=default if seconds is None else seconds)
 
     def provision(self, device: Device, sub: str = ALICE) -> str:
-        from provisioning.handler import lambda_handler
+        from provisioning.handlers.api import lambda_handler
 
         response = lambda_handler(api_event(device.body(), sub), FakeLambdaContext())
         assert response["statusCode"] == 200, response["body"]
         return str(json.loads(response["body"])["certificateId"])
 
     def revoke(self, device: Device) -> None:
-        from provisioning.handler import lambda_handler
+        from provisioning.handlers.api import lambda_handler
 
         event = api_event(None, ALICE, method="DELETE", path=f"/devices/{device.dsn}/certificate")
         assert lambda_handler(event, FakeLambdaContext())["statusCode"] == 200
@@ -89,7 +89,7 @@ class Fleet:
         confirm: bool = False,
     ) -> dict[str, str]:
         """The same for a message of any bytes, through the template's own rule SQL."""
-        from provisioning.renewal_handler import lambda_handler
+        from provisioning.handlers.renewal import lambda_handler
 
         event = rule_event(self.thing(dsn), principal, raw, confirm=confirm)
         return lambda_handler(event, context or FakeLambdaContext(function_name="RenewalFunction"))
@@ -422,7 +422,7 @@ def test_device_a_cannot_renew_as_device_b_by_naming_b_in_its_payload(fleet: Fle
 
 
 def test_an_unknown_device_or_a_missing_principal_is_refused(fleet: Fleet) -> None:
-    from provisioning.renewal_handler import lambda_handler
+    from provisioning.handlers.renewal import lambda_handler
 
     assert fleet.renew(unique_dsn(), "ab" * 32)["code"] == "DEVICE_NOT_FOUND"
     device = Device(unique_dsn())

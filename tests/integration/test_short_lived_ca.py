@@ -19,7 +19,7 @@ from moto import mock_aws
 
 from devstack.deployer import Deployment, deploy
 from devstack.rules import RuleFailed
-from provisioning.dependencies import get_services
+from provisioning.adapters.composition import get_services
 from tests.integration.conftest import CUSTOM_RESOURCE_HANDLER, STACK_PARAMETERS, TEMPLATE
 from tests.support.lambda_support import Device, FakeLambdaContext, api_event, unique_dsn
 
@@ -95,7 +95,7 @@ def test_a_short_lived_ca_issues_seven_days_and_refuses_more(
         monkeypatch.setenv(name, value)
     get_services.cache_clear()
     try:
-        from provisioning.handler import lambda_handler
+        from provisioning.handlers.api import lambda_handler
 
         device = Device(unique_dsn())
         response = lambda_handler(

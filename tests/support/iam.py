@@ -26,7 +26,12 @@ _PREFIX = {
     "sns": "sns",
 }
 # TransactWriteItems is authorised item by item.
-_TRANSACT_ITEMS = {"Put": "PutItem", "Update": "UpdateItem", "Delete": "DeleteItem"}
+_TRANSACT_ITEMS = {
+    "Put": "PutItem",
+    "Update": "UpdateItem",
+    "Delete": "DeleteItem",
+    "ConditionCheck": "ConditionCheckItem",
+}
 
 
 @dataclass(frozen=True)

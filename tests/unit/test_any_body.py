@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 
-from provisioning import handler
-from provisioning.dependencies import get_services
-from provisioning.models import ENCRYPTION_SCHEMES, ProvisionRequest, ProvisionResult
+from provisioning.adapters.composition import get_services
+from provisioning.domain.models import ENCRYPTION_SCHEMES, ProvisionRequest, ProvisionResult
+from provisioning.handlers import api as handler
 from tests.support.lambda_support import FakeLambdaContext, api_event
 
 SEED = 20261129

@@ -1,4 +1,4 @@
-"""The attestation rule (provisioning/attestation.py): the signed bytes, the keys, the decision."""
+"""The attestation rule (provisioning/domain/attestation.py): signed bytes, keys, the decision."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, x25519
 
-from provisioning import attestation
-from provisioning.attestation import AllowlistEntry, check
-from provisioning.errors import BadRequest, Forbidden
-from provisioning.models import parse_provision_request
+from provisioning.domain import attestation
+from provisioning.domain.attestation import AllowlistEntry, check
+from provisioning.domain.errors import BadRequest, Forbidden
+from provisioning.domain.models import parse_provision_request
 
 DSN = "SN-0001"
 CHALLENGE = bytes(range(0xA0, 0xC0))  # what POST /certificate/challenge gave the caller
@@ -180,11 +180,11 @@ def test_the_request_carries_an_optional_attestation_with_its_challenge() -> Non
     body = '{"DSN": "SN-1", "publicKey": "%s"%s}'
     challenge = base64.b64encode(CHALLENGE).decode()
     with_challenge = f', "attestationChallenge": "{challenge}"'
-    assert parse_provision_request(body % (key, ""), 100).attestation is None
-    assert parse_provision_request(body % (key, ', "attestation": null'), 100).attestation is None
+    assert parse_provision_request(body % (key, "")).attestation is None
+    assert parse_provision_request(body % (key, ', "attestation": null')).attestation is None
     signature = base64.b64encode(b"\x30" * 70).decode()
     parsed = parse_provision_request(
-        body % (key, f', "attestation": "{signature}"' + with_challenge), 100
+        body % (key, f', "attestation": "{signature}"' + with_challenge)
     )
     assert (parsed.attestation, parsed.attestation_challenge) == (b"\x30" * 70, CHALLENGE)
     for bad, code in (
@@ -194,7 +194,7 @@ def test_the_request_carries_an_optional_attestation_with_its_challenge() -> Non
         ("42", "FIELD_TYPE"),
     ):
         with pytest.raises(BadRequest) as refused:
-            parse_provision_request(body % (key, f', "attestation": {bad}' + with_challenge), 100)
+            parse_provision_request(body % (key, f', "attestation": {bad}' + with_challenge))
         assert refused.value.code == code
     # the attestation and its challenge come together, the challenge 32 bytes of base64
     for extra, code in (
@@ -212,7 +212,7 @@ def test_the_request_carries_an_optional_attestation_with_its_challenge() -> Non
         (f', "attestation": "{signature}", "attestationChallenge": 7', "FIELD_TYPE"),
     ):
         with pytest.raises(BadRequest) as refused:
-            parse_provision_request(body % (key, extra), 100)
+            parse_provision_request(body % (key, extra))
         assert refused.value.code == code, extra
 
 

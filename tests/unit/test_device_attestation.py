@@ -13,9 +13,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from onboarding_ble import attestation as device_attestation
 from onboarding_ble import protocol
 from onboarding_ble.gatt import ProvisioningSession
-from provisioning import attestation
-from provisioning.attestation import AllowlistEntry, check
-from provisioning.errors import Forbidden
+from provisioning.domain import attestation
+from provisioning.domain.attestation import AllowlistEntry, check
+from provisioning.domain.errors import Forbidden
 
 DSN = "SN-ATTEST-1"
 

@@ -1,7 +1,7 @@
 """The device's answer check (onboarding_ble.credentials.verify_answer) against issue 11's attacks.
 
-Answers are sealed with the API's own code (provisioning.crypto.seal_private_key); certificates
-have AWS's EndEntityClientAuthCertificate/V1 profile (tests/support/device_answers.py).
+Answers are sealed with the API's own code (provisioning.domain.crypto.seal_private_key);
+certificates have AWS's EndEntityClientAuthCertificate/V1 profile (tests/support/device_answers.py).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from onboarding_ble import credentials, rules
 from onboarding_ble.protocol import ProtocolError, Status
-from provisioning.crypto import seal_private_key
+from provisioning.domain.crypto import seal_private_key
 from tests.support.device_answers import issue, make_ca
 
 DSN = "SN-0001"

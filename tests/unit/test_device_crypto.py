@@ -10,13 +10,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa, x25519
 from cryptography.x509.oid import NameOID
 
-from provisioning.crypto import (
+from provisioning.domain.crypto import (
     build_csr,
     check_device_public_key,
     generate_device_key,
     seal_private_key,
 )
-from provisioning.errors import BadRequest
+from provisioning.domain.errors import BadRequest
 from tests.support.device_crypto import device_decrypts_gcm
 
 

@@ -10,9 +10,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 
-from provisioning.crypto import MAX_CSR_BYTES, load_device_csr
-from provisioning.errors import BadRequest
-from provisioning.models import MAX_BODY_BYTES, parse_provision_request
+from provisioning.domain.crypto import MAX_CSR_BYTES, load_device_csr
+from provisioning.domain.errors import BadRequest
+from provisioning.domain.models import MAX_BODY_BYTES, parse_provision_request
 from tests.support.csr import (
     ec_key,
     make_csr,
@@ -20,8 +20,6 @@ from tests.support.csr import (
     public_key_der,
     with_bad_signature,
 )
-
-MAX_DSN = 120
 
 
 @pytest.mark.parametrize(
@@ -45,7 +43,7 @@ def test_an_rsa_4096_csr_fits_the_request_limits() -> None:
     assert load_device_csr(pem.encode()).key_algorithm == "RSA_4096"
     body = json.dumps({"DSN": "SN-1", "csr": pem})
     assert len(body) <= MAX_BODY_BYTES
-    assert parse_provision_request(body, MAX_DSN).csr_pem == pem.encode()
+    assert parse_provision_request(body).csr_pem == pem.encode()
 
 
 def refusal(pem: str | bytes) -> str:
@@ -185,12 +183,12 @@ def test_an_oversized_csr_is_refused_before_parsing() -> None:
 )
 def test_the_request_takes_exactly_one_key_field(fields: dict[str, object], code: str) -> None:
     with pytest.raises(BadRequest) as refused:
-        parse_provision_request(json.dumps(fields), MAX_DSN)
+        parse_provision_request(json.dumps(fields))
     assert refused.value.code == code
 
 
 def test_a_csr_request_is_parsed_in_csr_mode() -> None:
     pem = make_csr()
-    request = parse_provision_request(json.dumps({"DSN": "SN-9", "csr": pem}), MAX_DSN)
+    request = parse_provision_request(json.dumps({"DSN": "SN-9", "csr": pem}))
     assert request.csr_mode
     assert request.device_public_key == b""

@@ -14,7 +14,7 @@ from cfnlint.decode import decode
 from devstack.errors import DeployError
 from devstack.rules import RuleFailed, check_rules
 from provisioning.adapters.store import EXPIRY_SHARDS, expiry_shard, sweep_shard
-from provisioning.expiry import ExpiryState, ExpiryWindow
+from provisioning.domain.expiry import ExpiryState, ExpiryWindow
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
 
@@ -95,7 +95,7 @@ def test_the_watch_is_scheduled_from_its_parameter_and_reports_to_its_topic(
     template: dict[str, Any],
 ) -> None:
     function = template["Resources"]["ExpiryWatchFunction"]["Properties"]
-    assert function["Handler"] == "provisioning.expiry_handler.lambda_handler"
+    assert function["Handler"] == "provisioning.handlers.expiry.lambda_handler"
     assert function["Events"]["Scheduled"]["Properties"]["Schedule"] == {
         "Ref": "ExpiryWatchSchedule"
     }

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from provisioning.errors import BadRequest, Forbidden
-from provisioning.fleet_models import (
+from provisioning.domain.errors import BadRequest, Forbidden
+from provisioning.domain.fleet_models import (
     CODE_ALPHABET,
     ListQuery,
     code_matches,
@@ -19,11 +19,11 @@ from provisioning.fleet_models import (
     parse_code_body,
     parse_list_query,
 )
-from provisioning.models import Caller
+from provisioning.domain.models import User
 
-MEMBER = Caller("sub-m", frozenset({"Members"}))
-OTHER = Caller("sub-o", frozenset({"Members"}))
-ADMIN = Caller("sub-a", frozenset({"Administrators"}))
+MEMBER = User("sub-m", frozenset({"Members"}))
+OTHER = User("sub-o", frozenset({"Members"}))
+ADMIN = User("sub-a", frozenset({"Administrators"}))
 
 
 def test_a_member_always_lists_their_own_devices() -> None:
@@ -138,10 +138,15 @@ def test_the_readme_lists_every_code_the_fleet_routes_answer() -> None:
     root = Path(__file__).resolve().parents[2]
     package = root / "provisioning_lambda" / "provisioning"
     raised: set[str] = set()
-    for name in ("fleet.py", "fleet_models.py", "adapters/fleet_store.py"):
+    for name in ("usecases/fleet.py", "domain/fleet_models.py", "adapters/fleet_store.py"):
         source = (package / name).read_text()
         # a domain error's code is its last argument: Forbidden("...", "CODE")
         raised |= set(re.findall(r',\s*"([A-Z][A-Z_]{3,})",?\s*(?:retry_after=[^)]*)?\)', source))
+    # the one rule for a blocked device (domain/attestation.py), which fleet management applies
+    if "refuse_blocked(" in (package / "usecases" / "fleet.py").read_text():
+        from provisioning.domain.attestation import device_blocked
+
+        raised.add(device_blocked().code)
     assert {"TRANSFER_CODE_INVALID", "DEVICE_BLOCKED", "TRANSFER_NOT_FOUND", "LIMIT_INVALID"} <= (
         raised
     )

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from onboarding_ble.gatt import OnboardingService, OnboardingServiceProxy, ProvisioningSession
-from provisioning import attestation
+from provisioning.domain import attestation
 from tests.unit.test_provisioning_app_api import RATE_LIMITED, FakeApi, serve  # noqa: F401
 
 DSN = "SN-GATT-ATTEST"

@@ -202,8 +202,8 @@ def test_stored_credentials_are_only_reused_while_valid(session, ca, tmp_path):
 
 
 def server_answer(session, ca, scheme, encrypted_for_dsn=None):
-    """An answer made by the API's own encryption code (provisioning.crypto), as it ships."""
-    from provisioning.crypto import seal_private_key
+    """An answer made by the API's own encryption code (provisioning.domain.crypto), as it ships."""
+    from provisioning.domain.crypto import seal_private_key
 
     key = ec.generate_private_key(ec.SECP256R1())
     cert = issue(ca, key, dsn=session.dsn)

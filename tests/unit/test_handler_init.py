@@ -18,7 +18,7 @@ from tests.unit.test_any_body import PROVISIONING_ENV
 ROOT = Path(__file__).resolve().parents[2]
 FIRST_REQUEST = """
 import json
-from provisioning import handler
+from provisioning.handlers import api as handler
 from tests.support.lambda_support import FakeLambdaContext, api_event
 event = api_event(json.dumps({"DSN": "SN-1", "publicKey": "x"}), "sub-alice", "Members")
 answer = handler.lambda_handler(event, FakeLambdaContext())

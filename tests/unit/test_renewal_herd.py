@@ -16,7 +16,7 @@ import pytest
 from cfnlint.decode import decode
 
 from onboarding_ble import renewal, rules
-from provisioning import expiry
+from provisioning.domain import expiry
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
 FLEET, DAY = 100_000, 86_400  # a fleet onboarded in one day

@@ -9,8 +9,13 @@ from typing import Any
 import pytest
 
 from provisioning.config import ConfigError, Settings
-from provisioning.errors import BadRequest
-from provisioning.renewal import answer_topic, is_confirm_event, parse_renewal_event, thing_of
+from provisioning.domain.errors import BadRequest
+from provisioning.usecases.renew import (
+    answer_topic,
+    is_confirm_event,
+    parse_renewal_event,
+    thing_of,
+)
 
 CERT = "ab" * 32
 THING = "device_SN-1"
@@ -27,9 +32,9 @@ def event(rule: dict[str, Any] | None = None, **fields: Any) -> dict[str, Any]:
 
 
 def test_a_renewal_and_a_confirm_are_told_apart_by_their_field() -> None:
-    renewal = parse_renewal_event(event(csr="-----BEGIN"), "device", 120)
+    renewal = parse_renewal_event(event(csr="-----BEGIN"), "device")
     assert (renewal.dsn, renewal.csr_pem, renewal.is_confirm) == ("SN-1", b"-----BEGIN", False)
-    confirm = parse_renewal_event(event(certificateId="cd" * 32), "device", 120)
+    confirm = parse_renewal_event(event(certificateId="cd" * 32), "device")
     assert (confirm.certificate_id, confirm.is_confirm) == ("cd" * 32, True)
     assert (is_confirm_event(event(certificateId="x")), is_confirm_event(event(csr="x"))) == (
         True,
@@ -72,7 +77,7 @@ def test_a_renewal_and_a_confirm_are_told_apart_by_their_field() -> None:
 )
 def test_a_bad_message_is_refused_with_a_stable_code(raw: Any, code: str) -> None:
     with pytest.raises(BadRequest) as refused:
-        parse_renewal_event(raw, "device", 120)
+        parse_renewal_event(raw, "device")
     assert refused.value.code == code
 
 
@@ -82,7 +87,7 @@ def test_the_payload_cannot_name_what_iot_supplies(field: str) -> None:
     forged = {"csr": "x", field: "device_victim" if field != "principal" else "cd" * 32}
     # WHEN it is parsed, THEN it is refused: the device's fields are csr or certificateId only
     with pytest.raises(BadRequest) as refused:
-        parse_renewal_event(event(**forged), "device", 120)
+        parse_renewal_event(event(**forged), "device")
     assert refused.value.code == "MESSAGE_INVALID"
 
 

@@ -55,7 +55,7 @@ def test_a_stale_renewal_request_cannot_outlive_the_unconfirmed_hold() -> None:
     """A request for another key from the superseded certificate is refused while it may have
     been published before the device got its answer: the hold must cover every event the
     function can still be running (the oldest it accepts, plus its timeout)."""
-    from provisioning.renewal import MAX_EVENT_AGE_SECONDS, UNCONFIRMED_HOLD_SECONDS
+    from provisioning.usecases.renew import MAX_EVENT_AGE_SECONDS, UNCONFIRMED_HOLD_SECONDS
 
     template, _ = decode(str(TEMPLATE))
     assert template is not None

@@ -7,10 +7,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import x25519
 
-from provisioning.errors import BadRequest
-from provisioning.models import MAX_BODY_BYTES, Caller, parse_provision_request
-
-MAX_DSN = 128 - len("device") - 1
+from provisioning.domain.errors import BadRequest
+from provisioning.domain.models import MAX_BODY_BYTES, User, parse_provision_request
 
 
 def device_key() -> str:
@@ -28,7 +26,7 @@ def body(**fields: object) -> str:
 
 def test_a_well_formed_request_is_parsed() -> None:
     key = device_key()
-    request = parse_provision_request(body(DSN="SN-0001_a", publicKey=key), MAX_DSN)
+    request = parse_provision_request(body(DSN="SN-0001_a", publicKey=key))
     assert request.dsn == "SN-0001_a"
     assert base64.b64encode(request.device_public_key).decode() == key
     assert request.encryption == "fernet-x25519"
@@ -60,7 +58,7 @@ def test_a_well_formed_request_is_parsed() -> None:
 )
 def test_malformed_bodies_are_refused(raw: str | None, code: str) -> None:
     with pytest.raises(BadRequest) as refused:
-        parse_provision_request(raw, MAX_DSN)
+        parse_provision_request(raw)
     assert refused.value.code == code
     assert refused.value.status == 400
 
@@ -84,19 +82,17 @@ def test_malformed_bodies_are_refused(raw: str | None, code: str) -> None:
 )
 def test_every_character_of_the_dsn_is_checked(dsn: str) -> None:
     with pytest.raises(BadRequest) as refused:
-        parse_provision_request(body(DSN=dsn, publicKey=device_key()), MAX_DSN)
+        parse_provision_request(body(DSN=dsn, publicKey=device_key()))
     assert refused.value.code == "DSN_INVALID"
 
 
 def test_a_dsn_whose_thing_name_passes_128_characters_is_refused() -> None:
-    long_prefix_limit = 128 - len("a-much-longer-prefix") - 1
-    dsn = "A" * (long_prefix_limit + 1)
+    # The longest ThingPrefix (12 characters) and "_" leave 115 of IoT's 128 to the DSN.
+    longest = 128 - 12 - 1
     with pytest.raises(BadRequest) as refused:
-        parse_provision_request(body(DSN=dsn, publicKey=device_key()), long_prefix_limit)
+        parse_provision_request(body(DSN="A" * (longest + 1), publicKey=device_key()))
     assert refused.value.code == "DSN_TOO_LONG"
-    parse_provision_request(
-        body(DSN="A" * long_prefix_limit, publicKey=device_key()), long_prefix_limit
-    )
+    parse_provision_request(body(DSN="A" * longest, publicKey=device_key()))
 
 
 @pytest.mark.parametrize(
@@ -112,7 +108,7 @@ def test_a_dsn_whose_thing_name_passes_128_characters_is_refused() -> None:
 )
 def test_a_public_key_that_is_not_32_bytes_of_base64_is_refused(key: str) -> None:
     with pytest.raises(BadRequest) as refused:
-        parse_provision_request(body(DSN="A1", publicKey=key), MAX_DSN)
+        parse_provision_request(body(DSN="A1", publicKey=key))
     assert refused.value.code == "PUBLIC_KEY_INVALID"
 
 
@@ -127,20 +123,20 @@ def test_a_public_key_that_is_not_32_bytes_of_base64_is_refused(key: str) -> Non
 )
 def test_a_base64_encoded_body_is_decoded_strictly(raw: str, code: str) -> None:
     with pytest.raises(BadRequest) as refused:
-        parse_provision_request(raw, MAX_DSN, base64_encoded=True)
+        parse_provision_request(raw, base64_encoded=True)
     assert refused.value.code == code
 
 
 def test_the_stronger_scheme_is_opt_in() -> None:
     request = parse_provision_request(
-        body(DSN="A1", publicKey=device_key(), encryption="x25519-hkdf-sha256-aes256gcm"), MAX_DSN
+        body(DSN="A1", publicKey=device_key(), encryption="x25519-hkdf-sha256-aes256gcm")
     )
     assert request.encryption == "x25519-hkdf-sha256-aes256gcm"
 
 
 def test_an_unknown_encryption_scheme_is_refused() -> None:
     with pytest.raises(BadRequest) as refused:
-        parse_provision_request(body(DSN="A1", publicKey=device_key(), encryption="rot13"), MAX_DSN)
+        parse_provision_request(body(DSN="A1", publicKey=device_key(), encryption="rot13"))
     assert refused.value.code == "ENCRYPTION_INVALID"
 
 
@@ -159,38 +155,35 @@ def test_an_unknown_encryption_scheme_is_refused() -> None:
 )
 def test_groups_from_the_authorizer_claims(claim: object, admin: bool, may_provision: bool) -> None:
     claims = {"sub": "user-1"} if claim is None else {"sub": "user-1", "cognito:groups": claim}
-    caller = Caller.from_claims(claims)
+    caller = User.from_claims(claims)
     assert caller.is_admin is admin
     assert caller.may_provision is may_provision
 
 
 @pytest.mark.parametrize(
-    ("raw", "limit", "code"),
+    ("raw", "code"),
     [
-        ("A" * 200, 115, "DSN_TOO_LONG"),
-        ("A" * 116, 115, "DSN_TOO_LONG"),
-        ("A" * 41, 40, "DSN_TOO_LONG"),  # a long ThingPrefix leaves less room
-        ("A" * 116, 200, "DSN_TOO_LONG"),  # never more than 115, whatever the caller says
-        ("a b" * 100, 115, "DSN_INVALID"),
-        ("A/" + "A" * 200, 115, "DSN_INVALID"),
-        ("", 115, "DSN_INVALID"),
-        (None, 115, "DSN_INVALID"),
+        ("A" * 200, "DSN_TOO_LONG"),
+        ("A" * 116, "DSN_TOO_LONG"),  # the longest ThingPrefix leaves 115: never more
+        ("a b" * 100, "DSN_INVALID"),
+        ("A/" + "A" * 200, "DSN_INVALID"),
+        ("", "DSN_INVALID"),
+        (None, "DSN_INVALID"),
     ],
 )
-def test_a_path_dsn_is_held_to_the_bodys_rule(raw: str | None, limit: int, code: str) -> None:
-    from provisioning.models import parse_dsn
+def test_a_path_dsn_is_held_to_the_bodys_rule(raw: str | None, code: str) -> None:
+    from provisioning.domain.models import parse_dsn
 
     with pytest.raises(BadRequest) as refused:
-        parse_dsn(raw, limit)
+        parse_dsn(raw)
     assert refused.value.code == code
     if raw:  # the body says the same about the same DSN
         with pytest.raises(BadRequest) as body_refused:
-            parse_provision_request(body(DSN=raw, publicKey=device_key()), limit)
+            parse_provision_request(body(DSN=raw, publicKey=device_key()))
         assert body_refused.value.code == code
 
 
 def test_a_path_dsn_at_the_limit_is_taken() -> None:
-    from provisioning.models import parse_dsn
+    from provisioning.domain.models import parse_dsn
 
     assert parse_dsn("A" * 115) == "A" * 115
-    assert parse_dsn("A" * 40, 40) == "A" * 40

@@ -15,7 +15,7 @@ from cfnlint.decode import decode
 
 from onboarding_ble import protocol, rules
 from onboarding_ble.protocol import ProtocolError
-from provisioning import crypto, models
+from provisioning.domain import crypto, models
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
 
@@ -108,8 +108,8 @@ def test_both_sides_refuse_the_same_x25519_public_keys(key: bytes) -> None:
 
 
 def test_the_attestation_bytes_are_the_lambdas() -> None:
-    from provisioning import attestation
-    from provisioning import challenge as api_challenge
+    from provisioning.domain import attestation
+    from provisioning.domain import challenge as api_challenge
 
     assert rules.ATTESTATION_PREFIX == attestation.MESSAGE_PREFIX
     assert rules.CHALLENGE_LEN == api_challenge.CHALLENGE_BYTES

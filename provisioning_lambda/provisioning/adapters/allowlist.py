@@ -12,7 +12,8 @@ stays small). Every listed row and every block is in the audit trail (``ALLOWLIS
 time, so writing it again (a repeated load or block) changes nothing.
 
 Provisioning's commit puts the certified key's item, conditionally, in the same transaction
-as the device row (``certified_key_put``): an attested key is certified once.
+as the device row (``certified_key_guard``): an attested key is certified once; and it
+checks there that the DSN is not BLOCKED (``not_blocked_guard``).
 """
 
 from __future__ import annotations
@@ -21,10 +22,16 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from ..attestation import ALLOWED, BLOCKED, AllowlistEntry
-from ..models import AuditEvent
-from .aws import aws_step, error_code
-from .store import _audit_item
+from provisioning.adapters.aws import aws_step, error_code
+from provisioning.adapters.store import _audit_item
+from provisioning.domain.attestation import (
+    ALLOWED,
+    BLOCKED,
+    AllowlistEntry,
+    device_blocked,
+    replayed,
+)
+from provisioning.domain.models import AuditEvent, CommitGuard
 
 ADDED = "ADDED"
 UNCHANGED = "UNCHANGED"
@@ -91,9 +98,9 @@ class AllowlistStore:
             )
         return "Item" in response
 
-    def certified_key_put(self, dsn: str, key_id: str, at: str, request_id: str) -> dict[str, Any]:
+    def certified_key_guard(self, dsn: str, key_id: str, at: str, request_id: str) -> CommitGuard:
         """The TransactWriteItems entry that records the key as certified (once only)."""
-        return {
+        item = {
             "Put": {
                 "TableName": self._table,
                 "Item": {
@@ -104,6 +111,20 @@ class AllowlistStore:
                 "ConditionExpression": "attribute_not_exists(dsn)",
             }
         }
+        return CommitGuard(item, replayed())
+
+    def not_blocked_guard(self, dsn: str) -> CommitGuard:
+        """The TransactWriteItems check that the DSN is not BLOCKED when the commit applies."""
+        item = {
+            "ConditionCheck": {
+                "TableName": self._table,
+                "Key": {"dsn": _s(dsn)},
+                "ConditionExpression": "attribute_not_exists(dsn) OR #status <> :blocked",
+                "ExpressionAttributeNames": {"#status": "status"},
+                "ExpressionAttributeValues": {":blocked": _s(BLOCKED)},
+            }
+        }
+        return CommitGuard(item, device_blocked())
 
     def add(self, dsn: str, public_key_der: bytes, at: str, actor: str) -> str:
         """List the DSN with its key: ADDED, UNCHANGED (the same key), KEY_CONFLICT (another

@@ -11,8 +11,8 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from botocore.retries import standard
 
-from ..budget import ATTEMPT_SECONDS, Budget
-from ..errors import DependencyFailed, OutOfTime, Throttled
+from provisioning.domain.budget import ATTEMPT_SECONDS, Budget
+from provisioning.domain.errors import DependencyFailed, OutOfTime, Throttled
 
 # At most three attempts of at most 1 s to connect and 3 s to read (budget.ATTEMPT_SECONDS),
 # and never an attempt or a retry that could not end before the request's hard stop: a call

@@ -20,8 +20,8 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from ..challenge import Consumed
-from .aws import aws_step, error_code
+from provisioning.adapters.aws import aws_step, error_code
+from provisioning.domain.challenge import Consumed
 
 CHALLENGE_MARK = "#challenge#"
 

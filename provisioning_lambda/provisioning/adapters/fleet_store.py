@@ -28,17 +28,8 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from ..errors import Conflict, NotFound
-from ..fleet_models import (
-    EXPIRY_INDEX,
-    EXPIRY_SHARDS,
-    TRANSFER_FIELDS,
-    ListedDevice,
-    Transfer,
-)
-from ..models import AuditEvent, CertificateRef, DeviceRecord
-from .aws import aws_step, error_code
-from .store import (
+from provisioning.adapters.aws import aws_step, error_code
+from provisioning.adapters.store import (
     DeviceStore,
     _audit_item,
     _record_from_item,
@@ -48,6 +39,15 @@ from .store import (
     retire,
     sweep_shard,
 )
+from provisioning.domain.errors import Conflict, NotFound
+from provisioning.domain.fleet_models import (
+    EXPIRY_INDEX,
+    EXPIRY_SHARDS,
+    TRANSFER_FIELDS,
+    ListedDevice,
+    Transfer,
+)
+from provisioning.domain.models import AuditEvent, CertificateRef, DeviceRecord, DeviceStatus
 
 
 def _listed(item: dict[str, Any]) -> ListedDevice:
@@ -170,13 +170,13 @@ class FleetStore(DeviceStore):
 
     # ------------------------------------------------------------------ transfers
 
-    def read_item(self, dsn: str) -> dict[str, Any] | None:
+    def pending_transfer(self, dsn: str) -> Transfer | None:
+        """The device's transfer, if its row has one (pending or expired)."""
         with aws_step("READ_DEVICE"):
             response = self.client.get_item(
                 TableName=self._devices, Key={"dsn": _s(dsn)}, ConsistentRead=True
             )
-        item = response.get("Item")
-        return dict(item) if item else None
+        return _transfer_of(response.get("Item") or {})
 
     def start_transfer(
         self,
@@ -224,9 +224,9 @@ class FleetStore(DeviceStore):
         }
         self._write_with_audit("CANCEL_TRANSFER", request_id, write, audit, Conflict)
 
-    def count_attempt(self, dsn: str, now: int, max_attempts: int) -> dict[str, Any] | None:
-        """Count one try at a pending, unexpired transfer's code before it is compared; the row
-        after counting, or None when there is no transfer to try (none, expired, used up)."""
+    def count_attempt(self, dsn: str, now: int, max_attempts: int) -> Transfer | None:
+        """Count one try at a pending, unexpired transfer's code before it is compared; the
+        transfer after counting, or None when there is none to try (none, expired, used up)."""
         with aws_step("COUNT_TRANSFER_ATTEMPT"):
             try:
                 response = self.client.update_item(
@@ -246,7 +246,7 @@ class FleetStore(DeviceStore):
                 if error_code(error) == "ConditionalCheckFailedException":
                     return None
                 raise
-        return dict(response["Attributes"])
+        return _transfer_of(response["Attributes"])
 
     def return_attempt(self, dsn: str, transfer_id: str, request_id: str) -> None:
         """Give back the try ``count_attempt`` took for a code that matched: only wrong codes
@@ -342,7 +342,7 @@ class FleetStore(DeviceStore):
         to be revoked everywhere), the transfer gone, the audit entry kept; the lease stays."""
         update = _Update()
         update.set("owner_sub", _s(new_owner))
-        update.set("status", _s("REVOKED"))
+        update.set("status", _s(DeviceStatus.REVOKED.value))
         update.set("updated_at", _s(at))
         retire(update, held)
         update.remove(*TRANSFER_FIELDS)
@@ -397,3 +397,17 @@ class FleetStore(DeviceStore):
                     "REQUEST_IN_FLIGHT",
                     retry_after=1,
                 ) from None
+
+
+def _transfer_of(item: dict[str, Any]) -> Transfer | None:
+    if "transfer_id" not in item:
+        return None
+    return Transfer(
+        transfer_id=item["transfer_id"]["S"],
+        digest=item.get("transfer_digest", {}).get("S", ""),
+        salt=item.get("transfer_salt", {}).get("S", ""),
+        until=int(item.get("transfer_until", {}).get("N", "0")),
+        attempts=int(item.get("transfer_attempts", {}).get("N", "0")),
+        started_by=item.get("transfer_by", {}).get("S", ""),
+        owner_sub=item.get("owner_sub", {}).get("S", ""),
+    )

@@ -7,8 +7,8 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from ..models import RegisteredCertificate
-from .aws import aws_step, error_code
+from provisioning.adapters.aws import aws_step, error_code
+from provisioning.domain.models import RegisteredCertificate
 
 
 class IotRegistry:

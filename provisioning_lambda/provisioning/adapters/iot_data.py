@@ -12,7 +12,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from .aws import BudgetSource, aws_step, error_code, make_client
+from provisioning.adapters.aws import BudgetSource, aws_step, error_code, make_client
 
 SERVICE = "iot-data"
 QOS = 1

@@ -6,8 +6,8 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from ..models import CertificateNames, IssuedCertificate, issuer_of
-from .aws import aws_step, error_code
+from provisioning.adapters.aws import aws_step, error_code
+from provisioning.domain.models import CertificateNames, IssuedCertificate, issuer_of
 
 # Client auth only, like EndEntityClientAuthCertificate/V1, plus API passthrough: the subject
 # and SAN given with the request take priority over the CSR's, and no other CSR extension is

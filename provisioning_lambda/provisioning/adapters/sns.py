@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .aws import aws_step
+from provisioning.adapters.aws import aws_step
 
 SUBJECT_MAX = 100  # SNS refuses a longer subject
 

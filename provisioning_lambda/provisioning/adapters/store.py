@@ -24,17 +24,19 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ..errors import Conflict, Forbidden, LeaseLost, NotFound, OutcomeUnknown
-from ..models import (
+from provisioning.adapters.aws import NoTimeForAttempt, aws_step, error_code
+from provisioning.domain.errors import Conflict, LeaseLost, NotFound, OutcomeUnknown
+from provisioning.domain.models import (
     AuditEvent,
     CertificateRef,
+    CommitGuard,
     DeviceRecord,
+    DeviceStatus,
     ExpiringDevice,
     ExpiringPage,
     Intent,
     Release,
 )
-from .aws import NoTimeForAttempt, aws_step, error_code
 
 SWEEP_SHARDS = 4
 SWEEP_INDEX = "SweepIndex"
@@ -207,8 +209,8 @@ class DeviceStore:
     def claim(
         self,
         dsn: str,
-        caller_sub: str,
-        is_admin: bool,
+        owner_check: str | None,
+        new_owner: str,
         request_id: str,
         now: int,
         lease_until: int,
@@ -216,34 +218,45 @@ class DeviceStore:
     ) -> DeviceRecord | None:
         """Take the device's lease; return the row as it was, or None for a new device.
 
-        Members may claim a device nobody owns yet, their own device, or a row whose first
-        provisioning never succeeded (no status); administrators may claim any device and do
-        not change its owner. The lease is free when no request holds it or its time is past.
+        ``owner_check``: the sub that must own the device (a member: a device nobody owns yet,
+        their own device, or a row whose first provisioning never succeeded, with no status),
+        or None (an administrator, the device itself, the service). ``new_owner``: the sub that
+        owns a device that has no owner yet ("": the owner is left as it is). The lease is free
+        when no request holds it or its time is past.
         """
         ownership = (
-            ""
-            if is_admin
-            else " AND (attribute_not_exists(owner_sub) OR owner_sub = :sub"
+            " AND (attribute_not_exists(owner_sub) OR owner_sub = :sub"
             " OR attribute_not_exists(#status))"
+            if owner_check is not None
+            else ""
         )
         existence = "attribute_exists(dsn) AND " if must_exist else ""
-        owner = "owner_sub = if_not_exists(owner_sub, :sub)" if is_admin else "owner_sub = :sub"
+        if owner_check is not None:
+            owner = ", owner_sub = :sub"
+        elif new_owner:
+            owner = ", owner_sub = if_not_exists(owner_sub, :sub)"
+        else:
+            owner = ""
         with aws_step("CLAIM_DEVICE"):
             try:
                 response = self.client.update_item(
                     TableName=self._devices,
                     Key={"dsn": _s(dsn)},
                     UpdateExpression="SET lease_request_id = :rid, lease_until = :until, "
-                    f"sweep = :sweep, {owner}",
+                    f"sweep = :sweep{owner}",
                     ConditionExpression=f"{existence}"
                     "(attribute_not_exists(lease_request_id) OR lease_until < :now)"
                     f"{ownership}",
-                    **({} if is_admin else {"ExpressionAttributeNames": {"#status": "status"}}),
+                    **(
+                        {"ExpressionAttributeNames": {"#status": "status"}}
+                        if owner_check is not None
+                        else {}
+                    ),
                     ExpressionAttributeValues={
                         ":rid": _s(request_id),
                         ":until": {"N": str(lease_until)},
                         ":now": {"N": str(now)},
-                        ":sub": _s(caller_sub),
+                        **({":sub": _s(owner_check or new_owner)} if owner else {}),
                         ":sweep": _s(sweep_shard(dsn)),
                     },
                     ReturnValues="ALL_OLD",
@@ -257,7 +270,7 @@ class DeviceStore:
                     # Our own first attempt took it and its answer was lost: the lease is ours,
                     # but the row as it was before is gone; read what is there now.
                     return self._reread_after_own_claim(dsn)
-                _raise_claim_conflict(item, caller_sub, is_admin, now)
+                _raise_claim_conflict(item, owner_check, now)
         old = response.get("Attributes")
         return _record_from_item(old) if old else None
 
@@ -284,13 +297,13 @@ class DeviceStore:
         retiring: tuple[CertificateRef, ...] = (),
         superseded: CertificateRef | None = None,
         grace_until: int = 0,
-        also_put: dict[str, Any] | None = None,
+        guards: tuple[CommitGuard, ...] = (),
     ) -> None:
         """Name the new certificate, drop the intent and keep the audit entry, atomically.
 
-        ``also_put``: one more conditional Put in the same transaction (an attested key recorded
-        as certified, adapters/allowlist.py); when its condition fails the commit is refused
-        (ATTESTATION_REPLAYED) and nothing is written.
+        ``guards``: more items in the same transaction (adapters/allowlist.py: the DSN is not
+        BLOCKED; an attested key recorded as certified once); when the condition of one of them
+        alone fails, the commit is refused with its refusal and nothing is written.
 
         Certificates in ``retiring`` are written down to be revoked; while there are any the
         lease is kept (the request goes on to retire them), otherwise it is released.
@@ -307,7 +320,7 @@ class DeviceStore:
             _s(f"{record.created_at}#{record.dsn}"),
             "if_not_exists({name}, {value})",
         )
-        if record.status == "ACTIVE" and record.not_after:
+        if record.status == DeviceStatus.ACTIVE and record.not_after:
             update.set(EXPIRY_SHARD, _s(expiry_shard(record.dsn)))
         else:
             update.remove(EXPIRY_SHARD)
@@ -326,7 +339,7 @@ class DeviceStore:
             else:
                 update.remove("lease_request_id", "lease_until", "sweep")
         write = {"Update": update.request(self._devices, record.dsn, request_id)}
-        self._transact("STORE_DEVICE", request_id, write, (audit,), also_put)
+        self._transact("STORE_DEVICE", request_id, write, (audit,), guards)
 
     def commit_revocation(
         self,
@@ -339,7 +352,7 @@ class DeviceStore:
         current one and a renewal's superseded one) is written down to be revoked everywhere.
         The lease is kept: the request goes on to revoke them."""
         update = _Update()
-        update.set("status", _s("REVOKED"))
+        update.set("status", _s(DeviceStatus.REVOKED.value))
         update.set("updated_at", _s(at))
         retire(update, held)
         self._update_leased("STORE_DEVICE", dsn, request_id, update)
@@ -437,7 +450,7 @@ class DeviceStore:
         request_id: str,
         device_write: dict[str, Any],
         audits: tuple[AuditEvent, ...],
-        also_put: dict[str, Any] | None = None,
+        guards: tuple[CommitGuard, ...] = (),
     ) -> None:
         """The device row's write (conditional on our lease) and its audit entries, atomically.
 
@@ -447,8 +460,7 @@ class DeviceStore:
         """
         items = [device_write]
         items += [{"Put": {"TableName": self._audit, "Item": _audit_item(a)}} for a in audits]
-        if also_put is not None:
-            items.append(also_put)
+        items += [guard.item for guard in guards]
         try:
             self.client.transact_write_items(
                 TransactItems=items, ClientRequestToken=_token(request_id, step)
@@ -467,18 +479,14 @@ class DeviceStore:
             and error_code(failure) == "TransactionCanceledException"
         ):
             reasons = failure.response.get("CancellationReasons") or []
-            if (
-                also_put is not None
-                and len(reasons) == len(items)
-                and reasons[-1].get("Code") == "ConditionalCheckFailed"
-                and reasons[0].get("Code") != "ConditionalCheckFailed"
-            ):
-                # The extra item's condition alone failed: the attested key was certified by
-                # another request meanwhile (our lease still holds).
-                raise Forbidden(
-                    "This attested key was certified before; the device must make a new key.",
-                    "ATTESTATION_REPLAYED",
-                ) from failure
+            codes = [reason.get("Code") for reason in reasons]
+            if len(codes) == len(items) and codes[0] != "ConditionalCheckFailed":
+                # Our lease still holds: a guard's condition failed (a block that landed while
+                # the request worked, a key certified by another request meanwhile).
+                first_guard = len(items) - len(guards)
+                for guard, code in zip(guards, codes[first_guard:], strict=True):
+                    if code == "ConditionalCheckFailed":
+                        raise guard.refusal from failure
             raise _lease_lost() from failure
         with aws_step(step):
             raise failure
@@ -645,11 +653,11 @@ def _lease_lost() -> LeaseLost:
     return LeaseLost()
 
 
-def _raise_claim_conflict(item: dict[str, Any], caller_sub: str, is_admin: bool, now: int) -> None:
+def _raise_claim_conflict(item: dict[str, Any], owner_check: str | None, now: int) -> None:
     if not item:
         raise NotFound("No such device.")
     owner = item.get("owner_sub", {}).get("S")
-    if not is_admin and "status" in item and owner != caller_sub:
+    if owner_check is not None and "status" in item and owner != owner_check:
         raise Conflict("This device is registered to another user.", "DEVICE_OWNED")
     lease_until = int(item.get("lease_until", {}).get("N", "0"))
     raise Conflict(

@@ -315,7 +315,7 @@ def attackers_answer_for(stack, victim_public: bytes, victim_dsn: str, scheme: s
     the victim's public key under an ephemeral key of their own (the API's own sealing code)."""
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-    from provisioning.crypto import seal_private_key
+    from provisioning.domain.crypto import seal_private_key
 
     username, password = create_member(stack)
     backend = app.backend_from_state(stack["path"])

@@ -20,13 +20,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from .attestation import AllowlistEntry, load_attestation_public_key
-from .budget import ATTEMPT_SECONDS, HARD_STOP_SECONDS, Budget
-from .errors import BadRequest, Conflict, Forbidden, NotFound
-from .lease import iso
-from .models import DSN_PATTERN, Caller, _body_text, _json_object, parse_dsn
-from .ports import AllowlistPort, Services
-from .service import revoke_device
+from provisioning.domain.attestation import AllowlistEntry, load_attestation_public_key
+from provisioning.domain.budget import ATTEMPT_SECONDS, HARD_STOP_SECONDS, Budget
+from provisioning.domain.errors import BadRequest, Conflict, Forbidden, NotFound
+from provisioning.domain.models import DSN_PATTERN, User, _body_text, _json_object, parse_dsn
+from provisioning.domain.views import allowlist_entry_view
+from provisioning.lifecycle.lease import iso
+from provisioning.ports import AllowlistPort, Services
+from provisioning.usecases.provision import revoke_device
 
 MAX_BATCH = 100
 # 100 rows of a PEM key (about 180 characters) and a DSN, with room to spare.
@@ -34,7 +35,7 @@ MAX_LOAD_BODY_BYTES = 64 * 1024
 ROW_FIELDS = frozenset({"DSN", "attestationPublicKey"})
 
 
-def require_admin(caller: Caller) -> None:
+def require_admin(caller: User) -> None:
     if not caller.is_admin:
         raise Forbidden(
             "Only members of the Administrators group may manage the allowlist.", "NOT_AN_ADMIN"
@@ -63,7 +64,7 @@ def parse_load_request(body: str | None, *, base64_encoded: bool = False) -> lis
 
 def load_entries(
     body: str | None,
-    caller: Caller,
+    caller: User,
     services: Services,
     budget: Budget,
     *,
@@ -117,17 +118,17 @@ def _refused(dsn: str, code: str) -> dict[str, str]:
     return {"DSN": dsn, "result": "REFUSED", "code": code}
 
 
-def read_entry(dsn: str, caller: Caller, services: Services) -> dict[str, str]:
+def read_entry(dsn: str, caller: User, services: Services) -> dict[str, str]:
     require_admin(caller)
     dsn = parse_dsn(dsn)
     entry: AllowlistEntry | None = _allowlist(services).get(dsn)
     if entry is None:
         raise NotFound("This DSN is not in the allowlist.", "NOT_IN_ALLOWLIST")
-    return entry.to_response()
+    return allowlist_entry_view(entry)
 
 
 def block_entry(
-    dsn: str, caller: Caller, services: Services, budget: Budget, request_id: str
+    dsn: str, caller: User, services: Services, budget: Budget, request_id: str
 ) -> dict[str, str]:
     require_admin(caller)
     dsn = parse_dsn(dsn)
@@ -150,7 +151,7 @@ def block_entry(
     if device is not None and device.status:
         answer = revoke_device(dsn, caller, services, budget, request_id)
         revoked = str(answer.get("revokedCertificateId", ""))
-    return entry.to_response() | {
+    return allowlist_entry_view(entry) | {
         "revokedCertificateId": revoked,
         "deviceStatus": "REVOKED" if device is not None and device.status else "NONE",
     }

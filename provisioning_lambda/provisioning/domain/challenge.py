@@ -27,15 +27,8 @@ from __future__ import annotations
 import base64
 import binascii
 import enum
-import secrets
-from datetime import timedelta
-from typing import TYPE_CHECKING
 
-from .errors import BadRequest, Forbidden
-
-if TYPE_CHECKING:
-    from .models import Caller
-    from .ports import Services
+from provisioning.domain.errors import BadRequest
 
 CHALLENGE_BYTES = 32
 CHALLENGE_TEXT = 44  # standard base64 of 32 bytes, with its one "="
@@ -64,59 +57,3 @@ def parse_challenge(text: str) -> bytes:
             "CHALLENGE_MALFORMED",
         )
     return raw
-
-
-def issue_challenge(dsn: str, caller: Caller, services: Services) -> dict[str, str]:
-    """A new challenge for the caller and the DSN (Members and Administrators only)."""
-    if not caller.may_provision:
-        raise Forbidden(
-            "Only members of the Members or Administrators group may manage devices.",
-            "NOT_A_MEMBER",
-        )
-    store = services.challenges
-    if store is None:
-        raise BadRequest("This service does not check attestations.", "ATTESTATION_NOT_CONFIGURED")
-    challenge = secrets.token_bytes(CHALLENGE_BYTES)
-    now = services.clock()
-    expires = now + timedelta(seconds=CHALLENGE_SECONDS)
-    store.put_challenge(
-        dsn, challenge, caller.sub, int(expires.timestamp()), now.isoformat(timespec="seconds")
-    )
-    return {
-        "DSN": dsn,
-        "challenge": base64.b64encode(challenge).decode("ascii"),
-        "expiresAt": expires.isoformat(timespec="seconds").replace("+00:00", "Z"),
-    }
-
-
-def consume(
-    services: Services, caller_sub: str, dsn: str, challenge: bytes, request_id: str
-) -> None:
-    """Spend the challenge for this caller and DSN, or raise Forbidden with a stable code."""
-    if not challenge:
-        raise BadRequest(
-            "An attestation needs the attestationChallenge it signs.", "CHALLENGE_MISSING"
-        )
-    store = services.challenges
-    if store is None:
-        raise Forbidden("This challenge was not issued here.", "CHALLENGE_INVALID")
-    now = services.clock()
-    outcome = store.consume_challenge(
-        dsn,
-        challenge,
-        caller_sub,
-        int(now.timestamp()),
-        now.isoformat(timespec="seconds"),
-        request_id,
-    )
-    if outcome is Consumed.OK:
-        return
-    if outcome is Consumed.USED:
-        raise Forbidden("This challenge was used before; ask for a new one.", "CHALLENGE_USED")
-    if outcome is Consumed.EXPIRED:
-        raise Forbidden("This challenge has expired; ask for a new one.", "CHALLENGE_EXPIRED")
-    # Another caller's challenge answers as one never issued: whose it is stays unsaid.
-    raise Forbidden(
-        "This challenge was not issued to you for this device; ask for a new one.",
-        "CHALLENGE_INVALID",
-    )

@@ -9,12 +9,12 @@ from typing import Any
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from .budget import Budget
-from .dependencies import get_services
-from .errors import ProvisioningError
-from .observability import logger, metrics, tracer
-from .ports import Services
-from .renewal import (
+from provisioning.adapters.composition import get_services
+from provisioning.domain.budget import Budget
+from provisioning.domain.errors import ProvisioningError
+from provisioning.observability import logger, metrics, tracer
+from provisioning.ports import Services
+from provisioning.usecases.renew import (
     answer_topic,
     confirm_renewal,
     invocation_id,
@@ -37,7 +37,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, s
     thing = thing_of(event, settings.thing_prefix)
     logger.append_keys(thing_name=thing or None)
     try:
-        message = parse_renewal_event(event, settings.thing_prefix, settings.max_dsn_length)
+        message = parse_renewal_event(event, settings.thing_prefix)
         logger.append_keys(dsn=message.dsn, confirm=message.is_confirm)
         budget = Budget(context.get_remaining_time_in_millis)
         request_id = invocation_id(context.aws_request_id)

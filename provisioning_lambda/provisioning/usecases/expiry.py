@@ -54,125 +54,26 @@ the next run start where the previous one started.
 
 from __future__ import annotations
 
-import enum
-from collections.abc import Callable
-from concurrent.futures import Executor, Future
+from concurrent.futures import Future
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import Protocol
 
-from .budget import ATTEMPT_SECONDS, Budget
-from .errors import ProvisioningError
-from .lease import iso
-from .models import DeviceRecord, ExpiringDevice, ExpiringPage
-from .observability import logger
-from .ports import BudgetHolder, PublisherPort
+from provisioning.domain.budget import ATTEMPT_SECONDS, Budget
+from provisioning.domain.errors import ProvisioningError
+from provisioning.domain.expiry import (
+    renew_due_topic,
+)
+from provisioning.domain.models import ExpiringDevice
+from provisioning.lifecycle.lease import iso
+from provisioning.observability import logger
+from provisioning.ports import EXPIRY_PAGE_SIZE, WatchServices
 
-PAGE_SIZE = 100
+PAGE_SIZE = EXPIRY_PAGE_SIZE
 # Devices listed by name in the operators' summary (the counts cover all of them).
 SUMMARY_DEVICES = 20
 # Kept for the end of a run: storing where it stopped (one DynamoDB call) and the summary
 # (one SNS call, with its retries).
 NOTIFY_RESERVE_SECONDS = 2 * ATTEMPT_SECONDS
 SAVE_RESERVE_SECONDS = ATTEMPT_SECONDS
-
-
-@dataclass(frozen=True)
-class NudgeSpread:
-    """How the watch spreads the renewals it asks for (module docstring, "No herd")."""
-
-    seconds: int  # each device asked renews at a random moment of this (renewWithinSeconds)
-    per_second: float  # the renewals a run may cause, on average over ``seconds``
-
-    @property
-    def per_run(self) -> int:
-        """The most devices one run asks to renew."""
-        return max(1, int(self.seconds * self.per_second))
-
-    def message(self, not_after: str) -> dict[str, object]:
-        """The renew/due payload (the device's side: onboarding_ble.renewal.nudged_delay)."""
-        return {"notAfter": not_after, "reason": "EXPIRING", RENEW_WITHIN: self.seconds}
-
-
-# The name the device reads the spread by (example/onboarding_ble/rules.py, RENEW_WITHIN).
-RENEW_WITHIN = "renewWithinSeconds"
-# One hour (the template's shortest ExpiryWatchSchedule: a run's renewals are done before the
-# next run asks), half a renewal a second: 1,800 devices a run, a tenth of what the renewal
-# function's reserved concurrency serves (docs/architecture.md, "Renewal without a herd").
-NUDGE_SPREAD = NudgeSpread(seconds=3600, per_second=0.5)
-
-
-class ExpiryState(enum.StrEnum):
-    VALID = "VALID"
-    EXPIRING = "EXPIRING"
-    EXPIRED = "EXPIRED"
-    NONE = "NONE"
-
-
-@dataclass(frozen=True)
-class ExpiryWindow:
-    validity_days: int
-    warning_percent: int
-
-    @property
-    def length(self) -> timedelta:
-        return timedelta(days=self.validity_days) * self.warning_percent / 100
-
-    def state_of(self, not_after: str, now: datetime) -> ExpiryState:
-        moment = parse_iso(not_after)
-        if moment <= now:
-            return ExpiryState.EXPIRED
-        if moment <= now + self.length:
-            return ExpiryState.EXPIRING
-        return ExpiryState.VALID
-
-
-def device_expiry(record: DeviceRecord, window: ExpiryWindow, now: datetime) -> ExpiryState:
-    """The expiry state GET /devices/{dsn} shows."""
-    if record.status != "ACTIVE" or not record.certificate_id or not record.not_after:
-        return ExpiryState.NONE
-    return window.state_of(record.not_after, now)
-
-
-def parse_iso(text: str) -> datetime:
-    """An ISO-8601 UTC time as the rows store it (``2026-11-29T11:00:00Z``)."""
-    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-def renew_due_topic(thing_name: str) -> str:
-    return f"things/{thing_name}/certificate/renew/due"
-
-
-class ExpiryStorePort(Protocol):
-    def expiring(
-        self, shard: int, since: str, until: str, cursor: object = None, limit: int = PAGE_SIZE
-    ) -> ExpiringPage: ...
-    def count_expired(
-        self, shard: int, before: str, cursor: object = None
-    ) -> tuple[int, object]: ...
-    def watch_cursors(self, since: str, until: str) -> dict[int, object]: ...
-    def save_watch_cursors(self, cursors: dict[int, object]) -> None: ...
-
-
-class NotifierPort(Protocol):
-    def notify(self, subject: str, message: str) -> None: ...
-
-
-@dataclass
-class WatchServices:
-    """What one run of the watch needs; the handler builds it once per container."""
-
-    store: ExpiryStorePort
-    publisher: PublisherPort
-    notifier: NotifierPort
-    window: ExpiryWindow
-    shards: int
-    thing_name: Callable[[str], str]  # DSN -> thing name, for rows that lack one
-    executor: Executor
-    budgets: BudgetHolder = field(default_factory=BudgetHolder)
-    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
-    spread: NudgeSpread = NUDGE_SPREAD
 
 
 @dataclass

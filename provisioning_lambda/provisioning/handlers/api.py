@@ -12,15 +12,24 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from .allowlist import block_entry, load_entries, read_entry
-from .budget import Budget
-from .challenge import issue_challenge
-from .dependencies import get_services
-from .errors import ProvisioningError
-from .fleet_routes import router as fleet_router
-from .models import Caller, parse_challenge_request, parse_dsn, parse_provision_request
-from .observability import logger, metrics, tracer
-from .service import _require_group, describe_device, provision_device, revoke_device
+from provisioning.adapters.composition import get_services
+from provisioning.domain.errors import ProvisioningError
+from provisioning.domain.models import (
+    User,
+    parse_challenge_request,
+    parse_provision_request,
+)
+from provisioning.handlers.context import route_context
+from provisioning.handlers.devices import router as fleet_router
+from provisioning.observability import logger, metrics, tracer
+from provisioning.usecases.allowlist import block_entry, load_entries, read_entry
+from provisioning.usecases.challenge import issue_challenge
+from provisioning.usecases.provision import (
+    describe_device,
+    provision_device,
+    require_member,
+    revoke_device,
+)
 
 app = APIGatewayRestResolver()
 app.include_router(fleet_router)  # GET /devices, transfer, claim, DELETE /devices/{dsn}
@@ -31,7 +40,7 @@ def members_only(
 ) -> Response[Any]:
     """Before any route reads its input: a caller in neither group is refused NOT_A_MEMBER
     (403), whatever the route and whatever the request (the domain checks again)."""
-    _require_group(Caller.from_claims(resolver.current_event.request_context.authorizer.claims))
+    require_member(User.from_claims(resolver.current_event.request_context.authorizer.claims))
     return next_middleware(resolver)
 
 
@@ -47,20 +56,10 @@ with contextlib.suppress(Exception):
 @app.post("/certificate")
 @tracer.capture_method(capture_response=False)  # the response carries the encrypted key
 def post_certificate() -> dict[str, str]:
-    event = app.current_event
-    services = get_services()
-    request = parse_provision_request(
-        event.body, services.settings.max_dsn_length, base64_encoded=bool(event.is_base64_encoded)
-    )
-    caller = Caller.from_claims(event.request_context.authorizer.claims)
-    logger.append_keys(dsn=request.dsn, caller=caller.sub)
-    result = provision_device(
-        request,
-        caller,
-        services,
-        Budget(app.lambda_context.get_remaining_time_in_millis),
-        request_id=_request_id(),
-    )
+    ctx = route_context(app)
+    request = parse_provision_request(ctx.body, base64_encoded=ctx.base64_encoded)
+    logger.append_keys(dsn=request.dsn)
+    result = provision_device(request, ctx.user, ctx.services, ctx.budget, ctx.request_id)
     metrics.add_metric(name="DeviceProvisioned", unit=MetricUnit.Count, value=1)
     return result.to_response()
 
@@ -68,41 +67,24 @@ def post_certificate() -> dict[str, str]:
 @app.post("/certificate/challenge")
 @tracer.capture_method(capture_response=False)
 def post_certificate_challenge() -> dict[str, str]:
-    event = app.current_event
-    services = get_services()
-    dsn = parse_challenge_request(
-        event.body, services.settings.max_dsn_length, base64_encoded=bool(event.is_base64_encoded)
-    )
-    caller = Caller.from_claims(event.request_context.authorizer.claims)
-    logger.append_keys(dsn=dsn, caller=caller.sub)
-    return issue_challenge(dsn, caller, services)
+    ctx = route_context(app)
+    dsn = parse_challenge_request(ctx.body, base64_encoded=ctx.base64_encoded)
+    logger.append_keys(dsn=dsn)
+    return issue_challenge(dsn, ctx.user, ctx.services)
 
 
 @app.get("/devices/<dsn>")
 @tracer.capture_method(capture_response=False)
 def get_device(dsn: str) -> dict[str, str | bool]:
-    caller = Caller.from_claims(app.current_event.request_context.authorizer.claims)
-    services = get_services()
-    dsn = parse_dsn(dsn, services.settings.max_dsn_length)
-    logger.append_keys(dsn=dsn, caller=caller.sub)
-    return describe_device(dsn, caller, services)
+    ctx = route_context(app, dsn)
+    return describe_device(ctx.dsn, ctx.user, ctx.services)
 
 
 @app.delete("/devices/<dsn>/certificate")
 @tracer.capture_method(capture_response=False)
 def delete_device_certificate(dsn: str) -> dict[str, str | bool]:
-    event = app.current_event
-    caller = Caller.from_claims(event.request_context.authorizer.claims)
-    services = get_services()
-    dsn = parse_dsn(dsn, services.settings.max_dsn_length)
-    logger.append_keys(dsn=dsn, caller=caller.sub)
-    result = revoke_device(
-        dsn,
-        caller,
-        services,
-        Budget(app.lambda_context.get_remaining_time_in_millis),
-        request_id=_request_id(),
-    )
+    ctx = route_context(app, dsn)
+    result = revoke_device(ctx.dsn, ctx.user, ctx.services, ctx.budget, ctx.request_id)
     metrics.add_metric(name="DeviceRevoked", unit=MetricUnit.Count, value=1)
     return result
 
@@ -110,38 +92,24 @@ def delete_device_certificate(dsn: str) -> dict[str, str | bool]:
 @app.post("/allowlist")
 @tracer.capture_method(capture_response=False)
 def post_allowlist() -> dict[str, object]:
-    event = app.current_event
-    caller = Caller.from_claims(event.request_context.authorizer.claims)
-    logger.append_keys(caller=caller.sub)
+    ctx = route_context(app)
     return load_entries(
-        event.body,
-        caller,
-        get_services(),
-        Budget(app.lambda_context.get_remaining_time_in_millis),
-        base64_encoded=bool(event.is_base64_encoded),
+        ctx.body, ctx.user, ctx.services, ctx.budget, base64_encoded=ctx.base64_encoded
     )
 
 
 @app.get("/allowlist/<dsn>")
 @tracer.capture_method(capture_response=False)
 def get_allowlist_entry(dsn: str) -> dict[str, str]:
-    caller = Caller.from_claims(app.current_event.request_context.authorizer.claims)
-    logger.append_keys(caller=caller.sub)
-    return read_entry(dsn, caller, get_services())
+    ctx = route_context(app)  # read_entry checks the DSN after the caller's group
+    return read_entry(dsn, ctx.user, ctx.services)
 
 
 @app.post("/allowlist/<dsn>/block")
 @tracer.capture_method(capture_response=False)
 def post_allowlist_block(dsn: str) -> dict[str, str]:
-    caller = Caller.from_claims(app.current_event.request_context.authorizer.claims)
-    logger.append_keys(caller=caller.sub)
-    result = block_entry(
-        dsn,
-        caller,
-        get_services(),
-        Budget(app.lambda_context.get_remaining_time_in_millis),
-        request_id=_request_id(),
-    )
+    ctx = route_context(app)  # block_entry checks the DSN after the caller's group
+    result = block_entry(dsn, ctx.user, ctx.services, ctx.budget, request_id=ctx.request_id)
     metrics.add_metric(name="DeviceBlocked", unit=MetricUnit.Count, value=1)
     return result
 
@@ -166,11 +134,6 @@ def unexpected_error(error: Exception) -> Response[str]:
     logger.error("unexpected error", extra={"error": type(error).__name__})
     metrics.add_metric(name="ProvisioningFailed", unit=MetricUnit.Count, value=1)
     return _error(500, "Something went wrong on our side; retry later.", "INTERNAL_ERROR")
-
-
-def _request_id() -> str:
-    """API Gateway's request id (the logs' correlation id); Lambda's if there is none."""
-    return app.current_event.request_context.request_id or app.lambda_context.aws_request_id
 
 
 def _error(

@@ -8,10 +8,10 @@ from typing import Any
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from .budget import Budget
-from .dependencies import get_services
-from .observability import logger, metrics, tracer
-from .sweeper import sweep
+from provisioning.adapters.composition import get_services
+from provisioning.domain.budget import Budget
+from provisioning.lifecycle.sweep import sweep
+from provisioning.observability import logger, metrics, tracer
 
 
 @logger.inject_lambda_context(clear_state=True, log_event=False)

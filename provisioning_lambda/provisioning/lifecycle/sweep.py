@@ -18,14 +18,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .budget import FORWARD_RESERVE_SECONDS, Budget
-from .errors import Conflict, NotFound, ProvisioningError
-from .lease import DeviceTask, Recovery
-from .models import ADMINISTRATORS, Caller, Release
-from .observability import logger
-from .ports import Services
+from provisioning.domain.budget import FORWARD_RESERVE_SECONDS, Budget
+from provisioning.domain.errors import Conflict, NotFound, ProvisioningError
+from provisioning.domain.models import Release, System
+from provisioning.lifecycle.lease import DeviceTask, Recovery
+from provisioning.observability import logger
+from provisioning.ports import Services
 
-SWEEPER = Caller(sub="sweeper", groups=frozenset({ADMINISTRATORS}))
+SWEEPER = System("sweeper")
 BATCH = 25
 PARKED_LISTED = 100  # the parked count saturates here: the alarm needs more than zero
 
@@ -54,15 +54,7 @@ def sweep(services: Services, budget: Budget, run_id: str, batch: int = BATCH) -
             try:
                 # Recovery waits: the claim below only takes the lease; the recover() call
                 # then releases it (or drops a row that was never provisioned).
-                task.row = services.store.claim(
-                    dsn,
-                    SWEEPER.sub,
-                    True,
-                    task.request_id,
-                    now=task.epoch(),
-                    lease_until=task.epoch() + budget.lease_seconds(),
-                    must_exist=True,
-                )
+                task.take_lease(must_exist=True)
             except (Conflict, NotFound):
                 report.skipped += 1  # a request holds it now, or it is gone: not ours to fix
                 continue

@@ -56,7 +56,6 @@ sweeper, exactly as for provisioning (lease.py).
 
 from __future__ import annotations
 
-import hashlib
 import re
 import secrets
 from collections.abc import Mapping
@@ -67,33 +66,30 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from .budget import ATTEMPT_SECONDS, Budget
-from .crypto import CheckedCsr, certificate_facts, device_names, load_device_csr
-from .errors import (
+from provisioning.domain.budget import ATTEMPT_SECONDS, Budget
+from provisioning.domain.crypto import CheckedCsr, certificate_facts, load_device_csr
+from provisioning.domain.errors import (
     BadRequest,
     Conflict,
     DependencyFailed,
     Forbidden,
-    LeaseLost,
     NotFound,
-    OutcomeUnknown,
 )
-from .lease import DeviceTask, iso
-from .models import (
-    ADMINISTRATORS,
+from provisioning.domain.models import (
     DSN_PATTERN,
-    Caller,
     CertificateRef,
+    Device,
     DeviceRecord,
-    Intent,
-    ProvisionRequest,
+    DeviceStatus,
     Release,
     _body_text,
     _json_object,
 )
-from .observability import logger
-from .ports import Services
-from .service import _Issuance, _wait_all
+from provisioning.lifecycle.issuance import IssuancePlan, NewCertificate, issue
+from provisioning.lifecycle.lease import DeviceTask, iso
+from provisioning.observability import logger
+from provisioning.ports import Services
+from provisioning.usecases.attestation import refuse_blocked
 
 TOPIC = "things/{thing}/certificate/renew"
 ACCEPTED = TOPIC + "/accepted"
@@ -150,13 +146,13 @@ def thing_of(event: object, prefix: str) -> str:
     return thing if DSN_PATTERN.fullmatch(thing[len(prefix) + 1 :]) else ""
 
 
-def parse_renewal_event(event: object, prefix: str, max_dsn_length: int) -> RenewalMessage:
+def parse_renewal_event(event: object, prefix: str) -> RenewalMessage:
     """Check the whole event; raise BadRequest with a stable code on the first problem."""
     if not isinstance(event, Mapping):
         raise BadRequest("The message must be a JSON object.", "MESSAGE_INVALID")
     thing = thing_of(event, prefix)
-    dsn = thing[len(prefix) + 1 :]
-    if not thing or len(dsn) > max_dsn_length:
+    dsn = thing[len(prefix) + 1 :]  # DSN_PATTERN bounds its length too
+    if not thing:
         raise BadRequest("The topic does not name a device of this fleet.", "THING_INVALID")
     principal = event.get("principal")
     if not isinstance(principal, str) or not CERTIFICATE_ID.fullmatch(principal):
@@ -202,12 +198,6 @@ def is_confirm_event(event: object) -> bool:
     return "certificateId" in fields and "csr" not in fields
 
 
-def device_caller(thing_name: str) -> Caller:
-    """The device as the lease's holder. It claims like the sweeper (the row's owner is kept);
-    what authorises it is the certificate it published with, checked against the row."""
-    return Caller(sub=f"thing:{thing_name}", groups=frozenset({ADMINISTRATORS}))
-
-
 def invocation_id(aws_request_id: str) -> str:
     """This invocation's own id: Lambda's request id (what the logs show) and a nonce, as Lambda
     gives a re-delivered asynchronous event the request id it gave the first delivery."""
@@ -218,16 +208,14 @@ def renew_certificate(
     message: RenewalMessage, services: Services, budget: Budget, request_id: str
 ) -> RenewalResult:
     csr = load_device_csr(message.csr_pem)
-    _refuse_if_blocked(services, message.dsn)
+    refuse_blocked(services, message.dsn)
     with services.budgets.running(budget):
         # Before the lease: a device renewing in a loop never holds it (its owner's requests
         # would meet REQUEST_IN_FLIGHT). Checked again, authoritatively, under the lease.
         seen = services.store.get(message.dsn)
         if seen is not None and seen.certificate_id == message.principal:
             _refuse_if_too_soon(seen, services.settings.renewal_min_interval_seconds, services)
-        task = DeviceTask(
-            services, device_caller(message.thing_name), message.dsn, budget, request_id
-        )
+        task = DeviceTask(services, Device(message.thing_name), message.dsn, budget, request_id)
         row = _claim_for(task, message)
         try:
             repeated = _screen(task, row, csr, message)
@@ -238,23 +226,13 @@ def renew_certificate(
             task.release(work_left=bool(task.row and task.row.retiring))
             logger.info("renewal repeated: answered with the current certificate")
             return repeated
-        renewal = _Renewal(task, csr, message.principal, row)
+        plan = _plan(task, row, csr, message.principal)
         logger.info(
             "renewal claimed",
-            extra={"thing_name": task.thing_name, "from_superseded": renewal.from_superseded},
+            extra={"thing_name": task.thing_name, "from_superseded": plan.from_superseded},
         )
-        try:
-            record, certificate_pem = renewal.run()
-        except OutcomeUnknown:
-            task.release(work_left=True)
-            raise
-        except LeaseLost:
-            renewal.abandon()
-            raise
-        except BaseException:
-            renewal.roll_back()
-            raise
-        renewal.retire_previous()
+        issued = issue(task, plan.issuance)
+        record, certificate_pem = issued.record, issued.certificate_pem
     return RenewalResult(certificate_pem, record.certificate_id, record.not_after)
 
 
@@ -263,10 +241,9 @@ def confirm_renewal(
 ) -> bool:
     """The device is connected with its new certificate: retire the one it renewed from.
     Returns whether there was one (a repeated confirm finds none and changes nothing)."""
-    with services.budgets.running(budget):
-        task = DeviceTask(
-            services, device_caller(message.thing_name), message.dsn, budget, request_id
-        )
+    with DeviceTask.running(
+        services, Device(message.thing_name), message.dsn, budget, request_id
+    ) as task:
         row = _claim_for(task, message)
         current = row.certificate
         if current is None or message.certificate_id != current.certificate_id:
@@ -352,14 +329,6 @@ def _public_key_der(certificate_pem: str) -> bytes:
     return certificate.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
 
 
-def _refuse_if_blocked(services: Services, dsn: str) -> None:
-    """Blocking a DSN revokes its certificate; until that has finished (or if it failed), the
-    certificate still connects, and must not get the device a new one."""
-    entry = services.allowlist.get(dsn) if services.allowlist is not None else None
-    if entry is not None and entry.blocked:
-        raise Forbidden("This device is blocked and cannot renew.", "DEVICE_BLOCKED")
-
-
 def _claim_for(task: DeviceTask, message: RenewalMessage) -> DeviceRecord:
     """Take the lease (recovering first) and check the publisher is this device as its row
     knows it; anything else is refused, and nothing is created."""
@@ -379,7 +348,7 @@ def _claim_for(task: DeviceTask, message: RenewalMessage) -> DeviceRecord:
 def _refusal(row: DeviceRecord | None, message: RenewalMessage) -> Exception | None:
     if row is None or not row.status or row.thing_name != message.thing_name:
         return NotFound("No such device.", "DEVICE_NOT_FOUND")
-    if row.status != "ACTIVE" or row.certificate is None:
+    if row.status != DeviceStatus.ACTIVE or row.certificate is None:
         return Forbidden("The device's certificate is revoked.", "DEVICE_REVOKED")
     known = {row.certificate_id}
     if row.superseded is not None and not message.is_confirm:
@@ -391,109 +360,64 @@ def _refusal(row: DeviceRecord | None, message: RenewalMessage) -> Exception | N
     return None
 
 
-class _Renewal(_Issuance):
-    """Steps 3-6 of one renewal; rollback, abandonment and retirement as for provisioning."""
+@dataclass(frozen=True)
+class _RenewalPlan:
+    issuance: IssuancePlan
+    from_superseded: bool
 
-    def __init__(
-        self, task: DeviceTask, csr: CheckedCsr, principal: str, row: DeviceRecord
-    ) -> None:
-        super().__init__(task, ProvisionRequest(dsn=task.dsn), csr)
-        self.checked = csr
-        current, superseded = row.certificate, row.superseded
-        assert current is not None
-        # The previous certificate stays ACTIVE (no step sets it INACTIVE): it is superseded.
-        self.previous = None
-        self.from_superseded = superseded is not None and principal == superseded.certificate_id
-        dropped: CertificateRef | None
-        if superseded is not None and self.from_superseded:
-            # The device never got (or never used) the last certificate issued to it: that one
-            # goes, and the one it still works with stays superseded.
-            self.keep, dropped = superseded, current
-        else:
-            self.keep, dropped = current, superseded
-        self.retiring = (*row.retiring, *((dropped,) if dropped is not None else ()))
-        # Set when ACM PCA's answer is the certificate the row already names (see run).
-        self.repeated = False
 
-    def run(self) -> tuple[DeviceRecord, str]:
-        task, services = self.task, self.task.services
-        settings, pca, iot, run = services.settings, services.pca, services.iot, services.executor
-        budget, row = task.budget, task.row
-        assert row is not None
-        names = device_names(
-            row.thing_name, task.dsn, settings.subject_o, settings.subject_ou, settings.subject_c
-        )
-        budget.require("ISSUE_CERTIFICATE")
-        token = hashlib.sha256(f"{task.request_id}:{task.dsn}:renew".encode()).hexdigest()[:36]
-        pca_certificate_arn = pca.issue(self.checked.pem, settings.cert_validity_days, token, names)
-        if pca_certificate_arn == row.pca_certificate_arn:
-            # ACM PCA answered with the certificate the row names (an idempotency token it has
-            # seen): the outcome is the current certificate. No intent (its recovery would
-            # revoke it), nothing to register or commit, nothing retired because of it.
-            self.repeated = True
-            self.retiring = row.retiring
-            return row, self._wait_for_certificate(pca_certificate_arn).certificate_pem
-        issued, facts, new = self._record_intent_and_fetch(
-            Intent(request_id=task.request_id, pca_certificate_arn=pca_certificate_arn)
-        )
-        # Never retire what this renewal's commit names.
-        self.retiring = tuple(r for r in self.retiring if r.certificate_id != new.certificate_id)
+def _plan(task: DeviceTask, row: DeviceRecord, csr: CheckedCsr, principal: str) -> _RenewalPlan:
+    """Renewal's issuance (steps 3-6): the certificate the device renews from stays ACTIVE,
+    superseded until the grace deadline (nothing is set INACTIVE); an unconfirmed certificate of
+    an earlier renewal is written down as retiring; the commit is guarded by the allowlist (not
+    blocked meanwhile)."""
+    services, settings = task.services, task.services.settings
+    current, superseded = row.certificate, row.superseded
+    assert current is not None  # _claim_for refuses a row without one
+    from_superseded = superseded is not None and principal == superseded.certificate_id
+    dropped: CertificateRef | None
+    if superseded is not None and from_superseded:
+        # The device never got (or never used) the last certificate issued to it: that one
+        # goes, and the one it still works with stays superseded.
+        keep, dropped = superseded, current
+    else:
+        keep, dropped = current, superseded
 
-        budget.require("REGISTER_CERTIFICATE")
-        registered = iot.register(issued.certificate_pem, issued.chain_pem)
-        if registered.certificate_id != new.certificate_id:
-            raise DependencyFailed("REGISTER_CERTIFICATE")
-        _wait_all(
-            [
-                run.submit(iot.attach_policy, new.certificate_arn),
-                run.submit(iot.attach_thing, row.thing_name, new.certificate_arn),
-            ]
-        )
-
-        now = task.now()
-        at = iso(now)
-        grace_until = int((now + timedelta(hours=settings.renewal_grace_hours)).timestamp())
-        record = replace(
+    def record(new: NewCertificate) -> DeviceRecord:
+        grace = new.at + timedelta(hours=settings.renewal_grace_hours)
+        return replace(
             row,
-            certificate_id=new.certificate_id,
-            certificate_arn=new.certificate_arn,
-            pca_certificate_arn=pca_certificate_arn,
-            serial=new.serial,
-            not_before=iso(facts.not_before),
-            not_after=iso(facts.not_after),
-            key_algorithm=self.checked.key_algorithm,
-            status="ACTIVE",
-            updated_at=at,
+            certificate_id=new.ref.certificate_id,
+            certificate_arn=new.ref.certificate_arn,
+            pca_certificate_arn=new.pca_certificate_arn,
+            issuer_arn="",
+            serial=new.ref.serial,
+            not_before=iso(new.facts.not_before),
+            not_after=iso(new.facts.not_after),
+            key_algorithm=new.key_algorithm,
+            status=DeviceStatus.ACTIVE,
+            updated_at=iso(new.at),
             lease_request_id="",
             lease_until=0,
             intent=None,
             retiring=(),
-            superseded=self.keep,
-            grace_until=grace_until,
+            superseded=keep,
+            grace_until=int(grace.timestamp()),
         )
-        budget.require("STORE_DEVICE", ATTEMPT_SECONDS)
-        services.store.commit(
-            record,
-            task.request_id,
-            task.audit(
-                "RENEW",
-                new,
-                pca_certificate_arn=pca_certificate_arn,
-                thing_name=row.thing_name,
-                superseded_certificate_id=self.keep.certificate_id,
-            ),
-            retiring=self.retiring,
-            superseded=self.keep,
-            grace_until=grace_until,
-        )
-        task.row = replace(record, retiring=self.retiring)
-        return record, issued.certificate_pem
 
-    def retire_previous(self) -> None:
-        if self.repeated:  # nothing was committed: the lease to give back, what recovery left
-            self.task.recover(Release.RELEASE)
-            return
-        super().retire_previous()
+    allowlist = services.allowlist
+    return _RenewalPlan(
+        IssuancePlan(
+            record=record,
+            audit="RENEW",
+            csr=csr,
+            retiring=(*row.retiring, *((dropped,) if dropped is not None else ())),
+            guards=(allowlist.not_blocked_guard(task.dsn),) if allowlist is not None else (),
+            purpose="renew",
+            audit_details={"superseded_certificate_id": keep.certificate_id},
+        ),
+        from_superseded,
+    )
 
 
 def answer_topic(thing_name: str, accepted: bool) -> str:

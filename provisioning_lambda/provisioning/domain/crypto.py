@@ -22,8 +22,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.x509.oid import NameOID, SignatureAlgorithmOID
 
-from .errors import BadRequest
-from .models import CertificateNames
+from provisioning.domain.errors import BadRequest
+from provisioning.domain.models import CertificateNames
 
 DeviceKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 

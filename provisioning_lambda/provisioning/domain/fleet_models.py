@@ -26,12 +26,19 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from .errors import BadRequest, Forbidden
-from .models import DSN_PATTERN, Caller, DeviceRecord, _body_text, _json_object
+from provisioning.domain.errors import BadRequest, Forbidden
+from provisioning.domain.models import (
+    DSN_PATTERN,
+    DeviceRecord,
+    DeviceStatus,
+    User,
+    _body_text,
+    _json_object,
+)
 
 DEFAULT_LIMIT = 25
 MAX_LIMIT = 100
-LIST_STATUSES = ("ACTIVE", "REVOKED")
+LIST_STATUSES = tuple(DeviceStatus)
 QUERY_PARAMETERS = frozenset({"limit", "nextToken", "owner", "status", "expiringBefore"})
 ADMIN_FILTERS = ("owner", "status", "expiringBefore")
 MAX_TOKEN_CHARS = 2048
@@ -58,7 +65,7 @@ CODE_PATTERN = re.compile(f"[{CODE_ALPHABET}]{{{CODE_SYMBOLS}}}", re.ASCII)
 class ListQuery:
     """One page request of GET /devices, validated."""
 
-    caller: Caller
+    caller: User
     limit: int = DEFAULT_LIMIT
     owner: str = ""  # whose devices: the caller's own for a member
     status: str = ""
@@ -85,7 +92,7 @@ class ListQuery:
 
 
 def parse_list_query(
-    caller: Caller,
+    caller: User,
     single: Mapping[str, str] | None,
     multi: Mapping[str, list[str]] | None,
 ) -> ListQuery:
@@ -298,12 +305,15 @@ TRANSFER_FIELDS = (
 
 @dataclass(frozen=True)
 class Transfer:
+    """A device's pending transfer, as its row keeps it, with the row's owner."""
+
     transfer_id: str
     digest: str
     salt: str
     until: int
     attempts: int
     started_by: str
+    owner_sub: str = ""
 
 
 @dataclass(frozen=True)
@@ -313,16 +323,3 @@ class ListedDevice:
     record: DeviceRecord
     listed_at: str
     transfer_until: int = 0
-
-
-def transfer_of(item: Mapping[str, Any]) -> Transfer | None:
-    if "transfer_id" not in item:
-        return None
-    return Transfer(
-        transfer_id=item["transfer_id"]["S"],
-        digest=item.get("transfer_digest", {}).get("S", ""),
-        salt=item.get("transfer_salt", {}).get("S", ""),
-        until=int(item.get("transfer_until", {}).get("N", "0")),
-        attempts=int(item.get("transfer_attempts", {}).get("N", "0")),
-        started_by=item.get("transfer_by", {}).get("S", ""),
-    )

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from .errors import OutOfTime
+from provisioning.domain.errors import OutOfTime
 
 ATTEMPT_SECONDS = 4.0
 HARD_STOP_SECONDS = 1.0

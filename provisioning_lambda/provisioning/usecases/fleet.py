@@ -42,10 +42,10 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Any, Protocol, runtime_checkable
 
-from .budget import Budget
-from .errors import Conflict, DependencyFailed, Forbidden, NotFound
-from .expiry import ExpiryWindow, device_expiry
-from .fleet_models import (
+from provisioning.domain.budget import Budget
+from provisioning.domain.errors import Conflict, DependencyFailed, Forbidden, NotFound
+from provisioning.domain.expiry import ExpiryWindow, device_expiry
+from provisioning.domain.fleet_models import (
     LIST_STATUSES,
     OWNER_INDEX,
     STATUS_INDEX,
@@ -57,13 +57,21 @@ from .fleet_models import (
     display_code,
     encode_token,
     new_transfer_code,
-    transfer_of,
 )
-from .lease import DeviceTask, iso
-from .models import AuditEvent, Caller, CertificateRef, DeviceRecord, Release
-from .observability import logger
-from .ports import Services
-from .service import _require_group, _visible_device
+from provisioning.domain.models import (
+    AuditEvent,
+    CertificateRef,
+    DeviceRecord,
+    DeviceStatus,
+    Release,
+    User,
+)
+from provisioning.domain.views import device_view
+from provisioning.lifecycle.lease import DeviceTask, iso
+from provisioning.observability import logger
+from provisioning.ports import Services
+from provisioning.usecases.attestation import refuse_blocked
+from provisioning.usecases.provision import _visible_device, require_member
 
 CODE_REFUSED = "The transfer code is wrong or has expired, or no transfer is pending."
 
@@ -76,14 +84,14 @@ class FleetStorePort(Protocol):
         self, index: str, key: str, values: tuple[str, ...], after: str, limit: int
     ) -> list[Any]: ...
     def expiring_before(self, before: str, positions: Any, limit: int) -> tuple[list[Any], Any]: ...
-    def read_item(self, dsn: str) -> dict[str, Any] | None: ...
+    def pending_transfer(self, dsn: str) -> Transfer | None: ...
     def start_transfer(
         self, dsn: str, owner_sub: str, transfer: Any, audit: AuditEvent, request_id: str
     ) -> None: ...
     def cancel_transfer(
         self, dsn: str, transfer_id: str, audit: AuditEvent, request_id: str, now: int
     ) -> None: ...
-    def count_attempt(self, dsn: str, now: int, max_attempts: int) -> dict[str, Any] | None: ...
+    def count_attempt(self, dsn: str, now: int, max_attempts: int) -> Transfer | None: ...
     def return_attempt(self, dsn: str, transfer_id: str, request_id: str) -> None: ...
     def drop_transfer(
         self, dsn: str, transfer_id: str, audit: AuditEvent, request_id: str
@@ -124,7 +132,7 @@ def _fleet(services: Services) -> FleetStorePort:
 def list_devices(query: ListQuery, services: Services) -> dict[str, Any]:
     """One page of the caller's devices (any, for an administrator), and the token for the
     next page when there may be one."""
-    _require_group(query.caller)
+    require_member(query.caller)
     fleet = _fleet(services)
     now = int(services.clock().timestamp())
     if query.mode == "expiry":
@@ -160,8 +168,8 @@ def list_devices(query: ListQuery, services: Services) -> dict[str, Any]:
     return answer
 
 
-def _listed(record: DeviceRecord, transfer_until: int, caller: Caller, now: int) -> dict[str, Any]:
-    item: dict[str, Any] = dict(record.to_response(caller))
+def _listed(record: DeviceRecord, transfer_until: int, caller: User, now: int) -> dict[str, Any]:
+    item: dict[str, Any] = dict(device_view(record, caller))
     item["transferPending"] = transfer_until > now
     if caller.is_admin:
         item["owner"] = record.owner_sub
@@ -172,13 +180,13 @@ def _listed(record: DeviceRecord, transfer_until: int, caller: Caller, now: int)
 
 
 def start_transfer(
-    dsn: str, caller: Caller, services: Services, request_id: str
+    dsn: str, caller: User, services: Services, request_id: str
 ) -> dict[str, str | int]:
     """The owner's one-time code for handing the device over; shown once, never stored."""
     record = _visible_device(services, dsn, caller)
     if record.owner_sub != caller.sub:
         raise Forbidden("Only the device's owner may hand it over.", "NOT_OWNER")
-    _refuse_if_blocked(services, dsn)
+    refuse_blocked(services, dsn)
     fleet = _fleet(services)
     now = services.clock()
     transfer_id = secrets.token_hex(8)
@@ -208,10 +216,10 @@ def start_transfer(
 
 
 def cancel_transfer(
-    dsn: str, caller: Caller, code: str, services: Services, request_id: str
+    dsn: str, caller: User, code: str, services: Services, request_id: str
 ) -> dict[str, str | bool]:
     """Either side cancels: the owner or an administrator by DSN; the recipient with the code."""
-    _require_group(caller)
+    require_member(caller)
     fleet = _fleet(services)
     now = services.clock()
     if code:
@@ -219,8 +227,7 @@ def cancel_transfer(
         side = "recipient"
     else:
         record = _visible_device(services, dsn, caller)
-        item = fleet.read_item(dsn) or {}
-        transfer = transfer_of(item)
+        transfer = fleet.pending_transfer(dsn)
         if transfer is None or transfer.until <= int(now.timestamp()):
             raise NotFound("No transfer is pending for this device.", "TRANSFER_NOT_FOUND")
         transfer_id = transfer.transfer_id
@@ -236,18 +243,16 @@ def cancel_transfer(
 
 
 def claim_device(
-    dsn: str, code: str, caller: Caller, services: Services, budget: Budget, request_id: str
+    dsn: str, code: str, caller: User, services: Services, budget: Budget, request_id: str
 ) -> dict[str, str | bool]:
     """Become the device's owner with its transfer code; its certificate is revoked."""
-    _require_group(caller)
+    require_member(caller)
     fleet = _fleet(services)
-    transfer_id, item = _checked_code(dsn, code, caller, services, request_id)
-    previous_owner = item.get("owner_sub", {}).get("S", "")
+    transfer_id, previous_owner = _checked_code(dsn, code, caller, services, request_id)
     if previous_owner == caller.sub:
         raise Conflict("You already own this device.", "ALREADY_OWNER")
-    _refuse_if_blocked(services, dsn)  # told only to a caller holding the code
-    with services.budgets.running(budget):
-        task = DeviceTask(services, caller, dsn, budget, request_id)
+    refuse_blocked(services, dsn)  # told only to a caller holding the code
+    with DeviceTask.running(services, caller, dsn, budget, request_id) as task:
         now = task.epoch()
         task.row = row = fleet.lease_for_claim(
             dsn, transfer_id, request_id, now, now + budget.lease_seconds()
@@ -275,18 +280,19 @@ def claim_device(
             lambda held: fleet.commit_claim(dsn, request_id, caller.sub, at, held, claimed),
             Release.RELEASE,
             owner_sub=caller.sub,
-            status="REVOKED",
+            status=DeviceStatus.REVOKED,
             updated_at=at,
         )
         revoked = not any(ref in task.row.retiring for ref in held)
     logger.info("transfer claimed", extra={"transfer_id": transfer_id})
-    return task.row.to_response(caller) | {"previousCertificateRevoked": revoked}
+    return device_view(task.row, caller) | {"previousCertificateRevoked": revoked}
 
 
 def _checked_code(
-    dsn: str, code: str, caller: Caller, services: Services, request_id: str
-) -> tuple[str, dict[str, Any]]:
-    """Count a try at the pending transfer's code, then compare; the transfer's id and the row.
+    dsn: str, code: str, caller: User, services: Services, request_id: str
+) -> tuple[str, str]:
+    """Count a try at the pending transfer's code, then compare; the transfer's id and the
+    device's owner.
 
     A code that matches gives its try back before anything else can refuse the request, so
     only wrong codes use tries up; a wrong code's try is never given back. Every refusal reads
@@ -295,13 +301,12 @@ def _checked_code(
     """
     fleet = _fleet(services)
     now = services.clock()
-    item = fleet.count_attempt(dsn, int(now.timestamp()), TRANSFER_MAX_ATTEMPTS)
-    transfer = transfer_of(item) if item else None
-    if item is None or transfer is None:
+    transfer = fleet.count_attempt(dsn, int(now.timestamp()), TRANSFER_MAX_ATTEMPTS)
+    if transfer is None:
         raise Forbidden(CODE_REFUSED, "TRANSFER_CODE_INVALID")
     if code_matches(code, transfer.salt, transfer.digest, dsn, transfer.transfer_id):
         fleet.return_attempt(dsn, transfer.transfer_id, request_id)
-        return transfer.transfer_id, item
+        return transfer.transfer_id, transfer.owner_sub
     at = iso(now)
     rejected = _audit(dsn, "TRANSFER_CODE_REJECTED", caller, at, request_id, transfer.transfer_id)
     rejected = replace(
@@ -324,19 +329,11 @@ def _checked_code(
     raise Forbidden(CODE_REFUSED, "TRANSFER_CODE_INVALID")
 
 
-def _refuse_if_blocked(services: Services, dsn: str) -> None:
-    """A DSN the manufacturer allowlist blocks is never provisioned again: handing it to a new
-    owner would give them a device they can never bring online."""
-    entry = services.allowlist.get(dsn) if services.allowlist is not None else None
-    if entry is not None and entry.blocked:
-        raise Forbidden("This device is blocked and cannot change hands.", "DEVICE_BLOCKED")
-
-
 # --------------------------------------------------------------------------- release
 
 
 def release_device(
-    dsn: str, caller: Caller, services: Services, budget: Budget, request_id: str
+    dsn: str, caller: User, services: Services, budget: Budget, request_id: str
 ) -> dict[str, str | bool]:
     """Give the device up: its certificate revoked everywhere, the thing out of its group, no
     owner; the audit trail stays. A 200 with ``finished`` false means the sweeper finishes.
@@ -349,8 +346,7 @@ def release_device(
         return {"DSN": dsn, "released": True, "finished": True}
     _visible_device(services, dsn, caller)
     fleet = _fleet(services)
-    with services.budgets.running(budget):
-        task = DeviceTask(services, caller, dsn, budget, request_id)
+    with DeviceTask.running(services, caller, dsn, budget, request_id) as task:
         row = task.claim(must_exist=True)
         if row is None or not row.status:  # released meanwhile
             task.release()
@@ -392,18 +388,17 @@ def release_device(
 
 
 def _finish_release(
-    dsn: str, caller: Caller, services: Services, budget: Budget, request_id: str
+    dsn: str, caller: User, services: Services, budget: Budget, request_id: str
 ) -> bool:
     """Finish a release its own user (or an administrator) repeats; False when the row is not
     an unfinished release of theirs (the caller then sees what anyone would)."""
-    _require_group(caller)
+    require_member(caller)
     row = services.store.get(dsn)
     if row is None or not row.releasing:
         return False
     if not (caller.is_admin or (row.released_by and row.released_by == caller.sub)):
         return False
-    with services.budgets.running(budget):
-        task = DeviceTask(services, caller, dsn, budget, request_id)
+    with DeviceTask.running(services, caller, dsn, budget, request_id) as task:
         task.row = task.claim(must_exist=True)  # recovers what the release left
         if task.row is None or not task.row.releasing:
             return False  # provisioned again meanwhile: not a release to finish any more
@@ -416,7 +411,7 @@ def _finish_release(
 def _audit(
     dsn: str,
     event: str,
-    caller: Caller,
+    caller: User,
     at: str,
     request_id: str,
     transfer_id: str,

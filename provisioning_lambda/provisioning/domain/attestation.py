@@ -45,8 +45,8 @@ The decision (``check``) runs before the device's lease is taken or anything is 
   (``CHALLENGE_USED``) or expired (``CHALLENGE_EXPIRED``) refuses the request. An attestation that
   is ignored (attestation off, no key listed) leaves its challenge alone.
 
-Provisioning reads the entry once more just before its commit (``still_allowed``): a block that
-landed while the request was working rolls the request back (``DEVICE_BLOCKED``).
+Provisioning's commit checks the entry once more, in its own transaction (a guard): a block
+that landed while the request was working rolls the request back (``DEVICE_BLOCKED``).
 """
 
 from __future__ import annotations
@@ -55,22 +55,16 @@ import base64
 import binascii
 import hashlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, x25519
 
-from .challenge import CHALLENGE_BYTES, consume
-from .errors import BadRequest, Forbidden
-
-if TYPE_CHECKING:
-    from .ports import Services
+from provisioning.domain.challenge import CHALLENGE_BYTES
+from provisioning.domain.crypto import standard_spki
+from provisioning.domain.errors import Forbidden
 
 MESSAGE_PREFIX = b"iot-device-onboarding/attestation/v2\x00"
-# A DER ECDSA P-256 signature is at most 72 bytes; base64 of that is 96 characters.
-MAX_SIGNATURE_BYTES = 72
-MAX_SIGNATURE_TEXT = 96
 # A PEM or base64 SPKI of a P-256 key is well under this; anything longer is not one.
 MAX_PUBLIC_KEY_TEXT = 512
 
@@ -95,18 +89,6 @@ class AllowlistEntry:
     def blocked(self) -> bool:
         return self.status == BLOCKED
 
-    def to_response(self) -> dict[str, str]:
-        return {
-            "DSN": self.dsn,
-            "attestationPublicKey": public_key_pem(self.public_key_der)
-            if self.public_key_der
-            else "",
-            "status": self.status,
-            "createdAt": self.created_at,
-            "updatedAt": self.updated_at,
-            "blockedAt": self.blocked_at,
-        }
-
 
 def message(dsn: str, challenge: bytes, public_key_der: bytes) -> bytes:
     """The exact bytes a device signs (docs/ble-protocol.md 3.1.2 has a worked example)."""
@@ -130,22 +112,6 @@ def sign(
     return base64.b64encode(signature).decode("ascii")
 
 
-def parse_signature(text: str) -> bytes:
-    """The request's ``attestation``: standard base64 of a DER signature (shape only)."""
-    if len(text) > MAX_SIGNATURE_TEXT:
-        raise BadRequest("attestation is too long for an ECDSA P-256 signature.", "FIELD_TYPE")
-    try:
-        raw = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        raise BadRequest("attestation is not valid base64.", "ATTESTATION_MALFORMED") from None
-    if not 8 <= len(raw) <= MAX_SIGNATURE_BYTES:
-        raise BadRequest(
-            "attestation must be the base64 of a DER ECDSA P-256 signature.",
-            "ATTESTATION_MALFORMED",
-        )
-    return raw
-
-
 def load_attestation_public_key(text: str) -> bytes:
     """An operator's attestation key (PEM, or base64 of SPKI DER): its SPKI DER, EC P-256 only,
     naming its curve (crypto.standard_spki: refused with explicit parameters, as in CSR mode).
@@ -160,8 +126,6 @@ def load_attestation_public_key(text: str) -> bytes:
     ):
         # One PEM block and nothing after it: a second block would be silently ignored.
         raise ValueError("attestationPublicKey must be one PEM public key and nothing else")
-    from .crypto import standard_spki  # here: crypto imports models, which imports this module
-
     try:
         if stripped.startswith("-----BEGIN"):
             key = serialization.load_pem_public_key(stripped.encode("ascii"))
@@ -222,8 +186,7 @@ def check(
     ``public_key_der`` is the SPKI DER of the key being certified: ``x25519_spki_der`` of the
     request's publicKey, or, in CSR mode, ``CheckedCsr.public_key_der``.
     """
-    if entry is not None and entry.blocked:
-        raise Forbidden("This device is blocked and cannot be provisioned.", "DEVICE_BLOCKED")
+    refuse_if_blocked(entry)
     listed = entry is not None and bool(entry.public_key_der)
     if required:
         if signature is None:
@@ -243,6 +206,20 @@ def check(
         raise replayed()
 
 
+def device_blocked() -> Forbidden:
+    """The one refusal for a DSN the allowlist blocks, whoever asks: it is never provisioned,
+    renewed or handed to a new owner again (one that changed hands could never come online)."""
+    return Forbidden(
+        "This device is blocked: it cannot be provisioned, renewed or change hands.",
+        "DEVICE_BLOCKED",
+    )
+
+
+def refuse_if_blocked(entry: AllowlistEntry | None) -> None:
+    if entry is not None and entry.blocked:
+        raise device_blocked()
+
+
 def replayed() -> Forbidden:
     return Forbidden(
         "This attested key was certified before; the device must make a new key.",
@@ -255,44 +232,6 @@ def certified_key_id(public_key_der: bytes) -> str:
     return hashlib.sha256(public_key_der).hexdigest()
 
 
-def authorise_device(
-    services: Services,
-    caller_sub: str,
-    request: AttestedKey,
-    request_id: str,
-) -> str:
-    """The check POST /certificate makes before it takes the device's lease (``check``, then
-    the challenge consumed when the attestation verified).
-
-    ``request.public_key_der``: SPKI DER of the key to be certified. publicKey mode passes
-    ``x25519_spki_der(request.device_public_key)``; CSR mode passes ``csr_spki_der`` of the
-    request's CSR. Returns the key's ``certified_key_id`` when an attestation vouched for it
-    (the commit records it), else "".
-    """
-    allowlist = services.allowlist
-    dsn, signature = request.dsn, request.signature
-    entry = allowlist.get(dsn) if allowlist is not None else None
-    attested = (
-        signature is not None
-        and entry is not None
-        and not entry.blocked
-        and bool(entry.public_key_der)
-    )
-    key_id = certified_key_id(request.public_key_der) if attested else ""
-    check(
-        required=services.settings.require_attestation,
-        entry=entry,
-        dsn=dsn,
-        public_key_der=request.public_key_der,
-        signature=signature,
-        challenge=request.challenge,
-        certified=bool(key_id and allowlist is not None and allowlist.is_certified(dsn, key_id)),
-    )
-    if key_id:
-        consume(services, caller_sub, dsn, request.challenge, request_id)
-    return key_id
-
-
 @dataclass(frozen=True)
 class AttestedKey:
     """What a provisioning request says about the key to certify and who vouches for it."""
@@ -301,12 +240,3 @@ class AttestedKey:
     public_key_der: bytes
     signature: bytes | None = None
     challenge: bytes = b""
-
-
-def still_allowed(services: Services, dsn: str) -> None:
-    """Just before provisioning commits: refuse (DEVICE_BLOCKED) a DSN blocked meanwhile."""
-    if services.allowlist is None:
-        return
-    entry = services.allowlist.get(dsn)
-    if entry is not None and entry.blocked:
-        raise Forbidden("This device is blocked and cannot be provisioned.", "DEVICE_BLOCKED")

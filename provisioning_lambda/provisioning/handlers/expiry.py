@@ -1,53 +1,17 @@
 """The expiry watch's scheduled entry point: one run within the function's time, its figures
-as metrics. The work itself is in expiry.py."""
+as metrics. The work itself is in usecases/expiry.py."""
 
 from __future__ import annotations
 
-import os
-import re
-from functools import lru_cache
 from typing import Any
 
-import boto3
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from .adapters.aws import make_client
-from .adapters.sns import TopicNotifier
-from .adapters.store import EXPIRY_SHARDS, DeviceStore
-from .budget import Budget
-from .config import ConfigError
-from .dependencies import get_services
-from .expiry import ExpiryWindow, WatchServices, watch
-from .observability import logger, metrics, tracer
-
-TOPIC_ARN = re.compile(r"arn:[\w-]+:sns:[\w-]+:\d{12}:[\w.-]{1,256}", re.ASCII)
-
-
-@lru_cache(maxsize=1)
-def get_watch_services() -> WatchServices:
-    services = get_services()
-    topic_arn = os.environ.get("EXPIRY_TOPIC_ARN", "").strip()
-    if not TOPIC_ARN.fullmatch(topic_arn):
-        raise ConfigError("EXPIRY_TOPIC_ARN is not an SNS topic ARN")
-    if services.publisher is None:
-        raise ConfigError("the expiry watch needs the iot-data publisher")
-    if not isinstance(services.store, DeviceStore):
-        raise ConfigError("the expiry watch reads the devices table's expiry index")
-    settings = services.settings
-    return WatchServices(
-        store=services.store,
-        publisher=services.publisher,
-        notifier=TopicNotifier(
-            make_client("sns", boto3.session.Session(), services.budgets.current), topic_arn
-        ),
-        window=ExpiryWindow(settings.cert_validity_days, settings.expiry_warning_percent),
-        shards=EXPIRY_SHARDS,
-        thing_name=settings.thing_name,
-        executor=services.executor,
-        budgets=services.budgets,
-        clock=services.clock,
-    )
+from provisioning.adapters.composition import get_watch_services
+from provisioning.domain.budget import Budget
+from provisioning.observability import logger, metrics, tracer
+from provisioning.usecases.expiry import watch
 
 
 @logger.inject_lambda_context(clear_state=True, log_event=False)

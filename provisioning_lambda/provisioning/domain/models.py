@@ -11,9 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .attestation import parse_signature
-from .challenge import parse_challenge
-from .errors import BadRequest
+from provisioning.domain.challenge import parse_challenge
+from provisioning.domain.errors import BadRequest, ProvisioningError
 
 # Room for a CSR of an RSA-4096 key (its PEM, JSON-escaped) besides the other fields.
 MAX_BODY_BYTES = 8192
@@ -30,6 +29,27 @@ ALLOWED_FIELDS = frozenset(
 
 ADMINISTRATORS = "Administrators"
 MEMBERS = "Members"
+
+
+# A DER ECDSA P-256 signature is at most 72 bytes; base64 of that is 96 characters.
+MAX_SIGNATURE_BYTES = 72
+MAX_SIGNATURE_TEXT = 96
+
+
+def parse_signature(text: str) -> bytes:
+    """The request's ``attestation``: standard base64 of a DER signature (shape only)."""
+    if len(text) > MAX_SIGNATURE_TEXT:
+        raise BadRequest("attestation is too long for an ECDSA P-256 signature.", "FIELD_TYPE")
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise BadRequest("attestation is not valid base64.", "ATTESTATION_MALFORMED") from None
+    if not 8 <= len(raw) <= MAX_SIGNATURE_BYTES:
+        raise BadRequest(
+            "attestation must be the base64 of a DER ECDSA P-256 signature.",
+            "ATTESTATION_MALFORMED",
+        )
+    return raw
 
 
 @dataclass(frozen=True)
@@ -51,9 +71,7 @@ class ProvisionRequest:
         return bool(self.csr_pem)
 
 
-def parse_provision_request(
-    body: str | None, max_dsn_length: int, *, base64_encoded: bool = False
-) -> ProvisionRequest:
+def parse_provision_request(body: str | None, *, base64_encoded: bool = False) -> ProvisionRequest:
     """Validate the whole body; raise BadRequest with a stable code on the first problem.
 
     Any body API Gateway can deliver (any content type, size, depth or encoding) ends here as
@@ -64,7 +82,7 @@ def parse_provision_request(
     if unknown:
         raise BadRequest(f"Unknown field: {unknown[0][:40]!r}.", "UNKNOWN_FIELD")
 
-    dsn = check_dsn(_required_string(data, "DSN"), max_dsn_length)
+    dsn = check_dsn(_required_string(data, "DSN"))
 
     attestation = None
     challenge = b""
@@ -127,15 +145,13 @@ def parse_provision_request(
     )
 
 
-def parse_challenge_request(
-    body: str | None, max_dsn_length: int, *, base64_encoded: bool = False
-) -> str:
+def parse_challenge_request(body: str | None, *, base64_encoded: bool = False) -> str:
     """POST /certificate/challenge's body, ``{"DSN"}``: the DSN, or BadRequest."""
     data = _json_object(_body_text(body, base64_encoded))
     unknown = sorted(set(data) - {"DSN"})
     if unknown:
         raise BadRequest(f"Unknown field: {unknown[0][:40]!r}.", "UNKNOWN_FIELD")
-    return check_dsn(_required_string(data, "DSN"), max_dsn_length)
+    return check_dsn(_required_string(data, "DSN"))
 
 
 def _body_text(body: object, base64_encoded: bool, limit: int = MAX_BODY_BYTES) -> str:
@@ -193,30 +209,29 @@ def _not_json_constant(name: str) -> Any:
     raise BadRequest(f"{name} is not valid JSON.", "BODY_NOT_JSON")
 
 
-def check_dsn(dsn: str, max_dsn_length: int = MAX_DSN_LENGTH) -> str:
+def check_dsn(dsn: str) -> str:
     """The one DSN rule, for bodies and paths alike: DSN_INVALID for an empty DSN or a character
-    outside A-Z a-z 0-9 _ -, DSN_TOO_LONG for a well-formed DSN longer than the thing name
-    (``<ThingPrefix>_<DSN>``, at most 128 characters) allows: ``max_dsn_length``, at most 115."""
+    outside A-Z a-z 0-9 _ -, DSN_TOO_LONG for a well-formed DSN longer than any thing name
+    (``<ThingPrefix>_<DSN>``, at most 128 characters, a prefix up to 12) allows: 115."""
     if not _DSN_CHARACTERS.fullmatch(dsn):
         raise BadRequest(
             "DSN must be 1-115 characters of A-Z, a-z, 0-9, '_' or '-'.", "DSN_INVALID"
         )
-    limit = min(max_dsn_length, MAX_DSN_LENGTH)
-    if len(dsn) > limit:
+    if len(dsn) > MAX_DSN_LENGTH:
         raise BadRequest(
-            f"DSN is too long: the thing name allows at most {limit} characters here.",
+            f"DSN is too long: the thing name allows at most {MAX_DSN_LENGTH} characters.",
             "DSN_TOO_LONG",
         )
     return dsn
 
 
-def parse_dsn(raw: str | None, max_dsn_length: int = MAX_DSN_LENGTH) -> str:
+def parse_dsn(raw: str | None) -> str:
     """A DSN from a path parameter, held to the same rule as the request body's."""
     if raw is None:
         raise BadRequest(
             "DSN must be 1-115 characters of A-Z, a-z, 0-9, '_' or '-'.", "DSN_INVALID"
         )
-    return check_dsn(raw, max_dsn_length)
+    return check_dsn(raw)
 
 
 def _required_string(data: Mapping[str, Any], field: str) -> str:
@@ -228,9 +243,15 @@ def _required_string(data: Mapping[str, Any], field: str) -> str:
     return value
 
 
+# ---------------------------------------------------------------------------- principals
+# Who acts on a device, as types: a person (User), the device itself (Device), or the service
+# (System). Each is authorised for what it may do; none poses as another.
+
+
 @dataclass(frozen=True)
-class Caller:
-    """Who is calling, from the claims the Cognito authorizer verified."""
+class User:
+    """A person, from the claims the Cognito authorizer verified: a member acts on the devices
+    they own; an administrator on any device."""
 
     sub: str
     groups: frozenset[str]
@@ -240,19 +261,54 @@ class Caller:
         return ADMINISTRATORS in self.groups
 
     @property
+    def acts_on_any_device(self) -> bool:
+        return self.is_admin
+
+    @property
     def may_provision(self) -> bool:
         return self.is_admin or MEMBERS in self.groups
 
     @classmethod
-    def from_claims(cls, claims: Mapping[str, Any] | None) -> Caller:
+    def from_claims(cls, claims: Mapping[str, Any] | None) -> User:
         claims = claims or {}
         sub = claims.get("sub")
         if not isinstance(sub, str) or not sub:
             # Only reachable if the route is deployed without the authorizer.
-            from .errors import Forbidden
+            from provisioning.domain.errors import Forbidden
 
             raise Forbidden("The caller has no verified identity.", "NO_IDENTITY")
         return cls(sub=sub, groups=_parse_groups(claims.get("cognito:groups")))
+
+
+@dataclass(frozen=True)
+class Device:
+    """A device, authenticated by IoT Core with its certificate (renewal over MQTT). It acts on
+    its own row only: the DSN is read from its thing name, and the row must name that thing
+    and the certificate it published with (usecases/renew.py)."""
+
+    thing_name: str
+
+    @property
+    def sub(self) -> str:  # how the audit trail names it
+        return f"thing:{self.thing_name}"
+
+    acts_on_any_device = True  # no owner check: it is not anybody's account
+
+
+@dataclass(frozen=True)
+class System:
+    """The service itself, finishing what requests left (the sweeper)."""
+
+    name: str
+
+    @property
+    def sub(self) -> str:
+        return self.name
+
+    acts_on_any_device = True
+
+
+Principal = User | Device | System
 
 
 def _parse_groups(raw: Any) -> frozenset[str]:
@@ -307,6 +363,16 @@ def issuer_of(pca_certificate_arn: str) -> str:
     anything that is not an ACM PCA certificate ARN)."""
     match = _PCA_CERTIFICATE_ARN.fullmatch(pca_certificate_arn)
     return match.group(1) if match else ""
+
+
+@dataclass(frozen=True)
+class CommitGuard:
+    """One more item a commit's transaction checks or writes, and the refusal to raise when its
+    condition alone fails. The item is the adapter's (a TransactWriteItems entry), opaque to
+    everything between the adapter that builds it and the store that sends it."""
+
+    item: Any
+    refusal: ProvisioningError
 
 
 @dataclass(frozen=True)
@@ -370,7 +436,7 @@ class DeviceRecord:
     not_before: str = ""
     not_after: str = ""
     key_algorithm: str = ""
-    status: str = ""
+    status: str = ""  # a DeviceStatus, or "" before the first commit
     created_at: str = ""
     updated_at: str = ""
     lease_request_id: str = ""
@@ -422,7 +488,7 @@ class DeviceRecord:
     def needs_recovery(self) -> bool:
         return self.intent is not None or bool(self.retiring) or bool(self.ungroup)
 
-    def visible_to(self, caller: Caller) -> bool:
+    def visible_to(self, caller: User) -> bool:
         return caller.is_admin or self.owner_sub == caller.sub
 
     @property
@@ -430,21 +496,20 @@ class DeviceRecord:
         """A release whose row write applied and whose clean-up has not finished yet."""
         return not self.status and bool(self.ungroup)
 
-    def to_response(self, caller: Caller) -> dict[str, str | bool]:
-        """What the owner or an administrator may read; never key material."""
-        return {
-            "DSN": self.dsn,
-            "thingName": self.thing_name,
-            "status": self.status or "PENDING",
-            "certificateId": self.certificate_id,
-            "serial": self.serial,
-            "notBefore": self.not_before,
-            "notAfter": self.not_after,
-            "keyAlgorithm": self.key_algorithm,
-            "createdAt": self.created_at,
-            "updatedAt": self.updated_at,
-            "ownedByCaller": self.owner_sub == caller.sub,
-        }
+
+class DeviceStatus(enum.StrEnum):
+    """A device row's status ("" before its first provisioning commits)."""
+
+    ACTIVE = "ACTIVE"  # the row names the certificate the device uses
+    REVOKED = "REVOKED"  # the row names none: revoked, blocked or taken back by a claim
+
+
+class CertificateStatus(enum.StrEnum):
+    """A certificate's status in IoT Core."""
+
+    ACTIVE = "ACTIVE"
+    INACTIVE = "INACTIVE"  # a rotation's previous certificate, until the commit
+    REVOKED = "REVOKED"
 
 
 class Release(enum.Enum):

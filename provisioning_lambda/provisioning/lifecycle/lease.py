@@ -34,20 +34,31 @@ the device or an operator takes it up again.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Self
 
-from .budget import ATTEMPT_SECONDS, Budget
-from .crypto import certificate_facts
-from .errors import DependencyFailed, ProvisioningError
-from .models import AuditEvent, Caller, CertificateRef, DeviceRecord, Release, issuer_of
-from .observability import logger
-from .ports import Services
+from provisioning.domain.budget import ATTEMPT_SECONDS, Budget
+from provisioning.domain.crypto import certificate_facts
+from provisioning.domain.errors import DependencyFailed, ProvisioningError
+from provisioning.domain.models import (
+    AuditEvent,
+    CertificateRef,
+    CertificateStatus,
+    DeviceRecord,
+    DeviceStatus,
+    Principal,
+    Release,
+    User,
+    issuer_of,
+)
+from provisioning.observability import logger
+from provisioning.ports import Services
 
 # IoT statuses in which a certificate no longer authenticates and never will again.
-_GONE = ("REVOKED", "")
+_GONE = (CertificateStatus.REVOKED, "")
 # Recoveries in a row that may end with work left before the row is parked.
 MAX_SWEEP_ATTEMPTS = 8
 
@@ -75,13 +86,23 @@ class DeviceTask:
     device row as the request found it, and what the request has changed."""
 
     services: Services
-    caller: Caller
+    caller: Principal
     dsn: str
     budget: Budget
     request_id: str
     row: DeviceRecord | None = None
     audits: list[AuditEvent] = field(default_factory=list)
     disconnected: bool = False  # the thing's session was ended by this request
+
+    @classmethod
+    @contextmanager
+    def running(
+        cls, services: Services, principal: Principal, dsn: str, budget: Budget, request_id: str
+    ) -> Iterator[DeviceTask]:
+        """One request's task on one device, its budget bounding every AWS call made meanwhile
+        (each client's attempts and retries read it)."""
+        with services.budgets.running(budget):
+            yield cls(services, principal, dsn, budget, request_id)
 
     @property
     def thing_name(self) -> str:
@@ -100,22 +121,27 @@ class DeviceTask:
     def claim(self, must_exist: bool = False) -> DeviceRecord | None:
         """Take the device's lease for as long as this invocation can run, plus a margin;
         then finish or undo what an earlier request left."""
-        now = self.epoch()
-        self.row = self.services.store.claim(
-            self.dsn,
-            self.caller.sub,
-            self.caller.is_admin,
-            self.request_id,
-            now=now,
-            lease_until=now + self.budget.lease_seconds(),
-            must_exist=must_exist,
-        )
-        if self.row is not None and (self.row.needs_recovery or self.row.grace_over(now)):
+        self.take_lease(must_exist)
+        if self.row is not None and (self.row.needs_recovery or self.row.grace_over(self.epoch())):
             logger.info("recovering what an earlier request left")
             self.recover(Release.KEEP)
             if self.row.intent is not None:  # unresolved: going on would write over it
                 self.release(work_left=True)
                 raise DependencyFailed("RECOVER_DEVICE")
+        return self.row
+
+    def take_lease(self, must_exist: bool = False) -> DeviceRecord | None:
+        """Only take the lease; return the row as it was, or None for a new device (the caller
+        recovers, or not, itself)."""
+        now = self.epoch()
+        self.row = self.services.store.claim(
+            self.dsn,
+            *_claim_terms(self.caller),
+            self.request_id,
+            now=now,
+            lease_until=now + self.budget.lease_seconds(),
+            must_exist=must_exist,
+        )
         return self.row
 
     def recover(self, release: Release) -> Recovery:
@@ -147,12 +173,12 @@ class DeviceTask:
             if undone and intent.previous_certificate_id:
                 current = row.certificate
                 if current is not None and current.certificate_id == intent.previous_certificate_id:
-                    undone = self.ensure_status(current.certificate_id, "ACTIVE")
+                    undone = self.ensure_status(current.certificate_id, CertificateStatus.ACTIVE)
             clear_intent = undone
             done.intents_resolved += int(undone)
         retired = tuple(ref for ref in row.retiring if self.revoke_everywhere(ref, "superseded"))
         done.certificates_retired += len(retired)
-        if retired and row.status != "ACTIVE":
+        if retired and row.status != DeviceStatus.ACTIVE:
             # What an ended access left part-way (revoke, release, claim): its session ends
             # now too, whoever finishes it (the device's next request or the sweeper).
             self.disconnect()
@@ -271,7 +297,7 @@ class DeviceTask:
         Never raises: what is not done stays written down for the next attempt.
         """
         iot, pca = self.services.iot, self.services.pca
-        done = self.ensure_status(ref.certificate_id, "REVOKED")
+        done = self.ensure_status(ref.certificate_id, CertificateStatus.REVOKED)
         detached = self._quietly(
             "DETACH_CERTIFICATE", iot.detach, self.thing_name, ref.certificate_arn
         )
@@ -295,7 +321,9 @@ class DeviceTask:
             actual = self.services.iot.status(certificate_id)
         except ProvisioningError:
             return False
-        return actual == status or (actual in _GONE and status in ("REVOKED", "ACTIVE"))
+        return actual == status or (
+            actual in _GONE and status in (CertificateStatus.REVOKED, CertificateStatus.ACTIVE)
+        )
 
     def issued(self, pca_certificate_arn: str) -> CertificateRef | None:
         """The certificate ACM PCA issued, as IoT and ACM PCA name it; None while unknown."""
@@ -355,6 +383,15 @@ class DeviceTask:
             )
             return False
         return True
+
+
+def _claim_terms(principal: Principal) -> tuple[str | None, str]:
+    """Whose ownership the claim checks (None: none), and who owns a device with no owner yet
+    ("": nobody new): a member owns what they provision; an administrator may act on any device
+    and owns one nobody owns yet; the device and the service act as themselves, owning nothing."""
+    if isinstance(principal, User):
+        return (None if principal.is_admin else principal.sub), principal.sub
+    return None, ""
 
 
 def iso(moment: datetime) -> str:

@@ -10,9 +10,9 @@ import boto3
 import pytest
 from cryptography import x509
 
-from devstack.gateway import GatewayServer, LocalApi
+from devstack.apigateway.gateway import GatewayServer, LocalApi
+from devstack.cloudformation.template import load_yaml
 from devstack.stack import RunningStack
-from devstack.template import load_yaml
 from onboarding_ble import credentials
 from tests.e2e.conftest import TEMPLATE
 from tests.support.offline import (

@@ -58,7 +58,7 @@ from moto.core import DEFAULT_ACCOUNT_ID
 from moto.iot.models import iot_backends
 from moto.iotdata.models import iotdata_backends
 
-from devstack.deployer import Deployment
+from devstack.cloudformation.deployer import Deployment
 from provisioning.crypto import certificate_facts, common_name_for
 from provisioning.expiry_handler import get_watch_services
 from provisioning.fleet_models import TRANSFER_TTL_SECONDS

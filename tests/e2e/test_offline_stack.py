@@ -90,7 +90,7 @@ def test_no_token_is_401(offline_stack: RunningStack) -> None:
 def test_gateway_observers_see_each_answer_as_the_client_got_it(
     offline_stack: RunningStack,
 ) -> None:
-    # GIVEN an observer on the gateway (what `devstack demo` uses as its access log)
+    # GIVEN an observer on the gateway (what `make demo` uses as its access log)
     seen: list[tuple[str, str, int, bytes]] = []
     offline_stack.gateway.observers.append(
         lambda method, path, response: seen.append((method, path, response.status, response.body))

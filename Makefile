@@ -2,7 +2,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# The offline stack (local/) and the BLE example (example/) are run as packages from here.
+# The offline stack and the deploy tools (local/) and the BLE example (example/) are run as
+# packages from here.
 RUN := PYTHONPATH=local:example:. $(BIN)/python
 REQS := requirements-dev.txt provisioning_lambda/requirements.txt \
         deployment_lambda/requirements.txt example/requirements.txt
@@ -63,7 +64,7 @@ soak: venv  ## the lifecycle model test long: random sequences with kills; print
 	--hypothesis-show-statistics
 
 demo: venv  ## the whole flow offline: stack, BLE, MQTT
-	$(RUN) -m devstack demo
+	$(RUN) example/demo.py
 
 up: venv  ## start the offline stack and keep it running (Ctrl-C or `make down` stops it)
 	$(RUN) -m devstack up
@@ -81,11 +82,11 @@ load: venv  ## onboard 1,000 devices offline under AWS quotas and the stage thro
 	$(RUN) -m bench.load $(LOAD_ARGS)
 
 params: venv  ## print provisioning_lambda/config.json as `sam deploy` parameter overrides
-	@$(RUN) -m devstack params
+	@$(RUN) -m tools.params
 
 deploy: venv sam  ## sam build + sam deploy --guided (SAM CLI of the venv), config.json as overrides
 	$(SAM) build $(SAM_BUILD_FLAGS)
-	eval $(SAM) deploy --guided --parameter-overrides "$$($(RUN) -m devstack params)"
+	eval $(SAM) deploy --guided --parameter-overrides "$$($(RUN) -m tools.params)"
 
 clean:  ## remove the virtualenv, caches and local state
 	rm -rf $(VENV) .local .pytest_cache .mypy_cache .ruff_cache

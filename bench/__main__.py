@@ -121,8 +121,8 @@ def bench_latency(devices: int, delay_ms: float) -> list[float]:
     os.environ.pop("AWS_ENDPOINT_URL", None)
     from moto import mock_aws
 
-    from devstack import moto_gaps
-    from devstack.deployer import deploy
+    from devstack.cloudformation.deployer import deploy
+    from devstack.moto_bridges import gaps as moto_gaps
 
     moto_gaps.apply()
     with mock_aws():

@@ -32,7 +32,7 @@ for _path in ("provisioning_lambda", "local", "example", "."):
     if str(ROOT / _path) not in sys.path:
         sys.path.insert(0, str(ROOT / _path))
 
-from devstack.broker import WATCH_INTERVAL  # noqa: E402
+from devstack.iot.broker import WATCH_INTERVAL  # noqa: E402
 from devstack.stack import RunningStack, start_stack  # noqa: E402
 from tests.support.mqtt_devices import MqttDevice, Provisioned, http, provision  # noqa: E402
 from tests.support.offline import new_member  # noqa: E402

@@ -79,8 +79,8 @@ def bench_first_page(devices: int, runs: int, delay_ms: float, limit: int) -> No
     import boto3
     from moto import mock_aws
 
-    from devstack import moto_gaps
-    from devstack.deployer import deploy
+    from devstack.cloudformation.deployer import deploy
+    from devstack.moto_bridges import gaps as moto_gaps
 
     moto_gaps.apply()
     with mock_aws():

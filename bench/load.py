@@ -1,13 +1,14 @@
 """python -m bench.load: a factory line onboarding N devices through the offline stack.
 
-Starts the offline stack with AWS's API quotas on the emulated services (devstack.quotas) and
-the template's stage throttle at the gateway (devstack.throttle), creates app users, starts the
-provisioning function's reserved environments (``warm_up``; ``--cold`` skips it), and
-onboards ``--devices`` devices over HTTP: devices arrive at ``--rate`` a second (default twice
-the rate the quotas allow) and ``--clients`` concurrent clients each take the next one and
-call ``POST /certificate`` until it succeeds, honouring ``Retry-After`` (the Lambda's 429s and
-409s carry it) and backing off exponentially, with jitter, on a 429 without it (the gateway's
-own throttle, as API Gateway's) and on anything else that may pass.
+Starts the offline stack with AWS's API quotas on the emulated services
+(devstack.moto_bridges.quotas), the template's stage throttle at the gateway
+(devstack.apigateway.throttle) and moto's load-only patches (bench.moto_patches), creates app
+users, starts the provisioning function's reserved environments (``warm_up``; ``--cold`` skips
+it), and onboards ``--devices`` devices over HTTP: devices arrive at ``--rate`` a second
+(default twice the rate the quotas allow) and ``--clients`` concurrent clients each take the
+next one and call ``POST /certificate`` until it succeeds, honouring ``Retry-After`` (the
+Lambda's 429s and 409s carry it) and backing off exponentially, with jitter, on a 429 without
+it (the gateway's own throttle, as API Gateway's) and on anything else that may pass.
 
 It prints progress, then devices per second achieved against the bound the quotas set (the
 tightest per-device quota: IoT RegisterCertificate, 10 a second), request latency
@@ -50,7 +51,9 @@ for _path in ("local", "."):
     if str(ROOT / _path) not in sys.path:
         sys.path.insert(0, str(ROOT / _path))
 
-from devstack.quotas import QuotaLimiter  # noqa: E402
+from bench.moto_patches import costs as moto_costs  # noqa: E402
+from bench.moto_patches import lookups as moto_lookups  # noqa: E402
+from devstack.moto_bridges.quotas import QuotaLimiter  # noqa: E402
 from devstack.stack import RunningStack, start_stack  # noqa: E402
 from devstack.users import add_user, login  # noqa: E402
 
@@ -405,6 +408,10 @@ def warm_up(stack: RunningStack, say: Callable[[str], None]) -> int:
 
 
 def run_load(options: Options, say: Callable[[str], None] = print) -> Report:
+    # moto's repeated work and scans would otherwise be what a thousand devices measure; the
+    # stack's moto server runs in this process, so patching here reaches it.
+    moto_lookups.apply()
+    moto_costs.apply()
     log_dir = LOG_DIR / time.strftime("%Y%m%dT%H%M%S")
     say(f"starting the offline stack (quotas {'on' if options.quotas else 'off'}) ...")
     say(f"Lambda logs in {log_dir}")

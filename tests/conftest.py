@@ -28,7 +28,8 @@ for _name, _value in _globals_environment().items():
 os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
 
 # Where moto differs from AWS in ways the product relies on (the client-auth certificate
-# template, atomic conditional writes), bridge it as the offline stack does: devstack.moto_gaps.
-from devstack import moto_gaps  # noqa: E402
+# template, atomic conditional writes), bridge it as the offline stack does:
+# devstack.moto_bridges.gaps.
+from devstack.moto_bridges import gaps as moto_gaps  # noqa: E402
 
 moto_gaps.apply()

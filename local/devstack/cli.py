@@ -1,6 +1,6 @@
 """``python -m devstack``: the offline stack's command line.
 
-Commands: up, down, user add, user list, login, ca-cert, state, logs, params, demo. Each has
+Commands: up, down, user add, user list, login, ca-cert, sweep, expiry, state, logs. Each has
 ``--help``. Errors the user can fix print one line on stderr and exit with status 2.
 """
 
@@ -20,7 +20,6 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from devstack import params as params_module
 from devstack.errors import DevstackError
 from devstack.stack import (
     DEFAULT_ADMIN_EMAIL,
@@ -34,12 +33,14 @@ from devstack.stack import (
     wait_for,
 )
 from devstack.users import GROUPS, add_user, list_users, login
+from tools import params as params_module
 
 Command = Callable[[argparse.Namespace], int]
 _Subparsers = Any  # argparse's _SubParsersAction is private
 
 
-def _stack_parameters(args: argparse.Namespace) -> dict[str, str]:
+def stack_parameters(args: argparse.Namespace) -> dict[str, str]:
+    """The template parameters ``deploy_options`` asked for: config.json, then the overrides."""
     config = None if args.no_config else Path(args.config)
     overrides = params_module.parse_overrides(args.parameter_overrides)
     overrides.setdefault("AdminEmail", args.admin_email)
@@ -69,7 +70,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
     try:
         stack = start_stack(
             template=Path(args.template),
-            parameters=_stack_parameters(args),
+            parameters=stack_parameters(args),
             region=args.region,
             api_port=args.port,
             moto_port=args.moto_port,
@@ -308,36 +309,6 @@ def _cmd_logs(args: argparse.Namespace) -> int:
     return 0
 
 
-# -- params / demo --------------------------------------------------------------------------
-
-
-def _cmd_params(args: argparse.Namespace) -> int:
-    config = None if args.no_config else Path(args.config)
-    parameters = params_module.resolve_parameters(
-        config, params_module.parse_overrides(args.overrides)
-    )
-    print(params_module.format_overrides(parameters, shell=not args.raw))
-    return 0
-
-
-def _cmd_demo(args: argparse.Namespace) -> int:
-    try:
-        from devstack.demo import BLE_STEPS, HTTP_STEPS, DemoFailure, run_demo
-    except ModuleNotFoundError as exc:  # the demo drives the example: it imports onboarding_ble
-        if exc.name is None or not exc.name.startswith("onboarding_ble"):
-            raise
-        print("devstack demo: needs example/ on PYTHONPATH: run `make demo`", file=sys.stderr)
-        return 2
-
-    steps = HTTP_STEPS if args.http_only else BLE_STEPS
-    try:
-        run_demo(Path(args.template), _stack_parameters(args), steps=steps, workdir=Path(args.dir))
-    except DemoFailure as exc:  # the product misbehaved: not a usage error
-        print(f"devstack demo: {exc}", file=sys.stderr)
-        return 1
-    return 0
-
-
 # -- the parser -----------------------------------------------------------------------------
 
 
@@ -349,7 +320,8 @@ def _state_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _deploy_options(parser: argparse.ArgumentParser) -> None:
+def deploy_options(parser: argparse.ArgumentParser) -> None:
+    """What is deployed: the template, config.json and overrides (``up``'s, and the demo's)."""
     parser.add_argument("--template", default=str(DEFAULT_TEMPLATE), help="SAM template")
     parser.add_argument(
         "--config",
@@ -382,7 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="start moto, deploy template.yaml, serve the API; run until Ctrl-C",
         description="Start the offline stack on 127.0.0.1 and run until Ctrl-C or SIGTERM.",
     )
-    _deploy_options(up)
+    deploy_options(up)
     _state_option(up)
     up.add_argument("--port", type=int, default=0, help="API gateway port (default: free port)")
     up.add_argument("--moto-port", type=int, default=0, help="moto port (default: free port)")
@@ -523,47 +495,6 @@ def build_parser() -> argparse.ArgumentParser:
     _state_option(logs)
     logs.set_defaults(func=_cmd_logs)
 
-    params = commands.add_parser(
-        "params",
-        help="print template parameter overrides from config.json for sam deploy",
-        description=(
-            "Turn provisioning_lambda/config.json (the original sample's keys) into "
-            "`sam deploy --parameter-overrides` items. Explicit Key=Value items win."
-        ),
-    )
-    params.add_argument("overrides", nargs="*", metavar="Key=Value", help="explicit overrides")
-    params.add_argument(
-        "--config", default=str(params_module.DEFAULT_CONFIG), help="path of config.json"
-    )
-    params.add_argument("--no-config", action="store_true", help="ignore config.json")
-    params.add_argument(
-        "--raw", action="store_true", help="do not shell-quote the items (SAM's own syntax only)"
-    )
-    params.set_defaults(func=_cmd_params)
-
-    demo = commands.add_parser(
-        "demo",
-        help="onboard one device end to end offline: stack, BLE radio, MQTT broker, device, app",
-        description=(
-            "Start the stack on free ports, then the virtual BLE radio, the mTLS MQTT broker, "
-            "the device and the phone app as processes; provision the device over BLE, see its "
-            "hello reach the broker, revoke it and see its reconnect refused; stop everything. "
-            "Needs example/ on PYTHONPATH (`make demo` sets it)."
-        ),
-    )
-    _deploy_options(demo)
-    demo.add_argument(
-        "--http-only",
-        action="store_true",
-        help="play device and app in-process over HTTP: no radio, no MQTT (faster)",
-    )
-    demo.add_argument(
-        "--dir",
-        default=".local/demo",
-        help="state file, process logs and device state (default %(default)s); "
-        "Lambda logs go to DIR-lambda/<LogicalId>.log",
-    )
-    demo.set_defaults(func=_cmd_demo)
     return parser
 
 
@@ -572,7 +503,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         result: int = args.func(args)
-    except DevstackError as exc:
+    except (DevstackError, params_module.ConfigError) as exc:
         command = " ".join(filter(None, [args.command, getattr(args, "user_command", None)]))
         print(f"devstack {command}: {exc}", file=sys.stderr)
         return 2

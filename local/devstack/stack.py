@@ -1,16 +1,17 @@
 """The running offline stack: moto server + local deployment + local gateway, and its state file.
 
 ``start_stack`` is what ``python -m devstack up``, ``demo`` and the end-to-end tests use. It
-builds each function's package (devstack.packages, like ``sam build``), starts moto, runs
-the functions in worker processes (devstack.workers: the custom resource during the
+builds each function's package (devstack.awslambda.packages, like ``sam build``), starts moto, runs
+the functions in worker processes (devstack.awslambda.workers: the custom resource during the
 deployment, then the API's functions behind the gateway), and stops all of it on ``stop()``.
-The MQTT broker runs the template's topic rules (devstack.topic_rules) and takes AWS IoT's own
-publishes and disconnects (DeleteConnection) from the iot-data endpoint (devstack.iot_data)
+The MQTT broker runs the template's topic rules (devstack.iot.topic_rules) and takes AWS IoT's own
+publishes and disconnects (DeleteConnection) from the iot-data endpoint (devstack.iot.iot_data)
 every worker is pointed at.
 
 The gateway applies the template's stage throttling by default, as API Gateway does
-(devstack.throttle; ``throttle=False`` turns it off for a suite that must burst); AWS API
-quotas on the emulated services are applied on request (``quotas=True``, devstack.quotas).
+(devstack.apigateway.throttle; ``throttle=False`` turns it off for a suite that must burst); AWS API
+quotas on the emulated services are applied on request (``quotas=True``,
+devstack.moto_bridges.quotas).
 """
 
 from __future__ import annotations
@@ -34,19 +35,19 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from moto.server import ThreadedMotoServer
 
-from devstack import moto_gaps
-from devstack.broker import BrokerThread, MqttEndpoint
-from devstack.deployer import Deployment, deploy
+from devstack.apigateway.gateway import GatewayServer, LocalApi
+from devstack.apigateway.throttle import StageThrottle, stage_throttle_from_template
+from devstack.awslambda.lambda_api import LambdaApiServer
+from devstack.awslambda.packages import build_packages
+from devstack.awslambda.workers import ProcessInvoker
+from devstack.cloudformation.deployer import Deployment, deploy
+from devstack.cloudformation.template import function_code_uris
 from devstack.errors import DevstackError
-from devstack.gateway import GatewayServer, LocalApi
-from devstack.iot_data import IotDataServer
-from devstack.lambda_api import LambdaApiServer
-from devstack.packages import build_packages
-from devstack.quotas import QuotaLimiter, apply_quotas
-from devstack.template import function_code_uris
-from devstack.throttle import StageThrottle, stage_throttle_from_template
-from devstack.topic_rules import RuleEngine
-from devstack.workers import ProcessInvoker
+from devstack.iot.broker import BrokerThread, MqttEndpoint
+from devstack.iot.iot_data import IotDataServer
+from devstack.iot.topic_rules import RuleEngine
+from devstack.moto_bridges import gaps as moto_gaps
+from devstack.moto_bridges.quotas import QuotaLimiter, apply_quotas
 
 DEFAULT_STATE = Path(".local/stack.json")
 DEFAULT_TEMPLATE = Path("template.yaml")

@@ -8,7 +8,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from devstack.deployer import generate_password
+from devstack.cloudformation.deployer import generate_password
 from devstack.errors import DevstackError
 
 GROUPS = ("Members", "Administrators")

@@ -19,6 +19,7 @@ from devstack.cli import main
 from devstack.stack import RunningStack
 from tests.e2e.conftest import ROOT, TEMPLATE
 from tests.support.offline import device_key, new_member, post_certificate, unique_dsn
+from tools import params
 
 pytestmark = pytest.mark.e2e
 
@@ -216,7 +217,7 @@ def test_params_maps_config_json_and_overrides_win(
             }
         )
     )
-    assert main(["params", "--config", str(config), "--raw", "ThingPrefix=probe"]) == 0
+    assert params.main(["--config", str(config), "--raw", "ThingPrefix=probe"]) == 0
     assert capsys.readouterr().out.split(" ") == [
         'CaCommonName="My',
         "Root",
@@ -244,7 +245,7 @@ def test_params_rejects_a_malformed_config(
 ) -> None:
     config = tmp_path / "config.json"
     config.write_text(content)
-    assert main(["params", "--config", str(config)]) == 2
+    assert params.main(["--config", str(config)]) == 2
     assert message in _one_line_error(capsys)
 
 
@@ -256,7 +257,7 @@ def test_params_takes_the_ca_validity_in_both_spellings_of_the_original_sample(
     config = tmp_path / "config.json"
     config.write_text(json.dumps({"certificate": {spelling: 20}, "iot": {"certValidity": 1}}))
     # WHEN it becomes parameter overrides, THEN the CA gets 20 years, not the default 10
-    assert main(["params", "--config", str(config), "--raw"]) == 0
+    assert params.main(["--config", str(config), "--raw"]) == 0
     assert capsys.readouterr().out.split() == ["CaValidityYears=20", "DeviceCertValidityDays=365"]
 
 
@@ -282,7 +283,7 @@ def test_params_names_an_unknown_or_misspelt_key(
     # THEN nothing is deployed from it, and the one-line error names the key and its fix
     config = tmp_path / "config.json"
     config.write_text(content)
-    assert main(["params", "--config", str(config)]) == 2
+    assert params.main(["--config", str(config)]) == 2
     assert message in _one_line_error(capsys)
 
 
@@ -297,13 +298,29 @@ def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
         ["login"],
         ["ca-cert"],
         ["logs"],
-        ["params"],
-        ["demo"],
+        ["sweep"],
+        ["expiry"],
+        ["state"],
     ):
         with pytest.raises(SystemExit) as done:
             main([*command, "--help"])
         assert done.value.code == 0
         assert "usage: python -m devstack" in capsys.readouterr().out
+
+
+def test_the_tools_and_the_demo_have_help(capsys: pytest.CaptureFixture[str]) -> None:
+    import demo
+    from tools import deploy_safety
+
+    for tool_main, usage in (
+        (params.main, "usage: python -m tools.params"),
+        (deploy_safety.main, "usage: python -m tools.deploy_safety"),
+        (demo.main, "usage: python example/demo.py"),
+    ):
+        with pytest.raises(SystemExit) as done:
+            tool_main(["--help"])
+        assert done.value.code == 0
+        assert usage in capsys.readouterr().out
 
 
 def _options_without_help(parser: argparse.ArgumentParser, where: str) -> list[str]:
@@ -322,15 +339,16 @@ def test_every_option_of_every_command_says_what_it_does() -> None:
     import fleet_commands
     import provisioning_app
 
+    import demo
     from devstack.cli import build_parser
-    from onboarding_ble import demo
 
     parsers = {
         "devstack": build_parser(),
         "device.py": device.build_parser(),
         "provisioning_app.py": provisioning_app.build_parser(),
         "provisioning_app.py (fleet)": fleet_commands.build_parser(),
-        "onboarding_ble.demo": demo.build_parser(),
+        "demo.py": demo.build_parser(),
+        "tools.params": params.build_parser(),
     }
     missing = [m for name, parser in parsers.items() for m in _options_without_help(parser, name)]
     assert missing == []

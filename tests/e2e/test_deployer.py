@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from devstack.deployer import deploy
+from devstack.cloudformation.deployer import deploy
 from devstack.errors import DeployError
 from devstack.stack import RunningStack
 

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from devstack.stack import RunningStack, wait_for
 from onboarding_ble import credentials, events, renewal, trust
 from onboarding_ble.credentials import Answer, Credentials
-from onboarding_ble.demo import Child, Children, device_argv
+from onboarding_ble.processes import Child, Children, device_argv
 from provisioning.usecases.renew import UNCONFIRMED_HOLD_SECONDS
 from tests.support.offline import new_member, post_certificate, unique_dsn
 
@@ -168,7 +168,7 @@ def test_a_renewal_with_a_foreign_certificate_is_refused(
     _dsn, victim, _ = provision(offline_stack, tmp_path / "victim")
     _dsn, mallory, _ = provision(offline_stack, tmp_path / "mallory")
     topics = renewal.Topics(victim.thing_name)
-    from devstack.broker import policy_allows
+    from devstack.iot.broker import policy_allows
 
     # WHEN the second asks to renew the first's certificate: the device policy stops it at the
     # broker (its client id is its own thing) ...

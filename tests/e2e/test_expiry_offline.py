@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
+from demo import http_json
 from devstack import cli
-from devstack.demo import http_json
 from devstack.errors import DeployError
 from devstack.stack import RunningStack, start_stack
 from tests.support.offline import TEMPLATE, device_key, new_member, post_certificate, unique_dsn

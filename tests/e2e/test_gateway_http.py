@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from devstack.gateway import GatewayServer, LocalApi
-from devstack.runtime import FunctionError, FunctionSpec
+from devstack.apigateway.gateway import GatewayServer, LocalApi
+from devstack.awslambda.runtime import FunctionError, FunctionSpec
 from devstack.stack import RunningStack
 from tests.support.offline import device_key, gateway_error, new_member, unique_dsn
 

@@ -10,8 +10,8 @@ from urllib.parse import urlsplit
 import pytest
 
 from devstack import cli
-from devstack.lambda_api import LambdaApiServer
-from devstack.runtime import FunctionError, FunctionSpec
+from devstack.awslambda.lambda_api import LambdaApiServer
+from devstack.awslambda.runtime import FunctionError, FunctionSpec
 from devstack.stack import RunningStack
 
 pytestmark = pytest.mark.e2e

@@ -23,12 +23,12 @@ from typing import Any
 
 import pytest
 
-from devstack.deployer import deploy
-from devstack.gateway import GatewayServer, LocalApi
-from devstack.packages import build_package, build_packages
+from devstack.apigateway.gateway import GatewayServer, LocalApi
+from devstack.awslambda.packages import build_package, build_packages
+from devstack.awslambda.workers import ProcessInvoker
+from devstack.cloudformation.deployer import deploy
+from devstack.cloudformation.template import function_code_uris
 from devstack.stack import FAKE_CREDENTIALS, RunningStack
-from devstack.template import function_code_uris
-from devstack.workers import ProcessInvoker
 from tests.e2e.conftest import ROOT, TEMPLATE
 
 pytestmark = pytest.mark.e2e

@@ -10,9 +10,9 @@ import boto3
 import pytest
 from cryptography import x509
 
-from devstack.gateway import GatewayServer, LocalApi
+from devstack.apigateway.gateway import GatewayServer, LocalApi
+from devstack.cloudformation.template import load_yaml
 from devstack.stack import RunningStack
-from devstack.template import load_yaml
 from onboarding_ble import credentials
 from tests.e2e.conftest import TEMPLATE
 from tests.support.offline import (
@@ -90,7 +90,7 @@ def test_no_token_is_401(offline_stack: RunningStack) -> None:
 def test_gateway_observers_see_each_answer_as_the_client_got_it(
     offline_stack: RunningStack,
 ) -> None:
-    # GIVEN an observer on the gateway (what `devstack demo` uses as its access log)
+    # GIVEN an observer on the gateway (what `make demo` uses as its access log)
     seen: list[tuple[str, str, int, bytes]] = []
     offline_stack.gateway.observers.append(
         lambda method, path, response: seen.append((method, path, response.status, response.body))

@@ -19,7 +19,7 @@ from typing import Any
 import boto3
 import pytest
 
-import devstack.broker
+import devstack.iot.broker
 from devstack.stack import RunningStack
 from tests.support.mqtt_devices import MqttDevice, Provisioned, http, provision
 
@@ -153,7 +153,7 @@ def test_the_watch_still_disconnects_after_a_refused_reconnect(
     revoke(offline_stack, second)
     assert devices[1].interrupted.wait(30), broker_log(offline_stack)
     # ... and the refused session left behind is not "disconnected" again and again
-    time.sleep(2 * devstack.broker.WATCH_INTERVAL)
+    time.sleep(2 * devstack.iot.broker.WATCH_INTERVAL)
     drops = f"DISCONNECT client={first.thing_name} "
     assert broker_log(offline_stack).count(drops) == 1, broker_log(offline_stack)
 
@@ -199,7 +199,7 @@ def test_a_failing_or_hanging_check_and_a_half_open_session_do_not_stop_the_watc
     failing, hanging, victim = (provision(offline_stack, tmp_path / n) for n in "fhv")
     devices += [MqttDevice(offline_stack, d) for d in (failing, hanging, victim)]
     release = threading.Event()
-    admit = devstack.broker.admit
+    admit = devstack.iot.broker.admit
 
     def flaky_admit(iot: Any, client_id: str, der: bytes) -> tuple[bool, str]:
         if client_id == failing.thing_name:
@@ -208,8 +208,8 @@ def test_a_failing_or_hanging_check_and_a_half_open_session_do_not_stop_the_watc
             release.wait(60)
         return admit(iot, client_id, der)
 
-    monkeypatch.setattr(devstack.broker, "admit", flaky_admit)
-    monkeypatch.setattr(devstack.broker, "CHECK_TIMEOUT", 2.0)
+    monkeypatch.setattr(devstack.iot.broker, "admit", flaky_admit)
+    monkeypatch.setattr(devstack.iot.broker, "CHECK_TIMEOUT", 2.0)
     try:
         revoke(offline_stack, stuck)
 

@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
-from devstack.gateway import GatewayResponse, LocalApi
-from devstack.runtime import FunctionSpec
+from devstack.apigateway.gateway import GatewayResponse, LocalApi
+from devstack.apigateway.throttle import MethodThrottle, StageThrottle
+from devstack.awslambda.runtime import FunctionSpec
+from devstack.cloudformation.template import load_yaml
 from devstack.stack import RunningStack
-from devstack.template import load_yaml
-from devstack.throttle import MethodThrottle, StageThrottle
 from tests.support.offline import TEMPLATE, device_key, gateway_error, new_member, unique_dsn
 
 pytestmark = pytest.mark.e2e

@@ -25,10 +25,10 @@ from botocore.exceptions import ClientError
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import load_pem_x509_certificate
 
+from devstack.cloudformation.template import load_yaml
 from devstack.errors import DeployError
+from devstack.iot.topic_rules import UnsupportedSql, parse_sql, topic_matches
 from devstack.stack import RunningStack, start_stack, wait_for
-from devstack.template import load_yaml
-from devstack.topic_rules import UnsupportedSql, parse_sql, topic_matches
 from onboarding_ble import credentials
 from tests.support.offline import device_key, new_member, post_certificate, unique_dsn
 

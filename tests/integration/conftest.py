@@ -1,6 +1,6 @@
 """Shared fixtures for the integration tests: the stack from template.yaml, on moto's mock.
 
-``stack`` deploys template.yaml with the local deployer (devstack.deployer) inside
+``stack`` deploys template.yaml with the local deployer (devstack.cloudformation.deployer) inside
 ``mock_aws()``, exactly as the offline stack does against a moto server: same resources, same
 generated names, the CA-registration custom resource run through its real handler.
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from moto import mock_aws
 
-from devstack.deployer import Deployment, deploy
+from devstack.cloudformation.deployer import Deployment, deploy
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa, x25519
 from moto import mock_aws
 
-from devstack.deployer import deploy
+from devstack.cloudformation.deployer import deploy
 from provisioning.adapters.composition import get_services
 from provisioning.domain import attestation
 from provisioning.ports import Services

@@ -25,7 +25,7 @@ from moto.core import DEFAULT_ACCOUNT_ID
 from moto.iotdata.models import iotdata_backends
 from moto.sns.models import sns_backends
 
-from devstack.deployer import Deployment
+from devstack.cloudformation.deployer import Deployment
 from provisioning.adapters.composition import get_services, get_watch_services
 from provisioning.adapters.store import EXPIRY_SHARDS, WATCH_CURSOR_KEY, expiry_shard
 from provisioning.domain import expiry

@@ -58,7 +58,7 @@ from moto.core import DEFAULT_ACCOUNT_ID
 from moto.iot.models import iot_backends
 from moto.iotdata.models import iotdata_backends
 
-from devstack.deployer import Deployment
+from devstack.cloudformation.deployer import Deployment
 from provisioning.adapters.composition import get_services, get_watch_services
 from provisioning.domain.crypto import certificate_facts, common_name_for
 from provisioning.domain.fleet_models import TRANSFER_TTL_SECONDS

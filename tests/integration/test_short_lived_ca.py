@@ -1,6 +1,6 @@
-"""Short-lived CA mode through the local deployer, on moto (with devstack.moto_gaps applied, as
-the offline stack runs it): a bad combination fails before anything is created, the CA gets
-the mode asked for, and Private CA's 7-day cap holds as in AWS."""
+"""Short-lived CA mode through the local deployer, on moto (with devstack.moto_bridges.gaps
+applied, as the offline stack runs it): a bad combination fails before anything is created, the CA
+gets the mode asked for, and Private CA's 7-day cap holds as in AWS."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from moto import mock_aws
 
-from devstack.deployer import Deployment, deploy
-from devstack.rules import RuleFailed
+from devstack.cloudformation.deployer import Deployment, deploy
+from devstack.cloudformation.rules import RuleFailed
 from provisioning.adapters.composition import get_services
 from tests.integration.conftest import CUSTOM_RESOURCE_HANDLER, STACK_PARAMETERS, TEMPLATE
 from tests.support.lambda_support import Device, FakeLambdaContext, api_event, unique_dsn

@@ -14,9 +14,9 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa, x25519
 
-from devstack.demo import http_post_json
+from demo import http_post_json
+from devstack.cloudformation.template import load_yaml
 from devstack.stack import RunningStack
-from devstack.template import load_yaml
 from devstack.users import add_user, login
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"

@@ -1,6 +1,7 @@
 """What the template's renewal topic rules hand the renewal function when a device publishes:
-the rules' own SQL from template.yaml, run by the offline broker's IoT SQL (devstack.topic_rules),
-so a test's event is the one IoT would deliver, not a hand-made copy of it."""
+the rules' own SQL from template.yaml, run by the offline broker's IoT SQL
+(devstack.iot.topic_rules), so a test's event is the one IoT would deliver, not a hand-made copy of
+it."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 
 from cfnlint.decode import decode
 
-from devstack.topic_rules import Query, parse_sql, topic_matches
+from devstack.iot.topic_rules import Query, parse_sql, topic_matches
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
 RULES = ("RenewRequestRule", "RenewConfirmRule")

@@ -1,6 +1,6 @@
 """Every parameter of template.yaml can change on a running stack without losing data.
 
-The computation (devstack.deploy_safety) reads the create-only properties from the resource
+The computation (tools.deploy_safety) reads the create-only properties from the resource
 schemas cfn-lint ships and follows each parameter through the SAM-translated template. These
 tests hold the template to it, keep docs/parameters.md equal to it, and check the computation
 itself on small templates where the answer is known.
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from devstack.deploy_safety import (
+from tools.deploy_safety import (
     MUST_SURVIVE,
     TEMPLATE,
     Change,
@@ -65,7 +65,7 @@ def test_the_parameter_table_in_the_docs_is_the_computed_one(
     assert documented, f"{DOC} lost its generated table"
     assert documented == render(list(table.values())), (
         "docs/parameters.md is stale: run "
-        "PYTHONPATH=local .venv/bin/python -m devstack.deploy_safety --write docs/parameters.md"
+        "PYTHONPATH=local .venv/bin/python -m tools.deploy_safety --write docs/parameters.md"
     )
 
 
@@ -267,9 +267,9 @@ def test_each_upgrade_step_is_a_table_dynamodb_accepts(step: str, indexes: set[s
     import boto3
     from moto import mock_aws
 
-    from devstack.deploy_safety import _defaults, _translate
-    from devstack.intrinsics import Resolver
-    from devstack.template import load_yaml
+    from devstack.cloudformation.intrinsics import Resolver
+    from devstack.cloudformation.template import load_yaml
+    from tools.deploy_safety import _defaults, _translate
 
     values = {**_defaults(load_yaml(TEMPLATE)), "IndexUpgradeStep": step}
     template = _translate(TEMPLATE, values)

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from cfnlint.decode import decode
 
+from devstack.cloudformation.rules import RuleFailed, check_rules
 from devstack.errors import DeployError
-from devstack.rules import RuleFailed, check_rules
 from provisioning.adapters.store import EXPIRY_SHARDS, expiry_shard, sweep_shard
 from provisioning.domain.expiry import ExpiryState, ExpiryWindow
 

@@ -1,4 +1,4 @@
-"""moto without its repeated work (devstack.moto_costs) answers as before: a cancelled
+"""moto without its repeated work (bench.moto_patches.costs) answers as before: a cancelled
 transaction leaves every table as it was, a committed one applies every write, the CA signs
 what it signed, each request reaches the service it names. And a transaction's backup no longer
 grows with the table."""
@@ -17,7 +17,16 @@ from moto import mock_aws
 from moto.dynamodb.models.dynamo_type import Item
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
+from bench.moto_patches import costs
+
 REGION = "us-east-1"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def without_repeated_work() -> None:
+    """The patches under test; only bench.load applies them otherwise (for the rest of the
+    process, as there)."""
+    costs.apply()
 
 
 @pytest.fixture

@@ -1,13 +1,13 @@
-"""devstack.moto_gaps: the account's IoT data endpoint that DescribeEndpoint names is stable,
-as AWS's is, and moto's in-process mock routes it to iot-data, never to another service's mock
-(a random id containing "s3" used to reach moto's S3 mock and fail a renewal test)."""
+"""devstack.moto_bridges.gaps: the account's IoT data endpoint that DescribeEndpoint names is
+stable, as AWS's is, and moto's in-process mock routes it to iot-data, never to another service's
+mock (a random id containing "s3" used to reach moto's S3 mock and fail a renewal test)."""
 
 from __future__ import annotations
 
 import boto3
 from moto import backend_index, mock_aws
 
-from devstack.moto_gaps import endpoint_id
+from devstack.moto_bridges.gaps import endpoint_id
 
 
 def routed_to(url: str) -> str:

@@ -14,9 +14,17 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from moto import mock_aws
 
-from devstack.moto_lookups import PairIndex
+from bench.moto_patches import lookups
+from bench.moto_patches.lookups import PairIndex
 
 REGION = "us-east-1"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def keyed_lookups() -> None:
+    """The patch under test; only bench.load applies it otherwise (for the rest of the process,
+    as there)."""
+    lookups.apply()
 
 
 @pytest.fixture

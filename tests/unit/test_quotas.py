@@ -20,7 +20,7 @@ from botocore.awsrequest import AWSPreparedRequest, AWSResponse
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from devstack.quotas import (
+from devstack.moto_bridges.quotas import (
     DEFAULT_QUOTAS,
     Quota,
     QuotaLimiter,

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from cfnlint.decode import decode
 
-from devstack.topic_rules import parse_rule, topic_matches
+from devstack.iot.topic_rules import parse_rule, topic_matches
 from onboarding_ble import rules
 from onboarding_ble.renewal import Topics
 

@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
-from devstack import topic_rules
-from devstack.packages import Package
-from devstack.runtime import FunctionError, FunctionSpec
-from devstack.topic_rules import Permission, RuleEngine, parse_rule
-from devstack.workers import _Pool
+from devstack.awslambda.packages import Package
+from devstack.awslambda.runtime import FunctionError, FunctionSpec
+from devstack.awslambda.workers import _Pool
+from devstack.iot import topic_rules
+from devstack.iot.topic_rules import Permission, RuleEngine, parse_rule
 
 ACCOUNT = "123456789012"
 FUNCTION = FunctionSpec(

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from devstack.throttle import (
+from devstack.apigateway.throttle import (
     MethodThrottle,
     StageThrottle,
     TokenBucket,

@@ -10,9 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from devstack.packages import Package
-from devstack.runtime import FunctionSpec
-from devstack.workers import _Pool
+from devstack.awslambda.packages import Package
+from devstack.awslambda.runtime import FunctionSpec
+from devstack.awslambda.workers import _Pool
 
 
 class StandInWorker:

@@ -18,7 +18,7 @@ import boto3
 import pytest
 
 from onboarding_ble import events
-from onboarding_ble.demo import Child, Children, app_argv, device_argv
+from onboarding_ble.processes import Child, Children, app_argv, device_argv
 
 E = TypeVar("E", bound=events.Event)
 
@@ -27,7 +27,7 @@ EXAMPLE = REPO / "example"
 PYTHON = sys.executable
 
 
-# What the example's processes get on top of onboarding_ble.demo's environment: devstack's
+# What the example's processes get on top of onboarding_ble.processes's environment: devstack's
 # package (for `python -m devstack up`).
 CHILD_ENV = {"PYTHONPATH": str(REPO / "local")}
 
@@ -115,7 +115,7 @@ def messages(broker: dict[str, Any]) -> list[dict[str, Any]]:
 
 @pytest.fixture
 def procs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Children]:
-    """The example's processes of one test (onboarding_ble.demo's process control, as the demo
+    """The example's processes of one test (onboarding_ble.processes's process control, as the demo
     uses it), each logging to its own file; all stopped at the end."""
     children = Children(tmp_path_factory.mktemp("procs"))
     try:

@@ -156,6 +156,6 @@ def test_device_cannot_publish_or_subscribe_to_another_things_topics(
     ],
 )
 def test_topic_policy_is_the_device_policy_of_the_template(topic, allowed):
-    from devstack.broker import policy_allows
+    from devstack.iot.broker import policy_allows
 
     assert policy_allows("device_A", topic) is allowed

@@ -1,0 +1,9 @@
+"""What the offline stack adds to moto, which stands in for ACM PCA, AWS IoT's registry,
+DynamoDB, Cognito, SNS and CloudWatch Logs.
+
+``gaps`` bridges each place where moto answers differently from AWS in a way the product relies
+on (applied by the stack and by the test session); ``quotas`` puts AWS's API request-rate quotas
+in front of the stack's moto server when asked (``devstack up --quotas``, ``make load``).
+
+Named ``moto_bridges``, not ``moto``, so that it can never be mistaken for the moto package.
+"""

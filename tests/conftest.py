@@ -30,5 +30,7 @@ os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
 # Where moto differs from AWS in ways the product relies on (the client-auth certificate
 # template, atomic conditional writes), bridge it as the offline stack does: devstack.moto_gaps.
 from devstack import moto_gaps  # noqa: E402
+from tests.support import once  # noqa: E402
 
 moto_gaps.apply()
+once.apply()

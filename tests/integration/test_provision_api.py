@@ -17,7 +17,6 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import boto3
 import pytest
 from cryptography import x509
 from cryptography.fernet import Fernet
@@ -43,20 +42,6 @@ from tests.support.lambda_support import (
 )
 
 ALICE, BOB, ADMIN, STRANGER = "sub-alice", "sub-bob", "sub-admin", "sub-nogroup"
-
-
-@pytest.fixture
-def services(provisioning_env: dict[str, str]) -> Iterator[Services]:
-    get_services.cache_clear()
-    built = get_services()
-    built.sleep = lambda _seconds: None  # polling delays are asserted, not waited for
-    yield built
-    get_services.cache_clear()
-
-
-@pytest.fixture
-def aws(provisioning_env: dict[str, str]) -> dict[str, Any]:
-    return {name: boto3.client(name) for name in ("iot", "dynamodb", "acm-pca")}
 
 
 def invoke(

@@ -125,7 +125,7 @@ def _translate(
     # The translator warns about feature toggles it has no config for; that is noise here.
     logging.getLogger("samtranslator.feature_toggle.feature_toggle").setLevel(logging.ERROR)
     try:
-        translated = translator.translate(
+        translated: dict[str, Any] = translator.translate(
             fragment,
             parameter_values=dict(parameters),
             get_managed_policy_map=dict,  # managed policies only matter to IAM, skipped offline

@@ -6,6 +6,10 @@
 - moto gives every new Cognito user pool the same private JSON web key, from the same file,
   and imports it again each time (recovering the RSA primes takes a fifth of a second). The
   imported key is kept for the key's text: every pool still signs with that same key.
+- moto makes a 2048-bit RSA private key for every KMS key, a symmetric one too (the tables'
+  server-side encryption creates one), where KMS has no private key to use: signing with a
+  symmetric key is refused. Symmetric keys share one such unused key; asymmetric keys still
+  get their own.
 
 Nothing a test sees changes: the models and the key are the ones it would have read.
 """
@@ -29,6 +33,7 @@ def apply() -> None:
         return
     _share_loaders()
     _keep_user_pool_keys()
+    _share_unused_kms_private_keys()
     _done = True
 
 
@@ -55,3 +60,18 @@ def _keep_user_pool_keys() -> None:
     user_pools.jwk = types.SimpleNamespace(  # type: ignore[assignment]
         RSAKey=types.SimpleNamespace(import_key=import_key)
     )
+
+
+def _share_unused_kms_private_keys() -> None:
+    import moto.kms.models as kms
+
+    generate = kms.generate_private_key
+
+    @functools.cache
+    def unused() -> Any:
+        return generate("SYMMETRIC_DEFAULT")
+
+    def generate_private_key(key_spec: str) -> Any:
+        return unused() if key_spec == "SYMMETRIC_DEFAULT" else generate(key_spec)
+
+    kms.generate_private_key = generate_private_key

@@ -55,12 +55,13 @@ integration: venv  ## handler + adapters under moto
 e2e: venv  ## through the offline stack
 	$(BIN)/pytest tests/e2e
 
-# `make soak SOAK_EXAMPLES=2000 SOAK_STEPS=60`: longer still. pytest's 300 s limit is off here.
+# `make soak SOAK_EXAMPLES=2000 SOAK_STEPS=60`: longer still. pytest's 300 s limit is off here,
+# and it runs in pytest's own process (-n 0), which prints Hypothesis's statistics.
 SOAK_EXAMPLES ?= 300
 SOAK_STEPS ?= 40
 soak: venv  ## the lifecycle model test long: random sequences with kills; prints what it ran
 	LIFECYCLE_MODEL_EXAMPLES=$(SOAK_EXAMPLES) LIFECYCLE_MODEL_STEPS=$(SOAK_STEPS) \
-	$(BIN)/pytest tests/integration/test_lifecycle_model.py -p no:cacheprovider --timeout=0 \
+	$(BIN)/pytest tests/integration/test_lifecycle_model.py -p no:cacheprovider --timeout=0 -n 0 \
 	--hypothesis-show-statistics
 
 demo: venv  ## the whole flow offline: stack, BLE, MQTT

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
 from cfnlint.decode import decode
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,5 +32,25 @@ os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
 # template, atomic conditional writes), bridge it as the offline stack does:
 # devstack.moto_bridges.gaps.
 from devstack.moto_bridges import gaps as moto_gaps  # noqa: E402
+from tests.support import once  # noqa: E402
 
 moto_gaps.apply()
+once.apply()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Which tests pytest-xdist keeps together on one worker (``--dist loadgroup``).
+
+    A module's tests stay together, so its module fixtures are made once. The modules that use
+    the session's offline stack all run on the same worker, one after another: its moto server
+    runs in the worker's process, and moto's in-process mock, which integration and unit tests
+    start, resets the whole process's moto state, the server's included.
+    """
+    by_module: dict[str, list[pytest.Item]] = {}
+    for item in items:
+        by_module.setdefault(item.nodeid.split("::", 1)[0], []).append(item)
+    for module, tests in by_module.items():
+        uses_stack = any("offline_stack" in getattr(test, "fixturenames", ()) for test in tests)
+        group = "offline-stack" if uses_stack else module
+        for test in tests:
+            test.add_marker(pytest.mark.xdist_group(group))

@@ -9,43 +9,32 @@ import json
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from devstack.stack import RunningStack, start_stack
+from devstack.stack import RunningStack
 from provisioning.domain import attestation
 from tests.support.offline import (
     AppUser,
     device_key,
     gateway_error,
     new_member,
+    parameter_updated,
     post_certificate,
     unique_dsn,
 )
 
 pytestmark = pytest.mark.e2e
 
-TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
-
 
 @pytest.fixture(scope="module")
-def attesting_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
-    state_dir = tmp_path_factory.mktemp("devstack-attestation")
-    stack = start_stack(
-        template=TEMPLATE,
-        parameters={"AdminEmail": "admin@example.com", "RequireAttestation": "true"},
-        state_path=state_dir / "stack.json",
-        lambda_log_dir=state_dir / "logs",
-        mqtt_port=None,
-    )
-    try:
+def attesting_stack(offline_stack: RunningStack) -> Iterator[RunningStack]:
+    """The session's stack, updated to RequireAttestation=true for this module's tests."""
+    with parameter_updated(offline_stack, "RequireAttestation", "true") as stack:
         yield stack
-    finally:
-        stack.stop()
 
 
 def http(method: str, url: str, body: Any, token: str | None) -> tuple[int, Any]:

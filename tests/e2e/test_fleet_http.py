@@ -54,8 +54,8 @@ def app(stack: RunningStack, user: AppUser, *argv: str, stdin: str = "") -> tupl
                 str(stack.state_path),
                 "--username",
                 user.username,
-                "--password",
-                user.password,
+                # one argument: a generated password may start with "-"
+                f"--password={user.password}",
                 *argv[1:],
             ]
         )

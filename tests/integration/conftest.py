@@ -9,11 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import boto3
 import pytest
 from moto import mock_aws
 
 from devstack.cloudformation.deployer import Deployment, deploy
+from provisioning.adapters.composition import get_services
+from provisioning.ports import Services
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"
@@ -57,3 +61,22 @@ def provisioning_env(stack: Deployment, monkeypatch: pytest.MonkeyPatch) -> dict
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "true")
     return dict(environment)
+
+
+@pytest.fixture
+def services(provisioning_env: dict[str, str]) -> Iterator[Services]:
+    """The provisioning function's services, built afresh on this stack (a cold container).
+
+    Polling delays are asserted, not waited for: ``sleep`` does nothing.
+    """
+    get_services.cache_clear()
+    built = get_services()
+    built.sleep = lambda _seconds: None
+    yield built
+    get_services.cache_clear()
+
+
+@pytest.fixture
+def aws(provisioning_env: dict[str, str]) -> dict[str, Any]:
+    """Clients of this stack's IoT, DynamoDB and ACM PCA, to look at what the function did."""
+    return {name: boto3.client(name) for name in ("iot", "dynamodb", "acm-pca")}

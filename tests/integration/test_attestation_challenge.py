@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-
-import pytest
 
 from provisioning.domain import attestation
 from provisioning.domain.challenge import CHALLENGE_SECONDS
@@ -20,7 +17,6 @@ from tests.integration.test_attestation import (
     OWNER,
     FactoryDevice,
     World,
-    _world,
     at_call,
     call,
     challenge_for,
@@ -28,15 +24,11 @@ from tests.integration.test_attestation import (
     listed,
     provision,
 )
+from tests.integration.test_attestation import attesting as attesting  # the fixture
 from tests.support.iam import not_granted
 from tests.support.lambda_support import FakeLambdaContext, api_event, fault, recording, unique_dsn
 
 MALLORY = "sub-mallory"
-
-
-@pytest.fixture
-def attesting(aws_env: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
-    yield from _world(monkeypatch, "true")
 
 
 def ask(world: World, body: object, sub: str = OWNER, groups: str = "Members") -> tuple[int, dict]:

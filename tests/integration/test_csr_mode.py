@@ -4,18 +4,14 @@ ignores what it asks to be named, and answers the certificate without any key fi
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from provisioning.adapters.composition import get_services
-from provisioning.ports import Services
 from tests.integration.test_provision_api import (
     ALICE,
     audit_events,
@@ -27,20 +23,6 @@ from tests.integration.test_provision_api import (
 )
 from tests.support.csr import ec_key, make_csr, public_key_der, with_bad_signature
 from tests.support.lambda_support import Device, api_event, unique_dsn
-
-
-@pytest.fixture
-def services(provisioning_env: dict[str, str]) -> Iterator[Services]:
-    get_services.cache_clear()
-    built = get_services()
-    built.sleep = lambda _seconds: None
-    yield built
-    get_services.cache_clear()
-
-
-@pytest.fixture
-def aws(provisioning_env: dict[str, str]) -> dict[str, Any]:
-    return {name: boto3.client(name) for name in ("iot", "dynamodb", "acm-pca")}
 
 
 def post(body: dict[str, Any], sub: str = ALICE) -> tuple[int, dict[str, Any]]:

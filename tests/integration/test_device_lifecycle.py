@@ -7,14 +7,11 @@ device does not exist.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import boto3
 import pytest
 
-from provisioning.adapters.composition import get_services
-from provisioning.ports import Services
 from tests.support.lambda_support import (
     Device,
     FakeLambdaContext,
@@ -25,15 +22,6 @@ from tests.support.lambda_support import (
 )
 
 ALICE, BOB, ADMIN = "sub-alice", "sub-bob", "sub-admin"
-
-
-@pytest.fixture
-def services(provisioning_env: dict[str, str]) -> Iterator[Services]:
-    get_services.cache_clear()
-    built = get_services()
-    built.sleep = lambda _seconds: None
-    yield built
-    get_services.cache_clear()
 
 
 @pytest.fixture

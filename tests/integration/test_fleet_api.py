@@ -9,26 +9,15 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import boto3
 import pytest
 
-from provisioning.adapters.composition import get_services
 from provisioning.domain.fleet_models import TRANSFER_MAX_ATTEMPTS
 from provisioning.ports import Services
 from tests.integration.fleet_support import ADMIN, ALICE, BOB, CAROL, NOBODY, fleet_call
 from tests.support.lambda_support import Device, recording, unique_dsn
-
-
-@pytest.fixture
-def services(provisioning_env: dict[str, str]) -> Iterator[Services]:
-    get_services.cache_clear()
-    built = get_services()
-    built.sleep = lambda _seconds: None
-    yield built
-    get_services.cache_clear()
 
 
 @pytest.fixture

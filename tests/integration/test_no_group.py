@@ -4,12 +4,10 @@ NOT_A_MEMBER from every route of the API, whatever the request, and changes noth
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from provisioning.adapters.composition import get_services
 from provisioning.ports import Services
 from tests.support.lambda_support import Device, FakeLambdaContext, api_event, unique_dsn
 
@@ -34,15 +32,6 @@ ROUTES: dict[tuple[str, str], Any] = {
     ("GET", "/allowlist/{dsn}"): None,
     ("POST", "/allowlist/{dsn}/block"): None,
 }
-
-
-@pytest.fixture
-def services(provisioning_env: dict[str, str]) -> Iterator[Services]:
-    get_services.cache_clear()
-    built = get_services()
-    built.sleep = lambda _seconds: None
-    yield built
-    get_services.cache_clear()
 
 
 def call(method: str, resource: str, sub: str, dsn: str, body: str | None) -> tuple[int, Any]:

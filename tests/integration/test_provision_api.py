@@ -17,7 +17,6 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import boto3
 import pytest
 from cryptography import x509
 from cryptography.fernet import Fernet
@@ -43,20 +42,6 @@ from tests.support.lambda_support import (
 )
 
 ALICE, BOB, ADMIN, STRANGER = "sub-alice", "sub-bob", "sub-admin", "sub-nogroup"
-
-
-@pytest.fixture
-def services(provisioning_env: dict[str, str]) -> Iterator[Services]:
-    get_services.cache_clear()
-    built = get_services()
-    built.sleep = lambda _seconds: None  # polling delays are asserted, not waited for
-    yield built
-    get_services.cache_clear()
-
-
-@pytest.fixture
-def aws(provisioning_env: dict[str, str]) -> dict[str, Any]:
-    return {name: boto3.client(name) for name in ("iot", "dynamodb", "acm-pca")}
 
 
 def invoke(
@@ -330,18 +315,23 @@ def test_issuance_that_outlasts_the_time_budget_fails_cleanly(
 # --------------------------------------------------------------------------- bad input
 
 
+# A valid device key, the same in every process: the cases' ids show it, and pytest-xdist's
+# workers must collect the same ids.
+A_PUBLIC_KEY = base64.b64encode(
+    x25519.X25519PrivateKey.from_private_bytes(bytes(range(1, 33))).public_key().public_bytes_raw()
+).decode()
 BAD_BODIES = [
     (None, "BODY_MISSING"),
     ("null", "BODY_NOT_OBJECT"),
     ("{oops", "BODY_NOT_JSON"),
     ('["DSN"]', "BODY_NOT_OBJECT"),
-    (json.dumps({"publicKey": Device("x").public_key_b64}), "FIELD_MISSING"),
-    (json.dumps({"DSN": 7, "publicKey": Device("x").public_key_b64}), "FIELD_TYPE"),
-    (json.dumps({"DSN": "A B", "publicKey": Device("x").public_key_b64}), "DSN_INVALID"),
-    (json.dumps({"DSN": "../../x", "publicKey": Device("x").public_key_b64}), "DSN_INVALID"),
-    (json.dumps({"DSN": "Aé", "publicKey": Device("x").public_key_b64}), "DSN_INVALID"),
-    (json.dumps({"DSN": "A\n", "publicKey": Device("x").public_key_b64}), "DSN_INVALID"),
-    (json.dumps({"DSN": "A" * 116, "publicKey": Device("x").public_key_b64}), "DSN_TOO_LONG"),
+    (json.dumps({"publicKey": A_PUBLIC_KEY}), "FIELD_MISSING"),
+    (json.dumps({"DSN": 7, "publicKey": A_PUBLIC_KEY}), "FIELD_TYPE"),
+    (json.dumps({"DSN": "A B", "publicKey": A_PUBLIC_KEY}), "DSN_INVALID"),
+    (json.dumps({"DSN": "../../x", "publicKey": A_PUBLIC_KEY}), "DSN_INVALID"),
+    (json.dumps({"DSN": "Aé", "publicKey": A_PUBLIC_KEY}), "DSN_INVALID"),
+    (json.dumps({"DSN": "A\n", "publicKey": A_PUBLIC_KEY}), "DSN_INVALID"),
+    (json.dumps({"DSN": "A" * 116, "publicKey": A_PUBLIC_KEY}), "DSN_TOO_LONG"),
     (json.dumps({"DSN": "ABC", "publicKey": "!!"}), "PUBLIC_KEY_INVALID"),
     (
         json.dumps({"DSN": "ABC", "publicKey": base64.b64encode(b"k" * 16).decode()}),

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import base64
+import contextlib
+import dataclasses
 import json
 import secrets
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,3 +80,52 @@ def gateway_error(response_type: str) -> dict[str, Any]:
     template = api["GatewayResponses"][response_type]["ResponseTemplates"]["application/json"]
     body: dict[str, Any] = json.loads(template)
     return body
+
+
+def _refs(value: Any, name: str) -> int:
+    if isinstance(value, dict):
+        return int(value == {"Ref": name}) + sum(_refs(item, name) for item in value.values())
+    if isinstance(value, list):
+        return sum(_refs(item, name) for item in value)
+    return 0
+
+
+@contextlib.contextmanager
+def parameter_updated(stack: RunningStack, name: str, value: str) -> Iterator[RunningStack]:
+    """The stack as an update of its parameter ``name`` to ``value`` leaves it, then as before.
+
+    Only for a parameter that template.yaml passes to functions' environments and nowhere
+    else: such an update changes those variables, and Lambda starts the functions' next
+    invocations in new environments (``reconfigure``). Tests of other modules must not run on
+    the stack meanwhile (one test at a time per process, as pytest runs them).
+    """
+    template = load_yaml(TEMPLATE)
+    allowed = template["Parameters"][name].get("AllowedValues")
+    assert allowed is None or value in allowed, f"{name}={value} is not one of {allowed}"
+    targets = [
+        (logical_id, variable)
+        for logical_id, resource in template["Resources"].items()
+        if resource.get("Type") == "AWS::Serverless::Function"
+        for variable, given in resource.get("Properties", {})
+        .get("Environment", {})
+        .get("Variables", {})
+        .items()
+        if given == {"Ref": name}
+    ]
+    assert targets and len(targets) == _refs(template, name), (
+        f"{name} is used beyond functions' environments: a stack update would change more"
+    )
+    functions = stack.deployment.functions
+    before = {logical_id: functions[logical_id] for logical_id, _ in targets}
+    try:
+        for logical_id, variable in targets:
+            spec = functions[logical_id]
+            functions[logical_id] = dataclasses.replace(
+                spec, environment={**spec.environment, variable: value}
+            )
+            stack.invoker.reconfigure(functions[logical_id])
+        yield stack
+    finally:
+        for logical_id, spec in before.items():
+            functions[logical_id] = spec
+            stack.invoker.reconfigure(spec)

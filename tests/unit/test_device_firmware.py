@@ -18,16 +18,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from onboarding_ble import protocol, rules
 from onboarding_ble.gatt import ProvisioningSession
 from onboarding_ble.protocol import Status
-from tests.support.device_answers import answer, issue, make_ca
+from tests.support.device_answers import answer, issue
 
 DSN = "SN-fw-1"
 PINNED = "abc123-ats.iot.eu-west-1.amazonaws.com:8883"
 EVIL = "evil-ats.iot.eu-west-1.amazonaws.com"
-
-
-@pytest.fixture
-def ca():
-    return make_ca()
 
 
 def deliver(session, payload, connection="phone"):

@@ -111,11 +111,6 @@ class FakeLink:
 
 
 @pytest.fixture
-def ca() -> tuple[Any, x509.Certificate]:
-    return make_ca()
-
-
-@pytest.fixture
 def provisioned(tmp_path: Path, ca: tuple[Any, x509.Certificate]) -> Credentials:
     key = ec.generate_private_key(ec.SECP256R1())
     cert = issue(ca, key, days=30, dsn=DSN)

@@ -19,11 +19,6 @@ DSN = "SN-csr-1"
 
 
 @pytest.fixture
-def ca():
-    return make_ca()
-
-
-@pytest.fixture
 def session(tmp_path, ca):
     return ProvisioningSession(DSN, [ca[1]], tmp_path / "state", csr_mode=True)
 

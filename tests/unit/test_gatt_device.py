@@ -18,11 +18,6 @@ from tests.support.device_answers import NOW, answer, issue, make_ca, pem_key
 
 
 @pytest.fixture
-def ca():
-    return make_ca()
-
-
-@pytest.fixture
 def session(tmp_path, ca):
     reports = []
     s = ProvisioningSession("SN-unit-1", [ca[1]], tmp_path / "state", on_status=reports.append)

@@ -412,6 +412,14 @@ class ProcessInvoker:
         """A synchronous invocation: throttled at once past the function's reservation."""
         return self._pool(function).invoke(event, throttle_when_busy=True)
 
+    def reconfigure(self, function: FunctionSpec) -> None:
+        """As Lambda after UpdateFunctionConfiguration: ``function``'s environments go (call it
+        between invocations), and its next invocation starts one with the configuration given."""
+        with self._lock:
+            pool = self._pools.pop(function.arn, None)
+        if pool is not None:
+            pool.close()
+
     def close(self) -> None:
         """Kill every worker; invocations still running fail with Runtime.ExitError."""
         with self._lock:

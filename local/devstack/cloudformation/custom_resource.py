@@ -100,7 +100,13 @@ def run_create(
 ) -> CustomResourceResult:
     """Send a Create event to the handler and return what it answered on ResponseURL."""
     listener = _ResponseListener()
-    thread = threading.Thread(target=listener.serve_forever, name="cfn-response", daemon=True)
+    # A short poll: shutdown() waits for the loop to notice, half a second by default.
+    thread = threading.Thread(
+        target=listener.serve_forever,
+        kwargs={"poll_interval": 0.05},
+        name="cfn-response",
+        daemon=True,
+    )
     thread.start()
     try:
         request_id = str(uuid.uuid4())

@@ -7,6 +7,7 @@ cannot drift from the template: no resource is described a second time here.
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,18 +43,29 @@ class ExpandedTemplate:
     source_dir: Path
 
 
-def load_yaml(path: Path) -> dict[str, Any]:
+def _read(path: Path) -> str:
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except OSError as exc:
         raise DeployError(f"cannot read template {path}: {exc.strerror}") from exc
+
+
+# Parsing and translating take a good part of a second each; a test session or an offline stack
+# does both many times over the same text. Both are cached by content (and, for the translation,
+# by parameters and Region), and every caller gets its own deep copy to change as it likes.
+@functools.lru_cache(maxsize=8)
+def _parse(text: str, name: str) -> dict[str, Any]:
     try:
         data = yaml.load(text, Loader=_CfnLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
-        raise DeployError(f"{path} is not valid YAML: {exc}") from exc
+        raise DeployError(f"{name} is not valid YAML: {exc}") from exc
     if not isinstance(data, dict) or not isinstance(data.get("Resources"), dict):
-        raise DeployError(f"{path} has no Resources section")
+        raise DeployError(f"{name} has no Resources section")
     return data
+
+
+def load_yaml(path: Path) -> dict[str, Any]:
+    return copy.deepcopy(_parse(_read(path), str(path)))
 
 
 def _code_uri(value: Any, logical_id: str, base: Path) -> Path:
@@ -92,20 +104,33 @@ def function_code_uris(path: Path) -> dict[str, Path]:
 def expand(path: Path, parameters: dict[str, str], region: str) -> ExpandedTemplate:
     """Translate the SAM template at ``path`` into plain CloudFormation."""
     path = Path(path)
-    fragment = copy.deepcopy(load_yaml(path))
+    fragment = load_yaml(path)
     base = path.resolve().parent
     code_uris = _take_code_uris(fragment, base)
+    # The translation depends on the text, the parameters and the Region only: the code
+    # directories were just checked and replaced by placeholders named after the functions.
+    translated = _translate(_read(path), str(path), tuple(sorted(parameters.items())), region)
+    return ExpandedTemplate(
+        template=copy.deepcopy(translated), code_uris=code_uris, source_dir=base
+    )
 
+
+@functools.lru_cache(maxsize=8)
+def _translate(
+    text: str, name: str, parameters: tuple[tuple[str, str], ...], region: str
+) -> dict[str, Any]:
+    fragment = copy.deepcopy(_parse(text, name))
+    _take_code_uris(fragment, Path(name).resolve().parent)
     translator = Translator(None, Parser(), boto_session=boto3.Session(region_name=region))
     # The translator warns about feature toggles it has no config for; that is noise here.
     logging.getLogger("samtranslator.feature_toggle.feature_toggle").setLevel(logging.ERROR)
     try:
-        translated = translator.translate(
+        translated: dict[str, Any] = translator.translate(
             fragment,
             parameter_values=dict(parameters),
             get_managed_policy_map=dict,  # managed policies only matter to IAM, skipped offline
         )
     except InvalidDocumentException as exc:
         causes = "; ".join(str(cause) for cause in exc.causes)
-        raise DeployError(f"SAM translation of {path} failed: {causes}") from exc
-    return ExpandedTemplate(template=translated, code_uris=code_uris, source_dir=base)
+        raise DeployError(f"SAM translation of {name} failed: {causes}") from exc
+    return translated

@@ -1,8 +1,9 @@
-"""Processes for the BLE end-to-end tests: stack, virtual radio, broker, device, app.
+"""Processes for the BLE end-to-end tests: virtual radio, device, app, on the session's stack.
 
 Every process runs in its own session (process group) on 127.0.0.1 free ports and is
-killed with its group in a finally block. The stack is the real offline stack,
-`python -m devstack up --state <tmp>`.
+killed with its group in a finally block. The stack is the session's offline stack
+(tests/e2e/conftest.py), which the example's processes find through its state file, as they
+find the one `python -m devstack up --state <file>` starts.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any, TypeVar
 import boto3
 import pytest
 
+from devstack.stack import RunningStack
 from onboarding_ble import events
 from onboarding_ble.processes import Child, Children, app_argv, device_argv
 
@@ -33,20 +35,14 @@ CHILD_ENV = {"PYTHONPATH": str(REPO / "local")}
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    """`python -m devstack up` in the background; its state (as in .local/stack.json) + "path"."""
-    state_path = tmp_path_factory.mktemp("stack") / "stack.json"
-    procs = Children(state_path.parent)
-    try:
-        up = procs.start(
-            "devstack", ["-m", "devstack", "up", "--state", str(state_path)], CHILD_ENV, REPO
-        )
-        up.wait_line("offline stack up", timeout=180)
-        state = json.loads(state_path.read_text())
-        state["path"] = state_path
-        yield state
-    finally:
-        procs.stop_all()
+def stack(offline_stack: RunningStack) -> dict[str, Any]:
+    """The session's offline stack as the example's processes see it: its state file (what
+    `devstack up` writes to .local/stack.json), read back, plus "path"."""
+    state_path = offline_stack.state_path
+    assert state_path is not None, "the session's stack writes a state file"
+    state: dict[str, Any] = json.loads(state_path.read_text())
+    state["path"] = state_path
+    return state
 
 
 def aws(stack: dict[str, Any], service: str) -> Any:

@@ -114,11 +114,13 @@ def test_a_device_in_a_renewal_window_is_cut_off_at_once_and_for_good(
     # WHEN its owner's access ends (released, or handed to another member)
     end(offline_stack, device)
 
-    # THEN the session was ended through DeleteConnection by the time the API answered ...
-    assert connected.interrupted.wait(5), "the device is still connected"
+    # THEN the session was ended by the time the API answered: through DeleteConnection, or by
+    # the broker's own registry watch when it noticed the revoked certificates first (then
+    # DeleteConnection finds no session, as IoT answers it) ...
     assert offline_stack.mqtt is not None
     log = offline_stack.mqtt.log_file.read_text(encoding="utf-8")
-    assert f"DISCONNECT client={device.thing_name} DeleteConnection" in log
+    assert f"DISCONNECT client={device.thing_name} " in log
+    assert connected.interrupted.wait(5), "the device is still connected"
     # ... neither certificate is ACTIVE any more ...
     assert status_of(offline_stack, device.certificate_id) == "REVOKED"
     assert status_of(offline_stack, new) == "REVOKED"

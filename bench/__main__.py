@@ -129,7 +129,9 @@ def bench_latency(devices: int, delay_ms: float) -> list[float]:
         print("deploying template.yaml into moto ...", flush=True)
         stack = deploy(ROOT / "template.yaml", {"AdminEmail": "bench@example.com"}, progress=None)
         os.environ.update(stack.functions["ProvisioningFunction"].environment)
-        os.environ["POWERTOOLS_LOG_LEVEL"] = "WARNING"  # the figures, not a log line per request
+        # The figures, not a log line or a metrics document per request.
+        os.environ["POWERTOOLS_LOG_LEVEL"] = "WARNING"
+        os.environ["POWERTOOLS_METRICS_DISABLED"] = "true"
         from provisioning.adapters.composition import get_services
         from provisioning.handlers.api import lambda_handler
         from tests.support.lambda_support import Device, FakeLambdaContext, api_event, unique_dsn

@@ -94,6 +94,14 @@ def http_json(
     method: str, url: str, body: dict[str, Any] | None, token: str | None
 ) -> tuple[int, Any]:
     """A JSON request as the phone app makes it; return (status, decoded JSON body)."""
+    status, answer, _retry_after = http_exchange(method, url, body, token)
+    return status, answer
+
+
+def http_exchange(
+    method: str, url: str, body: dict[str, Any] | None, token: str | None
+) -> tuple[int, Any, str | None]:
+    """`http_json`, with the answer's Retry-After header (None when it has none)."""
     headers = {"Content-Type": "application/json"}
     if token is not None:
         headers["Authorization"] = token
@@ -103,13 +111,14 @@ def http_json(
     )
     try:
         with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
-            return response.status, json.loads(response.read() or b"null")
+            return response.status, json.loads(response.read() or b"null"), None
     except urllib.error.HTTPError as error:
         raw = error.read()
+        retry_after = error.headers.get("Retry-After")
         try:
-            return error.code, json.loads(raw or b"null")
+            return error.code, json.loads(raw or b"null"), retry_after
         except ValueError:
-            return error.code, raw.decode(errors="replace")
+            return error.code, raw.decode(errors="replace"), retry_after
 
 
 def http_post_json(url: str, body: dict[str, Any], token: str | None) -> tuple[int, Any]:
@@ -591,10 +600,27 @@ def step_device_renews(ctx: DemoContext) -> str:
     )
 
 
+# How long the revoke step keeps asking while another request holds the device.
+REVOKE_RETRY_SECONDS = 30.0
+
+
 def step_revoke(ctx: DemoContext) -> str:
     stack = ctx.running
     url = f"{stack.api_url}/devices/{ctx.values['dsn']}/certificate"
-    status, answer = http_json("DELETE", url, None, _id_token(ctx))
+    # The renewal's confirmation may still hold the device (the cloud retires the old certificate
+    # after the device confirms the new one): the API then answers 409 REQUEST_IN_FLIGHT with a
+    # Retry-After, and a client waits that long and asks again, as the phone app does.
+    waited, deadline = 0.0, time.monotonic() + REVOKE_RETRY_SECONDS
+    while True:
+        status, answer, retry_after = http_exchange("DELETE", url, None, _id_token(ctx))
+        busy = (
+            status == 409 and isinstance(answer, dict) and answer.get("code") == "REQUEST_IN_FLIGHT"
+        )
+        if not busy or time.monotonic() >= deadline:
+            break
+        pause = min(_seconds(retry_after), max(0.0, deadline - time.monotonic()))
+        time.sleep(pause)
+        waited += pause
     if status != 200:
         raise DemoFailure(f"DELETE {url} answered {status}: {answer}")
     certificate_id = ctx.values["certificate_id"]
@@ -603,9 +629,21 @@ def step_revoke(ctx: DemoContext) -> str:
     ]["status"]
     if now == "ACTIVE":
         raise DemoFailure("the certificate is still ACTIVE after DELETE")
-    return (
-        f"DELETE /devices/{ctx.values['dsn']}/certificate -> 200 as the owner; IoT now has it {now}"
+    after = (
+        f" (after {waited:.0f} s of REQUEST_IN_FLIGHT while the renewal finished)" if waited else ""
     )
+    return (
+        f"DELETE /devices/{ctx.values['dsn']}/certificate -> 200 as the owner{after}; "
+        f"IoT now has it {now}"
+    )
+
+
+def _seconds(retry_after: str | None) -> float:
+    """A Retry-After in seconds, 1 when it is missing or not a number."""
+    try:
+        return max(0.5, float(retry_after or "1"))
+    except ValueError:
+        return 1.0
 
 
 def step_reconnect_refused(ctx: DemoContext) -> str:

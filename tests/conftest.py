@@ -42,15 +42,21 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Which tests pytest-xdist keeps together on one worker (``--dist loadgroup``).
 
     A module's tests stay together, so its module fixtures are made once. The modules that use
-    the session's offline stack all run on the same worker, one after another: its moto server
-    runs in the worker's process, and moto's in-process mock, which integration and unit tests
-    start, resets the whole process's moto state, the server's included.
+    an offline stack run on one worker, one after another, with the stack that worker starts:
+    its moto server runs in the worker's process, and moto's in-process mock, which integration
+    and unit tests start, resets the whole process's moto state, the server's included. A module
+    that names its own ``OFFLINE_STACK_GROUP`` gets a worker, and so a stack, of its own: one
+    whose tests mostly wait (a renewal held for minutes) then runs beside the others instead of
+    after them.
     """
     by_module: dict[str, list[pytest.Item]] = {}
     for item in items:
         by_module.setdefault(item.nodeid.split("::", 1)[0], []).append(item)
     for module, tests in by_module.items():
         uses_stack = any("offline_stack" in getattr(test, "fixturenames", ()) for test in tests)
-        group = "offline-stack" if uses_stack else module
+        group = module
+        if uses_stack:
+            owner = getattr(tests[0], "module", None)
+            group = getattr(owner, "OFFLINE_STACK_GROUP", "offline-stack")
         for test in tests:
             test.add_marker(pytest.mark.xdist_group(group))

@@ -26,6 +26,10 @@ from tests.support.offline import new_member, post_certificate, unique_dsn
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
+# A stack and a worker of its own (tests/conftest.py): the killed renewal waits out the cloud's
+# four-minute hold, and the other offline-stack modules run meanwhile.
+OFFLINE_STACK_GROUP = "offline-stack-renewal"
+
 
 @pytest.fixture
 def children(tmp_path: Path) -> Iterator[Children]:

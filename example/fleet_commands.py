@@ -201,7 +201,10 @@ def add_commands(subparsers: Any, common: list[argparse.ArgumentParser]) -> None
     listing.add_argument("--limit", type=int, help="devices per page (1-100, API default 25)")
     listing.add_argument("--all", action="store_true", help="follow every page")
     listing.add_argument("--next-token", help="continue from a page's nextToken")
-    listing.add_argument("--owner", help="administrators: one user's devices (their sub)")
+    listing.add_argument(
+        "--owner",
+        help="administrators: one user's devices (their sub; the `user` command finds it)",
+    )
     listing.add_argument("--status", choices=("ACTIVE", "REVOKED"), help="administrators")
     listing.add_argument(
         "--expiring-before", help="administrators: certificates expiring before DATE (ISO-8601)"

@@ -1,9 +1,11 @@
-"""The app's fleet commands: list devices, hand one over, claim one, release one.
+"""The app's fleet commands: list devices, hand one over, claim one, release one; and, for an
+administrator, who a user is.
 
     python provisioning_app.py list     --state .local/stack.json [--all] [--limit N]
     python provisioning_app.py transfer --state .local/stack.json SN-0001 [--cancel [--decline]]
     python provisioning_app.py claim    --state .local/stack.json SN-0001
     python provisioning_app.py release  --state .local/stack.json SN-0001 --yes
+    python provisioning_app.py user     --state .local/stack.json SUB|USERNAME|EMAIL
 
 A transfer code is a secret until it is used: ``claim`` and ``transfer --cancel --decline`` read
 it at a prompt (not echoed) or, when standard input is not a terminal, from its next line,
@@ -11,9 +13,11 @@ never from the command line, where ``ps`` and shell history would show it. So do
 password with ``--password-stdin`` (its line comes first); ``--password`` stays for scripts
 that accept that it is visible.
 
-They talk to the API only (no BLE): after a claim the new owner provisions the device over BLE
-with the app's default command, as for a new device. ``provisioning_app.main`` hands these
-commands here; ``run`` takes plain values so tests call it directly.
+They talk to the API only (no BLE), except ``user``, which asks the user pool with the
+administrator's AWS credentials (user_lookup.py) and signs in to nothing. After a claim the new
+owner provisions the device over BLE with the app's default command, as for a new device.
+``provisioning_app.main`` hands these commands here; ``run`` takes plain values so tests call
+it directly.
 """
 
 from __future__ import annotations
@@ -30,11 +34,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import user_lookup
+
 from onboarding_ble import protocol
 from onboarding_ble.protocol import ProtocolError
 
-COMMANDS = ("list", "transfer", "claim", "release")
-EXIT_OK, EXIT_USAGE, EXIT_API = 0, 2, 4
+COMMANDS = ("list", "transfer", "claim", "release", "user")
+EXIT_OK, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_API = 0, 2, 3, 4
 MAX_PAGES = 1000  # --all stops here: a bound, not a fleet size
 
 
@@ -184,7 +190,7 @@ def _path(dsn: str) -> str:
 
 
 def add_commands(subparsers: Any, common: list[argparse.ArgumentParser]) -> None:
-    """The four commands, each with its own --help; ``common``: backend and sign-in options."""
+    """The commands, each with its own --help; ``common``: backend and sign-in options."""
     listing = subparsers.add_parser(
         "list",
         parents=common,
@@ -195,7 +201,10 @@ def add_commands(subparsers: Any, common: list[argparse.ArgumentParser]) -> None
     listing.add_argument("--limit", type=int, help="devices per page (1-100, API default 25)")
     listing.add_argument("--all", action="store_true", help="follow every page")
     listing.add_argument("--next-token", help="continue from a page's nextToken")
-    listing.add_argument("--owner", help="administrators: one user's devices (their sub)")
+    listing.add_argument(
+        "--owner",
+        help="administrators: one user's devices (their sub; the `user` command finds it)",
+    )
     listing.add_argument("--status", choices=("ACTIVE", "REVOKED"), help="administrators")
     listing.add_argument(
         "--expiring-before", help="administrators: certificates expiring before DATE (ISO-8601)"
@@ -242,6 +251,18 @@ def add_commands(subparsers: Any, common: list[argparse.ArgumentParser]) -> None
         "--yes", action="store_true", help="do it without asking (required when not a terminal)"
     )
 
+    who = subparsers.add_parser(
+        "user",
+        parents=[backend_parser()],
+        help="administrators: the user behind an owner sub, or the sub of a user name or email",
+        description="Look a user up in the stack's user pool (Cognito ListUsers, an exact "
+        "filter): the user name, email and status behind an owner's sub, or the sub of a user "
+        "name or email. Needs AWS credentials allowed cognito-idp:ListUsers on the pool (offline: "
+        "none, the emulator's are used); signs in to nothing. Exit 3 when no user matches.",
+    )
+    who.add_argument("query", help="a sub (as `list` shows owners), a user name or an email")
+    who.add_argument("--json", action="store_true", help="print the users as JSON")
+
 
 @dataclass(frozen=True)
 class Hooks:
@@ -257,6 +278,9 @@ def run(args: argparse.Namespace, hooks: Hooks, out: Any = None) -> int:
     """Run one fleet command; print its result; errors as one line and an exit code."""
     out = out or sys.stdout
     try:
+        if args.command == "user":
+            look_up_user(args, _user_pool(args, hooks), out)
+            return EXIT_OK
         if args.command == "release" and not args.yes:
             if not sys.stdin.isatty():
                 raise FleetError(EXIT_USAGE, "release: add --yes to release without a prompt")
@@ -275,6 +299,54 @@ def run(args: argparse.Namespace, hooks: Hooks, out: Any = None) -> int:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return exc.exit_code
     return EXIT_OK
+
+
+@dataclass(frozen=True)
+class UserPool:
+    """Where ``user`` looks: the pool, its Region (None: the AWS CLI's), the emulator."""
+
+    user_pool_id: str
+    region: str | None
+    cognito_endpoint_url: str | None = None
+
+
+def _user_pool(args: argparse.Namespace, hooks: Hooks) -> UserPool:
+    """``--user-pool-id`` is enough for ``user``; the API and app client are not needed."""
+    if args.state or args.stack:
+        backend = hooks.resolve_backend(args)
+        return UserPool(backend.user_pool_id, backend.region, backend.cognito_endpoint_url)
+    if args.user_pool_id:
+        return UserPool(args.user_pool_id, args.region, args.cognito_endpoint_url)
+    raise FleetError(EXIT_USAGE, "say where the user pool is: --state, --stack or --user-pool-id")
+
+
+def look_up_user(args: argparse.Namespace, backend: UserPool, out: Any) -> None:
+    """``user``: the matching users, one line each (or JSON); FleetError when none or on error."""
+    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+
+    try:
+        client = user_lookup.cognito_client(backend.region, backend.cognito_endpoint_url)
+        users = user_lookup.find_users(client, backend.user_pool_id, args.query)
+    except user_lookup.QueryError as exc:
+        raise FleetError(EXIT_USAGE, str(exc)) from exc
+    except NoCredentialsError as exc:
+        raise FleetError(
+            EXIT_API, "no AWS credentials: the lookup needs cognito-idp:ListUsers on the pool"
+        ) from exc
+    except ClientError as exc:  # the service refused: its code, never the request's content
+        code = exc.response.get("Error", {}).get("Code", "unknown")
+        raise FleetError(EXIT_API, f"looking up the user failed: Cognito answered {code}") from exc
+    except BotoCoreError as exc:  # no answer: unreachable, timed out
+        raise FleetError(
+            EXIT_API, f"looking up the user failed: Cognito unreachable ({type(exc).__name__})"
+        ) from exc
+    if not users:
+        raise FleetError(EXIT_NOT_FOUND, f"no user {args.query} in pool {backend.user_pool_id}")
+    if args.json:
+        print(json.dumps({"users": [vars(user) for user in users]}, indent=2), file=out)
+        return
+    for user in users:
+        print(user.line(), file=out)
 
 
 def read_password_stdin(args: argparse.Namespace) -> None:
@@ -350,11 +422,10 @@ def _dispatch(args: argparse.Namespace, api_url: str, token: str, out: Any) -> N
         print(f"{args.dsn} {state}", file=out)
 
 
-def common_parsers() -> list[argparse.ArgumentParser]:
-    """Where the backend is and who signs in: the options of every command of the app, the BLE
-    one included."""
-    common = argparse.ArgumentParser(add_help=False)
-    where = common.add_argument_group("backend (one of)")
+def backend_parser() -> argparse.ArgumentParser:
+    """Where the backend is: the options of every command."""
+    backend = argparse.ArgumentParser(add_help=False)
+    where = backend.add_argument_group("backend (one of)")
     where.add_argument("--state", type=Path, help="offline stack state file (.local/stack.json)")
     where.add_argument("--stack", help="deployed CloudFormation stack name")
     where.add_argument("--api-url", help="API base URL including the stage")
@@ -362,6 +433,13 @@ def common_parsers() -> list[argparse.ArgumentParser]:
     where.add_argument("--client-id", help="user pool app client id (public, no secret)")
     where.add_argument("--region", help="AWS region of the stack (default: the CLI's)")
     where.add_argument("--cognito-endpoint-url", help=argparse.SUPPRESS)
+    return backend
+
+
+def common_parsers() -> list[argparse.ArgumentParser]:
+    """Where the backend is and who signs in: the options of every command of the app that
+    signs in, the BLE one included."""
+    common = argparse.ArgumentParser(add_help=False, parents=[backend_parser()])
     user = common.add_argument_group("sign-in")
     user.add_argument("--username", help="default: ONBOARDING_USERNAME, or the offline admin")
     user.add_argument(
@@ -380,7 +458,7 @@ def common_parsers() -> list[argparse.ArgumentParser]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="provisioning_app.py",
-        description="The app's fleet commands (no BLE): list, transfer, claim, release.",
+        description="The app's fleet commands (no BLE): list, transfer, claim, release, user.",
     )
     subparsers = parser.add_subparsers(dest="command", required=True)
     add_commands(subparsers, common_parsers())

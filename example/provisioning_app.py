@@ -631,7 +631,7 @@ def build_parser() -> argparse.ArgumentParser:
         parents=fleet_commands.common_parsers(),
         description="Phone-app stand-in: sign in, find a device over BLE, provision it.",
         epilog="Fleet commands (API only): provisioning_app.py {list,transfer,claim,release} "
-        "--help",
+        "--help; an administrator's user lookup (Cognito): provisioning_app.py user --help",
     )
     parser.add_argument(
         "--transport",
@@ -665,7 +665,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv and argv[0] in fleet_commands.COMMANDS:  # list, transfer, claim, release
+    if argv and argv[0] in fleet_commands.COMMANDS:  # list, transfer, claim, release, user
         hooks = fleet_commands.Hooks(resolve_backend, credentials_for, login)
         return fleet_commands.main(argv, hooks)
     args = build_parser().parse_args(argv)

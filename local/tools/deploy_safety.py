@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import copy
 import itertools
-import logging
 import re
 import sys
 from collections.abc import Iterator, Mapping
@@ -252,8 +251,6 @@ def other_value(spec: Mapping[str, Any], current: str) -> str:
 
 
 def _translate(path: Path, values: Mapping[str, str]) -> dict[str, Any]:
-    # The translator's usage metrics complain when nobody publishes them; nobody needs them.
-    logging.getLogger("samtranslator.metrics").setLevel(logging.ERROR)
     template: dict[str, Any] = expand(path, dict(values), REGION).template
     return template
 

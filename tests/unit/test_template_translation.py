@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import gc
+import logging
 import textwrap
 from pathlib import Path
 
@@ -67,3 +69,18 @@ def test_a_changed_template_is_translated_again(tmp_path: Path) -> None:
     (tmp_path / "code").rmdir()
     with pytest.raises(DeployError, match="CodeUri"):
         expand(path, {}, "us-east-1")
+
+
+def test_translating_leaves_no_warning_behind(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # GIVEN a translation, and another that replaces the translator's usage metrics with its own
+    path = sam_template(tmp_path, SAM.replace("hello", "warning-test"))
+    with caplog.at_level(logging.DEBUG):
+        expand(path, {"Greeting": "one"}, "us-east-1")
+        expand(path, {"Greeting": "two"}, "us-east-1")
+        # WHEN what the first left is collected
+        gc.collect()
+    # THEN nothing the user reads warns about metrics nobody published
+    warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert not [m for m in warned if "unpublished metrics" in m], warned

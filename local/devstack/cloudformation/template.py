@@ -15,6 +15,7 @@ from typing import Any
 
 import boto3
 import yaml
+from samtranslator.metrics.metrics import DummyMetricsPublisher, Metrics
 from samtranslator.model.exceptions import InvalidDocumentException
 from samtranslator.parser.parser import Parser
 from samtranslator.translator.translator import Translator
@@ -121,7 +122,14 @@ def _translate(
 ) -> dict[str, Any]:
     fragment = copy.deepcopy(_parse(text, name))
     _take_code_uris(fragment, Path(name).resolve().parent)
-    translator = Translator(None, Parser(), boto_session=boto3.Session(region_name=region))
+    # The translator records usage metrics as it works and, if nobody publishes them, warns
+    # "There are unpublished metrics" when it is collected (at the next translation or at
+    # exit). They go to a publisher that drops them (what the translator does offline), and
+    # are published once the translation is over, so nothing is left to warn about.
+    usage = Metrics("ServerlessTransform", DummyMetricsPublisher())
+    translator = Translator(
+        None, Parser(), boto_session=boto3.Session(region_name=region), metrics=usage
+    )
     # The translator warns about feature toggles it has no config for; that is noise here.
     logging.getLogger("samtranslator.feature_toggle.feature_toggle").setLevel(logging.ERROR)
     try:
@@ -133,4 +141,6 @@ def _translate(
     except InvalidDocumentException as exc:
         causes = "; ".join(str(cause) for cause in exc.causes)
         raise DeployError(f"SAM translation of {name} failed: {causes}") from exc
+    finally:
+        usage.publish()
     return translated

@@ -70,11 +70,11 @@ def iot_client(endpoint_url: str | None, region: str) -> Any:
 def admit(iot: Any, client_id: str, peer_der: bytes) -> tuple[bool, str]:
     """IoT Core's rule: the certificate is ACTIVE and attached to the thing named client_id.
 
-    Certificates are found through the thing's principals and compared by DER, not looked
-    up by id: moto computes certificate ids from the PEM text unless MOTO_IOT_USE_VALID_CERT
-    is set, while IoT uses SHA-256 of the DER certificate. The reason names the id the
+    As in IoT Core, the certificate's status is checked first, wherever it is attached: a
+    revoked certificate is refused as REVOKED (revoking also detaches it, and "not attached"
+    would hide why). Then it must be attached to the thing. The reason names the id the
     registry (and so the API's ``certificateId``) uses; a certificate the registry does not
-    hold for the thing is named by the SHA-256 of its DER, as IoT Core would.
+    hold is named by the SHA-256 of its DER, as IoT Core would.
     """
     der_id = hashlib.sha256(peer_der).hexdigest()
     if not client_id:
@@ -82,21 +82,42 @@ def admit(iot: Any, client_id: str, peer_der: bytes) -> tuple[bool, str]:
     try:
         principals = iot.list_thing_principals(thingName=client_id)["principals"]
     except iot.exceptions.ResourceNotFoundException:
-        return False, f"certificate {der_id}: no thing named {client_id!r}"
-    for arn in principals:
-        if ":cert/" not in arn:
+        principals = None
+    registered = _registered(iot, peer_der, principals or [])
+    if registered is None:
+        return False, f"certificate {der_id} is not registered in AWS IoT"
+    cert_id, status = registered["certificateId"], registered["status"]
+    if status != "ACTIVE":
+        return False, f"certificate {cert_id} of {client_id!r} is {status}"
+    if principals is None:
+        return False, f"certificate {cert_id}: no thing named {client_id!r}"
+    if registered["certificateArn"] not in principals:
+        return False, f"certificate {cert_id} is not attached to thing {client_id!r}"
+    return True, f"certificate {cert_id} ACTIVE for {client_id!r}"
+
+
+def _registered(iot: Any, peer_der: bytes, principals: list[str]) -> dict[str, Any] | None:
+    """The registry's description of the certificate ``peer_der``, or None if it holds none.
+
+    IoT's certificate id is the SHA-256 of the DER certificate; moto's, unless
+    MOTO_IOT_USE_VALID_CERT is set, is the SHA-256 of the PEM text it was given (ACM PCA's
+    PEM of the DER, as the stack's functions pass it on). The certificates among the thing's
+    ``principals`` are tried first (the usual case, one call), then both ids; whatever is
+    found is compared by DER.
+    """
+    pem = x509.load_der_x509_certificate(peer_der).public_bytes(serialization.Encoding.PEM)
+    candidates = [arn.rsplit("/", 1)[-1] for arn in principals if ":cert/" in arn]
+    candidates += [hashlib.sha256(peer_der).hexdigest(), hashlib.sha256(pem).hexdigest()]
+    for cert_id in dict.fromkeys(candidates):
+        try:
+            described = iot.describe_certificate(certificateId=cert_id)
+        except iot.exceptions.ResourceNotFoundException:
             continue
-        cert_id = arn.rsplit("/", 1)[-1]
-        described = iot.describe_certificate(certificateId=cert_id)
-        description = described["certificateDescription"]
+        description: dict[str, Any] = described["certificateDescription"]
         stored = x509.load_pem_x509_certificate(description["certificatePem"].encode())
-        if stored.public_bytes(serialization.Encoding.DER) != peer_der:
-            continue
-        status = description["status"]
-        if status != "ACTIVE":
-            return False, f"certificate {cert_id} of {client_id!r} is {status}"
-        return True, f"certificate {cert_id} ACTIVE for {client_id!r}"
-    return False, f"certificate {der_id} is not attached to thing {client_id!r}"
+        if stored.public_bytes(serialization.Encoding.DER) == peer_der:
+            return description
+    return None
 
 
 # --- amqtt plugins -------------------------------------------------------------------------

@@ -29,6 +29,7 @@ import datetime as dt
 import hashlib
 import hmac
 import json
+import logging
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
@@ -43,6 +44,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from onboarding_ble import gatt, protocol, renewal, rules
+from onboarding_ble.protocol import Status
 from provisioning.domain import attestation, crypto
 from provisioning.domain.models import ProvisionResult
 from provisioning.lifecycle.lease import iso
@@ -505,11 +507,25 @@ class _Trace:
         self._add("device", "read", uuid, value, meaning)
 
     def write(
-        self, uuid: str, value: bytes, meaning: str, handler: Callable[[bytes, object], None]
+        self,
+        uuid: str,
+        value: bytes,
+        meaning: str,
+        handler: Callable[[bytes, object], None],
+        *,
+        refusal_expected: bool = False,
     ) -> None:
-        """The app's write, handled by the device, then what the device notified."""
-        handler(value, self.link)
+        """The app's write, handled by the device, then what the device notified. A refused
+        write's ``attErrorHex`` is the ATT application error of its Write Response."""
+        refused: Status | None = None
+        try:
+            handler(value, self.link)
+        except protocol.ProtocolError as exc:
+            if not refusal_expected:
+                raise
+            refused = exc.status
         self._add("app", "write", uuid, value, meaning)
+        self.steps[-1]["attErrorHex"] = None if refused is None else f"{refused:02x}"
         self.steps[-1]["statusReadHex"] = self.session.status.encode().hex()
         for report in self._notified:
             detail = f", detail {report.detail!r}" if report.detail else ""
@@ -520,6 +536,7 @@ class _Trace:
                 report.encode(),
                 f"STATUS {report.status.name}: {report.received} bytes received{detail}",
             )
+            self.steps[-1]["status"] = f"{report.status:02x}"
         self._notified.clear()
 
 
@@ -618,6 +635,79 @@ def gatt_vector() -> dict[str, Any]:
     }
 
 
+def gatt_errors_vector() -> dict[str, Any]:
+    """Short exchanges the device refuses or tolerates, each from a fresh boot."""
+    body, _certificate = provisioning_answer()
+    payload = json.dumps(body).encode()
+    begin = protocol.encode_begin(payload)
+    chunks = protocol.split_chunks(payload, MTU)
+    wrong_crc = begin[:6] + (protocol.crc32(payload) ^ 1).to_bytes(4, "little")
+    data, control = protocol.DATA_UUID, protocol.CONTROL_UUID
+    cases: list[tuple[str, list[tuple[str, bytes, str]]]] = [
+        (
+            "DATA before BEGIN: refused with ERR_STATE (0x8D) in the Write Response",
+            [(data, chunks[0], "DATA seq 0 with no transfer")],
+        ),
+        (
+            "a chunk out of order: refused with ERR_SEQUENCE (0x81); the transfer is dropped",
+            [(control, begin, "BEGIN"), (data, chunks[1], "DATA seq 1 where seq 0 is due")],
+        ),
+        (
+            "a chunk sent twice (its Write Response was lost): accepted, counted once",
+            [
+                (control, begin, "BEGIN"),
+                (data, chunks[0], "DATA seq 0"),
+                (data, chunks[0], "DATA seq 0 again, the same bytes"),
+            ],
+        ),
+        (
+            "a CRC-32 that does not match: COMMIT is acknowledged, STATUS says ERR_CHECKSUM (0x80)",
+            [
+                (control, wrong_crc, "BEGIN announcing the CRC-32 with its lowest bit flipped"),
+                *[(data, chunk, f"DATA seq {n}") for n, chunk in enumerate(chunks)],
+                (control, protocol.encode_commit(), "COMMIT"),
+            ],
+        ),
+        (
+            "BEGIN of an unknown transfer version: refused with ERR_VERSION (0x8C)",
+            [(control, begin[:1] + b"\x02" + begin[2:], "BEGIN, version 2")],
+        ),
+        (
+            "the API refused the app: APP_ERROR (HTTP status u16 LE, code length, code, "
+            "message); STATUS says ERR_APP (0x8A) with '<status> <code>'",
+            [
+                (
+                    control,
+                    protocol.encode_app_error(
+                        409, "DEVICE_OWNED", "The device is provisioned by another account."
+                    ),
+                    "APP_ERROR 409 DEVICE_OWNED",
+                )
+            ],
+        ),
+    ]
+    out = []
+    for title, writes in cases:
+        with tempfile.TemporaryDirectory() as state:
+            session = device_session(Path(state))
+            trace = _Trace(session)
+            handlers = {data: session.write_data, control: session.write_control}
+            for uuid, value, meaning in writes:
+                trace.write(uuid, value, meaning, handlers[uuid], refusal_expected=True)
+            out.append({"case": title, "steps": trace.steps})
+    return {
+        "description": (
+            "What the device does with writes it must refuse or tolerate (docs/ble-protocol.md "
+            "3.2-4), each case from a fresh boot with gatt-exchange.json's firmware and payload. "
+            "attErrorHex is the ATT application error code of the Write Response (null: the "
+            "write succeeds); status is the code a STATUS notification carries. Compare those "
+            "two. On an error the example reports 0 bytes received and a detail in its own "
+            "words, which firmware need not copy, except ERR_APP's '<HTTP status> <code>'."
+        ),
+        "cases": out,
+    }
+
+
 def renewal_vector() -> dict[str, Any]:
     authority = ca()
     old = issue(authority, p256_key(DEVICE_KEY_LABEL).public_key(), DEVICE_SERIAL, NOT_BEFORE)
@@ -703,6 +793,7 @@ def build() -> dict[str, dict[str, Any]]:
         "attestation.json": attestation_vector(),
         "device-info-v2.json": device_info_vector(),
         "gatt-exchange.json": gatt_vector(),
+        "gatt-errors.json": gatt_errors_vector(),
         "renewal.json": renewal_vector(),
     }
 
@@ -742,7 +833,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="write nothing; exit 1 naming the files that differ from what would be written",
     )
     args = parser.parse_args(argv)
-    files = build()
+    # The device's own log lines (an APP_ERROR it is fed, say) are not part of the vectors.
+    device_logger = logging.getLogger("onboarding_ble")
+    level = device_logger.level
+    device_logger.setLevel(logging.ERROR)
+    try:
+        files = build()
+    finally:
+        device_logger.setLevel(level)
     if args.check:
         differ = stale(args.out, files)
         for name in differ:

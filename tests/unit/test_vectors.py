@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from onboarding_ble import credentials, gatt, protocol, renewal, rules, trust
-from onboarding_ble.protocol import Status
+from onboarding_ble.protocol import ProtocolError, Status
 from provisioning.domain import attestation, crypto
 from provisioning.domain.models import parse_provision_request
 from provisioning.usecases.renew import (
@@ -580,3 +580,49 @@ def test_the_traces_status_values_decode_as_their_meaning_says(exchange: dict[st
             report = protocol.StatusReport.decode(bytes.fromhex(step["valueHex"]))
             assert step["meaning"].startswith(f"STATUS {report.status.name}: {report.received} ")
             assert not report.status.is_error
+
+
+def test_the_device_refuses_and_tolerates_as_the_error_cases_say(tmp_path: Path) -> None:
+    wrapping, exchange = load("key-wrapping.json"), load("gatt-exchange.json")
+    cases = load("gatt-errors.json")["cases"]
+    assert len(cases) >= 5
+    for number, case in enumerate(cases):
+        notified: list[str] = []
+
+        def on_status(report: protocol.StatusReport, seen: list[str] = notified) -> None:
+            seen.append(report.encode().hex())
+
+        session = gatt.ProvisioningSession(
+            exchange["firmware"]["dsn"],
+            pinned_ca(),
+            tmp_path / str(number),
+            on_status,
+            private_key=device_key(wrapping),
+            thing_prefix=exchange["firmware"]["thingPrefix"],
+        )
+        handlers = {"CONTROL": session.write_control, "DATA": session.write_data}
+        expected: list[str] = []
+        for step in case["steps"]:
+            if step["operation"] == "notify":
+                expected.append(step["valueHex"])
+                assert step["valueHex"][:2] == step["status"]
+                continue
+            refused = None
+            try:
+                handlers[step["characteristic"]](bytes.fromhex(step["valueHex"]), "phone")
+            except ProtocolError as exc:
+                refused = f"{exc.status:02x}"
+            assert refused == step["attErrorHex"], case["case"]
+            assert session.status.encode().hex() == step["statusReadHex"], case["case"]
+        assert notified == expected, case["case"]
+        assert session.credentials is None
+
+
+def test_the_protocol_doc_quotes_the_trace_as_it_is(exchange: dict[str, Any]) -> None:
+    doc = (VECTORS.parent / "ble-protocol.md").read_text(encoding="utf-8")
+    crc = exchange["payloadCrc32Hex"]
+    little_endian = bytes.fromhex(crc)[::-1].hex()
+    assert f"`payloadCrc32Hex` as the number (`{crc}` for the trace)" in doc
+    assert f"little-endian (`{little_endian}`)" in doc
+    for name in vectors.build():
+        assert f"`{name}`" in doc, name

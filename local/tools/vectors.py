@@ -440,7 +440,7 @@ def device_info_vector() -> dict[str, Any]:
     }
 
 
-def provisioning_answer() -> tuple[dict[str, str], x509.Certificate]:
+def provisioning_answer() -> dict[str, str]:
     """POST /certificate's 200 body for the fixed device (x25519-hkdf-sha256-aes256gcm)."""
     issued_key = p256_key(DEVICE_KEY_LABEL)
     certificate = issue(ca(), issued_key.public_key(), DEVICE_SERIAL, NOT_BEFORE)
@@ -464,7 +464,7 @@ def provisioning_answer() -> tuple[dict[str, str], x509.Certificate]:
         iot_endpoint=IOT_ENDPOINT,
         encryption=crypto.HKDF_AES_GCM,
     )
-    return result.to_response(), certificate
+    return result.to_response()
 
 
 def _step(
@@ -542,7 +542,7 @@ class _Trace:
 
 def gatt_vector() -> dict[str, Any]:
     """The whole exchange, played against the device's session: what it notifies is recorded."""
-    body, _certificate = provisioning_answer()
+    body = provisioning_answer()
     payload = json.dumps(body).encode()  # as the app relays it (provisioning_app.provision)
     crc = protocol.crc32(payload)
     begin = protocol.encode_begin(payload)
@@ -637,7 +637,7 @@ def gatt_vector() -> dict[str, Any]:
 
 def gatt_errors_vector() -> dict[str, Any]:
     """Short exchanges the device refuses or tolerates, each from a fresh boot."""
-    body, _certificate = provisioning_answer()
+    body = provisioning_answer()
     payload = json.dumps(body).encode()
     begin = protocol.encode_begin(payload)
     chunks = protocol.split_chunks(payload, MTU)

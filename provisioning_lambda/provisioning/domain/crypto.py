@@ -132,18 +132,30 @@ def build_csr(
     return csr.public_bytes(serialization.Encoding.PEM)
 
 
-def seal_private_key(key: DeviceKey, device_public_key: bytes, scheme: str, dsn: str) -> SealedKey:
+def seal_private_key(
+    key: DeviceKey,
+    device_public_key: bytes,
+    scheme: str,
+    dsn: str,
+    *,
+    server_key: x25519.X25519PrivateKey | None = None,
+    nonce: bytes | None = None,
+) -> SealedKey:
     """The PKCS#8 PEM private key, encrypted so that only the device can read it.
 
     The server's ephemeral key and the shared secret exist only inside this call: it runs at
     the end of the request, after every AWS call.
+
+    ``server_key`` and ``nonce`` are for the published test vectors only (local/tools/vectors.py
+    fixes them to make docs/test-vectors/ reproducible): the service never passes them, so every
+    answer has a fresh ephemeral key and a fresh nonce.
     """
     pem = key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    server_key = x25519.X25519PrivateKey.generate()
+    server_key = server_key or x25519.X25519PrivateKey.generate()
     server_public = server_key.public_key().public_bytes(
         serialization.Encoding.Raw, serialization.PublicFormat.Raw
     )
@@ -151,7 +163,9 @@ def seal_private_key(key: DeviceKey, device_public_key: bytes, scheme: str, dsn:
     if scheme == HKDF_AES_GCM:
         info = HKDF_LABEL + server_public + device_public_key + dsn.encode()
         aead_key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(shared)
-        nonce = os.urandom(12)
+        nonce = nonce or os.urandom(12)
+        if len(nonce) != 12:
+            raise ValueError("the AES-GCM nonce is 12 bytes")
         sealed = AESGCM(aead_key).encrypt(nonce, pem, dsn.encode())
         # base64(nonce(12) || AES-256-GCM ciphertext and tag), the DSN as associated data.
         return SealedKey(base64.b64encode(nonce + sealed).decode("ascii"), server_public)

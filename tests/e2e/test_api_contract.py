@@ -27,7 +27,7 @@ from schemathesis.specs.openapi.checks import (
 
 from demo import http_post_json
 from devstack.stack import RunningStack
-from tests.support.offline import new_member
+from tests.support.offline import device_key, new_member, post_certificate, unique_dsn
 
 pytestmark = pytest.mark.e2e
 
@@ -57,7 +57,11 @@ CHECKS = [
 
 
 def statuses(
-    operation: schemathesis.APIOperation, mode: GenerationMode, base_url: str, token: str
+    operation: schemathesis.APIOperation,
+    mode: GenerationMode,
+    base_url: str,
+    token: str,
+    path_parameters: dict[str, str] | None = None,
 ) -> set[int]:
     """Send what Schemathesis generates for the operation; the statuses it was answered with.
     Raises on the first case that breaks a check."""
@@ -71,7 +75,7 @@ def statuses(
         phases=[Phase.explicit, Phase.generate],
         suppress_health_check=list(HealthCheck),
     )
-    @given(case=operation.as_strategy(generation_mode=mode))
+    @given(case=operation.as_strategy(generation_mode=mode, path_parameters=path_parameters))
     def send(case: schemathesis.Case) -> None:
         response = case.call_and_validate(
             base_url=base_url, headers={"Authorization": token}, checks=CHECKS, timeout=30
@@ -102,6 +106,46 @@ def test_the_offline_api_keeps_its_contract(
     # THEN every answer keeps the contract, and every operation was called
     assert not failures, "\n\n".join(failures)
     assert len(answered) == len(OPERATIONS), answered
+
+
+# The routes on one device, in an order that leaves each something to act on.
+DEVICE_ROUTES = [
+    ("/devices/{dsn}", "GET"),
+    ("/devices/{dsn}/transfer", "POST"),
+    ("/devices/{dsn}/transfer", "DELETE"),
+    ("/allowlist/{dsn}", "GET"),
+    ("/devices/{dsn}/certificate", "DELETE"),
+    ("/devices/{dsn}", "DELETE"),
+    ("/allowlist/{dsn}/block", "POST"),
+]
+
+
+@pytest.mark.parametrize("group", ["Members", "Administrators"])
+def test_the_answers_about_an_owned_device_keep_the_contract(
+    offline_stack: RunningStack, group: str
+) -> None:
+    # GIVEN a user of the group with a device of their own
+    schema = schemathesis.openapi.from_path(CONTRACT)
+    token = new_member(offline_stack, group).id_token
+    dsn = unique_dsn("CONTRACT")
+    status, _ = post_certificate(
+        offline_stack.api_url, {"DSN": dsn, "publicKey": device_key()[1]}, token
+    )
+    assert status == 200
+    # WHEN Schemathesis calls each route on that device (the other inputs generated)
+    answered = {
+        f"{method} {path}": statuses(
+            schema[path][method],
+            GenerationMode.POSITIVE,
+            offline_stack.api_url,
+            token,
+            path_parameters={"dsn": dsn},
+        )
+        for path, method in DEVICE_ROUTES
+    }
+    # THEN every answer kept the contract, and the device's own routes answered 200
+    for path, method in DEVICE_ROUTES[:3] + DEVICE_ROUTES[4:6]:
+        assert 200 in answered[f"{method} {path}"], answered
 
 
 OPERATIONS = [

@@ -6,6 +6,7 @@ import base64
 import contextlib
 import dataclasses
 import json
+import re
 import secrets
 import time
 from collections.abc import Iterator
@@ -74,12 +75,39 @@ def now() -> float:
     return time.time()
 
 
+class RenderedText(str):
+    """A template's text with ``$context`` variables: equal to any text it renders to (each
+    variable standing for any text), so a test can compare a whole error body with it."""
+
+    def __new__(cls, template: str) -> RenderedText:
+        return super().__new__(cls, template)
+
+    def __init__(self, template: str) -> None:
+        parts = _CONTEXT_VARIABLE.split(template)
+        self.pattern = re.compile(".*".join(re.escape(part) for part in parts), re.DOTALL)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, str) and self.pattern.fullmatch(other) is not None
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    __hash__ = str.__hash__
+
+
+_CONTEXT_VARIABLE = re.compile(r"\$context\.[A-Za-z.]+")
+
+
 def gateway_error(response_type: str) -> dict[str, Any]:
-    """The body template.yaml's GatewayResponses give API Gateway's own error of this type."""
+    """The body template.yaml's GatewayResponses give API Gateway's own error of this type
+    (a ``$context`` variable in a value matches whatever it renders to)."""
     api = load_yaml(TEMPLATE)["Resources"]["ProvisioningApi"]["Properties"]
     template = api["GatewayResponses"][response_type]["ResponseTemplates"]["application/json"]
     body: dict[str, Any] = json.loads(template)
-    return body
+    return {
+        key: RenderedText(value) if isinstance(value, str) and "$context." in value else value
+        for key, value in body.items()
+    }
 
 
 def _refs(value: Any, name: str) -> int:

@@ -13,7 +13,8 @@ does what API Gateway does before the Lambda runs:
    failures are UNAUTHORIZED (401; an expired token too);
 3. request validation of the body against the route's model (JSON Schema draft 4), for the
    content types the model is mapped to only (a body of another type reaches the Lambda
-   unvalidated, as in API Gateway): BAD_REQUEST_BODY (400);
+   unvalidated, as in API Gateway): BAD_REQUEST_BODY (400), with the validator's message in
+   ``$context.error.validationErrorString`` (devstack.apigateway.validation);
 4. the proxy event, with the token's claims as strings at requestContext.authorizer.claims,
    handed to an ``Invoker`` (devstack.awslambda.runtime): worker processes in the offline stack. A
    function error or a malformed proxy result is INTEGRATION_FAILURE (502), and so is an
@@ -57,6 +58,7 @@ import jwt
 
 from devstack.apigateway.gateway_responses import GatewayResponses
 from devstack.apigateway.throttle import StageThrottle
+from devstack.apigateway.validation import body_errors
 from devstack.awslambda.runtime import FunctionError, FunctionSpec, Invoker
 from devstack.cloudformation.deployer import ApiSpec, CognitoAuthorizer, Deployment, Route
 from devstack.errors import DevstackError
@@ -258,11 +260,21 @@ class LocalApi:
         return self.api.gateway_responses
 
     def error(
-        self, response_type: str, message: str, *, status: int | None = None, request_id: str = ""
+        self,
+        response_type: str,
+        message: str,
+        *,
+        status: int | None = None,
+        request_id: str = "",
+        validation_error: str = "",
     ) -> GatewayResponse:
         """API Gateway's own answer, as the template's GatewayResponses shape it."""
         rendered = self.gateway_responses.render(
-            response_type, message, status=status, request_id=request_id
+            response_type,
+            message,
+            status=status,
+            request_id=request_id,
+            validation_error=validation_error,
         )
         headers = dict(rendered.headers)
         if request_id:
@@ -328,13 +340,14 @@ class LocalApi:
 
         validator = self._validators.get(route.path + route.method)
         if validator is not None and _model_applies(route, header_map.get("content-type")):
-            try:
-                document = json.loads(body) if body else None
-                valid = document is not None and validator.is_valid(document)
-            except (ValueError, RecursionError):  # not JSON, or nested past the parser's limit
-                valid = False
-            if not valid:
-                return self.error("BAD_REQUEST_BODY", "Invalid request body", request_id=request_id)
+            problems = body_errors(validator, body)
+            if problems is not None:
+                return self.error(
+                    "BAD_REQUEST_BODY",
+                    "Invalid request body",
+                    request_id=request_id,
+                    validation_error=problems,
+                )
 
         event = self._event(
             route, method, split.query, resource_path, path_parameters, headers, body, claims

@@ -13,6 +13,9 @@ the way API Gateway does:
   uses for that error;
 - the body: the ``application/json`` template (else the first one) with the few ``$context``
   variables a gateway response can use substituted; fixed templates come out verbatim.
+  ``$context.error.validationErrorString`` (a refused body's validator messages) is escaped
+  for a JSON string, since a template puts it between quotes: the body stays JSON whatever
+  the request held.
 """
 
 from __future__ import annotations
@@ -106,6 +109,7 @@ class GatewayResponses:
         *,
         status: int | None = None,
         request_id: str = "",
+        validation_error: str = "",
     ) -> RenderedResponse:
         """API Gateway's answer to an error of ``response_type``.
 
@@ -119,6 +123,8 @@ class GatewayResponses:
             "error.message": message,
             "error.messageString": json.dumps(message),
             "error.responseType": response_type,
+            # Escaped for a JSON string: templates put it between quotes.
+            "error.validationErrorString": json.dumps(validation_error)[1:-1],
             "requestId": request_id,
         }
         headers = {"Content-Type": "application/json"}

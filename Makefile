@@ -85,9 +85,20 @@ load: venv  ## onboard 1,000 devices offline under AWS quotas and the stage thro
 params: venv  ## print provisioning_lambda/config.json as `sam deploy` parameter overrides
 	@$(RUN) -m tools.params
 
-deploy: venv sam  ## sam build + sam deploy --guided (SAM CLI of the venv), config.json as overrides
+# `make deploy DEPLOY_ENV=first DEPLOY_PARAMS="AdminEmail=you@example.com"`: no prompts, the
+# answers of samconfig.toml's [first] environment. DEPLOY_PARAMS (Key=Value ...) win over them
+# and over config.json. The pre-flight runs before the SAM CLI is installed.
+DEPLOY_ENV ?= default
+DEPLOY_PARAMS ?=
+.PHONY: smoke ca-cert destroy
+DEPLOY_MODE = $(if $(filter default,$(DEPLOY_ENV)),--guided,--config-env $(DEPLOY_ENV))
+deploy: venv  ## pre-flight checks, then the SAM CLI, sam build, sam deploy (--guided by default)
+	$(RUN) -m tools.preflight --config-env $(DEPLOY_ENV) --build-flags "$(SAM_BUILD_FLAGS)" \
+		$(DEPLOY_PARAMS)
+	@$(MAKE) --no-print-directory sam
 	$(SAM) build $(SAM_BUILD_FLAGS)
-	eval $(SAM) deploy --guided --parameter-overrides "$$($(RUN) -m tools.params)"
+	eval $(SAM) deploy $(DEPLOY_MODE) --parameter-overrides \
+		"$$($(RUN) -m tools.answers --config-env $(DEPLOY_ENV) $(DEPLOY_PARAMS))"
 
 clean:  ## remove the virtualenv, caches and local state
 	rm -rf $(VENV) .local .pytest_cache .mypy_cache .ruff_cache

@@ -99,9 +99,10 @@ def check_build(
     runtimes: set[str], build_flags: Sequence[str], run: Callable[[Sequence[str]], str | None]
 ) -> list[Problem]:
     container = "--use-container" in build_flags or "-u" in build_flags
-    docker_up = (
-        lambda: run(["docker", "info", "--format", "{{.ServerVersion}}"]) is not None  # noqa: E731
-    )
+
+    def docker_up() -> bool:
+        return run(["docker", "info", "--format", "{{.ServerVersion}}"]) is not None
+
     if container:
         if docker_up():
             return []

@@ -149,7 +149,7 @@ def _parse_flow(tokens: list[str], position: int = 0) -> tuple[Any, int]:
     if token.startswith("!"):
         value, position = _parse_flow(tokens, position + 1)
         return _tag(token[1:], value), position
-    if token == "[":
+    if token == "[":  # noqa: S105 - a YAML token, not a secret
         items: list[Any] = []
         position += 1
         while tokens[position] != "]":

@@ -100,5 +100,20 @@ deploy: venv  ## pre-flight checks, then the SAM CLI, sam build, sam deploy (--g
 	eval $(SAM) deploy $(DEPLOY_MODE) --parameter-overrides \
 		"$$($(RUN) -m tools.answers --config-env $(DEPLOY_ENV) $(DEPLOY_PARAMS))"
 
+# After `make deploy`, against the stack samconfig.toml names (STACK_ARGS="--stack-name X
+# --region R" for another; "--state .local/stack.json" for the offline stack but destroy).
+STACK_ARGS ?=
+smoke: venv  ## a member provisions and revokes one test device on the deployed stack; all removed
+	$(RUN) -m tools.smoke $(STACK_ARGS)
+
+CA_CERT_OUT ?= device-ca.pem
+ca-cert: venv  ## write the deployed Private CA's certificate, which devices pin, to CA_CERT_OUT
+	$(RUN) -m tools.ca_cert --out $(CA_CERT_OUT) $(STACK_ARGS)
+
+# `make destroy DESTROY_ARGS=--yes` retires the Private CA without asking.
+DESTROY_ARGS ?=
+destroy: venv sam  ## sam delete, then (asked) retire the Private CA; lists what the stack keeps
+	$(RUN) -m tools.destroy --sam $(SAM_VENV)/bin/sam $(STACK_ARGS) $(DESTROY_ARGS)
+
 clean:  ## remove the virtualenv, caches and local state
 	rm -rf $(VENV) .local .pytest_cache .mypy_cache .ruff_cache

@@ -83,8 +83,13 @@ def ca_calls(arn: str) -> tuple[Call, Call]:
 
 def _role_calls(stack: deployed.Stack, role: str) -> tuple[tuple[Call, ...], str]:
     iam = stack.client("iam")
-    attached = iam.list_attached_role_policies(RoleName=role).get("AttachedPolicies", [])
-    inline = iam.list_role_policies(RoleName=role).get("PolicyNames", [])
+    try:
+        attached = iam.list_attached_role_policies(RoleName=role).get("AttachedPolicies", [])
+        inline = iam.list_role_policies(RoleName=role).get("PolicyNames", [])
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") == "NoSuchEntity":
+            return (), "already removed"
+        raise
     calls = [
         Call("iam", "detach_role_policy", {"RoleName": role, "PolicyArn": p["PolicyArn"]})
         for p in attached

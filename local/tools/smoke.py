@@ -225,24 +225,16 @@ class Smoke:
         iot = self.stack.client("iot")
         thing = self.thing_name or f"{self.stack.outputs.get('ThingPrefix', 'device')}_{self.dsn}"
         try:
-            principals = iot.list_thing_principals(thingName=thing).get("principals", [])
-            if self.certificate_id:
-                arn = iot.describe_certificate(certificateId=self.certificate_id)[
-                    "certificateDescription"
-                ]["certificateArn"]
-                principals = list({*principals, arn})
+            principals = _absent_ok(
+                lambda: iot.list_thing_principals(thingName=thing).get("principals", []), []
+            )
             for principal in principals:
                 iot.detach_thing_principal(thingName=thing, principal=principal)
-                for policy in iot.list_attached_policies(target=principal).get("policies", []):
-                    iot.detach_policy(policyName=policy["policyName"], target=principal)
-                certificate_id = principal.rsplit("/", 1)[-1]
-                status = iot.describe_certificate(certificateId=certificate_id)[
-                    "certificateDescription"
-                ]["status"]
-                if status == "ACTIVE":
-                    iot.update_certificate(certificateId=certificate_id, newStatus="INACTIVE")
-                iot.delete_certificate(certificateId=certificate_id, forceDelete=True)
-            iot.delete_thing(thingName=thing)
+            certificates = {p.rsplit("/", 1)[-1] for p in principals}
+            certificates |= {self.certificate_id} if self.certificate_id else set()
+            for certificate_id in certificates:
+                self._remove_certificate(iot, certificate_id)
+            _absent_ok(lambda: iot.delete_thing(thingName=thing), None)
         except (ClientError, BotoCoreError) as exc:
             return [
                 f"thing {thing} and its certificate ({type(exc).__name__}): aws iot "
@@ -250,6 +242,28 @@ class Smoke:
                 "delete-certificate --force-delete and delete-thing"
             ]
         return []
+
+    @staticmethod
+    def _remove_certificate(iot: Any, certificate_id: str) -> None:
+        described = _absent_ok(lambda: iot.describe_certificate(certificateId=certificate_id), None)
+        if described is None:
+            return
+        arn = described["certificateDescription"]["certificateArn"]
+        for policy in iot.list_attached_policies(target=arn).get("policies", []):
+            iot.detach_policy(policyName=policy["policyName"], target=arn)
+        if described["certificateDescription"]["status"] == "ACTIVE":
+            iot.update_certificate(certificateId=certificate_id, newStatus="INACTIVE")
+        iot.delete_certificate(certificateId=certificate_id, forceDelete=True)
+
+
+def _absent_ok(call: Callable[[], Any], default: Any) -> Any:
+    """The call's answer; ``default`` if what it names is already gone."""
+    try:
+        return call()
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
+            return default
+        raise
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -137,9 +137,11 @@ def plan(stack: deployed.Stack, template: template_facts.Template) -> list[Kept]
 def retire_ca(stack: deployed.Stack, arn: str) -> str:
     """Disable the CA (if active) and schedule its deletion; the status it ends in."""
     acmpca = stack.client("acm-pca")
-    status = acmpca.describe_certificate_authority(CertificateAuthorityArn=arn)[
-        "CertificateAuthority"
-    ]["Status"]
+    status = str(
+        acmpca.describe_certificate_authority(CertificateAuthorityArn=arn)["CertificateAuthority"][
+            "Status"
+        ]
+    )
     if status == "DELETED":
         return status
     disable, delete = ca_calls(arn)
@@ -151,6 +153,29 @@ def retire_ca(stack: deployed.Stack, arn: str) -> str:
             "Status"
         ]
     )
+
+
+def iot_ca_left(stack: deployed.Stack, certificate_id: str | None) -> list[Kept]:
+    """The CA's IoT registration, if the stack's delete left it (device certificates from
+    the CA were still registered): deleting it needs those certificates gone first."""
+    if not certificate_id:
+        return []
+    try:
+        stack.client("iot").describe_ca_certificate(certificateId=certificate_id)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
+            return []
+        raise
+    calls = (
+        Call(
+            "iot",
+            "update_ca_certificate",
+            {"certificateId": certificate_id, "newStatus": "INACTIVE"},
+        ),
+        Call("iot", "delete_ca_certificate", {"certificateId": certificate_id}),
+    )
+    note = "left because device certificates from the CA are registered: delete those first"
+    return [Kept("IoT CA registration", "AWS::IoT::CACertificate", certificate_id, calls, note)]
 
 
 def render(kept: Sequence[Kept], region: str) -> list[str]:
@@ -189,6 +214,7 @@ def teardown(
     """The whole teardown; ``ask`` None means confirmed (``--yes``)."""
     kept = plan(stack, template)  # read everything first: the stack is about to go
     arn = stack.output("CertificateAuthorityArn")
+    iot_ca = stack.outputs.get("IotCaCertificateId")
     if (status := delete(stack)) != 0:
         say(f"destroy: `sam delete` failed (status {status}); nothing else was changed")
         return 1
@@ -203,7 +229,8 @@ def teardown(
     else:
         say("destroy: the Private CA is kept (and billed); to retire it later:")
         say("\n".join(f"    {call.command(stack.region)}" for call in ca_calls(arn)))
-    for line in render([k for k in kept if k.type not in CA_TYPES], stack.region):
+    kept = [k for k in kept if k.type not in CA_TYPES] + iot_ca_left(stack, iot_ca)
+    for line in render(kept, stack.region):
         say(line)
     return 0
 

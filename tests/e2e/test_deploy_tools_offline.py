@@ -221,6 +221,11 @@ def test_destroy_deletes_the_stack_then_retires_the_ca_and_prints_commands_that_
     assert ca_status(stack, physical["CertificateAuthority"]) == "DELETED"
     # ... and every kept resource is listed with its commands, which really remove it
     text = "\n".join(lines)
+    # (the shared stack's IoT CA registration is still there: listed, not run here)
+    assert (
+        f"aws iot delete-ca-certificate --certificate-id {stack.outputs['IotCaCertificateId']}"
+        in text
+    )
     for name in ("DevicesTable", "UserPool", "DeviceThingGroup", "ApiGatewayCloudWatchRole"):
         assert physical[name] in text
     kept = destroy.plan(target, template_facts.load())

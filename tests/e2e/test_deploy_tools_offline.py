@@ -10,7 +10,12 @@ destructive steps run on copies made here in the same emulator.
 from __future__ import annotations
 
 import dataclasses
+import re
 import secrets
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +23,7 @@ from botocore.exceptions import ClientError
 from cryptography import x509
 
 from devstack.stack import RunningStack
+from tests.e2e.conftest import ROOT
 from tools import ca_cert, deployed, destroy, smoke, template_facts
 from tools.deployed import Stack
 
@@ -271,3 +277,64 @@ def test_destroy_keeps_the_ca_when_not_confirmed_and_stops_if_sam_delete_fails(
     )
     assert failed == 1
     assert ca_status(stack, arn) == "ACTIVE"
+
+
+# ---------------------------------------------------------------- the README's deploy block
+
+
+def readme_deploy_commands() -> list[list[str]]:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    (block,) = re.findall(r"^```sh deploy\n(.*?)^```$", readme, flags=re.MULTILINE | re.DOTALL)
+    commands = [shlex.split(line, comments=True) for line in block.splitlines()]
+    return [words for words in commands if words and words[0] == "make"]
+
+
+def make(*words: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # noqa: S603 - make from PATH, the README's own words
+        ["make", "--no-print-directory", "-o", ".venv/bin/.installed", *words],  # noqa: S607
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_the_readme_deploy_block_goes_from_nothing_to_a_smoke_test_and_back() -> None:
+    # GIVEN the README's deploy commands
+    commands = readme_deploy_commands()
+    targets = [words[1] for words in commands]
+    assert targets == ["deploy", "smoke", "ca-cert", "destroy"]
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    # THEN each is a documented target, each variable it sets is one the Makefile reads, and
+    # make accepts each line as written (a dry run: nothing is run)
+    for words in commands:
+        assert re.search(rf"^{re.escape(words[1])}:[^\n]*## ", makefile, flags=re.MULTILINE)
+        for assignment in words[2:]:
+            name = assignment.split("=", 1)[0]
+            assert re.search(rf"^{name} \?=", makefile, flags=re.MULTILINE), name
+        dry = make("-n", *words[1:])
+        assert dry.returncode == 0, dry.stderr
+    deploy_dry = make("-n", *commands[0][1:]).stdout
+    assert deploy_dry.index("tools.preflight") < deploy_dry.index("sam build")
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_make_smoke_and_make_ca_cert_run_on_the_offline_stack(
+    offline_stack: RunningStack, tmp_path: Path
+) -> None:
+    state = f"--state {offline_stack.state_path}"
+    smoked = make("smoke", f"STACK_ARGS={state}")
+    assert smoked.returncode == 0, smoked.stdout + smoked.stderr
+    assert "smoke: passed" in smoked.stdout
+
+    out = tmp_path / "device-ca.pem"
+    fetched = make("ca-cert", f"CA_CERT_OUT={out}", f"STACK_ARGS={state}")
+    assert fetched.returncode == 0, fetched.stderr
+    assert (
+        x509.load_pem_x509_certificate(out.read_bytes())
+        .extensions.get_extension_for_class(x509.BasicConstraints)
+        .value.ca
+    )

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import botocore.exceptions
 from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
@@ -65,6 +66,7 @@ SERVICES: dict[str, tuple[str, Callable[[Any], Any]]] = {
 }
 _REFUSED = {"InvalidClientTokenId", "ExpiredToken", "ExpiredTokenException", "UnrecognizedClient"}
 _REFUSED |= {"SignatureDoesNotMatch", "InvalidAccessKeyId", "AuthFailure"}
+_NETWORK = (botocore.exceptions.ConnectionError, botocore.exceptions.HTTPClientError)
 
 
 @dataclass(frozen=True)
@@ -190,7 +192,16 @@ def check_account(
     values: Mapping[str, str | None],
     stack_name: str,
 ) -> list[Problem]:
-    if not account.has_credentials():
+    try:
+        found = account.has_credentials()
+    except BotoCoreError as exc:  # an expired SSO session, a credential_process that failed
+        return [
+            Problem(
+                f"the AWS credentials cannot be loaded ({type(exc).__name__}): run `aws sso "
+                "login` (or `aws configure`), then `make deploy` again"
+            )
+        ]
+    if not found:
         return [
             Problem(
                 "no AWS credentials: run `aws configure` (keys) or `aws sso login --profile NAME` "
@@ -214,6 +225,9 @@ def check_account(
             return [Problem(f"AWS refused the credentials ({code}): {what}")]
         return [Problem(f"STS GetCallerIdentity failed ({code}): check the credentials' account")]
     except (BotoCoreError, OSError) as exc:
+        if isinstance(exc, BotoCoreError) and not isinstance(exc, _NETWORK):
+            name = type(exc).__name__
+            return [Problem(f"the AWS credentials do not work ({name}): run `aws sso login`")]
         return [
             Problem(
                 f"AWS STS in {region} does not answer ({type(exc).__name__}): check the network "
@@ -343,25 +357,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.stack_name or answers.samconfig_stack_name(args.config_env) or "iot-device-onboarding"
     )
     problems = check_build(template.runtimes(), shlex.split(args.build_flags), runs)
+    region = args.region
     try:
         session = boto3.session.Session(profile_name=args.profile, region_name=args.region)
+        region = session.region_name
+        problems += check_account(Account(session), template, values, stack_name)
+    except NoRegionError:
+        problems.append(Problem("no AWS region: export AWS_DEFAULT_REGION=REGION"))
+    except NoCredentialsError:
+        problems.append(Problem("no AWS credentials: run `aws configure` or `aws sso login`"))
     except BotoCoreError as exc:  # an unknown profile, a broken config file
         problems.append(
             Problem(f"the AWS configuration is unusable ({exc}): fix it, or unset AWS_PROFILE")
         )
-    else:
-        try:
-            problems += check_account(Account(session), template, values, stack_name)
-        except NoRegionError:
-            problems.append(Problem("no AWS region: export AWS_DEFAULT_REGION=REGION"))
-        except NoCredentialsError:
-            problems.append(Problem("no AWS credentials: run `aws configure` or `aws sso login`"))
     for problem in problems:
         print(problem.line(), file=sys.stderr)
     if any(problem.blocking for problem in problems):
-        print("preflight: fix the lines above, then run `make deploy` again", file=sys.stderr)
         return 1
-    print(f"preflight: ready to deploy {stack_name} to {session.region_name}", file=sys.stderr)
+    print(f"preflight: ready to deploy {stack_name} to {region}", file=sys.stderr)
     return 0
 
 

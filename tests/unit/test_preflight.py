@@ -262,3 +262,24 @@ def test_services_that_do_not_answer_are_named_one_line_each(
     assert len(problems) == len(preflight.SERVICES)
     assert all("eu-south-2" in p.text and p.blocking for p in problems)
     assert any(p.text.startswith("AWS Private CA does not answer") for p in problems)
+
+
+class RefusedAccount(preflight.Account):
+    """Credentials that AWS refuses (expired keys)."""
+
+    def has_credentials(self) -> bool:
+        return True
+
+    def identity(self) -> str:
+        from botocore.exceptions import ClientError
+
+        error = {"Error": {"Code": "ExpiredToken", "Message": "The security token expired"}}
+        raise ClientError(error, "GetCallerIdentity")  # type: ignore[arg-type]
+
+
+def test_refused_credentials_are_one_line_and_nothing_else_is_asked() -> None:
+    template = template_facts.load(TEMPLATE)
+    account = RefusedAccount(boto3.session.Session(region_name="us-east-1"))
+    (problem,) = preflight.check_account(account, template, template.values(), "stack")
+    assert problem.blocking
+    assert problem.text.startswith("AWS refused the credentials (ExpiredToken): refresh them")

@@ -46,7 +46,8 @@ class Template:
     resources: dict[str, Resource] = field(default_factory=dict)
     global_runtime: str | None = None
     access_log_condition: str | None = None  # the condition AccessLogSetting's !If names
-    access_log_always: bool = False  # AccessLogSetting without a condition
+    # AccessLogSetting without a condition, or execution logging (MethodSettings LoggingLevel)
+    access_log_always: bool = False
 
     def values(self, overrides: Mapping[str, str] | None = None) -> dict[str, str | None]:
         """Each parameter's value: the override, else the default (None: none given)."""
@@ -253,6 +254,9 @@ def load(path: Path = TEMPLATE) -> Template:
             reserved_concurrency=parse_value(*reserved) if reserved else None,
             runtime=_first(properties, "Runtime", 6),
         )
+        for rest, _under in _find(properties, "LoggingLevel"):  # execution logging
+            if _scalar(rest.split(" #", 1)[0].strip()) not in ("", "OFF"):
+                template.access_log_always = True
         for rest, under in _find(properties, "AccessLogSetting"):
             if rest.strip() == "!If" and under:
                 template.access_log_condition = under[0].strip().removeprefix("- ").strip()

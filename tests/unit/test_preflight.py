@@ -283,3 +283,22 @@ def test_refused_credentials_are_one_line_and_nothing_else_is_asked() -> None:
     (problem,) = preflight.check_account(account, template, template.values(), "stack")
     assert problem.blocking
     assert problem.text.startswith("AWS refused the credentials (ExpiredToken): refresh them")
+
+
+def test_execution_logging_also_needs_the_logging_role(tmp_path: Path) -> None:
+    # GIVEN a template whose API logs executions, with no access log setting
+    template_path = tmp_path / "template.yaml"
+    template_path.write_text(
+        "Resources:\n"
+        "  Api:\n"
+        "    Type: AWS::Serverless::Api\n"
+        "    Properties:\n"
+        "      MethodSettings:\n"
+        "        - ResourcePath: /*\n"
+        "          HttpMethod: '*'\n"
+        "          LoggingLevel: ERROR\n"
+    )
+    template = template_facts.load(template_path)
+    values = {"CreateApiGatewayAccountRole": "false"}
+    (problem,) = preflight.check_logging_role(template, values, {})
+    assert "no API Gateway CloudWatch Logs role" in problem.text

@@ -85,9 +85,35 @@ load: venv  ## onboard 1,000 devices offline under AWS quotas and the stage thro
 params: venv  ## print provisioning_lambda/config.json as `sam deploy` parameter overrides
 	@$(RUN) -m tools.params
 
-deploy: venv sam  ## sam build + sam deploy --guided (SAM CLI of the venv), config.json as overrides
+# `make deploy DEPLOY_ENV=first DEPLOY_PARAMS="AdminEmail=you@example.com"`: no prompts, the
+# answers of samconfig.toml's [first] environment. DEPLOY_PARAMS (Key=Value ...) win over them
+# and over config.json. The pre-flight runs before the SAM CLI is installed.
+DEPLOY_ENV ?= default
+DEPLOY_PARAMS ?=
+.PHONY: smoke ca-cert destroy
+DEPLOY_MODE = $(if $(filter default,$(DEPLOY_ENV)),--guided,--config-env $(DEPLOY_ENV))
+deploy: venv  ## pre-flight checks, then the SAM CLI, sam build, sam deploy (--guided by default)
+	$(RUN) -m tools.preflight --config-env $(DEPLOY_ENV) --build-flags "$(SAM_BUILD_FLAGS)" \
+		$(DEPLOY_PARAMS)
+	@$(MAKE) --no-print-directory sam
 	$(SAM) build $(SAM_BUILD_FLAGS)
-	eval $(SAM) deploy --guided --parameter-overrides "$$($(RUN) -m tools.params)"
+	eval $(SAM) deploy $(DEPLOY_MODE) --parameter-overrides \
+		"$$($(RUN) -m tools.answers --config-env $(DEPLOY_ENV) $(DEPLOY_PARAMS))"
+
+# After `make deploy`, against the stack samconfig.toml names (STACK_ARGS="--stack-name X
+# --region R" for another; "--state .local/stack.json" for the offline stack but destroy).
+STACK_ARGS ?=
+smoke: venv  ## a member provisions and revokes one test device on the deployed stack; all removed
+	$(RUN) -m tools.smoke $(STACK_ARGS)
+
+CA_CERT_OUT ?= device-ca.pem
+ca-cert: venv  ## write the deployed Private CA's certificate, which devices pin, to CA_CERT_OUT
+	$(RUN) -m tools.ca_cert --out $(CA_CERT_OUT) $(STACK_ARGS)
+
+# `make destroy DESTROY_ARGS=--yes` retires the Private CA without asking.
+DESTROY_ARGS ?=
+destroy: venv sam  ## sam delete, then (asked) retire the Private CA; lists what the stack keeps
+	$(RUN) -m tools.destroy --sam $(SAM_VENV)/bin/sam $(STACK_ARGS) $(DESTROY_ARGS)
 
 clean:  ## remove the virtualenv, caches and local state
 	rm -rf $(VENV) .local .pytest_cache .mypy_cache .ruff_cache

@@ -84,7 +84,8 @@ bench: venv  ## benchmarks: print figures, assert nothing
 	$(RUN) -m bench
 	$(RUN) -m bench.disconnect
 
-# `make load LOAD_ARGS="--devices 50"` for a quick run; `python -m bench.load --help` lists all.
+# `make load LOAD_ARGS="--devices 50"` for a quick run; `.venv/bin/python -m bench.load --help`
+# lists all.
 LOAD_ARGS ?=
 load: venv  ## onboard 1,000 devices offline under AWS quotas and the stage throttle; print figures
 	$(RUN) -m bench.load $(LOAD_ARGS)

@@ -130,6 +130,10 @@ def test_every_usage_line_runs_as_printed(clone: Path, capsys: pytest.CaptureFix
             assert _usage(tool_main, words, capsys) == " ".join([program, *words])
     assert len(programs[hints.COMMAND][1]) >= 12
 
+    # ... and the benchmarks' (their usage lines are checked in their own output only)
+    benches = ("", ".load", ".herd", ".fleet", ".disconnect")
+    benchmarks = [f".venv/bin/python -m bench{name}" for name in benches]
+
     # WHEN each program's line is pasted into a shell at the clone's root, with --help (all at
     # once: each is a Python start-up)
     running = {
@@ -141,7 +145,7 @@ def test_every_usage_line_runs_as_printed(clone: Path, capsys: pytest.CaptureFix
             stderr=subprocess.PIPE,
             text=True,
         )
-        for program in programs
+        for program in [*programs, *benchmarks]
     }
     # THEN each runs, and prints the same usage line: the command it names is itself
     failed = {}

@@ -74,6 +74,19 @@ def test_make_venv_installed_the_devstack_command_of_this_checkout(clone: Path) 
     )
 
 
+def test_hints_know_where_the_state_file_is_by_default() -> None:
+    # A hint leaves --state out for the default state file only: the one `up` and the example's
+    # processes use when not told otherwise.
+    from devstack import stack
+    from onboarding_ble import offline
+
+    assert hints.DEFAULT_STATE == stack.DEFAULT_STATE == offline.DEFAULT_STATE
+    assert hints.command("up", state=stack.DEFAULT_STATE) == ".venv/bin/devstack up"
+    assert hints.command("down", state="/tmp/my stack.json") == (
+        ".venv/bin/devstack down --state '/tmp/my stack.json'"
+    )
+
+
 # -- usage lines ----------------------------------------------------------------------------
 
 

@@ -20,10 +20,15 @@ SAM_BUILD_FLAGS ?=
 help:  ## list the targets
 	@grep -E '^[a-z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-$(BIN)/.installed: $(REQS)
+# The project itself last, editable (pyproject.toml): the `devstack` command in $(BIN), and the
+# packages of local/ and example/onboarding_ble importable with no PYTHONPATH. Re-run when a
+# requirements file or pyproject.toml changes; a no-op otherwise. (PYTHONWARNINGS: setuptools'
+# notice that an editable install is one is not a problem to show.)
+$(BIN)/.installed: $(REQS) pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	PYTHONWARNINGS=ignore $(BIN)/python -m pip install --quiet --no-deps --editable .
 	touch $@
 
 $(SAM_VENV)/bin/.installed: requirements-sam.txt
@@ -32,7 +37,7 @@ $(SAM_VENV)/bin/.installed: requirements-sam.txt
 	$(SAM_VENV)/bin/python -m pip install --quiet -r requirements-sam.txt
 	touch $@
 
-venv: $(BIN)/.installed  ## create .venv from the project's files (everything but the SAM CLI)
+venv: $(BIN)/.installed  ## create .venv (all but the SAM CLI), with the `devstack` command
 
 sam: $(SAM_VENV)/bin/.installed  ## the SAM CLI, in a virtualenv of its own (for lint and deploy)
 
@@ -70,14 +75,17 @@ demo: venv  ## the whole flow offline: stack, BLE, MQTT
 up: venv  ## start the offline stack and keep it running (Ctrl-C or `make down` stops it)
 	$(RUN) -m devstack up
 
-down:  ## stop the offline stack a `make up` started (from another terminal)
-	@PYTHONPATH=local:. $(BIN)/python -m devstack down
+# No venv, so nothing was ever started: nothing to stop either (and nothing to install).
+down:  ## stop the offline stack a `make up` started (from another terminal); nothing up is fine
+	@if [ -x $(BIN)/python ]; then PYTHONPATH=local $(BIN)/python -m devstack down; \
+	else echo "no offline stack is up (no $(VENV)): nothing to stop"; fi
 
 bench: venv  ## benchmarks: print figures, assert nothing
 	$(RUN) -m bench
 	$(RUN) -m bench.disconnect
 
-# `make load LOAD_ARGS="--devices 50"` for a quick run; `python -m bench.load --help` lists all.
+# `make load LOAD_ARGS="--devices 50"` for a quick run; `.venv/bin/python -m bench.load --help`
+# lists all.
 LOAD_ARGS ?=
 load: venv  ## onboard 1,000 devices offline under AWS quotas and the stage throttle; print figures
 	$(RUN) -m bench.load $(LOAD_ARGS)
@@ -115,5 +123,6 @@ DESTROY_ARGS ?=
 destroy: venv sam  ## sam delete, then (asked) retire the Private CA; lists what the stack keeps
 	$(RUN) -m tools.destroy --sam $(SAM_VENV)/bin/sam $(STACK_ARGS) $(DESTROY_ARGS)
 
-clean:  ## remove the virtualenv, caches and local state
-	rm -rf $(VENV) .local .pytest_cache .mypy_cache .ruff_cache
+clean:  ## remove the virtualenv, caches, local state and build output (.aws-sam, egg-info)
+	rm -rf $(VENV) .local .pytest_cache .mypy_cache .ruff_cache .coverage .aws-sam build \
+	    *.egg-info

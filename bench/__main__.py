@@ -237,7 +237,7 @@ def bench_import(runs: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser = argparse.ArgumentParser(prog=".venv/bin/python -m bench", description=__doc__)
     parser.add_argument("--devices", type=int, default=40, help="devices to provision (default 40)")
     parser.add_argument("--delay-ms", type=float, default=25.0, help="added to every AWS call")
     parser.add_argument("--cpu-requests", type=int, default=200, help="requests for the CPU figure")

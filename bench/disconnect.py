@@ -106,7 +106,9 @@ def measure(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.disconnect", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog=".venv/bin/python -m bench.disconnect", description=__doc__
+    )
     parser.add_argument("--devices", type=int, default=20, help="devices per operation")
     args = parser.parse_args(argv)
     if functions_call_delete_connection():

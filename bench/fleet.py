@@ -130,7 +130,7 @@ def bench_first_page(devices: int, runs: int, delay_ms: float, limit: int) -> No
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.fleet", description=__doc__)
+    parser = argparse.ArgumentParser(prog=".venv/bin/python -m bench.fleet", description=__doc__)
     parser.add_argument("--devices", type=int, default=10_000, help="the big fleet (10,000)")
     parser.add_argument("--runs", type=int, default=20, help="pages timed per member (20)")
     parser.add_argument("--delay-ms", type=float, default=25.0, help="added to every AWS call")

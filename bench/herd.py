@@ -268,7 +268,7 @@ def report(title: str, settings: Settings, figures: Figures) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     defaults = template_defaults()
-    parser = argparse.ArgumentParser(prog="python -m bench.herd", description=__doc__)
+    parser = argparse.ArgumentParser(prog=".venv/bin/python -m bench.herd", description=__doc__)
     parser.add_argument("--devices", type=int, default=100_000, help="fleet size (100,000)")
     parser.add_argument("--onboarding-hours", type=float, default=24.0, help="default 24")
     parser.add_argument("--validity-days", type=int, default=7, help="certificates (default 7)")

@@ -593,7 +593,7 @@ def print_report(report: Report, say: Callable[[str], None] = print) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m bench.load",
+        prog=".venv/bin/python -m bench.load",
         description=(
             "Onboard devices through the offline stack with AWS's API quotas and the template's "
             "stage throttle on, and print throughput against the quota bound, latency, status "

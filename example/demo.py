@@ -1,10 +1,10 @@
 """``make demo``: one device onboarded end to end through the offline stack.
 
-    python example/demo.py [--http-only] [--dir .local/demo] [deploy options]
+    .venv/bin/python example/demo.py [--http-only] [--dir .local/demo] [deploy options]
 
-(with ``local`` on PYTHONPATH for devstack, as ``make demo`` sets it). The flow is a list of
-steps over a shared ``DemoContext``; each prints its title, a one-line result and its time. By
-default (``BLE_STEPS``) the device and the phone app are the example's own processes: a
+from the repository's root (``make venv`` installs devstack, which it imports). The flow is a
+list of steps over a shared ``DemoContext``; each prints its title, a one-line result and its
+time. By default (``BLE_STEPS``) the device and the phone app are the example's own processes: a
 virtual radio, the offline stack's mTLS MQTT broker standing in for IoT Core, device.py and
 provisioning_app.py, started and stopped through ``onboarding_ble.processes`` and followed
 through their event lines (``onboarding_ble.events``); what the API answered is read from the
@@ -799,7 +799,7 @@ def _shown(path: Path) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python example/demo.py",
+        prog=".venv/bin/python example/demo.py",
         description=(
             "Onboard one device end to end offline: start the stack on free ports, then the "
             "virtual BLE radio, the mTLS MQTT broker, the device and the phone app as processes; "

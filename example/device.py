@@ -1,6 +1,6 @@
 """The device: BLE provisioning (GATT server), then MQTT over mutual TLS with AWS IoT.
 
-    python device.py --transport tcp-client:127.0.0.1:PORT --dsn SN-0001 \
+    .venv/bin/python example/device.py --transport tcp-client:127.0.0.1:PORT --dsn SN-0001 \
         --state-dir .local/devices/SN-0001 --ca pinned-ca.pem --thing-prefix device \
         --iot-endpoint 127.0.0.1:8883 --mqtt-ca broker-ca.pem
 
@@ -401,7 +401,7 @@ async def async_main(options: DeviceOptions) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="device.py",
+        prog=".venv/bin/python example/device.py",
         description="IoT device: BLE provisioning, then MQTT with mutual TLS.",
     )
     parser.add_argument(

@@ -1,11 +1,14 @@
 """The app's fleet commands: list devices, hand one over, claim one, release one; and, for an
 administrator, who a user is.
 
-    python provisioning_app.py list     --state .local/stack.json [--all] [--limit N]
-    python provisioning_app.py transfer --state .local/stack.json SN-0001 [--cancel [--decline]]
-    python provisioning_app.py claim    --state .local/stack.json SN-0001
-    python provisioning_app.py release  --state .local/stack.json SN-0001 --yes
-    python provisioning_app.py user     --state .local/stack.json SUB|USERNAME|EMAIL
+    .venv/bin/python example/provisioning_app.py list     --state .local/stack.json [--all]
+    .venv/bin/python example/provisioning_app.py transfer --state .local/stack.json SN-0001
+    .venv/bin/python example/provisioning_app.py claim    --state .local/stack.json SN-0001
+    .venv/bin/python example/provisioning_app.py release  --state .local/stack.json SN-0001 --yes
+    .venv/bin/python example/provisioning_app.py user     --state .local/stack.json SUB|USERNAME|EMAIL
+
+(``transfer --cancel [--decline]`` ends a handover; ``list --limit N`` pages.) This file is no
+command of its own: run as a script, it runs the app with its arguments.
 
 A transfer code is a secret until it is used: ``claim`` and ``transfer --cancel --decline`` read
 it at a prompt (not echoed) or, when standard input is not a terminal, from its next line,
@@ -40,6 +43,8 @@ from onboarding_ble import protocol
 from onboarding_ble.protocol import ProtocolError
 
 COMMANDS = ("list", "transfer", "claim", "release", "user")
+# The app's command as its usage lines print it: it runs so from the repository's root.
+PROG = ".venv/bin/python example/provisioning_app.py"
 EXIT_OK, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_API = 0, 2, 3, 4
 MAX_PAGES = 1000  # --all stops here: a bound, not a fleet size
 
@@ -457,7 +462,7 @@ def common_parsers() -> list[argparse.ArgumentParser]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="provisioning_app.py",
+        prog=PROG,
         description="The app's fleet commands (no BLE): list, transfer, claim, release, user.",
     )
     subparsers = parser.add_subparsers(dest="command", required=True)
@@ -468,3 +473,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str], hooks: Hooks) -> int:
     args = build_parser().parse_args(list(argv))
     return run(args, hooks)
+
+
+if __name__ == "__main__":
+    # Run as a script, this file is the app: `--help` lists the fleet commands, and a command
+    # runs as `provisioning_app.py COMMAND` would run it (the app's sign-in and backend).
+    import provisioning_app
+
+    arguments = sys.argv[1:]
+    if not arguments or arguments[0] not in COMMANDS:
+        build_parser().parse_args(arguments)  # --help, or a usage error naming the commands
+    sys.exit(provisioning_app.main(arguments))

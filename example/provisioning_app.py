@@ -1,6 +1,6 @@
 """The phone-app stand-in: sign in, find the device over BLE, get it a certificate.
 
-    python provisioning_app.py --transport tcp-client:127.0.0.1:PORT \
+    .venv/bin/python example/provisioning_app.py --transport tcp-client:127.0.0.1:PORT \
         --state .local/stack.json --dsn SN-0001
 
 Signs in to Cognito (USER_PASSWORD_AUTH, public client: no secret), scans for devices that
@@ -627,11 +627,12 @@ async def async_main(options: AppOptions, backend: Backend, username: str, passw
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="provisioning_app.py",
+        prog=fleet_commands.PROG,
         parents=fleet_commands.common_parsers(),
         description="Phone-app stand-in: sign in, find a device over BLE, provision it.",
-        epilog="Fleet commands (API only): provisioning_app.py {list,transfer,claim,release} "
-        "--help; an administrator's user lookup (Cognito): provisioning_app.py user --help",
+        epilog=f"Fleet commands (API only): {fleet_commands.PROG} "
+        "{list,transfer,claim,release} --help; an administrator's user lookup (Cognito): "
+        f"{fleet_commands.PROG} user --help",
     )
     parser.add_argument(
         "--transport",

@@ -1,8 +1,8 @@
 """What a device does with its key, as commands for trying the API by hand (curl).
 
-    python -m onboarding_ble.keytool new .local/SN-0001.key       # prints the public key
-    python -m onboarding_ble.keytool open answer.json --key .local/SN-0001.key --dsn SN-0001 \\
-        --ca .local/device-ca.pem --out .local/devices/SN-0001
+    .venv/bin/python -m onboarding_ble.keytool new .local/SN-0001.key   # prints the public key
+    .venv/bin/python -m onboarding_ble.keytool open answer.json --key .local/SN-0001.key \\
+        --dsn SN-0001 --ca .local/device-ca.pem --out .local/devices/SN-0001
 
 ``new`` makes the device's X25519 key pair: the private key goes to a new 0600 file, the
 public key (base64, what ``POST /certificate`` takes as ``publicKey``) is printed. ``open``
@@ -63,7 +63,7 @@ def open_answer(
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m onboarding_ble.keytool",
+        prog=".venv/bin/python -m onboarding_ble.keytool",
         description="A device's X25519 key and what it does with a POST /certificate answer.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     opened.add_argument("--key", type=Path, required=True, help="the private key from `new`")
     opened.add_argument("--dsn", required=True, help="the DSN the answer must be for")
     opened.add_argument(
-        "--ca", type=Path, required=True, help="the pinned CA (`python -m devstack ca-cert`)"
+        "--ca", type=Path, required=True, help="the pinned CA (`.venv/bin/devstack ca-cert`)"
     )
     opened.add_argument("--out", type=Path, required=True, help="the device's state directory")
     return parser

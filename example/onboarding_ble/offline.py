@@ -7,9 +7,12 @@ deployed stack's Outputs instead.
 from __future__ import annotations
 
 import json
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+DEFAULT_STATE = Path(".local/stack.json")  # where `make up` (devstack up) writes it
 
 
 class OfflineStateError(ValueError):
@@ -49,6 +52,11 @@ class OfflineStack:
                 thing_prefix=outputs.get("ThingPrefix"),
             )
         except FileNotFoundError:
-            raise OfflineStateError(f"{path}: no such file; is `devstack up` running?") from None
+            up = ".venv/bin/devstack up"
+            if path != DEFAULT_STATE:
+                up += f" --state {shlex.quote(str(path))}"
+            raise OfflineStateError(
+                f"{path}: no such file; the offline stack is not up (start it with `{up}`)"
+            ) from None
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise OfflineStateError(f"{path}: not an offline stack state file ({exc!r})") from exc

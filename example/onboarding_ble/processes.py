@@ -208,7 +208,9 @@ class BrokerInfo:
     def from_state(cls, state: Mapping[str, Any]) -> BrokerInfo:
         mqtt = state.get("mqtt")
         if not mqtt:
-            raise ChildError("the state file has no MQTT broker; restart `devstack up`")
+            raise ChildError(
+                "the state file has no MQTT broker; restart the offline stack (`make up`)"
+            )
         return cls(
             mqtt["host"],
             int(mqtt["port"]),

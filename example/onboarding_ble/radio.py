@@ -1,6 +1,6 @@
 """A virtual BLE radio: bumble controllers on one shared link, one HCI transport each.
 
-    python -m onboarding_ble.radio tcp-server:127.0.0.1:0 tcp-server:127.0.0.1:0
+    .venv/bin/python -m onboarding_ble.radio tcp-server:127.0.0.1:0 tcp-server:127.0.0.1:0
 
 Each transport spec gets its own controller; a host (device.py, provisioning_app.py) connects
 to it as `tcp-client:127.0.0.1:PORT`. Port 0 picks a free port; the ports actually bound are
@@ -76,7 +76,7 @@ async def async_main(specs: Sequence[str], ready_file: Path | None) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m onboarding_ble.radio",
+        prog=".venv/bin/python -m onboarding_ble.radio",
         description="Virtual BLE radio: bumble controllers on a shared link, one per transport.",
     )
     parser.add_argument(

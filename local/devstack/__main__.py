@@ -1,4 +1,4 @@
-"""``python -m devstack``."""
+"""``python -m devstack``: what ``.venv/bin/devstack`` (installed by ``make venv``) runs."""
 
 import sys
 

@@ -1,4 +1,4 @@
-"""``python -m devstack``: the offline stack's command line.
+"""``.venv/bin/devstack``: the offline stack's command line (``make venv`` installs it).
 
 Commands: up, down, user add, user list, login, ca-cert, sweep, expiry, state, logs. Each has
 ``--help``. Errors the user can fix print one line on stderr and exit with status 2.
@@ -20,6 +20,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from devstack import hints
 from devstack.errors import DevstackError
 from devstack.stack import (
     DEFAULT_ADMIN_EMAIL,
@@ -58,7 +59,10 @@ def _cmd_up(args: argparse.Namespace) -> int:
         except DevstackError:
             pid = 0
         if pid and pid != os.getpid() and pid_alive(pid):
-            raise DevstackError(f"a stack is already up (pid {pid}, {state_path}); run down first")
+            raise DevstackError(
+                f"a stack is already up (pid {pid}, {state_path}); stop it first with "
+                f"{_down_hint(state_path)}"
+            )
     stop = threading.Event()
 
     def on_signal(_signum: int, _frame: FrameType | None) -> None:
@@ -92,10 +96,12 @@ def _cmd_up(args: argparse.Namespace) -> int:
                 print(f"  MQTT (mTLS)    {mqtt.host}:{mqtt.port}  server CA {mqtt.ca_file}")
             print(f"  user pool      {outputs.get('UserPoolId')}")
             print(f"  app client     {outputs.get('UserPoolClientId')}")
-            admin = stack.deployment.admin_username
-            print(f"  administrator  {admin} (`python -m devstack login {admin}`)")
-            print(f"  logs           {log_dir}/ (`python -m devstack logs --follow`)")
-            print("Ctrl-C, `make down` or `python -m devstack down` stops it.", flush=True)
+            admin = stack.deployment.admin_username or ""
+            login_hint = hints.command("login", admin.split("#", 1)[0], state=state_path)
+            print(f"  administrator  {admin} (`{login_hint}`)")
+            logs_hint = hints.command("logs", "--follow", state=state_path)
+            print(f"  logs           {log_dir}/ (`{logs_hint}`)")
+            print(f"Ctrl-C, {_down_hint(state_path)} stops it.", flush=True)
             stop.wait()
         finally:
             stack.stop()
@@ -105,6 +111,12 @@ def _cmd_up(args: argparse.Namespace) -> int:
             signal.signal(sig, handler)
         _restore_terminal(log_file)
     return 0
+
+
+def _down_hint(state_path: Path) -> str:
+    """`make down` stops the stack of the default state file only."""
+    down = f"`{hints.command('down', state=state_path)}`"
+    return f"`make down` or {down}" if state_path == hints.DEFAULT_STATE else down
 
 
 def _limits_line(throttled: bool, quotas: bool) -> str:
@@ -139,14 +151,17 @@ def _restore_terminal(handler: logging.Handler) -> None:
 
 
 def _cmd_down(args: argparse.Namespace) -> int:
+    """Stop the stack; with none up there is nothing to do, and that is no error."""
     state_path = Path(args.state)
+    if not state_path.exists():
+        print(f"no offline stack is up (no {state_path}): nothing to stop")
+        return 0
     state = read_state(state_path)
     pid = int(state.get("pid") or 0)
     if not pid or not pid_alive(pid):
         remove_state(state_path)
-        raise DevstackError(
-            f"the offline stack is not up (pid {pid} is gone); removed {state_path}"
-        )
+        print(f"no offline stack is up (pid {pid} is gone): removed its stale {state_path}")
+        return 0
     os.kill(pid, signal.SIGTERM)
     if not wait_for(lambda: not state_path.exists(), timeout=args.timeout):
         raise DevstackError(f"pid {pid} did not stop within {args.timeout:g} s")
@@ -344,7 +359,7 @@ def deploy_options(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m devstack",
+        prog=hints.COMMAND,
         description="The offline stack: the whole application on this machine, no AWS account.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -467,8 +482,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="print one value of the state file, e.g. api_url or mqtt.port",
         description=(
             "Print one value of the running stack's state file by its dotted key, for scripts: "
-            "API_URL=$(python -m devstack state api_url). Keys: outputs.<Output>, endpoint_url, "
-            "api_url, region, mqtt.host, mqtt.port, mqtt.ca_file, stack_name."
+            f"API_URL=$({hints.command('state', 'api_url')}). Keys: outputs.<Output>, "
+            "endpoint_url, api_url, region, mqtt.host, mqtt.port, mqtt.ca_file, stack_name."
         ),
     )
     state.add_argument("key", help="dotted key, e.g. api_url, outputs.UserPoolId, mqtt.port")

@@ -1,6 +1,6 @@
 """The running offline stack: moto server + local deployment + local gateway, and its state file.
 
-``start_stack`` is what ``python -m devstack up``, ``demo`` and the end-to-end tests use. It
+``start_stack`` is what ``devstack up``, ``demo`` and the end-to-end tests use. It
 builds each function's package (devstack.awslambda.packages, like ``sam build``), starts moto, runs
 the functions in worker processes (devstack.awslambda.workers: the custom resource during the
 deployment, then the API's functions behind the gateway), and stops all of it on ``stop()``.
@@ -35,6 +35,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from moto.server import ThreadedMotoServer
 
+from devstack import hints
 from devstack.apigateway.gateway import GatewayServer, LocalApi
 from devstack.apigateway.throttle import StageThrottle, stage_throttle_from_template
 from devstack.awslambda.lambda_api import LambdaApiServer
@@ -341,13 +342,17 @@ def read_state(path: Path) -> dict[str, Any]:
         state: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise DevstackError(
-            f"the offline stack is not up (no {path}); start it with `python -m devstack up`"
+            f"the offline stack is not up (no {path}); start it with "
+            f"`{hints.command('up', state=path)}`"
         ) from None
     except (OSError, ValueError) as exc:
         raise DevstackError(f"cannot read the state file {path}: {exc}") from exc
     for key in ("outputs", "endpoint_url", "region"):
         if key not in state:
-            raise DevstackError(f"the state file {path} has no {key!r}; remove it and run up")
+            raise DevstackError(
+                f"the state file {path} has no {key!r}; remove it and run "
+                f"`{hints.command('up', state=path)}`"
+            )
     return state
 
 
@@ -394,12 +399,13 @@ class StackClient:
         except ClientError as exc:
             raise DevstackError(
                 f"the stack in {self.state_path} is gone ({exc.response['Error']['Code']}); "
-                "run `python -m devstack up` again"
+                f"start it again with `{hints.command('up', state=self.state_path)}`"
             ) from exc
         except BotoCoreError as exc:
             raise DevstackError(
                 f"the offline stack is not up: nothing answers at {self.endpoint_url} "
-                f"(stale {self.state_path}?); start it with `python -m devstack up`"
+                f"(stale {self.state_path}?); start it with "
+                f"`{hints.command('up', state=self.state_path)}`"
             ) from exc
 
 

@@ -17,7 +17,7 @@ parameter of ``template.yaml``, after the SAM translation ``sam deploy`` perform
    (CloudFormation creates the replacement first): for example a Cognito user whose e-mail
    changed but whose ``Username`` did not.
 
-``python -m tools.deploy_safety`` prints the table that docs/parameters.md holds.
+``.venv/bin/python -m tools.deploy_safety`` prints the table that docs/parameters.md holds.
 """
 
 from __future__ import annotations
@@ -553,7 +553,7 @@ def generated_section(markdown: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m tools.deploy_safety",
+        prog=".venv/bin/python -m tools.deploy_safety",
         description="Print what changing each template parameter does to a running stack.",
     )
     parser.add_argument("--template", type=Path, default=TEMPLATE, help="default: %(default)s")

@@ -1,6 +1,6 @@
 """Template parameter overrides from ``provisioning_lambda/config.json``.
 
-    python -m tools.params [--config FILE | --no-config] [--raw] [Key=Value ...]
+    .venv/bin/python -m tools.params [--config FILE | --no-config] [--raw] [Key=Value ...]
 
 config.json keeps the original sample's keys so an operator's existing file still works; it
 is read at deploy time only (by ``sam deploy`` through ``make params``, and by the offline
@@ -163,7 +163,7 @@ def format_overrides(parameters: dict[str, str], *, shell: bool = True) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m tools.params",
+        prog=".venv/bin/python -m tools.params",
         description=(
             "Turn provisioning_lambda/config.json (the original sample's keys) into "
             "`sam deploy --parameter-overrides` items. Explicit Key=Value items win."

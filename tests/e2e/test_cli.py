@@ -1,23 +1,25 @@
-"""``python -m devstack``: the commands an operator types, and their errors."""
+"""``.venv/bin/devstack``: the commands an operator types, and their errors.
+
+tests/e2e/test_printed_hints.py runs what they print for the user to paste, as a shell would.
+"""
 
 from __future__ import annotations
 
 import argparse
 import io
 import json
-import os
-import signal
+import shlex
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from devstack.cli import main
+from devstack import hints
+from devstack.cli import build_parser, main
 from devstack.stack import RunningStack
-from tests.e2e.conftest import ROOT, TEMPLATE
+from tests.e2e.conftest import TEMPLATE
 from tests.support.offline import device_key, new_member, post_certificate, unique_dsn
 from tools import params
 
@@ -108,12 +110,48 @@ def test_existing_user_is_exit_2(
     assert "already exists" in _one_line_error(capsys)
 
 
-@pytest.mark.parametrize("command", [["login", "admin"], ["user", "list"], ["down"]])
+def _the_hint_to_start_it(error: str, state: Path) -> None:
+    """The error names the command that starts this stack, and that command parses as `up`
+    of this state file (test_printed_hints.py runs the default one in a shell)."""
+    hint = hints.command("up", state=state)
+    assert f"`{hint}`" in error, error
+    words = shlex.split(hint)
+    assert words[0] == ".venv/bin/devstack"
+    args = build_parser().parse_args(words[1:])
+    assert (args.command, Path(args.state)) == ("up", state)
+
+
+@pytest.mark.parametrize(
+    "command", [["login", "admin"], ["user", "list"], ["ca-cert"], ["sweep"], ["state", "x"]]
+)
 def test_commands_need_a_stack_that_is_up(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]
 ) -> None:
-    assert main([*command, "--state", str(tmp_path / "none.json")]) == 2
-    assert "not up" in _one_line_error(capsys)
+    state = tmp_path / "none.json"
+    assert main([*command, "--state", str(state)]) == 2
+    error = _one_line_error(capsys)
+    assert "not up" in error
+    _the_hint_to_start_it(error, state)
+
+
+def test_down_with_nothing_up_says_so_and_succeeds(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # GIVEN no state file, WHEN down is run, THEN there is nothing to stop, and that is fine
+    state = tmp_path / "stack.json"
+    assert main(["down", "--state", str(state)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and "nothing to stop" in out
+    # GIVEN a state file left by a stack whose process is gone (killed with SIGKILL, say)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    left = {"pid": gone.pid, "outputs": {}, "endpoint_url": "http://127.0.0.1:1", "region": "r"}
+    state.write_text(json.dumps(left))
+    # WHEN down is run, THEN it removes the stale file and succeeds, in one line
+    assert main(["down", "--state", str(state)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and "removed its stale" in out
+    assert not state.exists()
 
 
 def test_a_stale_state_file_is_reported(
@@ -130,7 +168,9 @@ def test_a_stale_state_file_is_reported(
     stale.write_text(json.dumps(state))
 
     assert main(["user", "list", "--state", str(stale)]) == 2
-    assert "not up" in _one_line_error(capsys)
+    error = _one_line_error(capsys)
+    assert "not up" in error
+    _the_hint_to_start_it(error, stale)
 
 
 @pytest.mark.parametrize("option", ["--port", "--moto-port", "--mqtt-port"])
@@ -156,50 +196,6 @@ def test_up_on_a_port_in_use_is_exit_2_naming_the_option(
     error = _one_line_error(capsys)
     assert f"port {port}" in error and error.endswith(f"pick another with {option}")
     assert not (tmp_path / "stack.json").exists()
-
-
-def test_up_then_down_in_another_process(tmp_path: Path) -> None:
-    # GIVEN `python -m devstack up` running as an operator would start it
-    state = tmp_path / "stack.json"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "local"), str(ROOT)])}
-    process = subprocess.Popen(  # noqa: S603 - our own CLI
-        [sys.executable, "-m", "devstack", "up", "--state", str(state)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while not state.exists() and process.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert state.exists(), process.stdout.read() if process.poll() is not None else "timeout"
-        recorded = json.loads(state.read_text())
-        assert recorded["pid"] == process.pid
-        assert recorded["admin"]["password"]
-        # ... with the MQTT broker standing in for IoT Core, reachable where the state file says
-        mqtt = recorded["mqtt"]
-        assert Path(mqtt["ca_file"]).read_text().startswith("-----BEGIN CERTIFICATE-----")
-        with socket.create_connection((mqtt["host"], mqtt["port"]), timeout=5):
-            pass
-
-        # WHEN `down` is run
-        assert main(["down", "--state", str(state)]) == 0
-
-        # THEN the stack process ends cleanly and its state file is gone
-        assert process.wait(timeout=20) == 0
-        assert not state.exists()
-        output = process.stdout.read() if process.stdout else ""
-        # ... having printed where everything is and how to stop it, but no password
-        assert recorded["api_url"] in output and f"{mqtt['host']}:{mqtt['port']}" in output
-        assert "make down" in output
-        assert recorded["admin"]["password"] not in output
-        assert "offline stack stopped" in output
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGKILL)
-            process.wait()
 
 
 def test_params_maps_config_json_and_overrides_win(
@@ -305,7 +301,7 @@ def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
         with pytest.raises(SystemExit) as done:
             main([*command, "--help"])
         assert done.value.code == 0
-        assert "usage: python -m devstack" in capsys.readouterr().out
+        assert f"usage: .venv/bin/devstack {' '.join(command)}".strip() in capsys.readouterr().out
 
 
 def test_the_tools_and_the_demo_have_help(capsys: pytest.CaptureFixture[str]) -> None:
@@ -313,9 +309,9 @@ def test_the_tools_and_the_demo_have_help(capsys: pytest.CaptureFixture[str]) ->
     from tools import deploy_safety
 
     for tool_main, usage in (
-        (params.main, "usage: python -m tools.params"),
-        (deploy_safety.main, "usage: python -m tools.deploy_safety"),
-        (demo.main, "usage: python example/demo.py"),
+        (params.main, "usage: .venv/bin/python -m tools.params"),
+        (deploy_safety.main, "usage: .venv/bin/python -m tools.deploy_safety"),
+        (demo.main, "usage: .venv/bin/python example/demo.py"),
     ):
         with pytest.raises(SystemExit) as done:
             tool_main(["--help"])

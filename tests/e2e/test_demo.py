@@ -188,5 +188,5 @@ def test_make_demo_runs_the_demo_script_from_the_repository_root() -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    assert "usage: python example/demo.py" in done.stdout
+    assert "usage: .venv/bin/python example/demo.py" in done.stdout
     assert "example/demo.py" in (ROOT / "Makefile").read_text(encoding="utf-8")

@@ -65,7 +65,7 @@ def test_the_parameter_table_in_the_docs_is_the_computed_one(
     assert documented, f"{DOC} lost its generated table"
     assert documented == render(list(table.values())), (
         "docs/parameters.md is stale: run "
-        "PYTHONPATH=local .venv/bin/python -m tools.deploy_safety --write docs/parameters.md"
+        ".venv/bin/python -m tools.deploy_safety --write docs/parameters.md"
     )
 
 

@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -347,7 +348,7 @@ def deploy_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--region", default="us-east-1", help="region (default %(default)s)")
 
 
-def _cert_lifetime(text: str) -> Any:
+def _cert_lifetime(text: str) -> timedelta:
     try:
         return lifetime.parse(text)
     except ValueError as exc:

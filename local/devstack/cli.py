@@ -16,12 +16,14 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from devstack import hints
 from devstack.errors import DevstackError
+from devstack.moto_bridges import lifetime
 from devstack.stack import (
     DEFAULT_ADMIN_EMAIL,
     DEFAULT_STATE,
@@ -84,6 +86,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
             build_progress=print,  # the first build of the functions' packages takes a while
             throttle=not args.no_throttle,
             quotas=args.quotas,
+            cert_lifetime=args.cert_lifetime,
         )
         try:
             outputs = stack.outputs
@@ -91,6 +94,9 @@ def _cmd_up(args: argparse.Namespace) -> int:
             print(f"  API            {stack.api_url}  (POST {stack.api_url}/certificate)")
             print(f"  AWS (moto)     {stack.endpoint_url}  region {args.region}")
             print(f"  limits         {_limits_line(stack.throttle is not None, args.quotas)}")
+            if args.cert_lifetime is not None:
+                shown = lifetime.describe(args.cert_lifetime)
+                print(f"  certificates   device certificates valid for {shown} (--cert-lifetime)")
             if stack.mqtt is not None:
                 mqtt = stack.mqtt
                 print(f"  MQTT (mTLS)    {mqtt.host}:{mqtt.port}  server CA {mqtt.ca_file}")
@@ -357,6 +363,13 @@ def deploy_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--region", default="us-east-1", help="region (default %(default)s)")
 
 
+def _cert_lifetime(text: str) -> timedelta:
+    try:
+        return lifetime.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=hints.COMMAND,
@@ -387,6 +400,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="do not apply the template's stage throttling at the gateway (on by default, as "
         "in AWS)",
+    )
+    up.add_argument(
+        "--cert-lifetime",
+        type=_cert_lifetime,
+        metavar="DURATION",
+        help="issue device certificates valid for this long (1m-24h, e.g. 10m) instead of "
+        "DeviceCertValidityDays, to watch renewal and expiry in minutes (offline only; see "
+        "docs/offline-stack.md)",
     )
     up.add_argument("-v", "--verbose", action="store_true", help="print each resource created")
     up.set_defaults(func=_cmd_up)

@@ -27,6 +27,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,7 @@ from devstack.iot.broker import BrokerThread, MqttEndpoint
 from devstack.iot.iot_data import IotDataServer
 from devstack.iot.topic_rules import RuleEngine
 from devstack.moto_bridges import gaps as moto_gaps
+from devstack.moto_bridges import lifetime as cert_lifetimes
 from devstack.moto_bridges.quotas import QuotaLimiter, apply_quotas
 
 DEFAULT_STATE = Path(".local/stack.json")
@@ -112,6 +114,7 @@ class RunningStack:
     rules: RuleEngine | None = None  # the template's topic rules, run by the broker
     throttle: StageThrottle | None = None  # the gateway's stage throttling, if applied
     quotas: QuotaLimiter | None = None  # the AWS API quotas on moto, if applied
+    cert_lifetime: timedelta | None = None  # device certificates' lifetime, if shortened
 
     @property
     def api_url(self) -> str:
@@ -144,6 +147,11 @@ class RunningStack:
             "stack_name": self.deployment.stack_name,
             **({"mqtt": self.mqtt.state()} if self.mqtt is not None else {}),
             **({"iot_data_url": self.iot_data.url} if self.iot_data is not None else {}),
+            **(
+                {"cert_lifetime_seconds": int(self.cert_lifetime.total_seconds())}
+                if self.cert_lifetime is not None
+                else {}
+            ),
         }
 
     def stop(self) -> None:
@@ -166,6 +174,7 @@ def start_stack(
     mqtt_port: int | None = 0,
     throttle: bool = True,
     quotas: bool | QuotaLimiter = False,
+    cert_lifetime: timedelta | None = None,
 ) -> RunningStack:
     """Build the functions, start moto, deploy the template onto it, start the gateway and the
     MQTT broker (unless ``mqtt_port`` is None).
@@ -177,7 +186,8 @@ def start_stack(
 
     ``throttle`` applies the template's stage throttling at the gateway (on by default, as in
     AWS); ``quotas`` applies AWS's default API quotas to moto (off by default), or the given
-    limiter's.
+    limiter's. ``cert_lifetime`` makes ACM PCA issue device certificates valid for that long
+    (devstack.moto_bridges.lifetime; off by default: the template's DeviceCertValidityDays).
     """
     check_port_free(api_port, "--port")
     check_port_free(moto_port, "--moto-port")
@@ -196,6 +206,8 @@ def start_stack(
         exit_stack.enter_context(offline_credentials(region))
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's per-request log lines
         moto_gaps.apply()
+        if cert_lifetime is not None:
+            exit_stack.enter_context(cert_lifetimes.device_lifetime_of(cert_lifetime))
         moto = ThreadedMotoServer(ip_address="127.0.0.1", port=moto_port, verbose=False)
         moto.start()
         exit_stack.callback(moto.stop)
@@ -267,6 +279,7 @@ def start_stack(
             throttle=stage_throttle,
             quotas=limiter,
             iot_data=iot_data,
+            cert_lifetime=cert_lifetime,
         )
         if mqtt_port is not None:
             running.rules = RuleEngine(

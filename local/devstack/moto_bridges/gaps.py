@@ -15,6 +15,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from devstack.moto_bridges import lifetime
+
 # The end-entity templates bridged below, by the part of the ARN after the partition, and the
 # one extended key usage each gives.
 END_ENTITY_TEMPLATES = {
@@ -164,7 +166,9 @@ def _usage_mode_and_validity() -> None:
                 "A certificate authority in SHORT_LIVED_CERTIFICATE mode issues certificates "
                 "valid for at most 7 days.",
             )
-        _issuing.not_after = not_after
+        # Shorter still for a device certificate when `up --cert-lifetime` asked (lifetime.py).
+        purpose = END_ENTITY_TEMPLATES.get(str(params.get("TemplateArn")).split(":", 2)[-1])
+        _issuing.not_after = lifetime.not_after(not_after, now, purpose)
         try:
             answer: str = issue(self)
         finally:

@@ -15,7 +15,7 @@ SAM := SAM_CLI_TELEMETRY=0 $(SAM_VENV)/bin/sam
 # on a machine without python3.13.
 SAM_BUILD_FLAGS ?=
 
-.PHONY: help venv sam lint test unit integration e2e soak demo up down bench load params deploy clean
+.PHONY: help venv sam lint test unit integration e2e soak demo up down bench load params vectors deploy clean
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -89,6 +89,9 @@ bench: venv  ## benchmarks: print figures, assert nothing
 LOAD_ARGS ?=
 load: venv  ## onboard 1,000 devices offline under AWS quotas and the stage throttle; print figures
 	$(RUN) -m bench.load $(LOAD_ARGS)
+
+vectors: venv  ## regenerate docs/test-vectors/ from the product's code (CHECK=1: only compare)
+	PYTHONPATH=local:example:provisioning_lambda:. $(BIN)/python -m tools.vectors $(if $(CHECK),--check)
 
 params: venv  ## print provisioning_lambda/config.json as `sam deploy` parameter overrides
 	@$(RUN) -m tools.params

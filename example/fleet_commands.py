@@ -5,7 +5,7 @@ administrator, who a user is.
     .venv/bin/python example/provisioning_app.py transfer --state .local/stack.json SN-0001
     .venv/bin/python example/provisioning_app.py claim    --state .local/stack.json SN-0001
     .venv/bin/python example/provisioning_app.py release  --state .local/stack.json SN-0001 --yes
-    .venv/bin/python example/provisioning_app.py user     --state .local/stack.json SUB|USERNAME|EMAIL
+    .venv/bin/python example/provisioning_app.py user     --state .local/stack.json SUB|NAME|EMAIL
 
 (``transfer --cancel [--decline]`` ends a handover; ``list --limit N`` pages.) This file is no
 command of its own: run as a script, it runs the app with its arguments.

@@ -3,9 +3,11 @@
 The API names owners by their Cognito ``sub`` (``list --owner``, a device's ``owner``); an
 administrator asks the user pool who that is, with ListUsers and an exact filter:
 
-    .venv/bin/python example/provisioning_app.py user --state .local/stack.json 1b6d1f9e-...   # a sub
-    .venv/bin/python example/provisioning_app.py user --stack NAME alice                     # a user name
-    .venv/bin/python example/provisioning_app.py user --stack NAME alice@example.com         # an email
+    .venv/bin/python example/provisioning_app.py user --state .local/stack.json 1b6d1f9e-...
+    .venv/bin/python example/provisioning_app.py user --stack NAME alice
+    .venv/bin/python example/provisioning_app.py user --stack NAME alice@example.com
+
+(a sub, a user name, an email).
 
 This is a call to Cognito's administration API, not to the project's API: it needs AWS
 credentials allowed ``cognito-idp:ListUsers`` on the pool (offline: the emulator's). The

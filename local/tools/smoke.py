@@ -166,6 +166,21 @@ class Smoke:
             f"{verified.certificate_id[:12]}..., chains to the stack's CA, key decrypts"
         )
 
+    def bad_body(self) -> None:
+        """A body with a typo (``dsn`` for ``DSN``): the gateway must refuse it naming the field,
+        in the API's JSON error shape. This is the one check of the gateway's BAD_REQUEST_BODY
+        answer (it quotes ``$context.error.validationErrorString``) that only AWS can make."""
+        status, answer = self.call("POST", "/certificate", {"dsn": self.dsn, "publicKey": "x"})
+        if status != 400 or not isinstance(answer, dict):
+            raise SmokeFailed(
+                f"POST /certificate with a typo: {status}, not a 400 with a JSON body (check "
+                "BAD_REQUEST_BODY in template.yaml's GatewayResponses)"
+            )
+        message = str(answer.get("msg", ""))
+        if answer.get("code") != "BAD_REQUEST_BODY" or "DSN" not in message:
+            raise SmokeFailed(f"POST /certificate with a typo: {answer.get('code')}, {message!r}")
+        self.say("smoke: a body with a typo is refused, naming the field (400 BAD_REQUEST_BODY)")
+
     def device_status(self) -> str:
         return str(self.expect("GET", f"/devices/{self.dsn}").get("status"))
 
@@ -180,6 +195,7 @@ class Smoke:
     def run(self) -> None:
         password = self.create_member()
         self.sign_in(password)
+        self.bad_body()
         self.provision()
         self.revoke()
 

@@ -175,7 +175,7 @@ def test_fleet_commands_script_prints_its_help_and_a_usage_line_that_runs(clone:
     done = shell(".venv/bin/python example/fleet_commands.py --help", clone)
     # THEN it prints the fleet commands' help, whose usage line is the app's command
     assert done.returncode == 0, done.stderr
-    assert "{list,transfer,claim,release}" in done.stdout
+    assert "{list,transfer,claim,release,user}" in done.stdout
     printed = USAGE.search(done.stdout)
     assert printed and printed.group(1) == ".venv/bin/python example/provisioning_app.py"
     again = shell(f"{printed.group(1)} list --help", clone)

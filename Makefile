@@ -123,9 +123,12 @@ ca-cert: venv  ## write the deployed Private CA's certificate, which devices pin
 
 # `make destroy DESTROY_ARGS=--yes` retires the Private CA without asking.
 DESTROY_ARGS ?=
-destroy: venv sam  ## sam delete, then (asked) retire the Private CA; lists what the stack keeps
+destroy: venv  ## sam delete, then (asked) retire the Private CA; lists what the stack keeps
+	$(RUN) -m tools.destroy --check $(STACK_ARGS)
+	$(MAKE) --no-print-directory sam
 	$(RUN) -m tools.destroy --sam $(SAM_VENV)/bin/sam $(STACK_ARGS) $(DESTROY_ARGS)
 
-clean:  ## remove the virtualenv, caches, local state and build output (.aws-sam, egg-info)
+clean:  ## stop the offline stack, then remove the virtualenv, caches, local state and build output
+	@$(MAKE) --no-print-directory down
 	rm -rf $(VENV) .local .pytest_cache .mypy_cache .ruff_cache .coverage .aws-sam build \
 	    *.egg-info

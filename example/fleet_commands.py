@@ -317,11 +317,26 @@ class UserPool:
 
 def _user_pool(args: argparse.Namespace, hooks: Hooks) -> UserPool:
     """``--user-pool-id`` is enough for ``user``; the API and app client are not needed."""
+    from botocore.exceptions import BotoCoreError, NoCredentialsError, NoRegionError
+
     if args.state or args.stack:
-        backend = hooks.resolve_backend(args)
+        try:
+            backend = hooks.resolve_backend(args)
+        except NoRegionError as exc:
+            raise FleetError(EXIT_USAGE, "no AWS Region: pass --region or set AWS_REGION") from exc
+        except NoCredentialsError as exc:
+            raise FleetError(
+                EXIT_API, "no AWS credentials: reading the stack needs cloudformation access"
+            ) from exc
+        except BotoCoreError as exc:
+            raise FleetError(
+                EXIT_API, f"reading the stack failed: AWS unreachable ({type(exc).__name__})"
+            ) from exc
         return UserPool(backend.user_pool_id, backend.region, backend.cognito_endpoint_url)
     if args.user_pool_id:
-        return UserPool(args.user_pool_id, args.region, args.cognito_endpoint_url)
+        # A pool id begins with its Region ("eu-west-1_AbCdEf123").
+        region = args.region or args.user_pool_id.partition("_")[0] or None
+        return UserPool(args.user_pool_id, region, args.cognito_endpoint_url)
     raise FleetError(EXIT_USAGE, "say where the user pool is: --state, --stack or --user-pool-id")
 
 

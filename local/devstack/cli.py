@@ -29,9 +29,9 @@ from devstack.stack import (
     DEFAULT_STATE,
     DEFAULT_TEMPLATE,
     StackClient,
-    pid_alive,
     read_state,
     remove_state,
+    stack_process_alive,
     start_stack,
     wait_for,
 )
@@ -57,10 +57,11 @@ def _cmd_up(args: argparse.Namespace) -> int:
     state_path = Path(args.state)
     if state_path.exists():
         try:
-            pid = int(read_state(state_path).get("pid", 0))
+            state = read_state(state_path)
         except DevstackError:
-            pid = 0
-        if pid and pid != os.getpid() and pid_alive(pid):
+            state = {}
+        pid = int(state.get("pid") or 0)
+        if pid and pid != os.getpid() and stack_process_alive(state):
             raise DevstackError(
                 f"a stack is already up (pid {pid}, {state_path}); stop it first with "
                 f"{_down_hint(state_path)}"
@@ -164,7 +165,7 @@ def _cmd_down(args: argparse.Namespace) -> int:
         return 0
     state = read_state(state_path)
     pid = int(state.get("pid") or 0)
-    if not pid or not pid_alive(pid):
+    if not stack_process_alive(state):
         remove_state(state_path)
         print(f"no offline stack is up (pid {pid} is gone): removed its stale {state_path}")
         return 0

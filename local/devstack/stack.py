@@ -144,6 +144,7 @@ class RunningStack:
             },
             "lambda_url": self.lambda_api.url,
             "pid": os.getpid(),
+            "pid_started": process_started(os.getpid()),
             "stack_name": self.deployment.stack_name,
             **({"mqtt": self.mqtt.state()} if self.mqtt is not None else {}),
             **({"iot_data_url": self.iot_data.url} if self.iot_data is not None else {}),
@@ -367,6 +368,29 @@ def read_state(path: Path) -> dict[str, Any]:
                 f"`{hints.command('up', state=path)}`"
             )
     return state
+
+
+def process_started(pid: int) -> str | None:
+    """When the process started (its start time in clock ticks since boot, from /proc), or None
+    where /proc has no answer: with the pid, it tells a stack's process from a later one that
+    reuses its pid."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii")
+    except OSError:
+        return None
+    # The command name, in parentheses, may hold spaces: count the fields after its ")".
+    fields = stat.rsplit(")", 1)[-1].split()
+    return fields[19] if len(fields) > 19 else None
+
+
+def stack_process_alive(state: dict[str, Any]) -> bool:
+    """Whether the process a state file names still runs: its pid is alive and, where the file
+    recorded when it started, it is the same process, not a later one given the same pid."""
+    pid = int(state.get("pid") or 0)
+    if not pid or not pid_alive(pid):
+        return False
+    recorded = state.get("pid_started")
+    return recorded is None or process_started(pid) in (None, recorded)
 
 
 def pid_alive(pid: int) -> bool:

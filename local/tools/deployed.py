@@ -16,7 +16,7 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError
 
 from tools import answers
 
@@ -40,8 +40,19 @@ class Stack:
     physical_ids: dict[str, str] = field(default_factory=dict)  # logical ID -> physical ID
 
     def client(self, service: str) -> Any:
+        # The emulator takes any credentials, and a machine with no AWS account has none: give
+        # it moto's dummy ones. In AWS, boto3's own chain finds the caller's.
+        offline = (
+            {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+            if self.endpoint_url
+            else {}
+        )
         return boto3.client(
-            service, region_name=self.region, endpoint_url=self.endpoint_url, config=CLIENT_CONFIG
+            service,
+            region_name=self.region,
+            endpoint_url=self.endpoint_url,
+            config=CLIENT_CONFIG,
+            **offline,
         )
 
     def output(self, key: str) -> str:
@@ -68,6 +79,16 @@ def from_cloudformation(name: str, region: str | None = None) -> Stack:
     except ClientError as exc:
         error = exc.response.get("Error", {})
         raise StackError(f"stack {name}: {error.get('Code')}: {error.get('Message')}") from exc
+    except NoRegionError as exc:
+        raise StackError(
+            f"cannot read stack {name}: no AWS Region; set AWS_REGION (or AWS_DEFAULT_REGION) "
+            'or pass STACK_ARGS="--region REGION"'
+        ) from exc
+    except NoCredentialsError as exc:
+        raise StackError(
+            f"cannot read stack {name}: no AWS credentials; run `aws configure` (or "
+            "`aws sso login`), or set AWS_PROFILE"
+        ) from exc
     except BotoCoreError as exc:
         raise StackError(f"cannot read stack {name}: {exc}") from exc
     outputs = {o["OutputKey"]: o["OutputValue"] for o in described.get("Outputs", [])}

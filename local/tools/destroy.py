@@ -244,6 +244,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         ),
     )
     parser.add_argument("--yes", action="store_true", help="retire the Private CA without asking")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="only read the stack (Region, credentials, Outputs) and say what would go",
+    )
     parser.add_argument("--sam", default="sam", help="the SAM CLI (default: sam on PATH)")
     parser.add_argument("--template", type=Path, default=template_facts.TEMPLATE)
     deployed.add_options(parser)
@@ -253,6 +258,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         stack = deployed.from_args(args)
+        if args.check:
+            print(f"destroy: stack {stack.name} found in {stack.region}")
+            return 0
         return teardown(
             stack,
             template=template_facts.load(args.template),

@@ -25,6 +25,7 @@ import base64
 import json
 import secrets
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
@@ -40,6 +41,9 @@ from onboarding_ble.protocol import ProtocolError
 from tools import ca_cert, deployed
 
 HTTP_TIMEOUT = 30.0  # seconds; API Gateway itself gives up after 29
+# The release in the clean-up waits out a request that still holds the device, this long.
+RELEASE_WAIT_SECONDS = 45.0
+RELEASE_RETRY_SECONDS = 3.0
 
 
 class SmokeFailed(RuntimeError):
@@ -137,13 +141,15 @@ class Smoke:
             serialization.Encoding.Raw, serialization.PublicFormat.Raw
         )
         ca_pem = ca_cert.fetch(self.stack).encode()
+        # From here on the device may exist, whatever becomes of this request (an interrupt, a
+        # lost answer): the clean-up looks for it either way.
+        self.device_provisioned = True
         status, answer = self.call(
             "POST",
             "/certificate",
             {"DSN": self.dsn, "publicKey": base64.b64encode(public).decode()},
         )
         if status == 200:
-            self.device_provisioned = True
             self.thing_name = answer.get("thingName")
             self.certificate_id = answer.get("certificateId")
         else:
@@ -205,8 +211,8 @@ class Smoke:
         """Remove what this run made; what could not be removed, each with its command."""
         left: list[str] = []
         if self.device_provisioned and self.token:
-            status, _answer = self.call("DELETE", f"/devices/{self.dsn}")
-            if status != 200:
+            status = self._release()
+            if status not in (200, 404):  # 404: the device never came to be
                 left.append(f"release: DELETE /devices/{self.dsn} answered {status}")
         if self.device_provisioned:
             left += self._remove_iot()
@@ -236,6 +242,21 @@ class Smoke:
         if not left:
             self.say("smoke: cleaned up (user, thing, certificate, device row)")
         return left
+
+    def _release(self) -> int:
+        """DELETE /devices/{dsn}; while an interrupted request still holds the device (409
+        REQUEST_IN_FLIGHT, its lease lasts about 30 s), wait and ask again."""
+        deadline = time.monotonic() + RELEASE_WAIT_SECONDS
+        while True:
+            try:
+                status, answer = self.call("DELETE", f"/devices/{self.dsn}")
+            except SmokeFailed:
+                return 0
+            busy = isinstance(answer, dict) and answer.get("code") == "REQUEST_IN_FLIGHT"
+            if status != 409 or not busy or time.monotonic() >= deadline:
+                return status
+            self.say("smoke: the device is busy (409 REQUEST_IN_FLIGHT); waiting to release it")
+            time.sleep(RELEASE_RETRY_SECONDS)
 
     def _remove_iot(self) -> list[str]:
         iot = self.stack.client("iot")
@@ -305,11 +326,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         failure = str(exc)
     except (ClientError, BotoCoreError, deployed.StackError) as exc:
         failure = f"{type(exc).__name__}: {exc}"
-    finally:
-        left = smoke.clean_up()
+    except KeyboardInterrupt:
+        print("smoke: interrupted; removing what it made", file=sys.stderr)
+        failure = "interrupted"
+    left = smoke.clean_up()
     if failure:
         print(f"smoke: FAILED: {failure}", file=sys.stderr)
-        return 1
+        return 130 if failure == "interrupted" else 1
     if left:
         return 1
     print(f"smoke: passed on {stack.name} ({stack.region})")

@@ -19,8 +19,8 @@ saying what to do (status 1 if any would stop the deploy):
 Parameter values are the template's defaults, then the ``parameter_overrides`` of the samconfig
 environment (``--config-env``), then the Key=Value items (as ``sam deploy`` gets them). Every
 AWS call has short timeouts and one attempt: with no network or no credentials this ends in
-seconds. Only boto3 and the standard library are used (it runs before anything else is
-installed).
+seconds. It runs from the project's venv before the SAM CLI is installed (`make deploy`), so it
+uses the venv's packages only: boto3, and the offline stack's template reader.
 """
 
 from __future__ import annotations

@@ -1,27 +1,25 @@
-"""What the deploy tools need to know of ``template.yaml``, read with the standard library only.
+"""What the deploy tools need to know of ``template.yaml``, and its conditions evaluated.
 
-The pre-flight runs before anything is installed but boto3, so it cannot use a YAML library or
-the SAM translator. It needs little: the parameters' defaults, the conditions, each resource's
-type, deletion policy and reserved concurrency, the functions' runtimes and whether the API
-writes access logs. This module reads those from the template's own layout (two-space
-indentation, CloudFormation's short-form tags ``!Ref``, ``!If``, ``!Equals``, ``!Not``,
-``!And``, ``!Or``, ``!Condition`` inline or as a block list) and evaluates the conditions for a
-set of parameter values.
+The pre-flight and ``destroy`` need little: the parameters' defaults, the conditions, each
+resource's type, deletion policy and reserved concurrency, the functions' runtimes and whether
+the API writes access logs. The template is read by the offline stack's reader
+(``devstack.cloudformation.template.load_yaml``, short-form tags as ``Fn::`` objects), and this
+module evaluates the conditions (``!Ref``, ``!If``, ``!Equals``, ``!Not``, ``!And``, ``!Or``,
+``!Condition``) for a set of parameter values, without the SAM translator.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from devstack.cloudformation.template import load_yaml
+from devstack.errors import DeployError
+
 TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
 
-_KEY = re.compile(r"^(?P<indent> *)(?P<key>[A-Za-z0-9_:]+):(?:\s+(?P<rest>.*?))?\s*$")
-_TOKEN = re.compile(r'\s*(\[|\]|,|![A-Za-z]+|"(?:[^"\\]|\\.)*"|\'[^\']*\'|[^,\[\]]+)')
-_FUNCTIONS = {"Ref": "Ref", "Condition": "Condition"}
 _NO_VALUE = "AWS::NoValue"
 
 
@@ -118,148 +116,42 @@ class Template:
         return [r for r in self.resources.values() if r.retained]
 
 
-# ---------------------------------------------------------------- expressions
-
-
-def _tokens(text: str) -> list[str]:
-    tokens, position = [], 0
-    text = text.strip()
-    while position < len(text):
-        match = _TOKEN.match(text, position)
-        if match is None:
-            raise TemplateError(f"cannot read {text!r}")
-        token = match.group(1).strip()
-        if token:
-            tokens.append(token)
-        position = match.end()
-    return tokens
-
-
-def _scalar(token: str) -> str:
-    if len(token) >= 2 and token[0] == token[-1] and token[0] in "\"'":
-        return token[1:-1]
-    return token
-
-
-def _tag(name: str, arg: Any) -> dict[str, Any]:
-    return {_FUNCTIONS.get(name, f"Fn::{name}"): arg}
-
-
-def _parse_flow(tokens: list[str], position: int = 0) -> tuple[Any, int]:
-    token = tokens[position]
-    if token.startswith("!"):
-        value, position = _parse_flow(tokens, position + 1)
-        return _tag(token[1:], value), position
-    if token == "[":  # noqa: S105 - a YAML token, not a secret
-        items: list[Any] = []
-        position += 1
-        while tokens[position] != "]":
-            item, position = _parse_flow(tokens, position)
-            items.append(item)
-            if tokens[position] == ",":
-                position += 1
-        return items, position + 1
-    return _scalar(token), position + 1
-
-
-def parse_value(first: str, block: list[str]) -> Any:
-    """A value: the text after ``key:`` and the more-indented lines after it."""
-    first = first.split(" #", 1)[0].strip()
-    if first and not (first.startswith("!") and len(_tokens(first)) == 1):
-        tokens = _tokens(first)
-        value, end = _parse_flow(tokens)
-        if end != len(tokens):
-            raise TemplateError(f"cannot read {first!r}")
-        return value
-    items = [line.strip()[2:] for line in block if line.strip().startswith("- ")]
-    if len(items) != len([line for line in block if line.strip()]):
-        raise TemplateError(f"cannot read the block after {first!r}")
-    value = [parse_value(item, []) for item in items]
-    return _tag(first[1:], value) if first else value
-
-
-# ---------------------------------------------------------------- layout
-
-
-def _entries(lines: list[str], indent: int) -> Iterator[tuple[str, str, list[str]]]:
-    """(key, rest of line, the block under it) for each key at exactly ``indent``."""
-    current: tuple[str, str] | None = None
-    block: list[str] = []
-    for line in lines:
-        stripped = line.strip()
-        if not stripped or stripped.startswith("#"):
-            if current:
-                block.append(line)
-            continue
-        match = _KEY.match(line)
-        if match and len(match.group("indent")) == indent:
-            if current:
-                yield current[0], current[1], block
-            current, block = (match.group("key"), match.group("rest") or ""), []
-        elif current and len(line) - len(line.lstrip()) > indent:
-            block.append(line)
-        elif current:  # back out to a shallower level: the section ended
-            yield current[0], current[1], block
-            current, block = None, []
-    if current:
-        yield current[0], current[1], block
-
-
-def _sections(text: str) -> dict[str, list[str]]:
-    return {key: block for key, _rest, block in _entries(text.splitlines(), 0)}
-
-
-def _find(block: list[str], key: str) -> Iterator[tuple[str, list[str]]]:
-    """Every occurrence of ``key`` at any depth of a block, with its value's lines."""
-    for index, line in enumerate(block):
-        match = _KEY.match(line)
-        if not match or match.group("key") != key:
-            continue
-        indent = len(match.group("indent"))
-        under = []
-        for following in block[index + 1 :]:
-            if following.strip() and len(following) - len(following.lstrip()) <= indent:
-                break
-            under.append(following)
-        yield match.group("rest") or "", under
-
-
-def _first(block: list[str], key: str, indent: int) -> str | None:
-    for name, rest, _under in _entries(block, indent):
-        if name == key:
-            return _scalar(rest.split(" #", 1)[0].strip())
-    return None
+def _text(value: Any) -> str | None:
+    """A parameter default as CloudFormation reads it: a string (YAML's booleans as written)."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def load(path: Path = TEMPLATE) -> Template:
-    sections = _sections(Path(path).read_text(encoding="utf-8"))
+    """The facts, from the template as the offline stack reads it (short-form tags included)."""
+    try:
+        source = load_yaml(Path(path))
+    except DeployError as exc:
+        raise TemplateError(str(exc)) from exc
     template = Template()
-    for name, _rest, block in _entries(sections.get("Parameters", []), 2):
-        template.defaults[name] = _first(block, "Default", 4)
-    for name, rest, block in _entries(sections.get("Conditions", []), 2):
-        template.conditions[name] = parse_value(rest, block)
-    for name, _rest, block in _entries(sections.get("Globals", []), 2):
-        if name == "Function":
-            template.global_runtime = _first(block, "Runtime", 4)
-    for name, _rest, block in _entries(sections.get("Resources", []), 2):
-        properties = next(
-            (under for key, _r, under in _entries(block, 4) if key == "Properties"), []
-        )
-        reserved = next(_find(properties, "ReservedConcurrentExecutions"), None)
+    for name, spec in (source.get("Parameters") or {}).items():
+        template.defaults[name] = _text(spec.get("Default"))
+    template.conditions = dict(source.get("Conditions") or {})
+    template.global_runtime = ((source.get("Globals") or {}).get("Function") or {}).get("Runtime")
+    for name, spec in source["Resources"].items():
+        properties = spec.get("Properties") or {}
         template.resources[name] = Resource(
             logical_id=name,
-            type=_first(block, "Type", 4) or "",
-            retained=_first(block, "DeletionPolicy", 4) == "Retain",
-            condition=_first(block, "Condition", 4),
-            reserved_concurrency=parse_value(*reserved) if reserved else None,
-            runtime=_first(properties, "Runtime", 6),
+            type=spec.get("Type", ""),
+            retained=spec.get("DeletionPolicy") == "Retain",
+            condition=spec.get("Condition"),
+            reserved_concurrency=properties.get("ReservedConcurrentExecutions"),
+            runtime=properties.get("Runtime"),
         )
-        for rest, _under in _find(properties, "LoggingLevel"):  # execution logging
-            if _scalar(rest.split(" #", 1)[0].strip()) not in ("", "OFF"):
+        for setting in properties.get("MethodSettings") or []:  # execution logging
+            if setting.get("LoggingLevel", "OFF") != "OFF":
                 template.access_log_always = True
-        for rest, under in _find(properties, "AccessLogSetting"):
-            if rest.strip() == "!If" and under:
-                template.access_log_condition = under[0].strip().removeprefix("- ").strip()
-            else:
-                template.access_log_always = True
+        access = properties.get("AccessLogSetting")
+        if isinstance(access, dict) and "Fn::If" in access:
+            template.access_log_condition = access["Fn::If"][0]
+        elif access is not None:
+            template.access_log_always = True
     return template

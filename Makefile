@@ -15,7 +15,7 @@ SAM := SAM_CLI_TELEMETRY=0 $(SAM_VENV)/bin/sam
 # on a machine without python3.13.
 SAM_BUILD_FLAGS ?=
 
-.PHONY: help venv sam lint test unit integration e2e soak demo up down bench load params vectors deploy clean
+.PHONY: help venv sam lint test unit integration e2e soak demo up down bench load params vectors webapp-protocol deploy clean
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -92,6 +92,9 @@ load: venv  ## onboard 1,000 devices offline under AWS quotas and the stage thro
 
 vectors: venv  ## regenerate docs/test-vectors/ from the product's code (CHECK=1: only compare)
 	PYTHONPATH=local:example:provisioning_lambda:. $(BIN)/python -m tools.vectors $(if $(CHECK),--check)
+
+webapp-protocol: venv  ## regenerate webapp/js/protocol.js from the BLE protocol's code (CHECK=1: only compare)
+	$(RUN) -m tools.webapp_protocol $(if $(CHECK),--check)
 
 params: venv  ## print provisioning_lambda/config.json as `sam deploy` parameter overrides
 	@$(RUN) -m tools.params

@@ -132,6 +132,7 @@ async function onSetPassword(event) {
 function afterSignIn(outcome) {
   if (outcome.challenge === "NEW_PASSWORD_REQUIRED") {
     state.challenge = outcome;
+    $("new-password-username").value = outcome.username; // for password managers
     $("new-password-error").textContent = "";
     show("new-password");
     return;

@@ -12,6 +12,7 @@ export const AppCode = Object.freeze({
   DEVICE_SILENT: "DEVICE_SILENT",
   API_UNREACHABLE: "API_UNREACHABLE",
   CHALLENGE_MALFORMED_ANSWER: "CHALLENGE_MALFORMED_ANSWER",
+  APP_FAILURE: "APP_FAILURE",
 });
 
 const DEVICE = {
@@ -56,6 +57,7 @@ const APP = {
   API_UNREACHABLE: "The service cannot be reached. Check your connection, then try again.",
   CHALLENGE_MALFORMED_ANSWER:
     "The service answered with something this app does not understand. Update the app, then try again.",
+  APP_FAILURE: "Something went wrong in this app. Try again; if it keeps failing, report it.",
 };
 
 const API = {

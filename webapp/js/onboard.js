@@ -302,11 +302,20 @@ export async function onboard(device, api, on = {}, options = {}) {
       if (error && error.code === "CHALLENGE_MALFORMED_ANSWER") {
         throw new OnboardError(AppCode.CHALLENGE_MALFORMED_ANSWER);
       }
+      if (!isLinkError(error)) throw new OnboardError(AppCode.APP_FAILURE, String(error));
       lastError = error; // the link: reconnect and resend
       if (attempt <= opts.retries) await sleep(opts.retryDelayMs);
     }
   }
   throw new OnboardError(AppCode.BLE_DISCONNECTED, lastError ? String(lastError.message) : "");
+}
+
+/** Web Bluetooth reports a lost or failing link as a DOMException (NetworkError, ...). */
+function isLinkError(error) {
+  return (
+    (typeof DOMException !== "undefined" && error instanceof DOMException) ||
+    (error !== null && typeof error === "object" && error.name === "NetworkError")
+  );
 }
 
 /**

@@ -273,10 +273,7 @@ export function pythonJson(value) {
     return `{${items.join(", ")}}`;
   }
   if (typeof value === "string") return pythonString(value);
-  if (typeof value === "number" && !Number.isInteger(value)) {
-    throw new TypeError("the answer carries no fractional numbers");
-  }
-  return JSON.stringify(value);
+  return JSON.stringify(value); // numbers (the answer has integers only), true, false
 }
 
 function pythonString(text) {

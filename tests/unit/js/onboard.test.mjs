@@ -222,3 +222,10 @@ test("a device without the onboarding service", async () => {
   const device = fakeDevice({ noService: true });
   await assert.rejects(onboard(device, fakeApi().api, {}, fast), { code: "NOT_AN_ONBOARDING_DEVICE" });
 });
+
+test("a fault of the app's own is not taken for a lost link", async () => {
+  const device = fakeDevice();
+  const api = { challenge: async () => { throw new TypeError("boom"); } };
+  await assert.rejects(onboard(device, api, {}, fast), { code: "APP_FAILURE" });
+  assert.equal(device.connects, 1);
+});

@@ -62,3 +62,55 @@ def test_the_web_app_pure_modules_pass_their_node_tests() -> None:
     )
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
     assert re.search(r"# fail 0\b", run.stdout), run.stdout[-2000:]
+
+
+WEBAPP = ROOT / "webapp"
+
+
+def _node() -> str:
+    node = shutil.which("node")
+    if node is None:
+        pytest.fail("node is not installed: `apt-get install -y nodejs` (Debian) runs these tests")
+    return node
+
+
+def test_every_script_of_the_page_parses() -> None:
+    """app.js (the DOM, not run under node) and sw.js included: a syntax error in either
+    would blank the page or stop it installing."""
+    node = _node()
+    for path in sorted((WEBAPP / "js").glob("*.js")):
+        run = subprocess.run(  # noqa: S603 - node from PATH, files of this repo
+            [node, "--input-type=module", "--check"],
+            input=path.read_text(encoding="utf-8"),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert run.returncode == 0, f"{path.name}: {run.stderr[-1000:]}"
+    run = subprocess.run(  # noqa: S603 - node from PATH, a file of this repo
+        [node, "--check", str(WEBAPP / "sw.js")], capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 0, run.stderr[-1000:]
+
+
+def test_the_page_has_no_inline_script_or_style_and_every_id_app_js_uses() -> None:
+    html = (WEBAPP / "index.html").read_text(encoding="utf-8")
+    csp = re.search(r'http-equiv="Content-Security-Policy" content="([^"]+)"', html)
+    assert csp and "script-src 'self';" in csp.group(1) and "unsafe-inline" not in csp.group(1)
+    assert not re.search(r"\sstyle=|<style|\son[a-z]+=", html)
+    assert all("src=" in tag for tag in re.findall(r"<script[^>]*>", html))
+    ids = set(re.findall(r'\sid="([^"]+)"', html))
+    used = set(re.findall(r'\$\("([^"]+)"\)', (WEBAPP / "js" / "app.js").read_text("utf-8")))
+    assert used and used <= ids, f"app.js uses ids the page lacks: {sorted(used - ids)}"
+
+
+def test_the_service_worker_caches_every_shell_file_and_nothing_else() -> None:
+    sw = (WEBAPP / "sw.js").read_text(encoding="utf-8")
+    shell = set(re.findall(r'"\./([^"]*)"', sw)) - {""}
+    files = {
+        str(p.relative_to(WEBAPP))
+        for p in WEBAPP.rglob("*")
+        if p.is_file() and p.name not in ("README.md", "sw.js")
+    }
+    assert shell == files
+    assert "config.json" not in sw.split("const SHELL")[1]

@@ -324,9 +324,14 @@ async function loadDevices(more = false) {
       return;
     }
     const devices = Array.isArray(result.body.devices) ? result.body.devices : [];
-    for (const device of devices) $("devices-body").append(deviceRow(device));
+    const rows = devices.map(deviceRow);
+    $("devices-body").append(...rows);
     state.nextToken = result.body.nextToken || null;
+    const hadFocus = document.activeElement === $("load-more");
     $("load-more").hidden = !state.nextToken;
+    if (more && hadFocus && !state.nextToken && rows.length) {
+      rows[0].querySelector("button").focus(); // the button that had focus is gone
+    }
     const count = $("devices-body").children.length;
     $("devices-empty").hidden = count > 0;
     devicesMessage(count === 1 ? "1 device." : `${count} devices.`);
@@ -338,6 +343,14 @@ async function loadDevices(more = false) {
   }
 }
 
+/** After the table is redrawn, focus stays on the button that was pressed (or the heading). */
+function refocus(label) {
+  const again = [...$("devices-body").querySelectorAll("button")].find(
+    (b) => b.getAttribute("aria-label") === label,
+  );
+  (again || $("devices-title")).focus();
+}
+
 async function act(action, dsn) {
   const client = api();
   devicesMessage("Working…");
@@ -346,11 +359,13 @@ async function act(action, dsn) {
       const result = await client.revoke(dsn);
       if (!result.ok) return devicesError(`${dsn} could not be revoked`, result);
       await loadDevices();
+      refocus(`Revoke ${dsn}`);
       devicesMessage(`${dsn}'s certificate is revoked: the device is cut off until it is onboarded again.`);
     } else if (action === "release") {
       const result = await client.release(dsn);
       if (!result.ok) return devicesError(`${dsn} could not be released`, result);
       await loadDevices();
+      refocus(`Release ${dsn}`);
       devicesMessage(`${dsn} is released: it is no longer yours, and its certificate is revoked.`);
     } else if (action === "transfer") {
       const result = await client.startTransfer(dsn);

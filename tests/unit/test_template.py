@@ -61,6 +61,7 @@ CONTRACT_PARAMETERS = {
     "ExpiryWarningPercent",
     "ExpiryWatchSchedule",
     "RequireAttestation",
+    "AppOrigin",
 }
 CONTRACT_RESOURCES = {
     "UserPool": "AWS::Cognito::UserPool",
@@ -124,6 +125,7 @@ CONTRACT_PROVISIONING_ENV = {
     "EXPIRY_WARNING_PERCENT",
     "ALLOWLIST_TABLE",
     "REQUIRE_ATTESTATION",
+    "APP_ORIGIN",
 }
 POWERTOOLS_ENV = {"POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE", "POWERTOOLS_LOG_LEVEL"}
 

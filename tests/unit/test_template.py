@@ -92,6 +92,8 @@ CONTRACT_OUTPUTS = {
     "ApiUrl",
     "UserPoolId",
     "UserPoolClientId",
+    "Region",
+    "AppOrigin",
     "DevicesTableName",
     "AuditTableName",
     "AllowlistTableName",

@@ -8,6 +8,10 @@ an older stack has no such output) and writes the file the app fetches beside it
 ``{"apiUrl", "region", "userPoolId", "clientId"}``, plus ``cognitoEndpoint`` for the offline
 stack, whose Cognito is the emulator. It is generated, never edited by hand (webapp/config.json
 is git-ignored). ``devstack up`` needs none: its app server answers /config.json itself.
+
+It then prints the headers the app's host must send with every file (the Content-Security-Policy
+naming this stack's API and Cognito origins, nosniff, no-referrer) and the Content-Types the
+browser needs, the same the offline app server sends.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from devstack.webapp_server import app_config
+from devstack.webapp_server import CONTENT_TYPES, app_config, security_headers
 from tools import deployed
 
 DEFAULT_OUT = Path("webapp/config.json")
@@ -56,6 +60,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     print(f"the app's configuration is in {args.out} (API {config['apiUrl']})")
+    print("serve the app's folder over HTTPS with these headers on every file:")
+    for name, value in security_headers(config).items():
+        print(f"  {name}: {value}")
+    print("and these Content-Types:")
+    for suffix in (".html", ".js", ".css", ".json", ".webmanifest", ".svg", ".png"):
+        print(f"  *{suffix}: {CONTENT_TYPES[suffix]}")
     return 0
 
 

@@ -55,6 +55,11 @@ def test_make_app_config_writes_what_the_app_needs(
     _status, _headers, served = request(offline_stack.app_url + "config.json")
     assert json.loads(served) == written
     assert "(API " in done.stdout and str(out) in done.stdout
+    # ... and it says which headers the host must send: the app server's own
+    _status, headers, _body = request(offline_stack.app_url + "config.json")
+    csp = headers["content-security-policy"]
+    assert f"  Content-Security-Policy: {csp}\n" in done.stdout
+    assert "  *.webmanifest: application/manifest+json\n" in done.stdout
 
 
 def test_a_missing_stack_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

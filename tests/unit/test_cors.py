@@ -62,6 +62,21 @@ def test_every_resource_answers_the_preflight_for_its_methods(definition: dict[s
         assert not preflight_allows(200, _lower(preflight.headers), other, "POST", APP_HEADERS)
 
 
+def test_without_an_app_origin_no_page_may_call() -> None:
+    # GIVEN the template's default AppOrigin (empty)
+    template = expand(TEMPLATE, {"AdminEmail": "a@example.com"}, "us-east-1").template
+    resolver = Resolver(
+        ref=lambda name: "" if name == "AppOrigin" else name, getatt=lambda *_: "", conditions={}
+    )
+    body = resolver.resolve(template["Resources"]["ProvisioningApi"]["Properties"]["Body"])
+    integration = body["paths"]["/certificate"]["options"]["x-amazon-apigateway-integration"]
+    headers = _lower(mock_route("/certificate", "options", integration, None).headers)
+    # THEN the preflight names no origin, and no page's browser lets it call
+    assert headers["access-control-allow-origin"] == ""
+    for origin in (ORIGIN, "http://127.0.0.1:8080", "null"):
+        assert not preflight_allows(200, headers, origin, "POST", APP_HEADERS)
+
+
 def test_every_gateway_error_is_readable_by_the_app(definition: dict[str, Any]) -> None:
     responses = parse_gateway_responses(definition)
     declared = set(

@@ -22,8 +22,9 @@ CONFIG = app_config(
 )
 
 
-@pytest.fixture
-def app_dir(tmp_path: Path) -> Path:
+@pytest.fixture(scope="module")
+def app_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp_path = tmp_path_factory.mktemp("served")
     root = tmp_path / "webapp"
     (root / "js").mkdir(parents=True)
     (root / "index.html").write_text("<!doctype html><title>app</title>", encoding="utf-8")
@@ -35,7 +36,7 @@ def app_dir(tmp_path: Path) -> Path:
     return root
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def server(app_dir: Path) -> Iterator[AppServer]:
     app = AppServer(app_dir)
     app.configure(CONFIG)

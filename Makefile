@@ -104,7 +104,7 @@ params: venv  ## print provisioning_lambda/config.json as `sam deploy` parameter
 # and over config.json. The pre-flight runs before the SAM CLI is installed.
 DEPLOY_ENV ?= default
 DEPLOY_PARAMS ?=
-.PHONY: smoke ca-cert destroy
+.PHONY: smoke ca-cert app-config destroy
 DEPLOY_MODE = $(if $(filter default,$(DEPLOY_ENV)),--guided,--config-env $(DEPLOY_ENV))
 deploy: venv  ## pre-flight checks, then the SAM CLI, sam build, sam deploy (--guided by default)
 	$(RUN) -m tools.preflight --config-env $(DEPLOY_ENV) --build-flags "$(SAM_BUILD_FLAGS)" \
@@ -123,6 +123,12 @@ smoke: venv  ## a member provisions and revokes one test device on the deployed 
 CA_CERT_OUT ?= device-ca.pem
 ca-cert: venv  ## write the deployed Private CA's certificate, which devices pin, to CA_CERT_OUT
 	$(RUN) -m tools.ca_cert --out $(CA_CERT_OUT) $(STACK_ARGS)
+
+# The phone app's config.json beside webapp/index.html (git-ignored; the offline stack's own app
+# server needs none). Then host webapp/ on the origin the stack's AppOrigin names (README.md).
+APP_CONFIG_OUT ?= webapp/config.json
+app-config: venv  ## write the phone app's APP_CONFIG_OUT from the deployed stack's Outputs
+	$(RUN) -m tools.app_config --out $(APP_CONFIG_OUT) $(STACK_ARGS)
 
 # `make destroy DESTROY_ARGS=--yes` retires the Private CA without asking.
 DESTROY_ARGS ?=

@@ -36,7 +36,7 @@ def definition() -> dict[str, Any]:
     resolver = Resolver(
         ref=lambda name: parameters.get(name, name),
         getatt=lambda logical_id, attribute: f"{logical_id}.{attribute}",
-        conditions={},
+        conditions=template["Conditions"],
     )
     body: dict[str, Any] = resolver.resolve(
         template["Resources"]["ProvisioningApi"]["Properties"]["Body"]
@@ -66,13 +66,16 @@ def test_without_an_app_origin_no_page_may_call() -> None:
     # GIVEN the template's default AppOrigin (empty)
     template = expand(TEMPLATE, {"AdminEmail": "a@example.com"}, "us-east-1").template
     resolver = Resolver(
-        ref=lambda name: "" if name == "AppOrigin" else name, getatt=lambda *_: "", conditions={}
+        ref=lambda name: "" if name == "AppOrigin" else name,
+        getatt=lambda *_: "",
+        conditions=template["Conditions"],
     )
     body = resolver.resolve(template["Resources"]["ProvisioningApi"]["Properties"]["Body"])
     integration = body["paths"]["/certificate"]["options"]["x-amazon-apigateway-integration"]
     headers = _lower(mock_route("/certificate", "options", integration, None).headers)
-    # THEN the preflight names no origin, and no page's browser lets it call
-    assert headers["access-control-allow-origin"] == ""
+    # THEN the preflight names an origin no page can have (never an empty static value, which
+    # API Gateway may refuse), and no page's browser lets it call
+    assert headers["access-control-allow-origin"] == "https://app.invalid"
     for origin in (ORIGIN, "http://127.0.0.1:8080", "null"):
         assert not preflight_allows(200, headers, origin, "POST", APP_HEADERS)
 

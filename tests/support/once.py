@@ -10,6 +10,10 @@
   server-side encryption creates one), where KMS has no private key to use: signing with a
   symmetric key is refused. Symmetric keys share one such unused key; asymmetric keys still
   get their own.
+- moto's ACM PCA keeps each CA's private key encrypted with a password and decrypts it (a key
+  derivation, about 80 ms) for every certificate it signs and every CRL it makes. The decrypted
+  key is kept for the CA's encrypted key and password: every certificate is still signed by
+  that CA's own key.
 
 Nothing a test sees changes: the models and the key are the ones it would have read.
 """
@@ -34,6 +38,7 @@ def apply() -> None:
     _share_loaders()
     _keep_user_pool_keys()
     _share_unused_kms_private_keys()
+    _keep_ca_private_keys()
     _done = True
 
 
@@ -75,3 +80,21 @@ def _share_unused_kms_private_keys() -> None:
         return unused() if key_spec == "SYMMETRIC_DEFAULT" else generate(key_spec)
 
     kms.generate_private_key = generate_private_key
+
+
+def _keep_ca_private_keys() -> None:
+    import moto.acmpca.models as acmpca
+
+    decrypt = acmpca.CertificateAuthority.__dict__.get("key")
+    if not isinstance(decrypt, property) or decrypt.fget is None:
+        return  # moto no longer decrypts the key in a property: nothing to keep
+    load = decrypt.fget
+    decrypted: dict[tuple[bytes, bytes], Any] = {}
+
+    def key(self: Any) -> Any:
+        held = (self.private_bytes, self.password)
+        if held not in decrypted:
+            decrypted[held] = load(self)
+        return decrypted[held]
+
+    acmpca.CertificateAuthority.key = property(key)  # type: ignore[method-assign,assignment]

@@ -49,6 +49,7 @@ from tests.support.lambda_support import (
     recording,
     unique_dsn,
 )
+from tests.support.moto_state import stored_item
 from tests.support.rule_events import rule_event
 
 ALICE = "sub-alice"
@@ -261,9 +262,7 @@ def invariant_problems(world: World, dsn: str, revoked: bool) -> list[str]:
         for principal, name in iot.principal_things
         if name == thing and "/" in principal
     }
-    item = world.dynamodb.get_item(
-        TableName=world.env["DEVICES_TABLE"], Key={"dsn": {"S": dsn}}, ConsistentRead=True
-    ).get("Item", {})
+    item = stored_item(world.env["DEVICES_TABLE"], {"dsn": {"S": dsn}})
     row = {k: v.get("S", v.get("N", "…")) for k, v in item.items()}
     superseded = item.get("superseded", {}).get("M", {}).get("certificate_id", {}).get("S", "")
     audited = {

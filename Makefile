@@ -48,17 +48,23 @@ lint: venv sam  ## ruff, mypy on the Lambda and example code, cfn-lint and sam v
 	$(BIN)/cfn-lint template.yaml
 	$(SAM) validate --lint --region us-east-1 --template template.yaml
 
+# Python's bytecode cache stays on for the tests even where the shell turns it off
+# (PYTHONDONTWRITEBYTECODE): otherwise every pytest-xdist worker rewrites and compiles every
+# test module again, and every process a test starts (the stack's Lambda workers, each command
+# of the printed-hints tests, the benchmarks) compiles the project's sources again.
+PYTEST := env -u PYTHONDONTWRITEBYTECODE $(BIN)/pytest
+
 test: lint  ## the whole suite: lint, then unit, integration and end-to-end tests
-	$(BIN)/pytest
+	$(PYTEST)
 
 unit: venv  ## unit tests only
-	$(BIN)/pytest tests/unit
+	$(PYTEST) tests/unit
 
 integration: venv  ## handler + adapters under moto
-	$(BIN)/pytest tests/integration
+	$(PYTEST) tests/integration
 
 e2e: venv  ## through the offline stack
-	$(BIN)/pytest tests/e2e
+	$(PYTEST) tests/e2e
 
 # `make soak SOAK_EXAMPLES=2000 SOAK_STEPS=60`: longer still. pytest's 300 s limit is off here,
 # and it runs in pytest's own process (-n 0), which prints Hypothesis's statistics.

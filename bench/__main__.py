@@ -243,6 +243,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cpu-requests", type=int, default=200, help="requests for the CPU figure")
     parser.add_argument("--import-runs", type=int, default=5, help="fresh interpreters to time")
     parser.add_argument(
+        "--herd-devices", type=int, default=100_000, help="the renewal herd's fleet (100,000)"
+    )
+    parser.add_argument(
         "--only", choices=("latency", "cpu", "import", "herd"), help="run one benchmark only"
     )
     args = parser.parse_args(argv)
@@ -262,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.only in (None, "herd"):
         from bench import herd
 
-        herd.main([])
+        herd.main(["--devices", str(args.herd_devices)])
     return 0
 
 

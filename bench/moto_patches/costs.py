@@ -15,7 +15,8 @@ habits took about 60 % of the process's CPU, and the first grew with every devic
   URL patterns. Here the answer is kept per host (the patterns never change).
 
 Answers, errors and rollbacks are unchanged (tests/unit/test_moto_costs.py). Applied by
-``bench.load`` only, and only to moto ``MOTO_VERSION`` (``require_moto``).
+``bench.load`` and in the test suite's processes (tests/support/once.py), never by the
+offline stack itself, and only to moto ``MOTO_VERSION`` (``require_moto``).
 """
 
 from __future__ import annotations

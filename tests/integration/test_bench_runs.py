@@ -25,6 +25,10 @@ def test_the_benchmarks_run_and_print_every_figure() -> None:
             "4",
             "--import-runs",
             "1",
+            # the herd's figures are checked in tests/unit/test_herd_bench_runs.py; here, that
+            # `python -m bench` runs it
+            "--herd-devices",
+            "2000",
         ],
         cwd=ROOT,
         env=env,
@@ -42,6 +46,7 @@ def test_the_benchmarks_run_and_print_every_figure() -> None:
         "latency p95",
         "AWS calls / device",
         "critical path calls",
+        "renewal herd: 2,000 devices",
     ):
         assert figure in result.stdout, figure
     assert "request failed" not in result.stdout

@@ -34,6 +34,7 @@ from tests.integration.test_crash_safety import (
 from tests.support.crash import Crash, ProcessDeath
 from tests.support.iam import not_granted
 from tests.support.lambda_support import Device, FakeLambdaContext, unique_dsn
+from tests.support.moto_state import stored_item
 
 world = test_crash_safety.world  # the same fixture: a warm container on moto, calls recorded
 
@@ -64,9 +65,7 @@ def _release(device: Device, _code: str) -> tuple[int, dict[str, Any]]:
 
 
 def _row(world: World, dsn: str) -> dict[str, Any]:
-    return world.dynamodb.get_item(
-        TableName=world.env["DEVICES_TABLE"], Key={"dsn": {"S": dsn}}, ConsistentRead=True
-    ).get("Item", {})
+    return stored_item(world.env["DEVICES_TABLE"], {"dsn": {"S": dsn}})
 
 
 def _in_group(world: World, dsn: str) -> bool:

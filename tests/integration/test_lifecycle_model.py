@@ -69,6 +69,7 @@ from tests.integration.test_crash_safety import World, invariant_problems, run_s
 from tests.support.crash import Crash, ProcessDeath
 from tests.support.csr import make_csr
 from tests.support.lambda_support import Device, FakeLambdaContext, api_event, unique_dsn
+from tests.support.moto_state import stored_item
 from tests.support.rule_events import rule_event
 
 world = test_crash_safety.world  # the same fixture: a warm container on moto, calls recorded
@@ -633,10 +634,7 @@ def lifecycle_machine(world: World, stack: Deployment) -> type[RuleBasedStateMac
 
 
 def _row(world: World, dsn: str) -> dict[str, Any]:
-    item: dict[str, Any] = world.dynamodb.get_item(
-        TableName=world.env["DEVICES_TABLE"], Key={"dsn": {"S": dsn}}, ConsistentRead=True
-    ).get("Item", {})
-    return item
+    return stored_item(world.env["DEVICES_TABLE"], {"dsn": {"S": dsn}})
 
 
 def _owner(world: World, dsn: str) -> str:

@@ -10,6 +10,13 @@
   server-side encryption creates one), where KMS has no private key to use: signing with a
   symmetric key is refused. Symmetric keys share one such unused key; asymmetric keys still
   get their own.
+- moto repeats work on every request that AWS does not: each TransactWriteItems deep-copies every
+  whole table it writes to (as the backup for a cancellation), so each commit copied every row
+  and audit entry written so far; and each certificate the CA signs decrypts the CA's private
+  key again (a key derivation, about 80 ms). The load test's patches for both (and for moto's
+  per-request backend lookup), ``bench.moto_patches.costs``, back up only the items a
+  transaction names and keep the decrypted key; tests/unit/test_moto_costs.py proves that
+  answers, errors and rollbacks are unchanged.
 
 Nothing a test sees changes: the models and the key are the ones it would have read.
 """
@@ -24,6 +31,8 @@ from typing import Any
 import botocore.loaders
 import botocore.session
 
+from bench.moto_patches import costs
+
 _done = False
 
 
@@ -34,6 +43,7 @@ def apply() -> None:
     _share_loaders()
     _keep_user_pool_keys()
     _share_unused_kms_private_keys()
+    costs.apply()
     _done = True
 
 

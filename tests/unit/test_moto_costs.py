@@ -24,8 +24,8 @@ REGION = "us-east-1"
 
 @pytest.fixture(autouse=True, scope="module")
 def without_repeated_work() -> None:
-    """The patches under test; only bench.load applies them otherwise (for the rest of the
-    process, as there)."""
+    """The patches under test; bench.load applies them otherwise, and so does every test
+    process (tests/support/once.py), for the rest of the process."""
     costs.apply()
 
 

@@ -15,7 +15,7 @@ SAM := SAM_CLI_TELEMETRY=0 $(SAM_VENV)/bin/sam
 # on a machine without python3.13.
 SAM_BUILD_FLAGS ?=
 
-.PHONY: help venv sam lint test unit integration e2e soak demo up down bench load params vectors deploy clean
+.PHONY: help venv sam lint test unit integration e2e soak demo up down bench load params vectors webapp-protocol deploy clean
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -93,6 +93,9 @@ load: venv  ## onboard 1,000 devices offline under AWS quotas and the stage thro
 vectors: venv  ## regenerate docs/test-vectors/ from the product's code (CHECK=1: only compare)
 	PYTHONPATH=local:example:provisioning_lambda:. $(BIN)/python -m tools.vectors $(if $(CHECK),--check)
 
+webapp-protocol: venv  ## regenerate webapp/js/protocol.js from the BLE protocol's code (CHECK=1: only compare)
+	$(RUN) -m tools.webapp_protocol $(if $(CHECK),--check)
+
 params: venv  ## print provisioning_lambda/config.json as `sam deploy` parameter overrides
 	@$(RUN) -m tools.params
 
@@ -101,7 +104,7 @@ params: venv  ## print provisioning_lambda/config.json as `sam deploy` parameter
 # and over config.json. The pre-flight runs before the SAM CLI is installed.
 DEPLOY_ENV ?= default
 DEPLOY_PARAMS ?=
-.PHONY: smoke ca-cert destroy
+.PHONY: smoke ca-cert app-config destroy
 DEPLOY_MODE = $(if $(filter default,$(DEPLOY_ENV)),--guided,--config-env $(DEPLOY_ENV))
 deploy: venv  ## pre-flight checks, then the SAM CLI, sam build, sam deploy (--guided by default)
 	$(RUN) -m tools.preflight --config-env $(DEPLOY_ENV) --build-flags "$(SAM_BUILD_FLAGS)" \
@@ -120,6 +123,12 @@ smoke: venv  ## a member provisions and revokes one test device on the deployed 
 CA_CERT_OUT ?= device-ca.pem
 ca-cert: venv  ## write the deployed Private CA's certificate, which devices pin, to CA_CERT_OUT
 	$(RUN) -m tools.ca_cert --out $(CA_CERT_OUT) $(STACK_ARGS)
+
+# The phone app's config.json beside webapp/index.html (git-ignored; the offline stack's own app
+# server needs none). Then host webapp/ on the origin the stack's AppOrigin names (README.md).
+APP_CONFIG_OUT ?= webapp/config.json
+app-config: venv  ## write the phone app's APP_CONFIG_OUT from the deployed stack's Outputs
+	$(RUN) -m tools.app_config --out $(APP_CONFIG_OUT) $(STACK_ARGS)
 
 # `make destroy DESTROY_ARGS=--yes` retires the Private CA without asking.
 DESTROY_ARGS ?=

@@ -88,10 +88,12 @@ def _cmd_up(args: argparse.Namespace) -> int:
             throttle=not args.no_throttle,
             quotas=args.quotas,
             cert_lifetime=args.cert_lifetime,
+            app_port=args.app_port,
         )
         try:
             outputs = stack.outputs
             print(f"offline stack up (pid {os.getpid()}); state in {state_path}")
+            print(f"  phone app      {stack.app_url}  (open it in Chromium or Chrome)")
             print(f"  API            {stack.api_url}  (POST {stack.api_url}/certificate)")
             print(f"  AWS (moto)     {stack.endpoint_url}  region {args.region}")
             print(f"  limits         {_limits_line(stack.throttle is not None, args.quotas)}")
@@ -391,6 +393,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--mqtt-port", type=int, default=0, help="MQTT broker port (default: free port)"
     )
     up.add_argument(
+        "--app-port",
+        type=int,
+        default=0,
+        help="port of the phone app (webapp/) on 127.0.0.1 (default: free port); the API's "
+        "CORS allows that origin (AppOrigin)",
+    )
+    up.add_argument(
         "--quotas",
         action="store_true",
         help="apply AWS's default API quotas to the emulated services (ThrottlingException "
@@ -505,7 +514,8 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Print one value of the running stack's state file by its dotted key, for scripts: "
             f"API_URL=$({hints.command('state', 'api_url')}). Keys: outputs.<Output>, "
-            "endpoint_url, api_url, region, mqtt.host, mqtt.port, mqtt.ca_file, stack_name."
+            "endpoint_url, api_url, app_url, region, mqtt.host, mqtt.port, mqtt.ca_file, "
+            "stack_name."
         ),
     )
     state.add_argument("key", help="dotted key, e.g. api_url, outputs.UserPoolId, mqtt.port")

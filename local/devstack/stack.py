@@ -8,6 +8,11 @@ The MQTT broker runs the template's topic rules (devstack.iot.topic_rules) and t
 publishes and disconnects (DeleteConnection) from the iot-data endpoint (devstack.iot.iot_data)
 every worker is pointed at.
 
+The phone app (webapp/ beside the template) is served on its own port of 127.0.0.1
+(devstack.webapp_server), with ``/config.json`` answered from the running stack; the template is
+deployed with ``AppOrigin`` set to that server's origin, so the API's CORS answers that page and
+no other, as in AWS.
+
 The gateway applies the template's stage throttling by default, as API Gateway does
 (devstack.apigateway.throttle; ``throttle=False`` turns it off for a suite that must burst); AWS API
 quotas on the emulated services are applied on request (``quotas=True``,
@@ -51,9 +56,11 @@ from devstack.iot.topic_rules import RuleEngine
 from devstack.moto_bridges import gaps as moto_gaps
 from devstack.moto_bridges import lifetime as cert_lifetimes
 from devstack.moto_bridges.quotas import QuotaLimiter, apply_quotas
+from devstack.webapp_server import AppServer, app_config
 
 DEFAULT_STATE = Path(".local/stack.json")
 DEFAULT_TEMPLATE = Path("template.yaml")
+APP_DIR_NAME = "webapp"  # the phone app's folder, beside the template
 DEFAULT_ADMIN_EMAIL = "admin@example.com"
 # The offline stack never uses real credentials, not even against 127.0.0.1.
 FAKE_CREDENTIALS = {
@@ -115,6 +122,25 @@ class RunningStack:
     throttle: StageThrottle | None = None  # the gateway's stage throttling, if applied
     quotas: QuotaLimiter | None = None  # the AWS API quotas on moto, if applied
     cert_lifetime: timedelta | None = None  # device certificates' lifetime, if shortened
+    app: AppServer | None = None  # the phone app's static files and its config.json
+
+    @property
+    def app_url(self) -> str:
+        """The phone app's page: ``http://127.0.0.1:<port>/``."""
+        if self.app is None:
+            raise DevstackError("this stack serves no app")
+        return self.app.url + "/"
+
+    @property
+    def app_config(self) -> dict[str, str]:
+        """What the app's ``/config.json`` answers."""
+        return app_config(
+            api_url=self.api_url,
+            region=self.deployment.region,
+            user_pool_id=self.deployment.outputs["UserPoolId"],
+            client_id=self.deployment.outputs["UserPoolClientId"],
+            cognito_endpoint=self.endpoint_url,
+        )
 
     @property
     def api_url(self) -> str:
@@ -146,6 +172,7 @@ class RunningStack:
             "pid": os.getpid(),
             "pid_started": process_started(os.getpid()),
             "stack_name": self.deployment.stack_name,
+            **({"app_url": self.app_url} if self.app is not None else {}),
             **({"mqtt": self.mqtt.state()} if self.mqtt is not None else {}),
             **({"iot_data_url": self.iot_data.url} if self.iot_data is not None else {}),
             **(
@@ -176,6 +203,8 @@ def start_stack(
     throttle: bool = True,
     quotas: bool | QuotaLimiter = False,
     cert_lifetime: timedelta | None = None,
+    app_port: int | None = 0,
+    app_dir: Path | None = None,
 ) -> RunningStack:
     """Build the functions, start moto, deploy the template onto it, start the gateway and the
     MQTT broker (unless ``mqtt_port`` is None).
@@ -189,9 +218,15 @@ def start_stack(
     AWS); ``quotas`` applies AWS's default API quotas to moto (off by default), or the given
     limiter's. ``cert_lifetime`` makes ACM PCA issue device certificates valid for that long
     (devstack.moto_bridges.lifetime; off by default: the template's DeviceCertValidityDays).
+
+    The phone app's files (``app_dir``, default ``webapp/`` beside the template) are served on
+    ``app_port`` (0: a free port; None: not served), and ``AppOrigin`` is that server's origin
+    unless ``parameters`` sets it.
     """
     check_port_free(api_port, "--port")
     check_port_free(moto_port, "--moto-port")
+    if app_port is not None:
+        check_port_free(app_port, "--app-port")
     if mqtt_port is not None:
         check_port_free(mqtt_port, "--mqtt-port")
     parameters = {"AdminEmail": DEFAULT_ADMIN_EMAIL, **(parameters or {})}
@@ -204,6 +239,13 @@ def start_stack(
     )
     exit_stack = contextlib.ExitStack()
     try:
+        app = None
+        if app_port is not None:
+            app = AppServer(
+                app_dir or Path(template).resolve().parent / APP_DIR_NAME, port=app_port
+            )
+            exit_stack.callback(app.server_close)
+            parameters.setdefault("AppOrigin", app.url)
         exit_stack.enter_context(offline_credentials(region))
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's per-request log lines
         moto_gaps.apply()
@@ -281,7 +323,13 @@ def start_stack(
             quotas=limiter,
             iot_data=iot_data,
             cert_lifetime=cert_lifetime,
+            app=app,
         )
+        if app is not None:
+            app.configure(running.app_config)
+            app.start()
+            exit_stack.callback(app.stop)
+            say(f"phone app at {running.app_url}")
         if mqtt_port is not None:
             running.rules = RuleEngine(
                 rules=deployment.topic_rules,

@@ -43,7 +43,16 @@ REGION = "us-east-1"
 REQUIRED_VALUES = {"AdminEmail": "admin@example.com"}
 # Values tried, in order, as "another value" of a parameter; the first one its constraints
 # accept and that differs from the default is used.
-_CANDIDATES = ("X", "AB", "x-1", "other@example.com", "unreserved", "1", "2")
+_CANDIDATES = (
+    "X",
+    "AB",
+    "x-1",
+    "other@example.com",
+    "https://app.example.com",
+    "unreserved",
+    "1",
+    "2",
+)
 # Resources no parameter may replace, and why.
 MUST_SURVIVE = {
     "AWS::DynamoDB::Table": "device ownership and the audit trail live there",
@@ -452,6 +461,12 @@ def violations(table: list[ParameterEffects]) -> list[str]:
 
 # A sentence for the operator where the bare effect does not say enough.
 NOTES = {
+    "AppOrigin": (
+        "The function's CORS headers change at once; API Gateway's (preflight, errors) only once "
+        "the stage is deployed again, which SAM does not do for a parameter: run `aws apigateway "
+        "create-deployment --rest-api-id <API id> --stage-name <StageName>` after the update "
+        '(README.md, "The phone app").'
+    ),
     "RenewalMinIntervalSeconds": (
         "Applies to the next renewal request; a device refused as too soon is told when to retry."
     ),

@@ -132,3 +132,25 @@ class Settings:
             expiry_warning_percent=int(warning),
             expiry_topic_arn=topic_arn,
         )
+
+
+# template.yaml's AppOrigin: empty, an https origin, or http on localhost/127.0.0.1.
+APP_ORIGIN_PATTERN = re.compile(
+    r"https://[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?(:[0-9]{1,5})?"
+    r"|http://(localhost|127\.0\.0\.1)(:[0-9]{1,5})?",
+    re.ASCII,
+)
+
+
+def app_origin(env: Mapping[str, str] | None = None) -> str | None:
+    """The phone app's origin (APP_ORIGIN), the one browser origin the API's answers allow;
+    None when there is none. Read at import by the API's resolver, so a bad value is a
+    ConfigError there."""
+    value = (os.environ if env is None else env).get("APP_ORIGIN", "").strip()
+    if not value:
+        return None
+    if not APP_ORIGIN_PATTERN.fullmatch(value):
+        raise ConfigError(
+            "APP_ORIGIN must be an origin such as https://app.example.com (no path, no '*')"
+        )
+    return value

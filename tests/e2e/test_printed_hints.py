@@ -16,6 +16,7 @@ import re
 import signal
 import subprocess
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -243,6 +244,11 @@ def test_up_down_and_their_errors_print_commands_that_run(clone: Path, tmp_path:
         assert recorded["api_url"] in banner
         assert f"{recorded['mqtt']['host']}:{recorded['mqtt']['port']}" in banner
         assert recorded["admin"]["password"] not in banner
+        # ... with the phone app's URL, which serves the page and this stack's config.json
+        assert recorded["app_url"].startswith("http://127.0.0.1:")
+        assert f"phone app      {recorded['app_url']}" in banner
+        with urllib.request.urlopen(recorded["app_url"] + "config.json", timeout=10) as answer:  # noqa: S310
+            assert json.loads(answer.read())["apiUrl"] == recorded["api_url"]
         printed = hints_in(banner)
         login, logs, make_down, down = (
             f"{hints.COMMAND} login admin",

@@ -61,6 +61,7 @@ CONTRACT_PARAMETERS = {
     "ExpiryWarningPercent",
     "ExpiryWatchSchedule",
     "RequireAttestation",
+    "AppOrigin",
 }
 CONTRACT_RESOURCES = {
     "UserPool": "AWS::Cognito::UserPool",
@@ -91,6 +92,8 @@ CONTRACT_OUTPUTS = {
     "ApiUrl",
     "UserPoolId",
     "UserPoolClientId",
+    "Region",
+    "AppOrigin",
     "DevicesTableName",
     "AuditTableName",
     "AllowlistTableName",
@@ -124,6 +127,7 @@ CONTRACT_PROVISIONING_ENV = {
     "EXPIRY_WARNING_PERCENT",
     "ALLOWLIST_TABLE",
     "REQUIRE_ATTESTATION",
+    "APP_ORIGIN",
 }
 POWERTOOLS_ENV = {"POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE", "POWERTOOLS_LOG_LEVEL"}
 

@@ -1,5 +1,9 @@
 """The API model the local gateway serves: routes, Cognito authorizers, request models and
 gateway responses of a REST API, read from its OpenAPI/Swagger definition (``api_spec``).
+
+Methods with a Lambda proxy integration are ``Route``s; methods with a mock integration (the
+CORS preflight the template's ``Cors`` makes: OPTIONS on every resource) are ``MockRoute``s,
+answered by the gateway from the integration's default response alone.
 """
 
 from __future__ import annotations
@@ -38,6 +42,19 @@ class Route:
 
 
 @dataclass(frozen=True)
+class MockRoute:
+    """A method with a mock integration: API Gateway answers it without any backend, with the
+    default integration response's status, static headers and template."""
+
+    path: str
+    method: str
+    authorizer: CognitoAuthorizer | None
+    status: int
+    headers: dict[str, str] = field(default_factory=dict)
+    body: str = ""
+
+
+@dataclass(frozen=True)
 class ApiSpec:
     logical_id: str
     api_id: str
@@ -45,6 +62,7 @@ class ApiSpec:
     routes: tuple[Route, ...]
     models: dict[str, dict[str, Any]] = field(default_factory=dict)
     gateway_responses: GatewayResponses = field(default_factory=GatewayResponses)
+    mock_routes: tuple[MockRoute, ...] = ()
 
 
 def api_spec(
@@ -79,18 +97,22 @@ def api_spec(
     validators = body.get("x-amazon-apigateway-request-validators", {})
     default_validator = body.get("x-amazon-apigateway-request-validator")
     routes: list[Route] = []
+    mock_routes: list[MockRoute] = []
     for path, methods in body.get("paths", {}).items():
         for method, operation in methods.items():
             integration = operation.get("x-amazon-apigateway-integration", {})
+            security = operation.get("security", body.get("security", []))
+            names = [name for requirement in security for name in requirement]
+            authorizer = next((authorizers[n] for n in names if n in authorizers), None)
+            if integration.get("type") == "mock":
+                mock_routes.append(mock_route(path, method, integration, authorizer))
+                continue
             if integration.get("type") != "aws_proxy":
                 continue
             uri = integration.get("uri", "")
             function = next((lid for arn, lid in function_by_arn.items() if arn in uri), None)
             if function is None:
                 raise DeployError(f"{logical_id}: {method} {path} targets no template function")
-            security = operation.get("security", body.get("security", []))
-            names = [name for requirement in security for name in requirement]
-            authorizer = next((authorizers[n] for n in names if n in authorizers), None)
             model_name, content_types = body_model(operation, body)
             schema = models.get(model_name) if model_name else None
             validator = operation.get("x-amazon-apigateway-request-validator", default_validator)
@@ -114,6 +136,33 @@ def api_spec(
         routes=tuple(routes),
         models=models,
         gateway_responses=parse_gateway_responses(body),
+        mock_routes=tuple(mock_routes),
+    )
+
+
+_METHOD_HEADER = "method.response.header."
+
+
+def mock_route(
+    path: str, method: str, integration: dict[str, Any], authorizer: CognitoAuthorizer | None
+) -> MockRoute:
+    """A mock integration's answer: its ``default`` integration response (the one SAM's CORS
+    preflight has), with the header parameters that are static values ('...')."""
+    default = (integration.get("responses") or {}).get("default") or {}
+    headers: dict[str, str] = {}
+    for key, value in (default.get("responseParameters") or {}).items():
+        text = str(value)
+        if key.startswith(_METHOD_HEADER) and len(text) >= 2 and text[0] == text[-1] == "'":
+            headers[key[len(_METHOD_HEADER) :]] = text[1:-1]
+    templates = default.get("responseTemplates") or {}
+    body = templates.get("application/json") or next(iter(templates.values()), "")
+    return MockRoute(
+        path=path,
+        method="ANY" if method == "x-amazon-apigateway-any-method" else method.upper(),
+        authorizer=authorizer,
+        status=int(default.get("statusCode") or 200),
+        headers=headers,
+        body=str(body),
     )
 
 

@@ -23,9 +23,16 @@ does what API Gateway does before the Lambda runs:
    the integration timeout (29 s) is INTEGRATION_TIMEOUT (504), and the invocation runs on
    until the function's own Timeout, as in AWS.
 
+A method with a mock integration (the CORS preflight the template's ``Cors`` declares: OPTIONS
+on each resource, no authorizer) is answered after steps 1 and 2 from its integration's default
+response: its status, its static headers (Access-Control-Allow-Origin naming the template's
+AppOrigin, whatever the request's Origin, as in AWS: a page of another origin is refused by
+its browser) and its body.
+
 Every error of the gateway itself is rendered from the template's GatewayResponses
 (devstack.apigateway.gateway_responses), falling back to API Gateway's defaults for types the
-template does not define.
+template does not define; their static headers (the template's Access-Control-Allow-Origin
+among them) come with each.
 
 The HTTP side serves requests concurrently, one thread each, and never waits on a client for
 ever: a socket read timeout (10 s: 408, then the connection is closed), a Content-Length that
@@ -56,6 +63,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import jsonschema
 import jwt
 
+from devstack.apigateway.api_model import MockRoute
 from devstack.apigateway.gateway_responses import GatewayResponses
 from devstack.apigateway.throttle import StageThrottle
 from devstack.apigateway.validation import body_errors
@@ -236,16 +244,19 @@ class LocalApi:
                 raise DevstackError("the gateway needs endpoint_url or a jwks_loader")
             jwks_loader = moto_jwks_loader(endpoint_url)
         self._verifiers: dict[str, CognitoVerifier] = {}
-        for route in self.api.routes:
-            if route.authorizer and route.authorizer.name not in self._verifiers:
-                self._verifiers[route.authorizer.name] = CognitoVerifier(
-                    route.authorizer,
+        authorizers = [r.authorizer for r in self.api.routes]
+        authorizers += [mock.authorizer for mock in self.api.mock_routes]
+        for authorizer in authorizers:
+            if authorizer and authorizer.name not in self._verifiers:
+                self._verifiers[authorizer.name] = CognitoVerifier(
+                    authorizer,
                     region=deployment.region,
                     jwks_loader=jwks_loader,
                     clock=clock,
                     leeway=leeway,
                 )
         self._routes = [(route, _route_regex(route.path)) for route in self.api.routes]
+        self._mock_routes = [(mock, _route_regex(mock.path)) for mock in self.api.mock_routes]
         self._validators = {
             route.path + route.method: jsonschema.Draft4Validator(route.schema)
             for route in self.api.routes
@@ -306,6 +317,30 @@ class LocalApi:
                 return route, {k: unquote(v) for k, v in found.groupdict().items()}
         return None
 
+    def _match_mock(self, method: str, path: str) -> MockRoute | None:
+        for mock, regex in self._mock_routes:
+            if regex.match(path) and mock.method in (method, "ANY"):
+                return mock
+        return None
+
+    def _mock(
+        self, mock: MockRoute, header_map: dict[str, str], request_id: str
+    ) -> GatewayResponse:
+        """A mock integration's answer: the same for every caller and every Origin."""
+        if mock.authorizer is not None:
+            try:
+                self._verifiers[mock.authorizer.name].verify(
+                    header_map.get(mock.authorizer.header.lower())
+                )
+            except AuthError as exc:
+                return self.error("UNAUTHORIZED", exc.message, request_id=request_id)
+        headers = {
+            "Content-Type": "application/json",
+            **mock.headers,
+            "x-amzn-RequestId": request_id,
+        }
+        return GatewayResponse(mock.status, headers, mock.body.encode())
+
     def handle(
         self,
         method: str,
@@ -324,7 +359,13 @@ class LocalApi:
         resource_path = path[len(stage_prefix) :] or "/"
         matched = self._match(method, resource_path)
         if matched is None:
-            return self.error(*no_route, request_id=request_id)
+            mock = self._match_mock(method, resource_path)
+            if mock is None:
+                return self.error(*no_route, request_id=request_id)
+            if self.throttle is not None and not self.throttle.admit(mock.path, method):
+                return self.error("THROTTLED", "Too Many Requests", request_id=request_id)
+            header_map = {name.lower(): value for name, value in headers}
+            return self._mock(mock, header_map, request_id)
         route, path_parameters = matched
         if self.throttle is not None and not self.throttle.admit(route.path, method):
             return self.error("THROTTLED", "Too Many Requests", request_id=request_id)

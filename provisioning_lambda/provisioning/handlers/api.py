@@ -6,13 +6,14 @@ import contextlib
 import json
 from typing import Any
 
-from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, CORSConfig, Response
 from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from provisioning.adapters.composition import get_services
+from provisioning.config import ConfigError, app_origin
 from provisioning.domain.errors import ProvisioningError
 from provisioning.domain.models import (
     User,
@@ -31,7 +32,26 @@ from provisioning.usecases.provision import (
     revoke_device,
 )
 
-app = APIGatewayRestResolver()
+
+def cors() -> CORSConfig | None:
+    """CORS headers on every answer for the phone app's origin (APP_ORIGIN, the template's
+    AppOrigin) and for no other; none without one. API Gateway answers the preflight itself."""
+    try:
+        origin = app_origin()
+    except ConfigError:
+        logger.exception("APP_ORIGIN is not an origin: answers carry no CORS headers")
+        return None
+    if origin is None:
+        return None
+    return CORSConfig(
+        allow_origin=origin,
+        allow_headers=["Authorization", "Content-Type"],
+        expose_headers=["Retry-After"],
+        max_age=600,
+    )
+
+
+app = APIGatewayRestResolver(cors=cors())
 app.include_router(fleet_router)  # GET /devices, transfer, claim, DELETE /devices/{dsn}
 
 

@@ -56,9 +56,10 @@ class BridgeThread:
     def set_choose(self, choose: Choose) -> None:
         self._loop.call_soon_threadsafe(setattr, self.bridge, "choose", choose)
 
-    def drop_link_after_data_writes(self, writes: int | None) -> None:
-        """Cut the link instead of making DATA write number ``writes`` + 1 (once)."""
-        self._loop.call_soon_threadsafe(setattr, self.bridge, "drop_link_after_data_writes", writes)
+    def cut_links_after_data_writes(self, writes: int | None) -> None:
+        """Until called with None, cut every link instead of making its DATA write number
+        ``writes`` + 1."""
+        self._loop.call_soon_threadsafe(setattr, self.bridge, "cut_links_after_data_writes", writes)
 
     def stop(self) -> None:
         if self._stopping is not None:

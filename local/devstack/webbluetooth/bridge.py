@@ -14,8 +14,8 @@ How a page's calls travel:
    device over the radio: the same GATT service code example/device.py runs answers, and its
    value or its ATT error goes back to the page.
 4. When the device drops the link, the page sees its ``gattserverdisconnected``
-   (``simulateGATTDisconnection``); ``drop_link_after_data_writes`` makes the bridge cut the
-   link in the middle of a transfer, as a phone walking out of range would.
+   (``simulateGATTDisconnection``); ``cut_links_after_data_writes`` makes the bridge cut
+   links in the middle of a transfer, as a phone walking out of range would.
 
 The emulation has no way to send the page a notification, so no characteristic is declared
 with notify (emulation.characteristic_properties): the page reads STATUS instead.
@@ -75,8 +75,9 @@ class Bridge:
         self.radio = radio
         self.scan_seconds = scan_seconds
         self.choose: Choose = first_device
-        # Test hook: cut the link instead of making this DATA write (0: the first one).
-        self.drop_link_after_data_writes: int | None = None
+        # Test hook: while set, every link is cut instead of making its DATA write number
+        # ``cut_links_after_data_writes + 1`` (0: the first), as a phone walking out of range.
+        self.cut_links_after_data_writes: int | None = None
         self._heard: dict[str, Heard] = {}  # emulated address -> what the radio heard
         self._declared: dict[str, dict[str, str]] = {}  # address -> characteristic id -> UUID
         self._links: dict[str, Link] = {}  # emulated address -> link
@@ -321,11 +322,8 @@ class Bridge:
 
     def _drop_now(self, link: Link) -> bool:
         link.data_writes += 1
-        limit = self.drop_link_after_data_writes
-        if limit is not None and link.data_writes > limit:
-            self.drop_link_after_data_writes = None  # once: the page's retry goes through
-            return True
-        return False
+        limit = self.cut_links_after_data_writes
+        return limit is not None and link.data_writes > limit
 
     async def _answer(
         self, characteristic_id: str, kind: str, code: int, data: bytes | None = None

@@ -50,6 +50,7 @@ SCAN_SECONDS = 1.5
 SCAN_ATTEMPTS = 10  # a chooser with nothing in it is scanned again this many times, then cancelled
 CONNECT_TIMEOUT = 10.0
 GATT_TIMEOUT = 15.0  # seconds for one read or write on the radio
+DISCONNECT_GRACE = 1.0  # seconds between the device dropping the link and the page hearing it
 
 Choose = Callable[[Sequence[dict[str, str]]], str | None]
 
@@ -256,11 +257,16 @@ class Bridge:
             del self._links[address]
         if not link.dropping:
             self._say(f"the device dropped the link to {address}")
-            task = asyncio.ensure_future(self._tell_page_disconnected(address))
+            task = asyncio.ensure_future(self._tell_page_disconnected(address, DISCONNECT_GRACE))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _tell_page_disconnected(self, address: str) -> None:
+    async def _tell_page_disconnected(self, address: str, after: float = 0.0) -> None:
+        """The page's ``gattserverdisconnected``. Chromium no longer takes an answer to an
+        operation once the peripheral is disconnected (the page's call would never settle),
+        so the page's calls already under way are answered (with an error) first: ``after``
+        seconds for those still on their way to the bridge."""
+        await asyncio.sleep(after)
         try:
             await self.cdp.send(
                 "BluetoothEmulation.simulateGATTDisconnection", {"address": address}
@@ -304,7 +310,9 @@ class Bridge:
             elif kind == "write":
                 value = emulation.decoded(params.get("data", ""))
                 if uuid == protocol.DATA_UUID and self._drop_now(link):
-                    await self.drop_link(address)  # the write is never answered: the link is gone
+                    # the write fails as one does when the radio fades, then the link goes
+                    await self._answer(characteristic_id, kind, emulation.ATT_UNLIKELY_ERROR)
+                    await self.drop_link(address)
                     return
                 with_response = params.get("writeType") != "write-without-response"
                 await asyncio.wait_for(
@@ -316,8 +324,9 @@ class Bridge:
         except ATT_Error as exc:
             self._say(f"{kind} {name}: the device answered ATT error 0x{exc.error_code:02X}")
             await self._answer(characteristic_id, kind, exc.error_code)
-        except (TimeoutError, ConnectionError, asyncio.CancelledError) as exc:
+        except Exception as exc:  # the link failed (timeout, disconnection): the page must hear
             self._say(f"{kind} {name}: the link failed ({type(exc).__name__})")
+            await self._answer(characteristic_id, kind, emulation.ATT_UNLIKELY_ERROR)
             await self.drop_link(address)
 
     def _drop_now(self, link: Link) -> bool:

@@ -46,6 +46,7 @@ class BridgeThread:
         try:
             await self._stopping.wait()
         finally:
+            await bridge.close()
             await cdp.close()
             await hci.close()
 

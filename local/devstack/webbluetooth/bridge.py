@@ -8,14 +8,19 @@ How a page's calls travel:
    (``BluetoothEmulation.simulateAdvertisement``), so they appear in the chooser. ``choose``
    then picks one (``selectPrompt``) or none (``cancelPrompt``: the page sees the user cancel).
 2. ``device.gatt.connect()`` (``gattOperationReceived``, type ``connection``): the bridge
-   connects to that device over the radio, discovers its GATT services and declares the same
-   services and characteristics to the emulation, then lets the page's connection succeed.
+   connects to that device over the radio (a fresh link each time, as a phone's reconnection
+   is), discovers its GATT services and declares the same services and characteristics to the
+   emulation, then lets the page's connection succeed.
 3. Every read and write the page makes (``characteristicOperationReceived``) is made on the
    device over the radio: the same GATT service code example/device.py runs answers, and its
    value or its ATT error goes back to the page.
 4. When the device drops the link, the page sees its ``gattserverdisconnected``
-   (``simulateGATTDisconnection``); ``cut_links_after_data_writes`` makes the bridge cut
-   links in the middle of a transfer, as a phone walking out of range would.
+   (``simulateGATTDisconnection``). ``cut_links_after_data_writes`` makes the bridge cut
+   links in the middle of a transfer, as a phone walking out of range would: the write
+   fails, the device's session ends, and the page's next call goes over a new link
+   (``_link_for``). (Chromium's emulation neither answers nor fails a call the page makes
+   just as a simulated disconnection lands, so the bridge does not simulate one for its
+   own cuts: the page would hang.)
 
 The emulation has no way to send the page a notification, so no characteristic is declared
 with notify (emulation.characteristic_properties): the page reads STATUS instead.
@@ -29,6 +34,7 @@ page.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -81,6 +87,9 @@ class Bridge:
         self.cut_links_after_data_writes: int | None = None
         self._heard: dict[str, Heard] = {}  # emulated address -> what the radio heard
         self._declared: dict[str, dict[str, str]] = {}  # address -> characteristic id -> UUID
+        self._services: dict[str, list[str]] = {}  # address -> the service ids declared
+        self._locks: dict[str, asyncio.Lock] = {}  # address -> held while its link changes
+        self._gone: set[str] = set()  # devices that left the radio (until the page reconnects)
         self._links: dict[str, Link] = {}  # emulated address -> link
         self._prompts_seen: set[str] = set()
         self._prompts_answered: set[str] = set()
@@ -91,6 +100,13 @@ class Bridge:
     def _say(self, line: str) -> None:
         logger.info("%s", line)
         self.log.append(line)
+
+    async def close(self) -> None:
+        """Cut every link; forget what is pending (the browser is going too)."""
+        for task in list(self._tasks):
+            task.cancel()
+        for address in list(self._links):
+            await self._close(self._links.pop(address))
 
     # --- start --------------------------------------------------------------------------------
 
@@ -203,10 +219,21 @@ class Bridge:
 
     async def _connect(self, address: str) -> None:
         """A fresh link for a page's connect() (a retry starts with a new session on the
-        device, as on a phone); the device's services declared to the emulation once."""
-        old = self._links.pop(address, None)
-        if old is not None:
-            await self._close(old)
+        device, as on a phone), and the device's services declared to the emulation."""
+        async with self._lock(address):
+            old = self._links.pop(address, None)
+            if old is not None:
+                await self._close(old)
+            self._gone.discard(address)
+            services = await self._open_link(address)
+            # Chromium forgets a peripheral's services when its GATT connection ends: declared
+            # afresh on every connection (the old ones removed, in case it kept them).
+            await self._undeclare(address)
+            self._declared[address] = await self._declare(address, services)
+
+    async def _open_link(self, address: str) -> list[Any]:
+        """Connect over the radio and discover the device's services; the link kept in
+        ``_links``. Its services (bumble's) returned."""
         heard = self._heard.get(address)
         radio_address = Address(heard.address if heard else address, Address.RANDOM_DEVICE_ADDRESS)
         self._say(f"connecting to {address} over the radio")
@@ -217,16 +244,48 @@ class Bridge:
         )
         peer = Peer(connection)
         await peer.request_mtu(protocol.PREFERRED_MTU)
-        services = await peer.discover_services()
+        services: list[Any] = list(await peer.discover_services())
         for service in services:
             for characteristic in await peer.discover_characteristics(service=service):
                 link.characteristics[uuid_of(characteristic)] = characteristic
         self._links[address] = link
-        if address not in self._declared:
-            self._declared[address] = await self._declare(address, services, link)
         self._say(f"connected to {address}: {len(link.characteristics)} characteristics")
+        return services
 
-    async def _declare(self, address: str, services: Sequence[Any], link: Link) -> dict[str, str]:
+    async def _link_for(self, address: str) -> Link | None:
+        """The link the page's next operation goes over. After a cut (cut_links_after_data_writes,
+        or a failed operation) the page still counts itself connected, as a phone does until
+        its stack notices: its next operation reconnects over the radio, and the device, which
+        lost the link, starts a new session. A device that left the radio is not called back."""
+        async with self._lock(address):
+            link = self._links.get(address)
+            if link is None and address not in self._gone:
+                try:
+                    await self._open_link(address)
+                except Exception as exc:
+                    self._say(f"cannot reconnect to {address}: {type(exc).__name__}")
+                    self._gone.add(address)
+                link = self._links.get(address)
+            return link
+
+    async def _cut(self, address: str) -> None:
+        """Cut the radio link (the device's session ends); the page's next call reconnects."""
+        async with self._lock(address):
+            link = self._links.pop(address, None)
+            if link is not None:
+                self._say(f"dropping the link to {address}")
+                await self._close(link)
+
+    def _lock(self, address: str) -> asyncio.Lock:
+        return self._locks.setdefault(address, asyncio.Lock())
+
+    async def _undeclare(self, address: str) -> None:
+        self._declared.pop(address, None)
+        for service_id in self._services.pop(address, []):
+            with contextlib.suppress(CdpError):  # already gone with the last connection
+                await self.cdp.send("BluetoothEmulation.removeService", {"serviceId": service_id})
+
+    async def _declare(self, address: str, services: Sequence[Any]) -> dict[str, str]:
         declared: dict[str, str] = {}
         for service in services:
             if uuid_of(service) in emulation.BLOCKLISTED_SERVICES:
@@ -237,6 +296,7 @@ class Bridge:
                     {"address": address, "serviceUuid": uuid_of(service)},
                 )
             )["serviceId"]
+            self._services.setdefault(address, []).append(service_id)
             for characteristic in service.characteristics:
                 uuid = uuid_of(characteristic)
                 added = await self.cdp.send(
@@ -257,15 +317,16 @@ class Bridge:
             del self._links[address]
         if not link.dropping:
             self._say(f"the device dropped the link to {address}")
+            self._gone.add(address)
             task = asyncio.ensure_future(self._tell_page_disconnected(address, DISCONNECT_GRACE))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
     async def _tell_page_disconnected(self, address: str, after: float = 0.0) -> None:
-        """The page's ``gattserverdisconnected``. Chromium no longer takes an answer to an
-        operation once the peripheral is disconnected (the page's call would never settle),
-        so the page's calls already under way are answered (with an error) first: ``after``
-        seconds for those still on their way to the bridge."""
+        """The page's ``gattserverdisconnected``. Chromium neither takes an answer to an
+        operation once the emulated peripheral is disconnected nor fails it (the page's call
+        would never settle), so for ``after`` seconds first the page's calls are answered with
+        an error (there is no link), as a phone's stack fails them while it notices the loss."""
         await asyncio.sleep(after)
         try:
             await self.cdp.send(
@@ -281,28 +342,20 @@ class Bridge:
         except Exception:
             logger.debug("disconnect failed", exc_info=True)
 
-    async def drop_link(self, address: str) -> None:
-        """Cut the link to ``address`` as a radio fading out would: the device's session ends,
-        the page sees ``gattserverdisconnected``."""
-        link = self._links.pop(address, None)
-        if link is not None:
-            self._say(f"dropping the link to {address}")
-            await self._close(link)
-        await self._tell_page_disconnected(address)
-
     # --- reads and writes ---------------------------------------------------------------------
 
     async def _characteristic_operation(self, params: dict[str, Any], _session: str | None) -> None:
         characteristic_id, kind = params["characteristicId"], params["type"]
         address = next((a for a, ids in self._declared.items() if characteristic_id in ids), None)
         uuid = self._declared.get(address or "", {}).get(characteristic_id)
-        link = self._links.get(address or "")
+        link = None if address is None else await self._link_for(address)
         if address is None or uuid is None or link is None or uuid not in link.characteristics:
             self._say(f"{kind} on {characteristic_id}: no link")
             await self._answer(characteristic_id, kind, emulation.ATT_UNLIKELY_ERROR)
             return
         characteristic = link.characteristics[uuid]
         name = protocol_name(uuid)
+        self.log.append(f"page: {kind} {name}")
         try:
             if kind == "read":
                 value = bytes(await asyncio.wait_for(characteristic.read_value(), GATT_TIMEOUT))
@@ -311,8 +364,8 @@ class Bridge:
                 value = emulation.decoded(params.get("data", ""))
                 if uuid == protocol.DATA_UUID and self._drop_now(link):
                     # the write fails as one does when the radio fades, then the link goes
+                    await self._cut(address)
                     await self._answer(characteristic_id, kind, emulation.ATT_UNLIKELY_ERROR)
-                    await self.drop_link(address)
                     return
                 with_response = params.get("writeType") != "write-without-response"
                 await asyncio.wait_for(
@@ -326,8 +379,8 @@ class Bridge:
             await self._answer(characteristic_id, kind, exc.error_code)
         except Exception as exc:  # the link failed (timeout, disconnection): the page must hear
             self._say(f"{kind} {name}: the link failed ({type(exc).__name__})")
+            await self._cut(address)
             await self._answer(characteristic_id, kind, emulation.ATT_UNLIKELY_ERROR)
-            await self.drop_link(address)
 
     def _drop_now(self, link: Link) -> bool:
         link.data_writes += 1

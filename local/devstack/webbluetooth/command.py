@@ -93,11 +93,13 @@ def run(args: argparse.Namespace) -> int:
 async def _bridge(ws_url: str, transport: str) -> None:
     hci, radio = await open_radio(transport)
     cdp = await CdpConnection.connect(ws_url)
+    bridge = Bridge(cdp, radio)
     try:
-        await Bridge(cdp, radio).start()
+        await bridge.start()
         await cdp.closed.wait()  # the browser closed
         print("the browser closed")
     finally:
+        await bridge.close()
         await cdp.close()
         await hci.close()
 

@@ -181,9 +181,10 @@ def test_a_link_lost_during_data_is_shown_and_try_again_succeeds(
     assert not (state_dir / "certificate.pem").exists()
     assert "dropping the link" in "\n".join(bridge.bridge.log)
 
-    # WHEN the link holds again and she presses "Try again"
+    # WHEN the link holds again and she presses "Try again", then finds the device again
     bridge.cut_links_after_data_writes(None)
     page.get_by_role("button", name="Try again").click()
+    page.get_by_role("button", name="Find a device").click()
 
     # THEN the device is onboarded
     expect(page.get_by_role("heading", name="Device onboarded")).to_be_visible(timeout=WAIT_MS)

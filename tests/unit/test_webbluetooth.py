@@ -83,3 +83,19 @@ def test_the_devtools_url_is_read_from_the_profile(tmp_path):
     empty.mkdir()
     with pytest.raises(chromium.ChromiumError, match="DevTools port"):
         chromium.devtools_url(empty, timeout=0.2)
+
+
+def test_devstack_browser_says_when_no_stack_is_up(tmp_path, capsys):
+    from devstack import cli
+
+    assert cli.main(["browser", "--headless", "--state", str(tmp_path / "none.json")]) == 2
+    assert "devstack browser:" in capsys.readouterr().err
+
+
+def test_devstack_browser_needs_the_stacks_app_url(tmp_path, capsys):
+    from devstack import cli
+
+    state = tmp_path / "stack.json"
+    state.write_text('{"outputs": {}, "endpoint_url": "http://127.0.0.1:1", "region": "us-east-1"}')
+    assert cli.main(["browser", "--headless", "--state", str(state)]) == 2
+    assert "names no app_url" in capsys.readouterr().err

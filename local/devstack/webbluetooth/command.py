@@ -15,9 +15,11 @@ import contextlib
 import logging
 import os
 import shlex
+import signal
 import sys
 import tempfile
 from pathlib import Path
+from types import FrameType
 
 from devstack.errors import DevstackError
 from devstack.stack import read_state
@@ -57,7 +59,14 @@ def add_parser(
     return browser
 
 
+def _interrupt(_signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
 def run(args: argparse.Namespace) -> int:
+    # Ctrl-C, and SIGTERM (`kill`) alike, stop it cleanly
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     bridge_log = logging.getLogger("devstack.webbluetooth")
     bridge_log.setLevel(logging.INFO)

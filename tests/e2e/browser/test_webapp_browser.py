@@ -27,6 +27,10 @@ from .screens import Screens
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
+# One worker, one Chromium and one stack for the journeys (tests/conftest.py): they mostly wait
+# on the browser, the radio and the device, and run beside the other offline-stack modules.
+OFFLINE_STACK_GROUP = "offline-stack-browser"
+
 REPO = Path(__file__).resolve().parents[3]
 WAIT_MS = 60_000  # a whole onboarding: the API, the radio, the device's checks
 

@@ -21,6 +21,7 @@ import tempfile
 from pathlib import Path
 from types import FrameType
 
+from devstack import hints
 from devstack.errors import DevstackError
 from devstack.stack import read_state
 from devstack.webbluetooth import chromium
@@ -124,11 +125,11 @@ def _start_radio(stack: contextlib.ExitStack, state: str) -> str:
     )
     bridge_transport, device_transport = radio.wait_for(events.RadioReady, timeout=30).transports
     print(f"started a virtual radio (log {radio.log_path})")
-    ca_cert = [".venv/bin/devstack", "ca-cert", "--out", ".local/device-ca.pem"]
+    ca_cert = hints.command("ca-cert", "--out", ".local/device-ca.pem", state=state)
     device = [".venv/bin/python", "example/device.py", "--transport", device_transport]
     device += ["--dsn", "SN-0001", "--ca", ".local/device-ca.pem"]
     device += ["--state-dir", ".local/devices/SN-0001", "--state", state]
     print("put the example device on it (in another terminal, from the repository):")
-    print(f"  {shlex.join(ca_cert)}")
+    print(f"  {ca_cert}")
     print(f"  {shlex.join(device)}", flush=True)
     return str(bridge_transport)

@@ -121,7 +121,7 @@ def test_a_wrong_password_is_refused_on_the_page(
 
     # THEN the page says so and stays on the sign-in screen
     alert = page.locator("#screen-sign-in [role=alert]")
-    expect(alert).not_to_be_empty(timeout=WAIT_MS)
+    expect(alert).to_contain_text("Wrong email or password", timeout=WAIT_MS)
     screens.check("wrong-password")
     expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
     assert member.password not in alert.inner_text()

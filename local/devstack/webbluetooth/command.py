@@ -25,8 +25,6 @@ from devstack import hints
 from devstack.errors import DevstackError
 from devstack.stack import read_state
 from devstack.webbluetooth import chromium
-from devstack.webbluetooth.bridge import Bridge, open_radio
-from devstack.webbluetooth.cdp import CdpConnection
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -101,6 +99,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _bridge(ws_url: str, transport: str) -> None:
+    # here, not at the top: every devstack command builds this one's parser
+    from devstack.webbluetooth.bridge import Bridge, open_radio
+    from devstack.webbluetooth.cdp import CdpConnection
+
     hci, radio = await open_radio(transport)
     cdp = await CdpConnection.connect(ws_url)
     bridge = Bridge(cdp, radio)

@@ -15,7 +15,7 @@ SAM := SAM_CLI_TELEMETRY=0 $(SAM_VENV)/bin/sam
 # on a machine without python3.13.
 SAM_BUILD_FLAGS ?=
 
-.PHONY: help venv sam lint test unit integration e2e soak demo up down bench load params vectors webapp-protocol deploy clean
+.PHONY: help venv sam lint test unit integration e2e soak demo up down browser bench load params vectors webapp-protocol chromium deploy clean
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -54,7 +54,7 @@ lint: venv sam  ## ruff, mypy on the Lambda and example code, cfn-lint and sam v
 # of the printed-hints tests, the benchmarks) compiles the project's sources again.
 PYTEST := env -u PYTHONDONTWRITEBYTECODE $(BIN)/pytest
 
-test: lint  ## the whole suite: lint, then unit, integration and end-to-end tests
+test: lint chromium node_modules/.installed  ## the whole suite: lint, then unit, integration and end-to-end tests (the browser journeys too)
 	$(PYTEST)
 
 unit: venv  ## unit tests only
@@ -63,8 +63,28 @@ unit: venv  ## unit tests only
 integration: venv  ## handler + adapters under moto
 	$(PYTEST) tests/integration
 
-e2e: venv  ## through the offline stack
+e2e: venv chromium node_modules/.installed  ## through the offline stack
 	$(PYTEST) tests/e2e
+
+# The browser journeys (tests/e2e/browser/) drive Debian's chromium with Playwright (never a
+# browser Playwright downloads). Installed with apt-get where it is missing and this user can
+# (root, or sudo without a password); otherwise the command to run, and a failure.
+CHROMIUM := /usr/bin/chromium
+chromium:  ## Debian's chromium, for the browser journeys and `devstack browser`
+	@if [ -x $(CHROMIUM) ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; \
+	else echo "Debian's chromium is missing: run \`sudo apt-get install -y chromium\`, then make again" >&2; exit 1; fi; \
+	echo "installing Debian's chromium (apt-get)"; \
+	$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium || \
+	{ $$SUDO apt-get update -q && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
+
+# axe-core (the accessibility check the browser journeys inject), pinned by package-lock.json.
+node_modules/.installed: package.json package-lock.json
+	npm ci --ignore-scripts --no-audit --no-fund
+	touch $@
+
+browser: venv chromium  ## chromium on the running stack's phone app, its Web Bluetooth bridged to the virtual radio
+	$(RUN) -m devstack browser
 
 # `make soak SOAK_EXAMPLES=2000 SOAK_STEPS=60`: longer still. pytest's 300 s limit is off here,
 # and it runs in pytest's own process (-n 0), which prints Hypothesis's statistics.
@@ -146,4 +166,4 @@ destroy: venv  ## sam delete, then (asked) retire the Private CA; lists what the
 clean:  ## stop the offline stack, then remove the virtualenv, caches, local state and build output
 	@$(MAKE) --no-print-directory down
 	rm -rf $(VENV) .local .pytest_cache .mypy_cache .ruff_cache .coverage .aws-sam build \
-	    *.egg-info
+	    *.egg-info node_modules

@@ -542,6 +542,12 @@ def build_parser() -> argparse.ArgumentParser:
     _state_option(logs)
     logs.set_defaults(func=_cmd_logs)
 
+    from devstack.webbluetooth import command as browser_command
+
+    browser = browser_command.add_parser(commands)
+    _state_option(browser)
+    browser.set_defaults(func=browser_command.run)
+
     return parser
 
 

@@ -297,6 +297,7 @@ def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
         ["sweep"],
         ["expiry"],
         ["state"],
+        ["browser"],
     ):
         with pytest.raises(SystemExit) as done:
             main([*command, "--help"])

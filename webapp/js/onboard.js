@@ -195,6 +195,12 @@ export class Link {
    */
   async finalStatus(timeoutMs, pollIntervalMs, sleep = defaultSleep) {
     const deadline = Date.now() + timeoutMs;
+    if (!this.reports.some((report) => isFinal(report.code))) {
+      // The verdict is there as soon as COMMIT is answered, and the device leaves the radio
+      // soon after giving it: without a notification, read it at once, then poll.
+      const first = await this.readStatus();
+      if (isFinal(first.code)) return first;
+    }
     for (;;) {
       const notified = this.reports.find((report) => isFinal(report.code));
       if (notified) return notified;

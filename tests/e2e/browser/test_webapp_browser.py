@@ -1,0 +1,264 @@
+"""The phone app (webapp/) in a real browser, against the real device logic.
+
+Headless Debian chromium, driven by Playwright as a person would (by the accessible names
+the page gives its controls); its Web Bluetooth is Chromium's DevTools emulation, bridged by
+devstack.webbluetooth to a virtual radio on which example/device.py runs: every read and
+write the page makes reaches the device's own GATT service code. Each journey screenshots
+every screen and runs axe-core on it (screens.py).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import expect
+
+from devstack.stack import RunningStack
+from onboarding_ble import events, renewal
+from onboarding_ble.processes import Children
+from tests.e2e.ble.procs import aws, messages, start_device
+from tests.support.offline import new_member, parameter_updated, post_certificate, unique_dsn
+
+from .screens import Screens
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
+
+# One worker, one Chromium and one stack for the journeys (tests/conftest.py): they mostly wait
+# on the browser, the radio and the device, and run beside the other offline-stack modules.
+OFFLINE_STACK_GROUP = "offline-stack-browser"
+
+REPO = Path(__file__).resolve().parents[3]
+WAIT_MS = 60_000  # a whole onboarding: the API, the radio, the device's checks
+
+
+def sign_in(page: Any, screens: Screens, app_url: str, username: str, password: str) -> None:
+    page.goto(app_url)
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    screens.check("sign-in")
+    page.get_by_role("textbox", name="Email").fill(username)
+    page.get_by_role("textbox", name="Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+
+
+def onboard_screen(page: Any, screens: Screens) -> None:
+    expect(page.get_by_role("heading", name="Onboard a device")).to_be_visible()
+    screens.check("onboard")
+
+
+def alert_of(page: Any) -> Any:
+    return page.locator("#screen-onboard [role=alert]")
+
+
+def test_a_device_is_onboarded_from_the_browser_then_revoked_and_cut_off(
+    offline_stack: RunningStack,
+    stack: dict[str, Any],
+    broker: dict[str, Any],
+    pinned_ca: Path,
+    procs: Children,
+    radio: tuple[str, str],
+    page: Any,
+    screens: Screens,
+    tmp_path: Path,
+) -> None:
+    # GIVEN a factory-fresh device advertising on the radio, and its owner signed in
+    dsn = unique_dsn("WEB")
+    state_dir = tmp_path / dsn
+    device = start_device(procs, radio[0], dsn, state_dir, pinned_ca, broker)
+    device.wait_for(events.Advertising)
+    owner = new_member(offline_stack)
+    sign_in(page, screens, offline_stack.app_url, owner.username, owner.password)
+    onboard_screen(page, screens)
+
+    # WHEN she finds the device and onboards it
+    page.get_by_role("button", name="Find a device").click()
+    success = page.get_by_role("heading", name="Device onboarded")
+    expect(success).to_be_visible(timeout=WAIT_MS)
+    shot = screens.check("onboarded")
+
+    # THEN the page names the thing and the certificate's expiry ...
+    meta_path = state_dir / "device.json"
+    assert device.wait(60) == 0, device.output()
+    meta = json.loads(meta_path.read_text())
+    thing = meta["thingName"]
+    assert thing.endswith(dsn)
+    expect(page.locator("#screen-onboard")).to_contain_text(thing)
+    expect(page.locator("#screen-onboard")).to_contain_text(dsn)
+    expect(page.locator("#result-expiry")).to_have_text(re.compile(r"\d{4}"))
+    # ... the device decrypted and stored its key (files 0600), and said hello over mutual TLS
+    for name in ("certificate.pem", "private_key.pem"):
+        assert (state_dir / name).stat().st_mode & 0o777 == 0o600
+    hellos = [m for m in messages(broker) if m["topic"] == f"things/{thing}/hello"]
+    assert len(hellos) == 1 and hellos[0]["client_id"] == thing
+    assert shot.stat().st_size > 0  # docs/images/webapp-onboarded.png is one of these
+
+    # WHEN she revokes it from "My devices"
+    page.get_by_role("button", name="My devices").click()
+    expect(page.get_by_role("heading", name="My devices")).to_be_visible()
+    expect(page.get_by_role("cell", name=dsn)).to_be_visible()
+    screens.check("my-devices")
+    page.get_by_role("button", name=f"Revoke {dsn}").click()
+    expect(page.locator("#devices-status")).to_contain_text("revoked", timeout=WAIT_MS)
+    screens.check("revoked")
+
+    # THEN IoT has its certificate REVOKED and the broker refuses the device
+    iot = aws(stack, "iot")
+    described = iot.describe_certificate(certificateId=meta["certificateId"])
+    assert described["certificateDescription"]["status"] == "REVOKED"
+    again = start_device(procs, "none", dsn, state_dir, pinned_ca, broker)
+    assert again.wait(60) == 4, again.output()  # EXIT_MQTT: cut off
+
+
+def test_a_wrong_password_is_refused_on_the_page(
+    offline_stack: RunningStack, page: Any, screens: Screens
+) -> None:
+    # GIVEN a member, WHEN she signs in with a wrong password
+    member = new_member(offline_stack)
+    sign_in(page, screens, offline_stack.app_url, member.username, member.password + "x")
+
+    # THEN the page says so and stays on the sign-in screen
+    alert = page.locator("#screen-sign-in [role=alert]")
+    expect(alert).to_contain_text("Wrong email or password", timeout=WAIT_MS)
+    screens.check("wrong-password")
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    assert member.password not in alert.inner_text()
+
+
+def test_the_user_cancelling_the_chooser_is_told_what_to_do(
+    offline_stack: RunningStack,
+    pinned_ca: Path,
+    procs: Children,
+    radio: tuple[str, str],
+    bridge: Any,
+    page: Any,
+    screens: Screens,
+    tmp_path: Path,
+) -> None:
+    # GIVEN a device in range, and its owner signed in
+    dsn = unique_dsn("WEB")
+    device = start_device(procs, radio[0], dsn, tmp_path / dsn, pinned_ca, None)
+    device.wait_for(events.Advertising)
+    owner = new_member(offline_stack)
+    sign_in(page, screens, offline_stack.app_url, owner.username, owner.password)
+    onboard_screen(page, screens)
+
+    # WHEN she closes the chooser without picking it
+    bridge.set_choose(lambda _devices: None)
+    page.get_by_role("button", name="Find a device").click()
+
+    # THEN the page says so, with its code, and offers to try again
+    expect(alert_of(page)).to_contain_text("CHOOSER_CANCELLED", timeout=WAIT_MS)
+    expect(page.get_by_role("button", name="Try again")).to_be_visible()
+    screens.check("chooser-cancelled")
+    assert not any((tmp_path / dsn).glob("*.pem"))
+
+
+def test_a_link_lost_during_data_is_shown_and_try_again_succeeds(
+    offline_stack: RunningStack,
+    pinned_ca: Path,
+    procs: Children,
+    radio: tuple[str, str],
+    bridge: Any,
+    page: Any,
+    screens: Screens,
+    tmp_path: Path,
+) -> None:
+    # GIVEN a device, its owner signed in, and a link that drops after one DATA chunk
+    dsn = unique_dsn("WEB")
+    state_dir = tmp_path / dsn
+    device = start_device(procs, radio[0], dsn, state_dir, pinned_ca, None)
+    device.wait_for(events.Advertising)
+    owner = new_member(offline_stack)
+    sign_in(page, screens, offline_stack.app_url, owner.username, owner.password)
+    onboard_screen(page, screens)
+    bridge.cut_links_after_data_writes(1)
+
+    # WHEN she onboards it (the page reconnects and resends on its own, and gives up)
+    page.get_by_role("button", name="Find a device").click()
+
+    # THEN the page shows the lost link; the device stored nothing
+    expect(alert_of(page)).to_contain_text("BLE_DISCONNECTED", timeout=WAIT_MS)
+    screens.check("link-lost")
+    assert not (state_dir / "certificate.pem").exists()
+    assert "dropping the link" in "\n".join(bridge.bridge.log)
+
+    # WHEN the link holds again and she presses "Try again", then finds the device again
+    bridge.cut_links_after_data_writes(None)
+    page.get_by_role("button", name="Try again").click()
+    page.get_by_role("button", name="Find a device").click()
+
+    # THEN the device is onboarded
+    expect(page.get_by_role("heading", name="Device onboarded")).to_be_visible(timeout=WAIT_MS)
+    screens.check("onboarded-after-retry")
+    assert device.wait(60) == 0, device.output()
+    assert (state_dir / "certificate.pem").exists()
+
+
+def test_an_api_refusal_half_way_shows_its_code(
+    offline_stack: RunningStack,
+    pinned_ca: Path,
+    procs: Children,
+    radio: tuple[str, str],
+    page: Any,
+    screens: Screens,
+    tmp_path: Path,
+) -> None:
+    # GIVEN a DSN another member already owns, and a (reset) device with it in range
+    dsn = unique_dsn("WEB")
+    _key, csr = renewal.new_key_and_csr(dsn)
+    status, _ = post_certificate(
+        offline_stack.api_url, {"DSN": dsn, "csr": csr}, new_member(offline_stack).id_token
+    )
+    assert status == 200
+    state_dir = tmp_path / dsn
+    device = start_device(procs, radio[0], dsn, state_dir, pinned_ca, None)
+    device.wait_for(events.Advertising)
+    member = new_member(offline_stack)
+    _key, csr = renewal.new_key_and_csr(dsn)
+    status, refusal = post_certificate(
+        offline_stack.api_url, {"DSN": dsn, "csr": csr}, member.id_token
+    )
+    assert status in (403, 409), refusal  # what the API answers this member for this DSN
+
+    # WHEN the member tries to onboard it
+    sign_in(page, screens, offline_stack.app_url, member.username, member.password)
+    onboard_screen(page, screens)
+    page.get_by_role("button", name="Find a device").click()
+
+    # THEN the page shows the API's code; the device was told (ERR_APP) and stored nothing
+    expect(alert_of(page)).to_contain_text(refusal["code"], timeout=WAIT_MS)
+    expect(page.get_by_role("button", name="Try again")).to_be_visible()
+    screens.check("api-refused")
+    device.wait_for(events.StatusChanged, where=lambda e: e.status == "ERR_APP")
+    assert not (state_dir / "certificate.pem").exists()
+
+
+def test_with_attestation_on_a_device_not_in_the_allowlist_is_refused(
+    offline_stack: RunningStack,
+    pinned_ca: Path,
+    procs: Children,
+    radio: tuple[str, str],
+    page: Any,
+    screens: Screens,
+    tmp_path: Path,
+) -> None:
+    with parameter_updated(offline_stack, "RequireAttestation", "true"):
+        # GIVEN a device with a factory key the allowlist does not hold, and a member
+        dsn = unique_dsn("WEB")
+        state_dir = tmp_path / dsn
+        device = start_device(procs, radio[0], dsn, state_dir, pinned_ca, None, "--attestation")
+        device.wait_for(events.Advertising)
+        member = new_member(offline_stack)
+
+        # WHEN she onboards it
+        sign_in(page, screens, offline_stack.app_url, member.username, member.password)
+        onboard_screen(page, screens)
+        page.get_by_role("button", name="Find a device").click()
+
+        # THEN the page shows the API's code and the device stored nothing
+        expect(alert_of(page)).to_contain_text("DEVICE_NOT_ALLOWED", timeout=WAIT_MS)
+        screens.check("not-allowed")
+        assert not (state_dir / "certificate.pem").exists()

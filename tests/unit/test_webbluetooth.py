@@ -1,0 +1,101 @@
+"""The Web Bluetooth bridge's pure parts: what the emulation is told about the radio's devices
+(local/devstack/webbluetooth/emulation.py) and how Chromium is started (chromium.py)."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+from bumble.core import UUID
+
+from devstack.webbluetooth import chromium, emulation
+from onboarding_ble import protocol
+
+
+def test_characteristics_are_declared_without_notify_which_the_emulation_cannot_deliver():
+    # read + notify (STATUS): the page's startNotifications fails, so it reads STATUS instead
+    assert emulation.characteristic_properties(0x02 | 0x10) == {"read": True}
+    assert emulation.characteristic_properties(0x08) == {"write": True}
+    assert emulation.characteristic_properties(0x04 | 0x08 | 0x20) == {
+        "writeWithoutResponse": True,
+        "write": True,
+    }
+
+
+def test_uuids_are_written_as_the_page_writes_them():
+    onboarding = UUID(protocol.SERVICE_UUID).to_bytes(force_128=True)
+    assert emulation.canonical_uuid(onboarding) == protocol.SERVICE_UUID
+    generic_access = UUID.from_16_bits(0x1800).to_bytes(force_128=True)
+    assert emulation.canonical_uuid(generic_access) in emulation.BLOCKLISTED_SERVICES
+    with pytest.raises(ValueError):
+        emulation.canonical_uuid(b"\x00\x18")
+
+
+def test_addresses_lose_bumbles_type_suffix_and_anything_else_is_refused():
+    assert emulation.emulated_address("c8:3f:83:fe:76:72/P") == "C8:3F:83:FE:76:72"
+    for bad in ("", "C8:3F:83:FE:76", "C8:3F:83:FE:76:7G", "C8-3F-83-FE-76-72"):
+        with pytest.raises(ValueError):
+            emulation.emulated_address(bad)
+
+
+def test_an_advertisement_announces_the_onboarding_service_with_every_scan_record_field():
+    entry = emulation.scan_entry("c8:3f:83:fe:76:72", "SN-0001")
+    assert entry["deviceAddress"] == "C8:3F:83:FE:76:72"
+    record = entry["scanRecord"]
+    assert record["uuids"] == [protocol.SERVICE_UUID] and record["name"] == "SN-0001"
+    # Chromium never answers simulateAdvertisement without these
+    assert {"appearance", "txPower", "manufacturerData"} <= record.keys()
+
+
+def test_only_this_protocols_service_data_is_heard():
+    data = protocol.encode_service_data("SN-0001")
+    assert emulation.heard("AA:BB:CC:DD:EE:FF", data, None) == emulation.Heard(
+        "AA:BB:CC:DD:EE:FF", "SN-0001"
+    )
+    assert emulation.heard("AA:BB:CC:DD:EE:FF", data, "SN-0001-long").name == "SN-0001-long"
+    assert emulation.heard("AA:BB:CC:DD:EE:FF", b"\x09" + data[1:], None) is None
+    assert emulation.heard("AA:BB:CC:DD:EE:FF", b"", None) is None
+
+
+def test_answers_carry_the_devices_value_or_its_att_error():
+    read = emulation.response("id1", "read", 0, b"\x01\x02")
+    assert read == {"characteristicId": "id1", "type": "read", "code": 0, "data": "AQI="}
+    refused = emulation.response("id1", "write", int(protocol.Status.ERR_FORMAT))
+    assert refused == {"characteristicId": "id1", "type": "write", "code": 0x83}
+    assert emulation.decoded(base64.b64encode(b"\x00\xff").decode()) == b"\x00\xff"
+    with pytest.raises(ValueError):
+        emulation.decoded("not base64!")
+
+
+def test_chromium_flags_turn_on_web_bluetooth_and_off_what_the_closed_network_refuses():
+    as_root = chromium.flags(headless=True, as_root=True)
+    assert "--enable-features=WebBluetooth" in as_root
+    assert {"--no-sandbox", "--headless", "--disable-background-networking"} <= set(as_root)
+    assert {"--disable-component-update", "--disable-sync", "--disable-quic"} <= set(as_root)
+    headed_user = chromium.flags(headless=False, as_root=False)
+    assert "--no-sandbox" not in headed_user and "--headless" not in headed_user
+
+
+def test_the_devtools_url_is_read_from_the_profile(tmp_path):
+    (tmp_path / "DevToolsActivePort").write_text("41234\n/devtools/browser/abc\n")
+    assert chromium.devtools_url(tmp_path, timeout=1) == "ws://127.0.0.1:41234/devtools/browser/abc"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(chromium.ChromiumError, match="DevTools port"):
+        chromium.devtools_url(empty, timeout=0.2)
+
+
+def test_devstack_browser_says_when_no_stack_is_up(tmp_path, capsys):
+    from devstack import cli
+
+    assert cli.main(["browser", "--headless", "--state", str(tmp_path / "none.json")]) == 2
+    assert "devstack browser:" in capsys.readouterr().err
+
+
+def test_devstack_browser_needs_the_stacks_app_url(tmp_path, capsys):
+    from devstack import cli
+
+    state = tmp_path / "stack.json"
+    state.write_text('{"outputs": {}, "endpoint_url": "http://127.0.0.1:1", "region": "us-east-1"}')
+    assert cli.main(["browser", "--headless", "--state", str(state)]) == 2
+    assert "names no app_url" in capsys.readouterr().err

@@ -70,7 +70,7 @@ e2e: venv chromium node_modules/.installed  ## through the offline stack
 # browser Playwright downloads). Installed with apt-get where it is missing and this user can
 # (root, or sudo without a password); otherwise the command to run, and a failure.
 CHROMIUM := /usr/bin/chromium
-chromium:  ## Debian's chromium, for the browser journeys and `devstack browser`
+chromium:  ## Debian's chromium, for the browser journeys and `make browser`
 	@if [ -x $(CHROMIUM) ]; then exit 0; fi; \
 	if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; \
 	else echo "Debian's chromium is missing: run \`sudo apt-get install -y chromium\`, then make again" >&2; exit 1; fi; \
@@ -83,8 +83,10 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --ignore-scripts --no-audit --no-fund
 	touch $@
 
+# `make browser BROWSER_ARGS="--state PATH"` for another stack; `--help` lists all.
+BROWSER_ARGS ?=
 browser: venv chromium  ## chromium on the running stack's phone app, its Web Bluetooth bridged to the virtual radio
-	$(RUN) -m devstack browser
+	$(RUN) -m onboarding_ble.webbluetooth $(BROWSER_ARGS)
 
 # `make soak SOAK_EXAMPLES=2000 SOAK_STEPS=60`: longer still. pytest's 300 s limit is off here,
 # and it runs in pytest's own process (-n 0), which prints Hypothesis's statistics.

@@ -93,7 +93,11 @@ def _cmd_up(args: argparse.Namespace) -> int:
         try:
             outputs = stack.outputs
             print(f"offline stack up (pid {os.getpid()}); state in {state_path}")
-            print(f"  phone app      {stack.app_url}  (open it in Chromium or Chrome)")
+            browser_hint = hints.browser(state=state_path)
+            print(
+                f"  phone app      {stack.app_url}  (`{browser_hint}`: Chromium, its Web"
+                " Bluetooth bridged to a virtual radio)"
+            )
             print(f"  API            {stack.api_url}  (POST {stack.api_url}/certificate)")
             print(f"  AWS (moto)     {stack.endpoint_url}  region {args.region}")
             print(f"  limits         {_limits_line(stack.throttle is not None, args.quotas)}")
@@ -541,12 +545,6 @@ def build_parser() -> argparse.ArgumentParser:
     logs.add_argument("--dir", help="the log folder (default: logs/ beside the state file)")
     _state_option(logs)
     logs.set_defaults(func=_cmd_logs)
-
-    from devstack.webbluetooth import command as browser_command
-
-    browser = browser_command.add_parser(commands)
-    _state_option(browser)
-    browser.set_defaults(func=browser_command.run)
 
     return parser
 

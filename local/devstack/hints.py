@@ -21,3 +21,15 @@ def command(*words: str, state: Path | str | None = None) -> str:
     if state is not None and Path(state) != DEFAULT_STATE:
         parts += ["--state", str(state)]
     return " ".join(shlex.quote(part) for part in parts)
+
+
+BROWSER = ".venv/bin/python -m onboarding_ble.webbluetooth"
+
+
+def browser(state: Path | str | None = None) -> str:
+    """The phone-app browser (``make browser``), named as a module of the venv's Python: it is
+    the example's stand-in for a phone's radio, not a ``devstack`` command."""
+    parts = BROWSER.split()
+    if state is not None and Path(state) != DEFAULT_STATE:
+        parts += ["--state", str(state)]
+    return " ".join(shlex.quote(part) for part in parts)

@@ -297,7 +297,6 @@ def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
         ["sweep"],
         ["expiry"],
         ["state"],
-        ["browser"],
     ):
         with pytest.raises(SystemExit) as done:
             main([*command, "--help"])
@@ -307,9 +306,11 @@ def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_the_tools_and_the_demo_have_help(capsys: pytest.CaptureFixture[str]) -> None:
     import demo
+    from onboarding_ble.webbluetooth import command as browser
     from tools import deploy_safety
 
     for tool_main, usage in (
+        (browser.main, "usage: .venv/bin/python -m onboarding_ble.webbluetooth"),
         (params.main, "usage: .venv/bin/python -m tools.params"),
         (deploy_safety.main, "usage: .venv/bin/python -m tools.deploy_safety"),
         (demo.main, "usage: .venv/bin/python example/demo.py"),

@@ -250,13 +250,23 @@ def test_up_down_and_their_errors_print_commands_that_run(clone: Path, tmp_path:
         with urllib.request.urlopen(recorded["app_url"] + "config.json", timeout=10) as answer:  # noqa: S310
             assert json.loads(answer.read())["apiUrl"] == recorded["api_url"]
         printed = hints_in(banner)
-        login, logs, make_down, down = (
+        browser, login, logs, make_down, down = (
+            hints.browser(),
             f"{hints.COMMAND} login admin",
             f"{hints.COMMAND} logs --follow",
             "make down",
             f"{hints.COMMAND} down",
         )
-        assert printed == [login, logs, make_down, down], banner
+        assert printed == [browser, login, logs, make_down, down], banner
+
+        # ... its browser hint starts Chromium on the app, bridged to a radio, until Ctrl-C
+        # (headless: this machine has no $DISPLAY)
+        browser_log = tmp_path / "browser.log"
+        opened = _started(browser, clone, browser_log)
+        _wait_for_text(browser_log, "Ctrl-C stops the browser", opened, timeout=60)
+        assert recorded["app_url"] in browser_log.read_text()
+        os.killpg(opened.pid, signal.SIGINT)
+        assert opened.wait(30) == 0, browser_log.read_text()
 
         # ... its login hint prints an ID token (a JWT: header.payload.signature)
         token = shell(login, clone)

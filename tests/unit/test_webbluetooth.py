@@ -1,5 +1,5 @@
 """The Web Bluetooth bridge's pure parts: what the emulation is told about the radio's devices
-(local/devstack/webbluetooth/emulation.py) and how Chromium is started (chromium.py)."""
+(example/onboarding_ble/webbluetooth/emulation.py) and how Chromium is started (chromium.py)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import base64
 import pytest
 from bumble.core import UUID
 
-from devstack.webbluetooth import chromium, emulation
 from onboarding_ble import protocol
+from onboarding_ble.webbluetooth import chromium, emulation
 
 
 def test_characteristics_are_declared_without_notify_which_the_emulation_cannot_deliver():
@@ -85,17 +85,17 @@ def test_the_devtools_url_is_read_from_the_profile(tmp_path):
         chromium.devtools_url(empty, timeout=0.2)
 
 
-def test_devstack_browser_says_when_no_stack_is_up(tmp_path, capsys):
-    from devstack import cli
+def test_the_browser_says_when_no_stack_is_up(tmp_path, capsys):
+    from onboarding_ble.webbluetooth import command
 
-    assert cli.main(["browser", "--headless", "--state", str(tmp_path / "none.json")]) == 2
-    assert "devstack browser:" in capsys.readouterr().err
+    assert command.main(["--headless", "--state", str(tmp_path / "none.json")]) == 2
+    assert "onboarding_ble.webbluetooth:" in capsys.readouterr().err
 
 
-def test_devstack_browser_needs_the_stacks_app_url(tmp_path, capsys):
-    from devstack import cli
+def test_the_browser_needs_the_stacks_app_url(tmp_path, capsys):
+    from onboarding_ble.webbluetooth import command
 
     state = tmp_path / "stack.json"
     state.write_text('{"outputs": {}, "endpoint_url": "http://127.0.0.1:1", "region": "us-east-1"}')
-    assert cli.main(["browser", "--headless", "--state", str(state)]) == 2
+    assert command.main(["--headless", "--state", str(state)]) == 2
     assert "names no app_url" in capsys.readouterr().err

@@ -351,7 +351,14 @@ function refocus(label) {
   (again || $("devices-title")).focus();
 }
 
+/** What ends a device's access is asked once more: a slip of the thumb must not cut it off. */
+const CONFIRM = {
+  revoke: (dsn) => `Revoke ${dsn}? Its certificate stops working at once, and the device is cut off until it is onboarded again.`,
+  release: (dsn) => `Release ${dsn}? It stops being yours and its certificate is revoked.`,
+};
+
 async function act(action, dsn) {
+  if (CONFIRM[action] && !window.confirm(CONFIRM[action](dsn))) return;
   const client = api();
   devicesMessage("Working…");
   try {

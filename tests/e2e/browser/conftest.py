@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from devstack.webbluetooth import chromium
-from devstack.webbluetooth.background import BridgeThread
 from onboarding_ble.processes import Children
+from onboarding_ble.webbluetooth import chromium
+from onboarding_ble.webbluetooth.background import BridgeThread
 from tests.e2e.ble.procs import broker, pinned_ca, procs, stack, start_radio  # noqa: F401
 
 from .screens import Screens

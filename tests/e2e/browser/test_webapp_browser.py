@@ -2,7 +2,7 @@
 
 Headless Debian chromium, driven by Playwright as a person would (by the accessible names
 the page gives its controls); its Web Bluetooth is Chromium's DevTools emulation, bridged by
-devstack.webbluetooth to a virtual radio on which example/device.py runs: every read and
+onboarding_ble.webbluetooth to a virtual radio on which example/device.py runs: every read and
 write the page makes reaches the device's own GATT service code. Each journey screenshots
 every screen and runs axe-core on it (screens.py).
 """
@@ -100,12 +100,28 @@ def test_a_device_is_onboarded_from_the_browser_then_revoked_and_cut_off(
     expect(page.get_by_role("heading", name="My devices")).to_be_visible()
     expect(page.get_by_role("cell", name=dsn)).to_be_visible()
     screens.check("my-devices")
+    # (the page asks first: dismissed, nothing happens)
+    asked: list[str] = []
+
+    def answer(accept: bool) -> Any:
+        def on_dialog(dialog: Any) -> None:
+            asked.append(dialog.message)
+            dialog.accept() if accept else dialog.dismiss()
+
+        return on_dialog
+
+    page.once("dialog", answer(False))
+    page.get_by_role("button", name=f"Revoke {dsn}").click()
+    assert asked and dsn in asked[0]
+    iot = aws(stack, "iot")
+    described = iot.describe_certificate(certificateId=meta["certificateId"])
+    assert described["certificateDescription"]["status"] == "ACTIVE"
+    page.once("dialog", answer(True))
     page.get_by_role("button", name=f"Revoke {dsn}").click()
     expect(page.locator("#devices-status")).to_contain_text("revoked", timeout=WAIT_MS)
     screens.check("revoked")
 
     # THEN IoT has its certificate REVOKED and the broker refuses the device
-    iot = aws(stack, "iot")
     described = iot.describe_certificate(certificateId=meta["certificateId"])
     assert described["certificateDescription"]["status"] == "REVOKED"
     again = start_device(procs, "none", dsn, state_dir, pinned_ca, broker)

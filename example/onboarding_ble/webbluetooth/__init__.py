@@ -9,6 +9,8 @@ domain, bridged to the virtual BLE radio and the real devices on it.
 - ``bridge``: the bridge itself: the page's chooser offered the devices the radio hears, and
   every GATT operation the page makes forwarded to the device over the radio.
 
-``devstack browser`` (devstack/cli.py) puts them together for a person; the browser tests
-(tests/e2e/browser/) do the same under Playwright.
+``command`` (``python -m onboarding_ble.webbluetooth``, ``make browser``) puts them together
+for a person; the browser tests (tests/e2e/browser/) do the same under Playwright. It stands in
+for a phone's Bluetooth radio, not for an AWS service, so it lives beside the virtual radio
+(``onboarding_ble.radio``) rather than in the offline stack.
 """

@@ -1,4 +1,5 @@
-"""``devstack browser``: Chromium on the running stack's phone app, its Web Bluetooth answered
+"""``python -m onboarding_ble.webbluetooth`` (``make browser``): Chromium on the running
+stack's phone app, its Web Bluetooth answered
 by the devices on the virtual radio (bridge.Bridge).
 
 With no ``--transport`` it starts a virtual radio of its own (example/onboarding_ble/radio.py,
@@ -18,23 +19,24 @@ import shlex
 import signal
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
 from devstack import hints
 from devstack.errors import DevstackError
-from devstack.stack import read_state
-from devstack.webbluetooth import chromium
+from devstack.stack import DEFAULT_STATE, read_state
+from onboarding_ble.webbluetooth import chromium
 
 REPO = Path(__file__).resolve().parents[3]
 
 
-def add_parser(
-    commands: argparse._SubParsersAction[argparse.ArgumentParser],
-) -> argparse.ArgumentParser:
-    browser = commands.add_parser(
-        "browser",
-        help="open the phone app in Chromium, its Web Bluetooth bridged to the virtual radio",
+PROG = ".venv/bin/python -m onboarding_ble.webbluetooth"  # as the up banner prints it
+
+
+def build_parser() -> argparse.ArgumentParser:
+    browser = argparse.ArgumentParser(
+        prog=PROG,
         description=(
             "Start Debian's chromium (a fresh profile; headed when $DISPLAY is set, else "
             "headless) on the running stack's phone app (app_url in the state file), with its "
@@ -55,7 +57,21 @@ def add_parser(
         "--headless", action="store_true", help="no window even when $DISPLAY is set"
     )
     browser.add_argument("--url", help="open this URL instead of the stack's app_url")
+    browser.add_argument(
+        "--state",
+        default=str(DEFAULT_STATE),
+        help=f"state file of the running stack (default {DEFAULT_STATE})",
+    )
     return browser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except DevstackError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 2
 
 
 def _interrupt(_signum: int, _frame: FrameType | None) -> None:
@@ -67,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    bridge_log = logging.getLogger("devstack.webbluetooth")
+    bridge_log = logging.getLogger("onboarding_ble.webbluetooth")
     bridge_log.setLevel(logging.INFO)
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(logging.Formatter("bridge: %(message)s"))
@@ -99,9 +115,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _bridge(ws_url: str, transport: str) -> None:
-    # here, not at the top: every devstack command builds this one's parser
-    from devstack.webbluetooth.bridge import Bridge, open_radio
-    from devstack.webbluetooth.cdp import CdpConnection
+    # here, not at the top: --help answers without loading bumble
+    from onboarding_ble.webbluetooth.bridge import Bridge, open_radio
+    from onboarding_ble.webbluetooth.cdp import CdpConnection
 
     hci, radio = await open_radio(transport)
     cdp = await CdpConnection.connect(ws_url)

@@ -9,8 +9,8 @@ from collections.abc import Coroutine
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
-from devstack.webbluetooth.bridge import Bridge, Choose, open_radio
-from devstack.webbluetooth.cdp import CdpConnection
+from onboarding_ble.webbluetooth.bridge import Bridge, Choose, open_radio
+from onboarding_ble.webbluetooth.cdp import CdpConnection
 
 T = TypeVar("T")
 

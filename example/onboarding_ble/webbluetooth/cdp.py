@@ -17,7 +17,7 @@ from typing import Any
 
 import websockets
 
-logger = logging.getLogger("devstack.webbluetooth.cdp")
+logger = logging.getLogger("onboarding_ble.webbluetooth.cdp")
 
 Handler = Callable[[dict[str, Any], str | None], Coroutine[Any, Any, None]]
 

@@ -45,12 +45,12 @@ from bumble.core import UUID, AdvertisingData
 from bumble.device import Device, DeviceConfiguration, Peer
 from bumble.hci import Address
 
-from devstack.webbluetooth import emulation
-from devstack.webbluetooth.cdp import CdpConnection, CdpError
-from devstack.webbluetooth.emulation import Heard
 from onboarding_ble import protocol
+from onboarding_ble.webbluetooth import emulation
+from onboarding_ble.webbluetooth.cdp import CdpConnection, CdpError
+from onboarding_ble.webbluetooth.emulation import Heard
 
-logger = logging.getLogger("devstack.webbluetooth")
+logger = logging.getLogger("onboarding_ble.webbluetooth")
 
 SCAN_SECONDS = 1.5
 SCAN_ATTEMPTS = 10  # a chooser with nothing in it is scanned again this many times, then cancelled

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -278,3 +279,58 @@ def test_with_attestation_on_a_device_not_in_the_allowlist_is_refused(
         expect(alert_of(page)).to_contain_text("DEVICE_NOT_ALLOWED", timeout=WAIT_MS)
         screens.check("not-allowed")
         assert not (state_dir / "certificate.pem").exists()
+
+
+def test_a_device_changes_hands_from_my_devices(
+    offline_stack: RunningStack, page: Any, screens: Screens
+) -> None:
+    # GIVEN a device its owner onboarded (through the API: no radio needed here), and a buyer
+    dsn = unique_dsn("WEB")
+    seller, buyer = new_member(offline_stack), new_member(offline_stack)
+    _key, csr = renewal.new_key_and_csr(dsn)
+    status, _ = post_certificate(offline_stack.api_url, {"DSN": dsn, "csr": csr}, seller.id_token)
+    assert status == 200
+
+    # WHEN the owner starts a transfer from "My devices"
+    sign_in(page, screens, offline_stack.app_url, seller.username, seller.password)
+    page.get_by_role("button", name="My devices").click()
+    expect(page.get_by_role("cell", name=dsn)).to_be_visible(timeout=WAIT_MS)
+    page.get_by_role("button", name=f"Transfer {dsn}").click()
+
+    # THEN the page shows the one-time code
+    shown = page.locator("#devices-status")
+    expect(shown).to_contain_text(f"Transfer code for {dsn}", timeout=WAIT_MS)
+    screens.check("transfer-code")
+    code = re.search(rf"Transfer code for {re.escape(dsn)}: ([^ .]+)", shown.inner_text())
+    assert code, shown.inner_text()
+
+    # WHEN the buyer signs in and claims it with the code
+    page.get_by_role("button", name="Sign out").click()
+    sign_in(page, screens, offline_stack.app_url, buyer.username, buyer.password)
+    page.get_by_role("button", name="My devices").click()
+    expect(page.get_by_role("heading", name="My devices")).to_be_visible()
+    page.get_by_role("textbox", name="Transfer code").fill(code.group(1))
+    page.get_by_role("textbox", name="DSN").fill(dsn)
+    page.get_by_role("button", name="Claim").click()
+
+    # THEN the device is hers on the page
+    expect(page.get_by_role("cell", name=dsn)).to_be_visible(timeout=WAIT_MS)
+    screens.check("claimed")
+
+    # WHEN she releases it (and confirms)
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name=f"Release {dsn}").click()
+
+    # THEN the page says so, and the API no longer lists it as hers
+    expect(shown).to_contain_text("released", timeout=WAIT_MS)
+    screens.check("released")
+    listed = _my_devices(offline_stack.api_url, buyer.id_token)
+    assert dsn not in listed, listed
+
+
+def _my_devices(api_url: str, token: str) -> list[str]:
+    request = urllib.request.Request(  # noqa: S310 - the local gateway
+        f"{api_url}/devices?limit=100", headers={"Authorization": token}
+    )
+    with urllib.request.urlopen(request, timeout=30) as answer:  # noqa: S310
+        return [device["DSN"] for device in json.loads(answer.read())["devices"]]

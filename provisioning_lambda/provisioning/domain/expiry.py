@@ -71,6 +71,12 @@ def device_expiry(record: DeviceRecord, window: ExpiryWindow, now: datetime) -> 
     return window.state_of(record.not_after, now)
 
 
+def has_expired(record: DeviceRecord, now: datetime) -> bool:
+    """An ACTIVE device whose certificate has run out: provisioning it again is a recovery
+    (usecases/provision.py), not a rotation. A revoked or released device is not expired."""
+    return device_expiry(record, ExpiryWindow(0, 0), now) == ExpiryState.EXPIRED
+
+
 def parse_iso(text: str) -> datetime:
     """An ISO-8601 UTC time as the rows store it (``2026-11-29T11:00:00Z``)."""
     moment = datetime.fromisoformat(text.replace("Z", "+00:00"))

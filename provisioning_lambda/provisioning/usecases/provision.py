@@ -13,7 +13,9 @@ Order of work for one request (independent calls run concurrently):
 3. issue the certificate from ACM PCA  ||  create the thing in its group  ||  endpoint lookup;
 4. write the intent to the row (the certificate's ACM PCA ARN, and the one it replaces)  ||
    fetch the certificate from ACM PCA once issued;
-5. on rotation, set the previous certificate INACTIVE (reversible);
+5. on rotation, set the previous certificate INACTIVE (reversible); a rotation of a device whose
+   certificate has expired is a recovery (the device was offline past its notAfter): the same
+   path, audited RECOVER instead of ISSUE;
 6. register the certificate ACTIVE in IoT, then attach the shared policy || attach the thing;
 7. read the allowlist once more (a block that landed meanwhile rolls the request back), then
    commit the device row naming the new certificate (the intent removed, the previous one
@@ -45,7 +47,7 @@ from provisioning.domain.crypto import (
     seal_private_key,
 )
 from provisioning.domain.errors import DependencyFailed, Forbidden, NotFound
-from provisioning.domain.expiry import ExpiryWindow, device_expiry
+from provisioning.domain.expiry import ExpiryWindow, device_expiry, has_expired
 from provisioning.domain.models import (
     CertificateRef,
     CertificateStatus,
@@ -125,7 +127,11 @@ def _authorise_while_claiming(task: DeviceTask, attested: AttestedKey) -> str:
         raise
     logger.info(
         "device claimed",
-        extra={"thing_name": task.thing_name, "rotation": _current(task) is not None},
+        extra={
+            "thing_name": task.thing_name,
+            "rotation": _current(task) is not None,
+            "recovery": _recovering(task),
+        },
     )
     return certified_key
 
@@ -135,11 +141,19 @@ def _current(task: DeviceTask) -> CertificateRef | None:
     return row.certificate if row is not None and row.status == DeviceStatus.ACTIVE else None
 
 
+def _recovering(task: DeviceTask) -> bool:
+    """The owner (or an administrator: the claim checked that) provisions again a device whose
+    certificate has expired."""
+    return task.row is not None and has_expired(task.row, task.now())
+
+
 def _plan(task: DeviceTask, csr: CheckedCsr | None, certified_key: str) -> IssuancePlan:
     """Provisioning's issuance: the thing made if need be, a rotation's certificate set
     INACTIVE while the new one is registered and retired after the commit, and the commit
-    guarded by the allowlist (not blocked meanwhile; the attested key certified once)."""
+    guarded by the allowlist (not blocked meanwhile; the attested key certified once). A
+    rotation of an expired certificate is a recovery: the same plan, audited RECOVER."""
     services, row, previous = task.services, task.row, _current(task)
+    recovering = previous is not None and _recovering(task)
     retiring = (
         *(row.retiring if row else ()),
         *((previous,) if previous else ()),
@@ -174,13 +188,16 @@ def _plan(task: DeviceTask, csr: CheckedCsr | None, certified_key: str) -> Issua
 
     return IssuancePlan(
         record=record,
-        audit="ISSUE",
+        audit="RECOVER" if recovering else "ISSUE",
         csr=csr,
         retiring=retiring,
         deactivate=previous,
         guards=guards,
         make_thing=True,
         side_work=(lambda: services.iot.data_endpoint,),
+        audit_details={"expired_certificate_id": previous.certificate_id}
+        if recovering and previous
+        else {},
     )
 
 

@@ -1,0 +1,127 @@
+"""A device whose certificate expired while it was offline comes back through the app: its owner
+provisions it again (POST /certificate), and it keeps its thing, its owner and its history. The
+clock of the function is moved past the certificate's notAfter."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import x25519
+
+from provisioning.ports import Services
+from tests.integration.test_provision_api import (
+    ADMIN,
+    ALICE,
+    BOB,
+    audit_events,
+    invoke,
+    provision,
+    record,
+    thing_certificates,
+    thing_name,
+)
+from tests.support.lambda_support import Device, api_event, recording, unique_dsn
+
+
+@pytest.fixture
+def expired(services: Services) -> Iterator[None]:
+    """The function's clock a day past the end of every certificate issued now."""
+    validity = timedelta(days=services.settings.cert_validity_days + 1)
+    services.clock = lambda: datetime.now(UTC) + validity
+    yield
+
+
+def provisioned(services: Services, dsn: str) -> str:
+    """A device Alice onboarded (at the real time); its certificate id."""
+    clock = services.clock
+    services.clock = lambda: datetime.now(UTC)
+    status, answer, _ = provision(Device(dsn), ALICE)
+    services.clock = clock
+    assert status == 200, answer
+    return str(answer["certificateId"])
+
+
+def test_the_owner_recovers_an_expired_device(services, aws, provisioning_env, expired) -> None:
+    # GIVEN Alice's device, whose certificate has expired (the owner sees it EXPIRED)
+    device = Device(unique_dsn())
+    old = provisioned(services, device.dsn)
+    status, shown, _ = invoke(api_event(None, ALICE, method="GET", path=f"/devices/{device.dsn}"))
+    assert (status, shown["expiry"]) == (200, "EXPIRED"), shown
+
+    # WHEN she onboards it again through the app (the device made a new key)
+    device.key = x25519.X25519PrivateKey.generate()
+    status, answer, _ = provision(device, ALICE)
+
+    # THEN it gets a new certificate for the same thing, the only one attached and ACTIVE ...
+    assert status == 200, answer
+    thing = thing_name(provisioning_env, device.dsn)
+    assert answer["thingName"] == thing
+    new = answer["certificateId"]
+    assert new != old
+    assert thing_certificates(aws, thing) == {new: "ACTIVE"}
+    # ... the expired one is retired as a rotation's is
+    described = aws["iot"].describe_certificate(certificateId=old)["certificateDescription"]
+    assert described["status"] == "REVOKED"
+    # ... the device is still Alice's, and the row names the new certificate
+    row = record(aws, provisioning_env, device.dsn)
+    assert row is not None and (row["owner_sub"], row["certificate_id"]) == (ALICE, new)
+    # ... and the audit trail keeps the first issue and records a recovery of the expired one
+    trail = audit_events(aws, provisioning_env, device.dsn)
+    assert sorted(e["event"] for e in trail) == ["ISSUE", "RECOVER", "REVOKE"]
+    (recovered,) = (e for e in trail if e["event"] == "RECOVER")
+    assert (recovered["certificate_id"], recovered["expired_certificate_id"]) == (new, old)
+    assert recovered["actor"] == ALICE
+
+
+def test_another_member_cannot_recover_someone_elses_expired_device(
+    services, aws, provisioning_env, expired
+) -> None:
+    device = Device(unique_dsn())
+    old = provisioned(services, device.dsn)
+    before = record(aws, provisioning_env, device.dsn)
+
+    with recording(services.pca.client, "IssueCertificate") as issued:
+        status, answer, _ = provision(Device(device.dsn), BOB)
+
+    assert (status, answer["code"]) == (409, "DEVICE_OWNED")
+    assert issued == []
+    assert record(aws, provisioning_env, device.dsn) == before
+    assert thing_certificates(aws, thing_name(provisioning_env, device.dsn)) == {old: "ACTIVE"}
+    assert [e["event"] for e in audit_events(aws, provisioning_env, device.dsn)] == ["ISSUE"]
+
+
+def test_an_administrator_recovers_a_device_for_its_owner(
+    services, aws, provisioning_env, expired
+) -> None:
+    device = Device(unique_dsn())
+    provisioned(services, device.dsn)
+
+    status, answer, _ = provision(Device(device.dsn), ADMIN, groups="Administrators")
+
+    assert status == 200, answer
+    row = record(aws, provisioning_env, device.dsn)
+    assert row is not None and row["owner_sub"] == ALICE
+    events = [e["event"] for e in audit_events(aws, provisioning_env, device.dsn)]
+    assert "RECOVER" in events
+
+
+def test_a_revoked_device_is_not_recovered_but_issued_as_before(
+    services, aws, provisioning_env, expired
+) -> None:
+    # GIVEN Alice's device, revoked, whose certificate would have expired by now
+    device = Device(unique_dsn())
+    provisioned(services, device.dsn)
+    revoked = invoke(
+        api_event(None, ALICE, method="DELETE", path=f"/devices/{device.dsn}/certificate")
+    )
+    assert revoked[0] == 200, revoked
+
+    # WHEN she onboards it again
+    status, answer, _ = provision(device, ALICE)
+
+    # THEN it is a new issue, as for any revoked device: no recovery in the trail
+    assert status == 200, answer
+    events = [e["event"] for e in audit_events(aws, provisioning_env, device.dsn)]
+    assert "RECOVER" not in events and events.count("ISSUE") == 2, events

@@ -23,6 +23,11 @@ its key, the scheme at least the minimum). Then it connects to the configured Io
 publishes a hello message on things/<thing>/hello. With valid credentials already stored (and
 still naming this DSN) it skips straight to MQTT.
 
+A device whose stored certificate has expired (found at boot, or when the broker refuses it
+near or after its notAfter: ``expired_credentials``) prints CREDENTIALS_EXPIRED and advertises
+the onboarding service again, without a factory reset: its state folder (its attestation key
+among it) stays, and its owner onboards it through the app as the same thing (a recovery).
+
 With --stay (or --renewals N) it then stays connected and renews its certificate itself
 (onboarding_ble.renewal): at a random moment of 60-70 % of the certificate's lifetime
 (--renew-after shortens this for the demo) or when the cloud publishes on
@@ -341,62 +346,115 @@ def hello_message(creds: Credentials, dsn: str) -> dict[str, Any]:
     }
 
 
+# A broker's refusal this close to the certificate's end is taken for expiry: the device's
+# clock may lag the broker's (IoT Core checks notAfter by its own clock).
+EXPIRY_SKEW = dt.timedelta(minutes=5)
+
+
+def expired_credentials(
+    options: DeviceOptions,
+    cas: list[Any],
+    now: dt.datetime | None = None,
+    *,
+    refused: bool = False,
+) -> Credentials | None:
+    """The device's choice when it has no valid credentials (at boot) or the broker refused
+    the ones it has (``refused``): stored credentials of this DSN whose certificate has run out
+    (after a refusal: or runs out within ``EXPIRY_SKEW``) mean "onboard me again", so the device
+    advertises the onboarding service, keeping its state folder, instead of stopping. None:
+    nothing expired (no credentials, other ones, or a refusal for another reason)."""
+    return credentials.load_expired(
+        options.state_dir,
+        cas,
+        now,
+        dsn=options.dsn,
+        thing_prefix=options.thing_prefix,
+        skew=EXPIRY_SKEW if refused else dt.timedelta(),
+    )
+
+
+def _onboard_again(expired: Credentials) -> None:
+    """Say why the device advertises again; a renewal left in next/ (expired too) goes."""
+    logger.warning("the certificate has expired: advertising the onboarding service again")
+    renewal.discard_next(expired.directory)
+    events.emit(
+        events.CredentialsExpired(expired.thing_name, expired.certificate_id, expired.not_after)
+    )
+
+
 async def async_main(options: DeviceOptions) -> int:
     cas = credentials.load_ca(options.ca.read_bytes())
     credentials.ensure_state_dir(options.state_dir)
     candidates = renewal.load(
         options.state_dir, cas, dsn=options.dsn, thing_prefix=options.thing_prefix
     )
-    creds = candidates[0] if candidates else None
-    if creds is None:
-        if options.transport == "none":
-            logger.error(
-                "no valid credentials in %s, and no BLE transport to be provisioned over",
-                options.state_dir,
-            )
-            return EXIT_USAGE
-        session = ProvisioningSession(
-            options.dsn,
-            cas,
-            options.state_dir,
-            thing_prefix=options.thing_prefix,
-            minimum_scheme=options.minimum_scheme,
-            iot_endpoint=options.iot_endpoint or "",
-            csr_mode=options.key_mode == "csr",
-            attestation_key=attestation.load_or_create(options.state_dir)
-            if options.attestation
-            else None,
-        )
-        try:
-            creds = await asyncio.wait_for(
-                provision_over_ble(options.transport, session, options.address),
-                timeout=options.provision_timeout or None,
-            )
-        except (TransportSpecError, OSError) as exc:
-            logger.error("cannot open the BLE transport %s: %s", options.transport, exc)
-            return EXIT_USAGE
-        except TimeoutError:
-            logger.error("not provisioned within %s s", options.provision_timeout)
-            return EXIT_PROVISIONING
-        events.emit(events.Provisioned(creds.thing_name, creds.certificate_id))
-        candidates = [creds]
-    else:
-        events.emit(events.HasCredentials(creds.thing_name, creds.certificate_id))
+    if not candidates and (expired := expired_credentials(options, cas)) is not None:
+        _onboard_again(expired)
+    while True:
+        creds = candidates[0] if candidates else None
+        if creds is None:
+            onboarded = await _onboard(options, cas)
+            if isinstance(onboarded, int):
+                return onboarded
+            candidates = [onboarded]
+        else:
+            events.emit(events.HasCredentials(creds.thing_name, creds.certificate_id))
 
-    if not options.mqtt or not options.iot_endpoint:
+        if not options.mqtt or not options.iot_endpoint:
+            return EXIT_OK
+        # The endpoint is firmware configuration (options), never the answer's iotEndpoint.
+        stop = threading.Event()
+        try:
+            await asyncio.to_thread(run_connected, options, candidates, cas, stop)
+        except asyncio.CancelledError:
+            stop.set()
+            raise
+        except Exception as exc:
+            logger.error("MQTT failed: %s", type(exc).__name__)
+            events.emit(events.MqttFailed(type(exc).__name__))
+            expired = expired_credentials(options, cas, refused=True)
+            if expired is None or options.transport == "none":
+                return EXIT_MQTT
+            _onboard_again(expired)  # refused for expiry: onboarded again, as at boot
+            candidates = []
+            continue
         return EXIT_OK
-    # The endpoint is firmware configuration (options), never the answer's iotEndpoint.
-    stop = threading.Event()
+
+
+async def _onboard(options: DeviceOptions, cas: list[Any]) -> Credentials | int:
+    """Advertise the onboarding service until the app has provisioned the device: its new
+    credentials, or the exit code."""
+    if options.transport == "none":
+        logger.error(
+            "no valid credentials in %s, and no BLE transport to be provisioned over",
+            options.state_dir,
+        )
+        return EXIT_USAGE
+    session = ProvisioningSession(
+        options.dsn,
+        cas,
+        options.state_dir,
+        thing_prefix=options.thing_prefix,
+        minimum_scheme=options.minimum_scheme,
+        iot_endpoint=options.iot_endpoint or "",
+        csr_mode=options.key_mode == "csr",
+        attestation_key=attestation.load_or_create(options.state_dir)
+        if options.attestation
+        else None,
+    )
     try:
-        await asyncio.to_thread(run_connected, options, candidates, cas, stop)
-    except asyncio.CancelledError:
-        stop.set()
-        raise
-    except Exception as exc:
-        logger.error("MQTT failed: %s", type(exc).__name__)
-        events.emit(events.MqttFailed(type(exc).__name__))
-        return EXIT_MQTT
-    return EXIT_OK
+        creds = await asyncio.wait_for(
+            provision_over_ble(options.transport, session, options.address),
+            timeout=options.provision_timeout or None,
+        )
+    except (TransportSpecError, OSError) as exc:
+        logger.error("cannot open the BLE transport %s: %s", options.transport, exc)
+        return EXIT_USAGE
+    except TimeoutError:
+        logger.error("not provisioned within %s s", options.provision_timeout)
+        return EXIT_PROVISIONING
+    events.emit(events.Provisioned(creds.thing_name, creds.certificate_id))
+    return creds
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -316,3 +316,28 @@ def load_valid(
         str(meta.get("iotEndpoint", "")),
         str(meta.get("notAfter", "")),
     )
+
+
+def load_expired(
+    directory: Path,
+    cas: list[x509.Certificate],
+    now: dt.datetime | None = None,
+    *,
+    dsn: str,
+    thing_prefix: str | None = None,
+    skew: dt.timedelta = dt.timedelta(),
+) -> Credentials | None:
+    """Stored credentials that ``load_valid`` would accept but for time: their certificate has
+    run out by ``now`` (or runs out within ``skew``, for a clock behind the broker's). None when
+    there are none, they are still valid, or they fail any other check."""
+    now = now or dt.datetime.now(dt.UTC)
+    try:
+        cert = x509.load_pem_x509_certificate((directory / CERT_FILE).read_bytes())
+    except (OSError, ValueError):
+        return None
+    end = cert.not_valid_after_utc
+    if end > now + skew:
+        return None
+    # Every other check, as at the certificate's last valid second.
+    last = max(end - dt.timedelta(seconds=1), cert.not_valid_before_utc)
+    return load_valid(directory, cas, last, dsn=dsn, thing_prefix=thing_prefix)

@@ -79,6 +79,18 @@ class HasCredentials(Event):
 
 
 @dataclass(frozen=True)
+class CredentialsExpired(Event):
+    """The stored certificate has run out (found at boot, or when the broker refused it): the
+    device advertises the onboarding service again, keeping its state, for its owner to
+    onboard it through the app as the same thing (a recovery)."""
+
+    NAME = "CREDENTIALS_EXPIRED"
+    thing: str
+    cert: str
+    not_after: str
+
+
+@dataclass(frozen=True)
 class HelloPublished(Event):
     NAME = "HELLO_PUBLISHED"
     topic: str

@@ -6,6 +6,9 @@ for a moment on the session's stack.
   it and the device, connected over MQTT, gets `renew/due` naming its notAfter, well before it.
 - A device whose certificate has run out is counted expired by the watch, shown EXPIRED to its
   owner, and refused by the broker, as IoT Core refuses an expired certificate.
+- A device onboarded through the app (example/device.py and example/provisioning_app.py on the
+  virtual radio) whose certificate runs out while it is off comes back through the app: it
+  advertises again, its owner onboards it again, and it connects as the same thing (a recovery).
 """
 
 from __future__ import annotations
@@ -23,8 +26,10 @@ from cryptography import x509
 from devstack import cli
 from devstack.moto_bridges import lifetime
 from devstack.stack import RunningStack, wait_for
-from onboarding_ble import renewal
+from onboarding_ble import events, processes, renewal
+from onboarding_ble.processes import Children
 from tests.support.mqtt_devices import MqttDevice, Provisioned, http, provision
+from tests.support.offline import new_member, unique_dsn
 
 pytestmark = pytest.mark.e2e
 
@@ -129,3 +134,80 @@ def test_a_certificate_that_ran_out_is_reported_expired_and_refused(
     with pytest.raises(Exception):  # noqa: B017  (the SDK's connect failure)
         MqttDevice(offline_stack, device, timeout=10).close()
     revoke(offline_stack, device)
+
+
+# Long enough for the app to hand the device its certificate over the radio and the device to
+# connect with it; the test waits this out once.
+RECOVERY_LIFETIME = timedelta(seconds=20)
+
+
+def test_an_expired_device_recovers_through_the_app(
+    offline_stack: RunningStack, tmp_path: Path
+) -> None:
+    owner = new_member(offline_stack)
+    dsn = unique_dsn("RECOVER")
+    state_dir = tmp_path / "device"
+    pem = offline_stack.client("acm-pca").get_certificate_authority_certificate(
+        CertificateAuthorityArn=offline_stack.outputs["CertificateAuthorityArn"]
+    )["Certificate"]
+    pinned = tmp_path / "device-ca.pem"
+    pinned.write_text(pem.strip() + "\n", encoding="utf-8")
+    state = str(offline_stack.state_path)
+    device_argv = ["device.py", "--transport", "", "--dsn", dsn]
+    device_argv += ["--state-dir", str(state_dir), "--ca", str(pinned), "--state", state]
+    login = (owner.username, owner.password)
+
+    with Children(tmp_path) as children:
+        device_radio, app_radio = processes.start_radio(children)
+        device_argv[2] = device_radio
+        # GIVEN a device its owner onboarded through the app while certificates live 20 s,
+        # which connected and said hello, then was switched off
+        with lifetime.device_lifetime_of(RECOVERY_LIFETIME):
+            first = children.start("device", device_argv)
+            first.wait_for(events.Advertising, 60)
+            app = processes.start_app(children, app_radio, offline_stack.state_path, dsn, login)
+            assert app.wait(120) == 0, app.output()
+        assert first.wait(60) == 0, first.output()
+        onboarded = first.event(events.Provisioned)
+        assert onboarded is not None and first.event(events.HelloPublished) is not None
+        old_certificate = x509.load_pem_x509_certificate(
+            (state_dir / "certificate.pem").read_bytes()
+        )
+        not_after = old_certificate.not_valid_after_utc
+
+        # WHEN its certificate runs out while it is off, and it is switched on again
+        assert wait_for(lambda: datetime.now(UTC) > not_after + timedelta(seconds=1), 60)
+        again = children.start("device-again", device_argv)
+        # THEN it says its certificate expired and advertises the onboarding service again
+        expired = again.wait_for(events.CredentialsExpired, 60)
+        assert (expired.thing, expired.cert) == (onboarded.thing, onboarded.cert)
+        again.wait_for(events.Advertising, 60)
+
+        # WHEN its owner onboards it again through the app
+        app = processes.start_app(
+            children, app_radio, offline_stack.state_path, dsn, login, name="app-again"
+        )
+        assert app.wait(120) == 0, app.output()
+
+        # THEN it gets a new certificate for the same thing and connects with it
+        assert again.wait(60) == 0, again.output()
+        recovered = again.event(events.Provisioned)
+        assert recovered is not None and recovered.thing == onboarded.thing
+        assert recovered.cert != onboarded.cert
+        assert again.event(events.HelloPublished) is not None, again.output()
+
+    # ... its owner sees it VALID with the new certificate; the expired one is revoked in IoT
+    status, shown = http("GET", f"{offline_stack.api_url}/devices/{dsn}", owner.id_token)
+    assert status == 200, shown
+    assert (shown["certificateId"], shown["expiry"]) == (recovered.cert, "VALID"), shown
+    old = offline_stack.client("iot").describe_certificate(certificateId=onboarded.cert)
+    assert old["certificateDescription"]["status"] == "REVOKED"
+    # ... and the audit trail records a recovery of the expired certificate
+    trail = offline_stack.client("dynamodb").query(
+        TableName=offline_stack.outputs["AuditTableName"],
+        KeyConditionExpression="pk = :pk",
+        ExpressionAttributeValues={":pk": {"S": f"device#{dsn}"}},
+    )["Items"]
+    recoveries = [item for item in trail if item["event"]["S"] == "RECOVER"]
+    assert [r["certificate_id"]["S"] for r in recoveries] == [recovered.cert], trail
+    assert recoveries[0]["expired_certificate_id"]["S"] == onboarded.cert

@@ -1,16 +1,26 @@
 """A device whose certificate expired while it was offline comes back through the app: its owner
-provisions it again (POST /certificate), and it keeps its thing, its owner and its history. The
-clock of the function is moved past the certificate's notAfter."""
+provisions it again (POST /certificate; with the device's attestation when RequireAttestation is
+on), and it keeps its thing, its owner and its history. The clock of the function is moved past
+the certificate's notAfter."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import x25519
 
 from provisioning.ports import Services
+from tests.integration.test_attestation import (
+    FactoryDevice,
+    attested,
+    certificate_status,
+    listed,
+)
+from tests.integration.test_attestation import attesting as attesting  # the fixture
+from tests.integration.test_attestation import provision as att_provision
 from tests.integration.test_provision_api import (
     ADMIN,
     ALICE,
@@ -125,3 +135,35 @@ def test_a_revoked_device_is_not_recovered_but_issued_as_before(
     assert status == 200, answer
     events = [e["event"] for e in audit_events(aws, provisioning_env, device.dsn)]
     assert "RECOVER" not in events and events.count("ISSUE") == 2, events
+
+
+def test_with_attestation_on_a_recovery_needs_the_devices_attestation(attesting) -> None:
+    # GIVEN a listed device its owner onboarded with its attestation, whose certificate expired
+    world = attesting
+    device = listed(world, FactoryDevice(unique_dsn()))
+    status, first = attested_call(world, device)
+    assert status == 200, first
+    validity = timedelta(days=world.services.settings.cert_validity_days + 1)
+    world.services.clock = lambda: datetime.now(UTC) + validity
+
+    # WHEN the owner asks without the device's attestation, THEN nothing changes
+    device.key = x25519.X25519PrivateKey.generate()
+    status, refused = att_provision(world, device.attested_body(b"x" * 32, attestation=None))
+    assert (status, refused["code"]) == (403, "ATTESTATION_REQUIRED"), refused
+    assert certificate_status(world, first["certificateId"]) == "ACTIVE"
+
+    # WHEN the app relays the device's attestation of its new key
+    status, answer = attested_call(world, device)
+
+    # THEN the device is recovered: same thing, new certificate, the expired one retired
+    assert status == 200, answer
+    assert answer["thingName"] == first["thingName"]
+    assert certificate_status(world, first["certificateId"]) == "REVOKED"
+    assert certificate_status(world, answer["certificateId"]) == "ACTIVE"
+    trail = audit_events(world.aws, world.env, device.dsn)
+    assert sorted(e["event"] for e in trail) == ["ISSUE", "RECOVER", "REVOKE"]
+
+
+def attested_call(world: Any, device: FactoryDevice) -> tuple[int, dict[str, Any]]:
+    """The app's POST /certificate for the owner, with the device's attestation."""
+    return att_provision(world, attested(world, device))

@@ -117,24 +117,25 @@ def test_an_administrator_recovers_a_device_for_its_owner(
     assert "RECOVER" in events
 
 
-def test_a_revoked_device_is_not_recovered_but_issued_as_before(
-    services, aws, provisioning_env, expired
+@pytest.mark.parametrize("ended", ["revoked", "released"])
+def test_a_revoked_or_released_device_is_not_recovered_but_issued_as_before(
+    services, aws, provisioning_env, expired, ended
 ) -> None:
-    # GIVEN Alice's device, revoked, whose certificate would have expired by now
+    # GIVEN Alice's device, revoked or released, whose certificate would have expired by now
     device = Device(unique_dsn())
     provisioned(services, device.dsn)
-    revoked = invoke(
-        api_event(None, ALICE, method="DELETE", path=f"/devices/{device.dsn}/certificate")
-    )
-    assert revoked[0] == 200, revoked
+    path = f"/devices/{device.dsn}" + ("/certificate" if ended == "revoked" else "")
+    answered = invoke(api_event(None, ALICE, method="DELETE", path=path))
+    assert answered[0] == 200, answered
 
     # WHEN she onboards it again
     status, answer, _ = provision(device, ALICE)
 
-    # THEN it is a new issue, as for any revoked device: no recovery in the trail
+    # THEN it is a new issue, as for any revoked or released device: no recovery in the trail
     assert status == 200, answer
     events = [e["event"] for e in audit_events(aws, provisioning_env, device.dsn)]
     assert "RECOVER" not in events and events.count("ISSUE") == 2, events
+    assert ("RELEASE" in events) is (ended == "released"), events
 
 
 def test_with_attestation_on_a_recovery_needs_the_devices_attestation(attesting) -> None:

@@ -7,6 +7,7 @@ Cognito's InitiateAuth callable cross-origin, refusing a wrong password.
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
@@ -103,3 +104,40 @@ def test_the_page_can_sign_in_with_cognito_cross_origin(offline_stack: RunningSt
     assert answer["__type"].endswith("NotAuthorizedException")
     assert "AuthenticationResult" not in answer
     assert page_may_read(headers, origin)
+
+
+def test_a_member_signs_in_with_her_verified_email_as_in_aws(offline_stack: RunningStack) -> None:
+    # GIVEN a member (the pool's AliasAttributes is email; `devstack user add` verifies it)
+    user = new_member(offline_stack)
+    # WHEN the page signs in with her email and her password
+    status, _headers, answer = _initiate_auth(offline_stack, user.email, user.password)
+    # THEN Cognito signs in the same user as with her username
+    assert status == 200, answer
+    token = answer["AuthenticationResult"]["IdToken"]
+    claims = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
+    assert claims["cognito:username"] == user.username
+    # ... and her email with a wrong password is refused like her username
+    status, _headers, answer = _initiate_auth(offline_stack, user.email, user.password + "x")
+    assert (status, answer["__type"].split("#")[-1]) == (400, "NotAuthorizedException")
+
+
+def test_an_unverified_email_is_no_alias(offline_stack: RunningStack) -> None:
+    # GIVEN a member whose email is changed and no longer verified
+    user = new_member(offline_stack)
+    cognito = offline_stack.client("cognito-idp")
+    other = f"other-{user.username}@example.com"
+    cognito.admin_update_user_attributes(
+        UserPoolId=offline_stack.outputs["UserPoolId"],
+        Username=user.username,
+        UserAttributes=[
+            {"Name": "email", "Value": other},
+            {"Name": "email_verified", "Value": "false"},
+        ],
+    )
+    # WHEN the page signs in with that email THEN Cognito does not find her by it
+    status, _headers, answer = _initiate_auth(offline_stack, other, user.password)
+    assert status == 400, answer
+    assert "AuthenticationResult" not in answer
+    # ... while her username still works
+    status, _headers, answer = _initiate_auth(offline_stack, user.username, user.password)
+    assert status == 200, answer

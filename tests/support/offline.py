@@ -33,6 +33,11 @@ class AppUser:
     id_token: str
     access_token: str
 
+    @property
+    def email(self) -> str:
+        """Her verified email (new_member's), which signs in as her username does."""
+        return f"{self.username}@example.com"
+
 
 def new_member(stack: RunningStack, group: str = "Members") -> AppUser:
     """A fresh user in ``group``, signed in through the public app client."""

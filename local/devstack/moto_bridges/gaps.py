@@ -42,6 +42,7 @@ def apply() -> None:
     _account_data_endpoint()
     _delete_connection()
     _usage_mode_and_validity()
+    _sign_in_by_alias()
     _applied = True
 
 
@@ -117,6 +118,52 @@ def _delete_connection() -> None:
         raise NoConnection("ResourceNotFoundException", "No connection for this client id")
 
     IoTDataPlaneResponse.delete_connection = delete_connection  # type: ignore[attr-defined]
+
+
+# The alias attributes a user pool may declare, and the attribute that must be "true" for the
+# alias to sign in (Cognito: an email or phone alias works once it is verified).
+ALIAS_VERIFIED_BY = {"email": "email_verified", "phone_number": "phone_number_verified"}
+
+
+def _sign_in_by_alias() -> None:
+    """Gap (moto 5.2): moto finds a user by its username or the pool's UsernameAttributes, but
+    not by an alias (AliasAttributes), so signing in with a user's verified email fails offline
+    (UserNotFoundException) where AWS signs the user in. Look the alias up when the username is
+    not one; an unverified email or phone number is no alias, as in AWS."""
+    from moto.cognitoidp.models import CognitoIdpUserPool
+    from moto.cognitoidp.utils import flatten_attrs
+
+    find_user = CognitoIdpUserPool._get_user
+
+    def get_user(self: Any, username: str) -> Any:
+        found = find_user(self, username)
+        if found is not None:
+            return found
+        for alias in self.extended_config.get("AliasAttributes") or ():
+            for user in self.users.values():
+                attributes = flatten_attrs(user.attributes)
+                verified = ALIAS_VERIFIED_BY.get(alias)
+                if attributes.get(alias) == username and (
+                    verified is None or attributes.get(verified) == "true"
+                ):
+                    return user
+        return None
+
+    CognitoIdpUserPool._get_user = get_user  # type: ignore[method-assign]
+
+    # The tokens name the user by her username whatever she typed (AWS's cognito:username and
+    # access-token username are the username, never the alias): moto writes what it was given.
+    create_jwt = CognitoIdpUserPool.create_jwt
+
+    def create_jwt_for_username(
+        self: Any, client_id: str, username: str, *args: Any, **kw: Any
+    ) -> Any:
+        user = get_user(self, username)
+        if user is not None and "email" not in self.extended_config.get("UsernameAttributes", []):
+            username = user.username
+        return create_jwt(self, client_id, username, *args, **kw)
+
+    CognitoIdpUserPool.create_jwt = create_jwt_for_username  # type: ignore[method-assign]
 
 
 SHORT_LIVED_MAX = datetime.timedelta(days=7)

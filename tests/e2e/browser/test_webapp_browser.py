@@ -36,11 +36,11 @@ REPO = Path(__file__).resolve().parents[3]
 WAIT_MS = 60_000  # a whole onboarding: the API, the radio, the device's checks
 
 
-def sign_in(page: Any, screens: Screens, app_url: str, username: str, password: str) -> None:
+def sign_in(page: Any, screens: Screens, app_url: str, email: str, password: str) -> None:
     page.goto(app_url)
     expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
     screens.check("sign-in")
-    page.get_by_role("textbox", name="Email").fill(username)
+    page.get_by_role("textbox", name="Email").fill(email)
     page.get_by_role("textbox", name="Password").fill(password)
     page.get_by_role("button", name="Sign in").click()
 
@@ -71,7 +71,7 @@ def test_a_device_is_onboarded_from_the_browser_then_revoked_and_cut_off(
     device = start_device(procs, radio[0], dsn, state_dir, pinned_ca, broker)
     device.wait_for(events.Advertising)
     owner = new_member(offline_stack)
-    sign_in(page, screens, offline_stack.app_url, owner.username, owner.password)
+    sign_in(page, screens, offline_stack.app_url, owner.email, owner.password)
     onboard_screen(page, screens)
 
     # WHEN she finds the device and onboards it
@@ -143,7 +143,7 @@ def test_a_wrong_password_is_refused_on_the_page(
             break
         page.keyboard.press("Tab")
     expect(email).to_be_focused()
-    page.keyboard.type(member.username)
+    page.keyboard.type(member.email)
     page.keyboard.press("Tab")
     expect(page.get_by_label("Password", exact=True)).to_be_focused()
     page.keyboard.type(member.password + "x")
@@ -172,7 +172,7 @@ def test_the_user_cancelling_the_chooser_is_told_what_to_do(
     device = start_device(procs, radio[0], dsn, tmp_path / dsn, pinned_ca, None)
     device.wait_for(events.Advertising)
     owner = new_member(offline_stack)
-    sign_in(page, screens, offline_stack.app_url, owner.username, owner.password)
+    sign_in(page, screens, offline_stack.app_url, owner.email, owner.password)
     onboard_screen(page, screens)
 
     # WHEN she closes the chooser without picking it
@@ -202,7 +202,7 @@ def test_a_link_lost_during_data_is_shown_and_try_again_succeeds(
     device = start_device(procs, radio[0], dsn, state_dir, pinned_ca, None)
     device.wait_for(events.Advertising)
     owner = new_member(offline_stack)
-    sign_in(page, screens, offline_stack.app_url, owner.username, owner.password)
+    sign_in(page, screens, offline_stack.app_url, owner.email, owner.password)
     onboard_screen(page, screens)
     bridge.cut_links_after_data_writes(1)
 
@@ -254,7 +254,7 @@ def test_an_api_refusal_half_way_shows_its_code(
     assert status in (403, 409), refusal  # what the API answers this member for this DSN
 
     # WHEN the member tries to onboard it
-    sign_in(page, screens, offline_stack.app_url, member.username, member.password)
+    sign_in(page, screens, offline_stack.app_url, member.email, member.password)
     onboard_screen(page, screens)
     page.get_by_role("button", name="Find a device").click()
 
@@ -284,7 +284,7 @@ def test_with_attestation_on_a_device_not_in_the_allowlist_is_refused(
         member = new_member(offline_stack)
 
         # WHEN she onboards it
-        sign_in(page, screens, offline_stack.app_url, member.username, member.password)
+        sign_in(page, screens, offline_stack.app_url, member.email, member.password)
         onboard_screen(page, screens)
         page.get_by_role("button", name="Find a device").click()
 
@@ -305,7 +305,7 @@ def test_a_device_changes_hands_from_my_devices(
     assert status == 200
 
     # WHEN the owner starts a transfer from "My devices"
-    sign_in(page, screens, offline_stack.app_url, seller.username, seller.password)
+    sign_in(page, screens, offline_stack.app_url, seller.email, seller.password)
     page.get_by_role("button", name="My devices").click()
     expect(page.get_by_role("cell", name=dsn)).to_be_visible(timeout=WAIT_MS)
     page.get_by_role("button", name=f"Transfer {dsn}").click()
@@ -319,7 +319,7 @@ def test_a_device_changes_hands_from_my_devices(
 
     # WHEN the buyer signs in and claims it with the code
     page.get_by_role("button", name="Sign out").click()
-    sign_in(page, screens, offline_stack.app_url, buyer.username, buyer.password)
+    sign_in(page, screens, offline_stack.app_url, buyer.email, buyer.password)
     page.get_by_role("button", name="My devices").click()
     expect(page.get_by_role("heading", name="My devices")).to_be_visible()
     page.get_by_role("textbox", name="Transfer code").fill(code.group(1))

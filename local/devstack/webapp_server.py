@@ -125,6 +125,7 @@ class _Handler(BoundedRequestHandler):
 
     def do_GET(self) -> None:
         self.request_read()
+        self._close_if_body()
         path = unquote(urlsplit(self.path).path)
         if path == "/config.json":
             config = self.server.config
@@ -146,8 +147,29 @@ class _Handler(BoundedRequestHandler):
 
     do_HEAD = do_GET
 
+    def _close_if_body(self) -> None:
+        """A request with a body (which no answer here reads) ends the connection after its
+        answer: the unread body must never be taken for the next request."""
+        if self.headers.get("Transfer-Encoding") or self.headers.get("Content-Length", "0") != "0":
+            self.close_connection = True
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """http.server's own refusals (a method it has no handler for, a bad request line, a
+        request line or headers too long) in plain text with the security headers, like every
+        other answer, and the connection closed."""
+        self.close_connection = True
+        if self.request_version == "HTTP/0.9":  # a request line it could not read: no browser's
+            self.request_version = "HTTP/1.0"  # a status line and headers all the same
+        try:
+            phrase = HTTPStatus(code).phrase
+        except ValueError:
+            phrase = "error"
+        body = f"{code} {phrase}\n".encode()
+        self._answer(code, body, "text/plain; charset=utf-8", {"Connection": "close"})
+
     def _refuse(self) -> None:
         self.request_read()
+        self._close_if_body()
         self._answer(
             HTTPStatus.METHOD_NOT_ALLOWED,
             b"method not allowed\n",

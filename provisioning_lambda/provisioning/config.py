@@ -134,10 +134,14 @@ class Settings:
         )
 
 
-# template.yaml's AppOrigin: empty, an https origin, or http on localhost/127.0.0.1.
+# template.yaml's AppOrigin (its AllowedPattern is "^(|" + this + ")$"): empty, an https origin,
+# or http on localhost/127.0.0.1; host names by DNS label, a port of 1-65535 without the
+# scheme's default (a browser's Origin never names it, so such a value would match no page).
+_PORT = r"([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
 APP_ORIGIN_PATTERN = re.compile(
-    r"https://[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?(:[0-9]{1,5})?"
-    r"|http://(localhost|127\.0\.0\.1)(:[0-9]{1,5})?",
+    r"https://[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*"
+    r"(:(?!443$)" + _PORT + r")?"
+    r"|http://(localhost|127\.0\.0\.1)(:(?!80$)" + _PORT + r")?",
     re.ASCII,
 )
 

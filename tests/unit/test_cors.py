@@ -102,6 +102,7 @@ def test_every_gateway_error_is_readable_by_the_app(definition: dict[str, Any]) 
         "https://a.b.example:8443",
         "http://127.0.0.1:5173",
         "http://localhost:8080",
+        "https://x-1.example:65535",
     ],
 )
 def test_app_origins_the_template_and_the_function_accept(origin: str) -> None:
@@ -121,6 +122,16 @@ def test_app_origins_the_template_and_the_function_accept(origin: str) -> None:
         "HTTPS://APP.EXAMPLE.COM",
         "https://*.example.com",
         "app.example.com",
+        # origins no browser sends: a port out of range, with a leading zero or the scheme's
+        # default (left out of a page's Origin), and host names that are no DNS name
+        "https://a:99999",
+        "https://a:0",
+        "https://x:00080",
+        "https://app.example.com:443",
+        "http://localhost:80",
+        "https://a..b",
+        "https://a.-b",
+        "https://-a.example",
     ],
 )
 def test_app_origins_both_refuse(origin: str) -> None:
@@ -148,3 +159,8 @@ def test_the_function_answers_cors_for_the_app_only(monkeypatch: pytest.MonkeyPa
 
 def _lower(headers: dict[str, str]) -> dict[str, str]:
     return {name.lower(): value for name, value in headers.items()}
+
+
+def test_the_template_and_the_function_share_one_pattern() -> None:
+    pattern = load_yaml(TEMPLATE)["Parameters"]["AppOrigin"]["AllowedPattern"]
+    assert pattern == "^(|" + APP_ORIGIN_PATTERN.pattern + ")$"

@@ -142,3 +142,51 @@ def test_a_taken_port_is_one_clear_error(server: AppServer, app_dir: Path) -> No
     port = int(server.url.rsplit(":", 1)[1])
     with pytest.raises(DevstackError, match="--app-port"):
         AppServer(app_dir, port=port)
+
+
+def _raw(server: AppServer, data: bytes) -> bytes:
+    """What the server sends back for ``data`` on one connection, until it closes it."""
+    import socket
+    from urllib.parse import urlsplit
+
+    address = urlsplit(server.url)
+    with socket.create_connection((address.hostname, address.port), timeout=5) as connection:
+        connection.sendall(data)
+        received = b""
+        while chunk := connection.recv(65536):
+            received += chunk
+    return received
+
+
+def test_a_body_is_never_taken_for_the_next_request(server: AppServer) -> None:
+    # GIVEN a request whose body is itself a request (a smuggling attempt)
+    hidden = b"GET /styles.css HTTP/1.1\r\nHost: x\r\n\r\n"
+    sent = (
+        b"POST /index.html HTTP/1.1\r\nHost: x\r\nContent-Length: "
+        + str(len(hidden)).encode()
+        + b"\r\n\r\n"
+        + hidden
+    )
+    # WHEN it is sent, THEN the one answer is the refusal, and the connection ends after it
+    received = _raw(server, sent)
+    assert received.startswith(b"HTTP/1.1 405")
+    assert received.count(b"HTTP/1.1 ") == 1, received
+    assert b"body {}" not in received
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (b"TRACE / HTTP/1.1\r\nHost: x\r\n\r\n", b"501"),
+        (b"garbage\r\n\r\n", b"400"),
+        (b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", b"414"),
+    ],
+)
+def test_http_servers_own_refusals_carry_the_security_headers(
+    server: AppServer, request_bytes: bytes, status: bytes
+) -> None:
+    received = _raw(server, request_bytes)
+    head = received.split(b"\r\n\r\n", 1)[0].decode("latin-1")
+    assert head.startswith("HTTP/1.1 " + status.decode()), head
+    assert "Content-Security-Policy: " in head and "X-Content-Type-Options: nosniff" in head
+    assert "Content-Type: text/plain" in head and "text/html" not in head

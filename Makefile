@@ -80,6 +80,7 @@ chromium:  ## Debian's chromium, for the browser journeys and `make browser`
 
 # axe-core (the accessibility check the browser journeys inject), pinned by package-lock.json.
 node_modules/.installed: package.json package-lock.json
+	@command -v npm >/dev/null || { echo "npm is missing: install Node.js 18 or newer with npm (Debian: \`sudo apt-get install -y nodejs npm\`), then make again" >&2; exit 1; }
 	npm ci --ignore-scripts --no-audit --no-fund
 	touch $@
 

@@ -370,6 +370,17 @@ def deploy_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--region", default="us-east-1", help="region (default %(default)s)")
 
 
+def _port(text: str) -> int:
+    """A TCP port for ``up``'s servers: 0 (a free one) to 65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port: 1-65535, or 0 for a free one")
+    return port
+
+
 def _cert_lifetime(text: str) -> timedelta:
     try:
         return lifetime.parse(text)
@@ -391,14 +402,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     deploy_options(up)
     _state_option(up)
-    up.add_argument("--port", type=int, default=0, help="API gateway port (default: free port)")
-    up.add_argument("--moto-port", type=int, default=0, help="moto port (default: free port)")
+    up.add_argument("--port", type=_port, default=0, help="API gateway port (default: free port)")
+    up.add_argument("--moto-port", type=_port, default=0, help="moto port (default: free port)")
     up.add_argument(
-        "--mqtt-port", type=int, default=0, help="MQTT broker port (default: free port)"
+        "--mqtt-port", type=_port, default=0, help="MQTT broker port (default: free port)"
     )
     up.add_argument(
         "--app-port",
-        type=int,
+        type=_port,
         default=0,
         help="port of the phone app (webapp/) on 127.0.0.1 (default: free port); the API's "
         "CORS allows that origin (AppOrigin)",

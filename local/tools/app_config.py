@@ -57,8 +57,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except deployed.StackError as exc:
         print(f"app-config: {exc}", file=sys.stderr)
         return 2
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    if not args.out.parent.is_dir():
+        print(
+            f"app-config: no folder {args.out.parent} to write {args.out.name} in", file=sys.stderr
+        )
+        return 2
+    try:
+        args.out.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    except OSError as exc:
+        print(f"app-config: cannot write {args.out}: {exc.strerror}", file=sys.stderr)
+        return 2
     print(f"the app's configuration is in {args.out} (API {config['apiUrl']})")
     print("serve the app's folder over HTTPS with these headers on every file:")
     for name, value in security_headers(config).items():

@@ -24,6 +24,7 @@ def test_make_app_config_writes_what_the_app_needs(
     offline_stack: RunningStack, tmp_path: Path
 ) -> None:
     out = tmp_path / "webapp" / "config.json"
+    out.parent.mkdir()  # as webapp/ is, in a checkout
     # WHEN the README's command runs against the offline stack
     done = subprocess.run(  # noqa: S603 - make from PATH, as the README says
         [  # noqa: S607
@@ -86,3 +87,13 @@ def test_a_stack_in_aws_gets_aws_cognito() -> None:
         "userPoolId": "eu-west-1_x",
         "clientId": "client",
     }
+
+
+def test_app_config_says_when_it_cannot_write(offline_stack: RunningStack, tmp_path: Path) -> None:
+    state = ["--state", str(offline_stack.state_path)]
+    # a folder that does not exist is not made: it is named, and nothing is written
+    missing = tmp_path / "no" / "such" / "config.json"
+    assert app_config.main(["--out", str(missing), *state]) == 2
+    assert not missing.parent.exists()
+    # a folder in place of the file: one line, no traceback
+    assert app_config.main(["--out", str(tmp_path), *state]) == 2

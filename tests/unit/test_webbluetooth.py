@@ -99,3 +99,69 @@ def test_the_browser_needs_the_stacks_app_url(tmp_path, capsys):
     state.write_text('{"outputs": {}, "endpoint_url": "http://127.0.0.1:1", "region": "us-east-1"}')
     assert command.main(["--headless", "--state", str(state)]) == 2
     assert "names no app_url" in capsys.readouterr().err
+
+
+class _FakeCdp:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, dict]] = []
+
+    async def send(self, method, params=None, session=None):
+        self.sent.append((method, params or {}))
+        return {}
+
+
+class _FakeConnection:
+    EVENT_DISCONNECTION = "disconnection"
+
+    def __init__(self) -> None:
+        self.disconnected = False
+
+    def on(self, _event, _handler) -> None:
+        pass
+
+    async def disconnect(self) -> None:
+        self.disconnected = True
+
+
+class _FakeRadio:
+    def __init__(self) -> None:
+        self.connections: list[_FakeConnection] = []
+
+    async def connect(self, _address, timeout):
+        self.connections.append(_FakeConnection())
+        return self.connections[-1]
+
+
+class _DeadPeer:
+    """A device killed just after the radio connected: its MTU exchange times out."""
+
+    def __init__(self, _connection) -> None:
+        pass
+
+    async def request_mtu(self, _mtu):
+        raise TimeoutError("GATT timeout for ATT_EXCHANGE_MTU_REQUEST")
+
+
+def test_a_device_gone_during_connect_is_a_failed_connection_and_its_link_is_closed(monkeypatch):
+    import asyncio
+
+    from onboarding_ble.webbluetooth import bridge
+
+    monkeypatch.setattr(bridge, "Peer", _DeadPeer)
+    cdp, radio = _FakeCdp(), _FakeRadio()
+    running = bridge.Bridge(cdp, radio)  # type: ignore[arg-type]
+
+    async def connect_twice() -> None:  # the page's connect(), then its retry
+        for _ in range(2):
+            await running._gatt_operation(
+                {"address": "F0:00:00:00:00:01", "type": "connection"}, None
+            )
+
+    asyncio.run(asyncio.wait_for(connect_twice(), 10))
+
+    # THEN the page hears both connects fail (not silence), and no half-open link is kept
+    answers = [p for m, p in cdp.sent if m == "BluetoothEmulation.simulateGATTOperationResponse"]
+    assert [a["code"] for a in answers] == [emulation.HCI_CONNECTION_FAILED] * 2
+    assert [c.disconnected for c in radio.connections] == [True, True]
+    assert not running._links
+    assert any("cannot connect" in line for line in running.log)

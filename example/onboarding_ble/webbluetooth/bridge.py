@@ -107,8 +107,10 @@ class Bridge:
 
     async def close(self) -> None:
         """Cut every link; forget what is pending (the browser is going too)."""
-        for task in list(self._tasks):
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         for address in list(self._links):
             await self._close(self._links.pop(address))
 

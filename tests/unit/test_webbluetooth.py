@@ -4,6 +4,10 @@
 from __future__ import annotations
 
 import base64
+import json
+import os
+import subprocess
+from pathlib import Path
 
 import pytest
 from bumble.core import UUID
@@ -96,6 +100,151 @@ def test_the_browser_needs_the_stacks_app_url(tmp_path, capsys):
     from onboarding_ble.webbluetooth import command
 
     state = tmp_path / "stack.json"
-    state.write_text('{"outputs": {}, "endpoint_url": "http://127.0.0.1:1", "region": "us-east-1"}')
+    _write_state(state, os.getpid())  # a process that runs (this one), no app_url
     assert command.main(["--headless", "--state", str(state)]) == 2
     assert "names no app_url" in capsys.readouterr().err
+
+
+def _write_state(path, pid, **more):
+    state = {"outputs": {}, "endpoint_url": "http://127.0.0.1:1", "region": "us-east-1"}
+    path.write_text(json.dumps({**state, "pid": pid, **more}))
+
+
+def test_the_browser_says_the_stack_is_not_up_when_its_process_has_stopped(
+    tmp_path, capsys, monkeypatch
+):
+    from onboarding_ble.webbluetooth import command
+
+    # GIVEN a state file left behind by a stack whose process was killed
+    gone = subprocess.Popen(["true"])  # noqa: S607
+    gone.wait()
+    state = tmp_path / "stack.json"
+    _write_state(state, gone.pid, app_url="http://127.0.0.1:1/")
+    monkeypatch.setattr(command.signal, "signal", lambda *_args: None)
+    monkeypatch.setattr(command, "_start_radio", _must_not_run)
+    monkeypatch.setattr(command.chromium, "start", _must_not_run)
+
+    # THEN neither a radio nor the browser starts, and it says why
+    assert command.main(["--headless", "--state", str(state)]) == 2
+    assert "the offline stack is not up" in capsys.readouterr().err
+
+
+def _must_not_run(*_args, **_kwargs):
+    raise AssertionError("started on a dead stack")
+
+
+class _FakeBrowser:
+    ws_url = "ws://127.0.0.1:1/devtools/browser/x"
+
+    def stop(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("when", ["browser closed", "Ctrl-C at the start"])
+def test_the_browser_command_stops_quietly_and_leaves_no_temporary_directory(
+    tmp_path, capsys, monkeypatch, when
+):
+    from onboarding_ble.webbluetooth import command
+
+    state = tmp_path / "stack.json"
+    _write_state(state, os.getpid(), app_url="http://127.0.0.1:1/")
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(command.tempfile, "tempdir", str(scratch))
+    monkeypatch.setattr(command.signal, "signal", lambda *_args: None)
+    monkeypatch.setattr(command.chromium, "executable", lambda: Path("/usr/bin/chromium"))
+
+    def start(_url, _profile, headless):
+        if when == "Ctrl-C at the start":
+            raise KeyboardInterrupt
+        return _FakeBrowser()
+
+    async def bridge(_ws_url, _transport):
+        return None  # the browser closed
+
+    monkeypatch.setattr(command.chromium, "start", start)
+    monkeypatch.setattr(command, "_bridge", bridge)
+
+    code = command.main(["--headless", "--state", str(state), "--transport", "tcp-client:x:1"])
+
+    assert code == 0
+    assert "Traceback" not in capsys.readouterr().err
+    assert list(scratch.iterdir()) == []
+
+
+@pytest.mark.parametrize("failed", [True, False])
+def test_the_radios_log_is_kept_only_when_the_command_failed(tmp_path, capsys, failed):
+    from onboarding_ble.webbluetooth import command
+
+    log_dir = tmp_path / "devstack-radio-x"
+    log_dir.mkdir()
+    (log_dir / "radio.log").write_text("radio ready\n")
+    command._keep_log_if_failed(log_dir, {"failed": failed})
+    assert log_dir.exists() is failed
+    assert (str(log_dir) in capsys.readouterr().err) is failed
+
+
+class _FakeCdp:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, dict]] = []
+
+    async def send(self, method, params=None, session=None):
+        self.sent.append((method, params or {}))
+        return {}
+
+
+class _FakeConnection:
+    EVENT_DISCONNECTION = "disconnection"
+
+    def __init__(self) -> None:
+        self.disconnected = False
+
+    def on(self, _event, _handler) -> None:
+        pass
+
+    async def disconnect(self) -> None:
+        self.disconnected = True
+
+
+class _FakeRadio:
+    def __init__(self) -> None:
+        self.connections: list[_FakeConnection] = []
+
+    async def connect(self, _address, timeout):
+        self.connections.append(_FakeConnection())
+        return self.connections[-1]
+
+
+class _DeadPeer:
+    """A device killed just after the radio connected: its MTU exchange times out."""
+
+    def __init__(self, _connection) -> None:
+        pass
+
+    async def request_mtu(self, _mtu):
+        raise TimeoutError("GATT timeout for ATT_EXCHANGE_MTU_REQUEST")
+
+
+def test_a_device_gone_during_connect_is_a_failed_connection_and_its_link_is_closed(monkeypatch):
+    import asyncio
+
+    from onboarding_ble.webbluetooth import bridge
+
+    monkeypatch.setattr(bridge, "Peer", _DeadPeer)
+    cdp, radio = _FakeCdp(), _FakeRadio()
+    running = bridge.Bridge(cdp, radio)  # type: ignore[arg-type]
+
+    async def connect_twice() -> None:  # the page's connect(), then its retry
+        for _ in range(2):
+            await running._gatt_operation(
+                {"address": "F0:00:00:00:00:01", "type": "connection"}, None
+            )
+
+    asyncio.run(asyncio.wait_for(connect_twice(), 10))
+
+    # THEN the page hears both connects fail (not silence), and no half-open link is kept
+    answers = [p for m, p in cdp.sent if m == "BluetoothEmulation.simulateGATTOperationResponse"]
+    assert [a["code"] for a in answers] == [emulation.HCI_CONNECTION_FAILED] * 2
+    assert [c.disconnected for c in radio.connections] == [True, True]
+    assert not running._links
+    assert any("cannot connect" in line for line in running.log)

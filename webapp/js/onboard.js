@@ -49,6 +49,26 @@ export class OnboardError extends Error {
 
 class MissingService extends Error {}
 
+/** A connect or a GATT operation the Bluetooth stack never answered (bounded()). */
+export class GattTimeout extends Error {
+  constructor(message) {
+    super(message);
+    this.name = "GattTimeout";
+  }
+}
+
+/**
+ * `promise`, or a GattTimeout after `ms`: a phone's Bluetooth stack (or the emulation) can leave
+ * a call unsettled for ever, and the page must not wait for ever with it.
+ */
+export function bounded(promise, ms, what) {
+  let timer;
+  const timeout = new Promise((_resolve, reject) => {
+    timer = setTimeout(() => reject(new GattTimeout(`${what}: no answer in ${ms / 1000} s`)), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
 // As provisioning_app.py: 3 reconnects on a cut link, 0.5 s apart; 10 s for the verdict; a 429
 // retried 3 times after Retry-After, each wait at most 30 s and 60 s in all.
 export const DEFAULTS = Object.freeze({
@@ -62,24 +82,29 @@ export const DEFAULTS = Object.freeze({
   rateLimitRetries: 3,
   rateLimitMaxWaitMs: 30000,
   rateLimitBudgetMs: 60000,
+  // A connect (the radio link, the MTU exchange, discovery) and each GATT operation: one that
+  // takes longer ends the onboarding with BLE_DISCONNECTED ("Try again").
+  connectTimeoutMs: 30000,
+  gattTimeoutMs: 20000,
 });
 
 const defaultSleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** One connection to a device's onboarding service (OnboardingServiceProxy's part). */
 export class Link {
-  static async open(device) {
-    const server = await device.gatt.connect();
+  static async open(device, timeouts = DEFAULTS) {
+    const ms = timeouts.gattTimeoutMs;
+    const server = await bounded(device.gatt.connect(), timeouts.connectTimeoutMs, "connect");
     let service;
     try {
-      service = await server.getPrimaryService(SERVICE_UUID);
+      service = await bounded(server.getPrimaryService(SERVICE_UUID), ms, "getPrimaryService");
     } catch (error) {
       if (error && error.name === "NotFoundError") throw new MissingService("no service");
       throw error;
     }
     const required = async (uuid) => {
       try {
-        return await service.getCharacteristic(uuid);
+        return await bounded(service.getCharacteristic(uuid), ms, "getCharacteristic");
       } catch (error) {
         if (error && error.name === "NotFoundError") throw new MissingService("incomplete");
         throw error;
@@ -87,13 +112,13 @@ export class Link {
     };
     const optional = async (uuid) => {
       try {
-        return await service.getCharacteristic(uuid);
+        return await bounded(service.getCharacteristic(uuid), ms, "getCharacteristic");
       } catch (error) {
         if (error && error.name === "NotFoundError") return null;
         throw error;
       }
     };
-    const link = new Link(device);
+    const link = new Link(device, ms);
     link.control = await required(CONTROL_UUID);
     link.data = await required(DATA_UUID);
     link.status = await required(STATUS_UUID);
@@ -109,8 +134,9 @@ export class Link {
     return link;
   }
 
-  constructor(device) {
+  constructor(device, gattTimeoutMs = DEFAULTS.gattTimeoutMs) {
     this.device = device;
+    this.gattTimeoutMs = gattTimeoutMs;
     this.reports = [];
     this.waiter = null;
     this.notifying = false;
@@ -126,11 +152,23 @@ export class Link {
       if (this.waiter) this.waiter();
     });
     try {
-      await this.status.startNotifications();
+      await this.bounded(this.status.startNotifications(), "startNotifications");
       this.notifying = true;
     } catch {
       this.notifying = false; // the app reads STATUS instead
     }
+  }
+
+  bounded(promise, what) {
+    return bounded(promise, this.gattTimeoutMs, what);
+  }
+
+  read(characteristic) {
+    return this.bounded(characteristic.readValue(), "readValue");
+  }
+
+  write(characteristic, value) {
+    return this.bounded(write(characteristic, value), "writeValue");
   }
 
   get attests() {
@@ -139,13 +177,13 @@ export class Link {
 
   async deviceInfoValue() {
     const characteristic = this.deviceInfoV2 || this.deviceInfo;
-    return decodeDeviceInfo(await characteristic.readValue());
+    return decodeDeviceInfo(await this.read(characteristic));
   }
 
   /** A CSR-mode device's CSR (DER), checked against the digest DEVICE_INFO_V2 gave. */
   async csr(info) {
     if (!this.deviceCsr) throw new ProtocolError("ERR_FORMAT", "CSR mode but no DEVICE_CSR");
-    const view = await this.deviceCsr.readValue();
+    const view = await this.read(this.deviceCsr);
     const der = new Uint8Array(view.buffer, view.byteOffset, view.byteLength).slice();
     const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", der));
     if (der.length > CSR_MAX_LEN || !equalBytes(digest, info.publicKey)) {
@@ -156,21 +194,21 @@ export class Link {
 
   /** Write the API's challenge, read the device's signature over it. */
   async attestation(challenge) {
-    await write(this.attestationChallenge, challenge);
+    await this.write(this.attestationChallenge, challenge);
     return checkAttestation(await this.attestationValue());
   }
 
   async attestationValue() {
-    const view = await this.deviceAttestation.readValue();
+    const view = await this.read(this.deviceAttestation);
     return new Uint8Array(view.buffer, view.byteOffset, view.byteLength).slice();
   }
 
   async readStatus() {
-    return decodeStatus(await this.status.readValue());
+    return decodeStatus(await this.read(this.status));
   }
 
   writeControl(value) {
-    return write(this.control, value);
+    return this.write(this.control, value);
   }
 
   /** BEGIN, the DATA chunks, COMMIT; `progress(sent, total)` after each chunk. */
@@ -181,7 +219,7 @@ export class Link {
     let sent = 0;
     progress(0, payload.length);
     for (const chunk of chunks) {
-      await write(this.data, chunk);
+      await this.write(this.data, chunk);
       sent += chunk.length - 2;
       progress(sent, payload.length);
     }
@@ -254,7 +292,7 @@ export async function onboard(device, api, on = {}, options = {}) {
     try {
       step(attempt === 1 ? "Connecting to the device…" : "Reconnecting to the device…");
       try {
-        link = await Link.open(device);
+        link = await Link.open(device, opts);
       } catch (error) {
         if (error instanceof MissingService) {
           throw new OnboardError(AppCode.NOT_AN_ONBOARDING_DEVICE);
@@ -303,6 +341,15 @@ export async function onboard(device, api, on = {}, options = {}) {
     } catch (error) {
       if (link) link.disconnect();
       if (error instanceof OnboardError) throw error;
+      if (error instanceof GattTimeout) {
+        // a stack that hangs once hangs again: no retry; the page is told at once
+        try {
+          device.gatt.disconnect();
+        } catch {
+          // already gone
+        }
+        throw new OnboardError(AppCode.BLE_DISCONNECTED, error.message);
+      }
       if (error instanceof ProtocolError) throw new OnboardError(error.status, error.message);
       if (error && error.code === "API_UNREACHABLE") throw new OnboardError(AppCode.API_UNREACHABLE);
       if (error && error.code === "CHALLENGE_MALFORMED_ANSWER") {

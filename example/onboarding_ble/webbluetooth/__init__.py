@@ -6,7 +6,8 @@ domain, bridged to the virtual BLE radio and the real devices on it.
   port.
 - ``emulation``: the pure parts: how a GATT characteristic, an address or an advertisement of
   the radio is declared to the emulation.
-- ``bridge``: the bridge itself: the page's chooser offered the devices the radio hears, and
+- ``bridge``: the bridge itself: the page's chooser offered the devices the radio hears (the
+  first picked, or as ``Bridge.choose`` says), and
   every GATT operation the page makes forwarded to the device over the radio.
 
 ``command`` (``python -m onboarding_ble.webbluetooth``, ``make browser``) puts them together

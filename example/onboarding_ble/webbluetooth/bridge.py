@@ -25,6 +25,9 @@ How a page's calls travel:
 The emulation has no way to send the page a notification, so no characteristic is declared
 with notify (emulation.characteristic_properties): the page reads STATUS instead.
 
+A page's navigation (a reload too) sets the emulation and the page's ``DeviceAccess`` up
+afresh (``_navigated``): Chromium drops them with a document that used Bluetooth.
+
 The bridge drives the browser over its own DevTools connection (cdp.CdpConnection, raw
 CDP on a websocket): the ``BluetoothEmulation`` domain lives on the browser's own target and
 ``DeviceAccess`` on each page's, and a test's Playwright keeps its own connection to drive the
@@ -95,6 +98,7 @@ class Bridge:
         self._prompts_answered: set[str] = set()
         self._attached: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._reset_lock = asyncio.Lock()
         self.log: list[str] = []  # what the bridge did, one line each (for a person or a test)
 
     def _say(self, line: str) -> None:
@@ -103,8 +107,10 @@ class Bridge:
 
     async def close(self) -> None:
         """Cut every link; forget what is pending (the browser is going too)."""
-        for task in list(self._tasks):
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         for address in list(self._links):
             await self._close(self._links.pop(address))
 
@@ -118,9 +124,8 @@ class Bridge:
         self.cdp.on(
             "BluetoothEmulation.characteristicOperationReceived", self._characteristic_operation
         )
-        await self.cdp.send(
-            "BluetoothEmulation.enable", {"state": "powered-on", "leSupported": True}
-        )
+        self.cdp.on("Page.frameNavigated", self._navigated)
+        await self._enable_emulation()
         await self.cdp.send("Target.setDiscoverTargets", {"discover": True})
         for target in (await self.cdp.send("Target.getTargets"))["targetInfos"]:
             await self._target_created({"targetInfo": target}, None)
@@ -133,7 +138,40 @@ class Bridge:
         attached = await self.cdp.send(
             "Target.attachToTarget", {"targetId": target["targetId"], "flatten": True}
         )
+        await self.cdp.send("Page.enable", session=attached["sessionId"])  # its navigations
         await self.cdp.send("DeviceAccess.enable", session=attached["sessionId"])
+
+    async def _enable_emulation(self) -> None:
+        """A powered-on emulated adapter (afresh: the emulation takes no second enable)."""
+        with contextlib.suppress(CdpError):  # not enabled yet
+            await self.cdp.send("BluetoothEmulation.disable")
+        await self.cdp.send(
+            "BluetoothEmulation.enable", {"state": "powered-on", "leSupported": True}
+        )
+
+    async def _navigated(self, params: dict[str, Any], session: str | None) -> None:
+        """A page loaded (a reload, a navigation): once the page has used Bluetooth, Chromium
+        drops the emulation with the old document (the next requestDevice fails at once), so
+        the emulation (a browser-wide domain) and the page target's DeviceAccess are set up
+        again, and the old document's links and declarations forgotten. Its links are closed
+        last: the page must find the adapter back before anything else."""
+        if params.get("frame", {}).get("parentId") or session is None:
+            return  # a subframe's navigation
+        async with self._reset_lock:
+            # disabled, the emulation forgets its peripherals and their services; the old
+            # document hears no disconnection
+            for task in list(self._tasks):
+                task.cancel()
+            self._declared.clear()
+            self._services.clear()
+            self._gone.clear()
+            try:
+                await self._enable_emulation()
+                await self.cdp.send("DeviceAccess.enable", session=session)
+            except CdpError as exc:
+                self._say(f"could not set Bluetooth up again after a navigation: {exc}")
+            for address in list(self._links):
+                await self._close(self._links.pop(address))
 
     # --- the chooser --------------------------------------------------------------------------
 
@@ -237,19 +275,32 @@ class Bridge:
         heard = self._heard.get(address)
         radio_address = Address(heard.address if heard else address, Address.RANDOM_DEVICE_ADDRESS)
         self._say(f"connecting to {address} over the radio")
-        connection = await self.radio.connect(radio_address, timeout=CONNECT_TIMEOUT)
+        connection = await asyncio.wait_for(
+            self.radio.connect(radio_address, timeout=CONNECT_TIMEOUT), CONNECT_TIMEOUT + 5
+        )
         link = Link(connection)
         connection.on(
             connection.EVENT_DISCONNECTION, lambda _reason: self._disconnected(address, link)
         )
-        peer = Peer(connection)
+        try:
+            services = await asyncio.wait_for(self._discover(link), 2 * GATT_TIMEOUT)
+        except BaseException:
+            # half open (the MTU exchange or discovery failed: the device went): closed, so
+            # the radio holds no link to it and the next connect starts afresh
+            await self._close(link)
+            raise
+        self._links[address] = link
+        self._say(f"connected to {address}: {len(link.characteristics)} characteristics")
+        return services
+
+    @staticmethod
+    async def _discover(link: Link) -> list[Any]:
+        peer = Peer(link.connection)
         await peer.request_mtu(protocol.PREFERRED_MTU)
         services: list[Any] = list(await peer.discover_services())
         for service in services:
             for characteristic in await peer.discover_characteristics(service=service):
                 link.characteristics[uuid_of(characteristic)] = characteristic
-        self._links[address] = link
-        self._say(f"connected to {address}: {len(link.characteristics)} characteristics")
         return services
 
     async def _link_for(self, address: str) -> Link | None:

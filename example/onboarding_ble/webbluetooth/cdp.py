@@ -107,5 +107,7 @@ class CdpConnection:
         await self._ws.close()
         if self._reader is not None:
             await self._reader
-        for task in list(self._tasks):
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)  # ended, not left pending

@@ -16,6 +16,7 @@ import contextlib
 import logging
 import os
 import shlex
+import shutil
 import signal
 import sys
 import tempfile
@@ -25,7 +26,7 @@ from types import FrameType
 
 from devstack import hints
 from devstack.errors import DevstackError
-from devstack.stack import DEFAULT_STATE, read_state
+from devstack.stack import DEFAULT_STATE, read_state, stack_process_alive
 from onboarding_ble.webbluetooth import chromium
 
 REPO = Path(__file__).resolve().parents[3]
@@ -41,8 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
             "Start Debian's chromium (a fresh profile; headed when $DISPLAY is set, else "
             "headless) on the running stack's phone app (app_url in the state file), with its "
             "Web Bluetooth answered through Chromium's DevTools BluetoothEmulation by the "
-            "devices on a virtual BLE radio: the chooser lists the devices the radio hears "
-            "advertising the onboarding service, and every read and write the page makes "
+            "devices on a virtual BLE radio: the chooser is offered the devices the radio hears "
+            "advertising the onboarding service and the first of them is picked (keep one "
+            "device on the radio), and every read and write the page makes "
             "reaches the device. Without --transport a radio is started and the command that "
             "puts the example device on it is printed. Ctrl-C stops the browser, the bridge "
             "and that radio."
@@ -79,7 +81,7 @@ def _interrupt(_signum: int, _frame: FrameType | None) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    # Ctrl-C, and SIGTERM (`kill`) alike, stop it cleanly
+    # Ctrl-C, and SIGTERM (`kill`) alike, stop it cleanly and quietly, whenever they come
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
@@ -89,29 +91,66 @@ def run(args: argparse.Namespace) -> int:
     handler.setFormatter(logging.Formatter("bridge: %(message)s"))
     bridge_log.addHandler(handler)
     bridge_log.propagate = False
-    url = args.url or read_state(Path(args.state)).get("app_url")
-    if not url:
-        raise DevstackError(f"{args.state} names no app_url: is the stack up (`make up`)?")
+    url = args.url or _app_url(Path(args.state))
     headless = args.headless or not os.environ.get("DISPLAY")
     try:
         executable = chromium.executable()
     except chromium.ChromiumError as exc:
         raise DevstackError(str(exc)) from None
-    with contextlib.ExitStack() as stack:
-        transport = args.transport or _start_radio(stack, args.state)
-        profile = Path(tempfile.mkdtemp(prefix="devstack-browser-")) / "profile"
-        mode = "headless" if headless else "in a window"
-        print(f"starting {executable} {mode} on {url} (fresh profile {profile})", flush=True)
-        browser = chromium.start(url, profile, headless=headless)
-        stack.callback(browser.stop)
-        stack.callback(print, "stopped the browser")
-        print(f"bridging its Web Bluetooth to the radio at {transport}", flush=True)
-        print("Ctrl-C stops the browser and the bridge.", flush=True)
-        try:
-            asyncio.run(_bridge(browser.ws_url, transport))
-        except KeyboardInterrupt:
-            print()
+    outcome = {"failed": True}  # until the bridge ends as it should (browser closed, Ctrl-C)
+    try:
+        with contextlib.ExitStack() as stack:
+            try:
+                _browse(stack, args, url, executable, headless, outcome)
+            except KeyboardInterrupt:  # Ctrl-C (or SIGTERM) before the bridge ran: no failure
+                outcome["failed"] = False
+                print()
+    except KeyboardInterrupt:  # a second one while stopping
+        print()
     return 0
+
+
+def _browse(
+    stack: contextlib.ExitStack,
+    args: argparse.Namespace,
+    url: str,
+    executable: Path,
+    headless: bool,
+    outcome: dict[str, bool],
+) -> None:
+    work = Path(tempfile.mkdtemp(prefix="devstack-browser-"))
+    stack.callback(shutil.rmtree, work, ignore_errors=True)
+    transport = args.transport or _start_radio(stack, args.state, outcome)
+    profile = work / "profile"
+    mode = "headless" if headless else "in a window"
+    print(f"starting {executable} {mode} on {url} (fresh profile {profile})", flush=True)
+    browser = chromium.start(url, profile, headless=headless)
+    stack.callback(browser.stop)
+    stack.callback(print, "stopped the browser")
+    print(f"bridging its Web Bluetooth to the radio at {transport}", flush=True)
+    print("Ctrl-C stops the browser and the bridge.", flush=True)
+    try:
+        asyncio.run(_bridge(browser.ws_url, transport))
+    finally:  # asyncio.run leaves the signals at their defaults
+        signal.signal(signal.SIGINT, _interrupt)
+        signal.signal(signal.SIGTERM, _interrupt)
+    outcome["failed"] = False
+
+
+def _app_url(state_path: Path) -> str:
+    """The running stack's app_url; an error when the stack is not up (no state file, or the
+    process it names has stopped: a crash or a kill leaves the file behind)."""
+    state = read_state(state_path)
+    if not stack_process_alive(state):
+        raise DevstackError(
+            f"the offline stack is not up (the process {state_path} names, pid "
+            f"{state.get('pid')}, has stopped); start it with "
+            f"`{hints.command('up', state=state_path)}`"
+        )
+    url = state.get("app_url")
+    if not url:
+        raise DevstackError(f"{state_path} names no app_url: is the stack up (`make up`)?")
+    return str(url)
 
 
 async def _bridge(ws_url: str, transport: str) -> None:
@@ -119,24 +158,33 @@ async def _bridge(ws_url: str, transport: str) -> None:
     from onboarding_ble.webbluetooth.bridge import Bridge, open_radio
     from onboarding_ble.webbluetooth.cdp import CdpConnection
 
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):  # in the loop: every task ends in order
+        loop.add_signal_handler(signum, stop.set)
     hci, radio = await open_radio(transport)
     cdp = await CdpConnection.connect(ws_url)
     bridge = Bridge(cdp, radio)
     try:
         await bridge.start()
-        await cdp.closed.wait()  # the browser closed
-        print("the browser closed")
+        closed = asyncio.ensure_future(cdp.closed.wait())
+        stopped = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({closed, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        for waiter in (closed, stopped):
+            waiter.cancel()
+        print("the browser closed" if cdp.closed.is_set() else "")
     finally:
         await bridge.close()
         await cdp.close()
         await hci.close()
 
 
-def _start_radio(stack: contextlib.ExitStack, state: str) -> str:
+def _start_radio(stack: contextlib.ExitStack, state: str, outcome: dict[str, bool]) -> str:
     from onboarding_ble import events
     from onboarding_ble.processes import Children
 
     log_dir = Path(tempfile.mkdtemp(prefix="devstack-radio-"))
+    stack.callback(_keep_log_if_failed, log_dir, outcome)  # after the radio stopped
     children = stack.enter_context(Children(log_dir))
     radio = children.start(
         "radio", ["-m", "onboarding_ble.radio", "tcp-server:127.0.0.1:0", "tcp-server:127.0.0.1:0"]
@@ -151,3 +199,11 @@ def _start_radio(stack: contextlib.ExitStack, state: str) -> str:
     print(f"  {ca_cert}")
     print(f"  {shlex.join(device)}", flush=True)
     return str(bridge_transport)
+
+
+def _keep_log_if_failed(log_dir: Path, outcome: dict[str, bool]) -> None:
+    """The radio's log, removed unless the command failed (then where it is kept is said)."""
+    if outcome["failed"]:
+        print(f"the radio's log is kept in {log_dir}", file=sys.stderr)
+    else:
+        shutil.rmtree(log_dir, ignore_errors=True)

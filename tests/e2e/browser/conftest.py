@@ -49,14 +49,15 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, str
 
 
 @pytest.fixture
-def radio(procs: Children) -> tuple[str, str]:  # noqa: F811 - procs is a fixture
-    """A virtual radio of this test's own: (the device's transport, the bridge's)."""
-    device_transport, bridge_transport = start_radio(procs)
-    return device_transport, bridge_transport
+def radio(procs: Children) -> tuple[str, str, str]:  # noqa: F811 - procs is a fixture
+    """A virtual radio of this test's own: (the device's transport, the bridge's, a second
+    device's)."""
+    device_transport, bridge_transport, second = start_radio(procs, controllers=3)
+    return device_transport, bridge_transport, second
 
 
 @pytest.fixture
-def bridge(browser: tuple[Any, str], radio: tuple[str, str]) -> Iterator[BridgeThread]:
+def bridge(browser: tuple[Any, str], radio: tuple[str, str, str]) -> Iterator[BridgeThread]:
     """The Web Bluetooth bridge between the browser and this test's radio."""
     running = BridgeThread(browser[1], radio[1])
     try:

@@ -60,7 +60,7 @@ def test_a_device_is_onboarded_from_the_browser_then_revoked_and_cut_off(
     broker: dict[str, Any],
     pinned_ca: Path,
     procs: Children,
-    radio: tuple[str, str],
+    radio: tuple[str, str, str],
     page: Any,
     screens: Screens,
     tmp_path: Path,
@@ -161,7 +161,7 @@ def test_the_user_cancelling_the_chooser_is_told_what_to_do(
     offline_stack: RunningStack,
     pinned_ca: Path,
     procs: Children,
-    radio: tuple[str, str],
+    radio: tuple[str, str, str],
     bridge: Any,
     page: Any,
     screens: Screens,
@@ -190,7 +190,7 @@ def test_a_link_lost_during_data_is_shown_and_try_again_succeeds(
     offline_stack: RunningStack,
     pinned_ca: Path,
     procs: Children,
-    radio: tuple[str, str],
+    radio: tuple[str, str, str],
     bridge: Any,
     page: Any,
     screens: Screens,
@@ -227,11 +227,47 @@ def test_a_link_lost_during_data_is_shown_and_try_again_succeeds(
     assert (state_dir / "certificate.pem").exists()
 
 
+def test_after_a_reload_a_second_device_is_onboarded(
+    offline_stack: RunningStack,
+    pinned_ca: Path,
+    procs: Children,
+    radio: tuple[str, str, str],
+    bridge: Any,
+    page: Any,
+    screens: Screens,
+    tmp_path: Path,
+) -> None:
+    # GIVEN a device onboarded from the page
+    first, second = unique_dsn("WEB"), unique_dsn("WEB")
+    device = start_device(procs, radio[0], first, tmp_path / first, pinned_ca, None)
+    device.wait_for(events.Advertising)
+    owner = new_member(offline_stack)
+    sign_in(page, screens, offline_stack.app_url, owner.username, owner.password)
+    onboard_screen(page, screens)
+    page.get_by_role("button", name="Find a device").click()
+    expect(page.get_by_role("heading", name="Device onboarded")).to_be_visible(timeout=WAIT_MS)
+    assert device.wait(60) == 0, device.output()
+
+    # WHEN she reloads the page (F5) and finds a second device
+    other = start_device(procs, radio[2], second, tmp_path / second, pinned_ca, None)
+    other.wait_for(events.Advertising)
+    page.reload()
+    onboard_screen(page, screens)  # (still signed in: the session is the tab's)
+    page.get_by_role("button", name="Find a device").click()
+
+    # THEN the second device is onboarded too
+    expect(page.get_by_role("heading", name="Device onboarded")).to_be_visible(timeout=WAIT_MS)
+    expect(page.locator("#screen-onboard")).to_contain_text(second)
+    screens.check("onboarded-after-reload")
+    assert other.wait(60) == 0, other.output()
+    assert (tmp_path / second / "certificate.pem").exists()
+
+
 def test_an_api_refusal_half_way_shows_its_code(
     offline_stack: RunningStack,
     pinned_ca: Path,
     procs: Children,
-    radio: tuple[str, str],
+    radio: tuple[str, str, str],
     page: Any,
     screens: Screens,
     tmp_path: Path,
@@ -270,7 +306,7 @@ def test_with_attestation_on_a_device_not_in_the_allowlist_is_refused(
     offline_stack: RunningStack,
     pinned_ca: Path,
     procs: Children,
-    radio: tuple[str, str],
+    radio: tuple[str, str, str],
     page: Any,
     screens: Screens,
     tmp_path: Path,

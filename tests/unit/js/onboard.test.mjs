@@ -229,3 +229,33 @@ test("a fault of the app's own is not taken for a lost link", async () => {
   await assert.rejects(onboard(device, api, {}, fast), { code: "APP_FAILURE" });
   assert.equal(device.connects, 1);
 });
+
+test("a connect the stack never answers ends with BLE_DISCONNECTED, without retrying", async () => {
+  const device = fakeDevice();
+  device.gatt.connect = () => {
+    device.connects += 1;
+    return new Promise(() => {}); // a phone's stack (or the emulation) that hangs
+  };
+  const steps = [];
+  const waits = { ...fast, connectTimeoutMs: 20, gattTimeoutMs: 20 };
+  await assert.rejects(onboard(device, fakeApi().api, { step: (s) => steps.push(s) }, waits), {
+    code: "BLE_DISCONNECTED",
+  });
+  assert.equal(device.connects, 1);
+  assert.deepEqual(steps, ["Connecting to the device…"]);
+});
+
+test("a read the stack never answers ends with BLE_DISCONNECTED and drops the link", async () => {
+  const device = fakeDevice();
+  const connect = device.gatt.connect;
+  device.gatt.connect = async () => {
+    const server = await connect();
+    const service = await server.getPrimaryService(P.SERVICE_UUID);
+    const deviceInfo = await service.getCharacteristic(P.DEVICE_INFO_V2_UUID);
+    deviceInfo.readValue = () => new Promise(() => {});
+    return server;
+  };
+  const waits = { ...fast, connectTimeoutMs: 20, gattTimeoutMs: 20 };
+  await assert.rejects(onboard(device, fakeApi().api, {}, waits), { code: "BLE_DISCONNECTED" });
+  assert.equal(device.gatt.connected, false);
+});

@@ -8,8 +8,10 @@ its sandbox.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import time
 from dataclasses import dataclass
@@ -75,14 +77,23 @@ class Chromium:
     ws_url: str
 
     def stop(self) -> None:
+        """End the browser and every process it started (its own session: a Ctrl-C meant for
+        the command is the command's to handle, and what Chromium signals on its way out
+        never reaches the command)."""
         if self.process.poll() is None:
-            self.process.terminate()
+            _signal_group(self.process, signal.SIGTERM)
             try:
                 self.process.wait(10)
             except subprocess.TimeoutExpired:
-                self.process.kill()
+                _signal_group(self.process, signal.SIGKILL)
                 self.process.wait(10)
+        _signal_group(self.process, signal.SIGKILL)  # helpers left behind by the browser
         shutil.rmtree(self.profile, ignore_errors=True)
+
+
+def _signal_group(process: subprocess.Popen[bytes], signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signum)
 
 
 def start(url: str, profile: Path, *, headless: bool) -> Chromium:
@@ -96,7 +107,9 @@ def start(url: str, profile: Path, *, headless: bool) -> Chromium:
         "--remote-debugging-port=0",
         url,
     ]
-    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: S603 - our argv
+    process = subprocess.Popen(  # noqa: S603 - our argv
+        argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     try:
         return Chromium(process, profile, devtools_url(profile, process=process))
     except BaseException:

@@ -77,6 +77,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _interrupt(_signum: int, _frame: FrameType | None) -> None:
+    """The first Ctrl-C or SIGTERM stops everything; more while it stops change nothing (a
+    second KeyboardInterrupt escaping the cleanup would end the command by SIGINT)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise KeyboardInterrupt
 
 
@@ -129,11 +133,13 @@ def _browse(
     stack.callback(print, "stopped the browser")
     print(f"bridging its Web Bluetooth to the radio at {transport}", flush=True)
     print("Ctrl-C stops the browser and the bridge.", flush=True)
+    stopping = True  # unless the bridge ends because the browser closed
     try:
-        asyncio.run(_bridge(browser.ws_url, transport))
-    finally:  # asyncio.run leaves the signals at their defaults
-        signal.signal(signal.SIGINT, _interrupt)
-        signal.signal(signal.SIGTERM, _interrupt)
+        stopping = asyncio.run(_bridge(browser.ws_url, transport))
+    finally:  # asyncio.run leaves the signals at their defaults: while stopping, ignore more
+        handler = signal.SIG_IGN if stopping else _interrupt
+        signal.signal(signal.SIGINT, handler)
+        signal.signal(signal.SIGTERM, handler)
     outcome["failed"] = False
 
 
@@ -153,7 +159,8 @@ def _app_url(state_path: Path) -> str:
     return str(url)
 
 
-async def _bridge(ws_url: str, transport: str) -> None:
+async def _bridge(ws_url: str, transport: str) -> bool:
+    """Bridge until the browser closes (False) or Ctrl-C or SIGTERM asks to stop (True)."""
     # here, not at the top: --help answers without loading bumble
     from onboarding_ble.webbluetooth.bridge import Bridge, open_radio
     from onboarding_ble.webbluetooth.cdp import CdpConnection
@@ -177,6 +184,7 @@ async def _bridge(ws_url: str, transport: str) -> None:
         await bridge.close()
         await cdp.close()
         await hci.close()
+    return stop.is_set()
 
 
 def _start_radio(stack: contextlib.ExitStack, state: str, outcome: dict[str, bool]) -> str:

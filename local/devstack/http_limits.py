@@ -12,7 +12,7 @@ import re
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 
 READ_TIMEOUT = 10.0  # seconds a server waits for a client's next bytes
 REQUEST_READ_LIMIT = 30.0  # seconds a client has to send one whole request (headers and body)
@@ -64,6 +64,7 @@ class BoundedHTTPServer(ThreadingHTTPServer):
 
     daemon_threads = True
     request_queue_size = 128  # socketserver's default of 5 resets a burst of connections
+    thread_name = "http"  # the serving thread's name, each server's own
 
     def __init__(
         self,
@@ -75,7 +76,22 @@ class BoundedHTTPServer(ThreadingHTTPServer):
     ) -> None:
         self.request_read_limit = request_read_limit
         self._connections = threading.BoundedSemaphore(max_connections)
+        self._thread: threading.Thread | None = None
         super().__init__(address, handler)
+
+    def start(self) -> Self:
+        """Serve on a daemon thread of its own; ``stop()`` ends it."""
+        self._thread = threading.Thread(
+            target=self.serve_forever, name=self.thread_name, daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
 
     def process_request(self, request: Any, client_address: Any) -> None:
         if not self._connections.acquire(blocking=False):

@@ -23,7 +23,6 @@ gives it the stack's endpoints.
 from __future__ import annotations
 
 import json
-import threading
 from http import HTTPStatus
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -202,6 +201,8 @@ class _Handler(BoundedRequestHandler):
 class AppServer(BoundedHTTPServer):
     """``start()``, ``url`` (its origin, no trailing slash), ``configure(config)``, ``stop()``."""
 
+    thread_name = "webapp"
+
     def __init__(self, root: Path, *, host: str = "127.0.0.1", port: int = 0) -> None:
         try:
             super().__init__((host, port), _Handler)
@@ -212,7 +213,6 @@ class AppServer(BoundedHTTPServer):
             ) from exc
         self.root = Path(root).resolve()
         self.config: dict[str, str] | None = None
-        self._thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
@@ -240,14 +240,3 @@ class AppServer(BoundedHTTPServer):
         except OSError:
             return None
         return resolved
-
-    def start(self) -> AppServer:
-        self._thread = threading.Thread(target=self.serve_forever, name="webapp", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.shutdown()
-        self.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)

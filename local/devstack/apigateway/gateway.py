@@ -649,6 +649,8 @@ class _Handler(BoundedRequestHandler):
 class GatewayServer(BoundedHTTPServer):
     """The HTTP side: ``start()``, ``api_url`` (stage included), ``stop()``."""
 
+    thread_name = "gateway"
+
     def __init__(
         self,
         api: LocalApi,
@@ -676,7 +678,6 @@ class GatewayServer(BoundedHTTPServer):
         self.read_timeout = read_timeout
         # Called with (method, path, response) for every request the pipeline answered.
         self.observers: list[Callable[[str, str, GatewayResponse], None]] = []
-        self._thread: threading.Thread | None = None
 
     @property
     def base_url(self) -> str:
@@ -687,18 +688,7 @@ class GatewayServer(BoundedHTTPServer):
     def api_url(self) -> str:
         return f"{self.base_url}/{self.api.api.stage}"
 
-    def start(self) -> GatewayServer:
-        self._thread = threading.Thread(target=self.serve_forever, name="gateway", daemon=True)
-        self._thread.start()
-        return self
-
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A connection that failed mid-request: noted in the log, not dumped on stderr."""
         if self.log is not None:
             self.log(f"gateway: connection from {client_address[0]} failed")
-
-    def stop(self) -> None:
-        self.shutdown()
-        self.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)

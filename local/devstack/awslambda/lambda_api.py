@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import unquote
@@ -103,6 +102,8 @@ class _Handler(BoundedRequestHandler):
 class LambdaApiServer(BoundedHTTPServer):
     """``start()``, ``url``, ``stop()``; ``invoker(function, event)`` runs a function."""
 
+    thread_name = "lambda-api"
+
     def __init__(
         self, functions: dict[str, FunctionSpec], invoker: Any, host: str = "127.0.0.1"
     ) -> None:
@@ -112,7 +113,6 @@ class LambdaApiServer(BoundedHTTPServer):
             raise DevstackError(f"cannot listen on {host}: {exc.strerror}") from exc
         self.functions = functions
         self.invoker = invoker
-        self._thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
@@ -124,14 +124,3 @@ class LambdaApiServer(BoundedHTTPServer):
             if name in (logical_id, function.name, function.arn):
                 return function
         return None
-
-    def start(self) -> LambdaApiServer:
-        self._thread = threading.Thread(target=self.serve_forever, name="lambda-api", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.shutdown()
-        self.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)

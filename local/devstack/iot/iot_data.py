@@ -25,7 +25,6 @@ The state file names it as ``iot_data_url``.
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable
 from http import HTTPStatus
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -191,6 +190,8 @@ class IotDataServer(BoundedHTTPServer):
     """``start()``, ``url``, ``stop()``; ``publish`` and ``disconnect`` are attached once the
     broker runs."""
 
+    thread_name = "iot-data"
+
     def __init__(
         self,
         host: str = "127.0.0.1",
@@ -203,7 +204,6 @@ class IotDataServer(BoundedHTTPServer):
             raise DevstackError(f"cannot listen on {host}: {exc.strerror}") from exc
         self.publish = publish
         self.disconnect = disconnect
-        self._thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
@@ -213,14 +213,3 @@ class IotDataServer(BoundedHTTPServer):
     def environment(self) -> dict[str, str]:
         """What a Lambda worker needs for its iot-data client to land here."""
         return dict.fromkeys(ENDPOINT_VARIABLES, self.url)
-
-    def start(self) -> IotDataServer:
-        self._thread = threading.Thread(target=self.serve_forever, name="iot-data", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.shutdown()
-        self.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)

@@ -434,17 +434,9 @@ async def connect(device: Any, address: str) -> OnboardingServiceProxy:
 
 
 async def open_device(transport_spec: str) -> tuple[Any, Any]:
-    from bumble.device import Device, DeviceConfiguration
-    from bumble.hci import Address
-    from bumble.transport import open_transport
+    from onboarding_ble.radio import open_host  # bumble loads only when the radio is used
 
-    hci_transport = await open_transport(transport_spec)
-    config = DeviceConfiguration()
-    config.name = "provisioning-app"
-    config.address = Address.generate_static_address()
-    device = Device.from_config_with_hci(config, hci_transport.source, hci_transport.sink)
-    await device.power_on()
-    return hci_transport, device
+    return await open_host(transport_spec, "provisioning-app")
 
 
 async def find_target(device: Any, options: AppOptions) -> str:

@@ -31,6 +31,22 @@ from onboarding_ble import events
 logger = logging.getLogger("onboarding_ble.radio")
 
 
+async def open_host(transport_spec: str, name: str) -> tuple[Any, Any]:
+    """A powered-on bumble host called ``name`` (a static random address) on the controller at
+    ``transport_spec``: the HCI transport, to close when done, and the device. What the
+    provisioning app and the Web Bluetooth bridge each put on the radio."""
+    from bumble.device import Device, DeviceConfiguration
+    from bumble.hci import Address
+
+    transport = await open_transport(transport_spec)
+    config = DeviceConfiguration()
+    config.name = name
+    config.address = Address.generate_static_address()
+    device = Device.from_config_with_hci(config, transport.source, transport.sink)
+    await device.power_on()
+    return transport, device
+
+
 def _client_spec(spec: str, transport: Any) -> str:
     """The spec a host uses to reach `transport` (the bound port when the spec said 0)."""
     server = getattr(transport, "server", None)

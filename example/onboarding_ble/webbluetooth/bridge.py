@@ -45,10 +45,10 @@ from typing import Any
 
 from bumble.att import ATT_Error
 from bumble.core import UUID, AdvertisingData
-from bumble.device import Device, DeviceConfiguration, Peer
+from bumble.device import Device, Peer
 from bumble.hci import Address
 
-from onboarding_ble import protocol
+from onboarding_ble import protocol, radio
 from onboarding_ble.webbluetooth import emulation
 from onboarding_ble.webbluetooth.cdp import CdpConnection, CdpError
 from onboarding_ble.webbluetooth.emulation import Heard
@@ -461,13 +461,6 @@ def protocol_name(uuid: str) -> str:
 
 
 async def open_radio(transport_spec: str) -> tuple[Any, Device]:
-    """The bridge's own host on the virtual radio (as example/provisioning_app.py opens one)."""
-    from bumble.transport import open_transport
-
-    transport = await open_transport(transport_spec)
-    config = DeviceConfiguration()
-    config.name = "webbluetooth-bridge"
-    config.address = Address.generate_static_address()
-    device = Device.from_config_with_hci(config, transport.source, transport.sink)
-    await device.power_on()
+    """The bridge's own host on the virtual radio."""
+    transport, device = await radio.open_host(transport_spec, "webbluetooth-bridge")
     return transport, device

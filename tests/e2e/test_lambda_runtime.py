@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from devstack.apigateway.gateway import GatewayServer, LocalApi
-from devstack.awslambda.packages import build_package, build_packages
+from devstack.awslambda.packages import build_package, build_packages, runtime_folder
 from devstack.awslambda.workers import ProcessInvoker
 from devstack.cloudformation.deployer import deploy
 from devstack.cloudformation.template import function_code_uris
@@ -158,6 +158,32 @@ def test_a_package_is_rebuilt_when_its_requirements_change(tmp_path: Path) -> No
     # WHEN its requirements change, THEN the package is built afresh
     (code / "requirements.txt").write_text("# changed\n")
     assert build_package("Probe", code, tmp_path / "build").root.stat().st_ino != inode
+
+
+def test_the_runtime_links_stay_put_for_a_stack_started_through_a_linked_checkout(
+    tmp_path: Path,
+) -> None:
+    # GIVEN the runtime's links, made by a stack started from this checkout
+    build = tmp_path / "build"
+    runtime = runtime_folder(build)
+    boto3 = runtime / "boto3"
+    made = os.readlink(boto3)
+    # ... and one pointing at the same folder another way, as from a directory whose .venv is
+    # a link to this one (a function may be importing through it right now)
+    alias = tmp_path / "venv-alias"
+    alias.symlink_to(Path(made).parent)
+    boto3.unlink()
+    boto3.symlink_to(alias / "boto3")
+    # WHEN another stack builds the runtime folder again
+    runtime_folder(build)
+    # THEN that link is left as it is: the same folder, nothing replaced under a running import
+    assert os.readlink(boto3) == str(alias / "boto3")
+    # ... while a link to anything else is put right
+    boto3.unlink()
+    boto3.symlink_to(tmp_path)
+    runtime_folder(build)
+    assert os.readlink(boto3) == made
+    assert sorted(p.name for p in runtime.iterdir() if p.name.startswith(".")) == []
 
 
 def test_a_worker_sees_only_its_package_the_runtime_and_its_environment(

@@ -4,9 +4,12 @@
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import os
+import signal
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -170,6 +173,34 @@ def test_the_browser_command_stops_quietly_and_leaves_no_temporary_directory(
     assert code == 0
     assert "Traceback" not in capsys.readouterr().err
     assert list(scratch.iterdir()) == []
+
+
+def test_ctrl_c_while_the_bridge_loads_stops_the_command_after_loading(monkeypatch):
+    # (Python 3.11 turns a KeyboardInterrupt raised inside a class statement, as bumble's
+    # modules make, into a RuntimeError: a Ctrl-C'd start ended with a traceback, exit 1.)
+    from onboarding_ble.webbluetooth import command
+
+    loaded = []
+
+    def import_module(name):
+        # Ctrl-C reaches this thread while a module loads, between its class statements
+        signal.pthread_kill(threading.get_ident(), signal.SIGINT)
+
+        class Loading:
+            value = functools.cached_property(lambda _self: 1)
+
+        loaded.append(name)
+
+    monkeypatch.setattr(command.importlib, "import_module", import_module)
+    previous = signal.getsignal(signal.SIGTERM), signal.signal(signal.SIGINT, command._interrupt)
+    try:
+        # THEN the modules load whole, and the Ctrl-C stops the command as a Ctrl-C
+        with pytest.raises(KeyboardInterrupt):
+            command._load_bridge()
+    finally:
+        signal.signal(signal.SIGTERM, previous[0])
+        signal.signal(signal.SIGINT, previous[1])
+    assert loaded == ["onboarding_ble.webbluetooth.bridge", "onboarding_ble.webbluetooth.cdp"]
 
 
 @pytest.mark.parametrize("failed", [True, False])

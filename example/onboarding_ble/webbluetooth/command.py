@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib
 import logging
 import os
 import shlex
@@ -122,6 +123,7 @@ def _browse(
     headless: bool,
     outcome: dict[str, bool],
 ) -> None:
+    _load_bridge()
     work = Path(tempfile.mkdtemp(prefix="devstack-browser-"))
     stack.callback(shutil.rmtree, work, ignore_errors=True)
     transport = args.transport or _start_radio(stack, args.state, outcome)
@@ -143,6 +145,19 @@ def _browse(
     outcome["failed"] = False
 
 
+def _load_bridge() -> None:
+    """Load the bridge's modules (bumble) with Ctrl-C and SIGTERM held until they are loaded,
+    then take them: Python 3.11 turns a KeyboardInterrupt raised inside a class statement into a
+    RuntimeError, which would end a Ctrl-C'd start with a traceback instead of a clean stop.
+    Here, not at the top: --help answers without loading bumble."""
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        importlib.import_module("onboarding_ble.webbluetooth.bridge")
+        importlib.import_module("onboarding_ble.webbluetooth.cdp")
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+
 def _app_url(state_path: Path) -> str:
     """The running stack's app_url; an error when the stack is not up (no state file, or the
     process it names has stopped: a crash or a kill leaves the file behind)."""
@@ -161,7 +176,7 @@ def _app_url(state_path: Path) -> str:
 
 async def _bridge(ws_url: str, transport: str) -> bool:
     """Bridge until the browser closes (False) or Ctrl-C or SIGTERM asks to stop (True)."""
-    # here, not at the top: --help answers without loading bumble
+    # loaded by _load_bridge already
     from onboarding_ble.webbluetooth.bridge import Bridge, open_radio
     from onboarding_ble.webbluetooth.cdp import CdpConnection
 

@@ -145,7 +145,9 @@ def _copy_code(code_uri: Path, root: Path, manifest: Path) -> None:
             if (current.st_size, current.st_mtime_ns) == (stat.st_size, stat.st_mtime_ns):
                 continue
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(source, target)
+        fresh = target.with_name(f".{target.name}.new")  # whole, as for the runtime's links
+        shutil.copy2(source, fresh)
+        fresh.replace(target)
     manifest.write_text(json.dumps(files), encoding="utf-8")
 
 
@@ -177,10 +179,16 @@ def _link_runtime(folder: Path) -> None:
                 entry.unlink()
     for top, source in wanted.items():
         link = folder / top
-        if link.is_symlink() and Path(os.readlink(link)) == source:
+        # The same folder reached another way (a checkout's .venv through a symlink) is the
+        # same link: replacing it would pull it from under a function importing through it.
+        if link.is_symlink() and link.resolve() == source.resolve():
             continue
-        link.unlink(missing_ok=True)
-        link.symlink_to(source)
+        # A new link replaces the old in one step: a function starting meanwhile sees one
+        # or the other, never none.
+        fresh = folder / f".{top}.new"
+        fresh.unlink(missing_ok=True)
+        fresh.symlink_to(source)
+        fresh.replace(link)
 
 
 def build_package(

@@ -126,13 +126,20 @@ def http_post_json(url: str, body: dict[str, Any], token: str | None) -> tuple[i
 
 
 def check_device_material(
-    private_key_pem: bytes, certificate_pem: str, ca_certificate_pem: str, dsn: str
+    private_key_pem: bytes,
+    certificate_pem: str,
+    ca_certificate_pem: str,
+    dsn: str,
+    chain_pem: str | None = None,
 ) -> x509.Certificate:
     """The device's own checks on stored credentials (the example's trust module): a client
-    certificate on a path to the pinned CA, naming this DSN, matching the stored key."""
+    certificate on a path (through the issuing CA in ``chain_pem``) to the pinned root CA,
+    naming this DSN, matching the stored key."""
     key = serialization.load_pem_private_key(private_key_pem, password=None)
     try:
-        trusted = trust.verify_device_certificate(certificate_pem, ca_certificate_pem, dsn, key)
+        trusted = trust.verify_device_certificate(
+            certificate_pem, ca_certificate_pem, dsn, key, chain_pem=chain_pem
+        )
     except trust.TrustError as error:
         raise DemoFailure(f"the device would refuse its stored credentials: {error}") from error
     return trusted.certificate
@@ -532,10 +539,12 @@ def step_check_stored(ctx: DemoContext) -> str:
         (state_dir / "certificate.pem").read_text(encoding="utf-8"),
         _private_ca_pem(ctx.running),
         ctx.values["dsn"],
+        (state_dir / "chain.pem").read_text(encoding="utf-8"),
     )
     return (
         f"the stored certificate ({certificate.subject.rfc4514_string()}) is a client "
-        "certificate of the stack's Private CA naming this DSN, and the stored key matches it"
+        "certificate of the stack's issuing CA, on a path to the pinned root CA, naming this "
+        "DSN, and the stored key matches it"
     )
 
 
@@ -689,7 +698,7 @@ BLE_STEPS: tuple[Step, ...] = (
     Step("the device verifies the answer and stores its credentials", step_device_stores),
     Step("the device connects over MQTT with mutual TLS and says hello", step_device_hello),
     Step("the broker received the hello", step_broker_received),
-    Step("check: the stored certificate chains to the Private CA", step_check_stored),
+    Step("check: the stored certificate chains to the pinned root CA", step_check_stored),
     Step("check: AWS IoT has the certificate ACTIVE on the thing", step_check_registry),
     Step("the device renews its certificate over MQTT (due after 1 s here)", step_device_renews),
     Step("the owner revokes the device", step_revoke),

@@ -32,6 +32,7 @@ from onboarding_ble.protocol import ProtocolError, Status
 from onboarding_ble.trust import Refusal, TrustError
 
 CERT_FILE = "certificate.pem"
+CHAIN_FILE = "chain.pem"  # the CAs between the certificate and the pinned root (the issuing CA)
 KEY_FILE = "private_key.pem"
 META_FILE = "device.json"
 
@@ -64,6 +65,24 @@ class Answer:
     thing_name: str
     certificate_id: str
     iot_endpoint: str
+    # The validated path's CAs between the certificate and the pinned root (the issuing CA).
+    intermediates: tuple[x509.Certificate, ...] = ()
+
+
+def chain_of(body: dict[str, Any]) -> bytes | None:
+    """An answer's ``certificateChainPem`` (the issuing CA's certificate, then up to the root),
+    or None when it has none; TypeError when it is not a string."""
+    chain = body.get("certificateChainPem")
+    if chain is None:
+        return None
+    if not isinstance(chain, str):
+        raise TypeError("certificateChainPem")
+    return chain.encode("ascii")
+
+
+def intermediates_of(trusted: trust.TrustedCertificate) -> tuple[x509.Certificate, ...]:
+    """The CAs of a validated path between the certificate and the pinned CA it ends at."""
+    return trusted.chain[:-1]
 
 
 def fernet_key(device_private: X25519PrivateKey, server_public: bytes) -> bytes:
@@ -155,6 +174,7 @@ def verify_answer(
     try:
         body = json.loads(payload)
         cert_pem = body["certificatePem"].encode("ascii")
+        chain_pem = chain_of(body)
         token = body["encryptedPrivateKey"].encode("ascii")
         server_public = base64.b64decode(body["publicKey"], validate=True)
         answered_scheme = body.get("encryption")
@@ -176,7 +196,13 @@ def verify_answer(
         raise ProtocolError(Status.ERR_DECRYPT, "unsupported private key type")
     try:
         trusted = trust.verify_device_certificate(
-            cert_pem, _pem(cas), dsn, private_key, thing_prefix=thing_prefix, now=now
+            cert_pem,
+            _pem(cas),
+            dsn,
+            private_key,
+            chain_pem=chain_pem,
+            thing_prefix=thing_prefix,
+            now=now,
         )
     except TrustError as exc:
         raise _refused(exc) from exc
@@ -191,6 +217,7 @@ def verify_answer(
         certificate_id=trusted.certificate_id,
         # The pinned endpoint only: the relay's iotEndpoint is never stored.
         iot_endpoint=iot_endpoint or "",
+        intermediates=intermediates_of(trusted),
     )
 
 
@@ -210,6 +237,7 @@ def verify_csr_answer(
     try:
         body = json.loads(payload)
         cert_pem = body["certificatePem"].encode("ascii")
+        chain_pem = chain_of(body)
         has_key = "encryptedPrivateKey" in body
     except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
         raise ProtocolError(Status.ERR_FORMAT, "answer is not a provisioning response") from exc
@@ -217,7 +245,13 @@ def verify_csr_answer(
         raise ProtocolError(Status.ERR_FORMAT, "CSR mode: the answer must carry no key")
     try:
         trusted = trust.verify_device_certificate(
-            cert_pem, _pem(cas), dsn, private_key, thing_prefix=thing_prefix, now=now
+            cert_pem,
+            _pem(cas),
+            dsn,
+            private_key,
+            chain_pem=chain_pem,
+            thing_prefix=thing_prefix,
+            now=now,
         )
     except TrustError as exc:
         raise _refused(exc) from exc
@@ -231,6 +265,7 @@ def verify_csr_answer(
         thing_name=trusted.thing_name,
         certificate_id=trusted.certificate_id,
         iot_endpoint=iot_endpoint or "",
+        intermediates=intermediates_of(trusted),
     )
 
 
@@ -260,13 +295,14 @@ def ensure_state_dir(directory: Path) -> None:
 
 
 def store(directory: Path, answer: Answer) -> Credentials:
-    """Key, then certificate, then device.json last: device.json marks a complete store."""
+    """Key, certificate, its chain, then device.json last: device.json marks a complete store."""
     ensure_state_dir(directory)
     (directory / META_FILE).unlink(missing_ok=True)
     _write_private(directory, KEY_FILE, answer.private_key_pem)
     _write_private(
         directory, CERT_FILE, answer.certificate.public_bytes(serialization.Encoding.PEM)
     )
+    _write_private(directory, CHAIN_FILE, _pem(list(answer.intermediates)))
     meta = {
         "thingName": answer.thing_name,
         "certificateId": answer.certificate_id,
@@ -297,15 +333,23 @@ def load_valid(
         meta = json.loads((directory / META_FILE).read_text(encoding="utf-8"))
         cert_pem = (directory / CERT_FILE).read_bytes()
         cert = x509.load_pem_x509_certificate(cert_pem)
+        chain_pem = stored_chain(directory)
         key = serialization.load_pem_private_key((directory / KEY_FILE).read_bytes(), None)
         thing_name = str(meta["thingName"])
         if dsn is None:
-            trust.check_client_certificate(cert, cas, now=now)
+            intermediates = x509.load_pem_x509_certificates(chain_pem) if chain_pem else []
+            trust.check_client_certificate(cert, cas, intermediates, now=now)
             if not trust.public_keys_match(cert, key):
                 return None
         else:
             thing_name = trust.verify_device_certificate(
-                cert_pem, _pem(cas), dsn, key, thing_prefix=thing_prefix, now=now
+                cert_pem,
+                _pem(cas),
+                dsn,
+                key,
+                chain_pem=chain_pem or None,
+                thing_prefix=thing_prefix,
+                now=now,
             ).thing_name
     except (OSError, ValueError, TypeError, KeyError):  # TrustError is a ValueError
         return None
@@ -316,6 +360,15 @@ def load_valid(
         str(meta.get("iotEndpoint", "")),
         str(meta.get("notAfter", "")),
     )
+
+
+def stored_chain(directory: Path) -> bytes:
+    """The stored chain (empty for credentials stored before answers carried one, or signed by
+    the pinned CA itself)."""
+    try:
+        return (directory / CHAIN_FILE).read_bytes()
+    except FileNotFoundError:
+        return b""
 
 
 def load_expired(

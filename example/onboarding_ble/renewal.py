@@ -247,9 +247,11 @@ def promote(state_dir: Path) -> None:
     meta = (source / credentials.META_FILE).read_bytes()
     key = (source / credentials.KEY_FILE).read_bytes()
     cert = (source / credentials.CERT_FILE).read_bytes()
+    chain = credentials.stored_chain(source)
     (state_dir / credentials.META_FILE).unlink(missing_ok=True)
     credentials._write_private(state_dir, credentials.KEY_FILE, key)
     credentials._write_private(state_dir, credentials.CERT_FILE, cert)
+    credentials._write_private(state_dir, credentials.CHAIN_FILE, chain)
     credentials._write_private(state_dir, credentials.META_FILE, meta)
     discard_next(state_dir)
 
@@ -275,11 +277,12 @@ def check_answer(
         cert_pem = body["certificatePem"]
         if not isinstance(cert_pem, str):
             raise TypeError("certificatePem")
-    except (ValueError, KeyError, TypeError, RecursionError) as exc:
+        chain_pem = credentials.chain_of(body)
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
         raise TrustError(trust.Refusal.MALFORMED, "not a renewal answer") from exc
     anchors = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in cas)
     trusted = trust.verify_device_certificate(
-        cert_pem, anchors, dsn, key, thing_prefix=thing_prefix, now=now
+        cert_pem, anchors, dsn, key, chain_pem=chain_pem, thing_prefix=thing_prefix, now=now
     )
     if trusted.thing_name != thing_name:
         raise TrustError(trust.Refusal.WRONG_DEVICE, "the new certificate names another thing")
@@ -289,6 +292,7 @@ def check_answer(
         thing_name=trusted.thing_name,
         certificate_id=trusted.certificate_id,
         iot_endpoint=iot_endpoint,
+        intermediates=credentials.intermediates_of(trusted),
     )
 
 

@@ -261,7 +261,7 @@ def _cmd_ca_cert(args: argparse.Namespace) -> int:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(pem, encoding="utf-8")
-        print(f"the Private CA certificate devices pin is in {out}")
+        print(f"the root CA certificate devices pin is in {out}")
     return 0
 
 
@@ -489,7 +489,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ca_cert = commands.add_parser(
         "ca-cert",
-        help="print the Private CA certificate that devices pin",
+        help="print the root CA certificate that devices pin",
         description=(
             "The Private CA's certificate from the offline stack "
             "(GetCertificateAuthorityCertificate): what a factory bakes into a device."

@@ -369,7 +369,7 @@ def _start_broker(
         log_file=home / "logs" / "mqtt-broker.log",
         endpoint_url=stack.endpoint_url,
         region=stack.deployment.region,
-        ca_arn=stack.deployment.outputs["CertificateAuthorityArn"],
+        ca_arn=stack.deployment.outputs["IssuingCertificateAuthorityArn"],
         port=port,
         rules=stack.rules,
     )

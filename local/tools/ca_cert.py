@@ -1,4 +1,4 @@
-"""Fetch the Private CA certificate devices pin, from a deployed stack's CA.
+"""Fetch the root CA certificate devices pin, from a deployed stack's root CA.
 
     python -m tools.ca_cert --out device-ca.pem [--stack-name NAME] [--region R]
     python -m tools.ca_cert --out device-ca.pem --state .local/stack.json   # offline
@@ -38,7 +38,7 @@ def fetch(stack: deployed.Stack) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tools.ca_cert",
-        description="Write the Private CA certificate devices pin (from the stack's CA) to a file.",
+        description="Write the root CA certificate devices pin (the stack's root CA) to a file.",
     )
     parser.add_argument("--out", type=Path, required=True, help="the PEM file to write")
     deployed.add_options(parser)
@@ -50,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(pem, encoding="utf-8")
-    print(f"the Private CA certificate devices pin is in {args.out}")
+    print(f"the root CA certificate devices pin is in {args.out}")
     return 0
 
 

@@ -488,7 +488,21 @@ NOTES = {
         "Re-issues the root certificate; AWS IoT keeps the old registration. Do not change "
         "on a running stack: rotate the CA (docs/runbook-ca-rotation.md)."
     ),
-    "CaCommonName": "A new CA: follow docs/runbook-ca-rotation.md (old CA kept, still billed).",
+    "CaCommonName": (
+        "A new root CA (the old one kept, still billed), which signs the same issuing CA "
+        "again: devices that pin the old root refuse what it signs until they trust the new "
+        "one. Do not change on a running stack (docs/runbook-ca-rotation.md)."
+    ),
+    "IssuingCaCommonName": (
+        "A new issuing CA, registered with IoT; the old one is kept (Retain), so devices holding "
+        "its certificates keep working until they renew (docs/runbook-ca-rotation.md); it is "
+        "billed until deleted by hand."
+    ),
+    "IssuingCaValidityYears": (
+        "Re-issues the issuing CA's certificate (same key and name); AWS IoT keeps the old "
+        "registration. Do not change on a running stack: rotate the issuing CA "
+        "(docs/runbook-ca-rotation.md)."
+    ),
     "CaOrganization": "A new CA: follow docs/runbook-ca-rotation.md (old CA kept, still billed).",
     "CaOrganizationalUnit": "A new CA: follow docs/runbook-ca-rotation.md.",
     "CaLocality": "A new CA: follow docs/runbook-ca-rotation.md.",
@@ -496,9 +510,9 @@ NOTES = {
     "CaCountry": "A new CA: follow docs/runbook-ca-rotation.md.",
     "CaCertificateMode": "Refused by the custom resource for the same CA (the update rolls back).",
     "CaUsageMode": (
-        "Private CA's UsageMode is create-only: a new CA in the new mode, registered with IoT; "
-        "the old CA is kept (Retain), so devices holding its certificates keep working until "
-        "rotated (docs/runbook-ca-rotation.md); it is billed until deleted by hand. "
+        "Private CA's UsageMode is create-only: a new issuing CA in the new mode, registered "
+        "with IoT; the old CA is kept (Retain), so devices holding its certificates keep "
+        "working until rotated (docs/runbook-ca-rotation.md); it is billed until deleted by hand. "
         "SHORT_LIVED_CERTIFICATE needs DeviceCertValidityDays 1-7 and an ExpiryWatchSchedule of "
         "at most 6 hours: the template's rules refuse the update otherwise, before anything "
         "changes."

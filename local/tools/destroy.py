@@ -5,10 +5,11 @@
 1. Before anything is deleted, read the stack's Outputs and resources: the CA's ARN and the
    physical IDs of the resources template.yaml keeps (``DeletionPolicy: Retain``).
 2. ``sam delete`` the stack (its functions, API, log groups, policy... go).
-3. After a confirmation (or ``--yes``): the Private CA disabled (UpdateCertificateAuthority
-   DISABLED) and scheduled for deletion in 7 days (DeleteCertificateAuthority; it can be
-   restored until then with ``aws acm-pca restore-certificate-authority``). Every device
-   certificate it issued stops being trusted. Declined: the two commands are printed.
+3. After a confirmation (or ``--yes``): the Private CAs, the issuing CA then the root, each
+   disabled (UpdateCertificateAuthority DISABLED) and scheduled for deletion in 7 days
+   (DeleteCertificateAuthority; it can be restored until then with ``aws acm-pca
+   restore-certificate-authority``). Every device certificate they issued stops being trusted.
+   Declined: the commands are printed.
 4. The kept resources (tables, user pool, thing group, logging role...), each with the exact
    commands that remove it. They are listed, not deleted: device ownership and the audit
    trail live there, and the logging role may serve the account's other APIs.
@@ -192,10 +193,22 @@ def delete_stack(sam: str, stack: deployed.Stack) -> int:
     return subprocess.run(command, env=env, check=False).returncode  # noqa: S603
 
 
-def confirm(arn: str, ask: Callable[[str], str]) -> bool:
+def stack_cas(stack: deployed.Stack) -> list[str]:
+    """The stack's Private CAs, the issuing CA first (it goes before the root that signed it);
+    a stack deployed before the issuing CA existed has the root alone."""
+    issuing = stack.outputs.get("IssuingCertificateAuthorityArn")
+    return [*([issuing] if issuing else []), stack.output("CertificateAuthorityArn")]
+
+
+def _commands(arns: Sequence[str], region: str) -> str:
+    return "\n".join(f"    {call.command(region)}" for arn in arns for call in ca_calls(arn))
+
+
+def confirm(arns: Sequence[str], ask: Callable[[str], str]) -> bool:
     question = (
-        f"Disable the Private CA {arn} and delete it in {DELETION_DAYS} days? Devices holding "
-        "its certificates can no longer connect. Type 'yes' to go on: "
+        f"Disable the Private CA{'s' if len(arns) > 1 else ''} {' and '.join(arns)} and delete "
+        f"{'them' if len(arns) > 1 else 'it'} in {DELETION_DAYS} days? Devices holding their "
+        "certificates can no longer connect. Type 'yes' to go on: "
     )
     try:
         return ask(question).strip().lower() == "yes"
@@ -213,22 +226,23 @@ def teardown(
 ) -> int:
     """The whole teardown; ``ask`` None means confirmed (``--yes``)."""
     kept = plan(stack, template)  # read everything first: the stack is about to go
-    arn = stack.output("CertificateAuthorityArn")
+    arns = stack_cas(stack)
     iot_ca = stack.outputs.get("IotCaCertificateId")
     if (status := delete(stack)) != 0:
         say(f"destroy: `sam delete` failed (status {status}); nothing else was changed")
         return 1
     say(f"destroy: stack {stack.name} deleted")
-    if ask is None or confirm(arn, ask):
-        try:
-            say(f"destroy: Private CA {arn} is {retire_ca(stack, arn)} (deleted in 7 days)")
-        except (ClientError, BotoCoreError) as exc:
-            say(f"destroy: the Private CA could not be retired ({type(exc).__name__}): run")
-            say("\n".join(f"    {call.command(stack.region)}" for call in ca_calls(arn)))
-            return 1
+    if ask is None or confirm(arns, ask):
+        for index, arn in enumerate(arns):
+            try:
+                say(f"destroy: Private CA {arn} is {retire_ca(stack, arn)} (deleted in 7 days)")
+            except (ClientError, BotoCoreError) as exc:
+                say(f"destroy: the Private CA could not be retired ({type(exc).__name__}): run")
+                say(_commands(arns[index:], stack.region))
+                return 1
     else:
-        say("destroy: the Private CA is kept (and billed); to retire it later:")
-        say("\n".join(f"    {call.command(stack.region)}" for call in ca_calls(arn)))
+        say("destroy: the Private CAs are kept (and billed); to retire them later:")
+        say(_commands(arns, stack.region))
     kept = [k for k in kept if k.type not in CA_TYPES] + iot_ca_left(stack, iot_ca)
     for line in render(kept, stack.region):
         say(line)

@@ -6,6 +6,9 @@
 What ``sam build`` and ``sam deploy`` need, in the order they need it, each problem one line
 saying what to do (status 1 if any would stop the deploy):
 
+0. The parameters, where CloudFormation's rules cannot compare them: the issuing CA ends before
+   the root that signs it (``IssuingCaValidityYears`` < ``CaValidityYears``; Private CA refuses
+   otherwise, half way through the deploy), and the two CAs have different common names.
 1. Credentials: STS GetCallerIdentity answers (no credentials fails at once, without a call).
 2. The build: a ``python3.X`` for the template's Lambda runtime that really runs, or Docker
    for ``sam build --use-container`` (``--build-flags``).
@@ -79,6 +82,29 @@ class Problem:
 
 
 # ---------------------------------------------------------------- parameters
+
+
+def check_parameters(values: Mapping[str, str | None]) -> list[Problem]:
+    """What the template's Rules cannot say (they compare no numbers): the issuing CA's
+    certificate must end before the root's, and the two CAs need names of their own."""
+    problems = []
+    root, issuing = values.get("CaValidityYears"), values.get("IssuingCaValidityYears")
+    if root and issuing and root.isdigit() and issuing.isdigit() and int(issuing) >= int(root):
+        problems.append(
+            Problem(
+                f"IssuingCaValidityYears={issuing} does not end before the root CA "
+                f"(CaValidityYears={root}), and Private CA signs nothing that outlives its "
+                "signer: set IssuingCaValidityYears below CaValidityYears"
+            )
+        )
+    if values.get("IssuingCaCommonName") == values.get("CaCommonName"):
+        problems.append(
+            Problem(
+                "IssuingCaCommonName and CaCommonName are the same: give the issuing CA a "
+                "name of its own (a device tells the CAs on its path apart by name)"
+            )
+        )
+    return problems
 
 
 # ---------------------------------------------------------------- the machine
@@ -356,7 +382,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     stack_name = (
         args.stack_name or answers.samconfig_stack_name(args.config_env) or "iot-device-onboarding"
     )
-    problems = check_build(template.runtimes(), shlex.split(args.build_flags), runs)
+    problems = check_parameters(values)
+    problems += check_build(template.runtimes(), shlex.split(args.build_flags), runs)
     region = args.region
     try:
         session = boto3.session.Session(profile_name=args.profile, region_name=args.region)

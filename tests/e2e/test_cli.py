@@ -398,10 +398,12 @@ def test_login_without_a_password_or_a_terminal_is_one_line_not_a_traceback(
     assert status == 200
 
 
-def test_ca_cert_is_the_certificate_that_issues_device_certificates(
+def test_ca_cert_is_the_root_that_device_certificates_chain_to(
     offline_stack: RunningStack, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from cryptography import x509
+
+    from onboarding_ble import trust
 
     state = str(offline_stack.state_path)
     assert main(["ca-cert", "--state", state]) == 0
@@ -409,16 +411,19 @@ def test_ca_cert_is_the_certificate_that_issues_device_certificates(
     assert main(["ca-cert", "--out", str(tmp_path / "ca.pem"), "--state", state]) == 0
     written = x509.load_pem_x509_certificate((tmp_path / "ca.pem").read_bytes())
     assert printed == written
-    # a device certificate issued through the API chains to it
+    # ... the root: self-signed, and a device certificate issued through the API chains to it
+    # through the issuing CA of the answer's chain
+    printed.verify_directly_issued_by(printed)
     user = new_member(offline_stack)
     _, public = device_key()
     status, body = post_certificate(
         offline_stack.api_url, {"DSN": unique_dsn(), "publicKey": public}, user.id_token
     )
     assert status == 200
-    x509.load_pem_x509_certificate(body["certificatePem"].encode()).verify_directly_issued_by(
-        printed
-    )
+    certificate = x509.load_pem_x509_certificate(body["certificatePem"].encode())
+    chain = x509.load_pem_x509_certificates(body["certificateChainPem"].encode())
+    path = trust.check_client_certificate(certificate, [printed], chain)
+    assert [c.subject for c in path] == [chain[0].subject, printed.subject]
 
 
 def test_state_prints_one_value_and_names_a_missing_key(

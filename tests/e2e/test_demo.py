@@ -98,7 +98,7 @@ def test_demo_onboards_over_ble_says_hello_and_revoked_device_is_refused(
         "the device verifies the answer and stores its credentials",
         "the device connects over MQTT with mutual TLS and says hello",
         "the broker received the hello",
-        "check: the stored certificate chains to the Private CA",
+        "check: the stored certificate chains to the pinned root CA",
         "check: AWS IoT has the certificate ACTIVE on the thing",
         "the device renews its certificate over MQTT (due after 1 s here)",
         "the owner revokes the device",
@@ -116,11 +116,11 @@ def test_demo_onboards_over_ble_says_hello_and_revoked_device_is_refused(
     assert f"read DSN {dsn[1]}" in out
     assert f"POST /certificate -> 200 with the ID token, thing {thing}" in out
     assert re.search(r"relayed the \d+-byte answer in \d+ chunks", out)
-    assert "certificate.pem, device.json, private_key.pem (0600)" in out
+    assert "certificate.pem, chain.pem, device.json, private_key.pem (0600)" in out
     assert f"broker admitted client id {thing} (= thing name" in out
     # ... the hello reached the broker, from the device, on its thing's topic ...
     assert re.search(rf'hello received on things/{thing}/hello: \{{.*"dsn": "{dsn[1]}"', out)
-    assert "client certificate of the stack's Private CA naming this DSN" in out
+    assert "client certificate of the stack's issuing CA, on a path to the pinned root CA" in out
     assert f"ACTIVE and attached to thing {thing}" in out
     # ... the device renewed its certificate over MQTT ...
     assert re.search(

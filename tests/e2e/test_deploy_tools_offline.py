@@ -149,18 +149,22 @@ def test_destroy_lists_every_resource_the_stack_keeps_with_its_physical_id(
 
 
 def copies(stack: Stack) -> dict[str, str]:
-    """A CA, table, user pool, thing group and logging role like the stack's, made here."""
+    """Two CAs, a table, user pool, thing group and logging role like the stack's, made here."""
     suffix = secrets.token_hex(4)
     acmpca = stack.client("acm-pca")
-    ca = acmpca.create_certificate_authority(
-        CertificateAuthorityConfiguration={
-            "KeyAlgorithm": "EC_prime256v1",
-            "SigningAlgorithm": "SHA256WITHECDSA",
-            "Subject": {"CommonName": f"teardown {suffix}"},
-        },
-        CertificateAuthorityType="ROOT",
-    )["CertificateAuthorityArn"]
-    acmpca.update_certificate_authority(CertificateAuthorityArn=ca, Status="ACTIVE")
+    cas = []
+    for kind in ("ROOT", "SUBORDINATE"):
+        arn = acmpca.create_certificate_authority(
+            CertificateAuthorityConfiguration={
+                "KeyAlgorithm": "EC_prime256v1",
+                "SigningAlgorithm": "SHA256WITHECDSA",
+                "Subject": {"CommonName": f"teardown {kind} {suffix}"},
+            },
+            CertificateAuthorityType=kind,
+        )["CertificateAuthorityArn"]
+        acmpca.update_certificate_authority(CertificateAuthorityArn=arn, Status="ACTIVE")
+        cas.append(arn)
+    ca, issuing = cas
     table = f"teardown-{suffix}"
     stack.client("dynamodb").create_table(
         TableName=table,
@@ -182,6 +186,8 @@ def copies(stack: Stack) -> dict[str, str]:
     return {
         "CertificateAuthority": ca,
         "CAActivation": ca,
+        "IssuingCertificateAuthority": issuing,
+        "IssuingCAActivation": issuing,
         "DevicesTable": table,
         "UserPool": pool["UserPool"]["Id"],
         "DeviceThingGroup": group,
@@ -197,16 +203,25 @@ def ca_status(stack: Stack, arn: str) -> str:
     )
 
 
-def test_destroy_deletes_the_stack_then_retires_the_ca_and_prints_commands_that_work(
+def with_copies(stack: Stack, physical: dict[str, str]) -> Stack:
+    """The stack as its teardown sees it, its CAs the copies (never the shared stack's own)."""
+    return dataclasses.replace(
+        stack,
+        physical_ids=physical,
+        outputs={
+            **stack.outputs,
+            "CertificateAuthorityArn": physical["CertificateAuthority"],
+            "IssuingCertificateAuthorityArn": physical["IssuingCertificateAuthority"],
+        },
+    )
+
+
+def test_destroy_deletes_the_stack_then_retires_the_cas_and_prints_commands_that_work(
     stack: Stack,
 ) -> None:
     # GIVEN a stack whose kept resources are the copies made here
     physical = copies(stack)
-    target = dataclasses.replace(
-        stack,
-        physical_ids=physical,
-        outputs={**stack.outputs, "CertificateAuthorityArn": physical["CertificateAuthority"]},
-    )
+    target = with_copies(stack, physical)
     deleted: list[str] = []
     lines: list[str] = []
     questions: list[str] = []
@@ -220,11 +235,15 @@ def test_destroy_deletes_the_stack_then_retires_the_ca_and_prints_commands_that_
         say=lines.append,
     )
 
-    # THEN the stack went first, then the CA was disabled and scheduled for deletion
+    # THEN the stack went first, then the CAs were disabled and scheduled for deletion, the
+    # issuing CA before the root that signed it
     assert status == 0
     assert deleted == [stack.name]
-    assert "Disable the Private CA" in questions[0]
-    assert ca_status(stack, physical["CertificateAuthority"]) == "DELETED"
+    assert "Disable the Private CAs" in questions[0]
+    root, issuing = physical["CertificateAuthority"], physical["IssuingCertificateAuthority"]
+    assert ca_status(stack, root) == ca_status(stack, issuing) == "DELETED"
+    retired = [line for line in lines if line.startswith("destroy: Private CA ")]
+    assert [issuing in retired[0], root in retired[1]] == [True, True], lines
     # ... and every kept resource is listed with its commands, which really remove it
     text = "\n".join(lines)
     # (the shared stack's IoT CA registration is still there: listed, not run here)
@@ -254,10 +273,8 @@ def test_destroy_keeps_the_ca_when_not_confirmed_and_stops_if_sam_delete_fails(
     stack: Stack,
 ) -> None:
     physical = copies(stack)
-    arn = physical["CertificateAuthority"]
-    target = dataclasses.replace(
-        stack, physical_ids=physical, outputs={**stack.outputs, "CertificateAuthorityArn": arn}
-    )
+    arn, issuing = physical["CertificateAuthority"], physical["IssuingCertificateAuthority"]
+    target = with_copies(stack, physical)
     lines: list[str] = []
 
     declined = destroy.teardown(
@@ -268,15 +285,19 @@ def test_destroy_keeps_the_ca_when_not_confirmed_and_stops_if_sam_delete_fails(
         say=lines.append,
     )
     assert declined == 0
-    assert ca_status(stack, arn) == "ACTIVE"
-    assert "aws acm-pca delete-certificate-authority" in "\n".join(lines)
-    assert "--permanent-deletion-time-in-days 7" in "\n".join(lines)
+    assert ca_status(stack, arn) == ca_status(stack, issuing) == "ACTIVE"
+    printed = "\n".join(lines)
+    for ca in (arn, issuing):
+        assert f"aws acm-pca delete-certificate-authority --certificate-authority-arn {ca}" in (
+            printed
+        )
+    assert "--permanent-deletion-time-in-days 7" in printed
 
     failed = destroy.teardown(
         target, template=template_facts.load(), delete=lambda s: 1, ask=None, say=lines.append
     )
     assert failed == 1
-    assert ca_status(stack, arn) == "ACTIVE"
+    assert ca_status(stack, arn) == ca_status(stack, issuing) == "ACTIVE"
 
 
 # ---------------------------------------------------------------- the README's deploy block

@@ -61,6 +61,7 @@ def provision(stack: RunningStack, directory: Path) -> tuple[str, Credentials, A
         b"".join(c.public_bytes(serialization.Encoding.PEM) for c in cas),
         dsn,
         key,
+        chain_pem=answer["certificateChainPem"],
     )
     state = directory / "state"
     creds = credentials.store(
@@ -71,6 +72,7 @@ def provision(stack: RunningStack, directory: Path) -> tuple[str, Credentials, A
             trusted.thing_name,
             trusted.certificate_id,
             "",
+            credentials.intermediates_of(trusted),
         ),
     )
     return dsn, creds, owner

@@ -13,7 +13,7 @@ from cryptography import x509
 from devstack.apigateway.gateway import GatewayServer, LocalApi
 from devstack.cloudformation.template import load_yaml
 from devstack.stack import RunningStack
-from onboarding_ble import credentials
+from onboarding_ble import credentials, trust
 from tests.e2e.conftest import TEMPLATE
 from tests.support.offline import (
     device_key,
@@ -218,19 +218,39 @@ def test_unknown_route_is_403_missing_authentication_token(offline_stack: Runnin
     assert json.loads(error.value.read()) == gateway_error("MISSING_AUTHENTICATION_TOKEN")
 
 
-def test_the_custom_resource_registered_the_ca_with_iot(offline_stack: RunningStack) -> None:
-    # The deployment ran the real CA-registration handler; IoT knows the Private CA's cert.
+def test_the_custom_resource_registered_the_issuing_ca_under_the_root_with_iot(
+    offline_stack: RunningStack,
+) -> None:
+    # The deployment ran the real CA-registration handler: IoT knows the CA that signs devices,
+    # the issuing CA, and no other CA of the hierarchy.
     outputs = offline_stack.outputs
-    description = offline_stack.client("iot").describe_ca_certificate(
-        certificateId=outputs["IotCaCertificateId"]
-    )["certificateDescription"]
-    ca_pem = offline_stack.client("acm-pca").get_certificate_authority_certificate(
+    iot, pca = offline_stack.client("iot"), offline_stack.client("acm-pca")
+    description = iot.describe_ca_certificate(certificateId=outputs["IotCaCertificateId"])[
+        "certificateDescription"
+    ]
+    issuing = pca.get_certificate_authority_certificate(
+        CertificateAuthorityArn=outputs["IssuingCertificateAuthorityArn"]
+    )
+    root_pem = pca.get_certificate_authority_certificate(
         CertificateAuthorityArn=outputs["CertificateAuthorityArn"]
     )["Certificate"]
     assert description["status"] == "ACTIVE"
     assert description["certificateArn"] == outputs["IotCaCertificateArn"]
     registered = x509.load_pem_x509_certificate(description["certificatePem"].encode())
-    assert registered == x509.load_pem_x509_certificate(ca_pem.encode())
+    assert registered == x509.load_pem_x509_certificate(issuing["Certificate"].encode())
+    root = x509.load_pem_x509_certificate(root_pem.encode())
+    with pytest.raises(iot.exceptions.ResourceNotFoundException):
+        iot.describe_ca_certificate(certificateId=trust.certificate_id_of(root))
+    # ... a CA that may sign end entities only, signed by the root, which the chain ends at
+    constraints = registered.extensions.get_extension_for_class(x509.BasicConstraints)
+    assert constraints.critical and constraints.value.ca and constraints.value.path_length == 0
+    usage = registered.extensions.get_extension_for_class(x509.KeyUsage).value
+    assert usage.key_cert_sign and usage.crl_sign
+    registered.verify_directly_issued_by(root)
+    assert x509.load_pem_x509_certificates(issuing["CertificateChain"].encode()) == [root]
+    # ... and the root's own certificate is self-signed, a CA with no path length limit
+    root.verify_directly_issued_by(root)
+    assert root.extensions.get_extension_for_class(x509.BasicConstraints).value.path_length is None
 
 
 def test_state_file_matches_the_template_outputs(offline_stack: RunningStack) -> None:

@@ -50,6 +50,7 @@ def test_a_device_with_its_own_key_gets_a_certificate_naming_only_what_the_servi
     assert status == 200, answer
     assert set(answer) == {
         "certificatePem",
+        "certificateChainPem",
         "thingName",
         "certificateId",
         "notAfter",
@@ -58,6 +59,9 @@ def test_a_device_with_its_own_key_gets_a_certificate_naming_only_what_the_servi
     thing = thing_name(provisioning_env, dsn)
     assert answer["thingName"] == thing
     cert = x509.load_pem_x509_certificate(answer["certificatePem"].encode())
+    # ... with the chain of the CA that signed it
+    issuer = x509.load_pem_x509_certificates(answer["certificateChainPem"].encode())[0]
+    cert.verify_directly_issued_by(issuer)
     # ... for the device's own key
     assert public_key_der(key) == cert.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo

@@ -168,7 +168,7 @@ def test_a_device_renews_with_its_current_certificate_and_keeps_it_until_it_conf
     assert result["result"] == "ACCEPTED", result
     ((topic, answer),) = fleet.answers(device.dsn)
     assert topic == "accepted"
-    assert set(answer) == {"certificatePem", "certificateId", "notAfter"}
+    assert set(answer) == {"certificatePem", "certificateChainPem", "certificateId", "notAfter"}
     new = answer["certificateId"]
     assert new == result["certificateId"] != old
     cert = x509.load_pem_x509_certificate(answer["certificatePem"].encode())

@@ -40,9 +40,10 @@ def deploy_with(**parameters: str) -> Deployment:
     )
 
 
-def usage_mode(stack: Deployment) -> str:
+def usage_mode(stack: Deployment, output: str = "IssuingCertificateAuthorityArn") -> str:
+    """The usage mode of the issuing CA (or of the CA another output names)."""
     ca = boto3.client("acm-pca").describe_certificate_authority(
-        CertificateAuthorityArn=stack.outputs["CertificateAuthorityArn"]
+        CertificateAuthorityArn=stack.outputs[output]
     )
     return str(ca["CertificateAuthority"]["UsageMode"])
 
@@ -56,7 +57,7 @@ def csr_pem() -> bytes:
 
 def issue(stack: Deployment, days: int) -> x509.Certificate:
     pca = boto3.client("acm-pca")
-    ca_arn = stack.outputs["CertificateAuthorityArn"]
+    ca_arn = stack.outputs["IssuingCertificateAuthorityArn"]
     arn = pca.issue_certificate(
         CertificateAuthorityArn=ca_arn,
         Csr=csr_pem(),
@@ -79,8 +80,9 @@ def test_short_lived_mode_with_a_longer_validity_creates_nothing(aws: None, days
     assert boto3.client("sns").list_topics()["Topics"] == []
 
 
-def test_the_ca_is_general_purpose_by_default(aws: None) -> None:
-    assert usage_mode(deploy_with()) == "GENERAL_PURPOSE"
+def test_the_cas_are_general_purpose_by_default(aws: None) -> None:
+    stack = deploy_with()
+    assert usage_mode(stack) == usage_mode(stack, "CertificateAuthorityArn") == "GENERAL_PURPOSE"
 
 
 def test_a_short_lived_ca_issues_seven_days_and_refuses_more(
@@ -89,6 +91,8 @@ def test_a_short_lived_ca_issues_seven_days_and_refuses_more(
     # GIVEN a stack in short-lived mode with 7-day device certificates
     stack = deploy_with(**SHORT_LIVED, DeviceCertValidityDays="7")
     assert usage_mode(stack) == "SHORT_LIVED_CERTIFICATE"
+    # ... under a general-purpose root: a short-lived CA must be the last of its hierarchy
+    assert usage_mode(stack, "CertificateAuthorityArn") == "GENERAL_PURPOSE"
 
     # WHEN a device is provisioned, THEN its certificate is valid for 7 days
     for name, value in stack.functions["ProvisioningFunction"].environment.items():

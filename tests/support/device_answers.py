@@ -112,13 +112,16 @@ def pem_key(key):
     )
 
 
-def answer(device_public, dsn, cert, key):
-    """What POST /certificate returns (fernet-x25519), for `cert` and `key`."""
+def answer(device_public, dsn, cert, key, chain_pem=None):
+    """What POST /certificate returns (fernet-x25519), for `cert` and `key` (and the issuing
+    CA's chain, when given)."""
     server = X25519PrivateKey.generate()
     shared = server.exchange(X25519PublicKey.from_public_bytes(device_public))
     raw = serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    chain = {} if chain_pem is None else {"certificateChainPem": chain_pem}
     return json.dumps(
         {
+            **chain,
             "certificatePem": cert.public_bytes(serialization.Encoding.PEM).decode(),
             "encryptedPrivateKey": Fernet(base64.urlsafe_b64encode(shared))
             .encrypt(pem_key(key))

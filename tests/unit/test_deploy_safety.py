@@ -83,17 +83,40 @@ def test_device_subject_and_function_settings_never_touch_the_ca(
 
 @pytest.mark.parametrize(
     "parameter",
-    ["CaKeyAlgorithm", "CaCommonName", "CaOrganization", "CaOrganizationalUnit", "CaCountry"],
+    [
+        "CaKeyAlgorithm",
+        "IssuingCaCommonName",
+        "CaOrganization",
+        "CaOrganizationalUnit",
+        "CaCountry",
+        "CaUsageMode",
+    ],
 )
-def test_a_ca_parameter_is_a_rotation_that_keeps_the_old_ca(
+def test_an_issuing_ca_parameter_is_a_rotation_that_keeps_the_old_ca(
     table: dict[str, ParameterEffects], parameter: str
 ) -> None:
     replaced = {e.resource: e for e in table[parameter].of(Change.REPLACE)}
 
+    assert replaced["IssuingCertificateAuthority"].retained
+    assert replaced["IssuingCAActivation"].retained
+    # The custom resource sees the new issuing CA and registers it with AWS IoT.
+    assert "CaRegistration" in {e.resource for e in table[parameter].of(Change.UPDATE)}
+    assert "docs/runbook-ca-rotation.md" in render([table[parameter]])
+
+
+def test_the_roots_name_makes_a_new_root_that_signs_the_same_issuing_ca_again(
+    table: dict[str, ParameterEffects],
+) -> None:
+    row = table["CaCommonName"]
+    replaced = {e.resource: e for e in row.of(Change.REPLACE)}
+    # A new root, the old one kept; the issuing CA (and its IoT registration) stays, its
+    # certificate signed again by the new root: devices pinning the old root would refuse it.
     assert replaced["CertificateAuthority"].retained
     assert replaced["CAActivation"].retained
-    # The custom resource sees the new CA and registers it with AWS IoT.
-    assert "CaRegistration" in {e.resource for e in table[parameter].of(Change.UPDATE)}
+    assert "IssuingCACertificate" in replaced
+    assert "IssuingCertificateAuthority" not in replaced
+    assert "CaRegistration" not in _touched(row)
+    assert "refuse" in render([row])
 
 
 def test_ca_validity_reissues_the_root_certificate_without_telling_iot(

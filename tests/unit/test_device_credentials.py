@@ -172,3 +172,43 @@ def test_stored_credentials_are_rechecked_for_this_device(ca, device, tmp_path):
     assert credentials.load_valid(tmp_path, [ca[1]], dsn=DSN) is not None
     assert credentials.load_valid(tmp_path, [ca[1]], dsn="SN-0002") is None
     assert credentials.load_valid(tmp_path, [make_ca()[1]]) is None
+
+
+def test_the_answers_chain_leads_to_the_pinned_root_and_is_stored_beside_the_certificate(
+    ca, device, tmp_path
+):
+    # GIVEN firmware that pins the root only, and an answer from its issuing CA that carries
+    # the issuing CA's certificate, then the root's, as the API answers
+    issuing = make_ca("Fleet Issuing CA", issuer=ca, path_length=0)
+    key = ec.generate_private_key(ec.SECP256R1())
+    chain = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in (issuing[1], ca[1]))
+    payload = sealed_answer(
+        device, issue(issuing, key, dsn=DSN), key, certificateChainPem=chain.decode()
+    )
+
+    # WHEN the device checks it, THEN it is accepted on the path through the issuing CA
+    answer = credentials.verify_answer(payload, device, DSN, [ca[1]])
+    assert answer.intermediates == (issuing[1],)
+    # ... and the issuing CA is stored with it: stored credentials pass the boot check
+    credentials.store(tmp_path, answer)
+    assert credentials.load_valid(tmp_path, [ca[1]], dsn=DSN) is not None
+    assert credentials.load_valid(tmp_path, [ca[1]]) is not None
+    # ... which fails without the stored chain (no path to the root)
+    (tmp_path / credentials.CHAIN_FILE).unlink()
+    assert credentials.load_valid(tmp_path, [ca[1]], dsn=DSN) is None
+
+
+def test_a_chain_is_a_hint_never_a_trust_anchor(ca, device):
+    # GIVEN an answer from a CA the device does not know, whose chain names that CA's own root
+    stranger = make_ca("Stranger Root CA")
+    issuing = make_ca("Stranger Issuing CA", issuer=stranger, path_length=0)
+    key = ec.generate_private_key(ec.SECP256R1())
+    chain = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in (issuing[1], stranger[1]))
+    payload = sealed_answer(
+        device, issue(issuing, key, dsn=DSN), key, certificateChainPem=chain.decode()
+    )
+    # THEN it is refused: only the pinned root anchors a path
+    assert refused(payload, device, ca[1]) is Status.ERR_UNTRUSTED_CA
+    # ... and a chain that is not a string is a malformed answer
+    payload = sealed_answer(device, issue(ca, key, dsn=DSN), key, certificateChainPem=["x"])
+    assert refused(payload, device, ca[1]) is Status.ERR_FORMAT

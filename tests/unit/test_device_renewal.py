@@ -37,6 +37,9 @@ class FakeCloud:
     def __init__(self, ca: tuple[Any, x509.Certificate]) -> None:
         self.ca = ca
         self.answer: str = "accept"  # accept | reject | silent | foreign | other-dsn
+        # the CA that signs, when not the pinned one: an issuing CA under it, whose chain the
+        # answer carries as the renewal function's does
+        self.issuing: tuple[Any, x509.Certificate] | None = None
         self.refused: set[str] = set()  # certificate ids the broker refuses
         self.published: list[tuple[str, str, dict[str, Any]]] = []  # (cert id, topic, payload)
         self.connections: list[str] = []
@@ -94,6 +97,13 @@ class FakeLink:
             self.deliver(topics.rejected, rejection)
             return
         signer = make_ca("Foreign CA") if cloud.answer == "foreign" else cloud.ca
+        chain: dict[str, str] = {}
+        if cloud.issuing is not None and cloud.answer != "foreign":
+            signer = cloud.issuing
+            chain["certificateChainPem"] = "".join(
+                c.public_bytes(serialization.Encoding.PEM).decode()
+                for c in (cloud.issuing[1], cloud.ca[1])
+            )
         dsn = "SN-SOMEONE-ELSE" if cloud.answer == "other-dsn" else DSN
         pem = cloud.issue_for(payload["csr"], signer, dsn)
         cert = x509.load_pem_x509_certificate(pem.encode())
@@ -103,6 +113,7 @@ class FakeLink:
                 "certificatePem": pem,
                 "certificateId": cert.fingerprint(hashes.SHA256()).hex(),
                 "notAfter": cert.not_valid_after_utc.isoformat(),
+                **chain,
             },
         )
 
@@ -279,6 +290,26 @@ def test_a_renewal_swaps_to_the_new_certificate_and_confirms_it(
     # ... and the CSR carried a P-256 key the device made (never the old one)
     csr = x509.load_pem_x509_csr(cloud.published[0][2]["csr"].encode())
     assert isinstance(csr.public_key(), ec.EllipticCurvePublicKey)
+
+
+def test_a_renewal_from_an_issuing_ca_under_the_pinned_root_keeps_its_chain(
+    tmp_path: Path, ca: Any, provisioned: Credentials
+) -> None:
+    # GIVEN a device that pins the root, and a cloud whose issuing CA (under that root) signs
+    cloud = FakeCloud(ca)
+    cloud.issuing = make_ca("Fleet Issuing CA 2", issuer=ca, path_length=0)
+    device = connected(tmp_path, ca, cloud)
+
+    # WHEN it renews
+    new = device.renew()
+
+    # THEN the new certificate is accepted on the path through the answer's issuing CA, and
+    # that CA is kept beside it: the promoted set passes the boot check with the root alone
+    assert cloud.connections == [provisioned.certificate_id, new.certificate_id]
+    stored = x509.load_pem_x509_certificates((tmp_path / credentials.CHAIN_FILE).read_bytes())
+    assert stored == [cloud.issuing[1]]
+    loaded = renewal.load(tmp_path, [ca[1]], dsn=DSN)
+    assert [c.certificate_id for c in loaded] == [new.certificate_id]
 
 
 @pytest.mark.parametrize(

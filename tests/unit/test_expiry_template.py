@@ -57,12 +57,17 @@ def test_general_purpose_mode_takes_any_validity(template: dict[str, Any], days:
     check_rules(template["Rules"], parameters(template, DeviceCertValidityDays=days))
 
 
-def test_the_default_is_general_purpose_and_feeds_the_ca(template: dict[str, Any]) -> None:
+def test_the_default_is_general_purpose_and_feeds_the_issuing_ca(template: dict[str, Any]) -> None:
     assert template["Parameters"]["CaUsageMode"]["Default"] == "GENERAL_PURPOSE"
-    ca = template["Resources"]["CertificateAuthority"]
-    assert ca["Properties"]["UsageMode"] == {"Ref": "CaUsageMode"}
+    issuing = template["Resources"]["IssuingCertificateAuthority"]
+    assert issuing["Properties"]["UsageMode"] == {"Ref": "CaUsageMode"}
     # Create-only: a new mode is a new CA, and the old one (with its fleet) must survive.
-    assert ca["DeletionPolicy"] == ca["UpdateReplacePolicy"] == "Retain"
+    assert issuing["DeletionPolicy"] == issuing["UpdateReplacePolicy"] == "Retain"
+    # A short-lived CA must be the last of its hierarchy: the root, which signs the issuing
+    # CA, is general purpose whatever the mode.
+    root = template["Resources"]["CertificateAuthority"]
+    assert root["Properties"]["UsageMode"] == "GENERAL_PURPOSE"
+    assert root["DeletionPolicy"] == root["UpdateReplacePolicy"] == "Retain"
 
 
 def test_a_rule_with_a_function_the_offline_deployer_does_not_know_is_an_error() -> None:

@@ -44,6 +44,42 @@ def no_aws_env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
+# ---------------------------------------------------------------- parameters
+
+
+def test_the_defaults_and_the_first_deploy_answers_make_a_hierarchy_private_ca_accepts() -> None:
+    template = template_facts.load(TEMPLATE)
+    assert preflight.check_parameters(template.values()) == []
+    assert preflight.check_parameters(template.values(answers.samconfig_overrides("first"))) == []
+
+
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [
+        ({"IssuingCaValidityYears": "10"}, "IssuingCaValidityYears=10"),  # as long as the root
+        ({"CaValidityYears": "3", "IssuingCaValidityYears": "5"}, "CaValidityYears=3"),
+        ({"IssuingCaCommonName": "IoT Device Onboarding Root CA"}, "IssuingCaCommonName"),
+    ],
+)
+def test_a_hierarchy_private_ca_would_refuse_half_way_is_refused_before_the_deploy(
+    tmp_path: Path, overrides: dict[str, str], named: str
+) -> None:
+    # WHEN make deploy's pre-flight runs with such parameters (and no credentials at all)
+    done = subprocess.run(  # noqa: S603 - this interpreter, fixed module, test's own values
+        [sys.executable, "-m", "tools.preflight", *(f"{k}={v}" for k, v in overrides.items())],
+        cwd=ROOT,
+        env=no_aws_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    # THEN it stops, and one line names the parameter and what to do
+    assert done.returncode == 1
+    lines = [line for line in done.stderr.splitlines() if named in line]
+    assert len(lines) == 1 and ("set " in lines[0] or "give " in lines[0]), done.stderr
+
+
 # ---------------------------------------------------------------- no credentials
 
 

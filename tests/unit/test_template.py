@@ -40,7 +40,9 @@ CONTRACT_PARAMETERS = {
     "DeviceKeyAlgorithm",
     "CaKeyAlgorithm",
     "CaValidityYears",
+    "IssuingCaValidityYears",
     "CaCommonName",
+    "IssuingCaCommonName",
     "CaOrganization",
     "CaOrganizationalUnit",
     "CaLocality",
@@ -76,6 +78,9 @@ CONTRACT_RESOURCES = {
     "CertificateAuthority": "AWS::ACMPCA::CertificateAuthority",
     "CACertificate": "AWS::ACMPCA::Certificate",
     "CAActivation": "AWS::ACMPCA::CertificateAuthorityActivation",
+    "IssuingCertificateAuthority": "AWS::ACMPCA::CertificateAuthority",
+    "IssuingCACertificate": "AWS::ACMPCA::Certificate",
+    "IssuingCAActivation": "AWS::ACMPCA::CertificateAuthorityActivation",
     "DevicePolicy": "AWS::IoT::Policy",
     "DeviceThingGroup": "AWS::IoT::ThingGroup",
     "ProvisioningApi": "AWS::Serverless::Api",
@@ -98,6 +103,7 @@ CONTRACT_OUTPUTS = {
     "AuditTableName",
     "AllowlistTableName",
     "CertificateAuthorityArn",
+    "IssuingCertificateAuthorityArn",
     "DevicePolicyName",
     "ThingGroupName",
     "ThingPrefix",
@@ -289,7 +295,7 @@ def test_provisioning_function_gets_exactly_the_contract_environment() -> None:
 
     assert set(env) == CONTRACT_PROVISIONING_ENV
     assert set(global_env) >= POWERTOOLS_ENV
-    assert env["CA_ARN"] == {"Ref": "CertificateAuthority"}
+    assert env["CA_ARN"] == {"Ref": "IssuingCertificateAuthority"}
     assert env["IOT_POLICY_NAME"] == {"Ref": "DevicePolicy"}
     assert env["THING_GROUP"] == {"Ref": "DeviceThingGroup"}
     assert env["ALLOWLIST_TABLE"] == {"Ref": "AllowlistTable"}
@@ -331,13 +337,15 @@ def test_ca_signing_algorithm_follows_the_ca_key_algorithm() -> None:
 # ---------------------------------------------------------------- deploy-time ordering
 
 
-def test_ca_registration_runs_only_after_the_ca_is_active() -> None:
+def test_ca_registration_registers_the_issuing_ca_once_it_is_active() -> None:
+    # AWS IoT must have the CA that signs device certificates registered, no other CA of the
+    # hierarchy.
     registration = _resources()["CaRegistration"]
 
-    assert "CAActivation" in _as_list(registration["DependsOn"])
+    assert "IssuingCAActivation" in _as_list(registration["DependsOn"])
     assert registration["Properties"] == {
         "ServiceToken": {"Fn::GetAtt": ["DeploymentFunction", "Arn"]},
-        "CertificateAuthorityArn": {"Ref": "CertificateAuthority"},
+        "CertificateAuthorityArn": {"Ref": "IssuingCertificateAuthority"},
         "CertificateMode": {"Ref": "CaCertificateMode"},
         "ForceDelete": "false",
         "ServiceTimeout": registration["Properties"]["ServiceTimeout"],
@@ -352,6 +360,35 @@ def test_root_ca_answers_ocsp() -> None:
 
     assert ca["Type"] == "ROOT"
     assert ca["RevocationConfiguration"]["OcspConfiguration"]["Enabled"] is True
+
+
+def test_the_root_signs_the_issuing_ca_which_may_sign_only_end_entities() -> None:
+    resources = _resources()
+    issuing = resources["IssuingCertificateAuthority"]["Properties"]
+    assert issuing["Type"] == "SUBORDINATE"
+    assert issuing["RevocationConfiguration"]["OcspConfiguration"]["Enabled"] is True
+    assert issuing["Subject"]["CommonName"] == {"Ref": "IssuingCaCommonName"}
+    certificate = resources["IssuingCACertificate"]
+    # signed by the root once the root is active, from the issuing CA's own key
+    assert certificate["Properties"]["CertificateAuthorityArn"] == {"Ref": "CertificateAuthority"}
+    assert certificate["DependsOn"] == "CAActivation"
+    assert certificate["Properties"]["CertificateSigningRequest"] == {
+        "Fn::GetAtt": ["IssuingCertificateAuthority", "CertificateSigningRequest"]
+    }
+    assert _resolve_sub(certificate["Properties"]["TemplateArn"]).endswith(
+        ":acm-pca:::template/SubordinateCACertificate_PathLen0/V1"
+    )
+    assert certificate["Properties"]["Validity"] == {
+        "Type": "YEARS",
+        "Value": {"Ref": "IssuingCaValidityYears"},
+    }
+    activation = resources["IssuingCAActivation"]["Properties"]
+    assert activation == {
+        "CertificateAuthorityArn": {"Ref": "IssuingCertificateAuthority"},
+        "Certificate": {"Fn::GetAtt": ["IssuingCACertificate", "Certificate"]},
+        "CertificateChain": {"Fn::GetAtt": ["CAActivation", "CompleteCertificateChain"]},
+        "Status": "ACTIVE",
+    }
 
 
 # ---------------------------------------------------------------- limits AWS enforces
@@ -547,7 +584,7 @@ def test_provisioning_function_issues_only_client_auth_certificates_from_its_ca(
     ]
 
     assert len(issue) == 1
-    assert issue[0]["Resource"] == {"Ref": "CertificateAuthority"}
+    assert issue[0]["Resource"] == {"Ref": "IssuingCertificateAuthority"}
     template_arn = issue[0]["Condition"]["StringEquals"]["acm-pca:TemplateArn"]
     assert _resolve_sub(template_arn).endswith(
         ":acm-pca:::template/EndEntityClientAuthCertificate_APIPassthrough/V1"
@@ -564,11 +601,28 @@ def test_deployment_function_issues_only_the_verification_certificate_its_code_a
     ]
 
     assert len(issue) == 1
-    assert issue[0]["Resource"] == {"Ref": "CertificateAuthority"}
+    assert issue[0]["Resource"] == {"Ref": "IssuingCertificateAuthority"}
     template_arn = issue[0]["Condition"]["StringEquals"]["acm-pca:TemplateArn"]
     assert _resolve_sub(template_arn).endswith(f":acm-pca:::{VERIFICATION_TEMPLATE}")
     # never a CA certificate, and never one a device could authenticate with
     assert VERIFICATION_TEMPLATE == "template/EndEntityServerAuthCertificate/V1"
+
+
+def test_no_function_may_issue_from_the_root() -> None:
+    # The root signs only the issuing CA, at deploy time: no role of the stack may use it.
+    issuing = sorted(
+        (function, json.dumps(s["Resource"], sort_keys=True))
+        for function, resource in _resources().items()
+        if resource["Type"] == "AWS::Serverless::Function"
+        for s in _statements(function)
+        if any(a in ("acm-pca:IssueCertificate", "acm-pca:*") for a in _as_list(s["Action"]))
+    )
+    only_issuing = json.dumps({"Ref": "IssuingCertificateAuthority"})
+    assert issuing == [
+        ("DeploymentFunction", only_issuing),
+        ("ProvisioningFunction", only_issuing),
+        ("RenewalFunction", only_issuing),
+    ]
 
 
 def test_deployment_function_revokes_only_on_its_ca() -> None:
@@ -579,7 +633,7 @@ def test_deployment_function_revokes_only_on_its_ca() -> None:
     ]
 
     assert len(revoke) == 1
-    assert revoke[0]["Resource"] == {"Ref": "CertificateAuthority"}
+    assert revoke[0]["Resource"] == {"Ref": "IssuingCertificateAuthority"}
 
 
 # Actions IAM checks although no method of that name is called.
@@ -793,7 +847,12 @@ def test_the_custom_resource_is_never_run_again_by_lambda() -> None:
 
 
 def test_the_ca_and_its_activation_outlive_replacement_and_stack_delete() -> None:
-    for name in ("CertificateAuthority", "CAActivation"):
+    for name in (
+        "CertificateAuthority",
+        "CAActivation",
+        "IssuingCertificateAuthority",
+        "IssuingCAActivation",
+    ):
         resource = _resources()[name]
         assert (resource["DeletionPolicy"], resource["UpdateReplacePolicy"]) == (
             "Retain",

@@ -35,6 +35,7 @@ def apply() -> None:
     if _applied:
         return
     _client_auth_template()
+    _subordinate_ca_template()
     _api_passthrough()
     _atomic_dynamodb_requests()
     _revoked_is_terminal()
@@ -399,6 +400,82 @@ def _client_auth_template() -> None:
         return [*profile, (san.value, san.critical)]
 
     CertificateAuthority._x509_extensions = extensions  # type: ignore[method-assign]
+
+
+SUBORDINATE_PATH_LEN_0 = "acm-pca:::template/SubordinateCACertificate_PathLen0/V1"
+
+
+def _subordinate_ca_template() -> None:
+    """Patch moto's ACM PCA so a root can sign an issuing CA, and what it issues chains to root.
+
+    Gap (moto 5.2): SubordinateCACertificate_PathLen0/V1 is unknown to moto, which issues a
+    certificate with no extensions for it: not a CA, so nothing it signs validates. AWS
+    documents the template as
+    (https://docs.aws.amazon.com/privateca/latest/userguide/template-definitions.html):
+
+    | X509v3 parameter         | value                                                  |
+    | subject                  | passthrough from CSR                                   |
+    | basic constraints        | critical, CA:TRUE, pathlen:0                           |
+    | authority key identifier | SKI from CA certificate                                |
+    | subject key identifier   | derived from CSR                                       |
+    | key usage                | critical, digital signature, keyCertSign, CRL sign     |
+
+    Gap (moto 5.2): GetCertificate answers a certificate's chain as its issuing CA's certificate
+    alone. AWS answers the chain up to the root: the issuing CA's certificate, then the chain
+    that CA was activated with (ImportCertificateAuthorityCertificate's CertificateChain).
+    """
+    from moto.acmpca.models import CertificateAuthority
+
+    extensions_of = CertificateAuthority._x509_extensions
+    get_certificate = CertificateAuthority.get_certificate
+
+    def extensions(
+        self: Any, csr: x509.CertificateSigningRequest, template_arn: str | None
+    ) -> list[tuple[x509.ExtensionType, bool]]:
+        if str(template_arn).split(":", 2)[-1] != SUBORDINATE_PATH_LEN_0:
+            return list(extensions_of(self, csr, template_arn))
+        return [
+            (x509.BasicConstraints(ca=True, path_length=0), True),
+            (x509.AuthorityKeyIdentifier.from_issuer_public_key(_ca_public_key(self)), False),
+            (x509.SubjectKeyIdentifier.from_public_key(csr.public_key()), False),
+            (
+                x509.KeyUsage(
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                True,
+            ),
+        ]
+
+    def get_certificate_with_chain(self: Any, certificate_arn: str) -> tuple[bytes, bytes]:
+        certificate, chain = get_certificate(self, certificate_arn)
+        if chain and self.certificate_chain:
+            chain = chain.rstrip(b"\n") + b"\n" + _activation_chain(self.certificate_chain)
+        return certificate, chain
+
+    CertificateAuthority._x509_extensions = extensions  # type: ignore[method-assign]
+    CertificateAuthority.get_certificate = get_certificate_with_chain  # type: ignore[method-assign]
+
+
+def _activation_chain(stored: bytes | str) -> bytes:
+    """The PEM chain a CA was activated with: moto keeps ImportCertificateAuthorityCertificate's
+    CertificateChain as the request carried it (base64 of the PEM)."""
+    import base64
+    import binascii
+
+    if isinstance(stored, bytes):
+        return stored
+    try:
+        return base64.b64decode(stored, validate=True)
+    except (binascii.Error, ValueError):
+        return stored.encode()
 
 
 # ASN1Subject members, in the order they are written to the issued subject here.

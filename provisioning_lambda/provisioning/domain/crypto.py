@@ -183,6 +183,15 @@ class CertificateFacts:
     iot_certificate_id: str
 
 
+def issuer_certificate(chain_pem: str) -> str:
+    """The first certificate of an ACM PCA chain (the CA that signed the certificate, then up
+    to the root): what IoT's RegisterCertificate takes as the CA certificate. "" for none."""
+    if not chain_pem.strip():
+        return ""
+    first = x509.load_pem_x509_certificates(chain_pem.encode("ascii"))[0]
+    return first.public_bytes(serialization.Encoding.PEM).decode("ascii")
+
+
 def certificate_facts(certificate_pem: str) -> CertificateFacts:
     cert = x509.load_pem_x509_certificate(certificate_pem.encode("ascii"))
     serial = f"{cert.serial_number:x}"

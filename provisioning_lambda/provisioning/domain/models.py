@@ -333,6 +333,7 @@ class ProvisionResult:
     not_after: str
     iot_endpoint: str
     encryption: str
+    certificate_chain_pem: str = ""  # the issuing CA's certificate, then up to the root
 
     def to_response(self) -> dict[str, str]:
         answer = {
@@ -342,6 +343,8 @@ class ProvisionResult:
             "notAfter": self.not_after,
             "iotEndpoint": self.iot_endpoint,
         }
+        if self.certificate_chain_pem:
+            answer["certificateChainPem"] = self.certificate_chain_pem
         if self.encrypted_private_key:
             answer |= {
                 "encryptedPrivateKey": self.encrypted_private_key,

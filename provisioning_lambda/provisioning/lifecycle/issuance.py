@@ -51,6 +51,7 @@ from provisioning.domain.crypto import (
     certificate_facts,
     device_names,
     generate_device_key,
+    issuer_certificate,
 )
 from provisioning.domain.errors import DependencyFailed, LeaseLost, OutcomeUnknown, OutOfTime
 from provisioning.domain.models import (
@@ -114,6 +115,7 @@ class IssuanceResult:
     certificate_pem: str
     key: DeviceKey | None  # the private key made here (publicKey mode), else None
     repeated: bool = False  # ACM PCA answered with the certificate the row already names
+    chain_pem: str = ""  # the issuer's certificate up to the root, as ACM PCA answers it
 
 
 def issue(task: DeviceTask, plan: IssuancePlan) -> IssuanceResult:
@@ -186,7 +188,9 @@ class CertificateIssuance:
             _wait_all(side_work)
             self.repeated, self.retiring = True, row.retiring
             issued = self._wait_for_certificate(pca_certificate_arn)
-            return IssuanceResult(row, issued.certificate_pem, None, repeated=True)
+            return IssuanceResult(
+                row, issued.certificate_pem, None, repeated=True, chain_pem=issued.chain_pem
+            )
         issued, facts, new = self._record_intent_and_fetch(
             Intent(
                 request_id=task.request_id,
@@ -202,7 +206,7 @@ class CertificateIssuance:
             iot.set_status(plan.deactivate.certificate_id, CertificateStatus.INACTIVE)
 
         budget.require("REGISTER_CERTIFICATE")
-        registered = iot.register(issued.certificate_pem, issued.chain_pem)
+        registered = iot.register(issued.certificate_pem, issuer_certificate(issued.chain_pem))
         if registered.certificate_id != new.certificate_id:
             raise DependencyFailed("REGISTER_CERTIFICATE")  # IoT named it otherwise: never
         _wait_all(side_work)
@@ -233,7 +237,7 @@ class CertificateIssuance:
             guards=plan.guards,
         )
         task.row = replace(record, retiring=self.retiring)
-        return IssuanceResult(record, issued.certificate_pem, key)
+        return IssuanceResult(record, issued.certificate_pem, key, chain_pem=issued.chain_pem)
 
     def _record_intent_and_fetch(
         self, intent: Intent

@@ -97,6 +97,7 @@ def provision_device(
         server_public_key = _b64(sealed.server_public_key)
     return ProvisionResult(
         certificate_pem=issued.certificate_pem,
+        certificate_chain_pem=issued.chain_pem,
         encrypted_private_key=encrypted_private_key,
         server_public_key=server_public_key,
         thing_name=task.thing_name,

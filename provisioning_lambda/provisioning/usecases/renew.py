@@ -129,13 +129,17 @@ class RenewalResult:
     certificate_pem: str
     certificate_id: str
     not_after: str
+    certificate_chain_pem: str = ""  # the issuing CA's certificate, then up to the root
 
     def to_message(self) -> dict[str, str]:
-        return {
+        message = {
             "certificatePem": self.certificate_pem,
             "certificateId": self.certificate_id,
             "notAfter": self.not_after,
         }
+        if self.certificate_chain_pem:
+            message["certificateChainPem"] = self.certificate_chain_pem
+        return message
 
 
 def thing_of(event: object, prefix: str) -> str:
@@ -232,8 +236,10 @@ def renew_certificate(
             extra={"thing_name": task.thing_name, "from_superseded": plan.from_superseded},
         )
         issued = issue(task, plan.issuance)
-        record, certificate_pem = issued.record, issued.certificate_pem
-    return RenewalResult(certificate_pem, record.certificate_id, record.not_after)
+        record = issued.record
+    return RenewalResult(
+        issued.certificate_pem, record.certificate_id, record.not_after, issued.chain_pem
+    )
 
 
 def confirm_renewal(
@@ -289,7 +295,9 @@ def _screen(
         ):
             raise DependencyFailed("GET_CERTIFICATE")
         if _public_key_der(issued.certificate_pem) == csr.public_key_der:
-            return RenewalResult(issued.certificate_pem, row.certificate_id, row.not_after)
+            return RenewalResult(
+                issued.certificate_pem, row.certificate_id, row.not_after, issued.chain_pem
+            )
     age = _age_seconds(row, services)
     if age < UNCONFIRMED_HOLD_SECONDS:
         wait = UNCONFIRMED_HOLD_SECONDS - age

@@ -29,12 +29,15 @@ def new_dsn() -> str:
 
 def assert_provisioned(state_dir: Path, pinned_ca: Path) -> x509.Certificate:
     assert stat.S_IMODE(state_dir.stat().st_mode) == 0o700
-    for name in ("certificate.pem", "private_key.pem", "device.json"):
+    for name in ("certificate.pem", "chain.pem", "private_key.pem", "device.json"):
         assert stat.S_IMODE((state_dir / name).stat().st_mode) == 0o600
     cert = x509.load_pem_x509_certificate((state_dir / "certificate.pem").read_bytes())
     key = serialization.load_pem_private_key((state_dir / "private_key.pem").read_bytes(), None)
-    ca = x509.load_pem_x509_certificate(pinned_ca.read_bytes())
-    cert.verify_directly_issued_by(ca)
+    root = x509.load_pem_x509_certificate(pinned_ca.read_bytes())
+    # signed by the issuing CA the device stored beside it, which the pinned root signed
+    (issuing,) = x509.load_pem_x509_certificates((state_dir / "chain.pem").read_bytes())
+    cert.verify_directly_issued_by(issuing)
+    issuing.verify_directly_issued_by(root)
     assert credentials.public_keys_match(cert, key)
     return cert
 
@@ -228,7 +231,7 @@ def tampered(stack, device_public: bytes, dsn: str, how: str) -> bytes:
     assert real.ok, real.body
     cert = x509.load_pem_x509_certificate(real.body["certificatePem"].encode())
     other = ec.generate_private_key(ec.SECP256R1())
-    return answer(device_public, dsn, cert, other)
+    return answer(device_public, dsn, cert, other, real.body["certificateChainPem"])
 
 
 @pytest.mark.parametrize(

@@ -474,7 +474,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--ca",
         type=Path,
-        help="pinned device CA certificate(s), PEM (required here or as ca in the firmware file)",
+        help="pinned root CA certificate(s), PEM (required here or as ca in the firmware file)",
     )
     parser.add_argument("--address", help="static random BLE address (default: random)")
     parser.add_argument(

@@ -17,6 +17,7 @@ from moto.acmpca.models import acmpca_backends
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.iotdata.models import iotdata_backends
 
+from onboarding_ble import trust
 from provisioning.adapters.composition import get_services
 from provisioning.domain.budget import Budget
 from provisioning.domain.crypto import certificate_facts
@@ -677,3 +678,110 @@ def test_a_renewal_from_before_a_ca_rotation_is_held_then_renewed_not_failed(
     result = fleet.renew(device.dsn, old)
     assert result["result"] == "ACCEPTED", result
     assert (fleet.status(current), fleet.status(result["certificateId"])) == ("REVOKED", "ACTIVE")
+
+
+# ------------------------------------------------------- the next issuing CA under the same root
+
+SUBORDINATE = "arn:aws:acm-pca:::template/SubordinateCACertificate_PathLen0/V1"
+
+
+def next_issuing_ca(root_arn: str) -> str:
+    """A second issuing CA signed by the stack's root, activated with the root's chain."""
+    pca = boto3.client("acm-pca", region_name=REGION)
+    arn = pca.create_certificate_authority(
+        CertificateAuthorityConfiguration={
+            "KeyAlgorithm": "EC_prime256v1",
+            "SigningAlgorithm": "SHA256WITHECDSA",
+            "Subject": {"CommonName": "IoT Device Onboarding Issuing CA 2"},
+        },
+        CertificateAuthorityType="SUBORDINATE",
+    )["CertificateAuthorityArn"]
+    csr = pca.get_certificate_authority_csr(CertificateAuthorityArn=arn)["Csr"]
+    signed = pca.issue_certificate(
+        CertificateAuthorityArn=root_arn,
+        Csr=csr.encode(),
+        SigningAlgorithm="SHA256WITHECDSA",
+        TemplateArn=SUBORDINATE,
+        Validity={"Type": "YEARS", "Value": 2},
+    )["CertificateArn"]
+    certificate = pca.get_certificate(CertificateAuthorityArn=root_arn, CertificateArn=signed)
+    pca.import_certificate_authority_certificate(
+        CertificateAuthorityArn=arn,
+        Certificate=certificate["Certificate"].encode(),
+        CertificateChain=certificate["CertificateChain"].encode(),
+    )
+    return arn
+
+
+def revoked_at(ca_arn: str, certificate_pem: str) -> bool:
+    ca = acmpca_backends[DEFAULT_ACCOUNT_ID][REGION].certificate_authorities[ca_arn]
+    return certificate_facts(certificate_pem).serial_hex in ca.revoked_certificates
+
+
+def pem_of(fleet: Fleet, certificate_id: str) -> str:
+    description = fleet.iot.describe_certificate(certificateId=certificate_id)
+    return str(description["certificateDescription"]["certificatePem"])
+
+
+def test_a_device_on_the_old_issuing_ca_renews_onto_the_next_and_its_old_one_ends_at_its_issuer(
+    fleet: Fleet, stack: Any
+) -> None:
+    # GIVEN a device provisioned by the stack's issuing CA, which the device reached through
+    # the root it pins
+    root_arn = stack.outputs["CertificateAuthorityArn"]
+    pca = boto3.client("acm-pca", region_name=REGION)
+    root_pem = pca.get_certificate_authority_certificate(CertificateAuthorityArn=root_arn)[
+        "Certificate"
+    ]
+    device = Device(unique_dsn())
+    old = fleet.provision(device)
+    old_pem = pem_of(fleet, old)
+    first_ca = fleet.env["CA_ARN"]
+    # ... and then the next issuing CA under the same root, the one the functions issue from
+    second_ca = next_issuing_ca(root_arn)
+    fleet.services.pca._ca_arn = second_ca  # type: ignore[attr-defined]  # what CA_ARN now says
+
+    # WHEN the device renews with a key of its own
+    key = ec_key()
+    fleet.later()
+    result = fleet.renew(device.dsn, old, make_csr(key))
+
+    # THEN its new certificate is the next issuing CA's, and the answer's chain leads the
+    # device from it to the root it already pins: no firmware change
+    assert result["result"] == "ACCEPTED", result
+    ((_, answer),) = fleet.answers(device.dsn)
+    new = answer["certificateId"]
+    chain = x509.load_pem_x509_certificates(answer["certificateChainPem"].encode())
+    second_pem = pca.get_certificate_authority_certificate(CertificateAuthorityArn=second_ca)
+    assert chain[0] == x509.load_pem_x509_certificate(second_pem["Certificate"].encode())
+    trusted = trust.verify_device_certificate(
+        answer["certificatePem"],
+        root_pem,
+        device.dsn,
+        key,
+        chain_pem=answer["certificateChainPem"],
+    )
+    assert [c.subject for c in trusted.chain] == [
+        chain[0].subject,
+        x509.load_pem_x509_certificate(root_pem.encode()).subject,
+    ]
+    # ... and the certificate it had is not the next CA's to fetch: the row names the issuer
+    row = fleet.services.store.get(device.dsn)
+    assert row is not None and row.pca_certificate_arn.startswith(second_ca + "/")
+
+    # WHEN it confirms, connected with the new certificate
+    assert fleet.publish(device.dsn, new, certificateId=new)["result"] == "CONFIRMED"
+
+    # THEN the old certificate is revoked in IoT and at the CA that issued it, the first
+    # issuing CA, and the next one revoked nothing
+    assert (fleet.status(old), fleet.status(new)) == ("REVOKED", "ACTIVE")
+    assert revoked_at(first_ca, old_pem)
+    assert (
+        not acmpca_backends[DEFAULT_ACCOUNT_ID][REGION]
+        .certificate_authorities[second_ca]
+        .revoked_certificates
+    )
+    # ... and the device's new certificate, asked of the CA that issued it, is the one it has
+    fetched = fleet.services.pca.fetch(row.pca_certificate_arn)
+    assert fetched is not None
+    assert fetched.certificate_pem.strip() == answer["certificatePem"].strip()

@@ -9,10 +9,13 @@ device's and app's (``example/onboarding_ble``: the GATT session, DEVICE_INFO_V2
 topics and CSR). Randomness is the only input fixed here: the X25519 keys (RFC 7748 section 6.1's,
 so an engineer can check the agreement against the RFC first), the key the service makes for the
 device, the nonce, Fernet's IV and timestamp, the challenge, the attestation and renewal keys, and
-a stand-in CA whose certificates have the profile ACM PCA issues (EndEntityClientAuthCertificate/V1)
-and a validity that covers decades, so the vectors keep verifying. ECDSA signatures use RFC 6979
-(deterministic), so the files are the same on every run; ``tests/unit/test_vectors.py`` checks
-that they are, and that the device, the app and the service each reproduce or accept them.
+a stand-in for the product's two-level AWS Private CA: a root (the CA the device pins) that signs
+only an issuing CA (SubordinateCACertificate_PathLen0/V1), which signs the device certificates with
+the profile ACM PCA issues (EndEntityClientAuthCertificate/V1); all valid for decades, so the
+vectors keep verifying. The answers carry ``certificateChainPem`` (the issuing CA, then the root)
+as the service's do. ECDSA signatures use RFC 6979 (deterministic), so the files are the same on
+every run; ``tests/unit/test_vectors.py`` checks that they are, and that the device, the app
+and the service each reproduce or accept them.
 
 The intermediates a C engineer debugs with (shared secret, HKDF PRK, Fernet's keys, ...) come
 from the standard primitives, and the test holds them to what the product's code produced.
@@ -43,7 +46,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from onboarding_ble import gatt, protocol, renewal, rules
+from onboarding_ble import credentials, gatt, protocol, renewal, rules
 from onboarding_ble.protocol import Status
 from provisioning.domain import attestation, crypto
 from provisioning.domain.models import ProvisionResult
@@ -69,8 +72,10 @@ MTU = protocol.PREFERRED_MTU
 NOT_BEFORE = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 NOT_AFTER = dt.datetime(2099, 12, 31, 23, 59, 59, tzinfo=dt.UTC)
 RENEWED_NOT_BEFORE = dt.datetime(2026, 7, 1, tzinfo=dt.UTC)
-CA_NAME = "Test Vector Device CA"
+ROOT_CA_NAME = "Test Vector Root CA"
+ISSUING_CA_NAME = "Test Vector Issuing CA"
 CA_SERIAL, DEVICE_SERIAL, RENEWED_SERIAL = 0x7E57_0001, 0x7E57_0002, 0x7E57_0003
+ISSUING_CA_SERIAL = 0x7E57_0004
 RETRY_AFTER = 3600  # the rejection example's retryAfterSeconds
 
 
@@ -83,7 +88,8 @@ def p256_key(label: str) -> ec.EllipticCurvePrivateKey:
 DEVICE_KEY_LABEL = "iot-device-onboarding test vectors: device key"
 ATTESTATION_KEY_LABEL = "iot-device-onboarding test vectors: attestation key"
 RENEWAL_KEY_LABEL = "iot-device-onboarding test vectors: renewal key"
-CA_KEY_LABEL = "iot-device-onboarding test vectors: CA key"
+CA_KEY_LABEL = "iot-device-onboarding test vectors: CA key"  # the root's
+ISSUING_CA_KEY_LABEL = "iot-device-onboarding test vectors: issuing CA key"
 
 
 def device_x25519() -> x25519.X25519PrivateKey:
@@ -132,7 +138,9 @@ def deterministic_ecdsa(key: ec.EllipticCurvePrivateKey, message: bytes) -> byte
     return key.sign(message, ec.ECDSA(hashes.SHA256(), deterministic_signing=True))
 
 
-# --- the stand-in CA (ACM PCA's part) ---------------------------------------------------------
+# --- the stand-in CAs (ACM PCA's part) --------------------------------------------------------
+
+Authority = tuple[ec.EllipticCurvePrivateKey, x509.Certificate]
 
 
 def _key_usage(*, ca: bool) -> x509.KeyUsage:
@@ -149,10 +157,11 @@ def _key_usage(*, ca: bool) -> x509.KeyUsage:
     )
 
 
-def ca() -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
-    """The CA the device pins: self-signed, the extensions AWS Private CA gives a root."""
+def ca() -> Authority:
+    """The root CA, the one the device pins: self-signed, the extensions AWS Private CA gives a
+    root (CA:TRUE with no path length). It signs only the issuing CA."""
     key = p256_key(CA_KEY_LABEL)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, CA_NAME)])
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, ROOT_CA_NAME)])
     certificate = (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -169,8 +178,39 @@ def ca() -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     return key, certificate
 
 
+def issuing_ca() -> Authority:
+    """The issuing CA, signed by the root as ACM PCA signs with
+    SubordinateCACertificate_PathLen0/V1 (critical CA:TRUE pathlen:0; critical key usage
+    digitalSignature, keyCertSign, cRLSign; AKI from the root's key, SKI from its own)."""
+    root_key, root = ca()
+    key = p256_key(ISSUING_CA_KEY_LABEL)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, ISSUING_CA_NAME)]))
+        .issuer_name(root.subject)
+        .public_key(key.public_key())
+        .serial_number(ISSUING_CA_SERIAL)
+        .not_valid_before(NOT_BEFORE)
+        .not_valid_after(NOT_AFTER)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(root_key.public_key()), False
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
+        .add_extension(_key_usage(ca=True), critical=True)
+        .sign(root_key, hashes.SHA256(), ecdsa_deterministic=True)
+    )
+    return key, certificate
+
+
+def chain_pem() -> str:
+    """``certificateChainPem`` as ACM PCA's GetCertificate answers it for a device certificate:
+    the issuing CA's certificate, then the root's."""
+    return pem(issuing_ca()[1]) + pem(ca()[1])
+
+
 def issue(
-    authority: tuple[ec.EllipticCurvePrivateKey, x509.Certificate],
+    authority: Authority,
     subject: ec.EllipticCurvePublicKey,
     serial: int,
     not_before: dt.datetime,
@@ -206,17 +246,30 @@ def issue(
 
 
 def ca_vector() -> dict[str, Any]:
-    _, certificate = ca()
+    root_key, root = ca()
+    issuing_key, issuing = issuing_ca()
     return {
         "description": (
-            "The CA the device pins in firmware for every other vector: a stand-in for the "
-            "deployment's AWS Private CA (EC P-256, self-signed). Load certificatePem as the "
-            "trust anchor; the device certificates in gatt-exchange.json and renewal.json chain "
-            "to it and are valid from 2026-01-01 to 2099-12-31, so the vectors keep verifying."
+            "The root CA the device pins in firmware for every other vector: a stand-in for the "
+            "deployment's AWS Private CA root (EC P-256, self-signed, CA:TRUE with no path "
+            "length). Load certificatePem as the only trust anchor. The root signs only the "
+            "issuing CA (issuingCa: CA:TRUE pathlen:0, as ACM PCA's "
+            "SubordinateCACertificate_PathLen0/V1 makes it), and the issuing CA signs the device "
+            "certificates of gatt-exchange.json and renewal.json. Never pin the issuing CA: the "
+            "answers carry it in certificateChainPem (issuingCa's certificatePem, then this "
+            "certificatePem), the device validates the path certificate -> issuing CA -> this "
+            "root and stores the issuing CA beside its certificate (chain.pem). All are valid "
+            "from 2026-01-01 to 2099-12-31, so the vectors keep verifying. The private keys are "
+            "published test keys, for issuing your own test certificates: never ship them."
         ),
-        "certificatePem": pem(certificate),
-        "certificateDerSha256Hex": certificate.fingerprint(hashes.SHA256()).hex(),
-        "privateKeyScalarHex": scalar_hex(p256_key(CA_KEY_LABEL)),
+        "certificatePem": pem(root),
+        "certificateDerSha256Hex": root.fingerprint(hashes.SHA256()).hex(),
+        "privateKeyScalarHex": scalar_hex(root_key),
+        "issuingCa": {
+            "certificatePem": pem(issuing),
+            "certificateDerSha256Hex": issuing.fingerprint(hashes.SHA256()).hex(),
+            "privateKeyScalarHex": scalar_hex(issuing_key),
+        },
     }
 
 
@@ -386,7 +439,8 @@ def attestation_vector() -> dict[str, Any]:
 
 
 def device_session(state_dir: Path) -> gatt.ProvisioningSession:
-    """The example device's GATT session, on the fixed keys, with its firmware configuration."""
+    """The example device's GATT session, on the fixed keys, with its firmware configuration
+    (the root pinned)."""
     _, ca_certificate = ca()
     return gatt.ProvisioningSession(
         DSN,
@@ -443,7 +497,7 @@ def device_info_vector() -> dict[str, Any]:
 def provisioning_answer() -> dict[str, str]:
     """POST /certificate's 200 body for the fixed device (x25519-hkdf-sha256-aes256gcm)."""
     issued_key = p256_key(DEVICE_KEY_LABEL)
-    certificate = issue(ca(), issued_key.public_key(), DEVICE_SERIAL, NOT_BEFORE)
+    certificate = issue(issuing_ca(), issued_key.public_key(), DEVICE_SERIAL, NOT_BEFORE)
     certificate_pem = pem(certificate)
     facts = crypto.certificate_facts(certificate_pem)
     sealed = crypto.seal_private_key(
@@ -463,6 +517,7 @@ def provisioning_answer() -> dict[str, str]:
         not_after=iso(facts.not_after),
         iot_endpoint=IOT_ENDPOINT,
         encryption=crypto.HKDF_AES_GCM,
+        certificate_chain_pem=chain_pem(),
     )
     return result.to_response()
 
@@ -587,10 +642,14 @@ def gatt_vector() -> dict[str, Any]:
         trace.write(
             protocol.CONTROL_UUID,
             protocol.encode_commit(),
-            "COMMIT: the device checks length, CRC-32, then the answer (section 1.1), stores it",
+            "COMMIT: the device checks length, CRC-32, then the answer (section 1.1, the path "
+            "to the pinned root through certificateChainPem's issuing CA), stores it",
             session.write_control,
         )
         steps = trace.steps
+        if session.credentials is None:
+            raise RuntimeError("the example device refused the vectors' answer")
+        stored_chain = credentials.stored_chain(session.credentials.directory).decode("ascii")
     return {
         "description": (
             "A whole provisioning exchange over the onboarding GATT service at ATT MTU "
@@ -598,11 +657,16 @@ def gatt_vector() -> dict[str, Any]:
             "the example device answered it: reads, writes (ATT Write Requests, with response) "
             "and STATUS notifications. The payload is the API's 200 body (answer), "
             "x25519-hkdf-sha256-aes256gcm, sealed to key-wrapping.json's device key; its "
-            "certificate chains to ca.json's CA, names the DSN and thing, and is valid until "
-            "2099. Replay the app's writes against your device with key-wrapping.json's X25519 "
-            "key, attestation.json's factory key, ca.json pinned and thing prefix 'device': "
+            "certificate is signed by ca.json's issuing CA, which certificateChainPem carries "
+            "(then the root), so its path leads to ca.json's pinned root; it names the DSN and "
+            "thing, and is valid until 2099. Replay the app's writes against your device with "
+            "key-wrapping.json's X25519 key, attestation.json's factory key, ca.json's root "
+            "(certificatePem) pinned and thing prefix 'device': "
             "every write must succeed, and the STATUS values must equal these byte for byte. "
-            "Integers are little-endian; CRC-32 is CRC-32/ISO-HDLC (zlib) over the whole payload."
+            "provisioned says what the device keeps: the thing and certificate id read from the "
+            "certificate, and chainPem, the validated path's issuing CA (chain.pem beside "
+            "certificate.pem; never the root). Integers are little-endian; CRC-32 is "
+            "CRC-32/ISO-HDLC (zlib) over the whole payload."
         ),
         "mtu": MTU,
         "chunkSize": protocol.chunk_size_for_mtu(MTU),
@@ -630,6 +694,7 @@ def gatt_vector() -> dict[str, Any]:
         "provisioned": {
             "thingName": THING,
             "certificateId": body["certificateId"],
+            "chainPem": stored_chain,
         },
         "steps": steps,
     }
@@ -709,7 +774,7 @@ def gatt_errors_vector() -> dict[str, Any]:
 
 
 def renewal_vector() -> dict[str, Any]:
-    authority = ca()
+    authority = issuing_ca()
     old = issue(authority, p256_key(DEVICE_KEY_LABEL).public_key(), DEVICE_SERIAL, NOT_BEFORE)
     old_id = crypto.certificate_facts(pem(old)).iot_certificate_id
     key = p256_key(RENEWAL_KEY_LABEL)
@@ -726,7 +791,9 @@ def renewal_vector() -> dict[str, Any]:
     request_payload = json.dumps(request)
     renewed = issue(authority, key.public_key(), RENEWED_SERIAL, RENEWED_NOT_BEFORE)
     facts = crypto.certificate_facts(pem(renewed))
-    accepted = RenewalResult(pem(renewed), facts.iot_certificate_id, iso(facts.not_after))
+    accepted = RenewalResult(
+        pem(renewed), facts.iot_certificate_id, iso(facts.not_after), chain_pem()
+    )
     accepted_payload = json.dumps(accepted.to_message())
     rejected = rejection(
         "RENEWAL_TOO_SOON",
@@ -740,7 +807,8 @@ def renewal_vector() -> dict[str, Any]:
             "Renewal over MQTT (docs/ble-protocol.md 6.1), by the device provisioned in "
             "gatt-exchange.json (connected with that certificate, id currentCertificateId): "
             "it makes a new EC P-256 key, publishes a CSR for it, and gets the new certificate "
-            "(chained to ca.json, naming the same DSN and thing) on renew/accepted, or a "
+            "(signed by ca.json's issuing CA, with certificateChainPem: the issuing CA, then the "
+            "root; naming the same DSN and thing) on renew/accepted, or a "
             "refusal on renew/rejected; once connected with the new certificate it publishes "
             "renew/confirm. Payloads are UTF-8 JSON, as published (payload strings). The CSR's "
             "ECDSA signature is RFC 6979's; any valid one is accepted. ruleEvent is what the "

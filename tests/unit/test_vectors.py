@@ -71,7 +71,19 @@ def server_key(wrapping: dict[str, Any]) -> X25519PrivateKey:
 
 
 def pinned_ca() -> list[x509.Certificate]:
+    """What the vectors' device pins: ca.json's certificatePem (the root)."""
     return credentials.load_ca(load("ca.json")["certificatePem"].encode())
+
+
+def issuing_ca() -> x509.Certificate:
+    return x509.load_pem_x509_certificate(load("ca.json")["issuingCa"]["certificatePem"].encode())
+
+
+def without_chain(payload: str) -> bytes:
+    """The answer as an integrator who drops ``certificateChainPem`` relays it."""
+    body = json.loads(payload)
+    del body["certificateChainPem"]
+    return json.dumps(body).encode()
 
 
 def factory_key(attested: dict[str, Any]) -> ec.EllipticCurvePrivateKey:
@@ -97,6 +109,56 @@ def test_check_mode_names_a_file_that_drifted(tmp_path: Path, capsys: Any) -> No
     drifted.write_text(drifted.read_text().replace("SN-0001", "SN-0002"))
     assert vectors.main(["--out", str(tmp_path), "--check"]) == 1
     assert "renewal.json" in capsys.readouterr().err
+
+
+# --- the CAs: a pinned root, an issuing CA that signs the devices ------------------------------
+
+
+def test_ca_json_pins_a_root_that_signs_only_the_issuing_ca() -> None:
+    vector = load("ca.json")
+    (root,) = pinned_ca()
+    issuing = issuing_ca()
+    # the pinned certificate is a self-signed root, with no path length
+    assert root.subject == root.issuer != issuing.subject
+    root.verify_directly_issued_by(root)
+    root_constraints = root.extensions.get_extension_for_class(x509.BasicConstraints)
+    assert (root_constraints.value.ca, root_constraints.value.path_length) == (True, None)
+    # the issuing CA is the root's, as SubordinateCACertificate_PathLen0/V1 makes it
+    issuing.verify_directly_issued_by(root)
+    constraints = issuing.extensions.get_extension_for_class(x509.BasicConstraints)
+    assert (constraints.critical, constraints.value.ca, constraints.value.path_length) == (
+        True,
+        True,
+        0,
+    )
+    usage = issuing.extensions.get_extension_for_class(x509.KeyUsage)
+    assert usage.critical
+    assert (usage.value.digital_signature, usage.value.key_cert_sign, usage.value.crl_sign) == (
+        True,
+        True,
+        True,
+    )
+    aki = issuing.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+    root_ski = root.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    assert aki.key_identifier == root_ski.digest
+    # the fingerprints and the published keys are these certificates'
+    for certificate, entry in ((root, vector), (issuing, vector["issuingCa"])):
+        assert certificate.fingerprint(hashes.SHA256()).hex() == entry["certificateDerSha256Hex"]
+        key = ec.derive_private_key(int(entry["privateKeyScalarHex"], 16), ec.SECP256R1())
+        assert trust.public_keys_match(certificate, key)
+
+
+def test_the_answers_chain_is_the_issuing_ca_then_the_root_and_it_signed_the_devices() -> None:
+    vector = load("ca.json")
+    expected = vector["issuingCa"]["certificatePem"] + vector["certificatePem"]
+    answers = {
+        "provisioning": load("gatt-exchange.json")["api"]["answer"],
+        "renewal": json.loads(load("renewal.json")["accepted"]["payload"]),
+    }
+    for name, answer in answers.items():
+        assert answer["certificateChainPem"] == expected, name
+        leaf = x509.load_pem_x509_certificate(answer["certificatePem"].encode())
+        leaf.verify_directly_issued_by(issuing_ca())
 
 
 # --- key wrapping -------------------------------------------------------------------------------
@@ -393,6 +455,57 @@ def test_the_device_answers_the_trace_byte_for_byte(
     assert session.credentials.thing_name == exchange["provisioned"]["thingName"]
     assert session.credentials.certificate_id == exchange["provisioned"]["certificateId"]
     assert session.credentials.key_path.read_text() == wrapping["plaintextPem"]
+    # ... and the issuing CA of its validated path beside the certificate, not the pinned root
+    stored_chain = (session.credentials.directory / credentials.CHAIN_FILE).read_text()
+    assert stored_chain == exchange["provisioned"]["chainPem"]
+    assert stored_chain == load("ca.json")["issuingCa"]["certificatePem"]
+
+
+def test_the_device_validates_the_answer_to_the_pinned_root_through_the_issuing_ca(
+    exchange: dict[str, Any],
+) -> None:
+    wrapping = load("key-wrapping.json")
+    answer = credentials.verify_answer(
+        exchange["payload"].encode(),
+        device_key(wrapping),
+        exchange["firmware"]["dsn"],
+        pinned_ca(),
+        thing_prefix=exchange["firmware"]["thingPrefix"],
+    )
+    assert answer.intermediates == (issuing_ca(),)
+    # the path checked is certificate -> issuing CA -> the pinned root
+    trusted = trust.verify_device_certificate(
+        exchange["api"]["answer"]["certificatePem"],
+        load("ca.json")["certificatePem"],
+        exchange["firmware"]["dsn"],
+        serialization.load_pem_private_key(wrapping["plaintextPem"].encode(), None),
+        chain_pem=exchange["api"]["answer"]["certificateChainPem"],
+    )
+    assert trusted.chain == (issuing_ca(), *pinned_ca())
+
+
+def test_the_device_refuses_the_answer_without_its_chain(
+    exchange: dict[str, Any], tmp_path: Path
+) -> None:
+    # GIVEN the trace's answer relayed without certificateChainPem
+    wrapping = load("key-wrapping.json")
+    payload = without_chain(exchange["payload"])
+    session = gatt.ProvisioningSession(
+        exchange["firmware"]["dsn"],
+        pinned_ca(),
+        tmp_path,
+        private_key=device_key(wrapping),
+        thing_prefix=exchange["firmware"]["thingPrefix"],
+    )
+    # WHEN the app sends it over GATT
+    session.write_control(protocol.encode_begin(payload), "phone")
+    for chunk in protocol.split_chunks(payload, exchange["mtu"]):
+        session.write_data(chunk, "phone")
+    session.write_control(protocol.encode_commit(), "phone")
+    # THEN the device finds no path to the pinned root, says so, and stores nothing
+    assert session.status.status is Status.ERR_UNTRUSTED_CA
+    assert session.credentials is None
+    assert not (tmp_path / credentials.CERT_FILE).exists()
 
 
 def test_a_corrupted_frame_of_the_trace_is_refused(
@@ -531,7 +644,12 @@ def test_the_service_answers_as_the_vector_and_the_device_accepts_it(
 ) -> None:
     answer = json.loads(renewing["accepted"]["payload"])
     facts = crypto.certificate_facts(answer["certificatePem"])
-    result = RenewalResult(answer["certificatePem"], facts.iot_certificate_id, answer["notAfter"])
+    result = RenewalResult(
+        answer["certificatePem"],
+        facts.iot_certificate_id,
+        answer["notAfter"],
+        answer["certificateChainPem"],
+    )
     assert result.to_message() == answer
     checked = renewal.check_answer(
         renewing["accepted"]["payload"].encode(),
@@ -543,6 +661,7 @@ def test_the_service_answers_as_the_vector_and_the_device_accepts_it(
         iot_endpoint="",
     )
     assert checked.certificate_id == answer["certificateId"]
+    assert checked.intermediates == (issuing_ca(),)  # what the device stores as chain.pem
     assert json.loads(renewing["confirm"]["payload"]) == {"certificateId": checked.certificate_id}
     # an answer for another key (the old one) is not this request's
     wrapping = load("key-wrapping.json")
@@ -559,6 +678,18 @@ def test_the_service_answers_as_the_vector_and_the_device_accepts_it(
             iot_endpoint="",
         )
     assert refused.value.reason is trust.Refusal.KEY_MISMATCH
+    # an answer without its chain has no path to the pinned root
+    with pytest.raises(trust.TrustError) as unchained:
+        renewal.check_answer(
+            without_chain(renewing["accepted"]["payload"]),
+            renewal_key(renewing),
+            dsn=renewing["dsn"],
+            thing_name=renewing["thingName"],
+            cas=pinned_ca(),
+            thing_prefix=vectors.THING_PREFIX,
+            iot_endpoint="",
+        )
+    assert unchained.value.reason is trust.Refusal.UNTRUSTED
 
 
 def test_the_rejection_and_the_confirm_read_as_documented(renewing: dict[str, Any]) -> None:

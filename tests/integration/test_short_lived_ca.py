@@ -123,3 +123,37 @@ def test_a_general_purpose_ca_issues_for_the_validity_asked(aws: None) -> None:
     stack = deploy_with()
     lifetime = issue(stack, 400).not_valid_after_utc - datetime.now(UTC)
     assert timedelta(days=399, hours=23) < lifetime <= timedelta(days=400)
+
+
+def test_no_certificate_outlives_the_issuing_ca_that_signs_it(
+    aws: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a stack whose issuing CA ends in a year, and 400-day device certificates
+    stack = deploy_with(IssuingCaValidityYears="1", DeviceCertValidityDays="400")
+    for name, value in stack.functions["ProvisioningFunction"].environment.items():
+        monkeypatch.setenv(name, value)
+    get_services.cache_clear()
+    try:
+        from provisioning.handlers.api import lambda_handler
+
+        # WHEN a device is provisioned
+        device = Device(unique_dsn())
+        response = lambda_handler(
+            api_event(device.body(), "sub-alice", "Members"), FakeLambdaContext()
+        )
+    finally:
+        get_services.cache_clear()
+    # THEN Private CA refuses, as in AWS, and the request fails as the runbook says, with no
+    # certificate and no device row left
+    answer = json.loads(response["body"])
+    assert (response["statusCode"], answer["code"]) == (502, "ISSUE_CERTIFICATE_FAILED")
+    assert boto3.client("iot").list_certificates()["certificates"] == []
+    table = stack.functions["ProvisioningFunction"].environment["DEVICES_TABLE"]
+    assert "Item" not in boto3.client("dynamodb").get_item(
+        TableName=table, Key={"dsn": {"S": device.dsn}}
+    )
+    # ... while a certificate inside the issuing CA's life is issued
+    assert issue(stack, 300).not_valid_after_utc < datetime.now(UTC) + timedelta(days=366)
+    with pytest.raises(ClientError) as refused:
+        issue(stack, 400)
+    assert refused.value.response["Error"]["Code"] == "ValidationException"

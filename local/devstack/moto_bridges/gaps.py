@@ -178,8 +178,11 @@ def _usage_mode_and_validity() -> None:
     the validity asked, and a CA in SHORT_LIVED_CERTIFICATE mode refuses an end-entity
     certificate valid for more than 7 days
     (https://docs.aws.amazon.com/privateca/latest/userguide/short-lived-certificates.html; it
-    does not check CA certificates). Bridged here so that an over-long validity in short-lived
-    mode fails offline as in AWS, and certificates expire when the template says.
+    does not check CA certificates). Gap (moto 5.2): moto signs certificates that outlive the
+    CA signing them; AWS refuses any ("The end date of the signing CA certificate must exceed
+    the end date of the requested certificate", ACM's private-certificate docs), a device
+    certificate as an issuing CA's. Bridged here so that an over-long validity fails offline as
+    in AWS, and certificates expire when the template says.
     """
     from moto.acmpca.models import CertificateAuthority
     from moto.acmpca.responses import ACMPCAResponse
@@ -213,6 +216,12 @@ def _usage_mode_and_validity() -> None:
                 "ValidationException",
                 "A certificate authority in SHORT_LIVED_CERTIFICATE mode issues certificates "
                 "valid for at most 7 days.",
+            )
+        signer = ca.certificate if ca is not None else None
+        if signer is not None and not_after is not None and not_after > signer.not_valid_after_utc:
+            raise JsonRESTError(
+                "ValidationException",
+                "The certificate validity specified exceeds the certificate authority validity.",
             )
         # Shorter still for a device certificate when `up --cert-lifetime` asked (lifetime.py).
         purpose = END_ENTITY_TEMPLATES.get(str(params.get("TemplateArn")).split(":", 2)[-1])

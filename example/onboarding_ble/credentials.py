@@ -28,11 +28,13 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from onboarding_ble import rules, trust
-from onboarding_ble.protocol import ProtocolError, Status
+from onboarding_ble.protocol import MAX_PAYLOAD_LEN, ProtocolError, Status
 from onboarding_ble.trust import Refusal, TrustError
 
 CERT_FILE = "certificate.pem"
 CHAIN_FILE = "chain.pem"  # the CAs between the certificate and the pinned root (the issuing CA)
+# An answer is at most MAX_PAYLOAD_LEN (16 KiB): no chain it carried is larger.
+MAX_CHAIN_BYTES = MAX_PAYLOAD_LEN
 KEY_FILE = "private_key.pem"
 META_FILE = "device.json"
 
@@ -364,11 +366,15 @@ def load_valid(
 
 def stored_chain(directory: Path) -> bytes:
     """The stored chain (empty for credentials stored before answers carried one, or signed by
-    the pinned CA itself)."""
+    the pinned CA itself). ValueError past MAX_CHAIN_BYTES: not a chain this device stored."""
     try:
-        return (directory / CHAIN_FILE).read_bytes()
+        with (directory / CHAIN_FILE).open("rb") as handle:
+            chain = handle.read(MAX_CHAIN_BYTES + 1)
     except FileNotFoundError:
         return b""
+    if len(chain) > MAX_CHAIN_BYTES:
+        raise ValueError("the stored chain is larger than any chain an answer carries")
+    return chain
 
 
 def load_expired(

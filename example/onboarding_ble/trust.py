@@ -79,8 +79,8 @@ class TrustedCertificate:
 
 
 def load_certificates(pem: bytes | str) -> list[x509.Certificate]:
-    data = pem.encode("ascii") if isinstance(pem, str) else pem
-    try:
+    try:  # PEM is ASCII: anything else is malformed (UnicodeEncodeError is a ValueError)
+        data = pem.encode("ascii") if isinstance(pem, str) else pem
         return x509.load_pem_x509_certificates(data)
     except ValueError as exc:
         raise TrustError(Refusal.MALFORMED, "not a PEM certificate") from exc

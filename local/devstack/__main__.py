@@ -2,6 +2,6 @@
 
 import sys
 
-from devstack.cli import main
+from devstack.entry import main
 
 sys.exit(main())

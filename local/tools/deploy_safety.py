@@ -485,8 +485,8 @@ NOTES = {
     "ThingGroupName": "New devices join the new group; the old group is kept with its devices.",
     "CaKeyAlgorithm": "A new CA: follow docs/runbook-ca-rotation.md (old CA kept, still billed).",
     "CaValidityYears": (
-        "Re-issues the root certificate; AWS IoT keeps the old registration. Do not change "
-        "on a running stack: rotate the CA (docs/runbook-ca-rotation.md)."
+        "Re-issues the root certificate (same key and name); devices keep pinning the old "
+        "one. Do not change on a running stack: rotate the CA (docs/runbook-ca-rotation.md)."
     ),
     "CaCommonName": (
         "A new root CA (the old one kept, still billed), which signs the same issuing CA "

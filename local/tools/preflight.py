@@ -84,6 +84,11 @@ class Problem:
 # ---------------------------------------------------------------- parameters
 
 
+def _name(value: str | None) -> str:
+    """A name as certificate path building compares it: case and spaces folded (RFC 5280)."""
+    return " ".join((value or "").split()).casefold()
+
+
 def check_parameters(values: Mapping[str, str | None]) -> list[Problem]:
     """What the template's Rules cannot say (they compare no numbers): the issuing CA's
     certificate must end before the root's, and the two CAs need names of their own."""
@@ -97,7 +102,7 @@ def check_parameters(values: Mapping[str, str | None]) -> list[Problem]:
                 "signer: set IssuingCaValidityYears below CaValidityYears"
             )
         )
-    if values.get("IssuingCaCommonName") == values.get("CaCommonName"):
+    if _name(values.get("IssuingCaCommonName")) == _name(values.get("CaCommonName")):
         problems.append(
             Problem(
                 "IssuingCaCommonName and CaCommonName are the same: give the issuing CA a "

@@ -193,7 +193,11 @@ def test_the_answers_chain_leads_to_the_pinned_root_and_is_stored_beside_the_cer
     credentials.store(tmp_path, answer)
     assert credentials.load_valid(tmp_path, [ca[1]], dsn=DSN) is not None
     assert credentials.load_valid(tmp_path, [ca[1]]) is not None
-    # ... which fails without the stored chain (no path to the root)
+    # ... which fails with a chain padded past any answer's size (not one the device stored)
+    stored = (tmp_path / credentials.CHAIN_FILE).read_bytes()
+    (tmp_path / credentials.CHAIN_FILE).write_bytes(stored + b"A" * credentials.MAX_CHAIN_BYTES)
+    assert credentials.load_valid(tmp_path, [ca[1]], dsn=DSN) is None
+    # ... and without the stored chain (no path to the root)
     (tmp_path / credentials.CHAIN_FILE).unlink()
     assert credentials.load_valid(tmp_path, [ca[1]], dsn=DSN) is None
 

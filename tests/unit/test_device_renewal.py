@@ -36,7 +36,7 @@ class FakeCloud:
 
     def __init__(self, ca: tuple[Any, x509.Certificate]) -> None:
         self.ca = ca
-        self.answer: str = "accept"  # accept | reject | silent | foreign | other-dsn
+        self.answer: str = "accept"  # accept | reject | silent | foreign | other-dsn | non-ascii
         # the CA that signs, when not the pinned one: an issuing CA under it, whose chain the
         # answer carries as the renewal function's does
         self.issuing: tuple[Any, x509.Certificate] | None = None
@@ -107,6 +107,8 @@ class FakeLink:
         dsn = "SN-SOMEONE-ELSE" if cloud.answer == "other-dsn" else DSN
         pem = cloud.issue_for(payload["csr"], signer, dsn)
         cert = x509.load_pem_x509_certificate(pem.encode())
+        if cloud.answer == "non-ascii":  # no PEM has such a character
+            pem = "\u00e9" + pem
         self.deliver(
             topics.accepted,
             {
@@ -319,6 +321,7 @@ def test_a_renewal_from_an_issuing_ca_under_the_pinned_root_keeps_its_chain(
         ("silent", "TIMEOUT"),
         ("foreign", "UNTRUSTED"),
         ("other-dsn", "WRONG_DEVICE"),
+        ("non-ascii", "MALFORMED"),
     ],
 )
 def test_a_failed_renewal_keeps_the_working_credentials(

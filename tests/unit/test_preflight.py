@@ -59,6 +59,7 @@ def test_the_defaults_and_the_first_deploy_answers_make_a_hierarchy_private_ca_a
         ({"IssuingCaValidityYears": "10"}, "IssuingCaValidityYears=10"),  # as long as the root
         ({"CaValidityYears": "3", "IssuingCaValidityYears": "5"}, "CaValidityYears=3"),
         ({"IssuingCaCommonName": "IoT Device Onboarding Root CA"}, "IssuingCaCommonName"),
+        ({"IssuingCaCommonName": "iot device  onboarding ROOT CA "}, "IssuingCaCommonName"),
     ],
 )
 def test_a_hierarchy_private_ca_would_refuse_half_way_is_refused_before_the_deploy(

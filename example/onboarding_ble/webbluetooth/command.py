@@ -89,23 +89,13 @@ def run(args: argparse.Namespace) -> int:
     # Ctrl-C, and SIGTERM (`kill`) alike, stop it cleanly and quietly, whenever they come
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    bridge_log = logging.getLogger("onboarding_ble.webbluetooth")
-    bridge_log.setLevel(logging.INFO)
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(logging.Formatter("bridge: %(message)s"))
-    bridge_log.addHandler(handler)
-    bridge_log.propagate = False
-    url = args.url or _app_url(Path(args.state))
-    headless = args.headless or not os.environ.get("DISPLAY")
-    try:
-        executable = chromium.executable()
-    except chromium.ChromiumError as exc:
-        raise DevstackError(str(exc)) from None
     outcome = {"failed": True}  # until the bridge ends as it should (browser closed, Ctrl-C)
     try:
         with contextlib.ExitStack() as stack:
             try:
+                # held since __main__ while the modules loaded: one that came is taken here
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+                url, executable, headless = _prepare(args)
                 _browse(stack, args, url, executable, headless, outcome)
             except KeyboardInterrupt:  # Ctrl-C (or SIGTERM) before the bridge ran: no failure
                 outcome["failed"] = False
@@ -113,6 +103,25 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:  # a second one while stopping
         print()
     return 0
+
+
+def _prepare(args: argparse.Namespace) -> tuple[str, Path, bool]:
+    """The bridge's log lines on stdout; the app's URL, Chromium, and whether it is headless."""
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    bridge_log = logging.getLogger("onboarding_ble.webbluetooth")
+    bridge_log.setLevel(logging.INFO)
+    if not bridge_log.handlers:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("bridge: %(message)s"))
+        bridge_log.addHandler(handler)
+    bridge_log.propagate = False
+    url = args.url or _app_url(Path(args.state))
+    headless = args.headless or not os.environ.get("DISPLAY")
+    try:
+        executable = chromium.executable()
+    except chromium.ChromiumError as exc:
+        raise DevstackError(str(exc)) from None
+    return url, executable, headless
 
 
 def _browse(

@@ -196,30 +196,8 @@ def verify_answer(
         raise ProtocolError(Status.ERR_DECRYPT, "private key does not decrypt") from exc
     if not isinstance(private_key, (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey)):
         raise ProtocolError(Status.ERR_DECRYPT, "unsupported private key type")
-    try:
-        trusted = trust.verify_device_certificate(
-            cert_pem,
-            _pem(cas),
-            dsn,
-            private_key,
-            chain_pem=chain_pem,
-            thing_prefix=thing_prefix,
-            now=now,
-        )
-    except TrustError as exc:
-        raise _refused(exc) from exc
-    return Answer(
-        certificate=trusted.certificate,
-        private_key_pem=private_key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ),
-        thing_name=trusted.thing_name,
-        certificate_id=trusted.certificate_id,
-        # The pinned endpoint only: the relay's iotEndpoint is never stored.
-        iot_endpoint=iot_endpoint or "",
-        intermediates=intermediates_of(trusted),
+    return _trusted_answer(
+        cert_pem, chain_pem, private_key, dsn, cas, now, thing_prefix, iot_endpoint
     )
 
 
@@ -245,6 +223,23 @@ def verify_csr_answer(
         raise ProtocolError(Status.ERR_FORMAT, "answer is not a provisioning response") from exc
     if has_key:
         raise ProtocolError(Status.ERR_FORMAT, "CSR mode: the answer must carry no key")
+    return _trusted_answer(
+        cert_pem, chain_pem, private_key, dsn, cas, now, thing_prefix, iot_endpoint
+    )
+
+
+def _trusted_answer(
+    cert_pem: bytes,
+    chain_pem: bytes | None,
+    private_key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey,
+    dsn: str,
+    cas: list[x509.Certificate],
+    now: dt.datetime | None,
+    thing_prefix: str | None,
+    iot_endpoint: str | None,
+) -> Answer:
+    """The trust checks on an answer's certificate (ProtocolError with the status to report),
+    then what the device stores: the endpoint it was configured with, never the relay's."""
     try:
         trusted = trust.verify_device_certificate(
             cert_pem,

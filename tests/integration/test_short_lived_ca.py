@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import boto3
 import pytest
@@ -46,6 +47,23 @@ def usage_mode(stack: Deployment, output: str = "IssuingCertificateAuthorityArn"
         CertificateAuthorityArn=stack.outputs[output]
     )
     return str(ca["CertificateAuthority"]["UsageMode"])
+
+
+def provision(stack: Deployment, monkeypatch: pytest.MonkeyPatch) -> tuple[Device, dict[str, Any]]:
+    """POST /certificate for a new device, through the stack's provisioning function."""
+    for name, value in stack.functions["ProvisioningFunction"].environment.items():
+        monkeypatch.setenv(name, value)
+    get_services.cache_clear()
+    try:
+        from provisioning.handlers.api import lambda_handler
+
+        device = Device(unique_dsn())
+        response: dict[str, Any] = lambda_handler(
+            api_event(device.body(), "sub-alice", "Members"), FakeLambdaContext()
+        )
+    finally:
+        get_services.cache_clear()
+    return device, response
 
 
 def csr_pem() -> bytes:
@@ -95,18 +113,7 @@ def test_a_short_lived_ca_issues_seven_days_and_refuses_more(
     assert usage_mode(stack, "CertificateAuthorityArn") == "GENERAL_PURPOSE"
 
     # WHEN a device is provisioned, THEN its certificate is valid for 7 days
-    for name, value in stack.functions["ProvisioningFunction"].environment.items():
-        monkeypatch.setenv(name, value)
-    get_services.cache_clear()
-    try:
-        from provisioning.handlers.api import lambda_handler
-
-        device = Device(unique_dsn())
-        response = lambda_handler(
-            api_event(device.body(), "sub-alice", "Members"), FakeLambdaContext()
-        )
-    finally:
-        get_services.cache_clear()
+    _, response = provision(stack, monkeypatch)
     answer = json.loads(response["body"])
     assert response["statusCode"] == 200, answer
     lifetime = datetime.fromisoformat(answer["notAfter"].replace("Z", "+00:00")) - datetime.now(UTC)
@@ -130,19 +137,8 @@ def test_no_certificate_outlives_the_issuing_ca_that_signs_it(
 ) -> None:
     # GIVEN a stack whose issuing CA ends in a year, and 400-day device certificates
     stack = deploy_with(IssuingCaValidityYears="1", DeviceCertValidityDays="400")
-    for name, value in stack.functions["ProvisioningFunction"].environment.items():
-        monkeypatch.setenv(name, value)
-    get_services.cache_clear()
-    try:
-        from provisioning.handlers.api import lambda_handler
-
-        # WHEN a device is provisioned
-        device = Device(unique_dsn())
-        response = lambda_handler(
-            api_event(device.body(), "sub-alice", "Members"), FakeLambdaContext()
-        )
-    finally:
-        get_services.cache_clear()
+    # WHEN a device is provisioned
+    device, response = provision(stack, monkeypatch)
     # THEN Private CA refuses, as in AWS, and the request fails as the runbook says, with no
     # certificate and no device row left
     answer = json.loads(response["body"])

@@ -44,6 +44,18 @@ def no_aws_env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
+def preflight_without_credentials(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # noqa: S603 - this interpreter, fixed module, the test's values
+        [sys.executable, "-m", "tools.preflight", *args],
+        cwd=ROOT,
+        env=no_aws_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 # ---------------------------------------------------------------- parameters
 
 
@@ -66,15 +78,7 @@ def test_a_hierarchy_private_ca_would_refuse_half_way_is_refused_before_the_depl
     tmp_path: Path, overrides: dict[str, str], named: str
 ) -> None:
     # WHEN make deploy's pre-flight runs with such parameters (and no credentials at all)
-    done = subprocess.run(  # noqa: S603 - this interpreter, fixed module, test's own values
-        [sys.executable, "-m", "tools.preflight", *(f"{k}={v}" for k, v in overrides.items())],
-        cwd=ROOT,
-        env=no_aws_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = preflight_without_credentials(tmp_path, *(f"{k}={v}" for k, v in overrides.items()))
     # THEN it stops, and one line names the parameter and what to do
     assert done.returncode == 1
     lines = [line for line in done.stderr.splitlines() if named in line]
@@ -85,15 +89,7 @@ def test_a_hierarchy_private_ca_would_refuse_half_way_is_refused_before_the_depl
 
 
 def test_no_credentials_fails_at_once_with_one_line_saying_what_to_do(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "tools.preflight"],
-        cwd=ROOT,
-        env=no_aws_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = preflight_without_credentials(tmp_path)
     assert done.returncode == 1
     lines = done.stderr.splitlines()
     assert all(line.startswith("preflight: ") for line in lines), done.stderr

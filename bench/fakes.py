@@ -76,6 +76,9 @@ class FakePca:
     def revoke(self, issuer_arn: str, serial_hex: str, reason: str) -> None:
         return None
 
+    def valid_until(self) -> datetime.datetime:
+        return x509.load_pem_x509_certificate(self._pem.encode()).not_valid_after_utc
+
 
 class FakeIot:
     data_endpoint = "bench-ats.iot.us-east-1.amazonaws.com"

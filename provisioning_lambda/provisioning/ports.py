@@ -41,6 +41,7 @@ class PcaPort(Protocol):
     ) -> str: ...
     def fetch(self, certificate_arn: str) -> IssuedCertificate | None: ...
     def revoke(self, issuer_arn: str, serial_hex: str, reason: str) -> None: ...
+    def valid_until(self) -> datetime: ...
 
 
 class IotPort(Protocol):
@@ -210,3 +211,5 @@ class WatchServices:
     budgets: BudgetHolder = field(default_factory=BudgetHolder)
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     spread: NudgeSpread = NUDGE_SPREAD
+    # The issuing CA's end (PcaPort.valid_until); None: not checked.
+    issuer_valid_until: Callable[[], datetime] | None = None

@@ -267,9 +267,11 @@ def test_the_watch_asks_exactly_the_devices_in_the_window_across_pages_and_shard
     assert {q["IndexName"] for q in queries} == {"ExpiryIndex"}
     assert sum(1 for q in queries if "ExclusiveStartKey" in q) >= 3
     # ... the figures, the metrics and one summary say the same
-    assert answer | {"checkedAt": "", "windowEnds": ""} == {
+    assert answer | {"checkedAt": "", "windowEnds": "", "issuerLastIssue": ""} == {
         "checkedAt": "",
         "windowEnds": "",
+        "issuerLastIssue": "",
+        "issuerDue": False,
         "expiring": 9,
         "expired": 3,
         "renewalsRequested": 9,
@@ -323,9 +325,11 @@ def test_a_provisioned_device_is_asked_to_renew_once_its_window_opens(world: Wor
     ]
     # WHEN it runs after the certificate expired, THEN it is counted, not asked (cannot connect)
     world.now = not_after + timedelta(seconds=1)
-    assert run_watch() | {"checkedAt": "", "windowEnds": ""} == {
+    assert run_watch() | {"checkedAt": "", "windowEnds": "", "issuerLastIssue": ""} == {
         "checkedAt": "",
         "windowEnds": "",
+        "issuerLastIssue": "",
+        "issuerDue": False,
         "expiring": 0,
         "expired": 1,
         "renewalsRequested": 0,
@@ -493,6 +497,7 @@ def test_every_call_the_watch_makes_is_granted_by_the_template(
         world.services.iot.client,  # type: ignore[attr-defined]
         publisher.client(),  # type: ignore[attr-defined]
         watch_services.notifier.client,  # type: ignore[attr-defined]
+        world.services.pca.client,  # type: ignore[attr-defined]
     ):
         recorder.watch(client)
     # GIVEN expiring devices and an expired one; the first run runs out of time and stores its
@@ -512,7 +517,7 @@ def test_every_call_the_watch_makes_is_granted_by_the_template(
     assert (answer["expiring"], answer["expired"], answer["notified"]) == (1, 1, True)
     actions = {c.action for c in recorder.calls}
     assert {"dynamodb:Query", "dynamodb:GetItem", "dynamodb:PutItem"} <= actions
-    assert {"iot:Publish", "sns:Publish"} <= actions
+    assert {"iot:Publish", "sns:Publish", "acm-pca:DescribeCertificateAuthority"} <= actions
     # THEN the template grants the function every call it made; of the table itself it reads
     # and writes only its position row, which is all the grant's LeadingKeys condition allows
     assert not_granted(recorder.calls) == []
@@ -528,6 +533,33 @@ def test_every_call_the_watch_makes_is_granted_by_the_template(
         "ForAllValues:StringEquals": {"dynamodb:LeadingKeys": [WATCH_CURSOR_KEY]}
     }
     assert sorted(grant["Action"]) == ["dynamodb:GetItem", "dynamodb:PutItem"]
+
+
+def test_the_watch_warns_before_the_issuing_ca_can_no_longer_fit_a_certificate(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # GIVEN the stack's issuing CA (5 years) and its 365-day device certificates: Private CA
+    # refuses every issuance from the day fewer than 365 days are left of the CA
+    last = world.services.pca.valid_until() - timedelta(days=365)
+    # WHEN the watch runs today, THEN it knows that day, and pages nobody: years are left
+    answer = run_watch()
+    assert (answer["issuerLastIssue"], answer["issuerDue"]) == (iso(last), False)
+    assert summaries(world) == []
+    days_left = emitted_metrics(capsys.readouterr().out)["IssuingCaDaysLeft"]
+    assert 3 * 365 < days_left <= 4 * 366
+    # WHEN it runs 89 days before that day, THEN the operators are told what fails from when,
+    # and what to do
+    world.now = last - timedelta(days=89)
+    answer = run_watch()
+    assert answer["issuerDue"] and answer["notified"] and answer["expiring"] == 0
+    ((subject, message),) = summaries(world)
+    assert subject.endswith("; rotate the issuing CA") and len(subject) <= 100
+    assert f"From {iso(last)} a 365-day certificate outlives it" in message
+    assert "ISSUE_CERTIFICATE_FAILED" in message and "docs/runbook-ca-rotation.md" in message
+    # ... and once that day has passed, since when
+    world.now = last + timedelta(days=1)
+    run_watch()
+    assert f"Since {iso(last)}" in summaries(world)[-1][1]
 
 
 def world_policies(function: str) -> list[dict[str, Any]]:

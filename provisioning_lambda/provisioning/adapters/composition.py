@@ -92,4 +92,5 @@ def get_watch_services() -> WatchServices:
         executor=services.executor,
         budgets=services.budgets,
         clock=services.clock,
+        issuer_valid_until=services.pca.valid_until,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -95,3 +96,10 @@ class PrivateCa:
             except ClientError as error:
                 if error_code(error) != "RequestAlreadyProcessedException":
                     raise
+
+    def valid_until(self) -> datetime:
+        """The end of the issuing CA's own certificate: no certificate it signs may outlive it."""
+        with aws_step("DESCRIBE_CERTIFICATE_AUTHORITY"):
+            ca = self.client.describe_certificate_authority(CertificateAuthorityArn=self._ca_arn)
+        not_after: datetime = ca["CertificateAuthority"]["NotAfter"]
+        return not_after.astimezone(UTC)

@@ -34,6 +34,12 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     metrics.add_metric(
         name="ExpiryWatchIncomplete", unit=MetricUnit.Count, value=int(not report.complete)
     )
+    # IssuingCaDaysLeft: days until the issuing CA can no longer fit a full-length certificate
+    # (negative: past); the summary warns from 90 days before.
+    if report.issuer_days_left is not None:
+        metrics.add_metric(
+            name="IssuingCaDaysLeft", unit=MetricUnit.Count, value=report.issuer_days_left
+        )
     return {
         "checkedAt": report.checked_at,
         "windowEnds": report.window_ends,
@@ -42,5 +48,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         "renewalsRequested": report.renewals_requested,
         "renewalsFailed": report.renewals_failed,
         "complete": report.complete,
+        "issuerLastIssue": report.issuer_last_issue,
+        "issuerDue": report.issuer_due,
         "notified": report.notified,
     }

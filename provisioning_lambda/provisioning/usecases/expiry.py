@@ -22,7 +22,10 @@ One run of the watch (scheduled; the function's Timeout bounds it through the Bu
    asked again in a later run. No fleet indexing (connectivity) is needed to find the online
    ones, and nothing retained lingers after the device renewed. At most ``NudgeSpread.per_run``
    devices are asked per run (see "No herd" below);
-4. sends one summary to the operators' topic when it found anything, or could not finish.
+4. reads the issuing CA's own end (DescribeCertificateAuthority): Private CA signs nothing that
+   outlives it, so once fewer than ``DeviceCertValidityDays`` are left of it, every issuance and
+   renewal fails. From ``ISSUER_NOTICE`` before that day the run warns;
+5. sends one summary to the operators' topic when it found anything, warns, or could not finish.
 
 Progress across runs: a run that runs out of time while asking keeps, per shard, where it
 stopped (the index position after the last page it asked: notAfter and DSN), in one row of
@@ -56,6 +59,7 @@ from __future__ import annotations
 
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 from provisioning.domain.budget import ATTEMPT_SECONDS, Budget
 from provisioning.domain.errors import ProvisioningError
@@ -74,6 +78,9 @@ SUMMARY_DEVICES = 20
 # (one SNS call, with its retries).
 NOTIFY_RESERVE_SECONDS = 2 * ATTEMPT_SECONDS
 SAVE_RESERVE_SECONDS = ATTEMPT_SECONDS
+# How long before the issuing CA can no longer sign a full-length certificate the operators are
+# warned: time to rotate it (docs/runbook-ca-rotation.md).
+ISSUER_NOTICE = timedelta(days=90)
 
 
 @dataclass
@@ -91,6 +98,14 @@ class ExpiryReport:
     limited: bool = False  # stopped at the most devices a run asks (NudgeSpread.per_run)
     notified: bool = False
     soonest: list[ExpiringDevice] = field(default_factory=list)
+    issuer_valid_until: str = ""  # the issuing CA's end ("": not read)
+    issuer_last_issue: str = ""  # the last moment a full-length certificate fits in it
+    issuer_days_left: float | None = None  # until then (negative: past)
+    issuer_due: bool = False  # within ISSUER_NOTICE of it, or past it
+
+    @property
+    def found_anything(self) -> bool:
+        return bool(self.expiring or self.expired or self.issuer_due or not self.complete)
 
 
 def watch(services: WatchServices, budget: Budget) -> ExpiryReport:
@@ -100,7 +115,8 @@ def watch(services: WatchServices, budget: Budget) -> ExpiryReport:
         counted = _count_expired(services, budget, report)
         asked = _ask_expiring(services, budget, report)
         report.complete = counted and asked and not report.resumed
-        if report.expiring or report.expired or not report.complete:
+        _check_issuer(services, budget, report, now)
+        if report.found_anything:
             report.notified = _notify(services, report)
     logger.info(
         "expiry watch finished",
@@ -112,9 +128,29 @@ def watch(services: WatchServices, budget: Budget) -> ExpiryReport:
             "complete": report.complete,
             "resumed": report.resumed,
             "limited": report.limited,
+            "issuer_last_issue": report.issuer_last_issue,
+            "issuer_due": report.issuer_due,
         },
     )
     return report
+
+
+def _check_issuer(
+    services: WatchServices, budget: Budget, report: ExpiryReport, now: datetime
+) -> None:
+    """Step 4: when the issuing CA stops fitting a full-length certificate, and whether that is
+    within ISSUER_NOTICE (or past). Unreadable: logged, and the rest of the run stands."""
+    if services.issuer_valid_until is None or not _has_time(budget):
+        return
+    try:
+        ends = services.issuer_valid_until()
+    except ProvisioningError as error:
+        logger.warning("issuing CA unreadable", extra={"code": error.code})
+        return
+    last = ends - timedelta(days=services.window.validity_days)
+    report.issuer_valid_until, report.issuer_last_issue = iso(ends), iso(last)
+    report.issuer_days_left = round((last - now) / timedelta(days=1), 1)
+    report.issuer_due = last - now <= ISSUER_NOTICE
 
 
 def _has_time(budget: Budget) -> bool:
@@ -230,7 +266,8 @@ def _notify(services: WatchServices, report: ExpiryReport) -> bool:
 def summary_subject(report: ExpiryReport) -> str:
     """At most 100 ASCII characters (SNS's limit for a subject)."""
     text = f"Device certificates: {report.expiring} expiring soon, {report.expired} expired"
-    return text if report.complete else f"{text} (incomplete run)"
+    text = text if report.complete else f"{text} (incomplete run)"
+    return f"{text}; rotate the issuing CA" if report.issuer_due else text
 
 
 def summary_message(report: ExpiryReport, services: WatchServices) -> str:
@@ -252,6 +289,15 @@ def summary_message(report: ExpiryReport, services: WatchServices) -> str:
             f"run asks, {services.spread.per_run}): the counts are lower bounds. The next run "
             "goes on where this one stopped."
         )
+    if report.issuer_due:
+        since = "Since" if (report.issuer_days_left or 0) < 0 else "From"
+        lines += [
+            "",
+            f"The issuing CA is valid until {report.issuer_valid_until}. {since} "
+            f"{report.issuer_last_issue} a {window.validity_days}-day certificate outlives it, "
+            "and Private CA refuses every issuance and renewal (ISSUE_CERTIFICATE_FAILED): "
+            "rotate the issuing CA before then (docs/runbook-ca-rotation.md).",
+        ]
     if report.soonest:
         lines += ["", f"Soonest to expire (up to {SUMMARY_DEVICES}):"]
         lines += [f"  {device.not_after}  {device.dsn}" for device in report.soonest]

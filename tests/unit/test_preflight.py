@@ -74,15 +74,23 @@ def test_the_defaults_and_the_first_deploy_answers_make_a_hierarchy_private_ca_a
         ({"IssuingCaCommonName": "iot device  onboarding ROOT CA "}, "IssuingCaCommonName"),
     ],
 )
-def test_a_hierarchy_private_ca_would_refuse_half_way_is_refused_before_the_deploy(
-    tmp_path: Path, overrides: dict[str, str], named: str
+def test_a_hierarchy_private_ca_would_refuse_half_way_is_one_problem_saying_what_to_do(
+    overrides: dict[str, str], named: str
 ) -> None:
-    # WHEN make deploy's pre-flight runs with such parameters (and no credentials at all)
-    done = preflight_without_credentials(tmp_path, *(f"{k}={v}" for k, v in overrides.items()))
+    (problem,) = preflight.check_parameters(template_facts.load(TEMPLATE).values(overrides))
+    assert problem.blocking and named in problem.text
+    assert "set " in problem.text or "give " in problem.text
+
+
+def test_make_deploys_pre_flight_stops_on_such_a_hierarchy_before_any_aws_call(
+    tmp_path: Path,
+) -> None:
+    # WHEN the pre-flight runs with an issuing CA as long as the root (and no credentials)
+    done = preflight_without_credentials(tmp_path, "IssuingCaValidityYears=10")
     # THEN it stops, and one line names the parameter and what to do
     assert done.returncode == 1
-    lines = [line for line in done.stderr.splitlines() if named in line]
-    assert len(lines) == 1 and ("set " in lines[0] or "give " in lines[0]), done.stderr
+    lines = [line for line in done.stderr.splitlines() if "IssuingCaValidityYears" in line]
+    assert len(lines) == 1 and lines[0].startswith("preflight: "), done.stderr
 
 
 # ---------------------------------------------------------------- no credentials

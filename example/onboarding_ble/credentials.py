@@ -13,6 +13,7 @@ import base64
 import datetime as dt
 import json
 import os
+import stat
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +34,7 @@ from onboarding_ble.trust import Refusal, TrustError
 
 CERT_FILE = "certificate.pem"
 CHAIN_FILE = "chain.pem"  # the CAs between the certificate and the pinned root (the issuing CA)
-# An answer is at most MAX_PAYLOAD_LEN (16 KiB): no chain it carried is larger.
+# An answer is at most MAX_PAYLOAD_LEN (16 KiB): nothing stored from it is larger.
 MAX_CHAIN_BYTES = MAX_PAYLOAD_LEN
 KEY_FILE = "private_key.pem"
 META_FILE = "device.json"
@@ -327,11 +328,11 @@ def load_valid(
     """
     now = now or dt.datetime.now(dt.UTC)
     try:
-        meta = json.loads((directory / META_FILE).read_text(encoding="utf-8"))
-        cert_pem = (directory / CERT_FILE).read_bytes()
+        meta = json.loads(read_stored(directory / META_FILE).decode("utf-8"))
+        cert_pem = read_stored(directory / CERT_FILE)
         cert = x509.load_pem_x509_certificate(cert_pem)
         chain_pem = stored_chain(directory)
-        key = serialization.load_pem_private_key((directory / KEY_FILE).read_bytes(), None)
+        key = serialization.load_pem_private_key(read_stored(directory / KEY_FILE), None)
         thing_name = str(meta["thingName"])
         if dsn is None:
             intermediates = x509.load_pem_x509_certificates(chain_pem) if chain_pem else []
@@ -363,13 +364,23 @@ def stored_chain(directory: Path) -> bytes:
     """The stored chain (empty for credentials stored before answers carried one, or signed by
     the pinned CA itself). ValueError past MAX_CHAIN_BYTES: not a chain this device stored."""
     try:
-        with (directory / CHAIN_FILE).open("rb") as handle:
-            chain = handle.read(MAX_CHAIN_BYTES + 1)
+        return read_stored(directory / CHAIN_FILE)
     except FileNotFoundError:
         return b""
-    if len(chain) > MAX_CHAIN_BYTES:
-        raise ValueError("the stored chain is larger than any chain an answer carries")
-    return chain
+
+
+def read_stored(path: Path, limit: int = MAX_PAYLOAD_LEN) -> bytes:
+    """A file the device stored: a regular file of at most ``limit`` bytes (no answer it came
+    from is larger). Anything else, a FIFO, a device or a larger file, is not what the device
+    stored: ValueError, and never a read that blocks or fills the memory."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            raise ValueError(f"{path.name} is not a regular file")
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"{path.name} is larger than anything the device stores")
+    return data
 
 
 def load_expired(
@@ -386,7 +397,7 @@ def load_expired(
     there are none, they are still valid, or they fail any other check."""
     now = now or dt.datetime.now(dt.UTC)
     try:
-        cert = x509.load_pem_x509_certificate((directory / CERT_FILE).read_bytes())
+        cert = x509.load_pem_x509_certificate(read_stored(directory / CERT_FILE))
     except (OSError, ValueError):
         return None
     end = cert.not_valid_after_utc

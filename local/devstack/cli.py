@@ -89,6 +89,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
             quotas=args.quotas,
             cert_lifetime=args.cert_lifetime,
             app_port=args.app_port,
+            lambda_log_dir=log_dir,  # beside the state file, where `logs` looks
         )
         try:
             outputs = stack.outputs

@@ -84,6 +84,11 @@ class Problem:
 # ---------------------------------------------------------------- parameters
 
 
+def _whole(value: str) -> bool:
+    """A whole number as CloudFormation reads one (ASCII digits; anything else it refuses)."""
+    return value.isascii() and value.isdigit()
+
+
 def _name(value: str | None) -> str:
     """A name as certificate path building compares it: case and spaces folded (RFC 5280)."""
     return " ".join((value or "").split()).casefold()
@@ -94,7 +99,7 @@ def check_parameters(values: Mapping[str, str | None]) -> list[Problem]:
     certificate must end before the root's, and the two CAs need names of their own."""
     problems = []
     root, issuing = values.get("CaValidityYears"), values.get("IssuingCaValidityYears")
-    if root and issuing and root.isdigit() and issuing.isdigit() and int(issuing) >= int(root):
+    if root and issuing and _whole(root) and _whole(issuing) and int(issuing) >= int(root):
         problems.append(
             Problem(
                 f"IssuingCaValidityYears={issuing} does not end before the root CA "

@@ -556,10 +556,31 @@ def test_the_watch_warns_before_the_issuing_ca_can_no_longer_fit_a_certificate(
     assert subject.endswith("; rotate the issuing CA") and len(subject) <= 100
     assert f"From {iso(last)} a 365-day certificate outlives it" in message
     assert "ISSUE_CERTIFICATE_FAILED" in message and "docs/runbook-ca-rotation.md" in message
-    # ... and once that day has passed, since when
+    # ... and once that day has passed, since when, and to rotate it now
     world.now = last + timedelta(days=1)
     run_watch()
-    assert f"Since {iso(last)}" in summaries(world)[-1][1]
+    message = summaries(world)[-1][1]
+    assert f"Since {iso(last)}" in message and "rotate the issuing CA now" in message
+
+
+def test_an_issuing_ca_the_watch_cannot_read_leaves_the_rest_of_the_run_standing(
+    world: World,
+) -> None:
+    # GIVEN an expired device, and an issuing CA with no certificate yet (no end to read)
+    put_device(world, unique_dsn("PENDING"), world.now - timedelta(days=1))
+    pending = boto3.client("acm-pca").create_certificate_authority(
+        CertificateAuthorityConfiguration={
+            "KeyAlgorithm": "EC_prime256v1",
+            "SigningAlgorithm": "SHA256WITHECDSA",
+            "Subject": {"CommonName": "pending issuing CA"},
+        },
+        CertificateAuthorityType="SUBORDINATE",
+    )["CertificateAuthorityArn"]
+    world.services.pca._ca_arn = pending  # type: ignore[attr-defined]
+    # WHEN the watch runs, THEN it still reports the expired device to the operators
+    answer = run_watch()
+    assert (answer["expired"], answer["notified"], answer["issuerLastIssue"]) == (1, True, "")
+    assert summaries(world) and "1 expired" in summaries(world)[-1][0]
 
 
 def world_policies(function: str) -> list[dict[str, Any]]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
@@ -216,3 +217,24 @@ def test_a_chain_is_a_hint_never_a_trust_anchor(ca, device):
     # ... and a chain that is not a string is a malformed answer
     payload = sealed_answer(device, issue(ca, key, dsn=DSN), key, certificateChainPem=["x"])
     assert refused(payload, device, ca[1]) is Status.ERR_FORMAT
+
+
+def test_stored_files_that_are_not_what_the_device_stored_are_refused_without_blocking(
+    ca, device, tmp_path
+):
+    # GIVEN stored credentials, then a FIFO (a read would wait for a writer forever) or a
+    # device file in place of the chain
+    key = ec.generate_private_key(ec.SECP256R1())
+    answer = credentials.verify_answer(
+        sealed_answer(device, issue(ca, key, dsn=DSN), key), device, DSN, [ca[1]]
+    )
+    credentials.store(tmp_path, answer)
+    assert credentials.load_valid(tmp_path, [ca[1]], dsn=DSN) is not None
+    chain = tmp_path / credentials.CHAIN_FILE
+    chain.unlink()
+    os.mkfifo(chain)
+    # THEN the boot check refuses them at once (the device provisions again)
+    assert credentials.load_valid(tmp_path, [ca[1]], dsn=DSN) is None
+    chain.unlink()
+    chain.symlink_to("/dev/zero")
+    assert credentials.load_valid(tmp_path, [ca[1]], dsn=DSN) is None

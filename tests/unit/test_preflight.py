@@ -82,6 +82,12 @@ def test_a_hierarchy_private_ca_would_refuse_half_way_is_one_problem_saying_what
     assert "set " in problem.text or "give " in problem.text
 
 
+def test_a_validity_cloudformation_would_refuse_as_a_number_is_left_to_it() -> None:
+    # "²" is a digit to Python's str.isdigit, not a number to int() or CloudFormation
+    values = template_facts.load(TEMPLATE).values({"CaValidityYears": "\u00b2"})
+    assert preflight.check_parameters(values) == []
+
+
 def test_make_deploys_pre_flight_stops_on_such_a_hierarchy_before_any_aws_call(
     tmp_path: Path,
 ) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from provisioning.adapters.aws import aws_step, error_code
+from provisioning.domain.errors import DependencyFailed
 from provisioning.domain.models import CertificateNames, IssuedCertificate, issuer_of
 
 # Client auth only, like EndEntityClientAuthCertificate/V1, plus API passthrough: the subject
@@ -98,8 +99,11 @@ class PrivateCa:
                     raise
 
     def valid_until(self) -> datetime:
-        """The end of the issuing CA's own certificate: no certificate it signs may outlive it."""
+        """The end of the issuing CA's own certificate: no certificate it signs may outlive it.
+        A CA with no certificate yet (PENDING_CERTIFICATE) has none: the step fails."""
         with aws_step("DESCRIBE_CERTIFICATE_AUTHORITY"):
             ca = self.client.describe_certificate_authority(CertificateAuthorityArn=self._ca_arn)
-        not_after: datetime = ca["CertificateAuthority"]["NotAfter"]
+        not_after = ca["CertificateAuthority"].get("NotAfter")
+        if not isinstance(not_after, datetime):
+            raise DependencyFailed("DESCRIBE_CERTIFICATE_AUTHORITY")
         return not_after.astimezone(UTC)

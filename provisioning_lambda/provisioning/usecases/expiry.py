@@ -290,13 +290,14 @@ def summary_message(report: ExpiryReport, services: WatchServices) -> str:
             "goes on where this one stopped."
         )
     if report.issuer_due:
-        since = "Since" if (report.issuer_days_left or 0) < 0 else "From"
+        past = (report.issuer_days_left or 0) < 0
         lines += [
             "",
-            f"The issuing CA is valid until {report.issuer_valid_until}. {since} "
-            f"{report.issuer_last_issue} a {window.validity_days}-day certificate outlives it, "
-            "and Private CA refuses every issuance and renewal (ISSUE_CERTIFICATE_FAILED): "
-            "rotate the issuing CA before then (docs/runbook-ca-rotation.md).",
+            f"The issuing CA is valid until {report.issuer_valid_until}. "
+            f"{'Since' if past else 'From'} {report.issuer_last_issue} a "
+            f"{window.validity_days}-day certificate outlives it, and Private CA refuses every "
+            "issuance and renewal (ISSUE_CERTIFICATE_FAILED): rotate the issuing CA "
+            f"{'now' if past else 'before then'} (docs/runbook-ca-rotation.md).",
         ]
     if report.soonest:
         lines += ["", f"Soonest to expire (up to {SUMMARY_DEVICES}):"]

@@ -595,6 +595,19 @@ def renewal_key(renewing: dict[str, Any]) -> ec.EllipticCurvePrivateKey:
     )
 
 
+def check_renewal(renewing: dict[str, Any], payload: bytes, key: Any = None) -> Any:
+    """The device's check of a renewal answer (with the vectors' renewal key unless ``key``)."""
+    return renewal.check_answer(
+        payload,
+        renewal_key(renewing) if key is None else key,
+        dsn=renewing["dsn"],
+        thing_name=renewing["thingName"],
+        cas=pinned_ca(),
+        thing_prefix=vectors.THING_PREFIX,
+        iot_endpoint="",
+    )
+
+
 def test_the_device_and_the_service_agree_on_the_topics(renewing: dict[str, Any]) -> None:
     topics = renewal.Topics(renewing["thingName"])
     assert topics.renew == renewing["request"]["topic"]
@@ -651,15 +664,7 @@ def test_the_service_answers_as_the_vector_and_the_device_accepts_it(
         answer["certificateChainPem"],
     )
     assert result.to_message() == answer
-    checked = renewal.check_answer(
-        renewing["accepted"]["payload"].encode(),
-        renewal_key(renewing),
-        dsn=renewing["dsn"],
-        thing_name=renewing["thingName"],
-        cas=pinned_ca(),
-        thing_prefix=vectors.THING_PREFIX,
-        iot_endpoint="",
-    )
+    checked = check_renewal(renewing, renewing["accepted"]["payload"].encode())
     assert checked.certificate_id == answer["certificateId"]
     assert checked.intermediates == (issuing_ca(),)  # what the device stores as chain.pem
     assert json.loads(renewing["confirm"]["payload"]) == {"certificateId": checked.certificate_id}
@@ -668,27 +673,11 @@ def test_the_service_answers_as_the_vector_and_the_device_accepts_it(
     old_key = serialization.load_pem_private_key(wrapping["plaintextPem"].encode(), None)
     assert isinstance(old_key, ec.EllipticCurvePrivateKey)
     with pytest.raises(trust.TrustError) as refused:
-        renewal.check_answer(
-            renewing["accepted"]["payload"].encode(),
-            old_key,
-            dsn=renewing["dsn"],
-            thing_name=renewing["thingName"],
-            cas=pinned_ca(),
-            thing_prefix=vectors.THING_PREFIX,
-            iot_endpoint="",
-        )
+        check_renewal(renewing, renewing["accepted"]["payload"].encode(), old_key)
     assert refused.value.reason is trust.Refusal.KEY_MISMATCH
     # an answer without its chain has no path to the pinned root
     with pytest.raises(trust.TrustError) as unchained:
-        renewal.check_answer(
-            without_chain(renewing["accepted"]["payload"]),
-            renewal_key(renewing),
-            dsn=renewing["dsn"],
-            thing_name=renewing["thingName"],
-            cas=pinned_ca(),
-            thing_prefix=vectors.THING_PREFIX,
-            iot_endpoint="",
-        )
+        check_renewal(renewing, without_chain(renewing["accepted"]["payload"]))
     assert unchained.value.reason is trust.Refusal.UNTRUSTED
 
 

@@ -386,20 +386,7 @@ def _client_auth_template() -> None:
             # key on every access, tens of milliseconds each.
             (x509.AuthorityKeyIdentifier.from_issuer_public_key(_ca_public_key(self)), False),
             (x509.SubjectKeyIdentifier.from_public_key(csr.public_key()), False),
-            (
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=True,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=False,
-                    crl_sign=False,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                True,
-            ),
+            (_key_usage(signs_certificates=False), True),
             (x509.ExtendedKeyUsage([purpose]), False),
         ]
         try:
@@ -447,20 +434,7 @@ def _subordinate_ca_template() -> None:
             (x509.BasicConstraints(ca=True, path_length=0), True),
             (x509.AuthorityKeyIdentifier.from_issuer_public_key(_ca_public_key(self)), False),
             (x509.SubjectKeyIdentifier.from_public_key(csr.public_key()), False),
-            (
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                True,
-            ),
+            (_key_usage(signs_certificates=True), True),
         ]
 
     def get_certificate_with_chain(self: Any, certificate_arn: str) -> tuple[bytes, bytes]:
@@ -485,6 +459,22 @@ def _activation_chain(stored: bytes | str) -> bytes:
         return base64.b64decode(stored, validate=True)
     except (binascii.Error, ValueError):
         return stored.encode()
+
+
+def _key_usage(*, signs_certificates: bool) -> x509.KeyUsage:
+    """AWS's key usage: digital signature, and key encipherment for an end entity, or
+    certificate and CRL signing for a CA."""
+    return x509.KeyUsage(
+        digital_signature=True,
+        content_commitment=False,
+        key_encipherment=not signs_certificates,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=signs_certificates,
+        crl_sign=signs_certificates,
+        encipher_only=False,
+        decipher_only=False,
+    )
 
 
 # ASN1Subject members, in the order they are written to the issued subject here.

@@ -360,7 +360,7 @@ def _run_case(world: World, scenario: Scenario, crash: Crash, recovery: str) -> 
 
 
 @pytest.mark.parametrize("recovery", ["owner", "sweeper"])
-@pytest.mark.parametrize("mode", ["die_before", "die_after", "lose"])
+@pytest.mark.parametrize("mode", ["die", "lose"])
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
 def test_a_request_killed_at_any_call_breaks_no_invariant(
     world: World, scenario: str, mode: str, recovery: str
@@ -370,19 +370,17 @@ def test_a_request_killed_at_any_call_breaks_no_invariant(
     # GIVEN the calls the request makes when nothing goes wrong (a floor, so the loop below
     # can never be empty or skip the steps that matter)
     assert {"UpdateItem", "RegisterCertificate", "UpdateCertificate"} & set(calls)
-    points = Crash(calls=calls).writes if mode == "lose" else range(1, len(calls) + 1)
     failures = {}
-    for k in points:
-        # WHEN the request dies (or loses an answer) at call k, and then the owner retries or
-        # the sweeper runs alone
-        crash = Crash(**{mode: k})
+    for point, crash in Crash.points(mode, calls):
+        # WHEN the request dies before any of its calls or after the last (or loses a write's
+        # answer), and then the owner retries or the sweeper runs alone
         problems = _run_case(world, plan, crash, recovery)
-        if mode != "lose" and not crash.dead:
+        if mode == "die" and not crash.dead:
             problems.append("the request never reached the call it should die at")
         if mode == "lose" and not crash.lost:
             problems.append("no answer was lost")
         if problems:
-            failures[f"{mode}={k} ({calls[k - 1]})"] = problems
+            failures[point] = problems
     # THEN the invariants hold after every one of them
     assert failures == {}, f"{len(calls)} calls: {calls}"
     # ... and the template grants each function every call it made on all of these paths
@@ -517,7 +515,7 @@ def test_a_request_that_outlived_its_lease_undoes_only_its_own_certificate(world
     assert invariant_problems(world, device.dsn, revoked=False) == []
 
 
-@pytest.mark.parametrize("mode", ["die_before", "die_after", "lose"])
+@pytest.mark.parametrize("mode", ["die", "lose"])
 def test_a_sweeper_killed_while_retiring_an_expired_renewal_is_finished_by_the_next_run(
     world: World, mode: str
 ) -> None:
@@ -536,12 +534,11 @@ def test_a_sweeper_killed_while_retiring_an_expired_renewal_is_finished_by_the_n
         run_sweeper(world)
     calls = watch.calls
     assert "RevokeCertificate" in calls
-    points = Crash(calls=calls).writes if mode == "lose" else range(1, len(calls) + 1)
     failures = {}
-    for k in points:
-        # WHEN the sweeper dies (or loses an answer) at call k, and runs again later
+    for point, crash in Crash.points(mode, calls):
+        # WHEN the sweeper dies before any of its calls or after the last (or loses a write's
+        # answer), and runs again later
         device = expired_renewal()
-        crash = Crash(**{mode: k})
         try:
             with crash.watching(*world.clients):
                 run_sweeper(world)
@@ -555,5 +552,5 @@ def test_a_sweeper_killed_while_retiring_an_expired_renewal_is_finished_by_the_n
         if row is None or row.superseded is not None:
             problems.append("the superseded certificate outlived its grace period")
         if problems:
-            failures[f"{mode}={k} ({calls[k - 1]})"] = problems
+            failures[point] = problems
     assert failures == {}, calls

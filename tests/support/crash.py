@@ -8,6 +8,8 @@ same every time):
 - ``die_after=k``: call k reaches AWS and is answered, then the process dies;
 - ``lose=k``: call k reaches AWS and applies, its answer is lost once; botocore retries it.
 
+``Crash.points`` lists where one run of calls can fail, for a test to try each in turn.
+
 Death is a ``ProcessDeath`` (a BaseException, as a SIGKILL would be to Python code: no
 ``except Exception`` clean-up runs) raised at that point and at every call after it, so nothing
 after the death reaches AWS, the rollback included.
@@ -74,6 +76,26 @@ class Crash:
     def writes(self) -> list[int]:
         """Numbers (1-based) of the calls that change something."""
         return [n for n, name in enumerate(self.calls, 1) if name in WRITES]
+
+    @staticmethod
+    def points(mode: str, calls: list[str]) -> list[tuple[str, Crash]]:
+        """Where a request that makes ``calls`` can fail, each a labelled ``Crash``.
+
+        ``"die"``: before each call, and after the last. Dying after call k leaves AWS as dying
+        before call k+1 does (the calls are made one at a time, and nothing but them leaves the
+        process), so these n+1 deaths leave every state a death can. ``"lose"``: the answer of
+        each call that changes something.
+        """
+        if mode == "lose":
+            writes = Crash(calls=calls).writes
+            return [(f"lose={k} ({calls[k - 1]})", Crash(lose=k)) for k in writes]
+        if mode != "die":
+            raise ValueError(f"no such mode: {mode!r}")
+        before = [
+            (f"die_before={k} ({calls[k - 1]})", Crash(die_before=k))
+            for k in range(1, len(calls) + 1)
+        ]
+        return [*before, (f"die_after={len(calls)} ({calls[-1]})", Crash(die_after=len(calls)))]
 
     @contextmanager
     def watching(self, *clients: Any) -> Iterator[Crash]:

@@ -77,6 +77,22 @@ def refusal(pem: str | bytes) -> str:
         (make_csr(ec_key(ec.SECP256K1())), "CSR_KEY_UNSUPPORTED"),
         (make_csr(ed25519.Ed25519PrivateKey.generate()), "CSR_KEY_UNSUPPORTED"),
     ],
+    # Named, not shown: the keys are new at each collection, and every pytest-xdist worker must
+    # collect the same test names.
+    ids=[
+        "not a pem",
+        "no body",
+        "certificate label",
+        "two requests",
+        "bad signature",
+        "bad rsa signature",
+        "sha224",
+        "rsa 1024",
+        "rsa exponent 3",
+        "p521",
+        "secp256k1",
+        "ed25519",
+    ],
 )
 def test_bad_requests_are_refused_with_a_stable_code(pem: str, code: str) -> None:
     assert refusal(pem) == code

@@ -79,6 +79,9 @@ class FakePca:
     def valid_until(self) -> datetime.datetime:
         return x509.load_pem_x509_certificate(self._pem.encode()).not_valid_after_utc
 
+    def root_valid_until(self) -> datetime.datetime:
+        return self.valid_until()
+
 
 class FakeIot:
     data_endpoint = "bench-ats.iot.us-east-1.amazonaws.com"

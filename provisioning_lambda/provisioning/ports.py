@@ -42,6 +42,7 @@ class PcaPort(Protocol):
     def fetch(self, certificate_arn: str) -> IssuedCertificate | None: ...
     def revoke(self, issuer_arn: str, serial_hex: str, reason: str) -> None: ...
     def valid_until(self) -> datetime: ...
+    def root_valid_until(self) -> datetime: ...
 
 
 class IotPort(Protocol):
@@ -213,3 +214,5 @@ class WatchServices:
     spread: NudgeSpread = NUDGE_SPREAD
     # The issuing CA's end (PcaPort.valid_until); None: not checked.
     issuer_valid_until: Callable[[], datetime] | None = None
+    # The root CA's end (PcaPort.root_valid_until); None: not checked.
+    root_valid_until: Callable[[], datetime] | None = None

@@ -267,11 +267,18 @@ def test_the_watch_asks_exactly_the_devices_in_the_window_across_pages_and_shard
     assert {q["IndexName"] for q in queries} == {"ExpiryIndex"}
     assert sum(1 for q in queries if "ExclusiveStartKey" in q) >= 3
     # ... the figures, the metrics and one summary say the same
-    assert answer | {"checkedAt": "", "windowEnds": "", "issuerLastIssue": ""} == {
+    assert answer | {
+        "checkedAt": "",
+        "windowEnds": "",
+        "issuerLastIssue": "",
+        "rootValidUntil": "",
+    } == {
         "checkedAt": "",
         "windowEnds": "",
         "issuerLastIssue": "",
         "issuerDue": False,
+        "rootValidUntil": "",
+        "rootDue": False,
         "expiring": 9,
         "expired": 3,
         "renewalsRequested": 9,
@@ -325,11 +332,18 @@ def test_a_provisioned_device_is_asked_to_renew_once_its_window_opens(world: Wor
     ]
     # WHEN it runs after the certificate expired, THEN it is counted, not asked (cannot connect)
     world.now = not_after + timedelta(seconds=1)
-    assert run_watch() | {"checkedAt": "", "windowEnds": "", "issuerLastIssue": ""} == {
+    assert run_watch() | {
+        "checkedAt": "",
+        "windowEnds": "",
+        "issuerLastIssue": "",
+        "rootValidUntil": "",
+    } == {
         "checkedAt": "",
         "windowEnds": "",
         "issuerLastIssue": "",
         "issuerDue": False,
+        "rootValidUntil": "",
+        "rootDue": False,
         "expiring": 0,
         "expired": 1,
         "renewalsRequested": 0,
@@ -518,6 +532,7 @@ def test_every_call_the_watch_makes_is_granted_by_the_template(
     actions = {c.action for c in recorder.calls}
     assert {"dynamodb:Query", "dynamodb:GetItem", "dynamodb:PutItem"} <= actions
     assert {"iot:Publish", "sns:Publish", "acm-pca:DescribeCertificateAuthority"} <= actions
+    assert "acm-pca:GetCertificateAuthorityCertificate" in actions
     # THEN the template grants the function every call it made; of the table itself it reads
     # and writes only its position row, which is all the grant's LeadingKeys condition allows
     assert not_granted(recorder.calls) == []
@@ -563,6 +578,48 @@ def test_the_watch_warns_before_the_issuing_ca_can_no_longer_fit_a_certificate(
     assert f"Since {iso(last)}" in message and "rotate the issuing CA now" in message
 
 
+def test_the_watch_warns_a_year_before_the_root_ca_ends(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # GIVEN the stack's root CA (10 years), whose end the watch reads from the issuing CA's chain
+    pca = boto3.client("acm-pca")
+    (root,) = [
+        ca
+        for ca in pca.list_certificate_authorities()["CertificateAuthorities"]
+        if ca["Type"] == "ROOT"
+    ]
+    ends = root["NotAfter"].astimezone(UTC)
+    # WHEN the watch runs today, THEN it knows that day, and pages nobody: years are left
+    answer = run_watch()
+    assert (answer["rootValidUntil"], answer["rootDue"]) == (iso(ends), False)
+    assert summaries(world) == []
+    days_left = emitted_metrics(capsys.readouterr().out)["RootCaDaysLeft"]
+    assert 9 * 365 < days_left <= 10 * 366
+    # WHEN it runs 364 days before the root's end, THEN the operators are told the day and why
+    # it matters (the issuing CA, inside the root, is long past its own notice by then)
+    world.now = ends - timedelta(days=364)
+    answer = run_watch()
+    assert answer["rootDue"] and answer["notified"]
+    message = summaries(world)[-1][1]
+    assert f"The root CA ends on {iso(ends)} (364 days left)" in message
+    assert "'The root's end'" in message
+    # ... and once it has passed, that it ended
+    world.now = ends + timedelta(days=1)
+    run_watch()
+    assert f"The root CA ended on {iso(ends)}." in summaries(world)[-1][1]
+
+
+def test_the_subject_names_the_root_when_only_the_root_is_due() -> None:
+    from provisioning.usecases.expiry import ExpiryReport, summary_subject
+
+    most = 10**6
+    root_only = ExpiryReport(expiring=most, expired=most, complete=False, root_due=True)
+    both = ExpiryReport(expiring=most, expired=most, complete=False, root_due=True, issuer_due=True)
+    assert summary_subject(root_only).endswith("; the root CA ends soon")
+    assert summary_subject(both).endswith("; rotate the issuing CA")
+    assert max(len(summary_subject(root_only)), len(summary_subject(both))) <= 100
+
+
 def test_an_issuing_ca_the_watch_cannot_read_leaves_the_rest_of_the_run_standing(
     world: World,
 ) -> None:
@@ -580,6 +637,7 @@ def test_an_issuing_ca_the_watch_cannot_read_leaves_the_rest_of_the_run_standing
     # WHEN the watch runs, THEN it still reports the expired device to the operators
     answer = run_watch()
     assert (answer["expired"], answer["notified"], answer["issuerLastIssue"]) == (1, True, "")
+    assert (answer["rootValidUntil"], answer["rootDue"]) == ("", False)
     assert summaries(world) and "1 expired" in summaries(world)[-1][0]
 
 

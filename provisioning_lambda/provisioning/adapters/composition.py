@@ -93,4 +93,5 @@ def get_watch_services() -> WatchServices:
         budgets=services.budgets,
         clock=services.clock,
         issuer_valid_until=services.pca.valid_until,
+        root_valid_until=services.pca.root_valid_until,
     )

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from botocore.exceptions import ClientError
+from cryptography import x509
 
 from provisioning.adapters.aws import aws_step, error_code
 from provisioning.domain.errors import DependencyFailed
@@ -107,3 +108,17 @@ class PrivateCa:
         if not isinstance(not_after, datetime):
             raise DependencyFailed("DESCRIBE_CERTIFICATE_AUTHORITY")
         return not_after.astimezone(UTC)
+
+    def root_valid_until(self) -> datetime:
+        """The end of the root's certificate, the last of the issuing CA's chain: every
+        certificate under the root ends with it, and devices trust that root only. Read from
+        the issuing CA, so no function needs a grant on the root."""
+        with aws_step("GET_CERTIFICATE_AUTHORITY_CERTIFICATE"):
+            answer = self.client.get_certificate_authority_certificate(
+                CertificateAuthorityArn=self._ca_arn
+            )
+        try:
+            chain = x509.load_pem_x509_certificates(str(answer["CertificateChain"]).encode())
+        except (KeyError, ValueError) as error:  # no chain: not a CA under a root
+            raise DependencyFailed("GET_CERTIFICATE_AUTHORITY_CERTIFICATE") from error
+        return chain[-1].not_valid_after_utc

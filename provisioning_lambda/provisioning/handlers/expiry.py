@@ -40,6 +40,12 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         metrics.add_metric(
             name="IssuingCaDaysLeft", unit=MetricUnit.Count, value=report.issuer_days_left
         )
+    # RootCaDaysLeft: days until the root CA ends (negative: past); the summary warns from 365
+    # days before.
+    if report.root_days_left is not None:
+        metrics.add_metric(
+            name="RootCaDaysLeft", unit=MetricUnit.Count, value=report.root_days_left
+        )
     return {
         "checkedAt": report.checked_at,
         "windowEnds": report.window_ends,
@@ -50,5 +56,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         "complete": report.complete,
         "issuerLastIssue": report.issuer_last_issue,
         "issuerDue": report.issuer_due,
+        "rootValidUntil": report.root_valid_until,
+        "rootDue": report.root_due,
         "notified": report.notified,
     }

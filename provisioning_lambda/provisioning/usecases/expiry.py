@@ -24,7 +24,10 @@ One run of the watch (scheduled; the function's Timeout bounds it through the Bu
    devices are asked per run (see "No herd" below);
 4. reads the issuing CA's own end (DescribeCertificateAuthority): Private CA signs nothing that
    outlives it, so once fewer than ``DeviceCertValidityDays`` are left of it, every issuance and
-   renewal fails. From ``ISSUER_NOTICE`` before that day the run warns;
+   renewal fails. From ``ISSUER_NOTICE`` before that day the run warns. Then the root's end,
+   from the issuing CA's chain (GetCertificateAuthorityCertificate): every certificate under
+   the root ends with it, and the devices trust only that root, so from ``ROOT_NOTICE`` before
+   it the run warns;
 5. sends one summary to the operators' topic when it found anything, warns, or could not finish.
 
 Progress across runs: a run that runs out of time while asking keeps, per shard, where it
@@ -81,6 +84,9 @@ SAVE_RESERVE_SECONDS = ATTEMPT_SECONDS
 # How long before the issuing CA can no longer sign a full-length certificate the operators are
 # warned: time to rotate it (docs/runbook-ca-rotation.md).
 ISSUER_NOTICE = timedelta(days=90)
+# How long before the root CA's end the operators are warned: a new root must reach every
+# device, the ones that connect rarely included, before that day (docs/runbook-ca-rotation.md).
+ROOT_NOTICE = timedelta(days=365)
 
 
 @dataclass
@@ -102,10 +108,14 @@ class ExpiryReport:
     issuer_last_issue: str = ""  # the last moment a full-length certificate fits in it
     issuer_days_left: float | None = None  # until then (negative: past)
     issuer_due: bool = False  # within ISSUER_NOTICE of it, or past it
+    root_valid_until: str = ""  # the root CA's end ("": not read)
+    root_days_left: float | None = None  # until then (negative: past)
+    root_due: bool = False  # within ROOT_NOTICE of it, or past it
 
     @property
     def found_anything(self) -> bool:
-        return bool(self.expiring or self.expired or self.issuer_due or not self.complete)
+        due = self.issuer_due or self.root_due
+        return bool(self.expiring or self.expired or due or not self.complete)
 
 
 def watch(services: WatchServices, budget: Budget) -> ExpiryReport:
@@ -116,6 +126,7 @@ def watch(services: WatchServices, budget: Budget) -> ExpiryReport:
         asked = _ask_expiring(services, budget, report)
         report.complete = counted and asked and not report.resumed
         _check_issuer(services, budget, report, now)
+        _check_root(services, budget, report, now)
         if report.found_anything:
             report.notified = _notify(services, report)
     logger.info(
@@ -130,6 +141,8 @@ def watch(services: WatchServices, budget: Budget) -> ExpiryReport:
             "limited": report.limited,
             "issuer_last_issue": report.issuer_last_issue,
             "issuer_due": report.issuer_due,
+            "root_valid_until": report.root_valid_until,
+            "root_due": report.root_due,
         },
     )
     return report
@@ -151,6 +164,23 @@ def _check_issuer(
     report.issuer_valid_until, report.issuer_last_issue = iso(ends), iso(last)
     report.issuer_days_left = round((last - now) / timedelta(days=1), 1)
     report.issuer_due = last - now <= ISSUER_NOTICE
+
+
+def _check_root(
+    services: WatchServices, budget: Budget, report: ExpiryReport, now: datetime
+) -> None:
+    """Step 4, the root: its end, and whether that is within ROOT_NOTICE (or past).
+    Unreadable: logged, and the rest of the run stands."""
+    if services.root_valid_until is None or not _has_time(budget):
+        return
+    try:
+        ends = services.root_valid_until()
+    except ProvisioningError as error:
+        logger.warning("root CA unreadable", extra={"code": error.code})
+        return
+    report.root_valid_until = iso(ends)
+    report.root_days_left = round((ends - now) / timedelta(days=1), 1)
+    report.root_due = ends - now <= ROOT_NOTICE
 
 
 def _has_time(budget: Budget) -> bool:
@@ -267,7 +297,9 @@ def summary_subject(report: ExpiryReport) -> str:
     """At most 100 ASCII characters (SNS's limit for a subject)."""
     text = f"Device certificates: {report.expiring} expiring soon, {report.expired} expired"
     text = text if report.complete else f"{text} (incomplete run)"
-    return f"{text}; rotate the issuing CA" if report.issuer_due else text
+    if report.issuer_due:
+        return f"{text}; rotate the issuing CA"
+    return f"{text}; the root CA ends soon" if report.root_due else text
 
 
 def summary_message(report: ExpiryReport, services: WatchServices) -> str:
@@ -298,6 +330,16 @@ def summary_message(report: ExpiryReport, services: WatchServices) -> str:
             f"{window.validity_days}-day certificate outlives it, and Private CA refuses every "
             "issuance and renewal (ISSUE_CERTIFICATE_FAILED): rotate the issuing CA "
             f"{'now' if past else 'before then'} (docs/runbook-ca-rotation.md).",
+        ]
+    if report.root_due:
+        past = (report.root_days_left or 0) < 0
+        lines += [
+            "",
+            f"The root CA {'ended' if past else 'ends'} on {report.root_valid_until}"
+            f"{'' if past else f' ({report.root_days_left:g} days left)'}. Every certificate "
+            "under it, the issuing CA's included, ends with it, and the devices trust only that "
+            "root: a new root must reach every device before then "
+            "(docs/runbook-ca-rotation.md, 'The root's end').",
         ]
     if report.soonest:
         lines += ["", f"Soonest to expire (up to {SUMMARY_DEVICES}):"]

@@ -84,6 +84,9 @@ def pytest_xdist_node_collection_finished(node: object, ids: list[str]) -> None:
     test then goes to any worker, each worker starts a stack of its own, and the run is minutes
     longer.
     """
+    config = getattr(node, "config", None)
+    if config is None or config.getvalue("dist") != "loadgroup":
+        return  # another --dist, asked for on the command line: no groups to lose
     lost = [nodeid for nodeid in ids if "@" not in nodeid.rsplit("]", 1)[-1]]
     if lost:
         pytest.exit(

@@ -11,7 +11,9 @@ quietly as it does later (status 130; SIGTERM ends it as by default).
 from __future__ import annotations
 
 import importlib
+import os
 import signal
+import sys
 
 STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
 
@@ -23,5 +25,12 @@ def main() -> int:
         signal.pthread_sigmask(signal.SIG_SETMASK, held)  # what came meanwhile is taken here
     except KeyboardInterrupt:
         return 130
-    status: int = cli.main()
+    try:
+        status: int = cli.main()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader left (`devstack state outputs | head -3`): stop quietly, as a shell tool
+        # does, and let nothing write to the closed pipe again on the way out.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     return status

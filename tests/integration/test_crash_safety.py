@@ -2,8 +2,10 @@
 
 For first provisioning, rotation and revocation, a device's renewal over MQTT (also from the
 certificate it renewed from, having lost the answer) and its confirm, and for every AWS call k
-the request makes: the process dies just before call k, or just after it (nothing after reaches
-AWS, the rollback included), or, for every write, the answer is lost once. Then, separately,
+the request makes: the process dies just before call k, or after the last call (nothing after
+reaches AWS, the rollback included; dying just after call k leaves AWS as dying before call
+k+1, so those are not tried twice: ``Crash.points``), or, for every write, the answer is lost
+once. Then, separately,
 the owner (or the device) retries (once the dead request's lease has expired), or the sweeper
 runs alone. After either, the invariants hold:
 

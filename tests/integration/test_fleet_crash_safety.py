@@ -1,7 +1,8 @@
 """A claim or a release killed between any two AWS calls, or losing an answer, breaks nothing.
 
 In the style of test_crash_safety.py: for every AWS call k the request makes, the process dies
-just before it, or just after it, or (for writes) its answer is lost once. Then, separately,
+just before it, or after the last call (``Crash.points``), or (for writes) its answer is lost
+once. Then, separately,
 the next request for the device runs (the claimant retries the claim, then provisions; for a
 release, another member provisions the DSN), or the sweeper runs alone. After either:
 

@@ -8,6 +8,7 @@ exactly inside that window: when the process's blocked-signal mask (``SigBlk`` i
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -72,3 +73,30 @@ def test_the_browser_command_stops_quietly_when_ctrl_c_comes_while_it_loads(
     )
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr and "not up" not in done.stderr
+
+
+def test_a_reader_that_leaves_early_ends_the_command_without_a_traceback(tmp_path: Path) -> None:
+    # GIVEN a state file whose outputs are far more than a pipe holds
+    state = tmp_path / "stack.json"
+    outputs = {f"Output{i}": "v" * 100 for i in range(5000)}
+    state.write_text(
+        json.dumps(
+            {"endpoint_url": "http://127.0.0.1:1", "region": "us-east-1", "outputs": outputs}
+        )
+    )
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(["local", "example", "."]))
+    # WHEN they are printed into a reader that takes one line and leaves (`| head -1`)
+    process = subprocess.Popen(  # noqa: S603 - this interpreter, fixed arguments
+        [sys.executable, "-m", "devstack", "state", "--state", str(state), "outputs"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    assert process.stdout.readline() == "{\n"
+    process.stdout.close()
+    # THEN the command stops with a failure status and says nothing more
+    assert process.wait(timeout=60) == 1
+    assert process.stderr.read() == ""

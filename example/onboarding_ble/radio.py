@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from bumble import hci
 from bumble.controller import Controller
 from bumble.link import LocalLink
 from bumble.transport import open_transport
@@ -47,6 +48,40 @@ async def open_host(transport_spec: str, name: str) -> tuple[Any, Any]:
     return transport, device
 
 
+class RadioController(Controller):
+    """bumble's virtual controller, with a cancelled connection attempt ended as a real
+    controller ends it (Core spec Vol 4, Part E, 7.8.13).
+
+    bumble's answers the cancel with success and nothing more: the attempt stays pending, so a
+    host whose connect timed out (the device it called had died) is refused every later
+    connect with Command Disallowed until the radio restarts. Here the attempt is dropped and
+    the host told, after the command's answer, with an LE Connection Complete event whose
+    status is Unknown Connection Identifier; a cancel with nothing pending is Command
+    Disallowed.
+    """
+
+    def on_hci_le_create_connection_cancel_command(
+        self, command: hci.HCI_LE_Create_Connection_Cancel_Command
+    ) -> hci.HCI_StatusReturnParameters:
+        pending = self.pending_le_connection
+        if pending is None:
+            return hci.HCI_StatusReturnParameters(hci.HCI_ErrorCode.COMMAND_DISALLOWED_ERROR)
+        self.pending_le_connection = None
+        event = hci.HCI_LE_Connection_Complete_Event(
+            status=hci.HCI_ErrorCode.UNKNOWN_CONNECTION_IDENTIFIER_ERROR,
+            connection_handle=0,
+            role=hci.Role.CENTRAL,
+            peer_address_type=pending.peer_address.address_type,
+            peer_address=pending.peer_address,
+            connection_interval=0,
+            peripheral_latency=0,
+            supervision_timeout=0,
+            central_clock_accuracy=0,
+        )
+        asyncio.get_running_loop().call_soon(self.send_hci_packet, event)
+        return hci.HCI_StatusReturnParameters(hci.HCI_ErrorCode.SUCCESS)
+
+
 def _client_spec(spec: str, transport: Any) -> str:
     """The spec a host uses to reach `transport` (the bound port when the spec said 0)."""
     server = getattr(transport, "server", None)
@@ -65,7 +100,7 @@ async def async_main(specs: Sequence[str], ready_file: Path | None) -> int:
             transport = await open_transport(spec)
             transports.append(transport)
             controllers.append(
-                Controller(
+                RadioController(
                     f"C{index}",
                     host_source=transport.source,
                     host_sink=transport.sink,

@@ -96,6 +96,10 @@ class Bridge:
         self._links: dict[str, Link] = {}  # emulated address -> link
         self._prompts_seen: set[str] = set()
         self._prompts_answered: set[str] = set()
+        # prompt id -> the addresses its own scans heard (a listed device's id is its emulated
+        # address), and the devices and session it last listed
+        self._heard_by_prompt: dict[str, set[str]] = {}
+        self._listed: dict[str, tuple[list[dict[str, str]], str | None]] = {}
         self._attached: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._reset_lock = asyncio.Lock()
@@ -176,41 +180,63 @@ class Bridge:
     # --- the chooser --------------------------------------------------------------------------
 
     async def _prompted(self, params: dict[str, Any], session: str | None) -> None:
+        """A chooser opened (or its list changed). The radio is scanned for it, and the device
+        chosen only among those its own scans heard or the bridge is linked to now: Chromium
+        keeps listing devices announced to an earlier chooser, one that has died since
+        included, and calling a dead device would fail the page's onboarding however often it
+        tried again."""
         prompt_id, devices = params["id"], params.get("devices", [])
         if prompt_id in self._prompts_answered:
             return
-        if devices:
-            self._prompts_answered.add(prompt_id)
-            choice = self.choose(devices)
-            if choice is None:
-                self._say("chooser: cancelled")
-                await self.cdp.send("DeviceAccess.cancelPrompt", {"id": prompt_id}, session=session)
-            else:
-                self._say(f"chooser: selected {choice}")
-                await self.cdp.send(
-                    "DeviceAccess.selectPrompt",
-                    {"id": prompt_id, "deviceId": choice},
-                    session=session,
-                )
+        self._listed[prompt_id] = (devices, session)
+        if prompt_id in self._heard_by_prompt:
+            await self._choose(prompt_id)
             return
         if prompt_id in self._prompts_seen:
             return
         self._prompts_seen.add(prompt_id)
+        heard = self._heard_by_prompt.setdefault(prompt_id, set())
+        await self._choose(prompt_id)
+        if prompt_id in self._prompts_answered:
+            return
         for _attempt in range(SCAN_ATTEMPTS):
             for found in await self.scan():
                 address = emulation.emulated_address(found.address)
                 self._heard[address] = found
+                heard.add(address)
                 self._say(f"advertising {found.name} ({address}) to the page")
                 await self.cdp.send(
                     "BluetoothEmulation.simulateAdvertisement",
                     {"entry": emulation.scan_entry(address, found.name)},
                 )
             await asyncio.sleep(0.2)  # the chooser's update (devices) arrives as a new event
+            # ... or none comes, when the chooser listed the device already (heard before)
+            await self._choose(prompt_id)
             if prompt_id in self._prompts_answered:
                 return
         self._prompts_answered.add(prompt_id)
         self._say("chooser: no device advertising the onboarding service; cancelled")
         await self.cdp.send("DeviceAccess.cancelPrompt", {"id": prompt_id}, session=session)
+
+    async def _choose(self, prompt_id: str) -> None:
+        """Answer the chooser once it lists a device known to be there (``choose`` picks)."""
+        devices, session = self._listed.get(prompt_id, ([], None))
+        # heard by this chooser's scans, or linked to the bridge now (a connected device does
+        # not advertise)
+        alive = self._heard_by_prompt.get(prompt_id, set()) | set(self._links)
+        offered = [device for device in devices if device.get("id") in alive]
+        if prompt_id in self._prompts_answered or not offered:
+            return
+        self._prompts_answered.add(prompt_id)
+        choice = self.choose(offered)
+        if choice is None:
+            self._say("chooser: cancelled")
+            await self.cdp.send("DeviceAccess.cancelPrompt", {"id": prompt_id}, session=session)
+        else:
+            self._say(f"chooser: selected {choice}")
+            await self.cdp.send(
+                "DeviceAccess.selectPrompt", {"id": prompt_id, "deviceId": choice}, session=session
+            )
 
     async def scan(self) -> list[Heard]:
         """The devices advertising the onboarding service, heard in ``scan_seconds``."""

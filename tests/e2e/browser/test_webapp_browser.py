@@ -10,7 +10,10 @@ every screen and runs axe-core on it (screens.py).
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -225,6 +228,41 @@ def test_a_link_lost_during_data_is_shown_and_try_again_succeeds(
     screens.check("onboarded-after-retry")
     assert device.wait(60) == 0, device.output()
     assert (state_dir / "certificate.pem").exists()
+
+
+def test_a_device_that_dies_during_data_leaves_the_next_one_onboardable(
+    offline_stack: RunningStack,
+    pinned_ca: Path,
+    procs: Children,
+    radio: tuple[str, str, str],
+    bridge: Any,
+    page: Any,
+    screens: Screens,
+    tmp_path: Path,
+) -> None:
+    # GIVEN a device that dies (its firmware killed) while the page sends it its answer
+    first = start_device(procs, radio[0], unique_dsn("WEB"), tmp_path / "first", pinned_ca, None)
+    first.wait_for(events.Advertising)
+    owner = new_member(offline_stack)
+    sign_in(page, screens, offline_stack.app_url, owner.email, owner.password)
+    onboard_screen(page, screens)
+    page.get_by_role("button", name="Find a device").click()
+    deadline = time.monotonic() + 60
+    while "page: write DATA" not in bridge.bridge.log and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(first.pid, signal.SIGKILL)
+    expect(alert_of(page)).to_contain_text("BLE_DISCONNECTED", timeout=WAIT_MS)
+    # WHEN another device comes and she tries again, without reloading the page
+    dsn = unique_dsn("WEB")
+    second = start_device(procs, radio[2], dsn, tmp_path / "second", pinned_ca, None)
+    second.wait_for(events.Advertising)
+    page.get_by_role("button", name="Try again").click()
+    page.get_by_role("button", name="Find a device").click()
+    # THEN the chooser offers the live device, not the dead one, and the radio connects to it
+    # (the dead device's connection attempt, cancelled, no longer blocks the radio)
+    expect(page.get_by_role("heading", name="Device onboarded")).to_be_visible(timeout=WAIT_MS)
+    assert second.wait(60) == 0, second.output()
+    assert (tmp_path / "second" / "certificate.pem").exists()
 
 
 def test_after_a_reload_a_second_device_is_onboarded(

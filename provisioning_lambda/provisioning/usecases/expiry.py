@@ -60,6 +60,7 @@ the next run start where the previous one started.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -152,13 +153,9 @@ def _check_issuer(
     services: WatchServices, budget: Budget, report: ExpiryReport, now: datetime
 ) -> None:
     """Step 4: when the issuing CA stops fitting a full-length certificate, and whether that is
-    within ISSUER_NOTICE (or past). Unreadable: logged, and the rest of the run stands."""
-    if services.issuer_valid_until is None or not _has_time(budget):
-        return
-    try:
-        ends = services.issuer_valid_until()
-    except ProvisioningError as error:
-        logger.warning("issuing CA unreadable", extra={"code": error.code})
+    within ISSUER_NOTICE (or past)."""
+    ends = _read_end(services.issuer_valid_until, budget, "issuing CA unreadable")
+    if ends is None:
         return
     last = ends - timedelta(days=services.window.validity_days)
     report.issuer_valid_until, report.issuer_last_issue = iso(ends), iso(last)
@@ -169,18 +166,27 @@ def _check_issuer(
 def _check_root(
     services: WatchServices, budget: Budget, report: ExpiryReport, now: datetime
 ) -> None:
-    """Step 4, the root: its end, and whether that is within ROOT_NOTICE (or past).
-    Unreadable: logged, and the rest of the run stands."""
-    if services.root_valid_until is None or not _has_time(budget):
-        return
-    try:
-        ends = services.root_valid_until()
-    except ProvisioningError as error:
-        logger.warning("root CA unreadable", extra={"code": error.code})
+    """Step 4, the root: its end, and whether that is within ROOT_NOTICE (or past)."""
+    ends = _read_end(services.root_valid_until, budget, "root CA unreadable")
+    if ends is None:
         return
     report.root_valid_until = iso(ends)
     report.root_days_left = round((ends - now) / timedelta(days=1), 1)
     report.root_due = ends - now <= ROOT_NOTICE
+
+
+def _read_end(
+    read: Callable[[], datetime] | None, budget: Budget, unreadable: str
+) -> datetime | None:
+    """A CA's end; None when not checked, out of time, or unreadable (logged: the rest of the
+    run stands)."""
+    if read is None or not _has_time(budget):
+        return None
+    try:
+        return read()
+    except ProvisioningError as error:
+        logger.warning(unreadable, extra={"code": error.code})
+        return None
 
 
 def _has_time(budget: Budget) -> bool:
